@@ -1,0 +1,80 @@
+// Command ironlb-ccm is IronLB's cloud-controller-manager: the standard
+// Kubernetes cloud-controller-manager with the "ironlb" provider, which
+// initializes bare-metal nodes and serves Services of type LoadBalancer.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/app"
+	"k8s.io/cloud-provider/app/config"
+	"k8s.io/cloud-provider/names"
+	"k8s.io/cloud-provider/options"
+	"k8s.io/component-base/cli"
+	cliflag "k8s.io/component-base/cli/flag"
+	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics
+	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/internal/version"
+	"github.com/ironlb/ironlb/provider"
+)
+
+func main() {
+	opts, err := options.NewCloudControllerManagerOptions()
+	if err != nil {
+		klog.Fatalf("Initializing options: %v", err)
+	}
+	// IronLB's defaults; every one can still be set by flag.
+	opts.KubeCloudShared.CloudProvider.Name = provider.Name
+	opts.KubeCloudShared.ConfigureCloudRoutes = false // pod routes are the CNI's job
+	opts.Generic.LeaderElection.ResourceName = "ironlb-ccm"
+
+	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, app.DefaultInitFuncConstructors,
+		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, stopOnSignal())
+	cmd.Use = "ironlb-ccm"
+	os.Exit(cli.Run(cmd))
+}
+
+// stopOnSignal returns a channel closed on SIGTERM or SIGINT, so the
+// controller manager stops and the process exits 0; a second signal exits at
+// once.
+func stopOnSignal() <-chan struct{} {
+	stop := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-sigs
+		klog.InfoS("Shutting down", "signal", sig.String())
+		close(stop)
+		<-sigs
+		os.Exit(1)
+	}()
+	return stop
+}
+
+// initCloud builds the provider named by --cloud-provider from the
+// --cloud-config file; an invalid file stops the process with its error.
+func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
+	shared := c.ComponentConfig.KubeCloudShared.CloudProvider
+	klog.InfoS("Starting IronLB", "version", version.Version, "cloudProvider", shared.Name)
+	cloud, err := cloudprovider.InitCloudProvider(shared.Name, shared.CloudConfigFile)
+	if err == nil && cloud == nil {
+		err = errNoProvider(shared.Name)
+	}
+	if err != nil {
+		klog.ErrorS(err, "Cannot start the cloud provider", "cloudProvider", shared.Name, "cloudConfig", shared.CloudConfigFile)
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	return cloud
+}
+
+type errNoProvider string
+
+func (e errNoProvider) Error() string {
+	return "unknown cloud provider " + string(e) + ": this binary provides only " + provider.Name
+}

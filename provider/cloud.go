@@ -1,0 +1,110 @@
+// Package provider registers IronLB with the cloud-controller-manager
+// framework as the cloud provider "ironlb". It only wires the framework to
+// the packages that do the work: instances (node initialization) and
+// loadbalancer (Services of type LoadBalancer).
+package provider
+
+import (
+	"io"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/instances"
+	"github.com/ironlb/ironlb/loadbalancer"
+)
+
+// Name is the provider name given to --cloud-provider.
+const Name = "ironlb"
+
+// component names IronLB's client and the source of its Events.
+const component = "ironlb-ccm"
+
+func init() {
+	cloudprovider.RegisterCloudProvider(Name, func(config io.Reader) (cloudprovider.Interface, error) {
+		cfg, err := ParseConfig(config)
+		if err != nil {
+			return nil, err
+		}
+		return New(cfg), nil
+	})
+}
+
+// Cloud is IronLB's cloudprovider.Interface.
+type Cloud struct {
+	config    Config
+	instances *instances.Instances
+	balancer  *loadbalancer.Balancer
+}
+
+var _ cloudprovider.Interface = (*Cloud)(nil)
+
+// New returns a Cloud for cfg. It does nothing until Initialize.
+func New(cfg Config) *Cloud { return &Cloud{config: cfg} }
+
+// Initialize is called once this process leads (or right away without
+// leader election), before any controller starts. It builds the clients and
+// event recorder the implementations need; stop closes when leadership or
+// the process ends.
+func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
+	ctx := wait.ContextForChannel(stop)
+	client, err := clientBuilder.Client(component)
+	if err != nil {
+		klog.Fatalf("Building the %s client: %v", component, err)
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: component})
+	go func() {
+		<-stop
+		broadcaster.Shutdown()
+	}()
+
+	c.instances = instances.New(recorder, instances.Defaults{
+		InstanceType: c.config.Instances.DefaultInstanceType,
+		Zone:         c.config.Instances.DefaultZone,
+		Region:       c.config.Instances.DefaultRegion,
+	})
+	c.balancer = loadbalancer.New()
+}
+
+// LoadBalancer returns the Service load-balancer implementation.
+func (c *Cloud) LoadBalancer() (cloudprovider.LoadBalancer, bool) {
+	if c.balancer == nil {
+		return nil, false
+	}
+	return c.balancer, true
+}
+
+// Instances is not implemented: IronLB implements InstancesV2.
+func (c *Cloud) Instances() (cloudprovider.Instances, bool) { return nil, false }
+
+// InstancesV2 returns the node initializer.
+func (c *Cloud) InstancesV2() (cloudprovider.InstancesV2, bool) {
+	if c.instances == nil {
+		return nil, false
+	}
+	return c.instances, true
+}
+
+// Zones is not implemented: zones come from InstancesV2.
+func (c *Cloud) Zones() (cloudprovider.Zones, bool) { return nil, false }
+
+// Clusters is not implemented.
+func (c *Cloud) Clusters() (cloudprovider.Clusters, bool) { return nil, false }
+
+// Routes is not implemented: pod networking is the CNI's job.
+func (c *Cloud) Routes() (cloudprovider.Routes, bool) { return nil, false }
+
+// ProviderName returns "ironlb".
+func (c *Cloud) ProviderName() string { return Name }
+
+// HasClusterID returns true: IronLB tags nothing outside the cluster, so it
+// needs no cluster ID.
+func (c *Cloud) HasClusterID() bool { return true }

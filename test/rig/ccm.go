@@ -1,0 +1,104 @@
+// Package rig assembles IronLB's test environment from real parts: the
+// control plane of package controlplane, the ironlb-ccm binary, and (for
+// data-plane tests) network namespaces with speakers.
+package rig
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ironlb/ironlb/test/binaries"
+	"github.com/ironlb/ironlb/test/procs"
+)
+
+// CCMOptions configures one ironlb-ccm process.
+type CCMOptions struct {
+	// Name distinguishes processes in logs, e.g. "ccm-a".
+	Name string
+	// Kubeconfig is used for the API, and for delegated authentication and
+	// authorization of the secure port.
+	Kubeconfig string
+	// LogDir receives <Name>.log.
+	LogDir string
+	// LeaderElect turns on leader election with short test timings.
+	LeaderElect bool
+	// Args are extra flags.
+	Args []string
+}
+
+// StartCCM starts the real ironlb-ccm binary.
+func StartCCM(opts CCMOptions) (*procs.Process, error) {
+	dir, err := binaries.IronLB()
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	args := []string{
+		"--kubeconfig=" + opts.Kubeconfig,
+		"--authentication-kubeconfig=" + opts.Kubeconfig,
+		"--authorization-kubeconfig=" + opts.Kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(opts.LogDir, opts.Name+"-certs"),
+		"--leader-elect=" + strconv.FormatBool(opts.LeaderElect),
+		"--node-status-update-frequency=5s",
+	}
+	if opts.LeaderElect {
+		args = append(args,
+			"--leader-elect-lease-duration=4s",
+			"--leader-elect-renew-deadline=3s",
+			"--leader-elect-retry-period=500ms")
+	}
+	args = append(args, opts.Args...)
+	return procs.Start(opts.Name, filepath.Join(opts.LogDir, opts.Name+".log"), filepath.Join(dir, "ironlb-ccm"), args, procs.Options{})
+}
+
+// StartCCMForTest starts ironlb-ccm and stops it when the test ends,
+// printing its log tail if the test failed.
+func StartCCMForTest(t testing.TB, opts CCMOptions) *procs.Process {
+	t.Helper()
+	if opts.LogDir == "" {
+		opts.LogDir = t.TempDir()
+	}
+	if opts.Name == "" {
+		opts.Name = "ironlb-ccm"
+	}
+	p, err := StartCCM(opts)
+	if err != nil {
+		t.Fatalf("starting %s: %v", opts.Name, err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Errorf("stopping %s: %v", p.Name, err)
+		}
+		if t.Failed() {
+			t.Logf("%s log tail:\n%s", p.Name, p.Tail(60))
+		}
+	})
+	return p
+}
+
+// Eventually polls cond every 100ms until it returns nil or timeout passes,
+// then returns its last error.
+func Eventually(timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s: %w", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
