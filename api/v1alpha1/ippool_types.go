@@ -1,0 +1,141 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// IPPool is a set of addresses IronLB may give to Services of type
+// LoadBalancer.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=ipp,categories=ironlb
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Addresses",type=string,JSONPath=`.spec.addresses`
+// +kubebuilder:printcolumn:name="Auto",type=boolean,JSONPath=`.spec.autoAssign`
+// +kubebuilder:printcolumn:name="Priority",type=integer,JSONPath=`.spec.priority`
+// +kubebuilder:printcolumn:name="Used",type=integer,JSONPath=`.status.used`
+// +kubebuilder:printcolumn:name="Free IPv4",type=string,JSONPath=`.status.ipv4.free`
+// +kubebuilder:printcolumn:name="Free IPv6",type=string,JSONPath=`.status.ipv6.free`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type IPPool struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   IPPoolSpec   `json:"spec"`
+	Status IPPoolStatus `json:"status,omitempty"`
+}
+
+// IPPoolSpec says which addresses a pool holds and who may use them.
+type IPPoolSpec struct {
+	// Addresses are CIDRs and ranges, IPv4 and IPv6 mixed.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	Addresses []AddressRange `json:"addresses"`
+
+	// AutoAssign lets Services that name no pool get addresses from this one.
+	// When false, only Services that name the pool or ask for one of its
+	// addresses get them.
+	//
+	// +kubebuilder:default=true
+	// +optional
+	AutoAssign *bool `json:"autoAssign,omitempty"`
+
+	// AvoidBuggyIPs skips IPv4 addresses ending in .0 and .255, which some
+	// old clients and routers mishandle.
+	//
+	// +optional
+	AvoidBuggyIPs bool `json:"avoidBuggyIPs,omitempty"`
+
+	// Priority orders auto-assign pools: a Service gets its address from the
+	// pool with the highest priority that it may use and that has a free
+	// address; ties go by name.
+	//
+	// +optional
+	Priority int32 `json:"priority,omitempty"`
+
+	// ServiceAllocation limits which Services may use the pool. Empty means
+	// every Service.
+	//
+	// +optional
+	ServiceAllocation *ServiceAllocation `json:"serviceAllocation,omitempty"`
+}
+
+// ServiceAllocation selects the Services that may use a pool. A Service must
+// match every selector given.
+type ServiceAllocation struct {
+	// NamespaceSelector matches the labels of the Service's namespace.
+	//
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// ServiceSelector matches the Service's labels.
+	//
+	// +optional
+	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
+}
+
+// IPPoolStatus is what the CCM observed of a pool.
+type IPPoolStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	//
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Used counts addresses of the pool held by Services, both families.
+	//
+	// +optional
+	Used int64 `json:"used"`
+
+	// IPv4 counts the pool's IPv4 addresses.
+	//
+	// +optional
+	IPv4 *AddressCounts `json:"ipv4,omitempty"`
+
+	// IPv6 counts the pool's IPv6 addresses.
+	//
+	// +optional
+	IPv6 *AddressCounts `json:"ipv6,omitempty"`
+
+	// Conditions: Ready (the pool hands out addresses) and Conflicting (it
+	// overlaps another pool; no address is ever handed out twice).
+	//
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// AddressCounts are a pool's address counts for one family. Counts are
+// decimal strings because IPv6 pools exceed 64 bits.
+type AddressCounts struct {
+	// Total counts the addresses that can be handed out.
+	Total string `json:"total"`
+	// Used counts those held by Services.
+	Used int64 `json:"used"`
+	// Free is Total minus Used.
+	Free string `json:"free"`
+}
+
+// Condition types and reasons of IPPool.
+const (
+	ConditionReady       = "Ready"
+	ConditionConflicting = "Conflicting"
+
+	ReasonValid           = "Valid"
+	ReasonInvalid         = "Invalid"
+	ReasonOverlap         = "Overlap"
+	ReasonNoOverlap       = "NoOverlap"
+	ReasonInvalidSelector = "InvalidSelector"
+)
+
+// IPPoolList is a list of IPPools.
+//
+// +kubebuilder:object:root=true
+type IPPoolList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []IPPool `json:"items"`
+}

@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/ironlb/ironlb/api/v1alpha1"
+
+	"github.com/ironlb/ironlb/test/binaries"
+	"github.com/ironlb/ironlb/test/controlplane"
+)
+
+// TestIPPoolValidation applies deploy/'s CRD to a real API server and checks
+// that malformed pools are rejected at admission with readable messages and
+// good ones are accepted.
+func TestIPPoolValidation(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp := controlplane.ForTest(t)
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, "deploy", "crds")); err != nil {
+		t.Fatalf("applying CRDs: %v\n%s", err, out)
+	}
+	if _, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "crd/ippools.ironlb.dev", "--timeout=30s"); err != nil {
+		t.Fatal(err)
+	}
+	pool := func(name, spec string) string {
+		return fmt.Sprintf("apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata:\n  name: %s\nspec:\n%s", name, spec)
+	}
+	tests := []struct {
+		name, spec string
+		wantErr    []string // every string must appear; none means accepted
+	}{
+		{"cidrs and ranges", "  addresses: [192.0.2.0/28, 2001:db8:1::/64, 192.0.2.200-192.0.2.250, '2001:db8:2::10 - 2001:db8:2::20']", nil},
+		{"single address range", "  addresses: [198.51.100.7-198.51.100.7]", nil},
+		{"ipv6 range across a byte", "  addresses: [2001:db8::ff-2001:db8::100]", nil},
+		{"empty list", "  addresses: []", []string{"spec.addresses", "should have at least 1 items"}},
+		{"missing addresses", "  autoAssign: true", []string{"spec.addresses", "Required value"}},
+		{"bad CIDR", "  addresses: [192.0.2.0/33]", []string{"spec.addresses[0]", "must be a CIDR"}},
+		{"garbage", "  addresses: [pool-a]", []string{"spec.addresses[0]", "must be a CIDR"}},
+		{"host bits", "  addresses: [192.0.2.5/24]", []string{"spec.addresses[0]", "CIDR 192.0.2.5/24 has host bits set; write its network address"}},
+		{"reversed IPv4 range", "  addresses: [192.0.2.0/28, 192.0.2.250-192.0.2.200]", []string{"spec.addresses[1]", "range 192.0.2.250-192.0.2.200 is reversed"}},
+		{"reversed IPv4 range, one bit", "  addresses: [192.0.2.11-192.0.2.10]", []string{"is reversed"}},
+		{"reversed IPv6 range", "  addresses: [2001:db8::100-2001:db8::ff]", []string{"range 2001:db8::100-2001:db8::ff is reversed"}},
+		{"reversed IPv6 range, high bits", "  addresses: [2001:db9::-2001:db8::ffff]", []string{"is reversed"}},
+		{"mixed-family range", "  addresses: [192.0.2.1-2001:db8::1]", []string{"spec.addresses[0]", "mixes IPv4 and IPv6"}},
+		{"IPv4-mapped IPv6", "  addresses: ['::ffff:192.0.2.1-::ffff:192.0.2.9']", []string{"must be a CIDR"}},
+		{"three parts", "  addresses: [192.0.2.1-192.0.2.2-192.0.2.3]", []string{"must be a CIDR"}},
+		{"duplicate entries", "  addresses: [192.0.2.0/28, 192.0.2.0/28]", []string{"Duplicate value"}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := cp.KubectlStdin(ctx, pool(fmt.Sprintf("p%d", i), tc.spec), "apply", "-f", "-")
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("valid pool rejected: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("malformed pool accepted:\n%s", out)
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(out, want) {
+					t.Errorf("rejection does not say %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+// TestIPPoolReversedRangeRuleMatchesGo cross-checks the CRD's bitwise
+// reversed-range rule against Go's address order on random ranges.
+func TestIPPoolReversedRangeRuleMatchesGo(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp := controlplane.ForTest(t)
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, "deploy", "crds")); err != nil {
+		t.Fatalf("applying CRDs: %v\n%s", err, out)
+	}
+	if _, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "crd/ippools.ironlb.dev", "--timeout=30s"); err != nil {
+		t.Fatal(err)
+	}
+	client := dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
+	rng := rand.New(rand.NewPCG(7, 11))
+	randAddr := func(v6 bool, near netip.Addr) netip.Addr {
+		if near.IsValid() && rng.IntN(2) == 0 {
+			// Differ from near in one random bit, to hit every bit position.
+			b := near.AsSlice()
+			bit := rng.IntN(len(b) * 8)
+			b[bit/8] ^= 0x80 >> (bit % 8)
+			a, _ := netip.AddrFromSlice(b)
+			return a
+		}
+		if !v6 {
+			return netip.AddrFrom4([4]byte{192, 0, 2, byte(rng.IntN(256))})
+		}
+		var b [16]byte
+		b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+		for i := 4; i < 16; i++ {
+			b[i] = byte(rng.IntN(256))
+		}
+		return netip.AddrFrom16(b)
+	}
+	for i := range 150 {
+		v6 := i%2 == 1
+		a := randAddr(v6, netip.Addr{})
+		b := randAddr(v6, a)
+		if !v6 && !b.Is4() || v6 && (b.Is4() || b.Is4In6()) {
+			continue
+		}
+		entry := a.String() + "-" + b.String()
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "ironlb.dev/v1alpha1", "kind": "IPPool",
+			"metadata": map[string]any{"name": fmt.Sprintf("r%d", i)},
+			"spec":     map[string]any{"addresses": []any{entry}},
+		}}
+		_, err := client.Create(ctx, obj, metav1.CreateOptions{})
+		wantReject := b.Less(a)
+		if wantReject != (err != nil) {
+			t.Errorf("%s: reversed=%v but create returned %v", entry, wantReject, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "is reversed") {
+			t.Errorf("%s: unexpected rejection: %v", entry, err)
+		}
+	}
+}
