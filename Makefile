@@ -28,6 +28,18 @@ $(CONTROLPLANE) &: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd
 	@touch $(CONTROLPLANE)
 
+# Go tools at pinned versions, in .cache/bin.
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
+.PHONY: tools
+tools: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	GOBIN=$(TOOLS_BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Regenerate the CRD (deploy/crds) and deepcopy code from api/.
+	$(CONTROLLER_GEN) object:headerFile= paths=./api/... crd output:crd:dir=deploy/crds
+
 # System packages the rig needs (network namespaces, veth, bridges).
 .PHONY: deps
 deps:
@@ -38,8 +50,16 @@ demo: deps controlplane ## Run IronLB on a local control plane (ONCE=1: exit aft
 	$(GO) run ./test/demo $(if $(ONCE),-once)
 
 .PHONY: test
-test: deps controlplane vet ## Unit, integration and end-to-end tests.
+test: deps controlplane tools vet ## Unit, integration and end-to-end tests.
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Benchmarks print one line per figure: BENCH <name> <value> <unit>.
+BENCH_COUNT ?= 5
+.PHONY: bench
+bench: deps controlplane ## Allocator micro-benchmarks and end-to-end figures.
+	@mkdir -p $(CACHE)
+	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
+	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
 
 .PHONY: unit
 unit: ## Unit tests only (no control plane, no root).

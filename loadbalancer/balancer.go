@@ -1,35 +1,215 @@
 // Package loadbalancer turns Services of type LoadBalancer into virtual IPs:
 // it answers the service controller's EnsureLoadBalancer, UpdateLoadBalancer
-// and EnsureLoadBalancerDeleted calls.
+// and EnsureLoadBalancerDeleted calls with addresses from the ipam
+// allocator.
 package loadbalancer
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/api"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/ipam"
+)
+
+// Event reasons on Services.
+const (
+	ReasonIPAllocated      = "IPAllocated"
+	ReasonIPReleased       = "IPReleased"
+	ReasonOutsidePools     = "AddressOutsidePools"
+	ReasonFamilyNotServed  = "IPFamilyNotAssigned"
+	ReasonAddressConflict  = "AddressConflict"
+	loadBalancerCleanupFin = "service.kubernetes.io/load-balancer-cleanup"
 )
 
 // ErrNoPools is returned while no address pool exists to allocate from.
 var ErrNoPools = errors.New("no IP pools configured: IronLB has no addresses to assign; create an IPPool (ironlb.dev/v1alpha1) listing the addresses LoadBalancer Services may use")
 
+// PoolWatcher is told when a pool's usage changed.
+type PoolWatcher interface {
+	Touch(pools ...string)
+	HasSynced() bool
+}
+
 // Balancer implements cloudprovider.LoadBalancer.
-type Balancer struct{}
+type Balancer struct {
+	alloc      *ipam.Allocator
+	pools      PoolWatcher
+	recorder   record.EventRecorder
+	services   corelisters.ServiceLister
+	namespaces corelisters.NamespaceLister
+	synced     []cache.InformerSynced
+	ready      chan struct{}
+	retry      time.Duration
+	log        klog.Logger
+}
 
 var _ cloudprovider.LoadBalancer = (*Balancer)(nil)
 
-// New returns a Balancer.
-func New() *Balancer { return &Balancer{} }
+// Option configures a Balancer.
+type Option func(*Balancer)
 
-// GetLoadBalancer reports the load balancer of service as existing when its
-// status already lists ingress addresses.
-func (b *Balancer) GetLoadBalancer(ctx context.Context, clusterName string, service *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
-	if len(service.Status.LoadBalancer.Ingress) == 0 {
-		return nil, false, nil
+// WithRetry sets how soon a Service that could not get an address (pool
+// exhausted, address taken, no pool yet) is tried again. The service
+// controller would otherwise back off exponentially, up to minutes.
+func WithRetry(d time.Duration) Option { return func(b *Balancer) { b.retry = d } }
+
+// New returns a Balancer handing out addresses from alloc. It answers no
+// call before Run has restored existing allocations.
+func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
+	b := &Balancer{
+		alloc:    alloc,
+		pools:    pools,
+		recorder: recorder,
+		ready:    make(chan struct{}),
+		retry:    3 * time.Second,
+		log:      klog.Background().WithName("loadbalancer"),
 	}
-	return service.Status.LoadBalancer.DeepCopy(), true, nil
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// SetInformers takes the Service and Namespace informers from the controller
+// manager's shared factory, so that the Services are cached once.
+func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
+	svc := factory.Core().V1().Services()
+	ns := factory.Core().V1().Namespaces()
+	b.services, b.namespaces = svc.Lister(), ns.Lister()
+	b.synced = []cache.InformerSynced{svc.Informer().HasSynced, ns.Informer().HasSynced, b.pools.HasSynced}
+}
+
+// Run waits for the caches, rebuilds every allocation from the Services'
+// status and then lets calls through. It returns when that is done or ctx
+// ends.
+func (b *Balancer) Run(ctx context.Context) error {
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
+		return fmt.Errorf("waiting for caches: %w", ctx.Err())
+	}
+	start := time.Now()
+	n, err := b.restore()
+	if err != nil {
+		return err
+	}
+	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
+	close(b.ready)
+	return nil
+}
+
+// Ready reports whether allocations have been restored.
+func (b *Balancer) Ready() bool {
+	select {
+	case <-b.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// notReadyWait bounds how long a call waits for Run, so that a missing CRD
+// or an unreachable API server shows up as an error on the Service instead
+// of a hung worker.
+const notReadyWait = 30 * time.Second
+
+func (b *Balancer) waitReady(ctx context.Context) error {
+	select {
+	case <-b.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("IronLB is still restoring allocations: %w", ctx.Err())
+	case <-time.After(notReadyWait):
+		return api.NewRetryError("IronLB is not ready: its Service, Namespace and IPPool caches have not synced "+
+			"(is the IPPool CRD installed? kubectl apply -k deploy/)", b.retry)
+	}
+}
+
+// restore rebuilds the allocator from the addresses Services hold in their
+// status. Older Services win if two claim one address.
+func (b *Balancer) restore() (int, error) {
+	all, err := b.services.List(labels.Everything())
+	if err != nil {
+		return 0, err
+	}
+	var svcs []*v1.Service
+	for _, s := range all {
+		if managed(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
+			svcs = append(svcs, s)
+		}
+	}
+	slices.SortFunc(svcs, func(x, y *v1.Service) int {
+		if c := x.CreationTimestamp.Compare(y.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name)
+	})
+	for _, svc := range svcs {
+		var addrs []netip.Addr
+		for _, ing := range svc.Status.LoadBalancer.Ingress {
+			if a, err := netip.ParseAddr(ing.IP); err == nil {
+				addrs = append(addrs, a)
+			}
+		}
+		req, err := RequestFor(svc, b.namespaceLabels(svc.Namespace))
+		if err != nil {
+			// Bad annotations do not lose the address: restore it with
+			// what is known; the next sync reports the error.
+			req = ipam.Request{Owner: string(svc.UID), Name: svc.Namespace + "/" + svc.Name}
+		}
+		if err := b.alloc.Restore(req, addrs); err != nil {
+			b.log.Error(err, "Cannot restore address of Service", "service", klog.KObj(svc))
+			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressConflict, "IronLB could not keep every address in this Service's status: %v", err)
+		}
+		if al, ok := b.alloc.Lookup(string(svc.UID)); ok {
+			b.warnOutsidePools(svc, al)
+			b.pools.Touch(al.Pools...)
+		}
+	}
+	return len(svcs), nil
+}
+
+// managed reports whether IronLB serves svc: a LoadBalancer without a
+// loadBalancerClass, or one still holding the service controller's cleanup
+// finalizer.
+func managed(svc *v1.Service) bool {
+	if svc.Spec.LoadBalancerClass != nil {
+		return false
+	}
+	return svc.Spec.Type == v1.ServiceTypeLoadBalancer || slices.Contains(svc.Finalizers, loadBalancerCleanupFin)
+}
+
+func (b *Balancer) namespaceLabels(name string) map[string]string {
+	ns, err := b.namespaces.Get(name)
+	if err != nil {
+		return nil
+	}
+	return ns.Labels
+}
+
+// GetLoadBalancer reports whether the Service holds addresses.
+func (b *Balancer) GetLoadBalancer(ctx context.Context, clusterName string, service *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
+	if err := b.waitReady(ctx); err != nil {
+		return nil, false, err
+	}
+	al, ok := b.alloc.Lookup(string(service.UID))
+	if !ok {
+		return nil, len(service.Status.LoadBalancer.Ingress) > 0, nil
+	}
+	return statusFor(al), true, nil
 }
 
 // GetLoadBalancerName returns the name the service controller logs.
@@ -37,17 +217,91 @@ func (b *Balancer) GetLoadBalancerName(ctx context.Context, clusterName string, 
 	return cloudprovider.DefaultLoadBalancerName(service)
 }
 
-// EnsureLoadBalancer assigns and announces the Service's addresses.
+// EnsureLoadBalancer gives the Service its addresses, or keeps those it
+// has, and returns them as its status.
 func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, service *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
-	return nil, fmt.Errorf("service %s/%s: %w", service.Namespace, service.Name, ErrNoPools)
+	if err := b.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	req, err := RequestFor(service, b.namespaceLabels(service.Namespace))
+	if err != nil {
+		return nil, err
+	}
+	before, _ := b.alloc.Lookup(req.Owner)
+	al, err := b.alloc.Ensure(req)
+	if err != nil {
+		switch {
+		case errors.Is(err, ipam.ErrNoPools):
+			return nil, api.NewRetryError(ErrNoPools.Error(), b.retry)
+		case errors.Is(err, ipam.ErrExhausted), errors.Is(err, ipam.ErrConflict), errors.Is(err, ipam.ErrNoPool):
+			// Retry at a fixed, short interval: the Service gets its
+			// address soon after one is freed or a pool appears.
+			return nil, api.NewRetryError(err.Error(), b.retry)
+		}
+		return nil, err
+	}
+	b.report(service, before, al)
+	return statusFor(al), nil
 }
 
-// UpdateLoadBalancer reacts to a change of the cluster's nodes.
+// report records Events and refreshes pool status after an Ensure.
+func (b *Balancer) report(svc *v1.Service, before, after ipam.Allocation) {
+	for i, a := range after.Addresses {
+		if !slices.Contains(before.Addresses, a) {
+			pool := after.Pools[i]
+			b.log.Info("Assigned address", "service", klog.KObj(svc), "address", a, "pool", pool)
+			b.recorder.Eventf(svc, v1.EventTypeNormal, ReasonIPAllocated, "Assigned %s from IPPool %s", a, pool)
+			b.pools.Touch(pool)
+		}
+	}
+	for i, a := range before.Addresses {
+		if !slices.Contains(after.Addresses, a) {
+			b.log.Info("Released address", "service", klog.KObj(svc), "address", a)
+			b.recorder.Eventf(svc, v1.EventTypeNormal, ReasonIPReleased, "Released %s", a)
+			b.pools.Touch(before.Pools[i])
+		}
+	}
+	for _, w := range after.Warnings {
+		b.recorder.Event(svc, v1.EventTypeWarning, ReasonFamilyNotServed, w)
+	}
+	b.warnOutsidePools(svc, after)
+}
+
+func (b *Balancer) warnOutsidePools(svc *v1.Service, al ipam.Allocation) {
+	for i, a := range al.Addresses {
+		if al.Pools[i] == "" {
+			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonOutsidePools,
+				"%s is in no IPPool any more; the Service keeps it until its address request changes or it is deleted", a)
+		}
+	}
+}
+
+// UpdateLoadBalancer is called when the cluster's nodes change. Addresses do
+// not depend on nodes.
 func (b *Balancer) UpdateLoadBalancer(ctx context.Context, clusterName string, service *v1.Service, nodes []*v1.Node) error {
+	return b.waitReady(ctx)
+}
+
+// EnsureLoadBalancerDeleted releases the Service's addresses: it was deleted
+// or is no longer of type LoadBalancer.
+func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName string, service *v1.Service) error {
+	if err := b.waitReady(ctx); err != nil {
+		return err
+	}
+	before, ok := b.alloc.Lookup(string(service.UID))
+	if !ok {
+		return nil
+	}
+	b.alloc.Release(string(service.UID))
+	b.report(service, before, ipam.Allocation{})
 	return nil
 }
 
-// EnsureLoadBalancerDeleted releases what the Service holds.
-func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName string, service *v1.Service) error {
-	return nil
+func statusFor(al ipam.Allocation) *v1.LoadBalancerStatus {
+	vip := v1.LoadBalancerIPModeVIP
+	st := &v1.LoadBalancerStatus{}
+	for _, a := range al.Addresses {
+		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: a.String(), IPMode: &vip})
+	}
+	return st
 }

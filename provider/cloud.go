@@ -5,10 +5,14 @@
 package provider
 
 import (
+	"context"
 	"io"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -16,6 +20,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/instances"
+	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer"
 )
 
@@ -38,11 +44,15 @@ func init() {
 // Cloud is IronLB's cloudprovider.Interface.
 type Cloud struct {
 	config    Config
+	ctx       context.Context
 	instances *instances.Instances
 	balancer  *loadbalancer.Balancer
 }
 
-var _ cloudprovider.Interface = (*Cloud)(nil)
+var (
+	_ cloudprovider.Interface    = (*Cloud)(nil)
+	_ cloudprovider.InformerUser = (*Cloud)(nil)
+)
 
 // New returns a Cloud for cfg. It does nothing until Initialize.
 func New(cfg Config) *Cloud { return &Cloud{config: cfg} }
@@ -71,7 +81,26 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		Zone:         c.config.Instances.DefaultZone,
 		Region:       c.config.Instances.DefaultRegion,
 	})
-	c.balancer = loadbalancer.New()
+	alloc := ipam.New()
+	pools, err := ippool.New(dynamic.NewForConfigOrDie(clientBuilder.ConfigOrDie(component)), alloc, 10*time.Minute)
+	if err != nil {
+		klog.Fatalf("Starting the IPPool controller: %v", err)
+	}
+	go pools.Run(ctx)
+	c.balancer = loadbalancer.New(alloc, pools, recorder)
+	c.ctx = ctx
+}
+
+// SetInformers hands the controller manager's shared informers to the load
+// balancer, which then restores existing allocations. It runs right after
+// Initialize.
+func (c *Cloud) SetInformers(factory informers.SharedInformerFactory) {
+	c.balancer.SetInformers(factory)
+	go func() {
+		if err := c.balancer.Run(c.ctx); err != nil {
+			klog.ErrorS(err, "Load balancer did not start")
+		}
+	}()
 }
 
 // LoadBalancer returns the Service load-balancer implementation.

@@ -53,6 +53,7 @@ type IPPoolSpec struct {
 	// pool with the highest priority that it may use and that has a free
 	// address; ties go by name.
 	//
+	// +kubebuilder:default=0
 	// +optional
 	Priority int32 `json:"priority,omitempty"`
 

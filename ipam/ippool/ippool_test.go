@@ -1,0 +1,136 @@
+package ippool
+
+import (
+	"math/big"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ironlb/ironlb/api/v1alpha1"
+	"github.com/ironlb/ironlb/ipam"
+)
+
+func pool(name string, addrs ...string) *v1alpha1.IPPool {
+	p := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 3}}
+	for _, a := range addrs {
+		p.Spec.Addresses = append(p.Spec.Addresses, v1alpha1.AddressRange(a))
+	}
+	return p
+}
+
+func TestToPool(t *testing.T) {
+	off := false
+	p := pool("gold", "192.0.2.0/30", "2001:db8::/126")
+	p.Spec.AutoAssign = &off
+	p.Spec.AvoidBuggyIPs = true
+	p.Spec.Priority = 7
+	p.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}},
+		ServiceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"edge"}},
+		}},
+	}
+	got, err := ToPool(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "gold" || got.AutoAssign || !got.AvoidBuggyIPs || got.Priority != 7 || len(got.Ranges) != 2 {
+		t.Errorf("ToPool = %+v", got)
+	}
+	for _, tc := range []struct {
+		subject ipam.Subject
+		want    bool
+	}{
+		{ipam.Subject{NamespaceLabels: map[string]string{"team": "a"}, Labels: map[string]string{"tier": "edge"}}, true},
+		{ipam.Subject{NamespaceLabels: map[string]string{"team": "b"}, Labels: map[string]string{"tier": "edge"}}, false},
+		{ipam.Subject{NamespaceLabels: map[string]string{"team": "a"}, Labels: map[string]string{"tier": "core"}}, false},
+		{ipam.Subject{}, false},
+	} {
+		if got := got.Allows(tc.subject); got != tc.want {
+			t.Errorf("Allows(%+v) = %v, want %v", tc.subject, got, tc.want)
+		}
+	}
+
+	def, err := ToPool(pool("plain", "192.0.2.0/30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !def.AutoAssign || def.Allows != nil {
+		t.Errorf("defaults: AutoAssign=%v Allows set=%v; want auto-assign for everyone", def.AutoAssign, def.Allows != nil)
+	}
+	empty := pool("empty-selectors", "192.0.2.0/30")
+	empty.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{NamespaceSelector: &metav1.LabelSelector{}}
+	e, err := ToPool(empty)
+	if err != nil || !e.Allows(ipam.Subject{}) {
+		t.Errorf("an empty selector must match everything (err %v)", err)
+	}
+}
+
+func TestToPoolErrors(t *testing.T) {
+	bad := pool("bad-selector", "192.0.2.0/30")
+	bad.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{ServiceSelector: &metav1.LabelSelector{
+		MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Sometimes"}},
+	}}
+	for _, tc := range []struct {
+		pool    *v1alpha1.IPPool
+		wantErr string
+	}{
+		{pool("reversed", "192.0.2.9-192.0.2.1"), "IPPool reversed: spec.addresses: range"},
+		{pool("none"), "no addresses"},
+		{bad, "IPPool bad-selector: spec.serviceAllocation: serviceSelector"},
+	} {
+		if _, err := ToPool(tc.pool); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("ToPool(%s) error = %v, want one containing %q", tc.pool.Name, err, tc.wantErr)
+		}
+	}
+}
+
+func stats(total, used int64) ipam.PoolStats {
+	return ipam.PoolStats{Total: big.NewInt(total), Used: uint64(used), Free: big.NewInt(total - used)}
+}
+
+func TestStatus(t *testing.T) {
+	p := pool("a", "192.0.2.0/30", "2001:db8::/126")
+	other := pool("b", "192.0.2.2/31", "198.51.100.0/24")
+	unrelated := pool("c", "203.0.113.0/24")
+
+	got := Status(p, []*v1alpha1.IPPool{other, unrelated}, stats(4, 3), stats(4, 1))
+	wantCounts := v1alpha1.IPPoolStatus{
+		ObservedGeneration: 3,
+		Used:               4,
+		IPv4:               &v1alpha1.AddressCounts{Total: "4", Used: 3, Free: "1"},
+		IPv6:               &v1alpha1.AddressCounts{Total: "4", Used: 1, Free: "3"},
+	}
+	if diff := cmp.Diff(wantCounts, got, cmp.FilterPath(func(p cmp.Path) bool { return p.String() == "Conditions" }, cmp.Ignore())); diff != "" {
+		t.Errorf("Status counts (-want +got):\n%s", diff)
+	}
+	ready := meta.FindStatusCondition(got.Conditions, v1alpha1.ConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionTrue || ready.ObservedGeneration != 3 {
+		t.Errorf("Ready = %+v, want True", ready)
+	}
+	conflict := meta.FindStatusCondition(got.Conditions, v1alpha1.ConditionConflicting)
+	if conflict == nil || conflict.Status != metav1.ConditionTrue || !strings.Contains(conflict.Message, "b (192.0.2.2/31)") || strings.Contains(conflict.Message, "c (") {
+		t.Errorf("Conflicting = %+v, want True naming pool b and its overlap only", conflict)
+	}
+
+	alone := Status(unrelated, []*v1alpha1.IPPool{p, other}, stats(256, 0), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
+	if c := meta.FindStatusCondition(alone.Conditions, v1alpha1.ConditionConflicting); c == nil || c.Status != metav1.ConditionFalse {
+		t.Errorf("Conflicting = %+v, want False", c)
+	}
+	if alone.IPv6 != nil {
+		t.Errorf("IPv6 counts %+v for a pool without IPv6", alone.IPv6)
+	}
+
+	big6 := Status(pool("wide", "2001:db8::/48"), nil, ipam.PoolStats{Total: new(big.Int)}, ipam.PoolStats{Total: new(big.Int).Lsh(big.NewInt(1), 80), Used: 2, Free: new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(2))})
+	if big6.IPv6 == nil || big6.IPv6.Total != "1208925819614629174706176" || big6.IPv6.Free != "1208925819614629174706174" {
+		t.Errorf("IPv6 /48 counts = %+v", big6.IPv6)
+	}
+
+	invalid := Status(pool("broken", "192.0.2.9-192.0.2.1"), nil, ipam.PoolStats{}, ipam.PoolStats{})
+	if c := meta.FindStatusCondition(invalid.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonInvalid {
+		t.Errorf("Ready of an invalid pool = %+v, want False/Invalid", c)
+	}
+}

@@ -1,0 +1,167 @@
+package loadbalancer
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/ironlb/ironlb/ipam"
+)
+
+// Annotations a Service may carry. Each IronLB annotation has MetalLB
+// spellings that mean the same, so Services written for MetalLB move over
+// unedited; when several spellings are set they must agree.
+const (
+	AnnotationPool        = "ironlb.dev/pool"
+	AnnotationIPs         = "ironlb.dev/load-balancer-ips"
+	AnnotationAllowShared = "ironlb.dev/allow-shared-ip"
+)
+
+var (
+	poolAnnotations        = []string{AnnotationPool, "metallb.io/address-pool", "metallb.universe.tf/address-pool"}
+	ipsAnnotations         = []string{AnnotationIPs, "metallb.io/loadBalancerIPs", "metallb.universe.tf/loadBalancerIPs"}
+	allowSharedAnnotations = []string{AnnotationAllowShared, "metallb.io/allow-shared-ip", "metallb.universe.tf/allow-shared-ip"}
+)
+
+// RequestFor turns a Service into an address request. namespaceLabels are
+// the labels of the Service's namespace, for pools' namespace selectors.
+func RequestFor(svc *v1.Service, namespaceLabels map[string]string) (ipam.Request, error) {
+	req := ipam.Request{
+		Owner: string(svc.UID),
+		Name:  svc.Namespace + "/" + svc.Name,
+		Subject: ipam.Subject{
+			Namespace:       svc.Namespace,
+			NamespaceLabels: namespaceLabels,
+			Labels:          svc.Labels,
+		},
+	}
+	var err error
+	if req.Pool, err = oneOf(svc, poolAnnotations); err != nil {
+		return req, err
+	}
+	if req.Sharing.Key, err = oneOf(svc, allowSharedAnnotations); err != nil {
+		return req, err
+	}
+	if req.Addresses, err = requestedAddresses(svc); err != nil {
+		return req, err
+	}
+	req.Families, req.RequireAll = families(svc)
+	req.Sharing.TrafficPolicy = string(svc.Spec.ExternalTrafficPolicy)
+	if req.Sharing.TrafficPolicy == "" {
+		req.Sharing.TrafficPolicy = string(v1.ServiceExternalTrafficPolicyCluster)
+	}
+	for _, p := range svc.Spec.Ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = v1.ProtocolTCP
+		}
+		req.Sharing.Ports = append(req.Sharing.Ports, ipam.Port{Protocol: string(proto), Port: p.Port})
+	}
+	return req, nil
+}
+
+// oneOf returns the value of the first of keys set on svc, and an error if
+// another spelling disagrees.
+func oneOf(svc *v1.Service, keys []string) (string, error) {
+	var value, from string
+	for _, k := range keys {
+		v := strings.TrimSpace(svc.Annotations[k])
+		if v == "" {
+			continue
+		}
+		if from != "" && v != value {
+			return "", fmt.Errorf("annotations disagree: %s=%q but %s=%q; keep one", from, value, k, v)
+		}
+		value, from = v, k
+	}
+	return value, nil
+}
+
+// requestedAddresses parses the specific addresses a Service asks for: the
+// load-balancer-IPs annotations (comma-separated, one per family) or the
+// deprecated spec.loadBalancerIP; when both are set they must agree.
+func requestedAddresses(svc *v1.Service) ([]netip.Addr, error) {
+	list, err := oneOf(svc, ipsAnnotations)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	if list != "" {
+		if addrs, err = ParseAddressList(list); err != nil {
+			return nil, fmt.Errorf("annotation %s: %w", AnnotationIPs, err)
+		}
+	}
+	lb := strings.TrimSpace(svc.Spec.LoadBalancerIP)
+	if lb == "" {
+		return addrs, nil
+	}
+	lbAddrs, err := ParseAddressList(lb)
+	if err != nil {
+		return nil, fmt.Errorf("spec.loadBalancerIP: %w", err)
+	}
+	if list == "" {
+		return lbAddrs, nil
+	}
+	if !slices.Contains(addrs, lbAddrs[0]) {
+		return nil, fmt.Errorf("spec.loadBalancerIP %s is not among the annotated addresses %q; keep one", lb, list)
+	}
+	return addrs, nil
+}
+
+// ParseAddressList parses a comma-separated list of at most one IPv4 and
+// one IPv6 address.
+func ParseAddressList(list string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(list, ",") {
+		part = strings.TrimSpace(part)
+		a, err := netip.ParseAddr(part)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%q is not an IP address", part)
+		case a.Zone() != "":
+			return nil, fmt.Errorf("%q: zones are not allowed", part)
+		case a.Is4In6():
+			return nil, fmt.Errorf("%q: write IPv4-mapped addresses as IPv4", part)
+		case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast():
+			return nil, fmt.Errorf("%q cannot be a load-balancer address", part)
+		}
+		for _, prev := range out {
+			if ipam.FamilyOf(prev) == ipam.FamilyOf(a) {
+				return nil, fmt.Errorf("more than one %s address (%s, %s); give at most one per family", ipam.FamilyOf(a), prev, a)
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// families maps a Service's ipFamilies and ipFamilyPolicy onto a request.
+func families(svc *v1.Service) ([]ipam.Family, bool) {
+	var fams []ipam.Family
+	for _, f := range svc.Spec.IPFamilies {
+		switch f {
+		case v1.IPv4Protocol:
+			fams = append(fams, ipam.IPv4)
+		case v1.IPv6Protocol:
+			fams = append(fams, ipam.IPv6)
+		}
+	}
+	if len(fams) == 0 {
+		fams = []ipam.Family{ipam.IPv4}
+	}
+	policy := v1.IPFamilyPolicySingleStack
+	if svc.Spec.IPFamilyPolicy != nil {
+		policy = *svc.Spec.IPFamilyPolicy
+	}
+	switch policy {
+	case v1.IPFamilyPolicyPreferDualStack:
+		return fams, false
+	case v1.IPFamilyPolicyRequireDualStack:
+		return fams, true
+	default:
+		return fams[:1], true
+	}
+}

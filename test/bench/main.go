@@ -1,0 +1,78 @@
+// Command bench prints IronLB's benchmark figures, one per line:
+//
+//	BENCH <name> <value> <unit>
+//
+// It summarizes `go test -bench` output (medians over -count runs) and runs
+// the end-to-end benchmarks against a real control plane and the real
+// binaries. `make bench` runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+func main() {
+	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
+	only := flag.String("only", "", "comma-separated benchmark groups to run (services); empty runs all")
+	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
+	flag.Parse()
+
+	if *gobench != "" {
+		if err := summarizeGoBench(*gobench); err != nil {
+			fail(err)
+		}
+	}
+	groups := map[string]func(context.Context, int) error{
+		"services": benchServices,
+	}
+	names := make([]string, 0, len(groups))
+	for name := range groups {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		err := groups[name](ctx, *trials)
+		cancel()
+		if err != nil {
+			fail(fmt.Errorf("benchmark group %s: %w", name, err))
+		}
+	}
+}
+
+// report prints one figure.
+func report(name string, value float64, unit string) {
+	fmt.Printf("BENCH %s %s %s\n", name, trim(value), unit)
+}
+
+func trim(v float64) string {
+	s := fmt.Sprintf("%.3f", v)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s
+}
+
+func median(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
