@@ -277,11 +277,11 @@ func (ps *poolState) give(k key, f Family) {
 	var pred, succ interval
 	var hasPred, hasSucc bool
 	fs.free.DescendLessOrEqual(interval{first: k}, func(x interval) bool {
-		pred, hasPred = x, x.last.next() == k
+		pred, hasPred = x, ps.nextAllocatable(x.last, f) == k
 		return false
 	})
 	fs.free.AscendGreaterOrEqual(interval{first: k}, func(x interval) bool {
-		succ, hasSucc = x, x.first == k.next()
+		succ, hasSucc = x, x.first == ps.nextAllocatable(k, f)
 		return false
 	})
 	if hasPred {
@@ -293,6 +293,17 @@ func (ps *poolState) give(k key, f Family) {
 		iv.last = succ.last
 	}
 	fs.free.ReplaceOrInsert(iv)
+}
+
+// nextAllocatable returns the address after k, skipping the buggy ones a
+// pool avoids: free intervals may span those (they never start or end on
+// one), so that freed space merges back into one interval.
+func (ps *poolState) nextAllocatable(k key, f Family) key {
+	k = k.next()
+	for ps.avoids(f) && k.buggy() {
+		k = k.next()
+	}
+	return k
 }
 
 // lowestFree returns the pool's lowest free address of family f.
@@ -417,7 +428,8 @@ func (a *Allocator) Ensure(req Request) (Allocation, error) {
 
 // families returns the families the request will be served in.
 func (req Request) families() ([]Family, error) {
-	if len(req.Families) == 0 || len(req.Families) > 2 || (len(req.Families) == 2 && req.Families[0] == req.Families[1]) {
+	if len(req.Families) == 0 || len(req.Families) > 2 || (len(req.Families) == 2 && req.Families[0] == req.Families[1]) ||
+		slices.ContainsFunc(req.Families, func(f Family) bool { return f != IPv4 && f != IPv6 }) {
 		return nil, fmt.Errorf("%w: %s asks for families %v", ErrInvalid, req.Name, req.Families)
 	}
 	if len(req.Addresses) == 0 {
@@ -425,6 +437,9 @@ func (req Request) families() ([]Family, error) {
 	}
 	var fams []Family
 	for _, addr := range req.Addresses {
+		if err := checkHeld(addr); err != nil {
+			return nil, fmt.Errorf("%w: %s requests %v", ErrInvalid, req.Name, err)
+		}
 		f := FamilyOf(addr)
 		if !slices.Contains(req.Families, f) {
 			return nil, fmt.Errorf("%w: requested address %s is %s, but %s has ipFamilies %v", ErrInvalid, addr, f, req.Name, req.Families)
@@ -442,6 +457,15 @@ func (req Request) families() ([]Family, error) {
 		return slices.Index(req.Families, x) - slices.Index(req.Families, y)
 	})
 	return fams, nil
+}
+
+// checkHeld checks an address a caller wants held: an IPv4-mapped address
+// would share its key with the IPv4 address, and a zone means nothing here.
+func checkHeld(a netip.Addr) error {
+	if !a.IsValid() {
+		return fmt.Errorf("an invalid (zero) address")
+	}
+	return checkAddr(a)
 }
 
 func (req Request) addressFor(f Family) netip.Addr {
@@ -468,7 +492,7 @@ func (a *Allocator) keeps(have, explicit netip.Addr, req Request) (bool, error) 
 		return false, nil
 	}
 	k, f := keyOf(have), FamilyOf(have)
-	if !explicit.IsValid() && req.Pool != "" {
+	if req.Pool != "" {
 		if ps, ok := a.pools[req.Pool]; !ok || !ps.contains(k, f) {
 			// Moved to another pool by the user, unless the address is in
 			// no pool at all (its pool was deleted or shrunk): then keep it.
@@ -519,11 +543,6 @@ func (h *holding) compatible(req Request, self string) error {
 	return nil
 }
 
-// eligible reports whether req may use pool ps at all (auto-assign aside).
-func (req Request) eligible(ps *poolState) bool {
-	return (req.Pool == "" || req.Pool == ps.Name) && ps.allows(req.Subject)
-}
-
 // checkExplicit checks a specifically requested address.
 func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, bool, error) {
 	k, f := keyOf(addr), FamilyOf(addr)
@@ -563,8 +582,8 @@ func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, boo
 }
 
 // pick chooses an address of family f for req: a compatible address shared
-// under req's key if one exists, else the lowest free address of the first
-// pool (by priority) that has one.
+// under req's key if one is allocatable in a pool req may draw from, else the
+// lowest free address of the first pool (by priority) that has one.
 func (a *Allocator) pick(f Family, req Request) (netip.Addr, bool, error) {
 	pools, err := a.candidates(f, req)
 	if err != nil {
@@ -579,8 +598,8 @@ func (a *Allocator) pick(f Family, req Request) (netip.Addr, bool, error) {
 		}
 		slices.SortFunc(shared, keyCompare)
 		for _, k := range shared {
-			for _, ps := range a.sorted {
-				if req.eligible(ps) && ps.contains(k, f) {
+			for _, ps := range pools {
+				if ps.allocatable(k, f) {
 					return k.addr(f), true, nil
 				}
 			}
@@ -727,6 +746,10 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 		kept = cur.addrs
 	}
 	for _, addr := range addrs {
+		if err := checkHeld(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s lists %v", ErrInvalid, req.Name, err))
+			continue
+		}
 		if slices.Contains(kept, addr) {
 			continue
 		}

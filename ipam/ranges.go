@@ -64,6 +64,12 @@ func ParseRange(s string) (Range, error) {
 	} else {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
+			// netip refuses zones in prefixes; say so rather than "garbage".
+			if addr, _, ok := strings.Cut(s, "/"); ok {
+				if a, err := netip.ParseAddr(addr); err == nil && a.Zone() != "" {
+					return Range{}, fmt.Errorf("CIDR %q: %w", s, checkAddr(a))
+				}
+			}
 			return Range{}, fmt.Errorf("%q is neither a CIDR (192.0.2.0/24) nor a range (192.0.2.10-192.0.2.20)", s)
 		}
 		if err := checkAddr(p.Addr()); err != nil {
@@ -134,7 +140,10 @@ func mergeRanges(rs []Range) []Range {
 	slices.SortFunc(rs, func(a, b Range) int { return keyCompare(keyOf(a.First), keyOf(b.First)) })
 	out := rs[:0:0]
 	for _, r := range rs {
-		if n := len(out); n > 0 && out[n-1].Family() == r.Family() && !keyOf(out[n-1].Last).next().less(keyOf(r.First)) {
+		// r joins the previous range if it starts no later than just after
+		// it; a range ending at the last IPv6 address has no "just after".
+		if n := len(out); n > 0 && out[n-1].Family() == r.Family() &&
+			(keyOf(out[n-1].Last) == maxKey || !keyOf(out[n-1].Last).next().less(keyOf(r.First))) {
 			if out[n-1].Last.Less(r.Last) {
 				out[n-1].Last = r.Last
 			}
@@ -144,6 +153,9 @@ func mergeRanges(rs []Range) []Range {
 	}
 	return out
 }
+
+// maxKey is the key of the last IPv6 address, ffff:...:ffff.
+var maxKey = key{^uint64(0), ^uint64(0)}
 
 func keyCompare(a, b key) int {
 	switch {
