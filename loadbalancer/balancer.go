@@ -56,6 +56,7 @@ type Balancer struct {
 	ready      chan struct{}
 	retry      time.Duration
 	log        klog.Logger
+	onChange   func(*v1.Service)
 }
 
 var _ cloudprovider.LoadBalancer = (*Balancer)(nil)
@@ -68,6 +69,11 @@ type Option func(*Balancer)
 // controller would otherwise back off exponentially, up to minutes.
 func WithRetry(d time.Duration) Option { return func(b *Balancer) { b.retry = d } }
 
+// WithOnChange registers fn to be called after a Service's allocation was
+// ensured or released, so announcements follow without waiting for the
+// status write to come back through the informer.
+func WithOnChange(fn func(*v1.Service)) Option { return func(b *Balancer) { b.onChange = fn } }
+
 // New returns a Balancer handing out addresses from alloc. It answers no
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
@@ -78,6 +84,7 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 		ready:    make(chan struct{}),
 		retry:    3 * time.Second,
 		log:      klog.Background().WithName("loadbalancer"),
+		onChange: func(*v1.Service) {},
 	}
 	for _, o := range opts {
 		o(b)
@@ -241,6 +248,7 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 		return nil, err
 	}
 	b.report(service, before, al)
+	b.onChange(service)
 	return statusFor(al), nil
 }
 
@@ -294,6 +302,7 @@ func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName st
 	}
 	b.alloc.Release(string(service.UID))
 	b.report(service, before, ipam.Allocation{})
+	b.onChange(service)
 	return nil
 }
 

@@ -7,6 +7,7 @@ package provider
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -23,6 +24,8 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer"
+	"github.com/ironlb/ironlb/loadbalancer/speakers"
+	"github.com/ironlb/ironlb/pki"
 )
 
 // Name is the provider name given to --cloud-provider.
@@ -47,6 +50,7 @@ type Cloud struct {
 	ctx       context.Context
 	instances *instances.Instances
 	balancer  *loadbalancer.Balancer
+	planner   *loadbalancer.Planner
 }
 
 var (
@@ -87,7 +91,34 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		klog.Fatalf("Starting the IPPool controller: %v", err)
 	}
 	go pools.Run(ctx)
-	c.balancer = loadbalancer.New(alloc, pools, recorder)
+
+	// The control channel to the speakers: certificates first (created on
+	// the first start, reused after), then one session per node.
+	ns := c.config.Speakers.SecretNamespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
+	if ns == "" {
+		ns = "kube-system"
+	}
+	bundle, err := pki.Bootstrap(ctx, client, ns)
+	if err != nil {
+		klog.Fatalf("Preparing the speakers' certificates in namespace %s: %v", ns, err)
+	}
+	go bundle.Run(ctx)
+	hostname, _ := os.Hostname()
+	var planner *loadbalancer.Planner
+	sp := speakers.New(klog.NewContext(ctx, klog.Background()), speakers.Options{
+		Port:      c.config.Speakers.Port,
+		Heartbeat: c.config.Speakers.HeartbeatInterval.Duration,
+		Misses:    c.config.Speakers.HeartbeatMisses,
+		TLS:       bundle.ClientTLSConfig(),
+		Leader:    hostname,
+		OnChange:  func(node string) { planner.SpeakerChanged(node) },
+	})
+	planner = loadbalancer.NewPlanner(alloc, pools, sp, recorder)
+	c.planner = planner
+	c.balancer = loadbalancer.New(alloc, pools, recorder, loadbalancer.WithOnChange(planner.ServiceChanged))
 	c.ctx = ctx
 }
 
@@ -96,6 +127,8 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 // Initialize.
 func (c *Cloud) SetInformers(factory informers.SharedInformerFactory) {
 	c.balancer.SetInformers(factory)
+	c.planner.SetInformers(factory, c.balancer.Ready)
+	go c.planner.Run(c.ctx)
 	go func() {
 		if err := c.balancer.Run(c.ctx); err != nil {
 			klog.ErrorS(err, "Load balancer did not start")

@@ -6,6 +6,9 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
@@ -19,9 +22,30 @@ import (
 //	  defaultZone: rack-a
 //	  defaultRegion: dc1
 //	  defaultInstanceType: bare-metal
+//	speakers:
+//	  port: 7473
+//	  heartbeatInterval: 200ms
+//	  heartbeatMisses: 5
+//	  secretNamespace: kube-system
 type Config struct {
 	// Instances configures node initialization.
 	Instances InstancesConfig `json:"instances,omitempty"`
+	// Speakers configures the control channel to the node speakers.
+	Speakers SpeakersConfig `json:"speakers,omitempty"`
+}
+
+// SpeakersConfig configures how the CCM leader reaches the speakers.
+type SpeakersConfig struct {
+	// Port the speakers listen on (default 7473).
+	Port int `json:"port,omitempty"`
+	// HeartbeatInterval between heartbeats on each stream (default 200ms).
+	HeartbeatInterval metav1.Duration `json:"heartbeatInterval,omitempty"`
+	// HeartbeatMisses is how many intervals a speaker may stay silent
+	// before its VIPs move (default 5: a lost node is detected in ~1 s).
+	HeartbeatMisses int `json:"heartbeatMisses,omitempty"`
+	// SecretNamespace holds the ironlb-ca and ironlb-speaker-tls Secrets
+	// (default: $POD_NAMESPACE, else kube-system).
+	SecretNamespace string `json:"secretNamespace,omitempty"`
 }
 
 // InstancesConfig sets node metadata for nodes that do not carry it as
@@ -70,6 +94,21 @@ func (c Config) Validate() error {
 	} {
 		for _, msg := range validation.IsValidLabelValue(value) {
 			problems = append(problems, fmt.Sprintf("%s %q: %s", field, value, msg))
+		}
+	}
+	sp := c.Speakers
+	if sp.Port < 0 || sp.Port > 65535 {
+		problems = append(problems, fmt.Sprintf("speakers.port %d: must be between 1 and 65535", sp.Port))
+	}
+	if d := sp.HeartbeatInterval.Duration; d < 0 || (d > 0 && d < 10*time.Millisecond) || d > time.Minute {
+		problems = append(problems, fmt.Sprintf("speakers.heartbeatInterval %s: must be between 10ms and 1m", d))
+	}
+	if sp.HeartbeatMisses < 0 || sp.HeartbeatMisses > 100 {
+		problems = append(problems, fmt.Sprintf("speakers.heartbeatMisses %d: must be between 1 and 100", sp.HeartbeatMisses))
+	}
+	if ns := sp.SecretNamespace; ns != "" {
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			problems = append(problems, fmt.Sprintf("speakers.secretNamespace %q: %s", ns, msg))
 		}
 	}
 	if len(problems) > 0 {

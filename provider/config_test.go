@@ -3,8 +3,10 @@ package provider
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -20,6 +22,15 @@ func TestParseConfig(t *testing.T) {
 			input: "instances:\n  defaultInstanceType: bare-metal\n  defaultZone: rack-a\n  defaultRegion: dc1\n",
 			want:  Config{Instances: InstancesConfig{DefaultInstanceType: "bare-metal", DefaultZone: "rack-a", DefaultRegion: "dc1"}},
 		},
+		{
+			name:  "speakers",
+			input: "speakers:\n  port: 8000\n  heartbeatInterval: 100ms\n  heartbeatMisses: 3\n  secretNamespace: ironlb\n",
+			want:  Config{Speakers: SpeakersConfig{Port: 8000, HeartbeatInterval: metav1.Duration{Duration: 100 * time.Millisecond}, HeartbeatMisses: 3, SecretNamespace: "ironlb"}},
+		},
+		{name: "bad heartbeat", input: "speakers:\n  heartbeatInterval: 1ms\n", wantErr: "speakers.heartbeatInterval 1ms: must be between 10ms and 1m"},
+		{name: "bad duration", input: "speakers:\n  heartbeatInterval: soon\n", wantErr: "parsing cloud config"},
+		{name: "bad port", input: "speakers:\n  port: 70000\n", wantErr: "speakers.port 70000"},
+		{name: "bad namespace", input: "speakers:\n  secretNamespace: Kube_System\n", wantErr: "speakers.secretNamespace"},
 		{name: "unknown top-level field", input: "instance: {}\n", wantErr: `unknown field "instance"`},
 		{name: "unknown nested field", input: "instances:\n  zone: a\n", wantErr: `unknown field "instances.zone"`},
 		{name: "duplicate key", input: "instances:\n  defaultZone: a\n  defaultZone: b\n", wantErr: "already set"},

@@ -62,7 +62,44 @@ type IPPoolSpec struct {
 	//
 	// +optional
 	ServiceAllocation *ServiceAllocation `json:"serviceAllocation,omitempty"`
+
+	// Layer2 says which nodes announce the pool's addresses on their LAN
+	// (ARP for IPv4, NDP for IPv6), and on which interfaces. Empty means
+	// every eligible node, on the interface holding its node IP.
+	//
+	// +optional
+	Layer2 *Layer2 `json:"layer2,omitempty"`
 }
+
+// Layer2 configures layer-2 announcement. For each address exactly one
+// eligible node answers ARP/NDP at a time; it moves to another node when
+// that node or its speaker fails.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.nodeSelector) || !has(self.nodeSelector.matchExpressions) || self.nodeSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="nodeSelector.matchExpressions: operator must be one of In, NotIn, Exists, DoesNotExist"
+// +kubebuilder:validation:XValidation:rule="!has(self.nodeSelector) || !has(self.nodeSelector.matchExpressions) || self.nodeSelector.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="nodeSelector.matchExpressions: In and NotIn need values, Exists and DoesNotExist take none"
+type Layer2 struct {
+	// NodeSelector limits the nodes that may announce the pool's
+	// addresses. Empty means every node.
+	//
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// Interfaces are the node interfaces to announce on. Empty means the
+	// interface that holds the node's InternalIP.
+	//
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	// +optional
+	Interfaces []InterfaceName `json:"interfaces,omitempty"`
+}
+
+// InterfaceName is a Linux network interface name.
+//
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=15
+// +kubebuilder:validation:Pattern=`^[^\s/:%]+$`
+// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="an interface name cannot be . or .."
+type InterfaceName string
 
 // ServiceAllocation selects the Services that may use a pool. A Service must
 // match every selector given.

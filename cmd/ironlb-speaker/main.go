@@ -1,22 +1,163 @@
 // Command ironlb-speaker is IronLB's node agent. It announces the virtual IPs
-// the CCM assigns to its node.
+// the CCM assigns to its node. It holds no Kubernetes credentials: the CCM
+// leader dials it over mutually authenticated gRPC.
 package main
 
 import (
-	"flag"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/featuregate"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
+	"k8s.io/klog/v2"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/internal/version"
+	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/speaker/layer2"
 )
 
+// DefaultPort is where speakers listen for the CCM.
+const DefaultPort = 7473
+
+type options struct {
+	node, nodeIP, ifc, listen, tlsDir, health string
+	showVersion                               bool
+}
+
 func main() {
-	showVersion := flag.Bool("version", false, "print the version and exit")
-	flag.Parse()
-	if *showVersion {
+	var o options
+	fs := pflag.NewFlagSet("ironlb-speaker", pflag.ContinueOnError)
+	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP; VIPs are announced on the interface holding it (default $NODE_IP)")
+	fs.StringVar(&o.ifc, "interface", "", "announce on this interface instead of the one holding --node-ip")
+	fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", DefaultPort), "address for the CCM's gRPC connections")
+	fs.StringVar(&o.tlsDir, "tls-dir", "/etc/ironlb/tls", "folder with ca.crt, tls.crt and tls.key (the ironlb-speaker-tls Secret)")
+	fs.StringVar(&o.health, "health-address", ":7474", "address for /healthz, /readyz and /announcements over plain HTTP; empty turns it off")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	logCfg := logsapi.NewLoggingConfiguration()
+	gate := featuregate.NewFeatureGate()
+	if err := logsapi.AddFeatureGates(gate); err != nil {
+		panic(err)
+	}
+	logsapi.AddFlags(logCfg, fs)
+	fs.SetNormalizeFunc(flag.WordSepNormalizeFunc)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "ironlb-speaker:", err)
+		os.Exit(2)
+	}
+	if o.showVersion {
 		fmt.Println("ironlb-speaker", version.Version)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "ironlb-speaker", version.Version+": announcing is not implemented yet; run with --version")
-	os.Exit(2)
+	if err := logsapi.ValidateAndApply(logCfg, gate); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlb-speaker:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		klog.ErrorS(err, "Speaker failed")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, o options) error {
+	log := klog.Background().WithValues("node", o.node)
+	if o.node == "" {
+		return errors.New("--node-name (or $NODE_NAME) is required")
+	}
+	ifc := o.ifc
+	if ifc == "" {
+		if o.nodeIP == "" {
+			return errors.New("--node-ip (or $NODE_IP) or --interface is required")
+		}
+		ip, err := netip.ParseAddr(o.nodeIP)
+		if err != nil {
+			return fmt.Errorf("--node-ip: %w", err)
+		}
+		if ifc, err = speaker.InterfaceFor(ip); err != nil {
+			return err
+		}
+	}
+	tlsCfg, err := pki.ServerTLSConfig(o.tlsDir)
+	if err != nil {
+		return fmt.Errorf("loading TLS files: %w", err)
+	}
+	agent := speaker.NewAgent(o.node, ifc, func(ifi *net.Interface) (speaker.Announcer, error) {
+		return layer2.NewResponder(ifi, layer2.WithLogger(log.WithName("layer2").WithValues("interface", ifi.Name)))
+	}, log)
+
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listening for the CCM: %w", err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)))
+	speakerv1.RegisterSpeakerServer(srv, agent)
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(lis) }()
+
+	var hs *http.Server
+	if o.health != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := agent.Healthy(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		// /announcements lists the VIPs this node answers for.
+		mux.HandleFunc("/announcements", func(w http.ResponseWriter, _ *http.Request) {
+			addrs := []string{}
+			for _, a := range agent.Addresses() {
+				addrs = append(addrs, a.String())
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(addrs)
+		})
+		hs = &http.Server{Addr: o.health, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("health endpoint: %w", err)
+			}
+		}()
+	}
+	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "interface", ifc)
+
+	select {
+	case <-ctx.Done():
+		log.Info("Shutting down: withdrawing every VIP")
+	case err = <-serveErr:
+	}
+	// Withdraw first: once the process is gone nobody answers anyway, and
+	// the CCM sees the stream end and moves the VIPs.
+	if cerr := agent.Close(); cerr != nil {
+		log.Error(cerr, "Withdrawing")
+	}
+	srv.Stop()
+	if hs != nil {
+		_ = hs.Close()
+	}
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -42,6 +43,79 @@ type Controller struct {
 	alloc    *ipam.Allocator
 	queue    workqueue.TypedRateLimitingInterface[string]
 	log      klog.Logger
+
+	mu       sync.Mutex
+	layer2   map[string]Layer2
+	onLayer2 []func(pool string)
+}
+
+// Layer2 says where a pool's addresses are announced.
+type Layer2 struct {
+	// Nodes selects the nodes that may announce; never nil.
+	Nodes labels.Selector
+	// Interfaces to announce on; empty means the node IP's interface.
+	Interfaces []string
+}
+
+// AnyNode is the layer-2 setting of a pool that says nothing.
+var AnyNode = Layer2{Nodes: labels.Everything()}
+
+// ToLayer2 converts a pool's spec.layer2.
+func ToLayer2(p *v1alpha1.IPPool) (Layer2, error) {
+	l2 := p.Spec.Layer2
+	if l2 == nil {
+		return AnyNode, nil
+	}
+	nodes, err := selector(l2.NodeSelector)
+	if err != nil {
+		return Layer2{}, fmt.Errorf("IPPool %s: spec.layer2.nodeSelector: %w", p.Name, err)
+	}
+	out := Layer2{Nodes: nodes}
+	for _, i := range l2.Interfaces {
+		out.Interfaces = append(out.Interfaces, string(i))
+	}
+	slices.Sort(out.Interfaces)
+	return out, nil
+}
+
+// Layer2 returns where pool's addresses are announced. A pool that does not
+// exist (any more) or never had a valid setting is announced anywhere.
+func (c *Controller) Layer2(pool string) Layer2 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l2, ok := c.layer2[pool]; ok {
+		return l2
+	}
+	return AnyNode
+}
+
+// OnLayer2Change registers fn to be called, outside any lock, after a
+// pool's layer-2 setting changed.
+func (c *Controller) OnLayer2Change(fn func(pool string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onLayer2 = append(c.onLayer2, fn)
+}
+
+// setLayer2 records pool's setting (deleted when l2 is nil) and tells
+// the listeners if it changed.
+func (c *Controller) setLayer2(pool string, l2 *Layer2) {
+	c.mu.Lock()
+	old, had := c.layer2[pool]
+	switch {
+	case l2 == nil:
+		delete(c.layer2, pool)
+	default:
+		c.layer2[pool] = *l2
+	}
+	changed := had != (l2 != nil) || (l2 != nil && (old.Nodes.String() != l2.Nodes.String() || !slices.Equal(old.Interfaces, l2.Interfaces)))
+	fns := slices.Clone(c.onLayer2)
+	c.mu.Unlock()
+	if changed {
+		for _, fn := range fns {
+			fn(pool)
+		}
+	}
 }
 
 // New returns a Controller that feeds alloc. Call Run to start it.
@@ -54,7 +128,8 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) 
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ippool"}),
-		log: klog.Background().WithName("ippool"),
+		log:    klog.Background().WithName("ippool"),
+		layer2: map[string]Layer2{},
 	}
 	var err error
 	c.handler, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -113,6 +188,9 @@ func (c *Controller) apply(obj any) {
 	} else {
 		c.alloc.SetPool(p)
 	}
+	if l2, err := ToLayer2(pool); err == nil {
+		c.setLayer2(pool.Name, &l2)
+	} // else addresses already announced stay where they are.
 	c.touchAll()
 }
 
@@ -126,6 +204,7 @@ func (c *Controller) remove(obj any) {
 	}
 	c.log.Info("IPPool deleted; Services keep the addresses they hold", "ippool", u.GetName())
 	c.alloc.DeletePool(u.GetName())
+	c.setLayer2(u.GetName(), nil)
 	c.touchAll()
 }
 
@@ -211,6 +290,9 @@ func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
 	allows, err := selectors(p.Spec.ServiceAllocation)
 	if err != nil {
 		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.serviceAllocation: %w", p.Name, err)
+	}
+	if _, err := ToLayer2(p); err != nil {
+		return ipam.Pool{}, err
 	}
 	return ipam.Pool{
 		Name:          p.Name,

@@ -1,0 +1,372 @@
+package speakers
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/speaker"
+)
+
+// fakeAnnouncer records what a real responder would answer for.
+type fakeAnnouncer struct {
+	mu    sync.Mutex
+	addrs map[netip.Addr]bool
+}
+
+func (f *fakeAnnouncer) Announce(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs[a] = true
+	return nil
+}
+func (f *fakeAnnouncer) Withdraw(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.addrs, a)
+	return nil
+}
+func (f *fakeAnnouncer) Err() error   { return nil }
+func (f *fakeAnnouncer) Close() error { return nil }
+
+// testSpeaker is a real speaker.Agent behind a real mTLS gRPC server on
+// loopback, reached through a proxy that can go silent.
+type testSpeaker struct {
+	agent *speaker.Agent
+	srv   *grpc.Server
+	proxy *proxy
+}
+
+type env struct {
+	t        *testing.T
+	serverTL *tls.Config
+	clientTL *tls.Config
+	mu       sync.Mutex
+	speakers map[string]*testSpeaker
+	changes  atomic.Int64
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	bundle, err := pki.Bootstrap(ctx, cs, "kube-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := cs.CoreV1().Secrets("kube-system").Get(ctx, pki.SpeakerSecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pki.WriteFiles(dir, sec); err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, err := pki.ServerTLSConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, serverTL: serverTLS, clientTL: bundle.ClientTLSConfig(), speakers: map[string]*testSpeaker{}}
+}
+
+// startSpeaker starts (or restarts, with empty state) node's speaker.
+func (e *env) startSpeaker(node string) *testSpeaker {
+	e.t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ann := &fakeAnnouncer{addrs: map[netip.Addr]bool{}}
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) { return ann, nil }, logr.Discard())
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(e.serverTL)))
+	speakerv1.RegisterSpeakerServer(srv, agent)
+	go func() { _ = srv.Serve(lis) }()
+	ts := &testSpeaker{agent: agent, srv: srv}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old := e.speakers[node]; old != nil {
+		old.proxy.setTarget(lis.Addr().String())
+		ts.proxy = old.proxy
+	} else {
+		ts.proxy = newProxy(e.t, lis.Addr().String())
+	}
+	e.speakers[node] = ts
+	e.t.Cleanup(srv.Stop)
+	return ts
+}
+
+func (e *env) manager(ctx context.Context, hb time.Duration, misses int) *Manager {
+	return New(ctx, Options{
+		Heartbeat: hb, Misses: misses, TLS: e.clientTL, Leader: "test",
+		OnChange: func(string) { e.changes.Add(1) },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			for name, s := range e.speakers {
+				if nodeAddr(name).String() == host {
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", s.proxy.addr())
+				}
+			}
+			return nil, &net.OpError{Op: "dial", Err: io.ErrClosedPipe}
+		},
+	})
+}
+
+// nodeAddr gives each node a distinct documentation address; the Dial hook
+// maps it to the node's proxy.
+func nodeAddr(node string) netip.Addr {
+	return netip.AddrFrom4([4]byte{192, 0, 2, byte(len(node)*7 + int(node[len(node)-1]))})
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+func ann(a string) *speakerv1.Announcement {
+	return &speakerv1.Announcement{Address: a, Service: "default/svc"}
+}
+
+func TestSnapshotUpdatesAndReconnect(t *testing.T) {
+	e := newEnv(t)
+	sp := e.startSpeaker("node-a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := e.manager(ctx, 50*time.Millisecond, 5)
+
+	// Assigned before the stream exists: goes out in the snapshot.
+	m.SetNode("node-a", nodeAddr("node-a"))
+	m.Assign("node-a", ann("192.0.2.200"))
+	waitFor(t, "snapshot applied", 5*time.Second, func() bool {
+		return slices.Equal(sp.agent.Addresses(), addrs("192.0.2.200"))
+	})
+	waitFor(t, "connected", time.Second, func() bool { st, _ := m.State("node-a"); return st.Connected && st.Healthy })
+
+	// Updates.
+	m.Assign("node-a", ann("2001:db8::200"))
+	m.Assign("node-a", ann("192.0.2.201"))
+	waitFor(t, "updates applied", 5*time.Second, func() bool {
+		return slices.Equal(sp.agent.Addresses(), addrs("192.0.2.200", "192.0.2.201", "2001:db8::200"))
+	})
+	done := m.Unassign("node-a", "192.0.2.200")
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("withdrawal not confirmed")
+	}
+	if diff := cmp.Diff(addrs("192.0.2.201", "2001:db8::200"), sp.agent.Addresses(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("after Unassign (-want +got):\n%s", diff)
+	}
+	st, _ := m.State("node-a")
+	if st.Applied != st.Sent || st.Applied < 3 {
+		t.Errorf("applied %d, sent %d; want equal and ≥ 3 (snapshot + updates)", st.Applied, st.Sent)
+	}
+
+	// A crashed speaker: the stream breaks, the manager notices at once.
+	sp.srv.Stop()
+	took := waitFor(t, "disconnect noticed", 2*time.Second, func() bool { st, _ := m.State("node-a"); return !st.Connected })
+	t.Logf("crash noticed after %s", took)
+
+	// The restarted speaker has nothing; the snapshot restores its VIPs.
+	sp2 := e.startSpeaker("node-a")
+	waitFor(t, "snapshot after reconnect", 5*time.Second, func() bool {
+		return slices.Equal(sp2.agent.Addresses(), addrs("192.0.2.201", "2001:db8::200"))
+	})
+
+	// The CCM goes away: the speaker keeps announcing.
+	cancel()
+	m.Wait()
+	time.Sleep(100 * time.Millisecond)
+	if got := sp2.agent.Addresses(); len(got) != 2 {
+		t.Errorf("speaker announces %v after the CCM left, want its 2 VIPs kept", got)
+	}
+}
+
+func TestSilentSpeakerDetectedByHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	sp := e.startSpeaker("node-b")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hb, misses := 40*time.Millisecond, 5
+	m := e.manager(ctx, hb, misses)
+	m.SetNode("node-b", nodeAddr("node-b"))
+	waitFor(t, "connected", 5*time.Second, func() bool { st, _ := m.State("node-b"); return st.Connected })
+	before := e.changes.Load()
+
+	sp.proxy.freeze(true)
+	frozen := time.Now()
+	waitFor(t, "silence detected", 5*time.Second, func() bool { st, _ := m.State("node-b"); return !st.Connected })
+	took := time.Since(frozen)
+	limit := hb * time.Duration(misses)
+	if took < limit-hb {
+		t.Errorf("declared lost after %s, before the %s allowed", took, limit)
+	}
+	t.Logf("silent speaker detected after %s (limit %s)", took, limit)
+	if e.changes.Load() == before {
+		t.Error("OnChange not called")
+	}
+	st, _ := m.State("node-b")
+	if st.Problem == "" {
+		t.Error("no problem recorded")
+	}
+
+	// Back: the manager reconnects by itself.
+	sp.proxy.freeze(false)
+	waitFor(t, "reconnected", 10*time.Second, func() bool { st, _ := m.State("node-b"); return st.Connected })
+	_ = sp
+}
+
+func TestUnknownNodeAndRemoval(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := e.manager(ctx, 50*time.Millisecond, 3)
+	m.Assign("ghost", ann("192.0.2.9")) // no session: ignored
+	select {
+	case <-m.Unassign("ghost", "192.0.2.9"):
+	default:
+		t.Error("Unassign on an unknown node must not block")
+	}
+	sp := e.startSpeaker("node-c")
+	m.SetNode("node-c", nodeAddr("node-c"))
+	m.Assign("node-c", ann("192.0.2.10"))
+	waitFor(t, "announced", 5*time.Second, func() bool { return len(sp.agent.Addresses()) == 1 })
+	m.RemoveNode("node-c")
+	if _, ok := m.State("node-c"); ok {
+		t.Error("state still known after RemoveNode")
+	}
+	if got := m.Nodes(); len(got) != 0 {
+		t.Errorf("Nodes() = %v after removal", got)
+	}
+}
+
+// proxy forwards TCP to a target and can freeze: stop moving bytes both
+// ways, like a node whose link went down.
+type proxy struct {
+	t      *testing.T
+	lis    net.Listener
+	mu     sync.Mutex
+	target string
+	frozen bool
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, lis: lis, target: target}
+	t.Cleanup(func() { lis.Close(); p.closeAll() })
+	go p.serve()
+	return p
+}
+
+func (p *proxy) addr() string { return p.lis.Addr().String() }
+
+func (p *proxy) setTarget(t string) {
+	p.mu.Lock()
+	p.target = t
+	p.mu.Unlock()
+}
+
+func (p *proxy) freeze(on bool) {
+	p.mu.Lock()
+	p.frozen = on
+	p.mu.Unlock()
+	if !on {
+		p.closeAll() // connections that went silent are dead for good
+	}
+}
+
+func (p *proxy) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) isFrozen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.lis.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		target, frozen := p.target, p.frozen
+		p.mu.Unlock()
+		if frozen {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		for p.isFrozen() {
+			time.Sleep(5 * time.Millisecond) // bytes held back, like a dead link
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			src.Close()
+			return
+		}
+	}
+}

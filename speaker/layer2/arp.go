@@ -1,0 +1,204 @@
+package layer2
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// arpFilter accepts Ethernet frames carrying ARP requests only.
+var arpFilter = mustAssemble([]bpf.Instruction{
+	bpf.LoadAbsolute{Off: 12, Size: 2}, // EtherType
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_ARP, SkipTrue: 3},
+	bpf.LoadAbsolute{Off: 14 + 6, Size: 2}, // ARP operation
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(arp.OperationRequest), SkipTrue: 1},
+	bpf.RetConstant{Val: 0xffff},
+	bpf.RetConstant{Val: 0},
+})
+
+// mustAssemble assembles a BPF program known to be valid.
+func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		panic(fmt.Sprintf("layer2: assemble BPF filter: %v", err))
+	}
+	return raw
+}
+
+// arpConn is the ARP socket of a Responder: a raw AF_PACKET socket, which
+// needs no IPv4 address on the interface (unlike arp.Dial).
+type arpConn struct {
+	pc *packet.Conn
+	hw net.HardwareAddr
+}
+
+// openARP opens the ARP socket on ifi.
+func openARP(ifi *net.Interface) (*arpConn, error) {
+	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, &packet.Config{Filter: arpFilter})
+	if err != nil {
+		return nil, fmt.Errorf("open ARP socket: %w", err)
+	}
+	ignoreOutgoing(pc)
+	return &arpConn{pc: pc, hw: ifi.HardwareAddr}, nil
+}
+
+// ignoreOutgoing asks the kernel not to loop the frames sent on the interface
+// back to pc (Linux 4.20 and later). It is only an optimization: frames sent
+// by this host are ignored anyway.
+func ignoreOutgoing(pc *packet.Conn) {
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	})
+}
+
+func (c *arpConn) close() error { return c.pc.Close() }
+
+// arpRequest is a received ARP request.
+type arpRequest struct {
+	ethSrc net.HardwareAddr // source of the Ethernet frame
+	pkt    *arp.Packet
+}
+
+// parseARPRequest parses an Ethernet frame received on an interface whose
+// address is hw. It reports false for anything but an ARP request for an IPv4
+// address from another host, addressed to hw or broadcast, that is not itself
+// an announcement (sender IP == target IP).
+func parseARPRequest(frame []byte, hw net.HardwareAddr) (arpRequest, bool) {
+	var f ethernet.Frame
+	if err := f.UnmarshalBinary(frame); err != nil {
+		return arpRequest{}, false
+	}
+	if f.EtherType != ethernet.EtherTypeARP || bytes.Equal(f.Source, hw) ||
+		!(f.Destination[0]&1 == 1 || bytes.Equal(f.Destination, hw)) {
+		return arpRequest{}, false
+	}
+	var p arp.Packet
+	if err := p.UnmarshalBinary(f.Payload); err != nil {
+		return arpRequest{}, false
+	}
+	if p.Operation != arp.OperationRequest || p.HardwareType != 1 ||
+		p.ProtocolType != uint16(ethernet.EtherTypeIPv4) ||
+		p.HardwareAddrLength != 6 || p.IPLength != 4 ||
+		!p.TargetIP.Is4() || !p.SenderIP.Is4() || p.SenderIP == p.TargetIP {
+		return arpRequest{}, false
+	}
+	return arpRequest{ethSrc: f.Source, pkt: &p}, true
+}
+
+// reply answers req: vip is at c.hw.
+func (c *arpConn) reply(req arpRequest) error {
+	p, err := arp.NewPacket(arp.OperationReply, c.hw, req.pkt.TargetIP, req.pkt.SenderHardwareAddr, req.pkt.SenderIP)
+	if err != nil {
+		return fmt.Errorf("build ARP reply: %w", err)
+	}
+	if err := c.write(p, req.ethSrc); err != nil {
+		return fmt.Errorf("send ARP reply for %s to %s: %w", req.pkt.TargetIP, req.pkt.SenderIP, err)
+	}
+	return nil
+}
+
+// gratuitous broadcasts one round of gratuitous ARP for vip: an ARP
+// announcement (RFC 5227: a request with sender and target IP set to vip) and
+// a gratuitous reply (target hardware address = sender's, which Linux needs to
+// treat a reply as gratuitous), since equipment differs in what it honors.
+func (c *arpConn) gratuitous(vip netip.Addr) error {
+	req, err := arp.NewPacket(arp.OperationRequest, c.hw, vip, make(net.HardwareAddr, 6), vip)
+	if err != nil {
+		return fmt.Errorf("build gratuitous ARP request: %w", err)
+	}
+	rep, err := arp.NewPacket(arp.OperationReply, c.hw, vip, c.hw, vip)
+	if err != nil {
+		return fmt.Errorf("build gratuitous ARP reply: %w", err)
+	}
+	for _, p := range []*arp.Packet{req, rep} {
+		if err := c.write(p, ethernet.Broadcast); err != nil {
+			return fmt.Errorf("send gratuitous ARP for %s: %w", vip, err)
+		}
+	}
+	return nil
+}
+
+// write sends p in an Ethernet frame to dst.
+func (c *arpConn) write(p *arp.Packet, dst net.HardwareAddr) error {
+	pb, err := p.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	f := ethernet.Frame{
+		Destination: dst,
+		Source:      c.hw,
+		EtherType:   ethernet.EtherTypeARP,
+		Payload:     pb,
+	}
+	fb, err := f.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := c.pc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	_, err = c.pc.WriteTo(fb, &packet.Addr{HardwareAddr: dst})
+	return err
+}
+
+// arpLoop answers the ARP requests received on c until the Responder is
+// closed.
+func (r *Responder) arpLoop(c *arpConn) {
+	defer r.wg.Done()
+	buf := make([]byte, 2048)
+	backoff := readBackoffMin
+	for {
+		n, _, err := c.pc.ReadFrom(buf)
+		if err != nil {
+			if r.isClosed() {
+				return
+			}
+			err = fmt.Errorf("read ARP requests: %w", err)
+			r.health.set(opReadARP, err)
+			r.log.Error(err, "Reading failed", "retryIn", backoff)
+			if r.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, readBackoffMax)
+			continue
+		}
+		if backoff != readBackoffMin {
+			backoff = readBackoffMin
+			r.health.set(opReadARP, nil)
+		}
+		req, ok := parseARPRequest(buf[:n], c.hw)
+		if !ok {
+			continue
+		}
+		r.answerARP(c, req)
+	}
+}
+
+// answerARP replies to req if its target is announced.
+func (r *Responder) answerARP(c *arpConn, req arpRequest) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if !r.announcedLocked(req.pkt.TargetIP) {
+		return
+	}
+	err := c.reply(req)
+	r.health.set(opWriteARP, err)
+	if err != nil {
+		r.log.Error(err, "Answering ARP request failed", "address", req.pkt.TargetIP)
+		return
+	}
+	r.log.V(1).Info("Answered ARP request", "address", req.pkt.TargetIP,
+		"requester", req.pkt.SenderIP, "requesterMAC", req.pkt.SenderHardwareAddr)
+}

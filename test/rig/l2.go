@@ -1,0 +1,296 @@
+package rig
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/test/binaries"
+	"github.com/ironlb/ironlb/test/controlplane"
+	"github.com/ironlb/ironlb/test/netrig"
+	"github.com/ironlb/ironlb/test/procs"
+)
+
+// The layer-2 rig's addresses, all from documentation ranges: nodes
+// 192.0.2.11.. and 2001:db8:100::11.., the CCM's host .2, the client .100,
+// and pools in 192.0.2.192/27 and 2001:db8:100::200/120.
+var (
+	LANv4      = netip.MustParsePrefix("192.0.2.0/24")
+	LANv6      = netip.MustParsePrefix("2001:db8:100::/64")
+	PoolV4     = netip.MustParsePrefix("192.0.2.192/27")
+	PoolV6     = netip.MustParsePrefix("2001:db8:100::200/120")
+	ClientIPv4 = netip.MustParseAddr("192.0.2.100")
+	ClientIPv6 = netip.MustParseAddr("2001:db8:100::100")
+)
+
+// ServicePort is where every node's responder listens, standing in for
+// kube-proxy delivering VIP traffic to a backend.
+const ServicePort = 80
+
+// L2Options configures a layer-2 rig.
+type L2Options struct {
+	// Nodes is the number of nodes (default 3).
+	Nodes int
+	// Kubeconfig the CCM uses; default the admin kubeconfig.
+	Kubeconfig string
+	// SecretNamespace is where the CCM keeps the speakers' TLS Secret.
+	SecretNamespace string
+	// CCMArgs are extra ironlb-ccm flags.
+	CCMArgs []string
+	// CloudConfig, when set, is written to a file passed as --cloud-config.
+	CloudConfig string
+	// LogDir receives the processes' logs; default a folder in the
+	// control plane's.
+	LogDir string
+}
+
+// L2Node is one simulated node: a namespace on the LAN running the real
+// speaker and a responder answering with the node's name.
+type L2Node struct {
+	Name      string
+	Host      *netrig.Host
+	IPv4      netip.Addr
+	IPv6      netip.Addr
+	TLSDir    string
+	Speaker   *procs.Process
+	Responder *netrig.Responder
+	restarts  int
+}
+
+// L2 is the layer-2 rig: nodes, a client and the CCM on one LAN, with the
+// control plane on the host's loopback reached through relays.
+type L2 struct {
+	CP     *controlplane.ControlPlane
+	LAN    *netrig.LAN
+	Ctrl   *netrig.Host
+	Client *netrig.Host
+	Nodes  []*L2Node
+	CCM    *procs.Process
+	LogDir string
+
+	opts       L2Options
+	kubeconfig string // the CCM's, pointing at the relay
+}
+
+// StartL2 builds the LAN, registers the nodes, starts the CCM in its own
+// namespace and a speaker on every node. Close (or the LAN's owner) removes
+// everything; on error, what was started is stopped.
+func StartL2(ctx context.Context, cp *controlplane.ControlPlane, lan *netrig.LAN, opts L2Options) (r *L2, err error) {
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Kubeconfig == "" {
+		opts.Kubeconfig = cp.KubeconfigPath
+	}
+	if opts.SecretNamespace == "" {
+		opts.SecretNamespace = "kube-system"
+	}
+	if opts.LogDir == "" {
+		opts.LogDir = filepath.Join(cp.Dir, "l2")
+	}
+	if err := os.MkdirAll(opts.LogDir, 0o755); err != nil {
+		return nil, err
+	}
+	r = &L2{CP: cp, LAN: lan, LogDir: opts.LogDir, opts: opts}
+	defer func() {
+		if err != nil {
+			r.Stop()
+		}
+	}()
+	if r.Ctrl, err = lan.AddHost("ctrl", pfx(LANv4, 2), pfx(LANv6, 2)); err != nil {
+		return r, err
+	}
+	if r.Client, err = lan.AddHost("client", netip.PrefixFrom(ClientIPv4, 24), netip.PrefixFrom(ClientIPv6, 64)); err != nil {
+		return r, err
+	}
+	if err := r.relayKubeconfig(); err != nil {
+		return r, err
+	}
+	for i := range opts.Nodes {
+		if _, err := r.AddNode(ctx, fmt.Sprintf("node-%c", 'a'+i), 11+i); err != nil {
+			return r, err
+		}
+	}
+	if err := r.StartCCM("ironlb-ccm", false); err != nil {
+		return r, err
+	}
+	for _, n := range r.Nodes {
+		if err := r.StartSpeaker(ctx, n); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func pfx(p netip.Prefix, host int) netip.Prefix {
+	if p.Addr().Is4() {
+		b := p.Addr().As4()
+		b[3] = byte(host)
+		return netip.PrefixFrom(netip.AddrFrom4(b), p.Bits())
+	}
+	// Hosts are numbered like their IPv4 twin: ::11 for .11.
+	a := p.Addr().As16()
+	h, _ := strconv.ParseUint(strconv.Itoa(host), 16, 16)
+	a[14], a[15] = byte(h>>8), byte(h)
+	return netip.PrefixFrom(netip.AddrFrom16(a), p.Bits())
+}
+
+// relayKubeconfig opens a relay in the control namespace to the API server
+// and writes the CCM's kubeconfig pointing at it.
+func (r *L2) relayKubeconfig() error {
+	host := strings.TrimPrefix(r.CP.URL, "https://")
+	addr, err := r.Ctrl.Relay("127.0.0.1:0", host)
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.LoadFromFile(r.opts.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("reading kubeconfig: %w", err)
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = "https://" + addr.String()
+	}
+	r.kubeconfig = filepath.Join(r.LogDir, "ccm.kubeconfig")
+	return clientcmd.WriteToFile(*cfg, r.kubeconfig)
+}
+
+// AddNode adds a node namespace with host number n (.n and ::n), registers
+// its Node the way a kubelet with --cloud-provider=external does, starts
+// its responder and routes the pools to it locally (kube-proxy's IPVS
+// binding, with arp_ignore=1 so only the speaker answers ARP).
+func (r *L2) AddNode(ctx context.Context, name string, n int) (*L2Node, error) {
+	v4, v6 := pfx(LANv4, n), pfx(LANv6, n)
+	h, err := r.LAN.AddHost(strings.ReplaceAll(name, "-", ""), v4, v6)
+	if err != nil {
+		return nil, err
+	}
+	node := &L2Node{Name: name, Host: h, IPv4: v4.Addr(), IPv6: v6.Addr()}
+	for _, p := range []netip.Prefix{PoolV4, PoolV6} {
+		if err := h.AddLocalRoute(p); err != nil {
+			return nil, err
+		}
+	}
+	if node.Responder, err = h.Serve(ServicePort, name); err != nil {
+		return nil, err
+	}
+	if _, err := RegisterNode(ctx, r.CP.Client, name, v4.Addr().String()+","+v6.Addr().String(), nil); err != nil {
+		return nil, err
+	}
+	r.Nodes = append(r.Nodes, node)
+	return node, nil
+}
+
+// StartCCM starts ironlb-ccm in the control namespace.
+func (r *L2) StartCCM(name string, leaderElect bool) error {
+	dir, err := binaries.IronLB()
+	if err != nil {
+		return err
+	}
+	args := []string{
+		"--kubeconfig=" + r.kubeconfig,
+		"--authentication-kubeconfig=" + r.kubeconfig,
+		"--authorization-kubeconfig=" + r.kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=10258", // each CCM has its own namespace
+		"--cert-dir=" + filepath.Join(r.LogDir, name+"-certs"),
+		"--leader-elect=" + strconv.FormatBool(leaderElect),
+		"--node-status-update-frequency=5s",
+		"--kube-api-qps=200", "--kube-api-burst=400",
+	}
+	if leaderElect {
+		args = append(args, "--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms")
+	}
+	if r.opts.CloudConfig != "" {
+		path := filepath.Join(r.LogDir, "cloud-config.yaml")
+		if err := os.WriteFile(path, []byte(r.opts.CloudConfig), 0o644); err != nil {
+			return err
+		}
+		args = append(args, "--cloud-config="+path)
+	}
+	args = append(args, r.opts.CCMArgs...)
+	p, err := procs.Start(name, filepath.Join(r.LogDir, name+".log"), filepath.Join(dir, "ironlb-ccm"), args,
+		procs.Options{Wrap: []string{"ip", "netns", "exec", r.Ctrl.Name}, Env: []string{"POD_NAMESPACE=" + r.opts.SecretNamespace}})
+	if err != nil {
+		return err
+	}
+	if r.CCM == nil {
+		r.CCM = p
+	}
+	return nil
+}
+
+// speakerTLS waits for the CCM to create the speakers' Secret and writes
+// its files to dir, as the kubelet mounts it.
+func (r *L2) speakerTLS(ctx context.Context, dir string) error {
+	var secret *corev1.Secret
+	err := Eventually(60*time.Second, func() error {
+		s, err := r.CP.Client.CoreV1().Secrets(r.opts.SecretNamespace).Get(ctx, pki.SpeakerSecretName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		secret = s
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for Secret %s/%s from the CCM: %w", r.opts.SecretNamespace, pki.SpeakerSecretName, err)
+	}
+	return pki.WriteFiles(dir, secret)
+}
+
+// Node returns the node named name.
+func (r *L2) Node(name string) *L2Node {
+	for _, n := range r.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// NodeByMAC returns the node whose interface has mac.
+func (r *L2) NodeByMAC(mac net.HardwareAddr) *L2Node {
+	for _, n := range r.Nodes {
+		if n.Host.MAC.String() == mac.String() {
+			return n
+		}
+	}
+	return nil
+}
+
+// Stop stops the CCM and the speakers (the LAN's owner removes the
+// namespaces).
+func (r *L2) Stop() {
+	for _, n := range r.Nodes {
+		if n.Speaker != nil {
+			_ = n.Speaker.Stop(5 * time.Second)
+		}
+	}
+	if r.CCM != nil {
+		_ = r.CCM.Stop(10 * time.Second)
+	}
+}
+
+// Logs returns the tails of every process's log, for failed tests.
+func (r *L2) Logs(lines int) string {
+	var b strings.Builder
+	if r.CCM != nil {
+		fmt.Fprintf(&b, "--- %s\n%s\n", r.CCM.Name, r.CCM.Tail(lines))
+	}
+	for _, n := range r.Nodes {
+		if n.Speaker != nil {
+			fmt.Fprintf(&b, "--- %s\n%s\n", n.Speaker.Name, n.Speaker.Tail(lines))
+		}
+	}
+	return b.String()
+}
