@@ -19,7 +19,7 @@ import (
 
 func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
-	only := flag.String("only", "", "comma-separated benchmark groups to run (services); empty runs all")
+	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, services); empty runs all")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
 	flag.Parse()
 
@@ -30,6 +30,7 @@ func main() {
 	}
 	groups := map[string]func(context.Context, int) error{
 		"services": benchServices,
+		"l2":       benchL2,
 	}
 	names := make([]string, 0, len(groups))
 	for name := range groups {

@@ -210,7 +210,7 @@ func TestLayer2(t *testing.T) {
 			if f.To == f.From || f.To == "" {
 				t.Errorf("%s: VIP did not move away from %s (now %q)", mode, f.From, f.To)
 			}
-			t.Logf("%s failover %s → %s: client cut off for %s", mode, f.From, f.To, f.Outage.Round(time.Millisecond))
+			t.Logf("%s failover %s → %s: client cut off for %s (%d failed attempts)", mode, f.From, f.To, f.Outage.Round(time.Millisecond), f.Failed)
 			c.waitEvent("default", "failover", corev1.EventTypeNormal, "VIPMoved", "moved from node "+f.From+" to node "+f.To)
 		}
 		// Every VIP is still reachable after the repairs.

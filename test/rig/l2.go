@@ -294,3 +294,17 @@ func (r *L2) Logs(lines int) string {
 	}
 	return b.String()
 }
+
+// InstallDeploy applies deploy/ (kubectl apply -k, server-side) and returns
+// a kubeconfig with a token of the ironlb-ccm ServiceAccount, so the CCM
+// runs with exactly the permissions IronLB ships.
+func InstallDeploy(ctx context.Context, cp *controlplane.ControlPlane) (string, error) {
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy")); err != nil {
+		return "", fmt.Errorf("applying deploy/: %w\n%s", err, out)
+	}
+	return cp.ServiceAccountKubeconfig(ctx, "kube-system", "ironlb-ccm")
+}

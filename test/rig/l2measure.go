@@ -88,9 +88,13 @@ func (m FailureMode) String() string {
 // Failover is one measured failover.
 type Failover struct {
 	From, To string
-	// Outage is how long the client could not connect: from its first
-	// failed attempt after the failure to its next successful one.
+	// Outage is how long the client was cut off: from the failure to the
+	// start of its first connection answered by another node. (Counting
+	// from the client's first failed attempt instead would miss failovers
+	// quicker than the 10 ms between attempts.)
 	Outage time.Duration
+	// Failed counts the client's failed attempts in between.
+	Failed int
 }
 
 // ProbeInterval and ProbeTimeout are the client's connection attempts
@@ -139,15 +143,17 @@ func (r *L2) MeasureFailover(ctx context.Context, vip netip.Addr, mode FailureMo
 	})
 	time.Sleep(50 * time.Millisecond)
 	rs := probe.Stop()
-	res := Failover{From: from, To: to.Node, Outage: netrig.Outage(rs, failedAt)}
+	res := Failover{From: from, To: to.Node, Outage: max(0, to.At.Sub(failedAt))}
+	for _, x := range rs {
+		if !x.OK && x.At.Before(to.At) && x.At.Add(ProbeTimeout).After(failedAt) {
+			res.Failed++
+		}
+	}
 	if rerr := r.repair(ctx, owner, mode); rerr != nil {
 		return res, errors.Join(err, fmt.Errorf("repairing %s: %w", owner.Name, rerr))
 	}
 	if err != nil {
 		return res, fmt.Errorf("%s of %s: %w", mode, from, err)
-	}
-	if res.Outage == 0 {
-		return res, fmt.Errorf("%s of %s: the client saw no failure at all (the test would measure nothing)", mode, from)
 	}
 	return res, nil
 }

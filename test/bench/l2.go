@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/ironlb/ironlb/test/controlplane"
+	"github.com/ironlb/ironlb/test/netrig"
+	"github.com/ironlb/ironlb/test/rig"
+)
+
+// minL2Trials is the fewest trials a layer-2 figure is based on.
+const minL2Trials = 10
+
+// benchL2 measures, on the layer-2 rig with the real CCM and speakers:
+// how long after a Service is created the client first connects to its
+// VIP, and how long the client is cut off when the announcing node fails
+// (speaker crash, and silent loss of the node's link).
+func benchL2(ctx context.Context, trials int) error {
+	trials = max(trials, minL2Trials)
+	if err := netrig.Usable(); err != nil {
+		return fmt.Errorf("network namespaces: %w", err)
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	lan, err := netrig.NewLANNoTest()
+	if err != nil {
+		return err
+	}
+	defer lan.Close()
+	kubeconfig, err := rig.InstallDeploy(ctx, cp)
+	if err != nil {
+		return err
+	}
+	r, err := rig.StartL2(ctx, cp, lan, rig.L2Options{Kubeconfig: kubeconfig})
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	fail := func(err error) error {
+		fmt.Fprintf(os.Stderr, "process logs:\n%s\n", r.Logs(30))
+		return err
+	}
+	pool := `apiVersion: ironlb.dev/v1alpha1
+kind: IPPool
+metadata: {name: lan}
+spec:
+  addresses: [192.0.2.200-192.0.2.219]
+`
+	err = rig.Eventually(30*time.Second, func() error {
+		out, err := cp.KubectlStdin(ctx, pool, "apply", "-f", "-")
+		if err != nil {
+			return fmt.Errorf("applying pool: %w\n%s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	var reach []float64
+	for i := range trials {
+		name := fmt.Sprintf("reach-%d", i)
+		start := time.Now()
+		if _, err := cp.Client.CoreV1().Services("default").Create(ctx, lbService(name), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		var vip netip.Addr
+		err := rig.Eventually(30*time.Second, func() error {
+			if !vip.IsValid() {
+				svc, err := cp.Client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if len(svc.Status.LoadBalancer.Ingress) == 0 {
+					return fmt.Errorf("%s has no address yet", name)
+				}
+				vip = netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+			}
+			return nil
+		})
+		if err != nil {
+			return fail(err)
+		}
+		for {
+			if _, err := r.Reach(ctx, vip, 200*time.Millisecond); err == nil {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				return fail(fmt.Errorf("%s (%s) not reachable after 30 s", name, vip))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		reach = append(reach, time.Since(start).Seconds())
+		// Keep the pool from running dry.
+		if err := cp.Client.CoreV1().Services("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			return err
+		}
+	}
+	report("service_create_to_reachable_p50", median(reach), "s")
+
+	if _, err := cp.Client.CoreV1().Services("default").Create(ctx, lbService("failover"), metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	var vip netip.Addr
+	err = rig.Eventually(30*time.Second, func() error {
+		svc, err := cp.Client.CoreV1().Services("default").Get(ctx, "failover", metav1.GetOptions{})
+		if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("failover has no address yet (%v)", err)
+		}
+		vip = netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	for _, mode := range []rig.FailureMode{rig.Crash, rig.Silent} {
+		var outages []float64
+		for range trials {
+			f, err := r.MeasureFailover(ctx, vip, mode)
+			if err != nil {
+				return fail(err)
+			}
+			outages = append(outages, f.Outage.Seconds())
+		}
+		report(fmt.Sprintf("l2_failover_%s_p50", mode), median(outages), "s")
+		report(fmt.Sprintf("l2_failover_%s_max", mode), slices.Max(outages), "s")
+	}
+	return nil
+}
+
+func lbService(name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}
+}
