@@ -40,6 +40,22 @@ $(CONTROLLER_GEN):
 generate: $(CONTROLLER_GEN) ## Regenerate the CRD (deploy/crds) and deepcopy code from api/.
 	$(CONTROLLER_GEN) object:headerFile= paths=./api/... crd output:crd:dir=deploy/crds
 
+# The speaker gRPC API: api/speaker/v1/*.pb.go from speaker.proto, with
+# protoc from Debian and the Go generators at pinned versions.
+PROTOC_GEN_GO_VERSION      := v1.36.11
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.1
+$(TOOLS_BIN)/protoc-gen-go:
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(TOOLS_BIN)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+.PHONY: proto
+proto: $(TOOLS_BIN)/protoc-gen-go $(TOOLS_BIN)/protoc-gen-go-grpc ## Regenerate the speaker API's Go code.
+	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
+	PATH=$(TOOLS_BIN):$$PATH protoc --proto_path=. \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		api/speaker/v1/speaker.proto
+
 # System packages the rig needs (network namespaces, veth, bridges).
 .PHONY: deps
 deps:

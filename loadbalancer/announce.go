@@ -75,11 +75,12 @@ type Planner struct {
 	queue     workqueue.TypedRateLimitingInterface[string]
 	balancerR func() bool
 
-	mu      sync.Mutex
-	vips    map[netip.Addr]*vipState
-	bySvc   map[string][]netip.Addr // service key → its VIPs
-	seed    map[netip.Addr]string   // owners reported by speakers at start
-	started bool
+	mu       sync.Mutex
+	failures map[netip.Addr]map[string]time.Time // node could not announce the VIP
+	vips     map[netip.Addr]*vipState
+	bySvc    map[string][]netip.Addr // service key → its VIPs
+	seed     map[netip.Addr]string   // owners reported by speakers at start
+	started  bool
 }
 
 type vipState struct {
@@ -101,9 +102,10 @@ func NewPlanner(alloc *ipam.Allocator, pools Layer2Source, sp Speakers, recorder
 		grace: 2 * time.Second,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-planner"}),
-		vips:  map[netip.Addr]*vipState{},
-		bySvc: map[string][]netip.Addr{},
-		seed:  map[netip.Addr]string{},
+		vips:     map[netip.Addr]*vipState{},
+		failures: map[netip.Addr]map[string]time.Time{},
+		bySvc:    map[string][]netip.Addr{},
+		seed:     map[netip.Addr]string{},
 	}
 	pools.OnLayer2Change(func(string) { p.queue.Add(allKey) })
 	return p
@@ -325,6 +327,7 @@ func (p *Planner) syncService(key string) error {
 				p.log.Info("Withdrew VIP", "address", a, "node", v.owner, "service", key)
 			}
 			delete(p.vips, a)
+			delete(p.failures, a)
 		} else {
 			p.planLocked(a, v)
 		}
@@ -454,6 +457,11 @@ func (p *Planner) eligible(a netip.Addr, v *vipState) ([]string, map[string]stri
 				reasons[n.Name] = "speaker not connected: " + st.Problem
 			case !st.Healthy:
 				reasons[n.Name] = "speaker unhealthy: " + st.Problem
+			case st.Failed[a.String()] != "":
+				p.noteFailure(a, n.Name)
+				reasons[n.Name] = "speaker cannot announce it: " + st.Failed[a.String()]
+			case p.recentlyFailed(a, n.Name):
+				reasons[n.Name] = fmt.Sprintf("speaker failed to announce it less than %s ago", failureBackoff)
 			default:
 				out = append(out, n.Name)
 			}
@@ -463,6 +471,32 @@ func (p *Planner) eligible(a netip.Addr, v *vipState) ([]string, map[string]stri
 		reasons[v.owner] = "node was deleted"
 	}
 	return out, reasons
+}
+
+// failureBackoff keeps a VIP off a node whose speaker could not announce
+// it (say, a pool names an interface the node lacks), so that the VIP does
+// not bounce between failing nodes.
+const failureBackoff = 30 * time.Second
+
+func (p *Planner) noteFailure(a netip.Addr, node string) {
+	m := p.failures[a]
+	if m == nil {
+		m = map[string]time.Time{}
+		p.failures[a] = m
+	}
+	if _, ok := m[node]; !ok {
+		p.queue.AddAfter(allKey, failureBackoff+time.Second)
+	}
+	m[node] = time.Now()
+}
+
+func (p *Planner) recentlyFailed(a netip.Addr, node string) bool {
+	t, ok := p.failures[a][node]
+	if ok && time.Since(t) > failureBackoff {
+		delete(p.failures[a], node)
+		return false
+	}
+	return ok
 }
 
 // endpointNodes returns the nodes with a ready endpoint of the Service.

@@ -325,15 +325,19 @@ func (a *Agent) report(id uint64, full bool) *speakerv1.Report {
 	return r
 }
 
-// interfacesLocked reports the health of the default interface and every
-// interface in use.
+// interfacesLocked reports the health of the default interface and of
+// every interface a VIP should be announced on.
 func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
 	names := map[string]bool{a.defaultIfc: true}
-	for name := range a.announcers {
-		names[name] = true
+	for _, v := range a.vips {
+		for _, name := range v.interfaces {
+			names[name] = true
+		}
 	}
 	for name := range a.openErr {
-		names[name] = true
+		if !names[name] {
+			delete(a.openErr, name) // no longer wanted
+		}
 	}
 	sorted := make([]string, 0, len(names))
 	for n := range names {
@@ -342,7 +346,7 @@ func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
 	sort.Strings(sorted)
 	var out []*speakerv1.InterfaceStatus
 	for _, name := range sorted {
-		st := &speakerv1.InterfaceStatus{Name: name}
+		st := &speakerv1.InterfaceStatus{Name: name, Default: name == a.defaultIfc}
 		if name == "" {
 			st.Error = "no interface holds the node IP; set --interface"
 			out = append(out, st)
@@ -403,17 +407,17 @@ func (a *Agent) watchHealth(ctx context.Context, id uint64, send func(*speakerv1
 	}
 }
 
-// Healthy reports whether every interface in use can announce.
+// Healthy reports whether the default interface can announce. A broken
+// interface named only by some announcements fails those VIPs alone.
 func (a *Agent) Healthy() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var errs []error
 	for _, st := range a.interfacesLocked() {
-		if st.Error != "" {
-			errs = append(errs, fmt.Errorf("interface %q: %s", st.Name, st.Error))
+		if st.Default && st.Error != "" {
+			return fmt.Errorf("interface %q: %s", st.Name, st.Error)
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Addresses returns the VIPs the agent announces, sorted.

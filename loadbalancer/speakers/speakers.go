@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -63,6 +64,8 @@ type State struct {
 	Problem string
 	// Announcing lists the VIPs the speaker last reported announcing.
 	Announcing []netip.Addr
+	// Failed maps VIPs the speaker could not announce to its error.
+	Failed map[string]string
 	// Applied is the version the speaker confirmed; Sent the newest sent.
 	Applied, Sent uint64
 	// Reported is true once the speaker answered at least once since the
@@ -184,6 +187,7 @@ func (m *Manager) State(node string) (State, bool) {
 	}
 	st := s.state
 	st.Announcing = slices.Clone(st.Announcing)
+	st.Failed = maps.Clone(st.Failed)
 	return st, true
 }
 
@@ -479,19 +483,31 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 		}
 	}
 	s.waiters = kept
+	failedChanged := false
 	if r.GetFull() {
-		s.state.Announcing = s.state.Announcing[:0]
+		s.state.Announcing = nil
+		failed := map[string]string{}
 		for _, v := range r.GetVips() {
 			if a, err := netip.ParseAddr(v.GetAddress()); err == nil && v.GetState() == speakerv1.VIPStatus_ANNOUNCING {
 				s.state.Announcing = append(s.state.Announcing, a)
 			}
 			if v.GetState() == speakerv1.VIPStatus_FAILED {
-				s.log.Error(errors.New(v.GetError()), "Speaker cannot announce VIP", "address", v.GetAddress())
+				failed[v.GetAddress()] = v.GetError()
+				if _, known := s.state.Failed[v.GetAddress()]; !known {
+					s.log.Error(errors.New(v.GetError()), "Speaker cannot announce VIP", "address", v.GetAddress())
+				}
 			}
 		}
-		healthy, problem := true, ""
+		failedChanged = !maps.Equal(failed, s.state.Failed)
+		s.state.Failed = failed
+		// Healthy while the default interface works (older speakers mark
+		// none: then every interface counts).
+		healthy, problem, hasDefault := true, "", false
 		for _, i := range r.GetInterfaces() {
-			if i.GetError() != "" {
+			hasDefault = hasDefault || i.GetDefault()
+		}
+		for _, i := range r.GetInterfaces() {
+			if i.GetError() != "" && (i.GetDefault() || !hasDefault) {
 				healthy, problem = false, fmt.Sprintf("interface %q: %s", i.GetName(), i.GetError())
 				break
 			}
@@ -509,7 +525,7 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 		s.log.Info("Speaker health changed", "healthy", s.state.Healthy, "problem", s.state.Problem)
 		return true
 	}
-	return false
+	return failedChanged
 }
 
 func cause(ctx context.Context, err error) error {

@@ -589,8 +589,13 @@ type InterfaceStatus struct {
 	HardwareAddress string                 `protobuf:"bytes,3,opt,name=hardware_address,json=hardwareAddress,proto3" json:"hardware_address,omitempty"`
 	Addresses       []string               `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	Error           string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// default is true for the interface holding the node IP, where VIPs are
+	// announced when their announcement names no interface. The speaker is
+	// healthy while its default interface is; a VIP on another, broken
+	// interface fails alone (its VIPStatus says FAILED).
+	Default       bool `protobuf:"varint,6,opt,name=default,proto3" json:"default,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InterfaceStatus) Reset() {
@@ -658,6 +663,13 @@ func (x *InterfaceStatus) GetError() string {
 	return ""
 }
 
+func (x *InterfaceStatus) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
 var File_api_speaker_v1_speaker_proto protoreflect.FileDescriptor
 
 const file_api_speaker_v1_speaker_proto_rawDesc = "" +
@@ -705,13 +717,14 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\n" +
 	"ANNOUNCING\x10\x01\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x02\"\x94\x01\n" +
+	"\x06FAILED\x10\x02\"\xae\x01\n" +
 	"\x0fInterfaceStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02up\x18\x02 \x01(\bR\x02up\x12)\n" +
 	"\x10hardware_address\x18\x03 \x01(\tR\x0fhardwareAddress\x12\x1c\n" +
 	"\taddresses\x18\x04 \x03(\tR\taddresses\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error2P\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
+	"\adefault\x18\x06 \x01(\bR\adefault2P\n" +
 	"\aSpeaker\x12E\n" +
 	"\x04Sync\x12\x1e.ironlb.speaker.v1.Instruction\x1a\x19.ironlb.speaker.v1.Report(\x010\x01B3Z1github.com/ironlb/ironlb/api/speaker/v1;speakerv1b\x06proto3"
 
