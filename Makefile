@@ -32,7 +32,7 @@ $(CONTROLPLANE) &: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
 .PHONY: tools
-tools: $(CONTROLLER_GEN)
+tools: $(CONTROLLER_GEN) $(TOOLS_BIN)/helm
 $(CONTROLLER_GEN):
 	GOBIN=$(TOOLS_BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 
@@ -98,3 +98,38 @@ clean-all: clean
 .PHONY: help
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# helm, for the chart tests (helm lint, helm template), built from the Go
+# module proxy by the separate module in test/tools/helm (about N min cold).
+# Rebuilt only when that module changes. The -X flags are those of helm's own
+# Makefile: its version, and the Kubernetes version its lint and template
+# assume (that of its k8s.io modules, 1.37).
+HELM := $(TOOLS_BIN)/helm
+HELM_VERSION = $(shell cd test/tools/helm && $(GO) list -m -f '{{.Version}}' helm.sh/helm/v3)
+HELM_LDFLAGS = -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+               -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
+               -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
+.PHONY: helm
+helm: $(HELM)
+$(HELM): test/tools/helm/go.mod test/tools/helm/go.sum test/tools/helm/tools.go
+	@mkdir -p $(TOOLS_BIN)
+	cd test/tools/helm && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(HELM_LDFLAGS)' -o $(HELM) helm.sh/helm/v3/cmd/helm
+	@touch $(HELM)
+
+# Container images of ironlb-ccm and ironlb-speaker (build/*.Dockerfile),
+# tagged $(IMAGE_REPO)/ironlb-{ccm,speaker}:$(IMAGE_TAG). Needs docker with
+# BuildKit; PLATFORMS=linux/amd64,linux/arm64 builds several with buildx.
+IMAGE_REPO ?= ghcr.io/ironlb
+IMAGE_TAG  ?= $(VERSION)
+PLATFORMS  ?=
+.PHONY: image
+image: ## Build the ironlb-ccm and ironlb-speaker images (needs docker).
+	@command -v docker >/dev/null 2>&1 || { \
+		echo "make image: docker is not installed or not in PATH; install Docker (with BuildKit) to build the images." >&2; \
+		exit 1; }
+	@for c in ccm speaker; do \
+		echo "building $(IMAGE_REPO)/ironlb-$$c:$(IMAGE_TAG)"; \
+		docker $(if $(PLATFORMS),buildx build --platform=$(PLATFORMS),build) \
+			-f build/$$c.Dockerfile --build-arg VERSION=$(VERSION) --build-arg LDFLAGS='$(LDFLAGS)' \
+			-t $(IMAGE_REPO)/ironlb-$$c:$(IMAGE_TAG) . || exit 1; \
+	done

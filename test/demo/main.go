@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,7 +64,7 @@ func main() {
 		fmt.Println("Interrupted before every step had run.")
 		os.Exit(130)
 	case err != nil:
-		if d.dir != "" {
+		if _, serr := os.Stat(d.dir); d.dir != "" && serr == nil {
 			fmt.Fprintf(os.Stderr, "The work folder is kept for its logs: %s\n", d.dir)
 		}
 		os.Exit(1)
@@ -203,7 +204,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Print(indent(applied), "\n")
+	fmt.Println(indent(strings.TrimSpace(applied)))
 	err = d.do(ctx, "Waiting for ironlb-ccm to give each Service an EXTERNAL-IP", l2Logs, func() error {
 		d.vips = map[string]netip.Addr{}
 		return waitFor(ctx, 30*time.Second, func() error {
@@ -281,8 +282,8 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  the client was cut off for %s (%d failed connections, one every %s)\n",
-		f.Outage.Round(time.Millisecond), f.Failed, rig.ProbeInterval)
+	fmt.Printf("  the client, connecting every %s, was cut off for %s (failed connections: %d)\n",
+		rig.ProbeInterval, f.Outage.Round(time.Millisecond), f.Failed)
 	fmt.Printf("  %s moved from %s to %s; the client now resolves it to %s\n", vip, f.From, f.To, movedMAC)
 	fmt.Printf("  (%s's speaker was restarted afterwards)\n", f.From)
 
@@ -331,8 +332,8 @@ All %d steps passed. The cluster stays up until you press Ctrl-C. Try:
 	fmt.Printf("Logs: %s\n", d.dir)
 }
 
-// cleanup stops every process, removes the namespaces and, unless keep is
-// set, the work folder.
+// cleanup stops every process, removes the namespaces and the work folder,
+// unless keep is set and the folder holds something (logs to read).
 func (d *demo) cleanup(keep bool) error {
 	fmt.Print("\nCleaning up: processes, network namespaces, control plane, work folder ... ")
 	start := time.Now()
@@ -350,7 +351,7 @@ func (d *demo) cleanup(keep bool) error {
 			errs = append(errs, fmt.Errorf("stopping the control plane: %w", err))
 		}
 	}
-	if d.dir != "" && !keep {
+	if ents, _ := os.ReadDir(d.dir); d.dir != "" && (!keep || len(ents) == 0) {
 		if err := os.RemoveAll(d.dir); err != nil {
 			errs = append(errs, err)
 		}

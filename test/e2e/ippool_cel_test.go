@@ -61,6 +61,14 @@ func TestIPPoolValidation(t *testing.T) {
 		{"IPv4-mapped IPv6", "  addresses: ['::ffff:192.0.2.1-::ffff:192.0.2.9']", []string{"must be a CIDR"}},
 		{"three parts", "  addresses: [192.0.2.1-192.0.2.2-192.0.2.3]", []string{"must be a CIDR"}},
 		{"duplicate entries", "  addresses: [192.0.2.0/28, 192.0.2.0/28]", []string{"Duplicate value"}},
+		{"layer2", "  addresses: [192.0.2.0/28]\n  layer2:\n    nodeSelector:\n      matchLabels: {rack: r1}\n      matchExpressions: [{key: zone, operator: In, values: [a, b]}, {key: spare, operator: DoesNotExist}]\n    interfaces: [eth0, bond0.100]", nil},
+		{"layer2 bad operator", "  addresses: [192.0.2.0/28]\n  layer2:\n    nodeSelector:\n      matchExpressions: [{key: zone, operator: Near, values: [a]}]", []string{"spec.layer2", "operator must be one of In, NotIn, Exists, DoesNotExist"}},
+		{"layer2 In without values", "  addresses: [192.0.2.0/28]\n  layer2:\n    nodeSelector:\n      matchExpressions: [{key: zone, operator: In}]", []string{"spec.layer2", "In and NotIn need values"}},
+		{"layer2 Exists with values", "  addresses: [192.0.2.0/28]\n  layer2:\n    nodeSelector:\n      matchExpressions: [{key: zone, operator: Exists, values: [a]}]", []string{"spec.layer2", "Exists and DoesNotExist take none"}},
+		{"layer2 interface too long", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [averyveryverylongname]", []string{"spec.layer2.interfaces[0]", "Too long"}},
+		{"layer2 interface with slash", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: ['eth0/1']", []string{"spec.layer2.interfaces[0]"}},
+		{"layer2 interface dot", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: ['..']", []string{"an interface name cannot be . or .."}},
+		{"layer2 duplicate interfaces", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [eth0, eth0]", []string{"Duplicate value"}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,6 +199,86 @@ func TestLayer2(t *testing.T) {
 
 	t.Run("control channel needs the CCM's certificate", func(t *testing.T) {
 		testControlChannelAuth(t, ctx, c, r)
+	})
+
+	t.Run("CCM restart keeps every VIP in place", func(t *testing.T) {
+		owners := map[netip.Addr]string{}
+		for _, name := range []string{"svc1", "svc2", "svc3"} {
+			vip := c.vip("default", name)
+			owners[vip] = checkAnnouncer(t, ctx, r, vip)
+		}
+		vip := c.vip("default", "svc1")
+		probe := r.Client.StartProbe(netip.AddrPortFrom(vip, rig.ServicePort), rig.ProbeInterval, rig.ProbeTimeout)
+		takeovers := map[string]int{}
+		for _, n := range r.Nodes {
+			takeovers[n.Name] = strings.Count(n.Speaker.Log(), "CCM took over the speaker")
+		}
+		// The old leader dies; speakers keep announcing meanwhile.
+		if err := r.CCM.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.CCM.Wait(5 * time.Second)
+		time.Sleep(time.Second)
+		if err := r.StartCCM("ironlb-ccm-2", false); err != nil {
+			t.Fatal(err)
+		}
+		err := rig.Eventually(30*time.Second, func() error {
+			for _, n := range r.Nodes {
+				if strings.Count(n.Speaker.Log(), "CCM took over the speaker") <= takeovers[n.Name] {
+					return fmt.Errorf("the new CCM has not reached %s's speaker", n.Name)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			probe.Stop()
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		rs := probe.Stop()
+		if fails := netrig.Failures(rs); len(fails) > 0 {
+			t.Errorf("the client lost %d of %d connections to %s during the CCM change (first: %v)", len(fails), len(rs), vip, fails[0].Err)
+		}
+		for vip, was := range owners {
+			if now := checkAnnouncer(t, ctx, r, vip); now != was {
+				t.Errorf("%s moved from %s to %s when the CCM restarted", vip, was, now)
+			}
+		}
+	})
+
+	t.Run("speaker SIGTERM withdraws and exits 0", func(t *testing.T) {
+		vip := c.vip("default", "svc2")
+		owner := r.Node(checkAnnouncer(t, ctx, r, vip))
+		if err := owner.Speaker.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := owner.Speaker.Wait(10 * time.Second); err != nil {
+			t.Fatalf("speaker did not exit: %v", err)
+		}
+		if code := owner.Speaker.ExitCode(); code != 0 {
+			t.Errorf("speaker exit code %d, want 0", code)
+		}
+		if !owner.Speaker.LogContains("Withdrew VIP") {
+			t.Error("speaker did not log withdrawing its VIPs")
+		}
+		// The VIP moves to a live speaker.
+		err := rig.Eventually(15*time.Second, func() error {
+			_ = r.Client.FlushNeighbors()
+			node, err := r.Reach(ctx, vip, 500*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			if node == owner.Name {
+				return fmt.Errorf("%s still answered by %s", vip, node)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.StartSpeaker(ctx, owner); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("failover", func(t *testing.T) {

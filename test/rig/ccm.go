@@ -4,6 +4,7 @@
 package rig
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -93,8 +94,8 @@ func Eventually(timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, errStop) {
+			return err
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("after %s: %w", timeout, err)

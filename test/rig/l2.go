@@ -2,6 +2,7 @@ package rig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -81,6 +82,7 @@ type L2 struct {
 
 	opts       L2Options
 	kubeconfig string // the CCM's, pointing at the relay
+	ccms       []*procs.Process
 }
 
 // StartL2 builds the LAN, registers the nodes, starts the CCM in its own
@@ -224,9 +226,8 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 	if err != nil {
 		return err
 	}
-	if r.CCM == nil {
-		r.CCM = p
-	}
+	r.CCM = p
+	r.ccms = append(r.ccms, p)
 	return nil
 }
 
@@ -235,6 +236,9 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 func (r *L2) speakerTLS(ctx context.Context, dir string) error {
 	var secret *corev1.Secret
 	err := Eventually(60*time.Second, func() error {
+		if r.CCM != nil && r.CCM.Exited() {
+			return fmt.Errorf("%w: %s exited:\n%s", errStop, r.CCM.Name, r.CCM.Tail(20))
+		}
 		s, err := r.CP.Client.CoreV1().Secrets(r.opts.SecretNamespace).Get(ctx, pki.SpeakerSecretName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -276,8 +280,8 @@ func (r *L2) Stop() {
 			_ = n.Speaker.Stop(5 * time.Second)
 		}
 	}
-	if r.CCM != nil {
-		_ = r.CCM.Stop(10 * time.Second)
+	for _, p := range r.ccms {
+		_ = p.Stop(10 * time.Second)
 	}
 }
 
@@ -294,6 +298,9 @@ func (r *L2) Logs(lines int) string {
 	}
 	return b.String()
 }
+
+// errStop ends Eventually early.
+var errStop = errors.New("giving up")
 
 // InstallDeploy applies deploy/ (kubectl apply -k, server-side) and returns
 // a kubeconfig with a token of the ironlb-ccm ServiceAccount, so the CCM
