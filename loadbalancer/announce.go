@@ -12,8 +12,11 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
@@ -35,6 +38,14 @@ const (
 	ReasonNoAnnouncer = "NoAnnouncingNode"
 )
 
+// AnnotationAnnouncedBy on a Service tells which node announces each of
+// its VIPs ("192.0.2.200=node-a,2001:db8::5=node-b"; "-" for none), so
+// `kubectl describe svc` answers "where is my VIP?".
+const AnnotationAnnouncedBy = "ironlb.dev/announced-by"
+
+// annPrefix marks queue keys asking to refresh a Service's annotation.
+const annPrefix = "annotate:"
+
 // LabelExcludeFromLB keeps a node from announcing any VIP.
 const LabelExcludeFromLB = v1.LabelNodeExcludeBalancers
 
@@ -52,6 +63,7 @@ type Speakers interface {
 	State(node string) (speakers.State, bool)
 	Assign(node string, a *speakerv1.Announcement)
 	Unassign(node, addr string) <-chan struct{}
+	SetReady()
 }
 
 // Planner decides which node announces each VIP and keeps the speakers
@@ -64,6 +76,7 @@ type Planner struct {
 	pools    Layer2Source
 	speakers Speakers
 	recorder record.EventRecorder
+	client   kubernetes.Interface
 	log      klog.Logger
 	grace    time.Duration
 
@@ -108,8 +121,12 @@ func NewPlanner(alloc *ipam.Allocator, pools Layer2Source, sp Speakers, recorder
 		seed:     map[netip.Addr]string{},
 	}
 	pools.OnLayer2Change(func(string) { p.queue.Add(allKey) })
+	registerMetrics(p)
 	return p
 }
+
+// SetClient lets the planner write AnnotationAnnouncedBy on Services.
+func (p *Planner) SetClient(c kubernetes.Interface) { p.client = c }
 
 // SpeakerChanged is the speakers' OnChange hook: a speaker connected, was
 // lost or changed health.
@@ -187,11 +204,17 @@ func (p *Planner) Run(ctx context.Context) {
 	p.mu.Lock()
 	p.started = true
 	p.mu.Unlock()
-	p.queue.Add(allKey)
+	// Plan everything once before the speakers get their snapshots, so
+	// that no VIP is withdrawn for lack of a plan.
 	svcs, _ := p.services.List(labels.Everything())
 	for _, s := range svcs {
-		p.queue.Add(s.Namespace + "/" + s.Name)
+		if err := p.syncService(s.Namespace + "/" + s.Name); err != nil {
+			p.queue.Add(s.Namespace + "/" + s.Name)
+		}
 	}
+	p.planAll()
+	p.speakers.SetReady()
+	p.queue.Add(allKey)
 	go func() {
 		<-ctx.Done()
 		p.queue.ShutDown()
@@ -220,7 +243,7 @@ func (p *Planner) waitForReports(ctx context.Context) {
 	defer p.mu.Unlock()
 	for _, n := range p.speakers.Nodes() {
 		st, _ := p.speakers.State(n)
-		for _, a := range st.Announcing {
+		for _, a := range st.Initial {
 			if prev, ok := p.seed[a]; !ok || placement.Score(a, n) > placement.Score(a, prev) {
 				p.seed[a] = n
 			}
@@ -236,10 +259,13 @@ func (p *Planner) processNext() bool {
 	}
 	defer p.queue.Done(key)
 	var err error
-	if key == allKey {
+	switch {
+	case key == allKey:
 		p.syncNodes()
 		p.planAll()
-	} else {
+	case strings.HasPrefix(key, annPrefix):
+		err = p.annotate(strings.TrimPrefix(key, annPrefix))
+	default:
 		err = p.syncService(key)
 	}
 	if err != nil {
@@ -332,6 +358,9 @@ func (p *Planner) syncService(key string) error {
 			p.planLocked(a, v)
 		}
 	}
+	if !slices.Equal(old, addrs) {
+		p.queue.Add(annPrefix + key)
+	}
 	if len(addrs) == 0 {
 		delete(p.bySvc, key)
 		return nil
@@ -385,6 +414,9 @@ func (p *Planner) planLocked(a netip.Addr, v *vipState) {
 	}
 	old := v.owner
 	v.owner = owner
+	for key := range v.services {
+		p.queue.Add(annPrefix + key)
+	}
 	if old != "" {
 		p.speakers.Unassign(old, a.String())
 	}
@@ -402,6 +434,7 @@ func (p *Planner) planLocked(a netip.Addr, v *vipState) {
 		p.event(v, v1.EventTypeNormal, ReasonAnnounced, fmt.Sprintf("%s announced from node %s", a, owner))
 	} else {
 		p.log.Info("Moving VIP", "address", a, "from", old, "to", owner, "reason", why)
+		failoversTotal.WithLabelValues(reasonCode(why)).Inc()
 		p.event(v, v1.EventTypeNormal, ReasonMoved, fmt.Sprintf("%s moved from node %s to node %s: %s", a, old, owner, why))
 	}
 }
@@ -515,6 +548,49 @@ func (p *Planner) endpointNodes(key string) map[string]bool {
 		}
 	}
 	return out
+}
+
+// annotate writes AnnotationAnnouncedBy on the Service when it changed.
+func (p *Planner) annotate(key string) error {
+	if p.client == nil {
+		return nil
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	svc, err := p.services.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	var parts []string
+	for _, a := range p.bySvc[key] {
+		owner := "-"
+		if v := p.vips[a]; v != nil && v.owner != "" {
+			owner = v.owner
+		}
+		parts = append(parts, a.String()+"="+owner)
+	}
+	p.mu.Unlock()
+	want := strings.Join(parts, ",")
+	have, ok := svc.Annotations[AnnotationAnnouncedBy]
+	if (want == "" && !ok) || (ok && have == want) {
+		return nil
+	}
+	var patch []byte
+	if want == "" {
+		patch = []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, AnnotationAnnouncedBy))
+	} else {
+		patch = []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationAnnouncedBy, want))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = p.client.CoreV1().Services(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 func (p *Planner) event(v *vipState, typ, reason, msg string) {

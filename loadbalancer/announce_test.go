@@ -84,6 +84,7 @@ func (f *fakeSpeakers) Unassign(node, addr string) <-chan struct{} {
 	close(ch)
 	return ch
 }
+func (f *fakeSpeakers) SetReady() {}
 func (f *fakeSpeakers) set(node string, st speakers.State) {
 	f.mu.Lock()
 	f.states[node] = st

@@ -89,6 +89,7 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 	for _, o := range opts {
 		o(b)
 	}
+	registerMetrics(nil)
 	return b
 }
 
@@ -232,11 +233,13 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 	}
 	req, err := RequestFor(service, b.namespaceLabels(service.Namespace))
 	if err != nil {
+		allocationFailuresTotal.WithLabelValues("invalid").Inc()
 		return nil, err
 	}
 	before, _ := b.alloc.Lookup(req.Owner)
 	al, err := b.alloc.Ensure(req)
 	if err != nil {
+		allocationFailuresTotal.WithLabelValues(failureReason(err)).Inc()
 		switch {
 		case errors.Is(err, ipam.ErrNoPools):
 			return nil, api.NewRetryError(ErrNoPools.Error(), b.retry)
@@ -259,6 +262,7 @@ func (b *Balancer) report(svc *v1.Service, before, after ipam.Allocation) {
 			pool := after.Pools[i]
 			b.log.Info("Assigned address", "service", klog.KObj(svc), "address", a, "pool", pool)
 			b.recorder.Eventf(svc, v1.EventTypeNormal, ReasonIPAllocated, "Assigned %s from IPPool %s", a, pool)
+			allocationsTotal.WithLabelValues(pool).Inc()
 			b.pools.Touch(pool)
 		}
 	}
@@ -304,6 +308,22 @@ func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName st
 	b.report(service, before, ipam.Allocation{})
 	b.onChange(service)
 	return nil
+}
+
+func failureReason(err error) string {
+	switch {
+	case errors.Is(err, ipam.ErrNoPools):
+		return "no_pools"
+	case errors.Is(err, ipam.ErrExhausted):
+		return "exhausted"
+	case errors.Is(err, ipam.ErrConflict):
+		return "conflict"
+	case errors.Is(err, ipam.ErrNoPool):
+		return "no_pool"
+	case errors.Is(err, ipam.ErrInvalid):
+		return "invalid"
+	}
+	return "other"
 }
 
 func statusFor(al ipam.Allocation) *v1.LoadBalancerStatus {

@@ -6,7 +6,9 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	cloudprovider "k8s.io/cloud-provider"
+	controllerhealthz "k8s.io/controller-manager/pkg/healthz"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/instances"
@@ -117,6 +120,7 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		OnChange:  func(node string) { planner.SpeakerChanged(node) },
 	})
 	planner = loadbalancer.NewPlanner(alloc, pools, sp, recorder)
+	planner.SetClient(client)
 	c.planner = planner
 	c.balancer = loadbalancer.New(alloc, pools, recorder, loadbalancer.WithOnChange(planner.ServiceChanged))
 	c.ctx = ctx
@@ -170,3 +174,32 @@ func (c *Cloud) ProviderName() string { return Name }
 // HasClusterID returns true: IronLB tags nothing outside the cluster, so it
 // needs no cluster ID.
 func (c *Cloud) HasClusterID() bool { return true }
+
+// ControllerName is the name of IronLB's own entry in --controllers: it
+// runs nothing of its own but puts IronLB's readiness into /healthz.
+const ControllerName = "ironlb"
+
+// Health is the "ironlb" controller: its health check passes once the
+// Service, Node, EndpointSlice and IPPool caches synced and allocations
+// were restored from the Services' status.
+type Health struct{ c *Cloud }
+
+// Health returns the controller for the health check.
+func (c *Cloud) Health() *Health { return &Health{c: c} }
+
+// Name implements controller.Interface.
+func (h *Health) Name() string { return ControllerName }
+
+// HealthChecker implements controller.HealthCheckable.
+func (h *Health) HealthChecker() controllerhealthz.UnnamedHealthChecker { return h }
+
+// Check fails until IronLB can answer the service controller.
+func (h *Health) Check(*http.Request) error {
+	if h.c.balancer == nil {
+		return errors.New("IronLB not initialized (not the leader yet?)")
+	}
+	if !h.c.balancer.Ready() {
+		return errors.New("IronLB is waiting for its Service, Namespace and IPPool caches and restoring allocations")
+	}
+	return nil
+}

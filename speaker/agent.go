@@ -51,6 +51,7 @@ type Agent struct {
 	stream     uint64               // the stream whose instructions count
 	nextStream uint64
 	applied    uint64
+	streams    int // open Sync streams
 	closed     bool
 	changed    chan struct{} // closed and replaced when state changes
 }
@@ -87,8 +88,14 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	ctx := stream.Context()
 	a.mu.Lock()
 	a.nextStream++
+	a.streams++
 	id := a.nextStream
 	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.streams--
+		a.mu.Unlock()
+	}()
 
 	var sendMu sync.Mutex
 	send := func(r *speakerv1.Report) error {
@@ -115,18 +122,22 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 		}
 		switch k := in.Kind.(type) {
 		case *speakerv1.Instruction_Heartbeat:
+			instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
 			if err := send(&speakerv1.Report{Node: a.node, AppliedVersion: a.appliedFor(id), HeartbeatSeq: k.Heartbeat.GetSeq()}); err != nil {
 				return err
 			}
 		case *speakerv1.Instruction_Snapshot:
 			a.applySnapshot(id, k.Snapshot)
+			instructionsTotal.WithLabelValues("snapshot", "applied").Inc()
 			if err := send(a.report(id, true)); err != nil {
 				return err
 			}
 		case *speakerv1.Instruction_Update:
 			if err := a.applyUpdate(id, k.Update); err != nil {
+				instructionsTotal.WithLabelValues("update", "refused").Inc()
 				return err
 			}
+			instructionsTotal.WithLabelValues("update", "applied").Inc()
 			if err := send(a.report(id, true)); err != nil {
 				return err
 			}

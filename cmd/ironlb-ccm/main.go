@@ -4,6 +4,8 @@
 package main
 
 import (
+	"context"
+	"maps"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,6 +20,8 @@ import (
 	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
+	genericcontrollermanager "k8s.io/controller-manager/app"
+	"k8s.io/controller-manager/controller"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/internal/version"
@@ -34,7 +38,20 @@ func main() {
 	opts.KubeCloudShared.ConfigureCloudRoutes = false // pod routes are the CNI's job
 	opts.Generic.LeaderElection.ResourceName = "ironlb-ccm"
 
-	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, app.DefaultInitFuncConstructors,
+	controllers := maps.Clone(app.DefaultInitFuncConstructors)
+	controllers[provider.ControllerName] = app.ControllerInitFuncConstructor{
+		InitContext: app.ControllerInitContext{ClientName: "ironlb"},
+		Constructor: func(_ app.ControllerInitContext, _ *config.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
+			return func(context.Context, genericcontrollermanager.ControllerContext) (controller.Interface, bool, error) {
+				c, ok := cloud.(*provider.Cloud)
+				if !ok {
+					return nil, false, nil
+				}
+				return c.Health(), true, nil
+			}
+		},
+	}
+	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, controllers,
 		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, stopOnSignal())
 	cmd.Use = "ironlb-ccm"
 	os.Exit(cli.Run(cmd))

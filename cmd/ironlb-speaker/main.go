@@ -23,6 +23,7 @@ import (
 	"k8s.io/component-base/featuregate"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -48,7 +49,7 @@ func main() {
 	fs.StringVar(&o.ifc, "interface", "", "announce on this interface instead of the one holding --node-ip")
 	fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", DefaultPort), "address for the CCM's gRPC connections")
 	fs.StringVar(&o.tlsDir, "tls-dir", "/etc/ironlb/tls", "folder with ca.crt, tls.crt and tls.key (the ironlb-speaker-tls Secret)")
-	fs.StringVar(&o.health, "health-address", ":7474", "address for /healthz, /readyz and /announcements over plain HTTP; empty turns it off")
+	fs.StringVar(&o.health, "health-address", ":7474", "address for /healthz, /readyz, /metrics and /announcements over plain HTTP; empty turns it off")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	logCfg := logsapi.NewLoggingConfiguration()
 	gate := featuregate.NewFeatureGate()
@@ -127,6 +128,8 @@ func run(ctx context.Context, o options) error {
 			}
 			fmt.Fprintln(w, "ok")
 		})
+		speaker.RegisterMetrics(agent)
+		mux.Handle("/metrics", legacyregistry.Handler())
 		// /announcements lists the VIPs this node answers for.
 		mux.HandleFunc("/announcements", func(w http.ResponseWriter, _ *http.Request) {
 			addrs := []string{}

@@ -140,6 +140,7 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) 
 	if err != nil {
 		return nil, fmt.Errorf("watching IPPools: %w", err)
 	}
+	registerMetrics(c)
 	return c, nil
 }
 

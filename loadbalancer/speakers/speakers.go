@@ -64,6 +64,9 @@ type State struct {
 	Problem string
 	// Announcing lists the VIPs the speaker last reported announcing.
 	Announcing []netip.Addr
+	// Initial lists the VIPs the speaker announced when the current (or
+	// last) stream opened, before any instruction on it.
+	Initial []netip.Addr
 	// Failed maps VIPs the speaker could not announce to its error.
 	Failed map[string]string
 	// Applied is the version the speaker confirmed; Sent the newest sent.
@@ -82,6 +85,23 @@ type Manager struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	wg       sync.WaitGroup
+
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// SetReady lets sessions send their snapshots. Until then they connect and
+// record the speakers' first reports (what each announces now) but send
+// nothing, so a new leader never withdraws VIPs before it has planned.
+func (m *Manager) SetReady() { m.readyOnce.Do(func() { close(m.ready) }) }
+
+func (m *Manager) isReady() bool {
+	select {
+	case <-m.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 // New returns a Manager; sessions start as nodes are added with SetNode.
@@ -98,7 +118,9 @@ func New(ctx context.Context, opts Options) *Manager {
 	if opts.OnChange == nil {
 		opts.OnChange = func(string) {}
 	}
-	return &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}}
+	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, ready: make(chan struct{})}
+	registerMetrics(m)
+	return m
 }
 
 type session struct {
@@ -107,15 +129,16 @@ type session struct {
 	log  klog.Logger
 
 	// guarded by m.mu
-	addr    netip.Addr
-	desired map[string]*speakerv1.Announcement
-	dirty   map[string]bool
-	state   State
-	wake    chan struct{}
-	cancel  context.CancelFunc
-	redial  bool
-	waiters []waiter
-	gen     uint64 // counts streams; reports of older streams are dropped
+	addr       netip.Addr
+	desired    map[string]*speakerv1.Announcement
+	dirty      map[string]bool
+	state      State
+	wake       chan struct{}
+	cancel     context.CancelFunc
+	redial     bool
+	waiters    []waiter
+	gen        uint64 // counts streams; reports of older streams are dropped
+	lastReport time.Time
 }
 
 type waiter struct {
@@ -187,6 +210,7 @@ func (m *Manager) State(node string) (State, bool) {
 	}
 	st := s.state
 	st.Announcing = slices.Clone(st.Announcing)
+	st.Initial = slices.Clone(st.Initial)
 	st.Failed = maps.Clone(st.Failed)
 	return st, true
 }
@@ -300,7 +324,9 @@ func (s *session) setDown(err error) bool {
 	}
 	s.waiters = nil
 	if was {
-		s.log.Info("Speaker lost", "reason", problem)
+		silent := time.Since(s.lastReport)
+		lossDetection.Observe(silent.Seconds())
+		s.log.Info("Speaker lost", "reason", problem, "lastReport", silent.Round(time.Millisecond))
 	} else {
 		s.log.V(2).Info("Cannot reach speaker", "reason", problem)
 	}
@@ -352,6 +378,10 @@ func (s *session) connect(ctx context.Context) error {
 				return
 			case <-t.C:
 			}
+			if !s.m.isReady() {
+				seen() // no heartbeats before the snapshot
+				continue
+			}
 			seenMu.Lock()
 			silent := time.Since(lastSeen)
 			seenMu.Unlock()
@@ -372,6 +402,17 @@ func (s *session) connect(ctx context.Context) error {
 	}
 	seen()
 
+	changed := s.record(gen, first)
+	s.m.mu.Lock()
+	s.state.Initial = slices.Clone(s.state.Announcing)
+	s.m.mu.Unlock()
+	select {
+	case <-s.m.ready:
+	case <-ctx.Done():
+		return cause(ctx, ctx.Err())
+	}
+	seen()
+
 	// The snapshot: everything desired now, version 1 on this stream.
 	s.m.mu.Lock()
 	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader}
@@ -389,9 +430,7 @@ func (s *session) connect(ctx context.Context) error {
 	if err := stream.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}}); err != nil {
 		return cause(ctx, fmt.Errorf("sending snapshot to %s: %w", addr, err))
 	}
-	// Connected only now that the speaker has its snapshot on the way, so
-	// the planner's next assignments go out as updates after it.
-	if s.record(gen, first) {
+	if changed {
 		s.m.opts.OnChange(s.node)
 	}
 
@@ -470,6 +509,7 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	if gen != s.gen {
 		return false
 	}
+	s.lastReport = time.Now()
 	before := s.state
 	if r.GetAppliedVersion() > s.state.Applied {
 		s.state.Applied = r.GetAppliedVersion()

@@ -112,6 +112,12 @@ func (e *env) startSpeaker(node string) *testSpeaker {
 }
 
 func (e *env) manager(ctx context.Context, hb time.Duration, misses int) *Manager {
+	m := e.managerNotReady(ctx, hb, misses)
+	m.SetReady()
+	return m
+}
+
+func (e *env) managerNotReady(ctx context.Context, hb time.Duration, misses int) *Manager {
 	return New(ctx, Options{
 		Heartbeat: hb, Misses: misses, TLS: e.clientTL, Leader: "test",
 		OnChange: func(string) { e.changes.Add(1) },
@@ -369,4 +375,36 @@ func (p *proxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// TestNothingSentBeforeReady: a new leader learns what each speaker
+// announces and withdraws nothing before it has planned.
+func TestNothingSentBeforeReady(t *testing.T) {
+	e := newEnv(t)
+	sp := e.startSpeaker("node-a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old := e.manager(ctx, 50*time.Millisecond, 5)
+	old.SetNode("node-a", nodeAddr("node-a"))
+	old.Assign("node-a", ann("192.0.2.7"))
+	waitFor(t, "announced", 5*time.Second, func() bool { return len(sp.agent.Addresses()) == 1 })
+	cancel()
+	old.Wait()
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	m := e.managerNotReady(ctx2, 50*time.Millisecond, 5)
+	m.SetNode("node-a", nodeAddr("node-a"))
+	waitFor(t, "first report", 5*time.Second, func() bool { st, _ := m.State("node-a"); return st.Reported })
+	time.Sleep(500 * time.Millisecond) // longer than heartbeat × misses: no loss declared
+	st, _ := m.State("node-a")
+	if !st.Connected || !slices.Equal(st.Initial, addrs("192.0.2.7")) {
+		t.Fatalf("state before ready = %+v, want connected with Initial [192.0.2.7]", st)
+	}
+	if got := sp.agent.Addresses(); len(got) != 1 {
+		t.Fatalf("speaker announces %v before the new leader is ready; want its VIP kept", got)
+	}
+	m.Assign("node-a", ann("192.0.2.8"))
+	m.SetReady()
+	waitFor(t, "snapshot", 5*time.Second, func() bool { return slices.Equal(sp.agent.Addresses(), addrs("192.0.2.8")) })
 }

@@ -300,6 +300,73 @@ func TestLayer2(t *testing.T) {
 			checkAnnouncer(t, ctx, r, c.vip("default", name))
 		}
 	})
+
+	t.Run("metrics and where is my VIP", func(t *testing.T) {
+		vip := c.vip("default", "svc1")
+		owner := checkAnnouncer(t, ctx, r, vip)
+		want := vip.String() + "=" + owner
+		err := rig.Eventually(15*time.Second, func() error {
+			svc, err := c.cp.Client.CoreV1().Services("default").Get(ctx, "svc1", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if got := svc.Annotations["ironlb.dev/announced-by"]; got != want {
+				return fmt.Errorf("annotation ironlb.dev/announced-by = %q, want %q", got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		ccm, err := r.CCMMetrics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{
+			`ironlb_pool_addresses{family="IPv4",pool="lan",state="total"} 20`,
+			`ironlb_pool_addresses{family="IPv6",pool="lan",state="total"} 32`,
+			`ironlb_pool_addresses{family="IPv4",pool="lan",state="used"}`,
+			`ironlb_allocations_total{pool="lan"}`,
+			`ironlb_announcements{node="` + owner + `"}`,
+			`ironlb_speaker_connected{node="node-a"} 1`,
+			`ironlb_speaker_connected{node="node-b"} 1`,
+			`ironlb_speaker_connected{node="node-c"} 1`,
+			`ironlb_speaker_version_lag{node="node-a"} 0`,
+			`ironlb_failovers_total{reason="speaker_lost"}`,
+			`ironlb_speaker_loss_detection_seconds_count`,
+			`ironlb_unannounced_vips 0`,
+		} {
+			if !strings.Contains(ccm, m) {
+				t.Errorf("CCM /metrics lacks %s", m)
+			}
+		}
+		sp, err := r.SpeakerMetrics(ctx, r.Node(owner))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{
+			`ironlb_speaker_ccm_streams 1`,
+			`ironlb_speaker_announced_vips{state="failed"} 0`,
+			`ironlb_speaker_interface_usable{interface="eth0"} 1`,
+			`ironlb_speaker_instructions_total{kind="heartbeat",result="applied"}`,
+		} {
+			if !strings.Contains(sp, m) {
+				t.Errorf("speaker /metrics lacks %s", m)
+			}
+		}
+		hz, err := r.CCMGet(ctx, "/healthz?verbose")
+		if err != nil || !strings.Contains(hz, "[+]ironlb ok") {
+			t.Errorf("CCM /healthz?verbose = %q, %v; want the ironlb check passing", hz, err)
+		}
+		rz, err := r.SpeakerGet(ctx, r.Node(owner), "/readyz")
+		if err != nil || strings.TrimSpace(rz) != "ok" {
+			t.Errorf("speaker /readyz = %q, %v", rz, err)
+		}
+		if t.Failed() {
+			t.Logf("CCM metrics (ironlb_ lines):\n%s", grepLines(ccm, "ironlb_"))
+			t.Logf("speaker metrics (ironlb_ lines):\n%s", grepLines(sp, "ironlb_"))
+		}
+	})
 }
 
 // setEndpoint makes the Service's only ready endpoint live on node, as the
@@ -449,4 +516,14 @@ func tryInstruct(ctx context.Context, r *rig.L2, target string, creds credential
 			return nil
 		}
 	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

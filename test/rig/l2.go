@@ -2,9 +2,12 @@ package rig
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -209,6 +212,8 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 		"--leader-elect=" + strconv.FormatBool(leaderElect),
 		"--node-status-update-frequency=5s",
 		"--kube-api-qps=200", "--kube-api-burst=400",
+		// Tests read /metrics without a token.
+		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 	}
 	if leaderElect {
 		args = append(args, "--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms")
@@ -297,6 +302,52 @@ func (r *L2) Logs(lines int) string {
 		}
 	}
 	return b.String()
+}
+
+// CCMMetrics fetches the running CCM's /metrics.
+func (r *L2) CCMMetrics(ctx context.Context) (string, error) { return r.CCMGet(ctx, "/metrics") }
+
+// CCMGet fetches path from the running CCM's secure port, from inside its
+// namespace.
+func (r *L2) CCMGet(ctx context.Context, path string) (string, error) {
+	return r.get(ctx, r.Ctrl, "https://127.0.0.1:10258"+path)
+}
+
+// SpeakerMetrics fetches a speaker's /metrics from the client namespace.
+func (r *L2) SpeakerMetrics(ctx context.Context, n *L2Node) (string, error) {
+	return r.SpeakerGet(ctx, n, "/metrics")
+}
+
+// SpeakerGet fetches path from a speaker's health port.
+func (r *L2) SpeakerGet(ctx context.Context, n *L2Node, path string) (string, error) {
+	return r.get(ctx, r.Client, "http://"+net.JoinHostPort(n.IPv4.String(), "7474")+path)
+}
+
+func (r *L2) get(ctx context.Context, from *netrig.Host, url string) (string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return from.DialContext(ctx, network, addr)
+		},
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the CCM's self-signed serving cert
+	}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return string(body), nil
 }
 
 // errStop ends Eventually early.

@@ -1,0 +1,83 @@
+package speaker
+
+import (
+	"sync"
+
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+)
+
+var (
+	instructionsTotal = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "instructions_total",
+		Help:           "Instructions received from the CCM, by kind (snapshot, update, heartbeat) and result (applied, refused).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"kind", "result"})
+	announcedDesc = metrics.NewDesc("ironlb_speaker_announced_vips",
+		"VIPs this speaker answers for, by state (announcing, failed).", []string{"state"}, nil, metrics.ALPHA, "")
+	streamsDesc = metrics.NewDesc("ironlb_speaker_ccm_streams",
+		"Open control streams from CCMs (1 in steady state; 0 while no CCM is connected: the speaker keeps its last assignment).", nil, nil, metrics.ALPHA, "")
+	appliedDesc = metrics.NewDesc("ironlb_speaker_applied_version",
+		"Version of the CCM's instructions applied on the current stream.", nil, nil, metrics.ALPHA, "")
+	interfaceUpDesc = metrics.NewDesc("ironlb_speaker_interface_usable",
+		"1 while the interface can carry announcements.", []string{"interface"}, nil, metrics.ALPHA, "")
+)
+
+var (
+	registerOnce sync.Once
+	agentMu      sync.Mutex
+	current      *Agent
+)
+
+// RegisterMetrics exposes a's state in the legacy registry
+// (k8s.io/component-base/metrics/legacyregistry), served at /metrics.
+func RegisterMetrics(a *Agent) {
+	agentMu.Lock()
+	current = a
+	agentMu.Unlock()
+	registerOnce.Do(func() {
+		legacyregistry.MustRegister(instructionsTotal)
+		legacyregistry.CustomMustRegister(&collector{})
+	})
+}
+
+type collector struct{ metrics.BaseStableCollector }
+
+func (*collector) DescribeWithStability(ch chan<- *metrics.Desc) {
+	ch <- announcedDesc
+	ch <- streamsDesc
+	ch <- appliedDesc
+	ch <- interfaceUpDesc
+}
+
+func (*collector) CollectWithStability(ch chan<- metrics.Metric) {
+	agentMu.Lock()
+	a := current
+	agentMu.Unlock()
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	ok, failed := 0, 0
+	for _, v := range a.vips {
+		if v.err != nil {
+			failed++
+		} else {
+			ok++
+		}
+	}
+	streams, applied := a.streams, a.applied
+	ifcs := a.interfacesLocked()
+	a.mu.Unlock()
+	ch <- metrics.NewLazyConstMetric(announcedDesc, metrics.GaugeValue, float64(ok), "announcing")
+	ch <- metrics.NewLazyConstMetric(announcedDesc, metrics.GaugeValue, float64(failed), "failed")
+	ch <- metrics.NewLazyConstMetric(streamsDesc, metrics.GaugeValue, float64(streams))
+	ch <- metrics.NewLazyConstMetric(appliedDesc, metrics.GaugeValue, float64(applied))
+	for _, i := range ifcs {
+		v := 0.0
+		if i.GetError() == "" {
+			v = 1
+		}
+		ch <- metrics.NewLazyConstMetric(interfaceUpDesc, metrics.GaugeValue, v, i.GetName())
+	}
+}
