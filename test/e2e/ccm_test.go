@@ -281,7 +281,8 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitInitialized("first")
-	if !leader.LogContains("Successfully initialized node first") {
+	// The log line follows the Node update the test just saw.
+	if leader.WaitForLog("Successfully initialized node first", 5*time.Second) != nil {
 		t.Errorf("the leader %s did not log initializing node first", leader.Name)
 	}
 	if follower.LogContains("Initializing node") || follower.LogContains(acquired) {
@@ -300,7 +301,7 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitInitialized("second")
-	if !follower.LogContains("Successfully initialized node second") {
+	if follower.WaitForLog("Successfully initialized node second", 5*time.Second) != nil {
 		t.Errorf("the new leader %s did not log initializing node second", follower.Name)
 	}
 }
