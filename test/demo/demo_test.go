@@ -23,8 +23,8 @@ import (
 	"github.com/ironlb/ironlb/test/netrig"
 )
 
-// TestDemo runs the demo as `make demo ONCE=1` does (go run ./test/demo
-// -once, from the repository root, with a clean environment), then a second
+// TestDemo runs `make demo ONCE=1` from the repository root with a clean
+// environment, then a second
 // time stopped by Ctrl-C while it waits, and checks after each run that it
 // passed and left nothing behind: no network namespace, process, work
 // folder or mount.
@@ -56,11 +56,13 @@ func runDemo(t *testing.T, root string, interrupt bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	args := []string{"run", "./test/demo"}
-	if !interrupt {
-		args = append(args, "-once")
+	// The README's command itself; the interrupted run uses go run so that
+	// Ctrl-C reaches the demo the way it does in a terminal.
+	name, args := "make", []string{"demo", "ONCE=1"}
+	if interrupt {
+		name, args = "go", []string{"run", "./test/demo"}
 	}
-	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = root
 	cmd.Env = cleanEnv()
 	out := &syncBuffer{}
