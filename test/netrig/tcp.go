@@ -162,7 +162,17 @@ func (h *Host) Serve(port int, name string) (*Responder, error) {
 			}
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = io.WriteString(c, name+"\n")
-			c.Close()
+			go func(c net.Conn) {
+				// Half-close, then read what the client sent (curl's HTTP
+				// request, say) so that closing does not reset the
+				// connection; clients that only read see EOF at once.
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
+				_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}(c)
 		}
 	}()
 	return r, nil
