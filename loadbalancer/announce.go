@@ -3,6 +3,7 @@ package loadbalancer
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -62,7 +63,7 @@ type Speakers interface {
 	Nodes() []string
 	State(node string) (speakers.State, bool)
 	Assign(node string, a *speakerv1.Announcement)
-	Unassign(node, addr string) <-chan struct{}
+	Unassign(node, addr string)
 	SetReady()
 }
 
@@ -430,7 +431,7 @@ func (p *Planner) planLocked(a netip.Addr, v *vipState) {
 	}
 	p.speakers.Assign(owner, ann)
 	if old == "" {
-		p.log.Info("Announcing VIP", "address", a, "node", owner, "services", keys(v.services))
+		p.log.Info("Announcing VIP", "address", a, "node", owner, "services", slices.Sorted(maps.Keys(v.services)))
 		p.event(v, v1.EventTypeNormal, ReasonAnnounced, fmt.Sprintf("%s announced from node %s", a, owner))
 	} else {
 		p.log.Info("Moving VIP", "address", a, "from", old, "to", owner, "reason", why)
@@ -443,7 +444,7 @@ func (p *Planner) announcement(a netip.Addr, v *vipState) *speakerv1.Announcemen
 	l2 := p.pools.Layer2(v.pool)
 	return &speakerv1.Announcement{
 		Address:    a.String(),
-		Service:    strings.Join(keys(v.services), ","),
+		Service:    strings.Join(slices.Sorted(maps.Keys(v.services)), ","),
 		Interfaces: l2.Interfaces,
 	}
 }
@@ -616,22 +617,13 @@ func hasLabel(n *v1.Node, key string) bool {
 	return ok
 }
 
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // summarize joins per-node reasons into one line, sorted by node.
 func summarize(reasons map[string]string) string {
 	if len(reasons) == 0 {
 		return "the cluster has no nodes"
 	}
 	parts := make([]string, 0, len(reasons))
-	for _, n := range keys(reasons) {
+	for _, n := range slices.Sorted(maps.Keys(reasons)) {
 		parts = append(parts, n+": "+reasons[n])
 	}
 	return strings.Join(parts, "; ")

@@ -76,13 +76,10 @@ func (f *fakeSpeakers) Assign(node string, a *speakerv1.Announcement) {
 	}
 	f.assigned[node][a.GetAddress()] = true
 }
-func (f *fakeSpeakers) Unassign(node, addr string) <-chan struct{} {
+func (f *fakeSpeakers) Unassign(node, addr string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.assigned[node], addr)
-	ch := make(chan struct{})
-	close(ch)
-	return ch
 }
 func (f *fakeSpeakers) SetReady() {}
 func (f *fakeSpeakers) set(node string, st speakers.State) {

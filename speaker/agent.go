@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -53,7 +53,6 @@ type Agent struct {
 	applied    uint64
 	streams    int // open Sync streams
 	closed     bool
-	changed    chan struct{} // closed and replaced when state changes
 }
 
 type vip struct {
@@ -76,7 +75,6 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 		vips:       map[netip.Addr]*vip{},
 		announcers: map[string]Announcer{},
 		openErr:    map[string]error{},
-		changed:    make(chan struct{}),
 	}
 }
 
@@ -184,7 +182,6 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) {
 		a.announceLocked(addr, an)
 	}
 	a.applied = s.GetVersion()
-	a.notifyLocked()
 }
 
 func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
@@ -216,7 +213,6 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 		a.announceLocked(addr, an)
 	}
 	a.applied = u.GetVersion()
-	a.notifyLocked()
 	return nil
 }
 
@@ -305,11 +301,6 @@ func (a *Agent) announcerLocked(name string) (Announcer, error) {
 	return ann, nil
 }
 
-func (a *Agent) notifyLocked() {
-	close(a.changed)
-	a.changed = make(chan struct{})
-}
-
 // report describes the current state as stream id sees it.
 func (a *Agent) report(id uint64, full bool) *speakerv1.Report {
 	a.mu.Lock()
@@ -318,12 +309,7 @@ func (a *Agent) report(id uint64, full bool) *speakerv1.Report {
 	if a.stream == id {
 		r.AppliedVersion = a.applied
 	}
-	addrs := make([]netip.Addr, 0, len(a.vips))
-	for addr := range a.vips {
-		addrs = append(addrs, addr)
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	for _, addr := range addrs {
+	for _, addr := range slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare) {
 		v := a.vips[addr]
 		st := &speakerv1.VIPStatus{Address: addr.String(), Interfaces: v.announced, State: speakerv1.VIPStatus_ANNOUNCING}
 		if v.err != nil {
@@ -350,13 +336,8 @@ func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
 			delete(a.openErr, name) // no longer wanted
 		}
 	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	sort.Strings(sorted)
 	var out []*speakerv1.InterfaceStatus
-	for _, name := range sorted {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		st := &speakerv1.InterfaceStatus{Name: name, Default: name == a.defaultIfc}
 		if name == "" {
 			st.Error = "no interface holds the node IP; set --interface"
@@ -435,12 +416,7 @@ func (a *Agent) Healthy() error {
 func (a *Agent) Addresses() []netip.Addr {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]netip.Addr, 0, len(a.vips))
-	for addr := range a.vips {
-		out = append(out, addr)
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
+	return slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare)
 }
 
 // Close withdraws every VIP and closes the announcers. Later instructions
@@ -462,7 +438,6 @@ func (a *Agent) Close() error {
 		}
 	}
 	a.announcers = map[string]Announcer{}
-	a.notifyLocked()
 	return errors.Join(errs...)
 }
 

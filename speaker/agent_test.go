@@ -291,3 +291,25 @@ func TestInterfaceFor(t *testing.T) {
 		t.Error("want an error for an address no interface holds")
 	}
 }
+
+// TestIdleStreamSendsNoReports: interface health is re-read every second,
+// but a report goes out only when it changed.
+func TestIdleStreamSendsNoReports(t *testing.T) {
+	_, _, c := newTestAgent(t)
+	s, _ := open(t, c)
+	got := make(chan *speakerv1.Report, 10)
+	go func() {
+		for {
+			r, err := s.Recv()
+			if err != nil {
+				return
+			}
+			got <- r
+		}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("idle stream got a report: %v", r)
+	case <-time.After(2*healthCheckInterval + 500*time.Millisecond):
+	}
+}

@@ -136,14 +136,8 @@ type session struct {
 	wake       chan struct{}
 	cancel     context.CancelFunc
 	redial     bool
-	waiters    []waiter
 	gen        uint64 // counts streams; reports of older streams are dropped
 	lastReport time.Time
-}
-
-type waiter struct {
-	version uint64
-	ch      chan struct{}
 }
 
 // SetNode adds a speaker at addr, or moves it to a new address.
@@ -232,43 +226,21 @@ func (m *Manager) Assign(node string, a *speakerv1.Announcement) {
 	s.poke()
 }
 
-// Unassign makes node's speaker withdraw addr. The returned channel is
-// closed once the speaker confirmed it, or its session failed.
-func (m *Manager) Unassign(node, addr string) <-chan struct{} {
+// Unassign makes node's speaker withdraw addr. Only this speaker is sent an
+// update; the speaker's reports tell when it applied it (State.Applied).
+func (m *Manager) Unassign(node, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ch := make(chan struct{})
 	s := m.sessions[node]
 	if s == nil {
-		close(ch)
-		return ch
+		return
 	}
 	if _, ok := s.desired[addr]; !ok && !slices.ContainsFunc(s.state.Announcing, func(a netip.Addr) bool { return a.String() == addr }) {
-		close(ch)
-		return ch
+		return // neither wanted nor announced
 	}
 	delete(s.desired, addr)
 	s.dirty[addr] = true
-	// Confirmed by the version that carries the change: the next one.
-	s.waiters = append(s.waiters, waiter{version: s.state.Sent + 1, ch: ch})
 	s.poke()
-	return ch
-}
-
-// Desired returns the VIPs node's speaker should announce, sorted.
-func (m *Manager) Desired(node string) []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.sessions[node]
-	if s == nil {
-		return nil
-	}
-	out := make([]string, 0, len(s.desired))
-	for a := range s.desired {
-		out = append(out, a)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // Wait blocks until every session stopped (after ctx ended).
@@ -318,11 +290,6 @@ func (s *session) setDown(err error) bool {
 		problem = err.Error()
 	}
 	s.state.Problem = problem
-	// Waiters are released: a lost speaker cannot be waited for.
-	for _, w := range s.waiters {
-		close(w.ch)
-	}
-	s.waiters = nil
 	if was {
 		silent := time.Since(s.lastReport)
 		lossDetection.Observe(silent.Seconds())
@@ -416,16 +383,12 @@ func (s *session) connect(ctx context.Context) error {
 	// The snapshot: everything desired now, version 1 on this stream.
 	s.m.mu.Lock()
 	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader}
-	for _, a := range sortedKeys(s.desired) {
+	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
 		snap.Announcements = append(snap.Announcements, s.desired[a])
 	}
 	clear(s.dirty)
 	s.state.Sent = 1
 	s.state.Applied = 0
-	// Waiters from before this stream are satisfied by the snapshot.
-	for i := range s.waiters {
-		s.waiters[i].version = 1
-	}
 	s.m.mu.Unlock()
 	if err := stream.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}}); err != nil {
 		return cause(ctx, fmt.Errorf("sending snapshot to %s: %w", addr, err))
@@ -490,7 +453,7 @@ func (s *session) update() (*speakerv1.Update, bool) {
 	}
 	s.state.Sent++
 	u := &speakerv1.Update{Version: s.state.Sent}
-	for _, a := range sortedKeys(s.dirty) {
+	for _, a := range slices.Sorted(maps.Keys(s.dirty)) {
 		if d := s.desired[a]; d != nil {
 			u.Announce = append(u.Announce, d)
 		} else {
@@ -514,15 +477,6 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	if r.GetAppliedVersion() > s.state.Applied {
 		s.state.Applied = r.GetAppliedVersion()
 	}
-	kept := s.waiters[:0]
-	for _, w := range s.waiters {
-		if w.version <= s.state.Applied {
-			close(w.ch)
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	s.waiters = kept
 	failedChanged := false
 	if r.GetFull() {
 		s.state.Announcing = nil
@@ -573,13 +527,4 @@ func cause(ctx context.Context, err error) error {
 		return c
 	}
 	return err
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

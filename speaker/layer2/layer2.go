@@ -27,6 +27,7 @@ package layer2
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -343,12 +344,7 @@ func (r *Responder) Withdraw(addr netip.Addr) error {
 func (r *Responder) Addresses() []netip.Addr {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]netip.Addr, 0, len(r.addrs))
-	for a := range r.addrs {
-		out = append(out, a)
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
+	return slices.SortedFunc(maps.Keys(r.addrs), netip.Addr.Compare)
 }
 
 // announcedLocked reports whether a is announced. r.mu must be held.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -217,23 +216,12 @@ func (r *L2) startSpeaker(ctx context.Context, n *L2Node, name string) error {
 // Announcing asks the node's speaker (its /announcements endpoint, from
 // the client's namespace) which VIPs it answers for.
 func (r *L2) Announcing(ctx context.Context, n *L2Node) ([]string, error) {
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return r.Client.DialContext(ctx, network, addr)
-		},
-	}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(n.IPv4.String(), "7474")+"/announcements", nil)
+	body, err := r.SpeakerGet(ctx, n, "/announcements")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var out []string
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
 		return nil, fmt.Errorf("decoding %s's announcements: %w", n.Name, err)
 	}
 	return out, nil
