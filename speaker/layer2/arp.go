@@ -156,34 +156,11 @@ func (c *arpConn) write(p *arp.Packet, dst net.HardwareAddr) error {
 // arpLoop answers the ARP requests received on c until the Responder is
 // closed.
 func (r *Responder) arpLoop(c *arpConn) {
-	defer r.wg.Done()
-	buf := make([]byte, 2048)
-	backoff := readBackoffMin
-	for {
-		n, _, err := c.pc.ReadFrom(buf)
-		if err != nil {
-			if r.isClosed() {
-				return
-			}
-			err = fmt.Errorf("read ARP requests: %w", err)
-			r.health.set(opReadARP, err)
-			r.log.Error(err, "Reading failed", "retryIn", backoff)
-			if r.sleep(backoff) {
-				return
-			}
-			backoff = min(2*backoff, readBackoffMax)
-			continue
+	r.readLoop(c.pc, 2048, opReadARP, "ARP requests", func(frame []byte) {
+		if req, ok := parseARPRequest(frame, c.hw); ok {
+			r.answerARP(c, req)
 		}
-		if backoff != readBackoffMin {
-			backoff = readBackoffMin
-			r.health.set(opReadARP, nil)
-		}
-		req, ok := parseARPRequest(buf[:n], c.hw)
-		if !ok {
-			continue
-		}
-		r.answerARP(c, req)
-	}
+	})
 }
 
 // answerARP replies to req if its target is announced.

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/mdlayher/packet"
 )
 
 // Defaults for the gratuitous announcements sent by Announce.
@@ -426,6 +427,36 @@ func (r *Responder) isClosed() bool {
 }
 
 // op identifies a kind of socket operation for health reporting.
+// readLoop reads frames from pc until the Responder is closed and hands
+// each to handle. Read errors are recorded as op (see Err) and retried with
+// a growing pause; a successful read clears them.
+func (r *Responder) readLoop(pc *packet.Conn, bufSize int, o op, what string, handle func(frame []byte)) {
+	defer r.wg.Done()
+	buf := make([]byte, bufSize)
+	backoff := readBackoffMin
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			if r.isClosed() {
+				return
+			}
+			err = fmt.Errorf("read %s: %w", what, err)
+			r.health.set(o, err)
+			r.log.Error(err, "Reading failed", "retryIn", backoff)
+			if r.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, readBackoffMax)
+			continue
+		}
+		if backoff != readBackoffMin {
+			backoff = readBackoffMin
+			r.health.set(o, nil)
+		}
+		handle(buf[:n])
+	}
+}
+
 type op int
 
 const (

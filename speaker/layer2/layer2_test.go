@@ -14,6 +14,8 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/mdlayher/arp"
 	"golang.org/x/sys/unix"
+
+	"github.com/ironlb/ironlb/test/netrig"
 )
 
 const (
@@ -186,7 +188,7 @@ func TestARPWithoutIPv4(t *testing.T) {
 // resolve addr.
 func sendUDP(t *testing.T, ns string, addr netip.Addr) {
 	t.Helper()
-	err := doInNS(ns, func() error {
+	err := netrig.Do(ns, func() error {
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, 9)))
 		if err != nil {
 			return err
@@ -469,7 +471,7 @@ func TestConcurrent(t *testing.T) {
 	errc := make(chan error, len(addrs))
 	for _, a := range addrs {
 		go func() {
-			errc <- doInNS(tn.a, func() error {
+			errc <- netrig.Do(tn.a, func() error {
 				for range 20 {
 					if err := r.Announce(a); err != nil {
 						return err

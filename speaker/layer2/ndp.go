@@ -259,34 +259,11 @@ func (c *ndpConn) unsolicited(vip netip.Addr) error {
 // ndpLoop answers the Neighbor Solicitations received on c until the
 // Responder is closed.
 func (r *Responder) ndpLoop(c *ndpConn) {
-	defer r.wg.Done()
-	buf := make([]byte, max(r.ifi.MTU, 1500)+ethHeaderLen)
-	backoff := readBackoffMin
-	for {
-		n, _, err := c.pc.ReadFrom(buf)
-		if err != nil {
-			if r.isClosed() {
-				return
-			}
-			err = fmt.Errorf("read Neighbor Solicitations: %w", err)
-			r.health.set(opReadNDP, err)
-			r.log.Error(err, "Reading failed", "retryIn", backoff)
-			if r.sleep(backoff) {
-				return
-			}
-			backoff = min(2*backoff, readBackoffMax)
-			continue
+	r.readLoop(c.pc, max(r.ifi.MTU, 1500)+ethHeaderLen, opReadNDP, "Neighbor Solicitations", func(frame []byte) {
+		if req, ok := parseNS(frame, c.hw); ok {
+			r.answerNS(c, req)
 		}
-		if backoff != readBackoffMin {
-			backoff = readBackoffMin
-			r.health.set(opReadNDP, nil)
-		}
-		req, ok := parseNS(buf[:n], c.hw)
-		if !ok {
-			continue
-		}
-		r.answerNS(c, req)
-	}
+	})
 }
 
 // answerNS replies to req if its target is announced.

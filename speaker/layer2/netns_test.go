@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -18,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ironlb/ironlb/test/netrig"
 )
 
 // Test network: two namespaces, A (where the Responder runs) and B (the
@@ -111,7 +110,7 @@ func (tn *testNet) waitUp(t *testing.T, ns string) *net.Interface {
 	var ifi *net.Interface
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := doInNS(ns, func() error {
+		err := netrig.Do(ns, func() error {
 			var err error
 			ifi, err = net.InterfaceByName(vethName)
 			if err != nil {
@@ -145,7 +144,7 @@ func (tn *testNet) waitUp(t *testing.T, ns string) *net.Interface {
 func linkLocal(t *testing.T, ns string, ifi *net.Interface) netip.Addr {
 	t.Helper()
 	var ll netip.Addr
-	err := doInNS(ns, func() error {
+	err := netrig.Do(ns, func() error {
 		addrs, err := ifi.Addrs()
 		if err != nil {
 			return err
@@ -167,7 +166,7 @@ func linkLocal(t *testing.T, ns string, ifi *net.Interface) netip.Addr {
 // inA runs fn in namespace A, failing the test on error.
 func (tn *testNet) inA(t *testing.T, fn func() error) {
 	t.Helper()
-	if err := doInNS(tn.a, fn); err != nil {
+	if err := netrig.Do(tn.a, fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -216,45 +215,10 @@ func waitNeighbor(t *testing.T, ns string, addr netip.Addr, want net.HardwareAdd
 	}
 }
 
-// doInNS runs fn on an OS thread switched into namespace ns. Sockets created
-// by fn stay in ns. If switching back fails, the thread is discarded.
-func doInNS(ns string, fn func() error) error {
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", ns, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked and dies with the goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("restore namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // mustSysctls sets sysctls (dotted names) in ns.
 func mustSysctls(t *testing.T, ns string, kv map[string]string) {
 	t.Helper()
-	err := doInNS(ns, func() error {
+	err := netrig.Do(ns, func() error {
 		for k, v := range kv {
 			// /proc/sys/net reflects the namespace of the opening thread.
 			p := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")

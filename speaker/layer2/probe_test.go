@@ -16,6 +16,8 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/ironlb/ironlb/test/netrig"
 )
 
 // prober sends hand-made ARP / NDP frames from namespace B and reads what
@@ -30,7 +32,7 @@ type prober struct {
 func newProber(t *testing.T, tn *testNet, proto int) *prober {
 	t.Helper()
 	var pc *packet.Conn
-	err := doInNS(tn.b, func() error {
+	err := netrig.Do(tn.b, func() error {
 		var err error
 		pc, err = packet.Listen(tn.ifiB, packet.Raw, proto, nil)
 		return err

@@ -335,10 +335,12 @@ func (h *Host) LAN() *LAN { return h.lan }
 // start goroutines that expect to be in the namespace. If switching back
 // fails, the thread is discarded.
 func (h *Host) Do(fn func() error) error {
-	return doInNS(h.Name, fn)
+	return Do(h.Name, fn)
 }
 
-func doInNS(name string, fn func() error) error {
+// Do runs fn on an OS thread switched into the named network namespace
+// (one of `ip netns list`), like Host.Do for namespaces made elsewhere.
+func Do(name string, fn func() error) error {
 	target, err := os.Open(netnsDir + "/" + name)
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", name, err)
@@ -432,7 +434,7 @@ func ip(args ...string) (string, error) {
 
 // writeSysctls sets sysctls (dotted names) inside namespace ns.
 func writeSysctls(ns string, kv [][2]string) error {
-	return doInNS(ns, func() error {
+	return Do(ns, func() error {
 		for _, e := range kv {
 			// /proc/sys/net reflects the netns of the opening thread.
 			p := "/proc/sys/" + strings.ReplaceAll(e[0], ".", "/")
