@@ -122,7 +122,7 @@ func NewPlanner(alloc *ipam.Allocator, pools Layer2Source, sp Speakers, recorder
 		seed:     map[netip.Addr]string{},
 	}
 	pools.OnLayer2Change(func(string) { p.queue.Add(allKey) })
-	registerMetrics(p)
+	plannerMetrics.Set(p.collectMetrics)
 	return p
 }
 

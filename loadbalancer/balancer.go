@@ -89,7 +89,7 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 	for _, o := range opts {
 		o(b)
 	}
-	registerMetrics(nil)
+	plannerMetrics.Set(nil) // the allocation counters
 	return b
 }
 

@@ -2,10 +2,10 @@ package loadbalancer
 
 import (
 	"strings"
-	"sync"
 
 	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/ironlb/ironlb/internal/scrape"
 )
 
 var (
@@ -30,38 +30,11 @@ var (
 		"VIPs no node may announce now (see the NoAnnouncingNode Event on their Service).", nil, nil, metrics.ALPHA, "")
 )
 
-var (
-	registerOnce sync.Once
-	plannerMu    sync.Mutex
-	planner      *Planner
-)
+// plannerMetrics reports the planner's state at scrape time.
+var plannerMetrics = scrape.New([]*metrics.Desc{announcementsDesc, unannouncedDesc},
+	allocationsTotal, allocationFailuresTotal, failoversTotal)
 
-func registerMetrics(p *Planner) {
-	if p != nil {
-		plannerMu.Lock()
-		planner = p
-		plannerMu.Unlock()
-	}
-	registerOnce.Do(func() {
-		legacyregistry.MustRegister(allocationsTotal, allocationFailuresTotal, failoversTotal)
-		legacyregistry.CustomMustRegister(&plannerCollector{})
-	})
-}
-
-type plannerCollector struct{ metrics.BaseStableCollector }
-
-func (*plannerCollector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	ch <- announcementsDesc
-	ch <- unannouncedDesc
-}
-
-func (*plannerCollector) CollectWithStability(ch chan<- metrics.Metric) {
-	plannerMu.Lock()
-	p := planner
-	plannerMu.Unlock()
-	if p == nil {
-		return
-	}
+func (p *Planner) collectMetrics(ch chan<- metrics.Metric) {
 	p.mu.Lock()
 	counts := map[string]int{}
 	none := 0

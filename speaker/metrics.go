@@ -1,10 +1,9 @@
 package speaker
 
 import (
-	"sync"
-
 	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/ironlb/ironlb/internal/scrape"
 )
 
 var (
@@ -23,40 +22,14 @@ var (
 		"1 while the interface can carry announcements.", []string{"interface"}, nil, metrics.ALPHA, "")
 )
 
-var (
-	registerOnce sync.Once
-	agentMu      sync.Mutex
-	current      *Agent
-)
+// agentMetrics reports the agent's state at scrape time.
+var agentMetrics = scrape.New([]*metrics.Desc{announcedDesc, streamsDesc, appliedDesc, interfaceUpDesc}, instructionsTotal)
 
 // RegisterMetrics exposes a's state in the legacy registry
 // (k8s.io/component-base/metrics/legacyregistry), served at /metrics.
-func RegisterMetrics(a *Agent) {
-	agentMu.Lock()
-	current = a
-	agentMu.Unlock()
-	registerOnce.Do(func() {
-		legacyregistry.MustRegister(instructionsTotal)
-		legacyregistry.CustomMustRegister(&collector{})
-	})
-}
+func RegisterMetrics(a *Agent) { agentMetrics.Set(a.collectMetrics) }
 
-type collector struct{ metrics.BaseStableCollector }
-
-func (*collector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	ch <- announcedDesc
-	ch <- streamsDesc
-	ch <- appliedDesc
-	ch <- interfaceUpDesc
-}
-
-func (*collector) CollectWithStability(ch chan<- metrics.Metric) {
-	agentMu.Lock()
-	a := current
-	agentMu.Unlock()
-	if a == nil {
-		return
-	}
+func (a *Agent) collectMetrics(ch chan<- metrics.Metric) {
 	a.mu.Lock()
 	ok, failed := 0, 0
 	for _, v := range a.vips {
@@ -74,10 +47,6 @@ func (*collector) CollectWithStability(ch chan<- metrics.Metric) {
 	ch <- metrics.NewLazyConstMetric(streamsDesc, metrics.GaugeValue, float64(streams))
 	ch <- metrics.NewLazyConstMetric(appliedDesc, metrics.GaugeValue, float64(applied))
 	for _, i := range ifcs {
-		v := 0.0
-		if i.GetError() == "" {
-			v = 1
-		}
-		ch <- metrics.NewLazyConstMetric(interfaceUpDesc, metrics.GaugeValue, v, i.GetName())
+		ch <- metrics.NewLazyConstMetric(interfaceUpDesc, metrics.GaugeValue, scrape.Bool(i.GetError() == ""), i.GetName())
 	}
 }

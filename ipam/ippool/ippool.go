@@ -140,7 +140,7 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) 
 	if err != nil {
 		return nil, fmt.Errorf("watching IPPools: %w", err)
 	}
-	registerMetrics(c)
+	poolMetrics.Set(c.collectMetrics)
 	return c, nil
 }
 

@@ -2,47 +2,21 @@ package ippool
 
 import (
 	"math/big"
-	"sync"
 
 	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/ironlb/ironlb/internal/scrape"
 )
 
 var poolAddresses = metrics.NewDesc("ironlb_pool_addresses",
 	"Addresses of an IPPool by family and state (total, used, free). IPv6 counts above 2^53 are approximate.",
 	[]string{"pool", "family", "state"}, nil, metrics.ALPHA, "")
 
-// poolCollector reports every pool's counts from the allocator at scrape
+// poolMetrics reports every pool's counts from the allocator at scrape
 // time, so the figures are never stale.
-type poolCollector struct {
-	metrics.BaseStableCollector
-	c *Controller
-}
+var poolMetrics = scrape.New([]*metrics.Desc{poolAddresses})
 
-var (
-	registerOnce sync.Once
-	collectorMu  sync.Mutex
-	collected    *Controller
-)
-
-// registerMetrics makes c the source of ironlb_pool_addresses (the latest
-// controller wins: one runs per process).
-func registerMetrics(c *Controller) {
-	collectorMu.Lock()
-	collected = c
-	collectorMu.Unlock()
-	registerOnce.Do(func() { legacyregistry.CustomMustRegister(&poolCollector{}) })
-}
-
-func (pc *poolCollector) DescribeWithStability(ch chan<- *metrics.Desc) { ch <- poolAddresses }
-
-func (pc *poolCollector) CollectWithStability(ch chan<- metrics.Metric) {
-	collectorMu.Lock()
-	c := collected
-	collectorMu.Unlock()
-	if c == nil {
-		return
-	}
+func (c *Controller) collectMetrics(ch chan<- metrics.Metric) {
 	for _, pool := range c.Pools() {
 		v4, v6, ok := c.alloc.Stats(pool)
 		if !ok {

@@ -1,10 +1,9 @@
 package speakers
 
 import (
-	"sync"
-
 	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/ironlb/ironlb/internal/scrape"
 )
 
 var (
@@ -22,50 +21,17 @@ var (
 		"Instructions sent to the speaker on its stream that it has not confirmed yet.", []string{"node"}, nil, metrics.ALPHA, "")
 )
 
-var (
-	registerOnce sync.Once
-	managerMu    sync.Mutex
-	manager      *Manager
-)
+// managerMetrics reports the sessions' state at scrape time.
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, lagDesc}, lossDetection)
 
-func registerMetrics(m *Manager) {
-	managerMu.Lock()
-	manager = m
-	managerMu.Unlock()
-	registerOnce.Do(func() {
-		legacyregistry.MustRegister(lossDetection)
-		legacyregistry.CustomMustRegister(&collector{})
-	})
-}
-
-type collector struct{ metrics.BaseStableCollector }
-
-func (*collector) DescribeWithStability(ch chan<- *metrics.Desc) {
-	ch <- connectedDesc
-	ch <- healthyDesc
-	ch <- lagDesc
-}
-
-func (*collector) CollectWithStability(ch chan<- metrics.Metric) {
-	managerMu.Lock()
-	m := manager
-	managerMu.Unlock()
-	if m == nil {
-		return
-	}
-	b := func(v bool) float64 {
-		if v {
-			return 1
-		}
-		return 0
-	}
+func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {
 		st, ok := m.State(n)
 		if !ok {
 			continue
 		}
-		ch <- metrics.NewLazyConstMetric(connectedDesc, metrics.GaugeValue, b(st.Connected), n)
-		ch <- metrics.NewLazyConstMetric(healthyDesc, metrics.GaugeValue, b(st.Connected && st.Healthy), n)
+		ch <- metrics.NewLazyConstMetric(connectedDesc, metrics.GaugeValue, scrape.Bool(st.Connected), n)
+		ch <- metrics.NewLazyConstMetric(healthyDesc, metrics.GaugeValue, scrape.Bool(st.Connected && st.Healthy), n)
 		lag := 0.0
 		if st.Connected && st.Sent > st.Applied {
 			lag = float64(st.Sent - st.Applied)

@@ -119,7 +119,7 @@ func New(ctx context.Context, opts Options) *Manager {
 		opts.OnChange = func(string) {}
 	}
 	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, ready: make(chan struct{})}
-	registerMetrics(m)
+	managerMetrics.Set(m.collectMetrics)
 	return m
 }
 
