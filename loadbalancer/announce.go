@@ -333,6 +333,7 @@ func (p *Planner) syncService(key string) error {
 			addrs, pools = al.Addresses, al.Pools
 		}
 	}
+	nodes := p.nodeViews()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.started {
@@ -356,7 +357,7 @@ func (p *Planner) syncService(key string) error {
 			delete(p.vips, a)
 			delete(p.failures, a)
 		} else {
-			p.planLocked(a, v)
+			p.planLocked(a, v, nodes)
 		}
 	}
 	if !slices.Equal(old, addrs) {
@@ -379,19 +380,20 @@ func (p *Planner) syncService(key string) error {
 		}
 		v.services[key] = svc
 		v.pool = pools[i]
-		p.planLocked(a, v)
+		p.planLocked(a, v, nodes)
 	}
 	return nil
 }
 
 func (p *Planner) planAll() {
+	nodes := p.nodeViews()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.started {
 		return
 	}
 	for a, v := range p.vips {
-		p.planLocked(a, v)
+		p.planLocked(a, v, nodes)
 	}
 }
 
@@ -399,8 +401,8 @@ func (p *Planner) planAll() {
 // change. A move withdraws from the old node and announces on the new one
 // in the same step: the old node is usually unreachable, and a reachable
 // one stops answering within milliseconds.
-func (p *Planner) planLocked(a netip.Addr, v *vipState) {
-	eligible, reasons := p.eligible(a, v)
+func (p *Planner) planLocked(a netip.Addr, v *vipState, nodes []nodeView) {
+	eligible, reasons := p.eligible(a, v, nodes)
 	owner := placement.Choose(a, v.owner, eligible)
 	ann := p.announcement(a, v)
 	if owner == v.owner {
@@ -451,8 +453,7 @@ func (p *Planner) announcement(a netip.Addr, v *vipState) *speakerv1.Announcemen
 
 // eligible lists the nodes that may announce a, and why each other known
 // node may not.
-func (p *Planner) eligible(a netip.Addr, v *vipState) ([]string, map[string]string) {
-	nodes, _ := p.nodes.List(labels.Everything())
+func (p *Planner) eligible(a netip.Addr, v *vipState, nodes []nodeView) ([]string, map[string]string) {
 	l2 := p.pools.Layer2(v.pool)
 	var local map[string]bool // nil: any node
 	for key, svc := range v.services {
@@ -474,37 +475,63 @@ func (p *Planner) eligible(a netip.Addr, v *vipState) ([]string, map[string]stri
 	reasons := map[string]string{}
 	for _, n := range nodes {
 		switch {
-		case !nodeReady(n):
-			reasons[n.Name] = "node is not Ready"
-		case hasLabel(n, LabelExcludeFromLB):
-			reasons[n.Name] = "node is labelled " + LabelExcludeFromLB
-		case l2.Nodes != nil && !l2.Nodes.Matches(labels.Set(n.Labels)):
-			reasons[n.Name] = fmt.Sprintf("node does not match IPPool %s's layer2.nodeSelector", v.pool)
-		case local != nil && !local[n.Name]:
-			reasons[n.Name] = "no ready endpoint on the node (externalTrafficPolicy: Local)"
+		case n.nodeProblem != "":
+			reasons[n.name] = n.nodeProblem
+		case l2.Nodes != nil && !l2.Nodes.Matches(n.labels):
+			reasons[n.name] = fmt.Sprintf("node does not match IPPool %s's layer2.nodeSelector", v.pool)
+		case local != nil && !local[n.name]:
+			reasons[n.name] = "no ready endpoint on the node (externalTrafficPolicy: Local)"
+		case n.speakerProblem != "":
+			reasons[n.name] = n.speakerProblem
+		case n.failed[a.String()] != "":
+			p.noteFailure(a, n.name)
+			reasons[n.name] = "speaker cannot announce it: " + n.failed[a.String()]
+		case p.recentlyFailed(a, n.name):
+			reasons[n.name] = fmt.Sprintf("speaker failed to announce it less than %s ago", failureBackoff)
 		default:
-			st, ok := p.speakers.State(n.Name)
-			switch {
-			case !ok:
-				reasons[n.Name] = "node has no InternalIP to reach its speaker"
-			case !st.Connected:
-				reasons[n.Name] = "speaker not connected: " + st.Problem
-			case !st.Healthy:
-				reasons[n.Name] = "speaker unhealthy: " + st.Problem
-			case st.Failed[a.String()] != "":
-				p.noteFailure(a, n.Name)
-				reasons[n.Name] = "speaker cannot announce it: " + st.Failed[a.String()]
-			case p.recentlyFailed(a, n.Name):
-				reasons[n.Name] = fmt.Sprintf("speaker failed to announce it less than %s ago", failureBackoff)
-			default:
-				out = append(out, n.Name)
-			}
+			out = append(out, n.name)
 		}
 	}
 	if _, known := reasons[v.owner]; !known && v.owner != "" && !slices.Contains(out, v.owner) {
 		reasons[v.owner] = "node was deleted"
 	}
 	return out, reasons
+}
+
+// nodeView is what placement needs of one node, gathered once per planning
+// pass rather than once per VIP.
+type nodeView struct {
+	name           string
+	labels         labels.Set
+	nodeProblem    string            // why the Node itself cannot announce
+	speakerProblem string            // why its speaker cannot
+	failed         map[string]string // VIPs its speaker failed to announce
+}
+
+func (p *Planner) nodeViews() []nodeView {
+	nodes, _ := p.nodes.List(labels.Everything())
+	out := make([]nodeView, 0, len(nodes))
+	for _, n := range nodes {
+		nv := nodeView{name: n.Name, labels: labels.Set(n.Labels)}
+		switch {
+		case !nodeReady(n):
+			nv.nodeProblem = "node is not Ready"
+		case hasLabel(n, LabelExcludeFromLB):
+			nv.nodeProblem = "node is labelled " + LabelExcludeFromLB
+		}
+		st, ok := p.speakers.State(n.Name)
+		switch {
+		case !ok:
+			nv.speakerProblem = "node has no InternalIP to reach its speaker"
+		case !st.Connected:
+			nv.speakerProblem = "speaker not connected: " + st.Problem
+		case !st.Healthy:
+			nv.speakerProblem = "speaker unhealthy: " + st.Problem
+		}
+		nv.failed = st.Failed
+		out = append(out, nv)
+	}
+	return out
 }
 
 // failureBackoff keeps a VIP off a node whose speaker could not announce
