@@ -374,8 +374,8 @@ func normalize(o *unstructured.Unstructured) map[string]any {
 }
 
 // TestChartCRDMatchesDeploy: the chart ships the CRD that `make generate`
-// writes to deploy/crds. Copy it after regenerating:
-// cp deploy/crds/*.yaml deploy/chart/ironlb/crds/
+// writes to deploy/crds, through a symlink in deploy/chart/ironlb/crds/
+// (helm reads the linked file); a new CRD needs a new link.
 func TestChartCRDMatchesDeploy(t *testing.T) {
 	root := repoRoot(t)
 	src, err := filepath.Glob(filepath.Join(root, "deploy", "crds", "*.yaml"))
@@ -392,7 +392,7 @@ func TestChartCRDMatchesDeploy(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("deploy/chart/ironlb/crds/%s differs from deploy/crds: run cp deploy/crds/*.yaml deploy/chart/ironlb/crds/", filepath.Base(f))
+			t.Errorf("deploy/chart/ironlb/crds/%s differs from deploy/crds: link it: ln -s ../../../crds/%[1]s deploy/chart/ironlb/crds/%[1]s", filepath.Base(f))
 		}
 	}
 }
