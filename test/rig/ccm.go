@@ -29,6 +29,11 @@ type CCMOptions struct {
 	LeaderElect bool
 	// Args are extra flags.
 	Args []string
+	// SecurePort is the secure port; 0 picks a free loopback port.
+	SecurePort int
+	// Process sets how the process starts (for example inside a network
+	// namespace, with procs.Options.Wrap).
+	Process procs.Options
 }
 
 // StartCCM starts the real ironlb-ccm binary.
@@ -37,12 +42,15 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	port := opts.SecurePort
+	if port == 0 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	args := []string{
 		"--kubeconfig=" + opts.Kubeconfig,
 		"--authentication-kubeconfig=" + opts.Kubeconfig,
@@ -60,7 +68,7 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 			"--leader-elect-retry-period=500ms")
 	}
 	args = append(args, opts.Args...)
-	return procs.Start(opts.Name, filepath.Join(opts.LogDir, opts.Name+".log"), filepath.Join(dir, "ironlb-ccm"), args, procs.Options{})
+	return procs.Start(opts.Name, filepath.Join(opts.LogDir, opts.Name+".log"), filepath.Join(dir, "ironlb-ccm"), args, opts.Process)
 }
 
 // StartCCMForTest starts ironlb-ccm and stops it when the test ends,

@@ -198,25 +198,10 @@ func (r *L2) AddNode(ctx context.Context, name string, n int) (*L2Node, error) {
 
 // StartCCM starts ironlb-ccm in the control namespace.
 func (r *L2) StartCCM(name string, leaderElect bool) error {
-	dir, err := binaries.IronLB()
-	if err != nil {
-		return err
-	}
 	args := []string{
-		"--kubeconfig=" + r.kubeconfig,
-		"--authentication-kubeconfig=" + r.kubeconfig,
-		"--authorization-kubeconfig=" + r.kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port=10258", // each CCM has its own namespace
-		"--cert-dir=" + filepath.Join(r.LogDir, name+"-certs"),
-		"--leader-elect=" + strconv.FormatBool(leaderElect),
-		"--node-status-update-frequency=5s",
 		"--kube-api-qps=200", "--kube-api-burst=400",
 		// Tests read /metrics without a token.
 		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-	}
-	if leaderElect {
-		args = append(args, "--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms")
 	}
 	if r.opts.CloudConfig != "" {
 		path := filepath.Join(r.LogDir, "cloud-config.yaml")
@@ -225,9 +210,15 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 		}
 		args = append(args, "--cloud-config="+path)
 	}
-	args = append(args, r.opts.CCMArgs...)
-	p, err := procs.Start(name, filepath.Join(r.LogDir, name+".log"), filepath.Join(dir, "ironlb-ccm"), args,
-		procs.Options{Wrap: []string{"ip", "netns", "exec", r.Ctrl.Name}, Env: []string{"POD_NAMESPACE=" + r.opts.SecretNamespace}})
+	p, err := StartCCM(CCMOptions{
+		Name: name, Kubeconfig: r.kubeconfig, LogDir: r.LogDir, LeaderElect: leaderElect,
+		Args:       append(args, r.opts.CCMArgs...),
+		SecurePort: ccmSecurePort, // each CCM has its own namespace
+		Process: procs.Options{
+			Wrap: []string{"ip", "netns", "exec", r.Ctrl.Name},
+			Env:  []string{"POD_NAMESPACE=" + r.opts.SecretNamespace},
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -235,6 +226,9 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 	r.ccms = append(r.ccms, p)
 	return nil
 }
+
+// ccmSecurePort is where the rig's CCMs serve /metrics and /healthz.
+const ccmSecurePort = 10258
 
 // speakerTLS waits for the CCM to create the speakers' Secret and writes
 // its files to dir, as the kubelet mounts it.
@@ -310,7 +304,7 @@ func (r *L2) CCMMetrics(ctx context.Context) (string, error) { return r.CCMGet(c
 // CCMGet fetches path from the running CCM's secure port, from inside its
 // namespace.
 func (r *L2) CCMGet(ctx context.Context, path string) (string, error) {
-	return r.get(ctx, r.Ctrl, "https://127.0.0.1:10258"+path)
+	return r.get(ctx, r.Ctrl, "https://127.0.0.1:"+strconv.Itoa(ccmSecurePort)+path)
 }
 
 // SpeakerMetrics fetches a speaker's /metrics from the client namespace.
