@@ -76,20 +76,7 @@ spec:
 		if _, err := cp.Client.CoreV1().Services("default").Create(ctx, lbService(name), metav1.CreateOptions{}); err != nil {
 			return err
 		}
-		var vip netip.Addr
-		err := rig.Eventually(30*time.Second, func() error {
-			if !vip.IsValid() {
-				svc, err := cp.Client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
-				if err != nil {
-					return err
-				}
-				if len(svc.Status.LoadBalancer.Ingress) == 0 {
-					return fmt.Errorf("%s has no address yet", name)
-				}
-				vip = netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
-			}
-			return nil
-		})
+		vip, err := waitVIP(ctx, cp, name)
 		if err != nil {
 			return fail(err)
 		}
@@ -113,15 +100,7 @@ spec:
 	if _, err := cp.Client.CoreV1().Services("default").Create(ctx, lbService("failover"), metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	var vip netip.Addr
-	err = rig.Eventually(30*time.Second, func() error {
-		svc, err := cp.Client.CoreV1().Services("default").Get(ctx, "failover", metav1.GetOptions{})
-		if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
-			return fmt.Errorf("failover has no address yet (%v)", err)
-		}
-		vip = netip.MustParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
-		return nil
-	})
+	vip, err := waitVIP(ctx, cp, "failover")
 	if err != nil {
 		return fail(err)
 	}
@@ -138,6 +117,22 @@ spec:
 		report(fmt.Sprintf("l2_failover_%s_max", mode), slices.Max(outages), "s")
 	}
 	return nil
+}
+
+// waitVIP polls (every 10 ms, so as not to blur the figures) until the
+// Service has an address in its status.
+func waitVIP(ctx context.Context, cp *controlplane.ControlPlane, name string) (netip.Addr, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		svc, err := cp.Client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+		if err == nil && len(svc.Status.LoadBalancer.Ingress) > 0 {
+			return netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		}
+		if time.Now().After(deadline) {
+			return netip.Addr{}, fmt.Errorf("Service %s has no address after 30 s (last error: %v)", name, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func lbService(name string) *corev1.Service {
