@@ -3,7 +3,10 @@ package speaker
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -311,5 +314,35 @@ func TestIdleStreamSendsNoReports(t *testing.T) {
 	case r := <-got:
 		t.Fatalf("idle stream got a report: %v", r)
 	case <-time.After(2*healthCheckInterval + 500*time.Millisecond):
+	}
+}
+
+func TestHTTPHandler(t *testing.T) {
+	agent, _, c := newTestAgent(t)
+	s, _ := open(t, c)
+	send(t, s, snapshot(1, "192.0.2.1"))
+	srv := httptest.NewServer(agent.HTTPHandler())
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/healthz", "ok"},
+		{"/readyz", "ok"},
+		{"/announcements", `["192.0.2.1"]`},
+	} {
+		if code, body := get(tc.path); code != http.StatusOK || body != tc.want {
+			t.Errorf("GET %s = %d %q, want 200 %q", tc.path, code, body, tc.want)
+		}
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, `ironlb_speaker_announced_vips{state="announcing"} 1`) {
+		t.Errorf("GET /metrics = %d, lacks the announced VIP:\n%s", code, body)
 	}
 }

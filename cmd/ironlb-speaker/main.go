@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -23,7 +22,6 @@ import (
 	"k8s.io/component-base/featuregate"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
-	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -119,27 +117,7 @@ func run(ctx context.Context, o options) error {
 
 	var hs *http.Server
 	if o.health != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if err := agent.Healthy(); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		})
-		speaker.RegisterMetrics(agent)
-		mux.Handle("/metrics", legacyregistry.Handler())
-		// /announcements lists the VIPs this node answers for.
-		mux.HandleFunc("/announcements", func(w http.ResponseWriter, _ *http.Request) {
-			addrs := []string{}
-			for _, a := range agent.Addresses() {
-				addrs = append(addrs, a.String())
-			}
-			w.Header().Set("Content-Type", "application/json")
-			_ = json.NewEncoder(w).Encode(addrs)
-		})
-		hs = &http.Server{Addr: o.health, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		hs = &http.Server{Addr: o.health, Handler: agent.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("health endpoint: %w", err)

@@ -1,0 +1,36 @@
+package speaker
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"k8s.io/component-base/metrics/legacyregistry"
+)
+
+// HTTPHandler serves the speaker's plain-HTTP endpoints: /healthz (the
+// process runs), /readyz (the default interface can announce), /metrics
+// (see RegisterMetrics) and /announcements (the VIPs answered for, as a
+// JSON list).
+func (a *Agent) HTTPHandler() http.Handler {
+	RegisterMetrics(a)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.Healthy(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/metrics", legacyregistry.Handler())
+	mux.HandleFunc("/announcements", func(w http.ResponseWriter, _ *http.Request) {
+		addrs := []string{}
+		for _, addr := range a.Addresses() {
+			addrs = append(addrs, addr.String())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(addrs)
+	})
+	return mux
+}
