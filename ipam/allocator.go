@@ -62,6 +62,10 @@ type Sharing struct {
 	Key           string
 	TrafficPolicy string
 	Ports         []Port
+	// Aliases are more keys the owner shares under, for Restore only: the
+	// spellings of a Service's sharing annotations when they disagree, so
+	// that a Service whose annotations stopped parsing keeps its address.
+	Aliases []string
 }
 
 // Request asks for the addresses of one owner (a Service).
@@ -140,6 +144,7 @@ type holding struct {
 type member struct {
 	owner, name string
 	ports       []Port
+	policy      string
 }
 
 type ownerState struct {
@@ -405,7 +410,7 @@ func (a *Allocator) Ensure(req Request) (Allocation, error) {
 			a.updateMember(k, req)
 		case c.join:
 			h := a.holdings[k]
-			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports)})
+			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy})
 		default:
 			a.hold(k, FamilyOf(c.addr), req)
 		}
@@ -527,12 +532,13 @@ func (h *holding) compatible(req Request, self string) error {
 		return fmt.Errorf("it is held by %s and %s has no sharing key", strings.Join(others, ", "), req.Name)
 	case h.key != req.Sharing.Key:
 		return fmt.Errorf("it is held by %s under sharing key %q, not %q", strings.Join(others, ", "), h.key, req.Sharing.Key)
-	case h.policy != req.Sharing.TrafficPolicy:
-		return fmt.Errorf("%s uses externalTrafficPolicy %s, %s uses %s", strings.Join(others, ", "), h.policy, req.Name, req.Sharing.TrafficPolicy)
 	}
 	for _, m := range h.members {
 		if m.owner == self {
 			continue
+		}
+		if m.policy != req.Sharing.TrafficPolicy {
+			return fmt.Errorf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, req.Name, req.Sharing.TrafficPolicy)
 		}
 		for _, p := range req.Sharing.Ports {
 			if slices.Contains(m.ports, p) {
@@ -650,7 +656,7 @@ func (a *Allocator) hold(k key, f Family, req Request) {
 		family:  f,
 		key:     req.Sharing.Key,
 		policy:  req.Sharing.TrafficPolicy,
-		members: []member{{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports)}},
+		members: []member{{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy}},
 	}
 	if req.Sharing.Key != "" {
 		g := a.groups[req.Sharing.Key]
@@ -675,6 +681,7 @@ func (a *Allocator) updateMember(k key, req Request) {
 		if h.members[i].owner == req.Owner {
 			h.members[i].name = req.Name
 			h.members[i].ports = slices.Clone(req.Sharing.Ports)
+			h.members[i].policy = req.Sharing.TrafficPolicy
 		}
 	}
 	if len(h.members) == 1 && (h.key != req.Sharing.Key || h.policy != req.Sharing.TrafficPolicy) {
@@ -734,9 +741,13 @@ func (a *Allocator) Release(owner string) []netip.Addr {
 }
 
 // Restore records addresses an owner already holds (after a restart, from a
-// Service's status), in or out of any pool. An address held by another owner
-// that it cannot be shared with is not restored and is reported in the
-// error; the others are.
+// Service's status), in or out of any pool. Restore keeps what the owner
+// holds unless it cannot: an address another owner holds is kept when the
+// two share it under one sharing key (req.Sharing.Key or one of its
+// Aliases), even if their ports or traffic policies clash (SharingConflicts
+// reports those); an address held without a common key is not restored and
+// is reported in the error, as are invalid addresses. The others are
+// restored.
 func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -759,11 +770,11 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 		}
 		k := keyOf(addr)
 		if h, held := a.holdings[k]; held {
-			if err := h.compatible(req, req.Owner); err != nil {
-				errs = append(errs, fmt.Errorf("%w: %s cannot keep %s: %v", ErrConflict, req.Name, addr, err))
+			if h.key == "" || (h.key != req.Sharing.Key && !slices.Contains(req.Sharing.Aliases, h.key)) {
+				errs = append(errs, fmt.Errorf("%w: %s cannot keep %s: %v", ErrConflict, req.Name, addr, h.compatible(req, req.Owner)))
 				continue
 			}
-			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports)})
+			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy})
 		} else {
 			a.hold(k, FamilyOf(addr), req)
 		}
@@ -773,6 +784,102 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 		a.owners[req.Owner] = &ownerState{name: req.Name, addrs: kept}
 	}
 	return errors.Join(errs...)
+}
+
+// Reserve records the addresses owner holds outside the allocator (a
+// Node's InternalIPs), named name in messages ("Node node-a"), so that no
+// Service is given them. It replaces what owner reserved before, and
+// returns the addresses it could not reserve because Services hold them
+// already (they keep them; the caller reports the clash).
+func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var kept, refused []netip.Addr
+	if cur := a.owners[owner]; cur != nil {
+		for _, old := range cur.addrs {
+			if slices.Contains(addrs, old) {
+				kept = append(kept, old)
+			} else {
+				a.leave(keyOf(old), owner)
+			}
+		}
+	}
+	req := Request{Owner: owner, Name: name}
+	for _, addr := range addrs {
+		if slices.Contains(kept, addr) || checkHeld(addr) != nil {
+			continue
+		}
+		if _, held := a.holdings[keyOf(addr)]; held {
+			refused = append(refused, addr)
+			continue
+		}
+		a.hold(keyOf(addr), FamilyOf(addr), req)
+		kept = append(kept, addr)
+	}
+	if len(kept) == 0 {
+		delete(a.owners, owner)
+	} else {
+		a.owners[owner] = &ownerState{name: name, addrs: kept}
+	}
+	return refused
+}
+
+// SharingConflicts explains, for each address the owner shares, why its
+// sharers could not share it if they asked now (ports used twice,
+// different traffic policies). Restore keeps such addresses rather than
+// re-addressing a Service; the user has to fix the clash.
+func (a *Allocator) SharingConflicts(owner string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o := a.owners[owner]
+	if o == nil {
+		return nil
+	}
+	var out []string
+	for _, addr := range o.addrs {
+		if msg := a.holdings[keyOf(addr)].clash(owner); msg != "" {
+			out = append(out, fmt.Sprintf("%s: %s", addr, msg))
+		}
+	}
+	return out
+}
+
+// ConflictingAddresses counts the shared addresses whose sharers clash.
+func (a *Allocator) ConflictingAddresses() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, h := range a.holdings {
+		if len(h.members) > 1 && h.clash("") != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// clash says why member owner (or, for "", any member) clashes with the
+// other sharers of h: a port both use, or another traffic policy; "" if
+// none does.
+func (h *holding) clash(owner string) string {
+	for i, m := range h.members {
+		if owner != "" && m.owner != owner {
+			continue
+		}
+		for j, o := range h.members {
+			if i == j {
+				continue
+			}
+			if m.policy != o.policy {
+				return fmt.Sprintf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, o.name, o.policy)
+			}
+			for _, p := range m.ports {
+				if slices.Contains(o.ports, p) {
+					return fmt.Sprintf("%s and %s both use %s/%d", m.name, o.name, p.Protocol, p.Port)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // Lookup returns what the owner holds.

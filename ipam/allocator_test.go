@@ -632,7 +632,7 @@ func TestSharing(t *testing.T) {
 	}{
 		{"no key", explicit(v4("x"), "192.0.2.0"), "address conflict: ns/x cannot use 192.0.2.0: it is held by ns/a, ns/b, ns/c and ns/x has no sharing key"},
 		{"other key", explicit(shared(v4("x"), "other", "Cluster"), "192.0.2.0"), `it is held by ns/a, ns/b, ns/c under sharing key "k", not "other"`},
-		{"other policy", explicit(shared(v4("x"), "k", "Local"), "192.0.2.0"), "ns/a, ns/b, ns/c uses externalTrafficPolicy Cluster, ns/x uses Local"},
+		{"other policy", explicit(shared(v4("x"), "k", "Local"), "192.0.2.0"), "ns/a uses externalTrafficPolicy Cluster, ns/x uses Local"},
 		{"port in use", explicit(shared(v4("x"), "k", "Cluster", Port{"SCTP", 9}, tcp443), "192.0.2.0"), "ns/b already uses TCP/443"},
 		{"exclusive holder", explicit(shared(v4("x"), "k", "Cluster"), "192.0.2.4"), `it is held by ns/nokey under sharing key "", not "k"`},
 		{"exclusive holder, no key", explicit(v4("x"), "192.0.2.4"), "it is held by ns/nokey and ns/x has no sharing key"},
@@ -938,13 +938,60 @@ func TestRestore(t *testing.T) {
 		if err := a.Restore(shared(v4("b"), "k", "Cluster", tcp443), addrs("192.0.2.3")); err != nil {
 			t.Fatal(err)
 		}
-		err := a.Restore(shared(v4("c"), "k", "Cluster", tcp443), addrs("192.0.2.3"))
-		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ns/b already uses TCP/443") {
-			t.Errorf("Restore error = %v, want a port conflict", err)
+		if got := a.SharingConflicts("b"); len(got) != 0 {
+			t.Errorf("SharingConflicts(b) = %q, want none", got)
 		}
-		wantHolder(t, a, "192.0.2.3", "k", "ns/a", "ns/b")
-		wantLookup(t, a, "c")
-		// Auto requests join the restored group.
+		// c clashes with b on TCP/443 but shares the key: a restart never
+		// re-addresses it; the clash is reported instead.
+		if err := a.Restore(shared(v4("c"), "k", "Cluster", tcp443), addrs("192.0.2.3")); err != nil {
+			t.Errorf("Restore of a sharer with a port clash: %v, want it kept", err)
+		}
+		wantHolder(t, a, "192.0.2.3", "k", "ns/a", "ns/b", "ns/c")
+		wantLookup(t, a, "c", "192.0.2.3")
+		if got := a.SharingConflicts("c"); len(got) != 1 || !strings.Contains(got[0], "ns/c and ns/b both use TCP/443") {
+			t.Errorf("SharingConflicts(c) = %q, want the TCP/443 clash", got)
+		}
+		// A different traffic policy under the same key is kept too.
+		if err := a.Restore(shared(v4("e"), "k", "Local", udp53), addrs("192.0.2.3")); err != nil {
+			t.Errorf("Restore of a sharer with another policy: %v, want it kept", err)
+		}
+		if got := a.SharingConflicts("e"); len(got) != 1 || !strings.Contains(got[0], "externalTrafficPolicy Local") {
+			t.Errorf("SharingConflicts(e) = %q, want the policy clash", got)
+		}
+		if n := a.ConflictingAddresses(); n != 1 {
+			t.Errorf("ConflictingAddresses() = %d, want 1", n)
+		}
+		// Ensure of the clashing sharer fails and changes nothing: the user
+		// must fix the ports.
+		if _, err := a.Ensure(shared(v4("c"), "k", "Cluster", tcp443)); !errors.Is(err, ErrConflict) {
+			t.Errorf("Ensure(c) = %v, want ErrConflict", err)
+		}
+		wantLookup(t, a, "c", "192.0.2.3")
+		// Without a common key an address is lost, with the reason.
+		err := a.Restore(shared(v4("f"), "other", "Cluster", udp53), addrs("192.0.2.3"))
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `under sharing key "k", not "other"`) {
+			t.Errorf("Restore error = %v, want a key conflict", err)
+		}
+		err = a.Restore(v4("g"), addrs("192.0.2.3"))
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ns/g has no sharing key") {
+			t.Errorf("Restore error = %v, want a conflict for a Service without a key", err)
+		}
+		wantLookup(t, a, "f")
+		wantLookup(t, a, "g")
+		// An alias key (annotations that disagree) keeps the address.
+		req := shared(v4("h"), "", "Cluster", Port{"UDP", 80})
+		req.Sharing.Aliases = []string{"x", "k"}
+		if err := a.Restore(req, addrs("192.0.2.3")); err != nil {
+			t.Errorf("Restore with an alias key: %v", err)
+		}
+		wantLookup(t, a, "h", "192.0.2.3")
+		wantStats(t, a, "p", counts{"4", "1", "3"}, counts{"0", "0", "0"})
+	})
+	t.Run("sharing: auto requests join a restored group", func(t *testing.T) {
+		a := newAllocator(autoPool(t, "p", "192.0.2.0/30"))
+		if err := a.Restore(shared(v4("a"), "k", "Cluster", tcp80), addrs("192.0.2.3")); err != nil {
+			t.Fatal(err)
+		}
 		ensureGets(t, a, shared(v4("d"), "k", "Cluster", udp53), "192.0.2.3")
 		wantStats(t, a, "p", counts{"4", "1", "3"}, counts{"0", "0", "0"})
 	})
@@ -962,8 +1009,8 @@ func TestRestore(t *testing.T) {
 		ensureGets(t, a, v4("b"), "192.0.2.1")
 	})
 	t.Run("IPv4-mapped and zoned addresses are refused", func(t *testing.T) {
-		a := newAllocator(autoPool(t, "p", "192.0.2.0/30", "fe80::/120"))
-		for _, s := range []string{"::ffff:192.0.2.0", "::ffff:192.0.2.1", "fe80::1%eth0"} {
+		a := newAllocator(autoPool(t, "p", "192.0.2.0/30", "2001:db8::/120"))
+		for _, s := range []string{"::ffff:192.0.2.0", "::ffff:192.0.2.1", "2001:db8::1%eth0"} {
 			err := a.Restore(v6("m"), addrs(s))
 			if !errors.Is(err, ErrInvalid) {
 				t.Errorf("Restore(%s) error = %v, want ErrInvalid", s, err)
@@ -972,8 +1019,8 @@ func TestRestore(t *testing.T) {
 		wantLookup(t, a, "m")
 		ensureGets(t, a, v4("a"), "192.0.2.0")
 		ensureGets(t, a, v4("b"), "192.0.2.1")
-		ensureGets(t, a, v6("c"), "fe80::")
-		ensureGets(t, a, v6("d"), "fe80::1")
+		ensureGets(t, a, v6("c"), "2001:db8::")
+		ensureGets(t, a, v6("d"), "2001:db8::1")
 		wantHolder(t, a, "192.0.2.1", "", "ns/b")
 		wantStats(t, a, "p", counts{"4", "2", "2"}, counts{"256", "2", "254"})
 	})
@@ -1267,4 +1314,33 @@ func TestFreeSpaceCoalesces(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReserve: a Node's InternalIP inside a pool is never handed out, is
+// refused when a Service asks for it, and is free again once released.
+func TestReserve(t *testing.T) {
+	a := newAllocator(autoPool(t, "p", "192.0.2.0/30"))
+	if refused := a.Reserve("node/node-a", "Node node-a", addrs("192.0.2.0", "192.0.2.2")); len(refused) != 0 {
+		t.Fatalf("Reserve refused %v", refused)
+	}
+	ensureGets(t, a, v4("a"), "192.0.2.1")
+	ensureGets(t, a, v4("b"), "192.0.2.3")
+	if _, err := a.Ensure(v4("c")); !errors.Is(err, ErrExhausted) {
+		t.Errorf("Ensure(c) = %v, want ErrExhausted: the node addresses are not free", err)
+	}
+	req := v4("c")
+	req.Addresses = addrs("192.0.2.2")
+	if _, err := a.Ensure(req); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "held by Node node-a") {
+		t.Errorf("Ensure(c, 192.0.2.2) = %v, want a conflict naming the node", err)
+	}
+	// A Service holding an address before it became a node's keeps it.
+	if refused := a.Reserve("node/node-b", "Node node-b", addrs("192.0.2.1")); !slices.Equal(refused, addrs("192.0.2.1")) {
+		t.Errorf("Reserve of a Service's address refused %v, want [192.0.2.1]", refused)
+	}
+	wantLookup(t, a, "a", "192.0.2.1")
+	// The node changes its address: the old one is free again.
+	a.Reserve("node/node-a", "Node node-a", addrs("192.0.2.0"))
+	ensureGets(t, a, v4("c"), "192.0.2.2")
+	a.Release("node/node-a")
+	ensureGets(t, a, v4("d"), "192.0.2.0")
 }

@@ -40,8 +40,13 @@ func checkParsedRange(t *testing.T, in string, r Range) {
 		t.Fatalf("ParseRange(%q) = %v has a zone", in, r)
 	case r.First.Is4In6() || r.Last.Is4In6():
 		t.Fatalf("ParseRange(%q) = %v holds IPv4-mapped addresses", in, r)
-	case r.Family() == IPv6 && len(Overlap([]Range{r}, []Range{mappedBlock})) > 0:
-		t.Fatalf("ParseRange(%q) = %v overlaps ::ffff:0:0/96", in, r)
+	case slices.ContainsFunc(forbidden, func(b struct {
+		r    Range
+		what string
+	}) bool {
+		return len(Overlap([]Range{r}, []Range{b.r})) > 0
+	}):
+		t.Fatalf("ParseRange(%q) = %v overlaps a forbidden block", in, r)
 	case !r.Contains(r.First) || !r.Contains(r.Last):
 		t.Fatalf("%v does not contain its ends", r)
 	}

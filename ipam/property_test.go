@@ -121,6 +121,10 @@ func (mp *modelPool) total(f Family) int {
 type modelOwner struct {
 	req   Request
 	addrs []netip.Addr
+	// restored: the owner's addresses came from Restore, which keeps an
+	// address shared under one key even when ports or policies clash. A
+	// successful Ensure proves the owner clashes with nobody.
+	restored bool
 }
 
 type propRun struct {
@@ -799,7 +803,9 @@ func (p *propRun) restoreNew() {
 		case slices.Contains(kept, a):
 		case slices.ContainsFunc(kept, func(k netip.Addr) bool { return FamilyOf(k) == FamilyOf(a) }):
 			wantErr = true
-		case p.held(a) && (p.groupKey(a) != req.Sharing.Key || p.policy(a) != req.Sharing.TrafficPolicy || !p.compatible(req, a)):
+		case p.held(a) && (p.groupKey(a) == "" || p.groupKey(a) != req.Sharing.Key):
+			// Restore keeps an address shared under one key even when
+			// ports or policies clash; only a missing common key loses it.
 			wantErr = true
 		default:
 			kept = append(kept, a)
@@ -809,7 +815,7 @@ func (p *propRun) restoreNew() {
 		p.fatalf("Restore error %v, want an error: %v", err, wantErr)
 	}
 	if len(kept) > 0 {
-		p.setOwner(req.Owner, &modelOwner{req: req, addrs: kept})
+		p.setOwner(req.Owner, &modelOwner{req: req, addrs: kept, restored: true})
 	}
 }
 
@@ -848,7 +854,8 @@ func (p *propRun) restart() {
 
 func (p *propRun) check() {
 	p.t.Helper()
-	// No address has two owners, unless they share it compatibly.
+	// No address has two owners, unless they share it under one key, and
+	// compatibly unless Restore brought the clash in.
 	for _, f := range []Family{IPv4, IPv6} {
 		for _, a := range universe(f) {
 			hs := p.holders(a)
@@ -856,7 +863,8 @@ func (p *propRun) check() {
 				sx := p.owners[x].req.Sharing
 				for _, y := range hs[i+1:] {
 					sy := p.owners[y].req.Sharing
-					if sx.Key == "" || sx.Key != sy.Key || sx.TrafficPolicy != sy.TrafficPolicy || slices.ContainsFunc(sx.Ports, func(q Port) bool { return slices.Contains(sy.Ports, q) }) {
+					clash := sx.TrafficPolicy != sy.TrafficPolicy || slices.ContainsFunc(sx.Ports, func(q Port) bool { return slices.Contains(sy.Ports, q) })
+					if sx.Key == "" || sx.Key != sy.Key || (clash && !p.owners[x].restored && !p.owners[y].restored) {
 						p.fatalf("%s is held by %s (%+v) and %s (%+v)", a, x, sx, y, sy)
 					}
 				}

@@ -39,7 +39,25 @@ func (r Range) Size() *big.Int { return span(keyOf(r.First), keyOf(r.Last)) }
 // ParseRange parses a CIDR ("192.0.2.0/24", "2001:db8::/64") or an
 // inclusive range of one family ("192.0.2.10-192.0.2.20"; spaces around the
 // dash are allowed).
+//
+// A range may not overlap the blocks that cannot hold VIPs: "this network"
+// (0.0.0.0/8), loopback, link-local, multicast, the IPv4 broadcast address,
+// the IPv6 unspecified address and the IPv4-mapped block.
 func ParseRange(s string) (Range, error) {
+	r, err := parseRange(s)
+	if err != nil {
+		return Range{}, err
+	}
+	for _, b := range forbidden {
+		if r.Family() == b.r.Family() && !(r.Last.Less(b.r.First) || b.r.Last.Less(r.First)) {
+			return Range{}, fmt.Errorf("%q overlaps %s %s, which cannot hold VIPs", strings.TrimSpace(s), b.what, b.r)
+		}
+	}
+	return r, nil
+}
+
+// parseRange parses the syntax of a range.
+func parseRange(s string) (Range, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Range{}, fmt.Errorf("empty address entry")
@@ -80,10 +98,31 @@ func ParseRange(s string) (Range, error) {
 		}
 		r = Range{First: p.Addr(), Last: lastOf(p)}
 	}
-	if r.Family() == IPv6 && overlapsMapped(r) {
-		return Range{}, fmt.Errorf("%q overlaps the IPv4-mapped block ::ffff:0:0/96, which cannot hold VIPs", s)
-	}
 	return r, nil
+}
+
+// forbidden are the blocks no pool may overlap: addresses that are not
+// unicast, or that only mean something on one host or one link. A VIP there
+// would break the nodes or never be reached.
+var forbidden = []struct {
+	r    Range
+	what string
+}{
+	{mustRange("0.0.0.0/8"), `the "this network" block`},
+	{mustRange("127.0.0.0/8"), "the loopback block"},
+	{mustRange("169.254.0.0/16"), "the link-local block"},
+	{mustRange("224.0.0.0/4"), "the multicast block"},
+	{mustRange("255.255.255.255/32"), "the broadcast address"},
+	{mustRange("::/128"), "the unspecified address"},
+	{mustRange("::1/128"), "the loopback address"},
+	{Range{First: netip.MustParseAddr("::ffff:0:0"), Last: netip.MustParseAddr("::ffff:ffff:ffff")}, "the IPv4-mapped block"},
+	{mustRange("fe80::/10"), "the link-local block"},
+	{mustRange("ff00::/8"), "the multicast block"},
+}
+
+func mustRange(cidr string) Range {
+	p := netip.MustParsePrefix(cidr)
+	return Range{First: p.Addr(), Last: lastOf(p)}
 }
 
 func parseAddr(s string) (netip.Addr, error) {
@@ -111,12 +150,6 @@ func lastOf(p netip.Prefix) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
-}
-
-var mappedBlock = Range{First: netip.MustParseAddr("::ffff:0:0"), Last: netip.MustParseAddr("::ffff:ffff:ffff")}
-
-func overlapsMapped(r Range) bool {
-	return !(r.Last.Less(mappedBlock.First) || mappedBlock.Last.Less(r.First))
 }
 
 // ParseRanges parses a pool's address entries and returns them sorted, with

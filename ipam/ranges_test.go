@@ -46,19 +46,20 @@ func TestParseRangeValid(t *testing.T) {
 		{"192.0.2.0/28", rng("192.0.2.0", "192.0.2.15")},
 		{"  192.0.2.0/28\t", rng("192.0.2.0", "192.0.2.15")},
 		{"192.0.2.7/32", rng("192.0.2.7", "192.0.2.7")},
-		{"0.0.0.0/0", rng("0.0.0.0", "255.255.255.255")},
+		{"1.0.0.0/8", rng("1.0.0.0", "1.255.255.255")},
 		{"10.0.0.0/8", rng("10.0.0.0", "10.255.255.255")},
 		{"2001:db8:1::/64", rng("2001:db8:1::", "2001:db8:1::ffff:ffff:ffff:ffff")},
 		{"2001:db8::1/128", rng("2001:db8::1", "2001:db8::1")},
-		{"ffff::/16", rng("ffff::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")},
+		{"fe00::/9", rng("fe00::", "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff")},
 		{"192.0.2.200-192.0.2.250", rng("192.0.2.200", "192.0.2.250")},
 		{"192.0.2.200 - 192.0.2.250", rng("192.0.2.200", "192.0.2.250")},
 		{" 192.0.2.200 -192.0.2.250 ", rng("192.0.2.200", "192.0.2.250")},
 		{"192.0.2.9-192.0.2.9", rng("192.0.2.9", "192.0.2.9")},
 		{"192.0.2.255-192.0.3.0", rng("192.0.2.255", "192.0.3.0")},
 		{"2001:db8::1-2001:db8::1:0", rng("2001:db8::1", "2001:db8::1:0")},
-		// Just below and just above the IPv4-mapped block.
-		{"::/96", rng("::", "::ffff:ffff")},
+		// Just above the loopback address, just below and just above the
+		// IPv4-mapped block.
+		{"::2-::ffff:ffff", rng("::2", "::ffff:ffff")},
 		{"::fffe:0:0-::fffe:ffff:ffff", rng("::fffe:0:0", "::fffe:ffff:ffff")},
 		{"::1:0:0:0/112", rng("::1:0:0:0", "::1:0:0:ffff")},
 	} {
@@ -96,15 +97,29 @@ func TestParseRangeInvalid(t *testing.T) {
 		{"missing first", "-192.0.2.1", `range "-192.0.2.1": "" is not an IP address`, false},
 		{"three parts", "192.0.2.1-192.0.2.2-192.0.2.3", `"192.0.2.2-192.0.2.3" is not an IP address`, true},
 		{"CIDR in range", "192.0.2.0/30-192.0.2.9", `"192.0.2.0/30" is not an IP address`, true},
-		{"zone in range", "fe80::1%eth0-fe80::9", `range "fe80::1%eth0-fe80::9": fe80::1%eth0: zones are not allowed`, false},
-		{"zone in range end", "fe80::1-fe80::9%eth0", `zones are not allowed`, true},
-		{"zone in CIDR", "fe80::%eth0/64", `zones are not allowed`, true},
+		{"zone in range", "2001:db8::1%eth0-2001:db8::9", `range "2001:db8::1%eth0-2001:db8::9": 2001:db8::1%eth0: zones are not allowed`, false},
+		{"zone in range end", "2001:db8::1-2001:db8::9%eth0", `zones are not allowed`, true},
+		{"zone in CIDR", "2001:db8::%eth0/64", `zones are not allowed`, true},
 		{"mapped CIDR", "::ffff:192.0.2.0/120", `CIDR "::ffff:192.0.2.0/120": ::ffff:192.0.2.0: IPv4-mapped IPv6 addresses are not allowed; write the IPv4 address`, false},
 		{"mapped range", "::ffff:192.0.2.1-::ffff:192.0.2.9", `IPv4-mapped IPv6 addresses are not allowed`, true},
-		{"v6 range across mapped block", "::fffe:ffff:ffff-::1:0:0:0", `"::fffe:ffff:ffff-::1:0:0:0" overlaps the IPv4-mapped block ::ffff:0:0/96, which cannot hold VIPs`, false},
+		{"v6 range across mapped block", "::fffe:ffff:ffff-::1:0:0:0", `"::fffe:ffff:ffff-::1:0:0:0" overlaps the IPv4-mapped block ::ffff:0.0.0.0/96, which cannot hold VIPs`, false},
 		{"v6 range ending in mapped block", "::fffe:0:0-::ffff:0:0", `::ffff:0.0.0.0: IPv4-mapped IPv6 addresses are not allowed`, true},
-		{"v6 CIDR containing mapped block", "::/64", `"::/64" overlaps the IPv4-mapped block`, true},
-		{"everything v6", "::/0", `overlaps the IPv4-mapped block`, true},
+		{"v6 CIDR containing mapped block", "::fffe:0:0/95", `"::fffe:0:0/95" overlaps the IPv4-mapped block`, true},
+		{"everything v6", "::/0", `"::/0" overlaps the unspecified address ::/128, which cannot hold VIPs`, false},
+		{"everything v4", "0.0.0.0/0", `"0.0.0.0/0" overlaps the "this network" block 0.0.0.0/8, which cannot hold VIPs`, false},
+		{"this network", "0.0.0.0/32", `overlaps the "this network" block 0.0.0.0/8`, true},
+		{"loopback v4", "127.0.0.1/32", `"127.0.0.1/32" overlaps the loopback block 127.0.0.0/8, which cannot hold VIPs`, false},
+		{"loopback v4 range", "126.255.255.250-127.0.0.3", `overlaps the loopback block 127.0.0.0/8`, true},
+		{"range spanning loopback", "100.0.0.0-130.0.0.0", `overlaps the loopback block 127.0.0.0/8`, true},
+		{"link-local v4", "169.254.10.0/24", `overlaps the link-local block 169.254.0.0/16`, true},
+		{"multicast v4", "239.1.1.0/24", `overlaps the multicast block 224.0.0.0/4`, true},
+		{"broadcast", "255.255.255.0/24", `overlaps the broadcast address 255.255.255.255/32`, true},
+		{"unspecified v6", "::/128", `overlaps the unspecified address ::/128`, true},
+		{"loopback v6", "::1/128", `"::1/128" overlaps the loopback address ::1/128, which cannot hold VIPs`, false},
+		{"link-local v6", "fe80::/64", `overlaps the link-local block fe80::/10`, true},
+		{"link-local v6 range", "fe80::1-fe80::9", `overlaps the link-local block fe80::/10`, true},
+		{"multicast v6", "ff02::/16", `overlaps the multicast block ff00::/8`, true},
+		{"top of v6", "ffff::/16", `overlaps the multicast block ff00::/8`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := ParseRange(tc.in)
@@ -126,12 +141,29 @@ func TestParseRangeInvalid(t *testing.T) {
 	}
 }
 
+// rawRanges parses entries by syntax alone and merges them, for tests of
+// the key arithmetic at the edges of the address space, which pools may
+// not reach.
+func rawRanges(t testing.TB, entries ...string) []Range {
+	t.Helper()
+	var rs []Range
+	for _, e := range entries {
+		r, err := parseRange(e)
+		if err != nil {
+			t.Fatalf("parseRange(%q): %v", e, err)
+		}
+		rs = append(rs, r)
+	}
+	return mergeRanges(rs)
+}
+
 func TestParseRanges(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		in      []string
 		want    []string // Range.String of each merged range
 		wantErr string
+		raw     bool // merge without the checks of ParseRange (edges of the address space)
 	}{
 		{name: "nil", in: nil, wantErr: "no addresses"},
 		{name: "empty", in: []string{}, wantErr: "no addresses"},
@@ -156,22 +188,26 @@ func TestParseRanges(t *testing.T) {
 			// Keys of IPv4 addresses follow ::fffe:ffff:ffff, but the
 			// families never merge.
 			name: "v6 just below the IPv4 keys",
+			raw:  true,
 			in:   []string{"::fffe:ffff:ff00-::fffe:ffff:ffff", "0.0.0.0/8"},
 			want: []string{"::fffe:ffff:ff00/120", "0.0.0.0/8"},
 		},
 		{
 			name: "v6 just above the IPv4 keys",
+			raw:  true,
 			in:   []string{"255.255.255.0/24", "::1:0:0:0/120"},
 			want: []string{"255.255.255.0/24", "::1:0:0:0/120"},
 		},
 		{
 			// The last address of the IPv6 space has no successor.
 			name: "overlap at the top of the v6 space",
+			raw:  true,
 			in:   []string{"ffff::/16", "ffff:ffff::/32"},
 			want: []string{"ffff::/16"},
 		},
 		{
 			name: "adjacent at the top of the v6 space",
+			raw:  true,
 			in:   []string{"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"},
 			want: []string{"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"},
 		},
@@ -182,7 +218,13 @@ func TestParseRanges(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseRanges(tc.in)
+			var got []Range
+			var err error
+			if tc.raw {
+				got = rawRanges(t, tc.in...)
+			} else {
+				got, err = ParseRanges(tc.in)
+			}
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("ParseRanges(%q) = %v, %v; want error %q", tc.in, got, err, tc.wantErr)
@@ -316,6 +358,7 @@ func TestOverlap(t *testing.T) {
 		name string
 		a, b []string
 		want []string
+		raw  bool // edges of the address space, which pools may not reach
 	}{
 		{name: "disjoint", a: []string{"192.0.2.0/28"}, b: []string{"192.0.2.16/28"}},
 		{name: "touching is not overlapping", a: []string{"192.0.2.0-192.0.2.10"}, b: []string{"192.0.2.11-192.0.2.20"}},
@@ -330,11 +373,15 @@ func TestOverlap(t *testing.T) {
 			b:    []string{"192.0.2.10-192.0.2.12", "192.0.2.250-192.0.3.5", "2001:db8::80-2001:db8::1:0", "198.51.100.0/24"},
 			want: []string{"192.0.2.10-192.0.2.12", "192.0.2.250-192.0.2.255", "2001:db8::80/121"},
 		},
-		{name: "families never overlap", a: []string{"0.0.0.0/0"}, b: []string{"::/96", "::1:0:0:0/96"}},
+		{name: "families never overlap", a: []string{"0.0.0.0/0"}, b: []string{"::/96", "::1:0:0:0/96"}, raw: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, r := range Overlap(mustRanges(t, tc.a...), mustRanges(t, tc.b...)) {
+			parse := mustRanges
+			if tc.raw {
+				parse = rawRanges
+			}
+			for _, r := range Overlap(parse(t, tc.a...), parse(t, tc.b...)) {
 				got = append(got, r.String())
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
@@ -417,6 +464,7 @@ func TestKeyArithmetic(t *testing.T) {
 	}
 	// IPv4 keys lie in the IPv4-mapped block, apart from every pool's IPv6
 	// addresses.
+	mappedBlock := mustRange("::ffff:0:0/96")
 	if !mappedBlock.Contains(keyOf(netip.MustParseAddr("0.0.0.0")).addr(IPv6)) ||
 		!mappedBlock.Contains(keyOf(netip.MustParseAddr("255.255.255.255")).addr(IPv6)) {
 		t.Error("IPv4 keys are not in ::ffff:0:0/96")

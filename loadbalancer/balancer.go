@@ -11,38 +11,44 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/loadbalancer/planner"
 )
 
 // Event reasons on Services.
 const (
-	ReasonIPAllocated      = "IPAllocated"
-	ReasonIPReleased       = "IPReleased"
-	ReasonOutsidePools     = "AddressOutsidePools"
-	ReasonFamilyNotServed  = "IPFamilyNotAssigned"
-	ReasonAddressConflict  = "AddressConflict"
-	loadBalancerCleanupFin = "service.kubernetes.io/load-balancer-cleanup"
+	ReasonIPAllocated     = "IPAllocated"
+	ReasonIPReleased      = "IPReleased"
+	ReasonFamilyNotServed = "IPFamilyNotAssigned"
+	ReasonAddressConflict = "AddressConflict"
+	ReasonSharingConflict = "SharingConflict"
 )
 
 // ErrNoPools is returned while no address pool exists to allocate from.
 var ErrNoPools = errors.New("no IP pools configured: IronLB has no addresses to assign; create an IPPool (ironlb.dev/v1alpha1) listing the addresses LoadBalancer Services may use")
 
-// PoolWatcher is told when a pool's usage changed.
+// PoolWatcher is told when a pool's usage changed and when the Nodes'
+// addresses did; it tells when a pool changed.
 type PoolWatcher interface {
 	Touch(pools ...string)
 	HasSynced() bool
+	SetNodeAddresses(map[netip.Addr]string)
+	OnChange(fn func(pool string))
 }
 
 // Balancer implements cloudprovider.LoadBalancer.
@@ -50,13 +56,19 @@ type Balancer struct {
 	alloc      *ipam.Allocator
 	pools      PoolWatcher
 	recorder   record.EventRecorder
+	client     kubernetes.Interface
 	services   corelisters.ServiceLister
 	namespaces corelisters.NamespaceLister
+	nodes      corelisters.NodeLister
 	synced     []cache.InformerSynced
 	ready      chan struct{}
 	retry      time.Duration
 	log        klog.Logger
-	onChange   func(*v1.Service)
+	onChange   []func(*v1.Service)
+	dualStack  workqueue.TypedDelayingInterface[string]
+
+	mu       sync.Mutex
+	reserved map[string]bool // Nodes whose addresses are reserved
 }
 
 var _ cloudprovider.LoadBalancer = (*Balancer)(nil)
@@ -69,43 +81,62 @@ type Option func(*Balancer)
 // controller would otherwise back off exponentially, up to minutes.
 func WithRetry(d time.Duration) Option { return func(b *Balancer) { b.retry = d } }
 
-// WithOnChange registers fn to be called after a Service's allocation was
-// ensured or released, so announcements follow without waiting for the
-// status write to come back through the informer.
-func WithOnChange(fn func(*v1.Service)) Option { return func(b *Balancer) { b.onChange = fn } }
+// WithClient lets the Balancer write a Service's status itself, when a new
+// pool completes a PreferDualStack Service that got one family only.
+func WithClient(c kubernetes.Interface) Option { return func(b *Balancer) { b.client = c } }
 
 // New returns a Balancer handing out addresses from alloc. It answers no
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
 	b := &Balancer{
-		alloc:    alloc,
-		pools:    pools,
-		recorder: recorder,
-		ready:    make(chan struct{}),
-		retry:    3 * time.Second,
-		log:      klog.Background().WithName("loadbalancer"),
-		onChange: func(*v1.Service) {},
+		alloc:     alloc,
+		pools:     pools,
+		recorder:  recorder,
+		ready:     make(chan struct{}),
+		retry:     3 * time.Second,
+		log:       klog.Background().WithName("loadbalancer"),
+		dualStack: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
 	}
 	for _, o := range opts {
 		o(b)
 	}
-	plannerMetrics.Set(nil) // the allocation counters
+	pools.OnChange(func(string) { b.dualStack.Add(dualStackKey) })
+	balancerMetrics.Set(b.collectMetrics)
 	return b
 }
 
-// SetInformers takes the Service and Namespace informers from the controller
-// manager's shared factory, so that the Services are cached once.
+// OnChange registers fn to be called after a Service's allocation was
+// ensured or released, so announcements follow without waiting for the
+// status write to come back through the informer.
+func (b *Balancer) OnChange(fn func(*v1.Service)) { b.onChange = append(b.onChange, fn) }
+
+func (b *Balancer) changed(svc *v1.Service) {
+	for _, fn := range b.onChange {
+		fn(svc)
+	}
+}
+
+// SetInformers takes the Service, Namespace and Node informers from the
+// controller manager's shared factory, so that they are cached once.
 func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 	svc := factory.Core().V1().Services()
 	ns := factory.Core().V1().Namespaces()
-	b.services, b.namespaces = svc.Lister(), ns.Lister()
-	b.synced = []cache.InformerSynced{svc.Informer().HasSynced, ns.Informer().HasSynced, b.pools.HasSynced}
+	nodes := factory.Core().V1().Nodes()
+	b.services, b.namespaces, b.nodes = svc.Lister(), ns.Lister(), nodes.Lister()
+	b.synced = []cache.InformerSynced{svc.Informer().HasSynced, ns.Informer().HasSynced, nodes.Informer().HasSynced, b.pools.HasSynced}
+	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { b.nodesChanged() },
+		UpdateFunc: func(old, cur any) { b.nodeUpdated(old, cur) },
+		DeleteFunc: func(any) { b.nodesChanged() },
+	})
 }
 
 // Run waits for the caches, rebuilds every allocation from the Services'
-// status and then lets calls through. It returns when that is done or ctx
+// status, reserves the Nodes' addresses and then lets calls through; it
+// then completes PreferDualStack Services when pools change, until ctx
 // ends.
 func (b *Balancer) Run(ctx context.Context) error {
+	defer b.dualStack.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
@@ -114,8 +145,14 @@ func (b *Balancer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.reserveNodeAddresses()
 	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
 	close(b.ready)
+	go func() {
+		<-ctx.Done()
+		b.dualStack.ShutDown()
+	}()
+	b.completeDualStack(ctx)
 	return nil
 }
 
@@ -147,7 +184,11 @@ func (b *Balancer) waitReady(ctx context.Context) error {
 }
 
 // restore rebuilds the allocator from the addresses Services hold in their
-// status. Older Services win if two claim one address.
+// status. One rule: a Service keeps every address its status holds unless
+// another (older) Service holds it without a sharing key in common. Sharers
+// whose ports or traffic policies clash keep it too, and get a Warning
+// Event; a Service whose annotations no longer parse keeps its addresses,
+// and the next sync reports the error.
 func (b *Balancer) restore() (int, error) {
 	all, err := b.services.List(labels.Everything())
 	if err != nil {
@@ -155,7 +196,7 @@ func (b *Balancer) restore() (int, error) {
 	}
 	var svcs []*v1.Service
 	for _, s := range all {
-		if managed(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
+		if planner.Managed(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
 			svcs = append(svcs, s)
 		}
 	}
@@ -172,32 +213,21 @@ func (b *Balancer) restore() (int, error) {
 				addrs = append(addrs, a)
 			}
 		}
-		req, err := RequestFor(svc, b.namespaceLabels(svc.Namespace))
-		if err != nil {
-			// Bad annotations do not lose the address: restore it with
-			// what is known; the next sync reports the error.
-			req = ipam.Request{Owner: string(svc.UID), Name: svc.Namespace + "/" + svc.Name}
-		}
-		if err := b.alloc.Restore(req, addrs); err != nil {
+		if err := b.alloc.Restore(RestoreRequestFor(svc, b.namespaceLabels(svc.Namespace)), addrs); err != nil {
+			restoreConflictsTotal.Inc()
 			b.log.Error(err, "Cannot restore address of Service", "service", klog.KObj(svc))
 			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressConflict, "IronLB could not keep every address in this Service's status: %v", err)
 		}
+		for _, c := range b.alloc.SharingConflicts(string(svc.UID)) {
+			b.log.Info("Service keeps a shared address although its sharers clash", "service", klog.KObj(svc), "conflict", c)
+			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonSharingConflict,
+				"Keeping %s, but its sharers clash; change the ports or externalTrafficPolicy so that they can share it", c)
+		}
 		if al, ok := b.alloc.Lookup(string(svc.UID)); ok {
-			b.warnOutsidePools(svc, al)
 			b.pools.Touch(al.Pools...)
 		}
 	}
 	return len(svcs), nil
-}
-
-// managed reports whether IronLB serves svc: a LoadBalancer without a
-// loadBalancerClass, or one still holding the service controller's cleanup
-// finalizer.
-func managed(svc *v1.Service) bool {
-	if svc.Spec.LoadBalancerClass != nil {
-		return false
-	}
-	return svc.Spec.Type == v1.ServiceTypeLoadBalancer || slices.Contains(svc.Finalizers, loadBalancerCleanupFin)
 }
 
 func (b *Balancer) namespaceLabels(name string) map[string]string {
@@ -251,7 +281,7 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 		return nil, err
 	}
 	b.report(service, before, al)
-	b.onChange(service)
+	b.changed(service)
 	return statusFor(al), nil
 }
 
@@ -274,17 +304,7 @@ func (b *Balancer) report(svc *v1.Service, before, after ipam.Allocation) {
 		}
 	}
 	for _, w := range after.Warnings {
-		b.recorder.Event(svc, v1.EventTypeWarning, ReasonFamilyNotServed, w)
-	}
-	b.warnOutsidePools(svc, after)
-}
-
-func (b *Balancer) warnOutsidePools(svc *v1.Service, al ipam.Allocation) {
-	for i, a := range al.Addresses {
-		if al.Pools[i] == "" {
-			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonOutsidePools,
-				"%s is in no IPPool any more; the Service keeps it until its address request changes or it is deleted", a)
-		}
+		b.recorder.Event(svc, v1.EventTypeWarning, ReasonFamilyNotServed, w+"; IronLB adds it as soon as a pool can serve it")
 	}
 }
 
@@ -306,7 +326,7 @@ func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName st
 	}
 	b.alloc.Release(string(service.UID))
 	b.report(service, before, ipam.Allocation{})
-	b.onChange(service)
+	b.changed(service)
 	return nil
 }
 

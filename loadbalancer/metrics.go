@@ -1,8 +1,6 @@
 package loadbalancer
 
 import (
-	"strings"
-
 	"k8s.io/component-base/metrics"
 
 	"github.com/ironlb/ironlb/internal/scrape"
@@ -19,60 +17,19 @@ var (
 		Help:           "EnsureLoadBalancer calls that could not give a Service its addresses, by reason (no_pools, exhausted, conflict, no_pool, invalid, other).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"reason"})
-	failoversTotal = metrics.NewCounterVec(&metrics.CounterOpts{
-		Namespace: "ironlb", Name: "failovers_total",
-		Help:           "VIPs moved from one node to another, by why the old node lost it.",
+	restoreConflictsTotal = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "ironlb", Name: "restore_conflicts_total",
+		Help:           "Services that could not keep an address of their status at a restart, because another Service held it without a common sharing key (see the AddressConflict Event).",
 		StabilityLevel: metrics.ALPHA,
-	}, []string{"reason"})
-	announcementsDesc = metrics.NewDesc("ironlb_announcements",
-		"VIPs each node is told to announce.", []string{"node"}, nil, metrics.ALPHA, "")
-	unannouncedDesc = metrics.NewDesc("ironlb_unannounced_vips",
-		"VIPs no node may announce now (see the NoAnnouncingNode Event on their Service).", nil, nil, metrics.ALPHA, "")
+	})
+	sharingConflictsDesc = metrics.NewDesc("ironlb_address_sharing_conflicts",
+		"Shared addresses whose sharers clash (a port used twice, different externalTrafficPolicy): kept across a restart, reported by a SharingConflict Event; fix the Services.", nil, nil, metrics.ALPHA, "")
 )
 
-// plannerMetrics reports the planner's state at scrape time.
-var plannerMetrics = scrape.New([]*metrics.Desc{announcementsDesc, unannouncedDesc},
-	allocationsTotal, allocationFailuresTotal, failoversTotal)
+// balancerMetrics reports the allocator's state at scrape time.
+var balancerMetrics = scrape.New([]*metrics.Desc{sharingConflictsDesc},
+	allocationsTotal, allocationFailuresTotal, restoreConflictsTotal)
 
-func (p *Planner) collectMetrics(ch chan<- metrics.Metric) {
-	p.mu.Lock()
-	counts := map[string]int{}
-	none := 0
-	for _, v := range p.vips {
-		if v.owner == "" {
-			none++
-		} else {
-			counts[v.owner]++
-		}
-	}
-	p.mu.Unlock()
-	for _, n := range p.speakers.Nodes() {
-		if _, ok := counts[n]; !ok {
-			counts[n] = 0
-		}
-	}
-	for n, c := range counts {
-		ch <- metrics.NewLazyConstMetric(announcementsDesc, metrics.GaugeValue, float64(c), n)
-	}
-	ch <- metrics.NewLazyConstMetric(unannouncedDesc, metrics.GaugeValue, float64(none))
-}
-
-// reasonCode turns an eligibility reason into a short metric label.
-func reasonCode(reason string) string {
-	for _, c := range []struct{ substr, code string }{
-		{"not Ready", "node_not_ready"},
-		{"labelled", "node_excluded"},
-		{"nodeSelector", "node_selector"},
-		{"no ready endpoint", "no_local_endpoint"},
-		{"not connected", "speaker_lost"},
-		{"unhealthy", "speaker_unhealthy"},
-		{"announce it", "announce_failed"},
-		{"deleted", "node_deleted"},
-		{"InternalIP", "no_node_address"},
-	} {
-		if strings.Contains(reason, c.substr) {
-			return c.code
-		}
-	}
-	return "other"
+func (b *Balancer) collectMetrics(ch chan<- metrics.Metric) {
+	ch <- metrics.NewLazyConstMetric(sharingConflictsDesc, metrics.GaugeValue, float64(b.alloc.ConflictingAddresses()))
 }

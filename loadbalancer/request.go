@@ -49,18 +49,52 @@ func RequestFor(svc *v1.Service, namespaceLabels map[string]string) (ipam.Reques
 		return req, err
 	}
 	req.Families, req.RequireAll = families(svc)
-	req.Sharing.TrafficPolicy = string(svc.Spec.ExternalTrafficPolicy)
-	if req.Sharing.TrafficPolicy == "" {
-		req.Sharing.TrafficPolicy = string(v1.ServiceExternalTrafficPolicyCluster)
+	req.Sharing.TrafficPolicy, req.Sharing.Ports = trafficPolicy(svc), ports(svc)
+	return req, nil
+}
+
+// RestoreRequestFor is the request under which the addresses in a
+// Service's status are restored: RequestFor's or, when the Service's
+// annotations no longer parse, what can be read of them. Every spelling of
+// its sharing annotations counts as a sharing key (ipam.Sharing.Aliases),
+// so a Service whose spellings came to disagree keeps a shared address; the
+// next sync reports the error.
+func RestoreRequestFor(svc *v1.Service, namespaceLabels map[string]string) ipam.Request {
+	req, err := RequestFor(svc, namespaceLabels)
+	if err != nil {
+		req = ipam.Request{
+			Owner:   string(svc.UID),
+			Name:    svc.Namespace + "/" + svc.Name,
+			Subject: ipam.Subject{Namespace: svc.Namespace, NamespaceLabels: namespaceLabels, Labels: svc.Labels},
+			Sharing: ipam.Sharing{TrafficPolicy: trafficPolicy(svc), Ports: ports(svc)},
+		}
+		req.Families, req.RequireAll = families(svc)
 	}
+	for _, k := range allowSharedAnnotations {
+		if v := strings.TrimSpace(svc.Annotations[k]); v != "" && v != req.Sharing.Key && !slices.Contains(req.Sharing.Aliases, v) {
+			req.Sharing.Aliases = append(req.Sharing.Aliases, v)
+		}
+	}
+	return req
+}
+
+func trafficPolicy(svc *v1.Service) string {
+	if p := svc.Spec.ExternalTrafficPolicy; p != "" {
+		return string(p)
+	}
+	return string(v1.ServiceExternalTrafficPolicyCluster)
+}
+
+func ports(svc *v1.Service) []ipam.Port {
+	var out []ipam.Port
 	for _, p := range svc.Spec.Ports {
 		proto := p.Protocol
 		if proto == "" {
 			proto = v1.ProtocolTCP
 		}
-		req.Sharing.Ports = append(req.Sharing.Ports, ipam.Port{Protocol: string(proto), Port: p.Port})
+		out = append(out, ipam.Port{Protocol: string(proto), Port: p.Port})
 	}
-	return req, nil
+	return out
 }
 
 // oneOf returns the value of the first of keys set on svc, and an error if
@@ -125,7 +159,7 @@ func ParseAddressList(list string) ([]netip.Addr, error) {
 			return nil, fmt.Errorf("%q: zones are not allowed", part)
 		case a.Is4In6():
 			return nil, fmt.Errorf("%q: write IPv4-mapped addresses as IPv4", part)
-		case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast():
+		case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():
 			return nil, fmt.Errorf("%q cannot be a load-balancer address", part)
 		}
 		for _, prev := range out {

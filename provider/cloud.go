@@ -5,7 +5,6 @@
 package provider
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -24,11 +23,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/instances"
-	"github.com/ironlb/ironlb/ipam"
-	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer"
+	"github.com/ironlb/ironlb/loadbalancer/planner"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
-	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/loadbalancer/term"
 )
 
 // Name is the provider name given to --cloud-provider.
@@ -49,11 +47,21 @@ func init() {
 
 // Cloud is IronLB's cloudprovider.Interface.
 type Cloud struct {
-	config    Config
-	ctx       context.Context
-	instances *instances.Instances
-	balancer  *loadbalancer.Balancer
-	planner   *loadbalancer.Planner
+	config     Config
+	election   LeaderElection
+	instances  *instances.Instances
+	components *loadbalancer.Components
+}
+
+// LeaderElection is the CCM's leader-election setting, from which the
+// load balancer takes its term (see package term).
+type LeaderElection struct {
+	// Enabled is --leader-elect.
+	Enabled bool
+	// Namespace and Name locate the Lease.
+	Namespace, Name string
+	// LeaseDuration and RetryPeriod are the election's timings.
+	LeaseDuration, RetryPeriod time.Duration
 }
 
 var (
@@ -64,9 +72,13 @@ var (
 // New returns a Cloud for cfg. It does nothing until Initialize.
 func New(cfg Config) *Cloud { return &Cloud{config: cfg} }
 
+// SetLeaderElection tells the Cloud how this CCM elects its leader. Call it
+// before the controller manager runs.
+func (c *Cloud) SetLeaderElection(le LeaderElection) { c.election = le }
+
 // Initialize is called once this process leads (or right away without
-// leader election), before any controller starts. It builds the clients and
-// event recorder the implementations need; stop closes when leadership or
+// leader election), before any controller starts. It builds the clients,
+// the event recorder and the components; stop closes when leadership or
 // the process ends.
 func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
 	ctx := wait.ContextForChannel(stop)
@@ -88,64 +100,62 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		Zone:         c.config.Instances.DefaultZone,
 		Region:       c.config.Instances.DefaultRegion,
 	})
-	alloc := ipam.New()
-	pools, err := ippool.New(dynamic.NewForConfigOrDie(clientBuilder.ConfigOrDie(component)), alloc, 10*time.Minute)
-	if err != nil {
-		klog.Fatalf("Starting the IPPool controller: %v", err)
-	}
-	go pools.Run(ctx)
-
-	// The control channel to the speakers: certificates first (created on
-	// the first start, reused after), then one session per node.
-	ns := c.config.Speakers.SecretNamespace
-	if ns == "" {
-		ns = os.Getenv("POD_NAMESPACE")
-	}
-	if ns == "" {
-		ns = "kube-system"
-	}
-	bundle, err := pki.Bootstrap(ctx, client, ns)
-	if err != nil {
-		klog.Fatalf("Preparing the speakers' certificates in namespace %s: %v", ns, err)
-	}
-	go bundle.Run(ctx)
 	hostname, _ := os.Hostname()
-	var planner *loadbalancer.Planner
-	sp := speakers.New(klog.NewContext(ctx, klog.Background()), speakers.Options{
-		Port:      c.config.Speakers.Port,
-		Heartbeat: c.config.Speakers.HeartbeatInterval.Duration,
-		Misses:    c.config.Speakers.HeartbeatMisses,
-		TLS:       bundle.ClientTLSConfig(),
-		Leader:    hostname,
-		OnChange:  func(node string) { planner.SpeakerChanged(node) },
+	components, err := loadbalancer.NewComponents(ctx, loadbalancer.Config{
+		Client:    client,
+		Dynamic:   dynamic.NewForConfigOrDie(clientBuilder.ConfigOrDie(component)),
+		Recorder:  recorder,
+		Namespace: c.secretNamespace(),
+		Lease:     c.lease(),
+		Host:      hostname,
+		Speakers: speakers.Options{
+			Port:      c.config.Speakers.Port,
+			Heartbeat: c.config.Speakers.HeartbeatInterval.Duration,
+			Misses:    c.config.Speakers.HeartbeatMisses,
+		},
+		Planner: planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration},
 	})
-	planner = loadbalancer.NewPlanner(alloc, pools, sp, recorder)
-	planner.SetClient(client)
-	c.planner = planner
-	c.balancer = loadbalancer.New(alloc, pools, recorder, loadbalancer.WithOnChange(planner.ServiceChanged))
-	c.ctx = ctx
+	if err != nil {
+		klog.Fatalf("Starting IronLB: %v", err)
+	}
+	c.components = components
+}
+
+// secretNamespace is where the CA and the speakers' TLS Secret live.
+func (c *Cloud) secretNamespace() string {
+	if ns := c.config.Speakers.SecretNamespace; ns != "" {
+		return ns
+	}
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "kube-system"
+}
+
+func (c *Cloud) lease() term.Lease {
+	if !c.election.Enabled {
+		return term.Lease{}
+	}
+	return term.Lease{
+		Namespace: c.election.Namespace, Name: c.election.Name,
+		Duration: c.election.LeaseDuration, RetryPeriod: c.election.RetryPeriod,
+	}
 }
 
 // SetInformers hands the controller manager's shared informers to the load
-// balancer, which then restores existing allocations. It runs right after
-// Initialize.
+// balancer and starts it; it restores existing allocations first. It runs
+// right after Initialize.
 func (c *Cloud) SetInformers(factory informers.SharedInformerFactory) {
-	c.balancer.SetInformers(factory)
-	c.planner.SetInformers(factory, c.balancer.Ready)
-	go c.planner.Run(c.ctx)
-	go func() {
-		if err := c.balancer.Run(c.ctx); err != nil {
-			klog.ErrorS(err, "Load balancer did not start")
-		}
-	}()
+	c.components.SetInformers(factory)
+	c.components.Run()
 }
 
 // LoadBalancer returns the Service load-balancer implementation.
 func (c *Cloud) LoadBalancer() (cloudprovider.LoadBalancer, bool) {
-	if c.balancer == nil {
+	if c.components == nil {
 		return nil, false
 	}
-	return c.balancer, true
+	return c.components.Balancer, true
 }
 
 // Instances is not implemented: IronLB implements InstancesV2.
@@ -195,10 +205,10 @@ func (h *Health) HealthChecker() controllerhealthz.UnnamedHealthChecker { return
 
 // Check fails until IronLB can answer the service controller.
 func (h *Health) Check(*http.Request) error {
-	if h.c.balancer == nil {
+	if h.c.components == nil {
 		return errors.New("IronLB not initialized (not the leader yet?)")
 	}
-	if !h.c.balancer.Ready() {
+	if !h.c.components.Balancer.Ready() {
 		return errors.New("IronLB is waiting for its Service, Namespace and IPPool caches and restoring allocations")
 	}
 	return nil

@@ -26,6 +26,7 @@ import (
 //	  port: 7473
 //	  heartbeatInterval: 200ms
 //	  heartbeatMisses: 5
+//	  settleWindow: 5s
 //	  secretNamespace: kube-system
 type Config struct {
 	// Instances configures node initialization.
@@ -43,6 +44,10 @@ type SpeakersConfig struct {
 	// HeartbeatMisses is how many intervals a speaker may stay silent
 	// before its VIPs move (default 5: a lost node is detected in ~1 s).
 	HeartbeatMisses int `json:"heartbeatMisses,omitempty"`
+	// SettleWindow is how long VIPs stay on their speakers when most
+	// speakers are lost at once (likely the CCM's own network), before
+	// those still lost lose their VIPs (default 5s).
+	SettleWindow metav1.Duration `json:"settleWindow,omitempty"`
 	// SecretNamespace holds the ironlb-ca and ironlb-speaker-tls Secrets
 	// (default: $POD_NAMESPACE, else kube-system).
 	SecretNamespace string `json:"secretNamespace,omitempty"`
@@ -105,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if sp.HeartbeatMisses < 0 || sp.HeartbeatMisses > 100 {
 		problems = append(problems, fmt.Sprintf("speakers.heartbeatMisses %d: must be between 1 and 100", sp.HeartbeatMisses))
+	}
+	if d := sp.SettleWindow.Duration; d < 0 || (d > 0 && d < 100*time.Millisecond) || d > 10*time.Minute {
+		problems = append(problems, fmt.Sprintf("speakers.settleWindow %s: must be between 100ms and 10m", d))
 	}
 	if ns := sp.SecretNamespace; ns != "" {
 		for _, msg := range validation.IsDNS1123Label(ns) {

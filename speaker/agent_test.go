@@ -66,11 +66,26 @@ func (f *fakeAnnouncer) list() []string {
 	return out
 }
 
-// The agent announces on "lo", which every test machine has.
-func newTestAgent(t *testing.T) (*Agent, *fakeAnnouncer, speakerv1.SpeakerClient) {
+// noLocalAddresses stands for a node none of whose addresses is a test VIP.
+func noLocalAddresses() (map[netip.Addr]string, error) { return map[netip.Addr]string{}, nil }
+
+// The agent announces on "lo", which every test machine has; its Run loop
+// runs until the test ends.
+func newTestAgent(t *testing.T, opts ...Option) (*Agent, *fakeAnnouncer, speakerv1.SpeakerClient) {
 	t.Helper()
 	fa := &fakeAnnouncer{addrs: map[netip.Addr]bool{}, fail: map[netip.Addr]error{}}
-	agent := NewAgent("node-a", "lo", func(*net.Interface) (Announcer, error) { return fa, nil }, logr.Discard())
+	opts = append([]Option{WithLocalAddresses(noLocalAddresses)}, opts...)
+	agent := NewAgent("node-a", "lo", func(*net.Interface) (Announcer, error) { return fa, nil }, logr.Discard(), opts...)
+	return agent, fa, serve(t, agent)
+}
+
+// serve runs agent (its Run loop and a gRPC server on loopback) until the
+// test ends and returns a client of it.
+func serve(t *testing.T, agent *Agent) speakerv1.SpeakerClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go agent.Run(ctx)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +99,7 @@ func newTestAgent(t *testing.T) (*Agent, *fakeAnnouncer, speakerv1.SpeakerClient
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return agent, fa, speakerv1.NewSpeakerClient(conn)
+	return speakerv1.NewSpeakerClient(conn)
 }
 
 func open(t *testing.T, c speakerv1.SpeakerClient) (speakerv1.Speaker_SyncClient, *speakerv1.Report) {
@@ -279,7 +294,7 @@ func TestFailuresAreReported(t *testing.T) {
 			t.Errorf("lo not marked default: %v", i)
 		}
 	}
-	broken := NewAgent("node-b", "no-such-ifc1", nil, logr.Discard())
+	broken := NewAgent("node-b", "no-such-ifc1", nil, logr.Discard(), WithLocalAddresses(noLocalAddresses))
 	if err := broken.Healthy(); err == nil || !strings.Contains(err.Error(), "no-such-ifc1") {
 		t.Errorf("Healthy() with a missing default interface = %v", err)
 	}
@@ -295,10 +310,10 @@ func TestInterfaceFor(t *testing.T) {
 	}
 }
 
-// TestIdleStreamSendsNoReports: interface health is re-read every second,
-// but a report goes out only when it changed.
+// TestIdleStreamSendsNoReports: interface health is re-read twice a
+// second, but a report goes out only when it changed.
 func TestIdleStreamSendsNoReports(t *testing.T) {
-	_, _, c := newTestAgent(t)
+	agent, _, c := newTestAgent(t)
 	s, _ := open(t, c)
 	got := make(chan *speakerv1.Report, 10)
 	go func() {
@@ -310,10 +325,36 @@ func TestIdleStreamSendsNoReports(t *testing.T) {
 			got <- r
 		}
 	}()
+	// The signal: the maintenance loop made three more passes, each of
+	// which would have reported a change.
+	agent.waitPasses(t, 3)
 	select {
 	case r := <-got:
 		t.Fatalf("idle stream got a report: %v", r)
-	case <-time.After(2*healthCheckInterval + 500*time.Millisecond):
+	default:
+	}
+}
+
+// waitPasses waits until Run made n more passes.
+func (a *Agent) waitPasses(t *testing.T, n int) {
+	t.Helper()
+	a.mu.Lock()
+	last := a.lastTick
+	a.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for n > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's Run loop made no pass for 10s")
+		}
+		a.mu.Lock()
+		cur := a.lastTick
+		a.mu.Unlock()
+		if cur.After(last) {
+			last = cur
+			n--
+			continue
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -1,21 +1,34 @@
 package speaker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"k8s.io/component-base/metrics/legacyregistry"
 )
 
+// liveTimeout bounds how long /healthz waits for the agent's lock.
+const liveTimeout = 2 * time.Second
+
 // HTTPHandler serves the speaker's plain-HTTP endpoints: /healthz (the
-// process runs), /readyz (the default interface can announce), /metrics
+// agent is not wedged, see Live), /readyz (the default interface can announce), /metrics
 // (see RegisterMetrics) and /announcements (the VIPs answered for, as a
 // JSON list).
 func (a *Agent) HTTPHandler() http.Handler {
 	RegisterMetrics(a)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), liveTimeout)
+		defer cancel()
+		if err := a.Live(ctx); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := a.Healthy(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -9,7 +9,7 @@ import (
 var (
 	instructionsTotal = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "speaker", Name: "instructions_total",
-		Help:           "Instructions received from the CCM, by kind (snapshot, update, heartbeat) and result (applied, refused).",
+		Help:           "Instructions received from the CCM, by kind (snapshot, update, heartbeat, unknown) and result (applied, refused, fenced: from a leader older than the one followed, ignored: a kind this speaker does not know).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"kind", "result"})
 	announcedDesc = metrics.NewDesc("ironlb_speaker_announced_vips",
@@ -39,7 +39,7 @@ func (a *Agent) collectMetrics(ch chan<- metrics.Metric) {
 			ok++
 		}
 	}
-	streams, applied := a.streams, a.applied
+	streams, applied := len(a.streams), a.applied
 	ifcs := a.interfacesLocked()
 	a.mu.Unlock()
 	ch <- metrics.NewLazyConstMetric(announcedDesc, metrics.GaugeValue, float64(ok), "announcing")

@@ -138,7 +138,8 @@ type IPPoolStatus struct {
 	IPv6 *AddressCounts `json:"ipv6,omitempty"`
 
 	// Conditions: Ready (the pool hands out addresses) and Conflicting (it
-	// overlaps another pool; no address is ever handed out twice).
+	// overlaps another pool, or holds a Node's InternalIP; no address is
+	// ever handed out twice, and a Node's address never).
 	//
 	// +listType=map
 	// +listMapKey=type
@@ -165,6 +166,7 @@ const (
 	ReasonValid           = "Valid"
 	ReasonInvalid         = "Invalid"
 	ReasonOverlap         = "Overlap"
+	ReasonNodeAddress     = "NodeAddress"
 	ReasonNoOverlap       = "NoOverlap"
 	ReasonInvalidSelector = "InvalidSelector"
 )

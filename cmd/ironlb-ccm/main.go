@@ -5,11 +5,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/pflag"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	"k8s.io/cloud-provider/app/config"
@@ -35,8 +37,14 @@ func main() {
 	}
 	// IronLB's defaults; every one can still be set by flag.
 	opts.KubeCloudShared.CloudProvider.Name = provider.Name
-	opts.KubeCloudShared.ConfigureCloudRoutes = false // pod routes are the CNI's job
 	opts.Generic.LeaderElection.ResourceName = "ironlb-ccm"
+	// Bulk creation (a GitOps sync, a restore) must not queue for minutes:
+	// the service controller makes four API writes per Service (finalizer,
+	// status, two Events), so 1000 Services need several hundred requests
+	// a second; the API server's priority and fairness still protects it.
+	opts.ServiceController.ConcurrentServiceSyncs = defaultServiceSyncs
+	opts.Generic.ClientConnection.QPS = defaultQPS
+	opts.Generic.ClientConnection.Burst = defaultBurst
 
 	controllers := maps.Clone(app.DefaultInitFuncConstructors)
 	controllers[provider.ControllerName] = app.ControllerInitFuncConstructor{
@@ -54,7 +62,34 @@ func main() {
 	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, controllers,
 		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, stopOnSignal())
 	cmd.Use = "ironlb-ccm"
+	// The framework registers --configure-cloud-routes with a literal
+	// default of true, overwriting any value set before: set it on the
+	// flag itself. Pod routes are the CNI's job.
+	if err := setDefault(cmd.Flags(), "configure-cloud-routes", "false"); err != nil {
+		klog.Fatalf("Setting IronLB's defaults: %v", err)
+	}
 	os.Exit(cli.Run(cmd))
+}
+
+// IronLB's defaults for the framework's throughput flags.
+const (
+	defaultServiceSyncs = 10
+	defaultQPS          = 500
+	defaultBurst        = 1000
+)
+
+// setDefault changes a registered flag's value and the default --help
+// shows.
+func setDefault(fs *pflag.FlagSet, name, value string) error {
+	f := fs.Lookup(name)
+	if f == nil {
+		return fmt.Errorf("no flag --%s", name)
+	}
+	if err := f.Value.Set(value); err != nil {
+		return fmt.Errorf("--%s=%s: %w", name, value, err)
+	}
+	f.DefValue = value
+	return nil
 }
 
 // stopOnSignal returns a channel closed on SIGTERM or SIGINT, so the
@@ -86,6 +121,16 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 	if err != nil {
 		klog.ErrorS(err, "Cannot start the cloud provider", "cloudProvider", shared.Name, "cloudConfig", shared.CloudConfigFile)
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	if ironlb, ok := cloud.(*provider.Cloud); ok {
+		le := c.ComponentConfig.Generic.LeaderElection
+		ironlb.SetLeaderElection(provider.LeaderElection{
+			Enabled:       le.LeaderElect,
+			Namespace:     le.ResourceNamespace,
+			Name:          le.ResourceName,
+			LeaseDuration: le.LeaseDuration.Duration,
+			RetryPeriod:   le.RetryPeriod.Duration,
+		})
 	}
 	return cloud
 }

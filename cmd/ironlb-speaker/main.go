@@ -106,6 +106,8 @@ func run(ctx context.Context, o options) error {
 		return layer2.NewResponder(ifi, layer2.WithLogger(log.WithName("layer2").WithValues("interface", ifi.Name)))
 	}, log)
 
+	go agent.Run(ctx)
+
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listening for the CCM: %w", err)

@@ -6,15 +6,14 @@ package ippool
 import (
 	"context"
 	"fmt"
-	"math/big"
+	"maps"
+	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -46,7 +45,15 @@ type Controller struct {
 
 	mu       sync.Mutex
 	layer2   map[string]Layer2
-	onLayer2 []func(pool string)
+	applied  map[string]applied // what each pool's spec last was, to skip status-only updates
+	nodeIPs  map[netip.Addr]string
+	onChange []func(pool string)
+}
+
+// applied identifies the spec of a pool the allocator has.
+type applied struct {
+	uid        string
+	generation int64
 }
 
 // Layer2 says where a pool's addresses are announced.
@@ -60,62 +67,49 @@ type Layer2 struct {
 // AnyNode is the layer-2 setting of a pool that says nothing.
 var AnyNode = Layer2{Nodes: labels.Everything()}
 
-// ToLayer2 converts a pool's spec.layer2.
-func ToLayer2(p *v1alpha1.IPPool) (Layer2, error) {
-	l2 := p.Spec.Layer2
-	if l2 == nil {
-		return AnyNode, nil
-	}
-	nodes, err := selector(l2.NodeSelector)
-	if err != nil {
-		return Layer2{}, fmt.Errorf("IPPool %s: spec.layer2.nodeSelector: %w", p.Name, err)
-	}
-	out := Layer2{Nodes: nodes}
-	for _, i := range l2.Interfaces {
-		out.Interfaces = append(out.Interfaces, string(i))
-	}
-	slices.Sort(out.Interfaces)
-	return out, nil
-}
-
-// Layer2 returns where pool's addresses are announced. A pool that does not
-// exist (any more) or never had a valid setting is announced anywhere.
-func (c *Controller) Layer2(pool string) Layer2 {
+// Layer2 returns where pool's addresses are announced; false when the pool
+// does not exist or never had a valid setting.
+func (c *Controller) Layer2(pool string) (Layer2, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if l2, ok := c.layer2[pool]; ok {
-		return l2
-	}
-	return AnyNode
+	l2, ok := c.layer2[pool]
+	return l2, ok
 }
 
-// OnLayer2Change registers fn to be called, outside any lock, after a
-// pool's layer-2 setting changed.
-func (c *Controller) OnLayer2Change(fn func(pool string)) {
+// OnChange registers fn to be called, outside any lock, after a pool's
+// spec changed or the pool was deleted.
+func (c *Controller) OnChange(fn func(pool string)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.onLayer2 = append(c.onLayer2, fn)
+	c.onChange = append(c.onChange, fn)
 }
 
-// setLayer2 records pool's setting (deleted when l2 is nil) and tells
-// the listeners if it changed.
-func (c *Controller) setLayer2(pool string, l2 *Layer2) {
+func (c *Controller) changed(pool string) {
 	c.mu.Lock()
-	old, had := c.layer2[pool]
-	switch {
-	case l2 == nil:
-		delete(c.layer2, pool)
-	default:
-		c.layer2[pool] = *l2
-	}
-	changed := had != (l2 != nil) || (l2 != nil && (old.Nodes.String() != l2.Nodes.String() || !slices.Equal(old.Interfaces, l2.Interfaces)))
-	fns := slices.Clone(c.onLayer2)
+	fns := slices.Clone(c.onChange)
 	c.mu.Unlock()
-	if changed {
-		for _, fn := range fns {
-			fn(pool)
-		}
+	for _, fn := range fns {
+		fn(pool)
 	}
+}
+
+// SetNodeAddresses tells the controller the Nodes' InternalIPs (address →
+// node name): a pool containing one is marked Conflicting. The caller also
+// reserves them in the allocator, so they are never handed out.
+func (c *Controller) SetNodeAddresses(ips map[netip.Addr]string) {
+	c.mu.Lock()
+	same := maps.Equal(c.nodeIPs, ips)
+	c.nodeIPs = maps.Clone(ips)
+	c.mu.Unlock()
+	if !same {
+		c.touchAll()
+	}
+}
+
+func (c *Controller) nodeAddresses() map[netip.Addr]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodeIPs
 }
 
 // New returns a Controller that feeds alloc. Call Run to start it.
@@ -128,8 +122,9 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) 
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ippool"}),
-		log:    klog.Background().WithName("ippool"),
-		layer2: map[string]Layer2{},
+		log:     klog.Background().WithName("ippool"),
+		layer2:  map[string]Layer2{},
+		applied: map[string]applied{},
 	}
 	var err error
 	c.handler, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -175,10 +170,20 @@ func (c *Controller) Pools() []string {
 	return c.informer.GetStore().ListKeys()
 }
 
+// apply brings a pool's spec to the allocator. Updates that leave the spec
+// as it was (the controller's own status writes, resyncs) change nothing.
 func (c *Controller) apply(obj any) {
 	pool, err := fromUnstructured(obj)
 	if err != nil {
 		c.log.Error(err, "Ignoring IPPool that cannot be decoded")
+		return
+	}
+	id := applied{uid: string(pool.UID), generation: pool.Generation}
+	c.mu.Lock()
+	same := c.applied[pool.Name] == id
+	c.applied[pool.Name] = id
+	c.mu.Unlock()
+	if same {
 		return
 	}
 	p, err := ToPool(pool)
@@ -190,8 +195,11 @@ func (c *Controller) apply(obj any) {
 		c.alloc.SetPool(p)
 	}
 	if l2, err := ToLayer2(pool); err == nil {
-		c.setLayer2(pool.Name, &l2)
+		c.mu.Lock()
+		c.layer2[pool.Name] = l2
+		c.mu.Unlock()
 	} // else addresses already announced stay where they are.
+	c.changed(pool.Name)
 	c.touchAll()
 }
 
@@ -205,7 +213,11 @@ func (c *Controller) remove(obj any) {
 	}
 	c.log.Info("IPPool deleted; Services keep the addresses they hold", "ippool", u.GetName())
 	c.alloc.DeletePool(u.GetName())
-	c.setLayer2(u.GetName(), nil)
+	c.mu.Lock()
+	delete(c.layer2, u.GetName())
+	delete(c.applied, u.GetName())
+	c.mu.Unlock()
+	c.changed(u.GetName())
 	c.touchAll()
 }
 
@@ -246,7 +258,7 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 		}
 	}
 	v4, v6, _ := c.alloc.Stats(name)
-	status := Status(pool, others, v4, v6)
+	status := Status(pool, others, c.nodeAddresses(), v4, v6)
 	if equality.Semantic.DeepEqual(status, pool.Status) {
 		return nil
 	}
@@ -266,136 +278,4 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 	return err
 }
 
-func fromUnstructured(obj any) (*v1alpha1.IPPool, error) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return nil, fmt.Errorf("unexpected object %T", obj)
-	}
-	var pool v1alpha1.IPPool
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &pool); err != nil {
-		return nil, fmt.Errorf("decoding IPPool %s: %w", u.GetName(), err)
-	}
-	return &pool, nil
-}
 
-// ToPool converts an IPPool into the allocator's pool.
-func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
-	entries := make([]string, len(p.Spec.Addresses))
-	for i, a := range p.Spec.Addresses {
-		entries[i] = string(a)
-	}
-	ranges, err := ipam.ParseRanges(entries)
-	if err != nil {
-		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.addresses: %w", p.Name, err)
-	}
-	allows, err := selectors(p.Spec.ServiceAllocation)
-	if err != nil {
-		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.serviceAllocation: %w", p.Name, err)
-	}
-	if _, err := ToLayer2(p); err != nil {
-		return ipam.Pool{}, err
-	}
-	return ipam.Pool{
-		Name:          p.Name,
-		Ranges:        ranges,
-		AutoAssign:    p.Spec.AutoAssign == nil || *p.Spec.AutoAssign,
-		AvoidBuggyIPs: p.Spec.AvoidBuggyIPs,
-		Priority:      p.Spec.Priority,
-		Allows:        allows,
-	}, nil
-}
-
-func selectors(sa *v1alpha1.ServiceAllocation) (func(ipam.Subject) bool, error) {
-	if sa == nil {
-		return nil, nil
-	}
-	ns, err := selector(sa.NamespaceSelector)
-	if err != nil {
-		return nil, fmt.Errorf("namespaceSelector: %w", err)
-	}
-	svc, err := selector(sa.ServiceSelector)
-	if err != nil {
-		return nil, fmt.Errorf("serviceSelector: %w", err)
-	}
-	return func(s ipam.Subject) bool {
-		return ns.Matches(labels.Set(s.NamespaceLabels)) && svc.Matches(labels.Set(s.Labels))
-	}, nil
-}
-
-// selector converts ls; a missing selector matches everything.
-func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
-	if ls == nil {
-		return labels.Everything(), nil
-	}
-	return metav1.LabelSelectorAsSelector(ls)
-}
-
-// Status computes a pool's status from the allocator's counts and the other
-// pools.
-func Status(p *v1alpha1.IPPool, others []*v1alpha1.IPPool, v4, v6 ipam.PoolStats) v1alpha1.IPPoolStatus {
-	status := v1alpha1.IPPoolStatus{
-		ObservedGeneration: p.Generation,
-		Conditions:         slices.Clone(p.Status.Conditions),
-	}
-	set := func(typ string, ok bool, reason, msg string) {
-		cs := metav1.ConditionFalse
-		if ok {
-			cs = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
-			Type: typ, Status: cs, Reason: reason, Message: msg, ObservedGeneration: p.Generation,
-		})
-	}
-	pool, err := ToPool(p)
-	if err != nil {
-		set(v1alpha1.ConditionReady, false, v1alpha1.ReasonInvalid, err.Error()+"; the pool hands out no addresses, Services keep those they hold")
-		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionConflicting)
-		return status
-	}
-	if v4.Total != nil {
-		status.IPv4 = counts(v4)
-		status.Used += int64(v4.Used)
-	}
-	if v6.Total != nil {
-		status.IPv6 = counts(v6)
-		status.Used += int64(v6.Used)
-	}
-	set(v1alpha1.ConditionReady, true, v1alpha1.ReasonValid, fmt.Sprintf("%s IPv4 and %s IPv6 addresses to hand out", total(v4), total(v6)))
-
-	var overlaps []string
-	for _, o := range others {
-		other, err := ToPool(o)
-		if err != nil {
-			continue
-		}
-		if common := ipam.Overlap(pool.Ranges, other.Ranges); len(common) > 0 {
-			var rs []string
-			for _, r := range common {
-				rs = append(rs, r.String())
-			}
-			overlaps = append(overlaps, fmt.Sprintf("%s (%s)", o.Name, strings.Join(rs, ", ")))
-		}
-	}
-	slices.Sort(overlaps)
-	if len(overlaps) > 0 {
-		set(v1alpha1.ConditionConflicting, true, v1alpha1.ReasonOverlap,
-			"overlaps IPPool "+strings.Join(overlaps, "; ")+"; each shared address is still handed out at most once")
-	} else {
-		set(v1alpha1.ConditionConflicting, false, v1alpha1.ReasonNoOverlap, "no overlap with other IPPools")
-	}
-	return status
-}
-
-func counts(s ipam.PoolStats) *v1alpha1.AddressCounts {
-	if s.Total.Sign() == 0 {
-		return nil
-	}
-	return &v1alpha1.AddressCounts{Total: s.Total.String(), Used: int64(s.Used), Free: s.Free.String()}
-}
-
-func total(s ipam.PoolStats) string {
-	if s.Total == nil {
-		return "0"
-	}
-	return new(big.Int).Set(s.Total).String()
-}

@@ -2,6 +2,7 @@ package ippool
 
 import (
 	"math/big"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -97,7 +98,7 @@ func TestStatus(t *testing.T) {
 	other := pool("b", "192.0.2.2/31", "198.51.100.0/24")
 	unrelated := pool("c", "203.0.113.0/24")
 
-	got := Status(p, []*v1alpha1.IPPool{other, unrelated}, stats(4, 3), stats(4, 1))
+	got := Status(p, []*v1alpha1.IPPool{other, unrelated}, nil, stats(4, 3), stats(4, 1))
 	wantCounts := v1alpha1.IPPoolStatus{
 		ObservedGeneration: 3,
 		Used:               4,
@@ -116,7 +117,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("Conflicting = %+v, want True naming pool b and its overlap only", conflict)
 	}
 
-	alone := Status(unrelated, []*v1alpha1.IPPool{p, other}, stats(256, 0), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
+	alone := Status(unrelated, []*v1alpha1.IPPool{p, other}, map[netip.Addr]string{netip.MustParseAddr("192.0.2.11"): "node-a"}, stats(256, 0), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
 	if c := meta.FindStatusCondition(alone.Conditions, v1alpha1.ConditionConflicting); c == nil || c.Status != metav1.ConditionFalse {
 		t.Errorf("Conflicting = %+v, want False", c)
 	}
@@ -124,12 +125,20 @@ func TestStatus(t *testing.T) {
 		t.Errorf("IPv6 counts %+v for a pool without IPv6", alone.IPv6)
 	}
 
-	big6 := Status(pool("wide", "2001:db8::/48"), nil, ipam.PoolStats{Total: new(big.Int)}, ipam.PoolStats{Total: new(big.Int).Lsh(big.NewInt(1), 80), Used: 2, Free: new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(2))})
+	big6 := Status(pool("wide", "2001:db8::/48"), nil, nil, ipam.PoolStats{Total: new(big.Int)}, ipam.PoolStats{Total: new(big.Int).Lsh(big.NewInt(1), 80), Used: 2, Free: new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(2))})
 	if big6.IPv6 == nil || big6.IPv6.Total != "1208925819614629174706176" || big6.IPv6.Free != "1208925819614629174706174" {
 		t.Errorf("IPv6 /48 counts = %+v", big6.IPv6)
 	}
 
-	invalid := Status(pool("broken", "192.0.2.9-192.0.2.1"), nil, ipam.PoolStats{}, ipam.PoolStats{})
+	// A pool holding a Node's InternalIP conflicts with it.
+	nodes := map[netip.Addr]string{netip.MustParseAddr("203.0.113.7"): "node-c", netip.MustParseAddr("192.0.2.11"): "node-a"}
+	withNode := Status(unrelated, nil, nodes, stats(256, 1), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
+	if c := meta.FindStatusCondition(withNode.Conditions, v1alpha1.ConditionConflicting); c == nil || c.Status != metav1.ConditionTrue ||
+		c.Reason != v1alpha1.ReasonNodeAddress || !strings.Contains(c.Message, "203.0.113.7 of Node node-c") || strings.Contains(c.Message, "node-a") {
+		t.Errorf("Conflicting of a pool holding a node address = %+v, want True/NodeAddress naming node-c only", c)
+	}
+
+	invalid := Status(pool("broken", "192.0.2.9-192.0.2.1"), nil, nil, ipam.PoolStats{}, ipam.PoolStats{})
 	if c := meta.FindStatusCondition(invalid.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonInvalid {
 		t.Errorf("Ready of an invalid pool = %+v, want False/Invalid", c)
 	}

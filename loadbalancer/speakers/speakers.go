@@ -2,23 +2,20 @@
 // speaker: one gRPC stream per speaker, a full snapshot of the speaker's
 // desired VIPs when the stream (re)connects, then versioned updates that
 // carry only what changed, and heartbeats that detect a silently lost node.
+// Every snapshot and update carries the leader's term, so that speakers
+// refuse a deposed leader.
 package speakers
 
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2"
 
@@ -45,10 +42,13 @@ type Options struct {
 	TLS *tls.Config
 	// Leader names this CCM instance in the speakers' logs.
 	Leader string
-	// OnChange is called (without locks held, from the session's
-	// goroutine) when a speaker's connection or health changed. It must not
-	// block.
-	OnChange func(node string)
+	// Term is this leader's term (see api/speaker/v1: Fencing), sent with
+	// every snapshot and update.
+	Term uint64
+	// Valid, when set, is checked before every instruction is sent: once it
+	// fails (this CCM may have lost its Lease) nothing more is sent, even
+	// before the context ends.
+	Valid func() error
 	// Dial overrides how connections are made (tests).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -58,6 +58,11 @@ type State struct {
 	// Connected is true once the speaker's first report arrived on the
 	// current stream, until the stream fails.
 	Connected bool
+	// Since is when Connected last changed.
+	Since time.Time
+	// LastReport is when the speaker last answered (any report, heartbeats
+	// included).
+	LastReport time.Time
 	// Healthy is true while the speaker reports every interface usable.
 	Healthy bool
 	// Problem explains !Connected or !Healthy.
@@ -74,7 +79,16 @@ type State struct {
 	// Reported is true once the speaker answered at least once since the
 	// Manager started, even if it is disconnected now.
 	Reported bool
+	// Version and Capabilities are what the speaker said of itself.
+	Version      string
+	Capabilities []string
+	// Fenced is true when the speaker refused this leader because it
+	// follows a newer one.
+	Fenced bool
 }
+
+// Has reports whether the speaker has capability c.
+func (s State) Has(c string) bool { return slices.Contains(s.Capabilities, c) }
 
 // Manager runs one session per speaker. It is safe for concurrent use.
 type Manager struct {
@@ -84,11 +98,56 @@ type Manager struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	onChange []func(node string)
 	wg       sync.WaitGroup
 
 	ready     chan struct{}
 	readyOnce sync.Once
 }
+
+// New returns a Manager; sessions start as nodes are added with SetNode and
+// all end when ctx does (when this CCM stops leading).
+func New(ctx context.Context, opts Options) *Manager {
+	if opts.Port == 0 {
+		opts.Port = DefaultPort
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.Misses <= 0 {
+		opts.Misses = DefaultMisses
+	}
+	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, ready: make(chan struct{})}
+	managerMetrics.Set(m.collectMetrics)
+	return m
+}
+
+// OnChange registers fn to be called (without locks held, from a session's
+// goroutine) when a speaker's connection, health or failed VIPs changed. It
+// must not block.
+func (m *Manager) OnChange(fn func(node string)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onChange = append(m.onChange, fn)
+}
+
+func (m *Manager) changed(node string) {
+	m.mu.Lock()
+	fns := slices.Clone(m.onChange)
+	m.mu.Unlock()
+	for _, fn := range fns {
+		fn(node)
+	}
+}
+
+// LossLimit is how long a speaker may stay silent before it is declared
+// lost.
+func (m *Manager) LossLimit() time.Duration {
+	return m.opts.Heartbeat * time.Duration(m.opts.Misses)
+}
+
+// Heartbeat is the interval between heartbeats.
+func (m *Manager) Heartbeat() time.Duration { return m.opts.Heartbeat }
 
 // SetReady lets sessions send their snapshots. Until then they connect and
 // record the speakers' first reports (what each announces now) but send
@@ -102,42 +161,6 @@ func (m *Manager) isReady() bool {
 	default:
 		return false
 	}
-}
-
-// New returns a Manager; sessions start as nodes are added with SetNode.
-func New(ctx context.Context, opts Options) *Manager {
-	if opts.Port == 0 {
-		opts.Port = DefaultPort
-	}
-	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = DefaultHeartbeat
-	}
-	if opts.Misses <= 0 {
-		opts.Misses = DefaultMisses
-	}
-	if opts.OnChange == nil {
-		opts.OnChange = func(string) {}
-	}
-	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, ready: make(chan struct{})}
-	managerMetrics.Set(m.collectMetrics)
-	return m
-}
-
-type session struct {
-	m    *Manager
-	node string
-	log  klog.Logger
-
-	// guarded by m.mu
-	addr       netip.Addr
-	desired    map[string]*speakerv1.Announcement
-	dirty      map[string]bool
-	state      State
-	wake       chan struct{}
-	cancel     context.CancelFunc
-	redial     bool
-	gen        uint64 // counts streams; reports of older streams are dropped
-	lastReport time.Time
 }
 
 // SetNode adds a speaker at addr, or moves it to a new address.
@@ -161,7 +184,8 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 		desired: map[string]*speakerv1.Announcement{},
 		dirty:   map[string]bool{},
 		wake:    make(chan struct{}, 1),
-		state:   State{Problem: "not connected yet"},
+		drained: make(chan struct{}),
+		state:   State{Problem: "not connected yet", Since: time.Now()},
 	}
 	m.sessions[node] = s
 	m.wg.Add(1)
@@ -171,27 +195,54 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 	}()
 }
 
-// RemoveNode stops the session with node's speaker.
+// drainTimeout bounds how long RemoveNode's session waits for the speaker
+// to confirm it withdrew everything.
+const drainTimeout = 3 * time.Second
+
+// RemoveNode ends the session with node's speaker (its Node was deleted).
+// A connected speaker is first told to withdraw everything; the session
+// closes once it confirms, or after drainTimeout.
 func (m *Manager) RemoveNode(node string) {
 	m.mu.Lock()
 	s := m.sessions[node]
 	delete(m.sessions, node)
-	m.mu.Unlock()
-	if s != nil {
-		s.cancel()
+	if s == nil {
+		m.mu.Unlock()
+		return
 	}
+	connected := s.state.Connected && m.isReady()
+	if connected {
+		for a := range s.desired {
+			s.dirty[a] = true
+		}
+		for _, a := range s.state.Announcing {
+			s.dirty[a.String()] = true
+		}
+		clear(s.desired)
+		s.draining = true
+		s.poke()
+	}
+	m.mu.Unlock()
+	if !connected {
+		s.cancel()
+		return
+	}
+	s.log.Info("Node deleted: telling its speaker to withdraw every VIP")
+	go func() {
+		select {
+		case <-s.drained:
+		case <-time.After(drainTimeout):
+			s.log.Info("Speaker of a deleted node did not confirm its withdrawals in time; closing its stream", "timeout", drainTimeout)
+		}
+		s.cancel()
+	}()
 }
 
 // Nodes returns the nodes with a session.
 func (m *Manager) Nodes() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]string, 0, len(m.sessions))
-	for n := range m.sessions {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(m.sessions))
 }
 
 // State returns what is known of node's speaker.
@@ -206,6 +257,7 @@ func (m *Manager) State(node string) (State, bool) {
 	st.Announcing = slices.Clone(st.Announcing)
 	st.Initial = slices.Clone(st.Initial)
 	st.Failed = maps.Clone(st.Failed)
+	st.Capabilities = slices.Clone(st.Capabilities)
 	return st, true
 }
 
@@ -215,7 +267,7 @@ func (m *Manager) Assign(node string, a *speakerv1.Announcement) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.sessions[node]
-	if s == nil {
+	if s == nil || s.draining {
 		return
 	}
 	if old := s.desired[a.GetAddress()]; old != nil && proto.Equal(old, a) {
@@ -245,286 +297,3 @@ func (m *Manager) Unassign(node, addr string) {
 
 // Wait blocks until every session stopped (after ctx ended).
 func (m *Manager) Wait() { m.wg.Wait() }
-
-// poke wakes the session's sender; m.mu is held.
-func (s *session) poke() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *session) run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := s.connect(ctx)
-		changed := s.setDown(err)
-		if changed {
-			s.m.opts.OnChange(s.node)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > 5*time.Second {
-			backoff = 100 * time.Millisecond // it worked for a while
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
-}
-
-// setDown records a failed stream; it reports whether the speaker was up.
-func (s *session) setDown(err error) bool {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	was := s.state.Connected
-	s.state.Connected = false
-	s.state.Healthy = false
-	problem := "disconnected"
-	if err != nil {
-		problem = err.Error()
-	}
-	s.state.Problem = problem
-	if was {
-		silent := time.Since(s.lastReport)
-		lossDetection.Observe(silent.Seconds())
-		s.log.Info("Speaker lost", "reason", problem, "lastReport", silent.Round(time.Millisecond))
-	} else {
-		s.log.V(2).Info("Cannot reach speaker", "reason", problem)
-	}
-	return was
-}
-
-// connect runs one stream until it fails.
-func (s *session) connect(ctx context.Context) error {
-	s.m.mu.Lock()
-	addr := net.JoinHostPort(s.addr.String(), strconv.Itoa(s.m.opts.Port))
-	s.redial = false
-	s.gen++
-	gen := s.gen
-	s.m.mu.Unlock()
-	defer func() {
-		s.m.mu.Lock()
-		s.gen++ // drop reports still in flight
-		s.m.mu.Unlock()
-	}()
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.TLS))}
-	if s.m.opts.Dial != nil {
-		dialOpts = append(dialOpts, grpc.WithContextDialer(s.m.opts.Dial))
-	}
-	conn, err := grpc.NewClient(addr, dialOpts...)
-	if err != nil {
-		return fmt.Errorf("dialing %s: %w", addr, err)
-	}
-	defer conn.Close()
-
-	// The watchdog ends the stream when the speaker is silent too long: at
-	// first while connecting, then between reports.
-	limit := s.m.opts.Heartbeat * time.Duration(s.m.opts.Misses)
-	var seenMu sync.Mutex
-	lastSeen := time.Now().Add(max(2*time.Second, limit) - limit) // grace for the TLS handshake
-	seen := func() {
-		seenMu.Lock()
-		lastSeen = time.Now()
-		seenMu.Unlock()
-	}
-	go func() {
-		t := time.NewTicker(s.m.opts.Heartbeat / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if !s.m.isReady() {
-				seen() // no heartbeats before the snapshot
-				continue
-			}
-			seenMu.Lock()
-			silent := time.Since(lastSeen)
-			seenMu.Unlock()
-			if silent > limit {
-				cancel(fmt.Errorf("speaker at %s silent for %s (heartbeat %s × %d misses)", addr, silent.Round(time.Millisecond), s.m.opts.Heartbeat, s.m.opts.Misses))
-				return
-			}
-		}
-	}()
-
-	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx)
-	if err != nil {
-		return cause(ctx, fmt.Errorf("opening stream to %s: %w", addr, err))
-	}
-	first, err := stream.Recv()
-	if err != nil {
-		return cause(ctx, fmt.Errorf("waiting for the first report from %s: %w", addr, err))
-	}
-	seen()
-
-	changed := s.record(gen, first)
-	s.m.mu.Lock()
-	s.state.Initial = slices.Clone(s.state.Announcing)
-	s.m.mu.Unlock()
-	select {
-	case <-s.m.ready:
-	case <-ctx.Done():
-		return cause(ctx, ctx.Err())
-	}
-	seen()
-
-	// The snapshot: everything desired now, version 1 on this stream.
-	s.m.mu.Lock()
-	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader}
-	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
-		snap.Announcements = append(snap.Announcements, s.desired[a])
-	}
-	clear(s.dirty)
-	s.state.Sent = 1
-	s.state.Applied = 0
-	s.m.mu.Unlock()
-	if err := stream.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}}); err != nil {
-		return cause(ctx, fmt.Errorf("sending snapshot to %s: %w", addr, err))
-	}
-	if changed {
-		s.m.opts.OnChange(s.node)
-	}
-
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			seen()
-			if s.record(gen, r) {
-				s.m.opts.OnChange(s.node)
-			}
-		}
-	}()
-
-	hb := time.NewTicker(s.m.opts.Heartbeat)
-	defer hb.Stop()
-	var seq uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return cause(ctx, ctx.Err())
-		case err := <-recvErr:
-			return cause(ctx, fmt.Errorf("stream from %s: %w", addr, err))
-		case <-hb.C:
-			seq++
-			if err := stream.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: &speakerv1.Heartbeat{Seq: seq}}}); err != nil {
-				return cause(ctx, fmt.Errorf("sending heartbeat to %s: %w", addr, err))
-			}
-		case <-s.wake:
-			upd, redial := s.update()
-			if redial {
-				return errors.New("speaker address changed")
-			}
-			if upd == nil {
-				continue
-			}
-			if err := stream.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: upd}}); err != nil {
-				return cause(ctx, fmt.Errorf("sending update to %s: %w", addr, err))
-			}
-		}
-	}
-}
-
-// update builds the next Update from the dirty VIPs.
-func (s *session) update() (*speakerv1.Update, bool) {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	if s.redial {
-		return nil, true
-	}
-	if len(s.dirty) == 0 {
-		return nil, false
-	}
-	s.state.Sent++
-	u := &speakerv1.Update{Version: s.state.Sent}
-	for _, a := range slices.Sorted(maps.Keys(s.dirty)) {
-		if d := s.desired[a]; d != nil {
-			u.Announce = append(u.Announce, d)
-		} else {
-			u.Withdraw = append(u.Withdraw, a)
-		}
-	}
-	clear(s.dirty)
-	return u, false
-}
-
-// record takes in a report of stream gen; it reports whether connection or
-// health changed.
-func (s *session) record(gen uint64, r *speakerv1.Report) bool {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	if gen != s.gen {
-		return false
-	}
-	s.lastReport = time.Now()
-	before := s.state
-	if r.GetAppliedVersion() > s.state.Applied {
-		s.state.Applied = r.GetAppliedVersion()
-	}
-	failedChanged := false
-	if r.GetFull() {
-		s.state.Announcing = nil
-		failed := map[string]string{}
-		for _, v := range r.GetVips() {
-			if a, err := netip.ParseAddr(v.GetAddress()); err == nil && v.GetState() == speakerv1.VIPStatus_ANNOUNCING {
-				s.state.Announcing = append(s.state.Announcing, a)
-			}
-			if v.GetState() == speakerv1.VIPStatus_FAILED {
-				failed[v.GetAddress()] = v.GetError()
-				if _, known := s.state.Failed[v.GetAddress()]; !known {
-					s.log.Error(errors.New(v.GetError()), "Speaker cannot announce VIP", "address", v.GetAddress())
-				}
-			}
-		}
-		failedChanged = !maps.Equal(failed, s.state.Failed)
-		s.state.Failed = failed
-		// Healthy while the default interface works (older speakers mark
-		// none: then every interface counts).
-		healthy, problem, hasDefault := true, "", false
-		for _, i := range r.GetInterfaces() {
-			hasDefault = hasDefault || i.GetDefault()
-		}
-		for _, i := range r.GetInterfaces() {
-			if i.GetError() != "" && (i.GetDefault() || !hasDefault) {
-				healthy, problem = false, fmt.Sprintf("interface %q: %s", i.GetName(), i.GetError())
-				break
-			}
-		}
-		s.state.Healthy = healthy
-		s.state.Problem = problem
-	}
-	s.state.Connected = true
-	s.state.Reported = true
-	if !before.Connected {
-		s.log.Info("Speaker connected", "healthy", s.state.Healthy, "announcing", len(s.state.Announcing))
-		return true
-	}
-	if before.Healthy != s.state.Healthy {
-		s.log.Info("Speaker health changed", "healthy", s.state.Healthy, "problem", s.state.Problem)
-		return true
-	}
-	return failedChanged
-}
-
-func cause(ctx context.Context, err error) error {
-	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-		return c
-	}
-	return err
-}

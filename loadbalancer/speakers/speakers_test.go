@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/pki"
@@ -93,7 +95,8 @@ func (e *env) startSpeaker(node string) *testSpeaker {
 		e.t.Fatal(err)
 	}
 	ann := &fakeAnnouncer{addrs: map[netip.Addr]bool{}}
-	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) { return ann, nil }, logr.Discard())
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) { return ann, nil }, logr.Discard(),
+		speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }))
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(e.serverTL)))
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	go func() { _ = srv.Serve(lis) }()
@@ -118,9 +121,12 @@ func (e *env) manager(ctx context.Context, hb time.Duration, misses int) *Manage
 }
 
 func (e *env) managerNotReady(ctx context.Context, hb time.Duration, misses int) *Manager {
-	return New(ctx, Options{
-		Heartbeat: hb, Misses: misses, TLS: e.clientTL, Leader: "test",
-		OnChange: func(string) { e.changes.Add(1) },
+	return e.managerWith(ctx, Options{Heartbeat: hb, Misses: misses, Leader: "test"})
+}
+
+func (e *env) managerWith(ctx context.Context, opts Options) *Manager {
+	m := New(ctx, Options{
+		Heartbeat: opts.Heartbeat, Misses: opts.Misses, TLS: e.clientTL, Leader: opts.Leader, Term: opts.Term,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			host, _, _ := net.SplitHostPort(addr)
 			e.mu.Lock()
@@ -134,6 +140,8 @@ func (e *env) managerNotReady(ctx context.Context, hb time.Duration, misses int)
 			return nil, &net.OpError{Op: "dial", Err: io.ErrClosedPipe}
 		},
 	})
+	m.OnChange(func(string) { e.changes.Add(1) })
+	return m
 }
 
 // nodeAddr gives each node a distinct documentation address; the Dial hook
@@ -272,6 +280,49 @@ func TestUnknownNodeAndRemoval(t *testing.T) {
 	if got := m.Nodes(); len(got) != 0 {
 		t.Errorf("Nodes() = %v after removal", got)
 	}
+	// The speaker of the deleted node was told to withdraw before its
+	// stream closed: a speaker whose stream just ends keeps announcing.
+	waitFor(t, "stream closed", 5*time.Second, func() bool { return sp.agent.Streams() == 0 })
+	if got := sp.agent.Addresses(); len(got) != 0 {
+		t.Errorf("the deleted node's speaker still announces %v after its stream closed", got)
+	}
+}
+
+// TestTermsFenceTheOldLeader: two leaders reach one speaker; it follows
+// the one with the higher term, and the other learns it was refused.
+func TestTermsFenceTheOldLeader(t *testing.T) {
+	e := newEnv(t)
+	sp := e.startSpeaker("node-a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old := e.managerWith(ctx, Options{Heartbeat: 50 * time.Millisecond, Misses: 5, Leader: "ccm-old", Term: 100})
+	old.SetReady()
+	old.SetNode("node-a", nodeAddr("node-a"))
+	old.Assign("node-a", ann("192.0.2.21"))
+	waitFor(t, "old leader's VIP announced", 5*time.Second, func() bool { return slices.Equal(sp.agent.Addresses(), addrs("192.0.2.21")) })
+	st, _ := old.State("node-a")
+	if !st.Has(speakerv1.CapabilityFencing) || !st.Has(speakerv1.CapabilityLayer2) || st.Version == "" {
+		t.Errorf("speaker state = version %q capabilities %v; want its version and both capabilities", st.Version, st.Capabilities)
+	}
+
+	cur := e.managerWith(ctx, Options{Heartbeat: 50 * time.Millisecond, Misses: 5, Leader: "ccm-new", Term: 200})
+	cur.SetReady()
+	cur.SetNode("node-a", nodeAddr("node-a"))
+	cur.Assign("node-a", ann("192.0.2.22"))
+	waitFor(t, "new leader's VIP announced", 5*time.Second, func() bool { return slices.Equal(sp.agent.Addresses(), addrs("192.0.2.22")) })
+	waitFor(t, "old leader fenced", 5*time.Second, func() bool { st, _ := old.State("node-a"); return st.Fenced && !st.Connected })
+	st, _ = old.State("node-a")
+	if !strings.Contains(st.Problem, "refused this CCM") {
+		t.Errorf("old leader's problem = %q, want it to say the speaker refused it", st.Problem)
+	}
+	// The old leader keeps trying (it has not noticed it lost the lease);
+	// its changes never reach the speaker.
+	old.Assign("node-a", ann("192.0.2.23"))
+	before := instructionsCount(t, sp, "fenced")
+	waitFor(t, "old leader refused again", 5*time.Second, func() bool { return instructionsCount(t, sp, "fenced") > before })
+	if got := sp.agent.Addresses(); !slices.Equal(got, addrs("192.0.2.22")) {
+		t.Errorf("speaker announces %v, want only the new leader's 192.0.2.22", got)
+	}
 }
 
 // proxy forwards TCP to a target and can freeze: stop moving bytes both
@@ -402,4 +453,30 @@ func TestNothingSentBeforeReady(t *testing.T) {
 	m.Assign("node-a", ann("192.0.2.8"))
 	m.SetReady()
 	waitFor(t, "snapshot", 5*time.Second, func() bool { return slices.Equal(sp.agent.Addresses(), addrs("192.0.2.8")) })
+}
+
+// instructionsCount reads the speaker's counter of snapshots with the given
+// result from the metrics registry.
+func instructionsCount(t *testing.T, sp *testSpeaker, result string) float64 {
+	t.Helper()
+	speaker.RegisterMetrics(sp.agent)
+	mfs, err := legacyregistry.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ironlb_speaker_instructions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["kind"] == "snapshot" && labels["result"] == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -1,0 +1,26 @@
+package speakerv1
+
+import "slices"
+
+// Capabilities a speaker lists in Report.capabilities. The CCM sends a
+// speaker only what its capabilities allow, and a node whose speaker lacks
+// a capability a VIP needs does not announce that VIP.
+const (
+	// CapabilityLayer2 answers ARP and NDP for announced VIPs.
+	CapabilityLayer2 = "layer2"
+	// CapabilityFencing honours Snapshot.term and Update.term: the speaker
+	// refuses instructions of a leader older than one it followed.
+	CapabilityFencing = "fencing"
+)
+
+// LegacyCapabilities are those of a speaker that lists none: it predates
+// capabilities and can only announce over layer 2.
+var LegacyCapabilities = []string{CapabilityLayer2}
+
+// CapabilitiesOf returns what the speaker that sent r can do.
+func CapabilitiesOf(r *Report) []string {
+	if len(r.GetCapabilities()) == 0 {
+		return slices.Clone(LegacyCapabilities)
+	}
+	return slices.Clone(r.GetCapabilities())
+}

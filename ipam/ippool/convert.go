@@ -1,0 +1,97 @@
+package ippool
+
+import (
+	"fmt"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/ironlb/ironlb/api/v1alpha1"
+	"github.com/ironlb/ironlb/ipam"
+)
+
+// ToLayer2 converts a pool's spec.layer2.
+func ToLayer2(p *v1alpha1.IPPool) (Layer2, error) {
+	l2 := p.Spec.Layer2
+	if l2 == nil {
+		return AnyNode, nil
+	}
+	nodes, err := selector(l2.NodeSelector)
+	if err != nil {
+		return Layer2{}, fmt.Errorf("IPPool %s: spec.layer2.nodeSelector: %w", p.Name, err)
+	}
+	out := Layer2{Nodes: nodes}
+	for _, i := range l2.Interfaces {
+		out.Interfaces = append(out.Interfaces, string(i))
+	}
+	slices.Sort(out.Interfaces)
+	return out, nil
+}
+
+func fromUnstructured(obj any) (*v1alpha1.IPPool, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("unexpected object %T", obj)
+	}
+	var pool v1alpha1.IPPool
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &pool); err != nil {
+		return nil, fmt.Errorf("decoding IPPool %s: %w", u.GetName(), err)
+	}
+	return &pool, nil
+}
+
+// ToPool converts an IPPool into the allocator's pool.
+func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
+	entries := make([]string, len(p.Spec.Addresses))
+	for i, a := range p.Spec.Addresses {
+		entries[i] = string(a)
+	}
+	ranges, err := ipam.ParseRanges(entries)
+	if err != nil {
+		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.addresses: %w", p.Name, err)
+	}
+	allows, err := selectors(p.Spec.ServiceAllocation)
+	if err != nil {
+		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.serviceAllocation: %w", p.Name, err)
+	}
+	if _, err := ToLayer2(p); err != nil {
+		return ipam.Pool{}, err
+	}
+	return ipam.Pool{
+		Name:          p.Name,
+		Ranges:        ranges,
+		AutoAssign:    p.Spec.AutoAssign == nil || *p.Spec.AutoAssign,
+		AvoidBuggyIPs: p.Spec.AvoidBuggyIPs,
+		Priority:      p.Spec.Priority,
+		Allows:        allows,
+	}, nil
+}
+
+func selectors(sa *v1alpha1.ServiceAllocation) (func(ipam.Subject) bool, error) {
+	if sa == nil {
+		return nil, nil
+	}
+	ns, err := selector(sa.NamespaceSelector)
+	if err != nil {
+		return nil, fmt.Errorf("namespaceSelector: %w", err)
+	}
+	svc, err := selector(sa.ServiceSelector)
+	if err != nil {
+		return nil, fmt.Errorf("serviceSelector: %w", err)
+	}
+	return func(s ipam.Subject) bool {
+		return ns.Matches(labels.Set(s.NamespaceLabels)) && svc.Matches(labels.Set(s.Labels))
+	}, nil
+}
+
+// selector converts ls; a missing selector matches everything.
+func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
+	if ls == nil {
+		return labels.Everything(), nil
+	}
+	return metav1.LabelSelectorAsSelector(ls)
+}
+

@@ -1,0 +1,107 @@
+package loadbalancer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/planner"
+	"github.com/ironlb/ironlb/loadbalancer/speakers"
+	"github.com/ironlb/ironlb/loadbalancer/term"
+	"github.com/ironlb/ironlb/pki"
+)
+
+// Config is what the load balancer's components need.
+type Config struct {
+	Client   kubernetes.Interface
+	Dynamic  dynamic.Interface
+	Recorder record.EventRecorder
+	// Namespace holds the CA and the speakers' TLS Secret.
+	Namespace string
+	// Lease is the leader-election Lease (empty Name: leader election off).
+	Lease term.Lease
+	// Host names this CCM instance.
+	Host string
+	// Speakers configures the control channel; Planner the planner (its
+	// Client, Recorder and Ready are filled in here).
+	Speakers speakers.Options
+	Planner  planner.Options
+}
+
+// Components are the parts of IronLB's load balancer, wired together:
+// the allocator and the IPPool controller that feeds it, the Balancer
+// that answers the service controller, the Planner that decides which
+// nodes announce each VIP, and the control channel to the speakers, under
+// this leader's term.
+type Components struct {
+	Allocator *ipam.Allocator
+	Pools     *ippool.Controller
+	Balancer  *Balancer
+	Planner   *planner.Planner
+	Speakers  *speakers.Manager
+	Term      *term.Term
+	Bundle    *pki.Bundle
+
+	ctx context.Context // ends when this CCM stops leading
+}
+
+// NewComponents builds the components; Run starts them. It reads this
+// leader's term and prepares the speakers' certificates, so it talks to
+// the API server.
+func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
+	t, ctx, err := term.Acquire(ctx, cfg.Client, cfg.Lease, cfg.Host)
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := pki.Bootstrap(ctx, cfg.Client, cfg.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("preparing the speakers' certificates in namespace %s: %w", cfg.Namespace, err)
+	}
+	alloc := ipam.New()
+	pools, err := ippool.New(cfg.Dynamic, alloc, 10*time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("starting the IPPool controller: %w", err)
+	}
+	spOpts := cfg.Speakers
+	spOpts.TLS = bundle.ClientTLSConfig()
+	spOpts.Leader = cfg.Host
+	spOpts.Term = t.Value
+	spOpts.Valid = t.Valid
+	sp := speakers.New(klog.NewContext(ctx, klog.Background()), spOpts)
+	bal := New(alloc, pools, cfg.Recorder, WithClient(cfg.Client))
+	plOpts := cfg.Planner
+	plOpts.Client, plOpts.Recorder, plOpts.Ready = cfg.Client, cfg.Recorder, bal.Ready
+	pl := planner.New(alloc, pools, sp, plOpts)
+	bal.OnChange(pl.ServiceChanged)
+	return &Components{
+		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Term: t, Bundle: bundle,
+		ctx: ctx,
+	}, nil
+}
+
+// SetInformers hands the controller manager's shared informers to the
+// Balancer and the Planner.
+func (c *Components) SetInformers(factory informers.SharedInformerFactory) {
+	c.Balancer.SetInformers(factory)
+	c.Planner.SetInformers(factory)
+}
+
+// Run starts every component; they stop when this CCM stops leading.
+func (c *Components) Run() {
+	go c.Bundle.Run(c.ctx)
+	go c.Pools.Run(c.ctx)
+	go c.Planner.Run(c.ctx)
+	go func() {
+		if err := c.Balancer.Run(c.ctx); err != nil {
+			klog.ErrorS(err, "Load balancer did not start")
+		}
+	}()
+}

@@ -1,0 +1,174 @@
+package planner
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/loadbalancer/speakers"
+)
+
+// LabelExcludeFromLB keeps a node from announcing any VIP.
+const LabelExcludeFromLB = v1.LabelNodeExcludeBalancers
+
+// Reason says why a node may not announce a VIP. Reasons are the label of
+// ironlb_failovers_total.
+type Reason string
+
+// Reasons a node may not announce a VIP.
+const (
+	NodeNotReady      Reason = "node_not_ready"
+	NodeExcluded      Reason = "node_excluded"
+	NodeDeleted       Reason = "node_deleted"
+	NoNodeAddress     Reason = "no_node_address"
+	NotSelected       Reason = "node_selector"
+	NoLocalEndpoint   Reason = "no_local_endpoint"
+	SpeakerLost       Reason = "speaker_lost"
+	SpeakerUnhealthy  Reason = "speaker_unhealthy"
+	MissingCapability Reason = "missing_capability"
+	AnnounceFailed    Reason = "announce_failed"
+	OutsidePools      Reason = "outside_pools"
+)
+
+// verdict is why one node may not announce one VIP.
+type verdict struct {
+	reason Reason
+	msg    string
+}
+
+// world is what placement needs of the nodes and their speakers, gathered
+// once per planning pass rather than once per VIP.
+type world struct {
+	now    time.Time
+	nodes  []*nodeView
+	byName map[string]*nodeView
+}
+
+type nodeView struct {
+	name    string
+	labels  labels.Set
+	node    *verdict // why the Node itself cannot announce; nil if it can
+	speaker *verdict // why its speaker cannot; nil if it can
+	state   speakers.State
+	session bool // a speaker session exists
+}
+
+// gather reads the nodes and their speakers' state.
+func (p *Planner) gather() *world {
+	nodes, _ := p.nodes.List(labels.Everything())
+	w := &world{now: time.Now(), byName: make(map[string]*nodeView, len(nodes))}
+	for _, n := range nodes {
+		nv := &nodeView{name: n.Name, labels: labels.Set(n.Labels)}
+		switch {
+		case !nodeReady(n):
+			nv.node = &verdict{NodeNotReady, "node is not Ready"}
+		case hasLabel(n, LabelExcludeFromLB):
+			nv.node = &verdict{NodeExcluded, "node is labelled " + LabelExcludeFromLB}
+		}
+		st, ok := p.speakers.State(n.Name)
+		nv.state, nv.session = st, ok
+		switch {
+		case !ok:
+			nv.speaker = &verdict{NoNodeAddress, "node has no InternalIP to reach its speaker"}
+		case !st.Connected && st.Fenced:
+			nv.speaker = &verdict{SpeakerLost, "speaker follows a newer CCM leader: " + st.Problem}
+		case !st.Connected:
+			nv.speaker = &verdict{SpeakerLost, "speaker not connected: " + st.Problem}
+		case !st.Healthy:
+			nv.speaker = &verdict{SpeakerUnhealthy, "speaker unhealthy: " + st.Problem}
+		}
+		w.nodes = append(w.nodes, nv)
+		w.byName[n.Name] = nv
+	}
+	return w
+}
+
+// eligibleLocked lists the nodes that may announce v, and why each other
+// node (including a deleted announcer) may not.
+func (p *Planner) eligibleLocked(v *vip, w *world) ([]string, map[string]verdict) {
+	local := p.localEndpointNodes(v)
+	var out []string
+	why := map[string]verdict{}
+	pinned := !v.scope.known
+	for _, n := range w.nodes {
+		a := v.addr.String()
+		switch {
+		case n.node != nil:
+			why[n.name] = *n.node
+		case pinned && !slices.Contains(v.announcers, n.name) && n.name != v.last:
+			why[n.name] = verdict{OutsidePools, fmt.Sprintf("%s is in no IPPool and IronLB does not know the pool it came from; it stays on the node announcing it", v.addr)}
+		case v.scope.known && v.scope.nodes != nil && !v.scope.nodes.Matches(n.labels):
+			why[n.name] = verdict{NotSelected, fmt.Sprintf("node does not match IPPool %s's layer2.nodeSelector", v.scope.pool)}
+		case local != nil && !local[n.name]:
+			why[n.name] = verdict{NoLocalEndpoint, "no ready endpoint on the node (externalTrafficPolicy: Local)"}
+		case n.speaker != nil:
+			why[n.name] = *n.speaker
+		case !n.state.Has(speakerv1.CapabilityLayer2):
+			why[n.name] = verdict{MissingCapability, fmt.Sprintf("speaker %s cannot announce over layer 2 (capabilities %v); upgrade it", n.state.Version, n.state.Capabilities)}
+		case n.state.Failed[a] != "":
+			p.noteFailureLocked(v.addr, n.name)
+			why[n.name] = verdict{AnnounceFailed, "speaker cannot announce it: " + n.state.Failed[a]}
+		case p.recentlyFailedLocked(v.addr, n.name, w.now):
+			why[n.name] = verdict{AnnounceFailed, fmt.Sprintf("speaker failed to announce it less than %s ago", failureBackoff)}
+		default:
+			out = append(out, n.name)
+		}
+	}
+	for _, n := range v.announcers {
+		if _, known := w.byName[n]; !known {
+			why[n] = verdict{NodeDeleted, "node was deleted"}
+		}
+	}
+	return out, why
+}
+
+// failureBackoff keeps a VIP off a node whose speaker could not announce
+// it (say, a pool names an interface the node lacks), so that the VIP does
+// not bounce between failing nodes.
+const failureBackoff = 30 * time.Second
+
+func (p *Planner) noteFailureLocked(a netip.Addr, node string) {
+	m := p.failures[a]
+	if m == nil {
+		m = map[string]time.Time{}
+		p.failures[a] = m
+	}
+	if _, ok := m[node]; !ok {
+		p.queue.AddAfter(allKey, failureBackoff+time.Second)
+	}
+	m[node] = time.Now()
+}
+
+func (p *Planner) recentlyFailedLocked(a netip.Addr, node string, now time.Time) bool {
+	t, ok := p.failures[a][node]
+	if ok && now.Sub(t) > failureBackoff {
+		delete(p.failures[a], node)
+		return false
+	}
+	return ok
+}
+
+// nodeRelevantChange ignores heartbeat-only Node updates.
+func nodeRelevantChange(old, cur *v1.Node) bool {
+	return nodeReady(old) != nodeReady(cur) || !labels.Equals(old.Labels, cur.Labels) ||
+		nodeAddress(old) != nodeAddress(cur)
+}
+
+func nodeReady(n *v1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func hasLabel(n *v1.Node, key string) bool {
+	_, ok := n.Labels[key]
+	return ok
+}

@@ -1,0 +1,296 @@
+// Package planner decides which nodes announce each VIP and keeps the
+// speakers told. It follows Services (their allocations), Nodes,
+// EndpointSlices (for externalTrafficPolicy Local), pools' announcement
+// settings and the speakers' health. One Service change re-plans only that
+// Service's VIPs and updates only the speakers whose assignment changed.
+//
+// A VIP has a set of announcers: in layer 2 at most one node answers ARP
+// and NDP for it. A VIP stays with its announcer until that node becomes
+// ineligible; when most speakers are lost at once the planner assumes the
+// fault is its own network and waits a settle window before moving their
+// VIPs (settle.go).
+package planner
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/speakers"
+)
+
+// Allocations is what the planner reads of the allocator.
+type Allocations interface {
+	Lookup(owner string) (ipam.Allocation, bool)
+}
+
+// Pools tells where a pool's addresses may be announced.
+type Pools interface {
+	// Layer2 returns the pool's layer-2 settings; false when the pool does
+	// not exist or its settings are invalid.
+	Layer2(pool string) (ippool.Layer2, bool)
+	// OnChange registers fn, called after any change of a pool (its
+	// addresses or its announcement settings) or its deletion.
+	OnChange(fn func(pool string))
+}
+
+// Speakers is the control channel to the nodes' speakers.
+type Speakers interface {
+	SetNode(node string, addr netip.Addr)
+	RemoveNode(node string)
+	Nodes() []string
+	State(node string) (speakers.State, bool)
+	Assign(node string, a *speakerv1.Announcement)
+	Unassign(node, addr string)
+	SetReady()
+	OnChange(fn func(node string))
+	LossLimit() time.Duration
+	Heartbeat() time.Duration
+}
+
+// Defaults of Options.
+const (
+	DefaultGrace        = 2 * time.Second
+	DefaultSettleWindow = 5 * time.Second
+)
+
+// Options configures a Planner.
+type Options struct {
+	// Grace is how long a new leader waits for every speaker's first
+	// report (what each announces now) before it plans.
+	Grace time.Duration
+	// SettleWindow is how long VIPs stay on speakers lost in a mass loss
+	// (see settle.go) before they move.
+	SettleWindow time.Duration
+	// Client writes the announced-by annotation; nil writes none.
+	Client kubernetes.Interface
+	// Recorder records Events on Services.
+	Recorder record.EventRecorder
+	// Ready reports whether allocations were restored; the planner waits
+	// for it before planning.
+	Ready func() bool
+}
+
+// Planner decides which nodes announce each VIP.
+type Planner struct {
+	alloc    Allocations
+	pools    Pools
+	speakers Speakers
+	opts     Options
+	log      klog.Logger
+
+	services corelisters.ServiceLister
+	nodes    corelisters.NodeLister
+	slices   discoverylisters.EndpointSliceLister
+	synced   []cache.InformerSynced
+	factory  informers.SharedInformerFactory
+	queue    workqueue.TypedRateLimitingInterface[string]
+
+	mu       sync.Mutex
+	vips     map[netip.Addr]*vip
+	bySvc    map[string][]netip.Addr // service key → its VIPs
+	seeds    map[netip.Addr]string   // where VIPs were announced when this leader started
+	failures map[netip.Addr]map[string]time.Time
+	settle   settle
+	started  bool
+	busy     int // keys being processed
+}
+
+// Queue keys other than a Service's namespace/name.
+const (
+	allKey    = "*all*"    // re-plan every VIP
+	poolsKey  = "*pools*"  // a pool changed: refresh every Service's VIPs
+	annPrefix = "annotate:" // refresh a Service's announced-by annotation
+)
+
+// New returns a Planner; SetInformers and Run start it.
+func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
+	if opts.Grace == 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.SettleWindow == 0 {
+		opts.SettleWindow = DefaultSettleWindow
+	}
+	if opts.Ready == nil {
+		opts.Ready = func() bool { return true }
+	}
+	p := &Planner{
+		alloc: alloc, pools: pools, speakers: sp, opts: opts,
+		log: klog.Background().WithName("planner"),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-planner"}),
+		vips:     map[netip.Addr]*vip{},
+		failures: map[netip.Addr]map[string]time.Time{},
+		bySvc:    map[string][]netip.Addr{},
+		seeds:    map[netip.Addr]string{},
+	}
+	pools.OnChange(func(string) { p.queue.Add(poolsKey) })
+	sp.OnChange(func(string) { p.queue.Add(allKey) })
+	plannerMetrics.Set(p.collectMetrics)
+	return p
+}
+
+// ServiceChanged re-plans one Service, e.g. right after its allocation
+// changed.
+func (p *Planner) ServiceChanged(svc *v1.Service) { p.queue.Add(svc.Namespace + "/" + svc.Name) }
+
+// SetInformers registers the Service, Node and EndpointSlice informers.
+func (p *Planner) SetInformers(factory informers.SharedInformerFactory) {
+	svc := factory.Core().V1().Services()
+	nodes := factory.Core().V1().Nodes()
+	eps := factory.Discovery().V1().EndpointSlices()
+	p.services, p.nodes, p.slices = svc.Lister(), nodes.Lister(), eps.Lister()
+	p.factory = factory
+	p.synced = []cache.InformerSynced{svc.Informer().HasSynced, nodes.Informer().HasSynced, eps.Informer().HasSynced}
+	_, _ = svc.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    p.enqueueService,
+		UpdateFunc: func(_, obj any) { p.enqueueService(obj) },
+		DeleteFunc: p.enqueueService,
+	})
+	enqueueAll := func(any) { p.queue.Add(allKey) }
+	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueueAll, DeleteFunc: enqueueAll,
+		UpdateFunc: func(old, cur any) {
+			if nodeRelevantChange(old.(*v1.Node), cur.(*v1.Node)) {
+				p.queue.Add(allKey)
+			}
+		},
+	})
+	_, _ = eps.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    p.enqueueSlice,
+		UpdateFunc: func(_, obj any) { p.enqueueSlice(obj) },
+		DeleteFunc: p.enqueueSlice,
+	})
+}
+
+func (p *Planner) enqueueService(obj any) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		p.queue.Add(key)
+	}
+}
+
+// Run waits for caches and for the allocator's restore, gives the speakers
+// a moment to report what they announce (so VIPs stay where they are across
+// a leader change), then plans until ctx ends.
+func (p *Planner) Run(ctx context.Context) {
+	defer p.queue.ShutDown()
+	p.factory.Start(ctx.Done())
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, p.synced...) {
+		return
+	}
+	for !p.opts.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.syncNodes()
+	p.seedFromAnnotations()
+	p.waitForReports(ctx)
+	p.seedFromReports()
+	p.startSettle()
+	p.mu.Lock()
+	p.started = true
+	p.mu.Unlock()
+	// Plan everything once before the speakers get their snapshots, so
+	// that no VIP is withdrawn for lack of a plan.
+	svcs, _ := p.services.List(labels.Everything())
+	for _, s := range svcs {
+		if err := p.syncService(s.Namespace + "/" + s.Name); err != nil {
+			p.queue.Add(s.Namespace + "/" + s.Name)
+		}
+	}
+	p.planAll()
+	p.speakers.SetReady()
+	p.queue.Add(allKey)
+	go func() {
+		<-ctx.Done()
+		p.queue.ShutDown()
+	}()
+	for p.processNext() {
+	}
+}
+
+func (p *Planner) processNext() bool {
+	key, quit := p.queue.Get()
+	if quit {
+		return false
+	}
+	p.mu.Lock()
+	p.busy++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.busy--
+		p.mu.Unlock()
+		p.queue.Done(key)
+	}()
+	var err error
+	switch {
+	case key == allKey:
+		p.syncNodes()
+		p.planAll()
+	case key == poolsKey:
+		p.syncAllServices()
+	case strings.HasPrefix(key, annPrefix):
+		err = p.annotate(strings.TrimPrefix(key, annPrefix))
+	default:
+		err = p.syncService(key)
+	}
+	if err != nil {
+		p.log.Error(err, "Planning", "key", key)
+		p.queue.AddRateLimited(key)
+		return true
+	}
+	p.queue.Forget(key)
+	return true
+}
+
+// Idle reports whether the planner has started and has nothing queued or
+// in progress (work delayed for later, such as a failure backoff or the end
+// of a settle window, does not count). Tests wait for it before asserting
+// that something did not happen.
+func (p *Planner) Idle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.started && p.busy == 0 && p.queue.Len() == 0
+}
+
+// WaitIdle waits until Idle, or ctx ends.
+func (p *Planner) WaitIdle(ctx context.Context) error {
+	for !p.Idle() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Announcers returns the nodes told to announce a.
+func (p *Planner) Announcers(a netip.Addr) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v := p.vips[a]; v != nil {
+		return append([]string(nil), v.announcers...)
+	}
+	return nil
+}

@@ -1,0 +1,719 @@
+package planner
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/speakers"
+)
+
+// fakeSpeakers records assignments; tests set each node's state.
+type fakeSpeakers struct {
+	mu       sync.Mutex
+	addrs    map[string]netip.Addr
+	states   map[string]speakers.State
+	assigned map[string]map[string]bool
+	onChange []func(string)
+}
+
+func newFakeSpeakers() *fakeSpeakers {
+	return &fakeSpeakers{addrs: map[string]netip.Addr{}, states: map[string]speakers.State{}, assigned: map[string]map[string]bool{}}
+}
+
+func up() speakers.State {
+	now := time.Now()
+	return speakers.State{Connected: true, Healthy: true, Reported: true, Since: now, LastReport: now,
+		Capabilities: []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}}
+}
+
+func lost() speakers.State {
+	return speakers.State{Reported: true, Since: time.Now(), Problem: "stream broke"}
+}
+
+func (f *fakeSpeakers) SetNode(node string, addr netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs[node] = addr
+	if _, ok := f.states[node]; !ok {
+		f.states[node] = up()
+	}
+}
+func (f *fakeSpeakers) RemoveNode(node string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.addrs, node)
+	delete(f.assigned, node)
+}
+func (f *fakeSpeakers) Nodes() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for n := range f.addrs {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+func (f *fakeSpeakers) State(node string) (speakers.State, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.addrs[node]; !ok {
+		return speakers.State{}, false
+	}
+	st := f.states[node]
+	if st.Connected {
+		st.LastReport = time.Now() // a connected fake speaker answers every heartbeat
+	}
+	return st, true
+}
+func (f *fakeSpeakers) Assign(node string, a *speakerv1.Announcement) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.assigned[node] == nil {
+		f.assigned[node] = map[string]bool{}
+	}
+	f.assigned[node][a.GetAddress()] = true
+}
+func (f *fakeSpeakers) Unassign(node, addr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.assigned[node], addr)
+}
+func (f *fakeSpeakers) SetReady() {}
+func (f *fakeSpeakers) OnChange(fn func(string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onChange = append(f.onChange, fn)
+}
+func (f *fakeSpeakers) LossLimit() time.Duration { return time.Second }
+func (f *fakeSpeakers) Heartbeat() time.Duration { return 200 * time.Millisecond }
+
+// set changes a node's speaker state and tells the planner.
+func (f *fakeSpeakers) set(node string, st speakers.State) {
+	f.mu.Lock()
+	f.states[node] = st
+	fns := slices.Clone(f.onChange)
+	f.mu.Unlock()
+	for _, fn := range fns {
+		fn(node)
+	}
+}
+
+// holders returns the nodes told to announce addr.
+func (f *fakeSpeakers) holders(addr string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for n, m := range f.assigned {
+		if m[addr] {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// fakePools holds layer-2 settings per pool; deleting one tells the
+// planner as the IPPool controller does.
+type fakePools struct {
+	mu       sync.Mutex
+	l2       map[string]ippool.Layer2
+	onChange []func(string)
+}
+
+func newFakePools(l2 map[string]ippool.Layer2) *fakePools {
+	if l2 == nil {
+		l2 = map[string]ippool.Layer2{"lan": ippool.AnyNode}
+	}
+	return &fakePools{l2: l2}
+}
+
+func (p *fakePools) Layer2(pool string) (ippool.Layer2, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.l2[pool]
+	return l, ok
+}
+func (p *fakePools) OnChange(fn func(string)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.onChange = append(p.onChange, fn)
+}
+func (p *fakePools) remove(pool string) {
+	p.mu.Lock()
+	delete(p.l2, pool)
+	fns := slices.Clone(p.onChange)
+	p.mu.Unlock()
+	for _, fn := range fns {
+		fn(pool)
+	}
+}
+
+func testNode(name string, lbls map[string]string, ready bool) *v1.Node {
+	st := v1.ConditionTrue
+	if !ready {
+		st = v1.ConditionFalse
+	}
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls},
+		Status: v1.NodeStatus{
+			Addresses:  []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: fmt.Sprintf("192.0.2.%d", 10+int(name[len(name)-1]-'a'))}},
+			Conditions: []v1.NodeCondition{{Type: v1.NodeReady, Status: st}},
+		},
+	}
+}
+
+type plannerEnv struct {
+	t        *testing.T
+	ctx      context.Context
+	cs       *fake.Clientset
+	alloc    *ipam.Allocator
+	pools    *fakePools
+	sp       *fakeSpeakers
+	p        *Planner
+	recorder *record.FakeRecorder
+}
+
+type envOptions struct {
+	pools    *fakePools
+	settle   time.Duration
+	services []*v1.Service // exist before the planner starts
+	before   func(*plannerEnv)
+}
+
+func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cs := fake.NewClientset()
+	for _, n := range nodes {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alloc := ipam.New()
+	ranges, err := ipam.ParseRanges([]string{"192.0.2.200-192.0.2.250"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc.SetPool(ipam.Pool{Name: "lan", Ranges: ranges, AutoAssign: true})
+	if o.pools == nil {
+		o.pools = newFakePools(nil)
+	}
+	if o.settle == 0 {
+		o.settle = time.Hour // tests that need the window to end set it
+	}
+	e := &plannerEnv{t: t, ctx: ctx, cs: cs, alloc: alloc, pools: o.pools, sp: newFakeSpeakers(), recorder: record.NewFakeRecorder(10000)}
+	for _, svc := range o.services {
+		e.createService(svc)
+	}
+	if o.before != nil {
+		o.before(e)
+	}
+	e.p = New(alloc, o.pools, e.sp, Options{Grace: time.Millisecond, SettleWindow: o.settle, Recorder: e.recorder})
+	factory := informers.NewSharedInformerFactory(cs, 0)
+	e.p.SetInformers(factory)
+	go e.p.Run(ctx)
+	e.idle()
+	return e
+}
+
+func lbService(name string, local bool) *v1.Service {
+	svc := &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name)},
+		Spec:       v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer},
+	}
+	if local {
+		svc.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+	}
+	return svc
+}
+
+// createService creates a Service and its allocation, as EnsureLoadBalancer
+// does, and returns its VIP.
+func (e *plannerEnv) createService(svc *v1.Service) netip.Addr {
+	e.t.Helper()
+	al, err := e.alloc.Ensure(ipam.Request{Owner: string(svc.UID), Name: svc.Namespace + "/" + svc.Name, Families: []ipam.Family{ipam.IPv4}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.cs.CoreV1().Services(svc.Namespace).Create(e.ctx, svc, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	return al.Addresses[0]
+}
+
+func (e *plannerEnv) service(name string, local bool) netip.Addr {
+	e.t.Helper()
+	vip := e.createService(lbService(name, local))
+	e.idle()
+	return vip
+}
+
+// idle waits until the planner has nothing to do.
+func (e *plannerEnv) idle() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	// The informers deliver asynchronously: wait for a quiet moment twice.
+	for range 2 {
+		if err := e.p.WaitIdle(ctx); err != nil {
+			e.t.Fatalf("planner not idle after 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.p.WaitIdle(ctx); err != nil {
+		e.t.Fatalf("planner not idle after 10s")
+	}
+}
+
+// owner checks that exactly one node is told to announce vip and it is one
+// of want ("" for none), and returns it.
+func (e *plannerEnv) owner(vip netip.Addr, want ...string) string {
+	e.t.Helper()
+	e.idle()
+	got := e.sp.holders(vip.String())
+	planned := e.p.Announcers(vip)
+	if len(want) == 1 && want[0] == "" {
+		if len(got) != 0 || len(planned) != 0 {
+			e.t.Fatalf("VIP %s held by %v (planned %v), want no announcer", vip, got, planned)
+		}
+		return ""
+	}
+	if len(got) != 1 || !slices.Equal(got, planned) || !slices.Contains(want, got[0]) {
+		e.t.Fatalf("VIP %s held by %v (planned %v), want one of %v", vip, got, planned, want)
+	}
+	return got[0]
+}
+
+func (e *plannerEnv) updateNode(name string, mutate func(*v1.Node)) {
+	e.t.Helper()
+	n, err := e.cs.CoreV1().Nodes().Get(e.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	mutate(n)
+	if _, err := e.cs.CoreV1().Nodes().Update(e.ctx, n, metav1.UpdateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// events returns the Events recorded so far.
+func (e *plannerEnv) events() []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.recorder.Events:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func nodes(n int) []*v1.Node {
+	var out []*v1.Node
+	for i := range n {
+		out = append(out, testNode(fmt.Sprintf("node-%c", 'a'+i), nil, true))
+	}
+	return out
+}
+
+func others(not ...string) []string {
+	var out []string
+	for _, n := range []string{"node-a", "node-b", "node-c", "node-d"} {
+		if !slices.Contains(not, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func TestPlannerEligibility(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{}, nodes(3)...)
+	vip := e.service("web", false)
+	first := e.owner(vip, "node-a", "node-b", "node-c")
+
+	t.Run("sticky while eligible", func(t *testing.T) {
+		// Another node joining does not take the VIP away.
+		if _, err := e.cs.CoreV1().Nodes().Create(e.ctx, testNode("node-d", nil, true), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.owner(vip, first)
+	})
+	var second string
+	t.Run("speaker lost", func(t *testing.T) {
+		e.sp.set(first, lost())
+		second = e.owner(vip, others(first)...)
+	})
+	t.Run("speaker back: no move back", func(t *testing.T) {
+		e.sp.set(first, up())
+		e.owner(vip, second)
+	})
+	var third string
+	t.Run("node NotReady", func(t *testing.T) {
+		e.updateNode(second, func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse })
+		third = e.owner(vip, others(second)...)
+	})
+	t.Run("excluded by label", func(t *testing.T) {
+		e.updateNode(third, func(n *v1.Node) { n.Labels = map[string]string{LabelExcludeFromLB: ""} })
+		e.owner(vip, others(second, third)...)
+	})
+	t.Run("speaker lacks the layer-2 capability", func(t *testing.T) {
+		cur := e.owner(vip, others(second, third)...)
+		old := up()
+		old.Capabilities = []string{"bgp"}
+		old.Version = "v9.0.0"
+		e.sp.set(cur, old)
+		e.owner(vip, others(second, third, cur)...)
+		evs := strings.Join(e.events(), "\n")
+		if !strings.Contains(evs, "speaker v9.0.0 cannot announce over layer 2") {
+			t.Errorf("no Event names the missing capability:\n%s", evs)
+		}
+	})
+	t.Run("deleted service withdraws", func(t *testing.T) {
+		e.alloc.Release("uid-web")
+		if err := e.cs.CoreV1().Services("default").Delete(e.ctx, "web", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.owner(vip, "")
+	})
+}
+
+func TestPlannerPoolSelectorAndLocalPolicy(t *testing.T) {
+	sel, err := labels.Parse("rack=r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newPlannerEnv(t, envOptions{pools: newFakePools(map[string]ippool.Layer2{"lan": {Nodes: sel}})},
+		testNode("node-a", map[string]string{"rack": "r1"}, true),
+		testNode("node-b", map[string]string{"rack": "r2"}, true),
+		testNode("node-c", map[string]string{"rack": "r1"}, true))
+	vip := e.service("sel", false)
+	e.owner(vip, "node-a", "node-c")
+
+	local := e.service("local", true)
+	e.owner(local, "") // no endpoint anywhere
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "local-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.0.0.1"}, NodeName: ptr.To("node-c"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
+			{Addresses: []string{"10.0.0.2"}, NodeName: ptr.To("node-a"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
+		},
+	}
+	if _, err := e.cs.DiscoveryV1().EndpointSlices("default").Create(e.ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.owner(local, "node-c")
+	// The endpoint moves to node-a: so does the VIP.
+	slice.Endpoints[0].Conditions.Ready = ptr.To(false)
+	slice.Endpoints[1].Conditions.Ready = ptr.To(true)
+	if _, err := e.cs.DiscoveryV1().EndpointSlices("default").Update(e.ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.owner(local, "node-a")
+	// A node outside the selector never gets it, even with an endpoint.
+	slice.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.3"}, NodeName: ptr.To("node-b")}}
+	if _, err := e.cs.DiscoveryV1().EndpointSlices("default").Update(e.ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.owner(local, "")
+}
+
+func TestPlannerFailedVIPMovesAlone(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{}, nodes(2)...)
+	addr := e.service("one", false)
+	owner := e.owner(addr, "node-a", "node-b")
+	failed := up()
+	failed.Failed = map[string]string{addr.String(): "no such interface"}
+	e.sp.set(owner, failed)
+	other := e.owner(addr, others(owner)...)
+	// The failing node recovers its state, but the VIP does not bounce back
+	// and forth: the other node keeps it.
+	e.sp.set(owner, up())
+	e.owner(addr, other)
+	// A failure on the new owner too: the VIP cannot go back to a node that
+	// failed within the backoff, so nobody announces it for now.
+	failed.Failed = map[string]string{addr.String(): "no such interface"}
+	e.sp.set(other, failed)
+	e.owner(addr, "")
+}
+
+// spread creates n Services and returns their VIPs with their announcers.
+func (e *plannerEnv) spread(n int) map[netip.Addr]string {
+	e.t.Helper()
+	out := map[netip.Addr]string{}
+	for i := range n {
+		e.createService(lbService(fmt.Sprintf("svc-%02d", i), false))
+	}
+	e.idle()
+	for i := range n {
+		al, _ := e.alloc.Lookup(fmt.Sprintf("uid-svc-%02d", i))
+		out[al.Addresses[0]] = e.owner(al.Addresses[0], "node-a", "node-b", "node-c", "node-d")
+	}
+	return out
+}
+
+func (e *plannerEnv) checkOwners(want map[netip.Addr]string) {
+	e.t.Helper()
+	e.idle()
+	moved := 0
+	for vip, node := range want {
+		if got := e.sp.holders(vip.String()); !slices.Equal(got, []string{node}) {
+			moved++
+			e.t.Errorf("VIP %s on %v, want it still on %s", vip, got, node)
+		}
+	}
+	if moved > 0 {
+		e.t.Fatalf("%d of %d VIPs moved", moved, len(want))
+	}
+}
+
+// TestMassReconnectKeepsVIPs: every speaker drops at once (the CCM's
+// network blipped), then they come back one by one in any order. Without
+// the settle window the first one back took every VIP; now every VIP stays
+// on its announcer.
+func TestMassReconnectKeepsVIPs(t *testing.T) {
+	for seed := range uint64(5) {
+		t.Run(fmt.Sprintf("order %d", seed), func(t *testing.T) {
+			e := newPlannerEnv(t, envOptions{}, nodes(3)...)
+			owners := e.spread(30)
+			if counts := countNodes(owners); len(counts) < 3 {
+				t.Fatalf("VIPs not spread: %v", counts)
+			}
+			for _, n := range []string{"node-a", "node-b", "node-c"} {
+				e.sp.set(n, lost())
+			}
+			e.checkOwners(owners)
+			order := []string{"node-a", "node-b", "node-c"}
+			rand.New(rand.NewPCG(seed, seed)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+			for _, n := range order {
+				e.sp.set(n, up())
+				e.checkOwners(owners)
+			}
+			if got := strings.Join(e.events(), "\n"); strings.Contains(got, "VIPMoved") {
+				t.Errorf("a VIP moved:\n%s", got)
+			}
+		})
+	}
+}
+
+// TestMassLossSettles: three of four speakers are lost within one
+// heartbeat window. Two come back within the settle window and keep their
+// VIPs; the VIPs of the one that stays away move when the window ends, and
+// spread over the live nodes.
+func TestMassLossSettles(t *testing.T) {
+	const settle = 300 * time.Millisecond
+	e := newPlannerEnv(t, envOptions{settle: settle}, nodes(4)...)
+	owners := e.spread(40)
+	for _, n := range []string{"node-a", "node-b", "node-c"} {
+		e.sp.set(n, lost())
+	}
+	e.checkOwners(owners)
+	if !e.p.settle.active {
+		t.Fatal("the planner is not settling after losing 3 of 4 speakers at once")
+	}
+	e.sp.set("node-b", up())
+	e.sp.set("node-a", up())
+	e.checkOwners(owners)
+	// The signal: the settle window ends and the planner re-plans.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.idle()
+		e.p.mu.Lock()
+		active := e.p.settle.active
+		e.p.mu.Unlock()
+		if !active {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still settling 10s after the window should have ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.idle()
+	movedTo := map[string]int{}
+	for vip, was := range owners {
+		got := e.sp.holders(vip.String())
+		switch {
+		case was == "node-c" && len(got) == 1 && got[0] != "node-c":
+			movedTo[got[0]]++
+		case was == "node-c":
+			t.Errorf("VIP %s of the lost node-c is on %v", vip, got)
+		case !slices.Equal(got, []string{was}):
+			t.Errorf("VIP %s moved from %s to %v, though %s came back in time", vip, was, got, was)
+		}
+	}
+	if len(movedTo) < 2 {
+		t.Errorf("node-c's VIPs went to %v; want them spread over the live nodes", movedTo)
+	}
+	t.Logf("node-c's %d VIPs moved to %v", countNodes(owners)["node-c"], movedTo)
+}
+
+// TestSingleLossMovesAtOnce: one speaker lost while the others answer is a
+// node problem: no settle window, its VIPs move at once.
+func TestSingleLossMovesAtOnce(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{}, nodes(3)...)
+	owners := e.spread(12)
+	e.sp.set("node-b", lost())
+	e.idle()
+	if e.p.settle.active {
+		t.Fatal("settling after a single loss")
+	}
+	for vip, was := range owners {
+		got := e.sp.holders(vip.String())
+		if was == "node-b" && (len(got) != 1 || got[0] == "node-b") {
+			t.Errorf("VIP %s still on %v after node-b's speaker was lost", vip, got)
+		}
+		if was != "node-b" && !slices.Equal(got, []string{was}) {
+			t.Errorf("VIP %s moved from %s to %v", vip, was, got)
+		}
+	}
+}
+
+// TestLostSpeakerKeepsVIPWhenNowhereElse: with no other node eligible, a
+// VIP stays with its unreachable speaker (which keeps announcing) instead
+// of losing its announcer, so that it is still there when the speaker
+// returns.
+func TestLostSpeakerKeepsVIPWhenNowhereElse(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{}, nodes(1)...)
+	vip := e.service("solo", false)
+	e.owner(vip, "node-a")
+	e.sp.set("node-a", lost())
+	e.owner(vip, "node-a")
+	e.sp.set("node-a", up())
+	e.owner(vip, "node-a")
+}
+
+// TestPoolDeletionKeepsScope: a VIP whose pool is deleted keeps where it
+// may be announced (the pool's node selector), its Service hears of it at
+// once, and a metric counts it.
+func TestPoolDeletionKeepsScope(t *testing.T) {
+	sel, err := labels.Parse("rack=r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newPlannerEnv(t, envOptions{pools: newFakePools(map[string]ippool.Layer2{"lan": {Nodes: sel, Interfaces: []string{"eth1"}}})},
+		testNode("node-a", map[string]string{"rack": "r1"}, true),
+		testNode("node-b", map[string]string{"rack": "r2"}, true),
+		testNode("node-c", map[string]string{"rack": "r1"}, true))
+	vip := e.service("web", false)
+	first := e.owner(vip, "node-a", "node-c")
+	e.events()
+
+	e.alloc.DeletePool("lan")
+	e.pools.remove("lan")
+	e.owner(vip, first)
+	if evs := strings.Join(e.events(), "\n"); !strings.Contains(evs, "AddressOutsidePools") || !strings.Contains(evs, "as IPPool lan said") {
+		t.Errorf("no AddressOutsidePools Event when the pool was deleted:\n%s", evs)
+	}
+	e.p.mu.Lock()
+	outside := 0
+	for _, v := range e.p.vips {
+		if v.pool == "" {
+			outside++
+		}
+	}
+	ifcs := e.p.vips[vip].scope.interfaces
+	e.p.mu.Unlock()
+	if outside != 1 || !slices.Equal(ifcs, []string{"eth1"}) {
+		t.Errorf("outside pools: %d (want 1), interfaces %v (want [eth1])", outside, ifcs)
+	}
+	// Its node fails: the VIP goes to the other r1 node only, never to
+	// node-b, which the deleted pool did not select.
+	e.updateNode(first, func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse })
+	second := e.owner(vip, others(first, "node-b", "node-d")...)
+	e.updateNode(second, func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse })
+	e.owner(vip, "")
+}
+
+// TestRestartOutsidePoolsStaysPinned: after a restart the planner does not
+// know the scope of a VIP whose pool was deleted before; the VIP stays on
+// the node the previous leader recorded and goes nowhere else.
+func TestRestartOutsidePoolsStaysPinned(t *testing.T) {
+	svc := lbService("orphan", false)
+	e := newPlannerEnv(t, envOptions{
+		services: []*v1.Service{svc},
+		before: func(e *plannerEnv) {
+			al, _ := e.alloc.Lookup("uid-orphan")
+			cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, "orphan", metav1.GetOptions{})
+			cur.Annotations = map[string]string{AnnotationAnnouncedBy: al.Addresses[0].String() + "=node-c"}
+			if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
+				e.t.Fatal(err)
+			}
+			e.alloc.DeletePool("lan")
+			e.pools.remove("lan")
+		},
+	}, nodes(3)...)
+	al, _ := e.alloc.Lookup("uid-orphan")
+	vip := al.Addresses[0]
+	e.owner(vip, "node-c")
+	e.updateNode("node-c", func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse })
+	e.owner(vip, "")
+	if evs := strings.Join(e.events(), "\n"); !strings.Contains(evs, "does not know the pool it came from") {
+		t.Errorf("no Event explains why the VIP went nowhere else:\n%s", evs)
+	}
+}
+
+// TestSeedsFollowReportsOverTheRecord: a new leader keeps VIPs where the
+// speakers say they are; the previous leader's annotation fills in for a
+// speaker that has not reported.
+func TestSeedsFollowReportsOverTheRecord(t *testing.T) {
+	a, b := lbService("a", false), lbService("b", false)
+	e := newPlannerEnv(t, envOptions{
+		services: []*v1.Service{a, b},
+		before: func(e *plannerEnv) {
+			va, _ := e.alloc.Lookup("uid-a")
+			vb, _ := e.alloc.Lookup("uid-b")
+			for name, rec := range map[string]string{"a": va.Addresses[0].String() + "=node-a", "b": vb.Addresses[0].String() + "=node-c"} {
+				cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, name, metav1.GetOptions{})
+				cur.Annotations = map[string]string{AnnotationAnnouncedBy: rec}
+				if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
+					e.t.Fatal(err)
+				}
+			}
+			// node-b announces a (the record says node-a: a move the
+			// previous leader made but did not record); node-c has not
+			// reported.
+			for _, n := range []string{"node-a", "node-b", "node-c"} {
+				e.sp.SetNode(n, netip.Addr{})
+			}
+			stB := up()
+			stB.Initial = []netip.Addr{va.Addresses[0]}
+			e.sp.states["node-b"] = stB
+			e.sp.states["node-c"] = speakers.State{Problem: "not connected yet"}
+		},
+	}, nodes(3)...)
+	va, _ := e.alloc.Lookup("uid-a")
+	vb, _ := e.alloc.Lookup("uid-b")
+	e.owner(va.Addresses[0], "node-b")
+	e.owner(vb.Addresses[0], "node-c")
+}
+
+func countNodes(owners map[netip.Addr]string) map[string]int {
+	out := map[string]int{}
+	for _, n := range owners {
+		out[n]++
+	}
+	return out
+}

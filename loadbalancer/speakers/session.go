@@ -1,0 +1,376 @@
+package speakers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+)
+
+// session is the control channel to one speaker. Its stream goes through
+// phases, each a function below: dial, wait for the first report (what the
+// speaker announces now), wait until the leader is ready, send the
+// snapshot, then send updates and heartbeats while receiving reports, until
+// the stream fails; then reconnect.
+type session struct {
+	m    *Manager
+	node string
+	log  klog.Logger
+
+	// guarded by m.mu
+	addr       netip.Addr
+	desired    map[string]*speakerv1.Announcement
+	dirty      map[string]bool
+	state      State
+	wake       chan struct{}
+	cancel     context.CancelFunc
+	redial     bool
+	draining   bool          // the Node was deleted: withdraw everything, then stop
+	drained    chan struct{} // closed once a draining speaker confirmed
+	gen        uint64        // counts streams; reports of older streams are dropped
+	lastReport time.Time
+	ignored    uint64 // instructions the speaker said it ignored
+}
+
+// poke wakes the session's sender; m.mu is held.
+func (s *session) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Reconnection backoff: a speaker that comes back (or a CCM whose network
+// comes back) is reconnected within maxBackoff.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+func (s *session) run(ctx context.Context) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.stream(ctx)
+		if s.setDown(err) {
+			s.m.changed(s.node)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			backoff = minBackoff // it worked for a while
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// stream runs one stream through its phases until it fails.
+func (s *session) stream(ctx context.Context) error {
+	gen, addr := s.begin()
+	defer s.end()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	conn, err := s.dial(addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	wd := newWatchdog(s.m.opts.Heartbeat, s.m.opts.Misses, s.m.isReady)
+	go wd.run(ctx, cancel, addr)
+
+	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx)
+	if err != nil {
+		return cause(ctx, fmt.Errorf("opening stream to %s: %w", addr, err))
+	}
+	changed, err := s.awaitFirstReport(ctx, stream, gen, addr, wd)
+	if err != nil {
+		return err
+	}
+	if err := s.awaitReady(ctx, wd); err != nil {
+		return err
+	}
+	if err := s.sendSnapshot(ctx, stream, addr); err != nil {
+		return err
+	}
+	if changed {
+		s.m.changed(s.node)
+	}
+	recvErr := make(chan error, 1)
+	go s.receive(stream, gen, wd, recvErr)
+	return s.sendLoop(ctx, stream, addr, recvErr)
+}
+
+// begin starts a new stream generation.
+func (s *session) begin() (uint64, string) {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.redial = false
+	s.gen++
+	return s.gen, net.JoinHostPort(s.addr.String(), strconv.Itoa(s.m.opts.Port))
+}
+
+// end drops the reports of the stream still in flight.
+func (s *session) end() {
+	s.m.mu.Lock()
+	s.gen++
+	s.m.mu.Unlock()
+}
+
+func (s *session) dial(addr string) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.TLS))}
+	if s.m.opts.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(s.m.opts.Dial))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dialing %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// awaitFirstReport reads the speaker's first report: what it announces
+// before any instruction on this stream. It reports whether the speaker's
+// state changed.
+func (s *session) awaitFirstReport(ctx context.Context, stream speakerv1.Speaker_SyncClient, gen uint64, addr string, wd *watchdog) (bool, error) {
+	first, err := stream.Recv()
+	if err != nil {
+		return false, cause(ctx, fmt.Errorf("waiting for the first report from %s: %w", addr, err))
+	}
+	wd.seen()
+	changed := s.record(gen, first)
+	s.m.mu.Lock()
+	s.state.Initial = slices.Clone(s.state.Announcing)
+	s.m.mu.Unlock()
+	return changed, nil
+}
+
+// awaitReady waits until the leader has planned.
+func (s *session) awaitReady(ctx context.Context, wd *watchdog) error {
+	select {
+	case <-s.m.ready:
+	case <-ctx.Done():
+		return cause(ctx, ctx.Err())
+	}
+	wd.seen()
+	return nil
+}
+
+// sendSnapshot sends everything desired now, as version 1 of this stream.
+func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string) error {
+	s.m.mu.Lock()
+	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term}
+	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
+		snap.Announcements = append(snap.Announcements, s.desired[a])
+	}
+	clear(s.dirty)
+	s.state.Sent = 1
+	s.state.Applied = 0
+	s.m.mu.Unlock()
+	if err := s.maySend(ctx); err != nil {
+		return err
+	}
+	if err := stream.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}}); err != nil {
+		return cause(ctx, fmt.Errorf("sending snapshot to %s: %w", addr, err))
+	}
+	return nil
+}
+
+// receive records the speaker's reports until the stream fails.
+func (s *session) receive(stream speakerv1.Speaker_SyncClient, gen uint64, wd *watchdog, errs chan<- error) {
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			errs <- err
+			return
+		}
+		wd.seen()
+		if s.record(gen, r) {
+			s.m.changed(s.node)
+		}
+	}
+}
+
+// sendLoop sends heartbeats and updates until the stream fails.
+func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error) error {
+	hb := time.NewTicker(s.m.opts.Heartbeat)
+	defer hb.Stop()
+	var seq uint64
+	for {
+		var in *speakerv1.Instruction
+		select {
+		case <-ctx.Done():
+			return cause(ctx, ctx.Err())
+		case err := <-recvErr:
+			return cause(ctx, s.streamError(addr, err))
+		case <-hb.C:
+			seq++
+			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: &speakerv1.Heartbeat{Seq: seq}}}
+		case <-s.wake:
+			upd, redial := s.update()
+			if redial {
+				return errors.New("speaker address changed")
+			}
+			if upd == nil {
+				continue
+			}
+			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: upd}}
+		}
+		if err := s.maySend(ctx); err != nil {
+			return err
+		}
+		if err := stream.Send(in); err != nil {
+			return cause(ctx, fmt.Errorf("sending to %s: %w", addr, err))
+		}
+	}
+}
+
+// maySend says whether an instruction may go out: nothing does once this
+// CCM stopped leading, or may have.
+func (s *session) maySend(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return cause(ctx, ctx.Err())
+	}
+	if s.m.opts.Valid != nil {
+		if err := s.m.opts.Valid(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamError explains why the speaker ended the stream; a speaker that
+// follows a newer leader says so.
+func (s *session) streamError(addr string, err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "fenced") {
+		s.m.mu.Lock()
+		s.state.Fenced = true
+		s.m.mu.Unlock()
+		s.log.Info("Speaker follows a newer CCM leader and refused this one", "message", st.Message())
+		return fmt.Errorf("speaker at %s refused this CCM: %s", addr, st.Message())
+	}
+	return fmt.Errorf("stream from %s: %w", addr, err)
+}
+
+// update builds the next Update from the dirty VIPs.
+func (s *session) update() (*speakerv1.Update, bool) {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if s.redial {
+		return nil, true
+	}
+	if len(s.dirty) == 0 {
+		return nil, false
+	}
+	s.state.Sent++
+	u := &speakerv1.Update{Version: s.state.Sent, Term: s.m.opts.Term}
+	for _, a := range slices.Sorted(maps.Keys(s.dirty)) {
+		if d := s.desired[a]; d != nil {
+			u.Announce = append(u.Announce, d)
+		} else {
+			u.Withdraw = append(u.Withdraw, a)
+		}
+	}
+	clear(s.dirty)
+	return u, false
+}
+
+// setDown records a failed stream; it reports whether the speaker was up.
+func (s *session) setDown(err error) bool {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	was := s.state.Connected
+	s.state.Connected = false
+	s.state.Healthy = false
+	problem := "disconnected"
+	if err != nil {
+		problem = err.Error()
+	}
+	s.state.Problem = problem
+	if was {
+		s.state.Since = time.Now()
+		silent := time.Since(s.lastReport)
+		lossDetection.Observe(silent.Seconds())
+		s.log.Info("Speaker lost", "reason", problem, "lastReport", silent.Round(time.Millisecond))
+	} else {
+		s.log.V(2).Info("Cannot reach speaker", "reason", problem)
+	}
+	return was
+}
+
+func cause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	return err
+}
+
+// watchdog ends a stream whose speaker is silent too long: at first while
+// connecting (with a grace for the TLS handshake), then between reports.
+// Before the leader is ready no heartbeats flow, so silence does not count.
+type watchdog struct {
+	heartbeat, limit time.Duration
+	misses           int
+	ready            func() bool
+
+	mu   sync.Mutex
+	last time.Time
+}
+
+func newWatchdog(heartbeat time.Duration, misses int, ready func() bool) *watchdog {
+	limit := heartbeat * time.Duration(misses)
+	return &watchdog{
+		heartbeat: heartbeat, misses: misses, limit: limit, ready: ready,
+		last: time.Now().Add(max(2*time.Second, limit) - limit), // grace for the handshake
+	}
+}
+
+func (w *watchdog) seen() {
+	w.mu.Lock()
+	w.last = time.Now()
+	w.mu.Unlock()
+}
+
+func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr string) {
+	t := time.NewTicker(w.heartbeat / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !w.ready() {
+			w.seen()
+			continue
+		}
+		w.mu.Lock()
+		silent := time.Since(w.last)
+		w.mu.Unlock()
+		if silent > w.limit {
+			cancel(fmt.Errorf("speaker at %s silent for %s (heartbeat %s × %d misses)", addr, silent.Round(time.Millisecond), w.heartbeat, w.misses))
+			return
+		}
+	}
+}

@@ -1,0 +1,269 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+)
+
+// LocalAddresses returns the addresses this node's interfaces hold that a
+// VIP must never be, mapped to the interface holding each.
+type LocalAddresses func() (map[netip.Addr]string, error)
+
+// NodeAddresses lists the addresses of the node's interfaces that are up,
+// not loopback and answer ARP/NDP themselves. Interfaces flagged NOARP are
+// left out: kube-proxy in IPVS mode binds every LoadBalancer IP to the
+// dummy interface kube-ipvs0 (NOARP, down), and setups that put VIPs on lo
+// are not the node's own addresses either.
+func NodeAddresses() (map[netip.Addr]string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing interfaces: %w", err)
+	}
+	out := map[netip.Addr]string{}
+	for _, l := range links {
+		at := l.Attrs()
+		if at.Flags&net.FlagUp == 0 || at.Flags&net.FlagLoopback != 0 || at.RawFlags&unix.IFF_NOARP != 0 {
+			continue
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("listing addresses of %s: %w", at.Name, err)
+		}
+		for _, ad := range addrs {
+			if a, ok := netip.AddrFromSlice(ad.IP); ok {
+				out[a.Unmap()] = at.Name
+			}
+		}
+	}
+	return out, nil
+}
+
+// announcerLocked returns the announcer of interface name, opening it if
+// needed.
+func (a *Agent) announcerLocked(name string) (Announcer, error) {
+	if ann := a.announcers[name]; ann != nil {
+		return ann, nil
+	}
+	if name == "" {
+		return nil, errors.New("no interface: the speaker found no interface holding the node IP; set --interface")
+	}
+	ifi, err := a.interfaces(name)
+	if err != nil {
+		a.openErr[name] = err
+		return nil, err
+	}
+	ann, err := a.open(ifi)
+	if err != nil {
+		a.openErr[name] = err
+		return nil, err
+	}
+	delete(a.openErr, name)
+	a.announcers[name] = &openAnnouncer{Announcer: ann, index: ifi.Index}
+	return ann, nil
+}
+
+// maintainInterval is how often Run checks the interfaces.
+const maintainInterval = 500 * time.Millisecond
+
+// Run keeps the announcers working until ctx ends: about twice a second it
+// reopens the announcer of an interface that was deleted and re-created
+// (a rebuilt bond or VLAN has a new index, and the old sockets are bound to
+// the dead one), retries VIPs that failed while the interfaces or the
+// node's addresses changed, and reports interface health changes to the
+// CCM. Live fails when Run stops making passes.
+func (a *Agent) Run(ctx context.Context) {
+	t := time.NewTicker(maintainInterval)
+	defer t.Stop()
+	var last string
+	var lastHealth []*speakerv1.InterfaceStatus
+	for {
+		fp := fingerprint()
+		a.mu.Lock()
+		a.lastTick = time.Now()
+		if !a.closed {
+			reopened := a.reopenLocked()
+			if fp != last || reopened || a.returnedLocked() {
+				a.held = nil
+				a.retryFailedLocked()
+				last = fp
+			}
+			health := a.interfacesLocked()
+			if !equalStatuses(health, lastHealth) {
+				lastHealth = health
+				a.notifyLocked()
+			}
+		}
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// fingerprint summarizes the node's interfaces (names, indexes, flags and
+// addresses): when it changes, announcers and failed VIPs are looked at
+// again.
+func fingerprint() string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var b strings.Builder
+	for _, ifi := range ifs {
+		fmt.Fprintf(&b, "%s/%d/%v", ifi.Name, ifi.Index, ifi.Flags)
+		if addrs, err := ifi.Addrs(); err == nil {
+			for _, ad := range addrs {
+				b.WriteString(" " + ad.String())
+			}
+		}
+		b.WriteString(";")
+	}
+	return b.String()
+}
+
+// reopenLocked closes the announcers whose interface is gone or was
+// re-created, and announces their VIPs again on the new interface. It
+// reports whether it closed any.
+func (a *Agent) reopenLocked() bool {
+	closed := false
+	for name, ann := range a.announcers {
+		ifi, err := a.interfaces(name)
+		if err == nil && ifi.Index == ann.index {
+			continue
+		}
+		if err == nil {
+			a.log.Info("Interface was re-created; reopening its announcer", "interface", name, "oldIndex", ann.index, "newIndex", ifi.Index)
+		} else {
+			a.log.Info("Interface is gone; its VIPs fail until it returns", "interface", name, "err", err.Error())
+		}
+		if cerr := ann.Close(); cerr != nil {
+			a.log.Error(cerr, "Closing announcer", "interface", name)
+		}
+		delete(a.announcers, name)
+		closed = true
+		for addr, v := range a.vips {
+			if slices.Contains(v.announced, name) {
+				v.announced = slices.DeleteFunc(slices.Clone(v.announced), func(n string) bool { return n == name })
+				a.announceLocked(addr, &speakerv1.Announcement{Address: addr.String(), Service: v.service, Interfaces: v.interfaces})
+			}
+		}
+	}
+	return closed
+}
+
+// returnedLocked reports whether an interface that could not be opened
+// exists now.
+func (a *Agent) returnedLocked() bool {
+	for name := range a.openErr {
+		if _, err := a.interfaces(name); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// retryFailedLocked announces again the VIPs that failed.
+func (a *Agent) retryFailedLocked() {
+	for addr, v := range a.vips {
+		if v.err == nil {
+			continue
+		}
+		a.announceLocked(addr, &speakerv1.Announcement{Address: addr.String(), Service: v.service, Interfaces: v.interfaces})
+		if v.err == nil {
+			a.log.Info("VIP recovered", "address", addr, "service", v.service)
+		}
+	}
+	a.notifyLocked()
+}
+
+func equalStatuses(x, y []*speakerv1.InterfaceStatus) bool {
+	return slices.EqualFunc(x, y, func(a, b *speakerv1.InterfaceStatus) bool { return proto.Equal(a, b) })
+}
+
+// interfacesLocked reports the health of the default interface and of
+// every interface a VIP should be announced on.
+func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
+	names := map[string]bool{a.defaultIfc: true}
+	for _, v := range a.vips {
+		for _, name := range v.interfaces {
+			names[name] = true
+		}
+	}
+	for name := range a.openErr {
+		if !names[name] {
+			delete(a.openErr, name) // no longer wanted
+		}
+	}
+	var out []*speakerv1.InterfaceStatus
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		st := &speakerv1.InterfaceStatus{Name: name, Default: name == a.defaultIfc}
+		if name == "" {
+			st.Error = "no interface holds the node IP; set --interface"
+			out = append(out, st)
+			continue
+		}
+		ifi, err := a.interfaces(name)
+		if err != nil {
+			st.Error = err.Error()
+			out = append(out, st)
+			continue
+		}
+		st.Up = ifi.Flags&net.FlagUp != 0
+		st.HardwareAddress = ifi.HardwareAddr.String()
+		if addrs, err := ifi.Addrs(); err == nil {
+			for _, ad := range addrs {
+				st.Addresses = append(st.Addresses, ad.String())
+			}
+		}
+		if ann := a.announcers[name]; ann != nil {
+			if err := ann.Err(); err != nil {
+				st.Error = err.Error()
+			}
+		} else if err := a.openErr[name]; err != nil {
+			st.Error = err.Error()
+		}
+		if !st.Up && st.Error == "" {
+			st.Error = "interface is down"
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// InterfaceFor returns the name of the interface holding ip, the interface
+// a speaker announces on by default.
+func InterfaceFor(ip netip.Addr) (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", fmt.Errorf("listing interfaces: %w", err)
+	}
+	for _, ifi := range ifs {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			if pn, ok := ad.(*net.IPNet); ok {
+				if a, ok := netip.AddrFromSlice(pn.IP); ok && a.Unmap() == ip.Unmap() {
+					return ifi.Name, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface holds the node IP %s", ip)
+}

@@ -1,0 +1,200 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+)
+
+// streamState is one open Sync stream.
+type streamState struct {
+	term    uint64 // term of the snapshot it sent, 0 before one
+	cancel  context.CancelCauseFunc
+	ignored uint64 // instructions of unknown kinds
+}
+
+// errFenced is returned for instructions of a leader older than the one
+// the speaker follows.
+var errFenced = errors.New("fenced")
+
+// Sync implements the Speaker service: it reports the current state, then
+// applies instructions in order and answers each with a Report; changes of
+// its own (interface health, a VIP that failed or recovered) are reported
+// as they happen. A stream that sends a Snapshot of a term at least as high
+// as any seen takes over from earlier streams; a stream of a lower term is
+// refused with FailedPrecondition, and so are streams of lower terms still
+// open when a higher term takes over.
+func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	id := a.openStream(cancel)
+	defer a.closeStream(id)
+
+	var sendMu sync.Mutex
+	var lastFull *speakerv1.Report
+	send := func(r *speakerv1.Report) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		if r.GetFull() {
+			lastFull = r
+		}
+		return stream.Send(r)
+	}
+	// sendIfChanged sends a full report unless it equals the last one.
+	sendIfChanged := func() error {
+		r := a.report(id, true)
+		sendMu.Lock()
+		same := proto.Equal(r, lastFull)
+		sendMu.Unlock()
+		if same {
+			return nil
+		}
+		return send(r)
+	}
+	if err := send(a.report(id, true)); err != nil {
+		return err
+	}
+	go a.reportChanges(ctx, sendIfChanged)
+
+	instructions := make(chan *speakerv1.Instruction)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			in, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case instructions <- in:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		var in *speakerv1.Instruction
+		select {
+		case <-ctx.Done():
+			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+				return status.Error(codes.FailedPrecondition, c.Error())
+			}
+			return nil
+		case err := <-recvErr:
+			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case in = <-instructions:
+		}
+		if err := a.handle(id, in, send); err != nil {
+			return err
+		}
+	}
+}
+
+// handle applies one instruction and answers it.
+func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv1.Report) error) error {
+	switch k := in.GetKind().(type) {
+	case *speakerv1.Instruction_Heartbeat:
+		instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
+		r := a.report(id, false)
+		r.HeartbeatSeq = k.Heartbeat.GetSeq()
+		return send(r)
+	case *speakerv1.Instruction_Snapshot:
+		if err := a.applySnapshot(id, k.Snapshot); err != nil {
+			instructionsTotal.WithLabelValues("snapshot", resultOf(err)).Inc()
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		instructionsTotal.WithLabelValues("snapshot", "applied").Inc()
+		return send(a.report(id, true))
+	case *speakerv1.Instruction_Update:
+		if err := a.applyUpdate(id, k.Update); err != nil {
+			instructionsTotal.WithLabelValues("update", resultOf(err)).Inc()
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		instructionsTotal.WithLabelValues("update", "applied").Inc()
+		return send(a.report(id, true))
+	default:
+		// A newer CCM sent something this speaker does not know: ignore
+		// it, keep the stream, and say so in the answer.
+		instructionsTotal.WithLabelValues("unknown", "ignored").Inc()
+		a.mu.Lock()
+		s := a.streams[id]
+		if s != nil {
+			s.ignored++
+			if s.ignored == 1 {
+				a.log.Info("Ignoring instructions of a kind this speaker does not know; upgrade the speaker to match the CCM", "capabilities", Capabilities)
+			}
+		}
+		a.mu.Unlock()
+		return send(a.report(id, true))
+	}
+}
+
+func resultOf(err error) string {
+	if errors.Is(err, errFenced) {
+		return "fenced"
+	}
+	return "refused"
+}
+
+// reportChanges sends a report whenever the agent's state changes, until
+// ctx ends.
+func (a *Agent) reportChanges(ctx context.Context, sendIfChanged func() error) {
+	for {
+		a.mu.Lock()
+		ch := a.changed
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		if err := sendIfChanged(); err != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) openStream(cancel context.CancelCauseFunc) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.nextStream++
+	a.streams[a.nextStream] = &streamState{cancel: cancel}
+	return a.nextStream
+}
+
+func (a *Agent) closeStream(id uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.streams, id)
+}
+
+// acceptTermLocked checks the term of a snapshot of stream id and, when it
+// is accepted, ends the open streams of lower terms.
+func (a *Agent) acceptTermLocked(id uint64, term uint64, leader string) error {
+	if term < a.term {
+		return fmt.Errorf("%w: term %d of leader %q is older than term %d of leader %q, which this speaker follows", errFenced, term, leader, a.term, a.leader)
+	}
+	if term > a.term && a.term != 0 {
+		a.log.Info("Following a new CCM leader", "leader", leader, "term", term, "previousLeader", a.leader, "previousTerm", a.term)
+	}
+	a.term, a.leader = term, leader
+	if s := a.streams[id]; s != nil {
+		s.term = term
+	}
+	for other, s := range a.streams {
+		if other != id && s.term != 0 && s.term < term {
+			s.cancel(fmt.Errorf("%w: leader %q of term %d took over", errFenced, leader, term))
+		}
+	}
+	return nil
+}
