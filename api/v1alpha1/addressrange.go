@@ -12,7 +12,6 @@ package v1alpha1
 // A/(p+1) does not contain A masked to p bits. The bit positions are literal
 // lists of strings so that the cost estimator can bound the rule.
 //
-//
 // Entries may not overlap the blocks that cannot hold load-balancer
 // addresses: unspecified ("this network" 0.0.0.0/8, ::), loopback,
 // link-local, multicast and the IPv4 broadcast address (the CEL IP library

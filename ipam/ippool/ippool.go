@@ -277,5 +277,3 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 	}
 	return err
 }
-
-
