@@ -513,10 +513,37 @@ func (a *Allocator) keeps(have, explicit netip.Addr, req Request) (bool, error) 
 	if req.Sharing.Key != h.key {
 		return false, nil // the user changed the sharing key: leave the group
 	}
-	if err := h.compatible(req, req.Owner); err != nil {
+	if err := h.compatibleMember(req); err != nil {
 		return false, fmt.Errorf("%w: %s cannot keep sharing %s: %v", ErrConflict, req.Name, have, err)
 	}
 	return true, nil
+}
+
+// compatibleMember reports why req, a member of h, cannot keep sharing it.
+// A member that changes its ports or policy must stay compatible with
+// every other member; one that changes nothing only with the members that
+// joined before it. So the first come keep an address, and a clash (which
+// only Restore lets in) fails the latecomer or the member that caused it.
+func (h *holding) compatibleMember(req Request) error {
+	i := slices.IndexFunc(h.members, func(m member) bool { return m.owner == req.Owner })
+	if i < 0 || h.members[i].changedBy(req) {
+		return h.compatible(req, req.Owner)
+	}
+	earlier := &holding{family: h.family, key: h.key, policy: h.policy, members: h.members[:i+1]}
+	return earlier.compatible(req, req.Owner)
+}
+
+// changedBy reports whether req changes the member's ports or policy.
+func (m member) changedBy(req Request) bool {
+	if m.policy != req.Sharing.TrafficPolicy || len(m.ports) != len(req.Sharing.Ports) {
+		return true
+	}
+	for _, p := range req.Sharing.Ports {
+		if !slices.Contains(m.ports, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // compatible reports why req cannot share h, ignoring member self.
@@ -824,10 +851,12 @@ func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr
 	return refused
 }
 
-// SharingConflicts explains, for each address the owner shares, why its
-// sharers could not share it if they asked now (ports used twice,
-// different traffic policies). Restore keeps such addresses rather than
-// re-addressing a Service; the user has to fix the clash.
+// SharingConflicts explains, for each address the owner shares, why it
+// could not share it with the sharers that joined before it if it asked
+// now (ports used twice, different traffic policies). Restore keeps such
+// addresses rather than re-addressing a Service; Ensure fails for the
+// owner until the user fixes the clash, while the earlier sharers keep
+// working.
 func (a *Allocator) SharingConflicts(owner string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -857,18 +886,15 @@ func (a *Allocator) ConflictingAddresses() int {
 	return n
 }
 
-// clash says why member owner (or, for "", any member) clashes with the
-// other sharers of h: a port both use, or another traffic policy; "" if
-// none does.
+// clash says why member owner (or, for "", any member) clashes with a
+// sharer of h that joined before it: a port both use, or another traffic
+// policy; "" if none does.
 func (h *holding) clash(owner string) string {
 	for i, m := range h.members {
 		if owner != "" && m.owner != owner {
 			continue
 		}
-		for j, o := range h.members {
-			if i == j {
-				continue
-			}
+		for _, o := range h.members[:i] {
 			if m.policy != o.policy {
 				return fmt.Sprintf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, o.name, o.policy)
 			}

@@ -961,12 +961,18 @@ func TestRestore(t *testing.T) {
 		if n := a.ConflictingAddresses(); n != 1 {
 			t.Errorf("ConflictingAddresses() = %d, want 1", n)
 		}
-		// Ensure of the clashing sharer fails and changes nothing: the user
-		// must fix the ports.
+		// Ensure of the clashing latecomer fails and changes nothing: the
+		// user must fix the ports. The sharers before it keep working.
 		if _, err := a.Ensure(shared(v4("c"), "k", "Cluster", tcp443)); !errors.Is(err, ErrConflict) {
 			t.Errorf("Ensure(c) = %v, want ErrConflict", err)
 		}
 		wantLookup(t, a, "c", "192.0.2.3")
+		ensureGets(t, a, shared(v4("b"), "k", "Cluster", tcp443), "192.0.2.3")
+		// An earlier sharer that changes its ports into a clash is refused.
+		if _, err := a.Ensure(shared(v4("a"), "k", "Cluster", tcp443)); !errors.Is(err, ErrConflict) {
+			t.Errorf("Ensure(a) with b's port = %v, want ErrConflict", err)
+		}
+		wantLookup(t, a, "a", "192.0.2.3")
 		// Without a common key an address is lost, with the reason.
 		err := a.Restore(shared(v4("f"), "other", "Cluster", udp53), addrs("192.0.2.3"))
 		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `under sharing key "k", not "other"`) {

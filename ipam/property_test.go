@@ -139,6 +139,9 @@ type propRun struct {
 	log     []string
 	// byAddr indexes owners by address; nil after the model changes.
 	byAddr map[netip.Addr][]string
+	// joined lists, per address, its holders in the order they joined:
+	// a holder must be compatible with those before it to keep sharing.
+	joined map[netip.Addr][]string
 }
 
 func newPropRun(t *testing.T, seed uint64) *propRun {
@@ -431,6 +434,26 @@ func (p *propRun) holders(a netip.Addr) []string {
 
 // setOwner records what owner holds now; nil for nothing.
 func (p *propRun) setOwner(owner string, mo *modelOwner) {
+	if p.joined == nil {
+		p.joined = map[netip.Addr][]string{}
+	}
+	var before, after []netip.Addr
+	if old := p.owners[owner]; old != nil {
+		before = old.addrs
+	}
+	if mo != nil {
+		after = mo.addrs
+	}
+	for _, a := range before {
+		if !slices.Contains(after, a) {
+			p.joined[a] = slices.DeleteFunc(p.joined[a], func(o string) bool { return o == owner })
+		}
+	}
+	for _, a := range after {
+		if !slices.Contains(before, a) {
+			p.joined[a] = append(p.joined[a], owner)
+		}
+	}
 	if mo == nil {
 		delete(p.owners, owner)
 	} else {
@@ -601,10 +624,49 @@ func (p *propRun) keepDecision(req Request, have netip.Addr) string {
 	if p.groupKey(have) != req.Sharing.Key {
 		return "drop"
 	}
-	if !p.compatible(req, have) || p.policy(have) != req.Sharing.TrafficPolicy {
+	if !p.compatibleWithEarlier(req, have) || (p.termsChanged(req) && !p.compatible(req, have)) {
 		return "conflict"
 	}
 	return "keep"
+}
+
+// termsChanged reports whether req changes the ports or policy its owner
+// holds its addresses under.
+func (p *propRun) termsChanged(req Request) bool {
+	mo := p.owners[req.Owner]
+	if mo == nil {
+		return true
+	}
+	was := mo.req.Sharing
+	if was.TrafficPolicy != req.Sharing.TrafficPolicy || len(was.Ports) != len(req.Sharing.Ports) {
+		return true
+	}
+	for _, port := range req.Sharing.Ports {
+		if !slices.Contains(was.Ports, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// compatibleWithEarlier reports whether req, a holder of a, may keep
+// sharing it with the holders that joined before it.
+func (p *propRun) compatibleWithEarlier(req Request, a netip.Addr) bool {
+	for _, o := range p.joined[a] {
+		if o == req.Owner {
+			return true
+		}
+		s := p.owners[o].req.Sharing
+		if s.Key != req.Sharing.Key || s.TrafficPolicy != req.Sharing.TrafficPolicy {
+			return false
+		}
+		for _, port := range req.Sharing.Ports {
+			if slices.Contains(s.Ports, port) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // --- operations ---
@@ -838,10 +900,14 @@ func (p *propRun) restart() {
 	if poolsFirst {
 		setPools()
 	}
+	p.joined = map[netip.Addr][]string{}
 	for _, o := range p.sortedOwners() {
 		mo := p.owners[o]
 		if err := a.Restore(mo.req, mo.addrs); err != nil {
 			p.fatalf("restart: Restore(%s, %v): %v", o, mo.addrs, err)
+		}
+		for _, x := range mo.addrs {
+			p.joined[x] = append(p.joined[x], o)
 		}
 	}
 	if !poolsFirst {

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -83,8 +82,11 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 		var in *speakerv1.Instruction
 		select {
 		case <-ctx.Done():
-			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-				return status.Error(codes.FailedPrecondition, c.Error())
+			switch c := context.Cause(ctx); {
+			case errors.Is(c, errClosing):
+				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
+			case errors.Is(c, errFenced):
+				return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
 			}
 			return nil
 		case err := <-recvErr:
@@ -111,14 +113,14 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 	case *speakerv1.Instruction_Snapshot:
 		if err := a.applySnapshot(id, k.Snapshot); err != nil {
 			instructionsTotal.WithLabelValues("snapshot", resultOf(err)).Inc()
-			return status.Error(codes.FailedPrecondition, err.Error())
+			return refusal(err)
 		}
 		instructionsTotal.WithLabelValues("snapshot", "applied").Inc()
 		return send(a.report(id, true))
 	case *speakerv1.Instruction_Update:
 		if err := a.applyUpdate(id, k.Update); err != nil {
 			instructionsTotal.WithLabelValues("update", resultOf(err)).Inc()
-			return status.Error(codes.FailedPrecondition, err.Error())
+			return refusal(err)
 		}
 		instructionsTotal.WithLabelValues("update", "applied").Inc()
 		return send(a.report(id, true))
@@ -137,6 +139,14 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 		a.mu.Unlock()
 		return send(a.report(id, true))
 	}
+}
+
+// refusal is the status that ends a stream whose instruction was refused.
+func refusal(err error) error {
+	if errors.Is(err, errFenced) {
+		return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, err.Error())
+	}
+	return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonRefused, err.Error())
 }
 
 func resultOf(err error) string {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 	cloudprovider "k8s.io/cloud-provider"
@@ -40,11 +41,19 @@ func main() {
 	opts.Generic.LeaderElection.ResourceName = "ironlb-ccm"
 	// Bulk creation (a GitOps sync, a restore) must not queue for minutes:
 	// the service controller makes four API writes per Service (finalizer,
-	// status, two Events), so 1000 Services need several hundred requests
-	// a second; the API server's priority and fairness still protects it.
+	// status, two Events) from one client, so 1000 Services need a few
+	// hundred requests a second; the API server's priority and fairness
+	// still protects it. (Framework defaults: 1 sync, 20 QPS: 1000 Services
+	// took minutes.)
 	opts.ServiceController.ConcurrentServiceSyncs = defaultServiceSyncs
 	opts.Generic.ClientConnection.QPS = defaultQPS
 	opts.Generic.ClientConnection.Burst = defaultBurst
+	// A leader gap is time in which no failed node's VIPs move: take over
+	// within seconds (framework default: 15 s lease, 10 s renew deadline,
+	// 2 s retry).
+	opts.Generic.LeaderElection.LeaseDuration.Duration = defaultLeaseDuration
+	opts.Generic.LeaderElection.RenewDeadline.Duration = defaultRenewDeadline
+	opts.Generic.LeaderElection.RetryPeriod.Duration = defaultRetryPeriod
 
 	controllers := maps.Clone(app.DefaultInitFuncConstructors)
 	controllers[provider.ControllerName] = app.ControllerInitFuncConstructor{
@@ -71,11 +80,15 @@ func main() {
 	os.Exit(cli.Run(cmd))
 }
 
-// IronLB's defaults for the framework's throughput flags.
+// IronLB's defaults for the framework's throughput and leader-election
+// flags (see main).
 const (
-	defaultServiceSyncs = 10
-	defaultQPS          = 500
-	defaultBurst        = 1000
+	defaultServiceSyncs  = 10
+	defaultQPS           = 200
+	defaultBurst         = 400
+	defaultLeaseDuration = 8 * time.Second
+	defaultRenewDeadline = 6 * time.Second
+	defaultRetryPeriod   = time.Second
 )
 
 // setDefault changes a registered flag's value and the default --help

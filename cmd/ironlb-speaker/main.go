@@ -138,7 +138,19 @@ func run(ctx context.Context, o options) error {
 	if cerr := agent.Close(); cerr != nil {
 		log.Error(cerr, "Withdrawing")
 	}
-	srv.Stop()
+	// Let the streams end with their status (the CCM learns the speaker
+	// shut down and withdrew, rather than that it was lost), but do not
+	// wait long for a CCM that does not read.
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		srv.Stop()
+	}
 	if hs != nil {
 		_ = hs.Close()
 	}

@@ -29,6 +29,7 @@ const (
 	NotSelected       Reason = "node_selector"
 	NoLocalEndpoint   Reason = "no_local_endpoint"
 	SpeakerLost       Reason = "speaker_lost"
+	SpeakerStopped    Reason = "speaker_stopped"
 	SpeakerUnhealthy  Reason = "speaker_unhealthy"
 	MissingCapability Reason = "missing_capability"
 	AnnounceFailed    Reason = "announce_failed"
@@ -75,6 +76,8 @@ func (p *Planner) gather() *world {
 		switch {
 		case !ok:
 			nv.speaker = &verdict{NoNodeAddress, "node has no InternalIP to reach its speaker"}
+		case !st.Connected && st.Stopped:
+			nv.speaker = &verdict{SpeakerStopped, "speaker shut down and withdrew its VIPs"}
 		case !st.Connected && st.Fenced:
 			nv.speaker = &verdict{SpeakerLost, "speaker follows a newer CCM leader: " + st.Problem}
 		case !st.Connected:

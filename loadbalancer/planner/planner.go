@@ -78,7 +78,7 @@ type Options struct {
 	// SettleWindow is how long VIPs stay on speakers lost in a mass loss
 	// (see settle.go) before they move.
 	SettleWindow time.Duration
-	// Client writes the announced-by annotation; nil writes none.
+	// Client writes the Announced condition on Services; nil writes none.
 	Client kubernetes.Interface
 	// Recorder records Events on Services.
 	Recorder record.EventRecorder
@@ -114,9 +114,9 @@ type Planner struct {
 
 // Queue keys other than a Service's namespace/name.
 const (
-	allKey    = "*all*"    // re-plan every VIP
-	poolsKey  = "*pools*"  // a pool changed: refresh every Service's VIPs
-	annPrefix = "annotate:" // refresh a Service's announced-by annotation
+	allKey    = "*all*"   // re-plan every VIP
+	poolsKey  = "*pools*" // a pool changed: refresh every Service's VIPs
+	recPrefix = "record:" // refresh a Service's Announced condition
 )
 
 // New returns a Planner; SetInformers and Run start it.
@@ -202,7 +202,7 @@ func (p *Planner) Run(ctx context.Context) {
 		}
 	}
 	p.syncNodes()
-	p.seedFromAnnotations()
+	p.seedFromRecords()
 	p.waitForReports(ctx)
 	p.seedFromReports()
 	p.startSettle()
@@ -249,8 +249,8 @@ func (p *Planner) processNext() bool {
 		p.planAll()
 	case key == poolsKey:
 		p.syncAllServices()
-	case strings.HasPrefix(key, annPrefix):
-		err = p.annotate(strings.TrimPrefix(key, annPrefix))
+	case strings.HasPrefix(key, recPrefix):
+		err = p.recordAnnouncers(strings.TrimPrefix(key, recPrefix))
 	default:
 		err = p.syncService(key)
 	}

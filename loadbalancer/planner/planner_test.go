@@ -195,6 +195,7 @@ type plannerEnv struct {
 }
 
 type envOptions struct {
+	record   bool // write the Announced condition
 	pools    *fakePools
 	settle   time.Duration
 	services []*v1.Service // exist before the planner starts
@@ -230,7 +231,11 @@ func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
 	if o.before != nil {
 		o.before(e)
 	}
-	e.p = New(alloc, o.pools, e.sp, Options{Grace: time.Millisecond, SettleWindow: o.settle, Recorder: e.recorder})
+	opts := Options{Grace: time.Millisecond, SettleWindow: o.settle, Recorder: e.recorder}
+	if o.record {
+		opts.Client = cs
+	}
+	e.p = New(alloc, o.pools, e.sp, opts)
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	e.p.SetInformers(factory)
 	go e.p.Run(ctx)
@@ -603,6 +608,11 @@ func TestLostSpeakerKeepsVIPWhenNowhereElse(t *testing.T) {
 	e.owner(vip, "node-a")
 	e.sp.set("node-a", up())
 	e.owner(vip, "node-a")
+	// A speaker that shut down withdrew its VIPs: nothing is kept there.
+	stopped := lost()
+	stopped.Stopped = true
+	e.sp.set("node-a", stopped)
+	e.owner(vip, "")
 }
 
 // TestPoolDeletionKeepsScope: a VIP whose pool is deleted keeps where it
@@ -657,8 +667,8 @@ func TestRestartOutsidePoolsStaysPinned(t *testing.T) {
 		before: func(e *plannerEnv) {
 			al, _ := e.alloc.Lookup("uid-orphan")
 			cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, "orphan", metav1.GetOptions{})
-			cur.Annotations = map[string]string{AnnotationAnnouncedBy: al.Addresses[0].String() + "=node-c"}
-			if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
+			cur.Status.Conditions = []metav1.Condition{{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonAllAnnounced, Message: al.Addresses[0].String() + "=node-c"}}
+			if _, err := e.cs.CoreV1().Services("default").UpdateStatus(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
 				e.t.Fatal(err)
 			}
 			e.alloc.DeletePool("lan")
@@ -687,8 +697,8 @@ func TestSeedsFollowReportsOverTheRecord(t *testing.T) {
 			vb, _ := e.alloc.Lookup("uid-b")
 			for name, rec := range map[string]string{"a": va.Addresses[0].String() + "=node-a", "b": vb.Addresses[0].String() + "=node-c"} {
 				cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, name, metav1.GetOptions{})
-				cur.Annotations = map[string]string{AnnotationAnnouncedBy: rec}
-				if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
+				cur.Status.Conditions = []metav1.Condition{{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonAllAnnounced, Message: rec}}
+				if _, err := e.cs.CoreV1().Services("default").UpdateStatus(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
 					e.t.Fatal(err)
 				}
 			}
@@ -716,4 +726,50 @@ func countNodes(owners map[netip.Addr]string) map[string]int {
 		out[n]++
 	}
 	return out
+}
+
+// TestRecordsAnnouncers: the Announced condition on a Service's status says
+// where each VIP is, follows moves, and goes away with the VIPs.
+func TestRecordsAnnouncers(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{record: true}, nodes(2)...)
+	vip := e.service("web", false)
+	first := e.owner(vip, "node-a", "node-b")
+	condition := func() *metav1.Condition {
+		t.Helper()
+		e.idle()
+		svc, err := e.cs.CoreV1().Services("default").Get(e.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range svc.Status.Conditions {
+			if c.Type == ConditionAnnounced {
+				return &c
+			}
+		}
+		return nil
+	}
+	if c := condition(); c == nil || c.Status != metav1.ConditionTrue || c.Message != vip.String()+"="+first {
+		t.Fatalf("Announced = %+v, want True with %s=%s", c, vip, first)
+	}
+	e.sp.set(first, lost())
+	second := e.owner(vip, others(first)...)
+	if c := condition(); c == nil || c.Message != vip.String()+"="+second {
+		t.Fatalf("Announced after the move = %+v, want %s=%s", c, vip, second)
+	}
+	e.sp.set(second, lost())
+	e.owner(vip, second) // kept: nowhere else to go
+	e.updateNode(second, func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse })
+	e.owner(vip, "")
+	if c := condition(); c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonNoAnnouncer || c.Message != vip.String()+"=-" {
+		t.Fatalf("Announced without a node = %+v, want False/NoAnnouncingNode with %s=-", c, vip)
+	}
+	e.alloc.Release("uid-web")
+	svc, _ := e.cs.CoreV1().Services("default").Get(e.ctx, "web", metav1.GetOptions{})
+	svc.Spec.Type = v1.ServiceTypeClusterIP
+	if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(); c != nil {
+		t.Fatalf("Announced = %+v on a Service without VIPs, want none", c)
+	}
 }

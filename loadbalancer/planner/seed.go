@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -13,16 +12,16 @@ import (
 )
 
 // A new leader keeps every VIP where the previous one put it. It learns
-// that from two sources: the announced-by annotation the previous leader
-// wrote on each Service (its own record, possibly a moment stale), and the
+// that from two sources: the Announced condition the previous leader wrote
+// on each Service (its own record, possibly a moment stale), and the
 // first report of every speaker (what each announces now). Where they
 // disagree the speakers win, because they describe the data plane as
 // clients see it; the annotation fills in for speakers that have not
 // reported.
 
-// seedFromAnnotations reads where the previous leader said each VIP was
+// seedFromRecords reads where the previous leader said each VIP was
 // announced.
-func (p *Planner) seedFromAnnotations() {
+func (p *Planner) seedFromRecords() {
 	svcs, err := p.services.List(labels.Everything())
 	if err != nil {
 		return
@@ -30,7 +29,7 @@ func (p *Planner) seedFromAnnotations() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range svcs {
-		for a, node := range ParseAnnouncedBy(s.Annotations[AnnotationAnnouncedBy]) {
+		for a, node := range AnnouncedBy(s) {
 			p.seeds[a] = node
 		}
 	}
@@ -78,25 +77,4 @@ func (p *Planner) seedFromReports() {
 		p.seeds[a] = placement.Choose(a, "", nodes)
 	}
 	p.log.Info("Speakers reported", "nodes", len(p.speakers.Nodes()), "reported", len(reported), "vipsSeeded", len(p.seeds))
-}
-
-// AnnotationAnnouncedBy on a Service tells which node announces each of
-// its VIPs ("192.0.2.200=node-a,2001:db8::5=node-b"; "-" for none), so
-// `kubectl describe svc` answers "where is my VIP?". A new leader also
-// reads it to keep VIPs where they are.
-const AnnotationAnnouncedBy = "ironlb.dev/announced-by"
-
-// ParseAnnouncedBy parses the announced-by annotation; VIPs announced by
-// no node and malformed entries are left out.
-func ParseAnnouncedBy(s string) map[netip.Addr]string {
-	out := map[netip.Addr]string{}
-	for _, part := range strings.Split(s, ",") {
-		addr, node, ok := strings.Cut(strings.TrimSpace(part), "=")
-		a, err := netip.ParseAddr(addr)
-		if !ok || err != nil || node == "" || node == "-" {
-			continue
-		}
-		out[a] = node
-	}
-	return out
 }

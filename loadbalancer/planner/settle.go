@@ -43,6 +43,8 @@ func (p *Planner) updateSettleLocked(w *world) {
 		}
 		known++
 		switch {
+		case !st.Connected && st.Stopped:
+			// It shut down on purpose (a rolling update): a node event.
 		case !st.Connected && w.now.Sub(st.Since) <= window:
 			down++
 		case st.Connected && w.now.Sub(st.LastReport) > silentLimit:

@@ -90,7 +90,7 @@ func (p *Planner) syncService(key string) error {
 		}
 	}
 	if !slices.Equal(old, addrs) {
-		p.queue.Add(annPrefix + key)
+		p.queue.Add(recPrefix + key)
 	}
 	if len(addrs) == 0 {
 		delete(p.bySvc, key)

@@ -34,7 +34,7 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 		s.ignored = n
 		s.log.Info("Speaker ignored instructions it does not understand; upgrade it to the CCM's version", "ignored", n, "speakerVersion", s.state.Version)
 	}
-	s.state.Fenced = false
+	s.state.Fenced, s.state.Stopped = false, false
 	failedChanged := false
 	if r.GetFull() {
 		failedChanged = s.recordVIPs(r)

@@ -9,14 +9,11 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
+		"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -260,15 +257,21 @@ func (s *session) maySend(ctx context.Context) error {
 	return nil
 }
 
-// streamError explains why the speaker ended the stream; a speaker that
-// follows a newer leader says so.
+// streamError explains why the speaker ended the stream: it may follow a
+// newer leader, or be shutting down (it withdrew every VIP).
 func (s *session) streamError(addr string, err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition && strings.Contains(st.Message(), "fenced") {
+	switch speakerv1.StreamErrorReason(err) {
+	case speakerv1.ReasonFenced:
 		s.m.mu.Lock()
 		s.state.Fenced = true
 		s.m.mu.Unlock()
-		s.log.Info("Speaker follows a newer CCM leader and refused this one", "message", st.Message())
-		return fmt.Errorf("speaker at %s refused this CCM: %s", addr, st.Message())
+		s.log.Info("Speaker follows a newer CCM leader and refused this one", "err", err.Error())
+		return fmt.Errorf("speaker at %s refused this CCM: %w", addr, err)
+	case speakerv1.ReasonShuttingDown:
+		s.m.mu.Lock()
+		s.state.Stopped = true
+		s.m.mu.Unlock()
+		return fmt.Errorf("speaker at %s shut down and withdrew its VIPs: %w", addr, err)
 	}
 	return fmt.Errorf("stream from %s: %w", addr, err)
 }

@@ -85,6 +85,9 @@ type State struct {
 	// Fenced is true when the speaker refused this leader because it
 	// follows a newer one.
 	Fenced bool
+	// Stopped is true when the speaker said it was shutting down: it
+	// withdrew every VIP before its stream ended.
+	Stopped bool
 }
 
 // Has reports whether the speaker has capability c.

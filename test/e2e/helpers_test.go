@@ -33,16 +33,12 @@ type cluster struct {
 	pools      dynamic.ResourceInterface
 }
 
-// ccmSpeedFlags lift the CCM's client-side rate limit (20 QPS by default),
-// which otherwise dominates tests that create hundreds of Services.
-var ccmSpeedFlags = []string{"--kube-api-qps=200", "--kube-api-burst=400"}
-
 func newCluster(t *testing.T, ctx context.Context, ccmArgs ...string) *cluster {
 	t.Helper()
 	cp := controlplane.ForTest(t)
 	c := &cluster{t: t, ctx: ctx, cp: cp, kubeconfig: installDeploy(t, ctx, cp)}
 	c.pools = dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
-	c.ccm = rig.StartCCMForTest(t, rig.CCMOptions{Kubeconfig: c.kubeconfig, LeaderElect: true, Args: append(ccmSpeedFlags, ccmArgs...)})
+	c.ccm = rig.StartCCMForTest(t, rig.CCMOptions{Kubeconfig: c.kubeconfig, LeaderElect: true, Args: ccmArgs})
 	return c
 }
 

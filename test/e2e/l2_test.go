@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
@@ -310,8 +311,12 @@ func TestLayer2(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if got := svc.Annotations["ironlb.dev/announced-by"]; got != want {
-				return fmt.Errorf("annotation ironlb.dev/announced-by = %q, want %q", got, want)
+			cond := meta.FindStatusCondition(svc.Status.Conditions, "ironlb.dev/Announced")
+			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Message != want {
+				return fmt.Errorf("condition ironlb.dev/Announced = %+v, want True with message %q", cond, want)
+			}
+			if _, ok := svc.Annotations["ironlb.dev/announced-by"]; ok {
+				return fmt.Errorf("the Service still carries the old ironlb.dev/announced-by annotation")
 			}
 			return nil
 		})

@@ -21,7 +21,7 @@ func TestThousandServicesSurviveRestart(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	c := newCluster(t, ctx, "--concurrent-service-syncs=10")
+	c := newCluster(t, ctx)
 	c.applyPool("bulk", "addresses: [192.0.2.0/24, 198.51.100.0/24, '2001:db8:1000::/112']")
 
 	const n = 1000
@@ -60,8 +60,7 @@ func TestThousandServicesSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	restarted := rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-restarted", Kubeconfig: c.kubeconfig, LeaderElect: true,
-		Args: append(ccmSpeedFlags, "--concurrent-service-syncs=10")})
+	restarted := rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-restarted", Kubeconfig: c.kubeconfig, LeaderElect: true})
 	var after map[string]string
 	err = rig.Eventually(4*time.Minute, func() error {
 		after, err = scale.Addresses(ctx, c.cp.Client, "default")

@@ -273,6 +273,15 @@ func (h *Host) setup() error {
 	}); err != nil {
 		return err
 	}
+	if _, err := ip("-n", h.Name, "link", "set", "lo", "up"); err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	return h.attach()
+}
+
+// attach creates the host's link to the LAN (a veth pair with one end on
+// the bridge), its addresses, and brings it up.
+func (h *Host) attach() error {
 	if _, err := ip("-n", h.lan.Name, "link", "add", h.bridge, "type", "veth",
 		"peer", "name", h.Interface, "netns", h.Name); err != nil {
 		return fmt.Errorf("create veth: %w", err)
@@ -284,9 +293,6 @@ func (h *Host) setup() error {
 		{"net.ipv6.conf." + h.Interface + ".accept_dad", "0"},
 	}); err != nil {
 		return err
-	}
-	if _, err := ip("-n", h.Name, "link", "set", "lo", "up"); err != nil {
-		return fmt.Errorf("lo up: %w", err)
 	}
 	for _, p := range h.Addrs {
 		args := []string{"-n", h.Name, "addr", "add", p.String(), "dev", h.Interface}
@@ -444,6 +450,16 @@ func writeSysctls(ns string, kv [][2]string) error {
 		}
 		return nil
 	})
+}
+
+// Recreate deletes the host's interface and creates it again under the same
+// name, with the same addresses but a new index and MAC address, as when a
+// bond or VLAN is rebuilt.
+func (h *Host) Recreate() error {
+	if _, err := ip("-n", h.lan.Name, "link", "del", h.bridge); err != nil {
+		return fmt.Errorf("delete the link of %s: %w", h.Name, err)
+	}
+	return h.attach()
 }
 
 // SetLink sets the bridge-side end of the host's veth down or up, as if the

@@ -7,10 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/procs"
@@ -27,6 +32,14 @@ type CCMOptions struct {
 	LogDir string
 	// LeaderElect turns on leader election with short test timings.
 	LeaderElect bool
+	// Shipped runs the CCM with the flags deploy/ ships (ShippedCCMArgs)
+	// and the binary's defaults, adding only what the rig needs to reach it
+	// (kubeconfig, serving address and certificates); LeaderElect is then
+	// ignored.
+	Shipped bool
+	// Namespace is the CCM's namespace ($(POD_NAMESPACE) in the shipped
+	// flags); default kube-system.
+	Namespace string
 	// Args are extra flags.
 	Args []string
 	// SecurePort is the secure port; 0 picks a free loopback port.
@@ -51,17 +64,28 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 		port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
 	}
-	args := []string{
-		"--kubeconfig=" + opts.Kubeconfig,
-		"--authentication-kubeconfig=" + opts.Kubeconfig,
-		"--authorization-kubeconfig=" + opts.Kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(port),
-		"--cert-dir=" + filepath.Join(opts.LogDir, opts.Name+"-certs"),
-		"--leader-elect=" + strconv.FormatBool(opts.LeaderElect),
-		"--node-status-update-frequency=5s",
+	var args []string
+	if opts.Shipped {
+		ns := opts.Namespace
+		if ns == "" {
+			ns = "kube-system"
+		}
+		if args, err = ShippedCCMArgs(ns); err != nil {
+			return nil, err
+		}
 	}
-	if opts.LeaderElect {
+	args = append(args,
+		"--kubeconfig="+opts.Kubeconfig,
+		"--authentication-kubeconfig="+opts.Kubeconfig,
+		"--authorization-kubeconfig="+opts.Kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(port),
+		"--cert-dir="+filepath.Join(opts.LogDir, opts.Name+"-certs"),
+	)
+	if !opts.Shipped {
+		args = append(args, "--leader-elect="+strconv.FormatBool(opts.LeaderElect), "--node-status-update-frequency=5s")
+	}
+	if opts.LeaderElect && !opts.Shipped {
 		args = append(args,
 			"--leader-elect-lease-duration=4s",
 			"--leader-elect-renew-deadline=3s",
@@ -69,6 +93,39 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 	}
 	args = append(args, opts.Args...)
 	return procs.Start(opts.Name, filepath.Join(opts.LogDir, opts.Name+".log"), filepath.Join(dir, "ironlb-ccm"), args, opts.Process)
+}
+
+// ShippedCCMArgs returns the ironlb-ccm flags of deploy/ccm's Deployment,
+// with $(POD_NAMESPACE) replaced by namespace and without --secure-port
+// (the rig picks its own).
+func ShippedCCMArgs(namespace string) ([]string, error) {
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(root, "deploy", "ccm", "deployment.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var d appsv1.Deployment
+	if err := yaml.UnmarshalStrict(data, &d); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name != "ccm" {
+			continue
+		}
+		var out []string
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--secure-port=") {
+				continue
+			}
+			out = append(out, strings.ReplaceAll(a, "$(POD_NAMESPACE)", namespace))
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%s has no container named ccm", path)
 }
 
 // StartCCMForTest starts ironlb-ccm and stops it when the test ends,

@@ -199,7 +199,6 @@ func (r *L2) AddNode(ctx context.Context, name string, n int) (*L2Node, error) {
 // StartCCM starts ironlb-ccm in the control namespace.
 func (r *L2) StartCCM(name string, leaderElect bool) error {
 	args := []string{
-		"--kube-api-qps=200", "--kube-api-burst=400",
 		// Tests read /metrics without a token.
 		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 	}

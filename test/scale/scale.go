@@ -106,6 +106,9 @@ type Result struct {
 	// AllAssigned is the time from the first create call until every
 	// Service had an address.
 	AllAssigned time.Duration
+	// AfterLastCreate is the time from the return of the last create call
+	// until every Service had an address.
+	AfterLastCreate time.Duration
 	// Latencies are, per Service, the time from its create call until a
 	// watch saw its address, sorted.
 	Latencies []time.Duration
@@ -139,6 +142,7 @@ func Measure(ctx context.Context, client kubernetes.Interface, namespace, prefix
 	}()
 	seen := make(map[string]time.Time, n)
 	var sent map[string]time.Time
+	var lastCreated time.Time
 	for len(seen) < n || sent == nil {
 		select {
 		case c := <-done:
@@ -146,6 +150,7 @@ func Measure(ctx context.Context, client kubernetes.Interface, namespace, prefix
 				return Result{}, c.err
 			}
 			sent = c.sent
+			lastCreated = time.Now()
 			done = nil
 		case ev, ok := <-w.ResultChan():
 			if !ok {
@@ -169,6 +174,9 @@ func Measure(ctx context.Context, client kubernetes.Interface, namespace, prefix
 		res.Latencies = append(res.Latencies, at.Sub(sent[name]))
 		if d := at.Sub(start); d > res.AllAssigned {
 			res.AllAssigned = d
+		}
+		if d := at.Sub(lastCreated); d > res.AfterLastCreate {
+			res.AfterLastCreate = d
 		}
 	}
 	slices.Sort(res.Latencies)

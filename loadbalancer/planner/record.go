@@ -1,0 +1,126 @@
+package planner
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// The planner records where each VIP is announced in a condition on its
+// Service's status, so that `kubectl get svc -o yaml` answers "where is my
+// VIP?" and a new leader keeps every VIP where it is. A status condition
+// rather than an annotation: the service controller syncs a Service again
+// (EnsureLoadBalancer and two Events) whenever its annotations change, not
+// when its status does.
+
+// ConditionAnnounced is the condition type on a Service's status. Its
+// message lists each VIP with the node announcing it,
+// "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may).
+const ConditionAnnounced = "ironlb.dev/Announced"
+
+// Reasons of ConditionAnnounced.
+const (
+	ReasonAllAnnounced = "Announced"
+	// ReasonNoAnnouncer (NoAnnouncingNode) is also the Event's reason.
+)
+
+// recordAnnouncers writes ConditionAnnounced on the Service when it changed.
+func (p *Planner) recordAnnouncers(key string) error {
+	if p.opts.Client == nil {
+		return nil
+	}
+	ns, name, _ := strings.Cut(key, "/")
+	svc, err := p.services.Services(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	msg, all, some := p.announcedBy(key)
+	cur := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
+	var patch map[string]any
+	switch {
+	case !some && cur == nil:
+		return nil
+	case !some:
+		patch = map[string]any{"status": map[string]any{"conditions": []any{
+			map[string]any{"type": ConditionAnnounced, "$patch": "delete"},
+		}}}
+	default:
+		c := metav1.Condition{
+			Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonAllAnnounced,
+			Message: msg, ObservedGeneration: svc.Generation,
+		}
+		if !all {
+			c.Status, c.Reason = metav1.ConditionFalse, ReasonNoAnnouncer
+		}
+		if cur != nil && cur.Status == c.Status && cur.Reason == c.Reason && cur.Message == c.Message {
+			return nil
+		}
+		c.LastTransitionTime = metav1.NewTime(time.Now())
+		if cur != nil && cur.Status == c.Status {
+			c.LastTransitionTime = cur.LastTransitionTime
+		}
+		patch = map[string]any{"status": map[string]any{"conditions": []any{c}}}
+	}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = p.opts.Client.CoreV1().Services(ns).Patch(ctx, name, types.StrategicMergePatchType, body, metav1.PatchOptions{}, "status")
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// announcedBy is the condition's message for a Service: each VIP with the
+// nodes announcing it, "-" for none. It also reports whether every VIP has
+// an announcer and whether the Service has any VIP.
+func (p *Planner) announcedBy(key string) (msg string, all, some bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var parts []string
+	all = true
+	for _, a := range p.bySvc[key] {
+		owner := "-"
+		if v := p.vips[a]; v != nil && len(v.announcers) > 0 {
+			owner = strings.Join(v.announcers, "+")
+		} else {
+			all = false
+		}
+		parts = append(parts, a.String()+"="+owner)
+	}
+	return strings.Join(parts, ", "), all, len(parts) > 0
+}
+
+// AnnouncedBy reads ConditionAnnounced of a Service: where the leader that
+// wrote it announced each VIP. VIPs announced by no node are left out.
+func AnnouncedBy(svc *v1.Service) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
+	if c == nil {
+		return out
+	}
+	for _, part := range strings.Split(c.Message, ",") {
+		addr, nodes, ok := strings.Cut(strings.TrimSpace(part), "=")
+		a, err := netip.ParseAddr(addr)
+		if !ok || err != nil || nodes == "" || nodes == "-" {
+			continue
+		}
+		node, _, _ := strings.Cut(nodes, "+")
+		out[a] = node
+	}
+	return out
+}
