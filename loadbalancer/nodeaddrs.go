@@ -86,4 +86,3 @@ func (b *Balancer) nodeUpdated(old, cur any) {
 	}
 	b.nodesChanged()
 }
-

@@ -94,4 +94,3 @@ func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
 	}
 	return metav1.LabelSelectorAsSelector(ls)
 }
-

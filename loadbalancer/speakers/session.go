@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-		"sync"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
