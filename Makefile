@@ -77,6 +77,14 @@ bench: deps controlplane ## Allocator micro-benchmarks and end-to-end figures.
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
 
+# The full chaos suite: 100 kills of the leading CCM during churn of ~500
+# Services on ~600 addresses, ten blips of the CCM's network, a 60 s
+# kube-apiserver outage and leader handovers (about 30 minutes). make test
+# runs a short version (test/chaos).
+.PHONY: chaos
+chaos: deps controlplane ## The full chaos suite, as BENCH lines.
+	$(GO) run ./test/bench -only chaos
+
 .PHONY: unit
 unit: ## Unit tests only (no control plane, no root).
 	$(GO) test -short ./...

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net/netip"
 	"slices"
@@ -849,6 +850,79 @@ func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr
 		a.owners[owner] = &ownerState{name: name, addrs: kept}
 	}
 	return refused
+}
+
+// Restoration is what one owner held before a restart: its request and
+// the addresses it held (a Service's status).
+type Restoration struct {
+	Req   Request
+	Addrs []netip.Addr
+}
+
+// RestoreAll restores many owners at once, oldest first in rs, and returns
+// each one's Restore error. When several owners claim one address but no
+// longer agree on a sharing key (one changed its key while no CCM ran),
+// the address stays with the largest group that still shares a key, and
+// among equal groups with the one holding the oldest owner; an owner whose
+// request stopped sharing (no key) yields to owners that still share. Only
+// the owners outside that group lose the address: the ones whose request
+// changed.
+func (a *Allocator) RestoreAll(rs []Restoration) []error {
+	claims := map[netip.Addr][]int{}
+	for i, r := range rs {
+		for _, addr := range r.Addrs {
+			claims[addr] = append(claims[addr], i)
+		}
+	}
+	lost := map[int][]netip.Addr{}
+	for addr, idx := range claims {
+		if len(idx) < 2 {
+			continue
+		}
+		winners := sharingGroup(rs, idx)
+		for _, i := range idx {
+			if !slices.Contains(winners, i) {
+				lost[i] = append(lost[i], addr)
+			}
+		}
+	}
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		keep := slices.DeleteFunc(slices.Clone(r.Addrs), func(x netip.Addr) bool { return slices.Contains(lost[i], x) })
+		errs[i] = a.Restore(r.Req, keep)
+	}
+	for i, addrs := range lost {
+		errs[i] = errors.Join(errs[i], a.Restore(rs[i].Req, addrs))
+	}
+	return errs
+}
+
+// sharingGroup returns the claimants (indexes into rs, oldest first) that
+// keep a contested address: the largest group sharing one non-empty key,
+// ties going to the group with the oldest member. Claimants without a key
+// yield to any with one (they can only have held the address under a key
+// they since dropped); when none has a key, the oldest keeps it.
+func sharingGroup(rs []Restoration, claimants []int) []int {
+	keys := map[string][]int{}
+	for _, i := range claimants {
+		sh := rs[i].Req.Sharing
+		for _, k := range append([]string{sh.Key}, sh.Aliases...) {
+			if k != "" && !slices.Contains(keys[k], i) {
+				keys[k] = append(keys[k], i)
+			}
+		}
+	}
+	var best []int
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		g := keys[k]
+		if len(g) > len(best) || (len(g) == len(best) && len(g) > 0 && g[0] < best[0]) {
+			best = g
+		}
+	}
+	if len(best) == 0 {
+		return claimants[:1]
+	}
+	return best
 }
 
 // SharingConflicts explains, for each address the owner shares, why it

@@ -1350,3 +1350,43 @@ func TestReserve(t *testing.T) {
 	a.Release("node/node-a")
 	ensureGets(t, a, v4("d"), "192.0.2.0")
 }
+
+// TestRestoreAll: owners that shared an address under one key, one of which
+// changed its key while no CCM ran, keep it; the one that changed loses it,
+// whatever their ages.
+func TestRestoreAll(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		owners     []Request // oldest first, all claiming 192.0.2.1
+		keep, lose []string
+	}{
+		{"oldest dropped its key", []Request{shared(v4("a"), "", "Cluster", udp53), shared(v4("b"), "k", "Cluster", tcp80), shared(v4("c"), "k", "Cluster", tcp443)}, []string{"b", "c"}, []string{"a"}},
+		{"pair, oldest dropped its key", []Request{shared(v4("a"), "", "Cluster", udp53), shared(v4("b"), "k", "Cluster", tcp80)}, []string{"b"}, []string{"a"}},
+		{"oldest changed its key", []Request{shared(v4("a"), "x", "Cluster", udp53), shared(v4("b"), "k", "Cluster", tcp80), shared(v4("c"), "k", "Cluster", tcp443)}, []string{"b", "c"}, []string{"a"}},
+		{"newest changed its key", []Request{shared(v4("a"), "k", "Cluster", udp53), shared(v4("b"), "k", "Cluster", tcp80), shared(v4("c"), "x", "Cluster", tcp443)}, []string{"a", "b"}, []string{"c"}},
+		{"two keys, one each: the oldest", []Request{shared(v4("a"), "x", "Cluster", udp53), shared(v4("b"), "k", "Cluster", tcp80)}, []string{"a"}, []string{"b"}},
+		{"no keys: the oldest", []Request{v4("a"), v4("b")}, []string{"a"}, []string{"b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAllocator(autoPool(t, "p", "192.0.2.0/30"))
+			var rs []Restoration
+			for _, r := range tc.owners {
+				rs = append(rs, Restoration{Req: r, Addrs: addrs("192.0.2.1")})
+			}
+			errs := a.RestoreAll(rs)
+			for i, r := range tc.owners {
+				if slices.Contains(tc.keep, r.Owner) {
+					if errs[i] != nil {
+						t.Errorf("%s: %v, want it kept", r.Owner, errs[i])
+					}
+					wantLookup(t, a, r.Owner, "192.0.2.1")
+				} else {
+					if !errors.Is(errs[i], ErrConflict) {
+						t.Errorf("%s: %v, want ErrConflict", r.Owner, errs[i])
+					}
+					wantLookup(t, a, r.Owner)
+				}
+			}
+		})
+	}
+}

@@ -185,10 +185,11 @@ func (b *Balancer) waitReady(ctx context.Context) error {
 
 // restore rebuilds the allocator from the addresses Services hold in their
 // status. One rule: a Service keeps every address its status holds unless
-// another (older) Service holds it without a sharing key in common. Sharers
-// whose ports or traffic policies clash keep it too, and get a Warning
-// Event; a Service whose annotations no longer parse keeps its addresses,
-// and the next sync reports the error.
+// other Services hold it without a sharing key in common (ipam.RestoreAll:
+// the ones still sharing a key keep it, else the oldest). Sharers whose
+// ports or traffic policies clash keep it too, and get a Warning Event; a
+// Service whose annotations no longer parse keeps its addresses, and the
+// next sync reports the error.
 func (b *Balancer) restore() (int, error) {
 	all, err := b.services.List(labels.Everything())
 	if err != nil {
@@ -206,14 +207,19 @@ func (b *Balancer) restore() (int, error) {
 		}
 		return strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name)
 	})
-	for _, svc := range svcs {
+	rs := make([]ipam.Restoration, len(svcs))
+	for i, svc := range svcs {
 		var addrs []netip.Addr
 		for _, ing := range svc.Status.LoadBalancer.Ingress {
 			if a, err := netip.ParseAddr(ing.IP); err == nil {
 				addrs = append(addrs, a)
 			}
 		}
-		if err := b.alloc.Restore(RestoreRequestFor(svc, b.namespaceLabels(svc.Namespace)), addrs); err != nil {
+		rs[i] = ipam.Restoration{Req: RestoreRequestFor(svc, b.namespaceLabels(svc.Namespace)), Addrs: addrs}
+	}
+	for i, err := range b.alloc.RestoreAll(rs) {
+		svc := svcs[i]
+		if err != nil {
 			restoreConflictsTotal.Inc()
 			b.log.Error(err, "Cannot restore address of Service", "service", klog.KObj(svc))
 			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressConflict, "IronLB could not keep every address in this Service's status: %v", err)

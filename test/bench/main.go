@@ -19,7 +19,7 @@ import (
 
 func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
-	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, services); empty runs all")
+	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, services, chaos); empty runs l2 and services (chaos is make chaos)")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
 	flag.Parse()
 
@@ -31,6 +31,7 @@ func main() {
 	groups := map[string]func(context.Context, int) error{
 		"services": benchServices,
 		"l2":       benchL2,
+		"chaos":    benchChaos,
 	}
 	names := make([]string, 0, len(groups))
 	for name := range groups {
@@ -38,10 +39,10 @@ func main() {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) || *only == "" && name == "chaos" {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
 		err := groups[name](ctx, *trials)
 		cancel()
 		if err != nil {

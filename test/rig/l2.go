@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +58,13 @@ type L2Options struct {
 	// LogDir receives the processes' logs; default a folder in the
 	// control plane's.
 	LogDir string
+	// Replicas, when 2 or more, runs that many CCMs as deploy/ ships them
+	// (StartCCMReplica): leader election on, the shipped flags and
+	// defaults. Otherwise one CCM runs without leader election.
+	Replicas int
+	// ExtraPrefixes are more pool prefixes: the nodes route them locally
+	// and the client reaches them on the LAN (a route on its interface).
+	ExtraPrefixes []netip.Prefix
 }
 
 // L2Node is one simulated node: a namespace on the LAN running the real
@@ -85,7 +93,9 @@ type L2 struct {
 
 	opts       L2Options
 	kubeconfig string // the CCM's, pointing at the relay
-	ccms       []*procs.Process
+
+	mu   sync.Mutex
+	ccms []*procs.Process
 }
 
 // StartL2 builds the LAN, registers the nodes, starts the CCM in its own
@@ -122,12 +132,25 @@ func StartL2(ctx context.Context, cp *controlplane.ControlPlane, lan *netrig.LAN
 	if err := r.relayKubeconfig(); err != nil {
 		return r, err
 	}
+	for _, p := range opts.ExtraPrefixes {
+		if !LANv4.Overlaps(p) && !LANv6.Overlaps(p) {
+			if _, err := r.Client.Run("ip", "route", "add", p.String(), "dev", r.Client.Interface); err != nil {
+				return r, fmt.Errorf("routing %s to the LAN from the client: %w", p, err)
+			}
+		}
+	}
 	for i := range opts.Nodes {
 		if _, err := r.AddNode(ctx, fmt.Sprintf("node-%c", 'a'+i), 11+i); err != nil {
 			return r, err
 		}
 	}
-	if err := r.StartCCM("ironlb-ccm", false); err != nil {
+	if opts.Replicas >= 2 {
+		for i := range opts.Replicas {
+			if _, err := r.StartCCMReplica(fmt.Sprintf("ccm-%c", 'a'+i), ccmSecurePort+i); err != nil {
+				return r, err
+			}
+		}
+	} else if err := r.StartCCM("ironlb-ccm", false); err != nil {
 		return r, err
 	}
 	for _, n := range r.Nodes {
@@ -181,7 +204,12 @@ func (r *L2) AddNode(ctx context.Context, name string, n int) (*L2Node, error) {
 		return nil, err
 	}
 	node := &L2Node{Name: name, Host: h, IPv4: v4.Addr(), IPv6: v6.Addr()}
-	for _, p := range []netip.Prefix{PoolV4, PoolV6} {
+	for _, p := range append([]netip.Prefix{PoolV4, PoolV6}, r.opts.ExtraPrefixes...) {
+		if p.Overlaps(PoolV4) || p.Overlaps(PoolV6) {
+			if p != PoolV4 && p != PoolV6 {
+				return nil, fmt.Errorf("extra prefix %s overlaps the rig's pools %s, %s", p, PoolV4, PoolV6)
+			}
+		}
 		if err := h.AddLocalRoute(p); err != nil {
 			return nil, err
 		}
@@ -222,9 +250,45 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 		return err
 	}
 	r.CCM = p
+	r.mu.Lock()
 	r.ccms = append(r.ccms, p)
+	r.mu.Unlock()
 	return nil
 }
+
+// StartCCMReplica starts one replica of ironlb-ccm in the control
+// namespace as deploy/ ships it (its flags and the binary's defaults,
+// leader election on), serving /metrics on securePort.
+func (r *L2) StartCCMReplica(name string, securePort int) (*procs.Process, error) {
+	p, err := StartCCM(CCMOptions{
+		Name: name, Kubeconfig: r.kubeconfig, LogDir: r.LogDir, Shipped: true, Namespace: r.opts.SecretNamespace,
+		Args:       append([]string{"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"}, r.opts.CCMArgs...),
+		SecurePort: securePort,
+		Process: procs.Options{
+			Wrap: []string{"ip", "netns", "exec", r.Ctrl.Name},
+			Env:  []string{"POD_NAMESPACE=" + r.opts.SecretNamespace},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.CCM == nil {
+		r.CCM = p
+	}
+	r.ccms = append(r.ccms, p)
+	r.mu.Unlock()
+	return p, nil
+}
+
+// CCMGetFrom fetches path from the secure port of the CCM serving on port.
+func (r *L2) CCMGetFrom(ctx context.Context, port int, path string) (string, error) {
+	return r.get(ctx, r.Ctrl, "https://127.0.0.1:"+strconv.Itoa(port)+path)
+}
+
+// CCMSecurePort is where the rig's (first) CCM serves /metrics and
+// /healthz; replicas use the ports after it.
+const CCMSecurePort = ccmSecurePort
 
 // ccmSecurePort is where the rig's CCMs serve /metrics and /healthz.
 const ccmSecurePort = 10258
@@ -278,7 +342,7 @@ func (r *L2) Stop() {
 			_ = n.Speaker.Stop(5 * time.Second)
 		}
 	}
-	for _, p := range r.ccms {
+	for _, p := range r.CCMs() {
 		_ = p.Stop(10 * time.Second)
 	}
 }
@@ -358,4 +422,11 @@ func InstallDeploy(ctx context.Context, cp *controlplane.ControlPlane) (string, 
 		return "", fmt.Errorf("applying deploy/: %w\n%s", err, out)
 	}
 	return cp.ServiceAccountKubeconfig(ctx, "kube-system", "ironlb-ccm")
+}
+
+// CCMs returns the CCM processes started so far, oldest first.
+func (r *L2) CCMs() []*procs.Process {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*procs.Process(nil), r.ccms...)
 }
