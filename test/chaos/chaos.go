@@ -140,18 +140,18 @@ func trim(v float64) string { return fmt.Sprintf("%.3f", v) }
 func (f Figures) Violations() []string {
 	var out []string
 	for name, v := range map[string]int{
-		"double allocations":                          f.DoubleAllocations,
-		"address changes":                             f.IPChanges,
-		"VIPs moved on CCM kills":                     f.VIPsMovedOnKills,
-		"failed connections during CCM kills":         f.FailedConnectionsKills,
-		"VIPs moved on CCM blips":                     f.VIPsMovedOnBlip,
-		"failed connections during CCM blips":         f.FailedConnectionsBlip,
-		"failed connections during the API outage":    f.FailedConnectionsAPI,
-		"VIPs moved on the API outage":                f.VIPsMovedOnAPIOutage,
-		"instructions of a stale leader applied":      f.StaleLeaderInstructions,
-		"VIPs moved on the leader handover":           f.VIPsMovedOnHandover,
-		"failed connections during the handover":      f.FailedConnectionsHandover,
-		"announced VIPs that did not answer":          f.Unanswered,
+		"double allocations":                       f.DoubleAllocations,
+		"address changes":                          f.IPChanges,
+		"VIPs moved on CCM kills":                  f.VIPsMovedOnKills,
+		"failed connections during CCM kills":      f.FailedConnectionsKills,
+		"VIPs moved on CCM blips":                  f.VIPsMovedOnBlip,
+		"failed connections during CCM blips":      f.FailedConnectionsBlip,
+		"failed connections during the API outage": f.FailedConnectionsAPI,
+		"VIPs moved on the API outage":             f.VIPsMovedOnAPIOutage,
+		"instructions of a stale leader applied":   f.StaleLeaderInstructions,
+		"VIPs moved on the leader handover":        f.VIPsMovedOnHandover,
+		"failed connections during the handover":   f.FailedConnectionsHandover,
+		"announced VIPs that did not answer":       f.Unanswered,
 	} {
 		if v != 0 {
 			out = append(out, fmt.Sprintf("%s: %d", name, v))

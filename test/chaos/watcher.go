@@ -32,19 +32,19 @@ import (
 type watcher struct {
 	poolSize int
 
-	mu        sync.Mutex
-	svcs      map[types.UID]*svcState
-	holders   map[string]map[types.UID]bool // address → live Services holding it
-	doubles   int
-	changes   int
-	reported  map[string]bool
-	maxWait   time.Duration
-	maxWaitOf string
-	maxUnann  time.Duration
+	mu         sync.Mutex
+	svcs       map[types.UID]*svcState
+	holders    map[string]map[types.UID]bool // address → live Services holding it
+	doubles    int
+	changes    int
+	reported   map[string]bool
+	maxWait    time.Duration
+	maxWaitOf  string
+	maxUnann   time.Duration
 	maxUnannOf string
-	lastTick  time.Time
-	paused    bool
-	problems  []string
+	lastTick   time.Time
+	paused     bool
+	problems   []string
 }
 
 type svcState struct {
