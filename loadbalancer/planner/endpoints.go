@@ -16,9 +16,10 @@ func (p *Planner) enqueueSlice(obj any) {
 	}
 	if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
 		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
-			p.queue.Add(s.Namespace + "/" + name)
+			p.enqueue(s.Namespace + "/" + name)
 		}
 	}
+	p.notifyDelivered(obj)
 }
 
 // localEndpointNodes returns the nodes that may announce v because of

@@ -33,7 +33,7 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	}
 	v.announcers = want
 	for key := range v.services {
-		p.queue.Add(recPrefix + key)
+		p.enqueue(recPrefix + key)
 	}
 	for _, n := range old {
 		if !slices.Contains(want, n) {

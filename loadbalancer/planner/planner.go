@@ -109,7 +109,16 @@ type Planner struct {
 	failures map[netip.Addr]map[string]time.Time
 	settle   settle
 	started  bool
-	busy     int // keys being processed
+
+	// qmu guards what Idle reads: keys queued and not yet taken by the
+	// worker, and keys being processed.
+	qmu     sync.Mutex
+	pending map[string]bool
+	busy    int
+
+	// delivered, when set (tests), is called with every object the
+	// informers hand to the planner, after it was queued.
+	delivered func(obj any)
 }
 
 // Queue keys other than a Service's namespace/name.
@@ -139,16 +148,17 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 		failures: map[netip.Addr]map[string]time.Time{},
 		bySvc:    map[string][]netip.Addr{},
 		seeds:    map[netip.Addr]string{},
+		pending:  map[string]bool{},
 	}
-	pools.OnChange(func(string) { p.queue.Add(poolsKey) })
-	sp.OnChange(func(string) { p.queue.Add(allKey) })
+	pools.OnChange(func(string) { p.enqueue(poolsKey) })
+	sp.OnChange(func(string) { p.enqueue(allKey) })
 	plannerMetrics.Set(p.collectMetrics)
 	return p
 }
 
 // ServiceChanged re-plans one Service, e.g. right after its allocation
 // changed.
-func (p *Planner) ServiceChanged(svc *v1.Service) { p.queue.Add(svc.Namespace + "/" + svc.Name) }
+func (p *Planner) ServiceChanged(svc *v1.Service) { p.enqueue(svc.Namespace + "/" + svc.Name) }
 
 // SetInformers registers the Service, Node and EndpointSlice informers.
 func (p *Planner) SetInformers(factory informers.SharedInformerFactory) {
@@ -163,13 +173,17 @@ func (p *Planner) SetInformers(factory informers.SharedInformerFactory) {
 		UpdateFunc: func(_, obj any) { p.enqueueService(obj) },
 		DeleteFunc: p.enqueueService,
 	})
-	enqueueAll := func(any) { p.queue.Add(allKey) }
+	enqueueAll := func(obj any) {
+		p.enqueue(allKey)
+		p.notifyDelivered(obj)
+	}
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueueAll, DeleteFunc: enqueueAll,
 		UpdateFunc: func(old, cur any) {
 			if nodeRelevantChange(old.(*v1.Node), cur.(*v1.Node)) {
-				p.queue.Add(allKey)
+				p.enqueue(allKey)
 			}
+			p.notifyDelivered(cur)
 		},
 	})
 	_, _ = eps.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -181,7 +195,14 @@ func (p *Planner) SetInformers(factory informers.SharedInformerFactory) {
 
 func (p *Planner) enqueueService(obj any) {
 	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-		p.queue.Add(key)
+		p.enqueue(key)
+	}
+	p.notifyDelivered(obj)
+}
+
+func (p *Planner) notifyDelivered(obj any) {
+	if p.delivered != nil {
+		p.delivered(obj)
 	}
 }
 
@@ -214,12 +235,12 @@ func (p *Planner) Run(ctx context.Context) {
 	svcs, _ := p.services.List(labels.Everything())
 	for _, s := range svcs {
 		if err := p.syncService(s.Namespace + "/" + s.Name); err != nil {
-			p.queue.Add(s.Namespace + "/" + s.Name)
+			p.enqueue(s.Namespace + "/" + s.Name)
 		}
 	}
 	p.planAll()
 	p.speakers.SetReady()
-	p.queue.Add(allKey)
+	p.enqueue(allKey)
 	go func() {
 		<-ctx.Done()
 		p.queue.ShutDown()
@@ -228,19 +249,30 @@ func (p *Planner) Run(ctx context.Context) {
 	}
 }
 
+// enqueue queues key for the worker.
+func (p *Planner) enqueue(key string) {
+	p.qmu.Lock()
+	p.pending[key] = true
+	p.qmu.Unlock()
+	p.queue.Add(key)
+}
+
 func (p *Planner) processNext() bool {
 	key, quit := p.queue.Get()
 	if quit {
 		return false
 	}
-	p.mu.Lock()
+	p.qmu.Lock()
+	delete(p.pending, key)
 	p.busy++
-	p.mu.Unlock()
+	p.qmu.Unlock()
 	defer func() {
-		p.mu.Lock()
-		p.busy--
-		p.mu.Unlock()
+		// Done first: a key added while it was processed is queued again
+		// by Done (and is pending already).
 		p.queue.Done(key)
+		p.qmu.Lock()
+		p.busy--
+		p.qmu.Unlock()
 	}()
 	var err error
 	switch {
@@ -269,8 +301,11 @@ func (p *Planner) processNext() bool {
 // that something did not happen.
 func (p *Planner) Idle() bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.started && p.busy == 0 && p.queue.Len() == 0
+	started := p.started
+	p.mu.Unlock()
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	return started && p.busy == 0 && len(p.pending) == 0
 }
 
 // WaitIdle waits until Idle, or ctx ends.

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
@@ -184,6 +185,9 @@ func testNode(name string, lbls map[string]string, ready bool) *v1.Node {
 }
 
 type plannerEnv struct {
+	mu       sync.Mutex
+	handed   map[string]bool // kind/name@mark handed to the planner
+	seq      int
 	t        *testing.T
 	ctx      context.Context
 	cs       *fake.Clientset
@@ -224,7 +228,7 @@ func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
 	if o.settle == 0 {
 		o.settle = time.Hour // tests that need the window to end set it
 	}
-	e := &plannerEnv{t: t, ctx: ctx, cs: cs, alloc: alloc, pools: o.pools, sp: newFakeSpeakers(), recorder: record.NewFakeRecorder(10000)}
+	e := &plannerEnv{t: t, ctx: ctx, cs: cs, alloc: alloc, pools: o.pools, sp: newFakeSpeakers(), recorder: record.NewFakeRecorder(10000), handed: map[string]bool{}}
 	for _, svc := range o.services {
 		e.createService(svc)
 	}
@@ -236,6 +240,7 @@ func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
 		opts.Client = cs
 	}
 	e.p = New(alloc, o.pools, e.sp, opts)
+	e.p.delivered = e.record
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	e.p.SetInformers(factory)
 	go e.p.Run(ctx)
@@ -262,10 +267,69 @@ func (e *plannerEnv) createService(svc *v1.Service) netip.Addr {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	m := e.mark(svc)
 	if _, err := e.cs.CoreV1().Services(svc.Namespace).Create(e.ctx, svc, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
+	e.seen("*v1.Service", svc.Name, m)
 	return al.Addresses[0]
+}
+
+// markKey is an annotation tests set on every object they write: the fake
+// clientset keeps no resource versions, so it tells which version of an
+// object the informers handed the planner.
+const markKey = "planner.test/mark"
+
+// mark sets a new mark on obj and returns it.
+func (e *plannerEnv) mark(obj metav1.Object) string {
+	e.mu.Lock()
+	e.seq++
+	m := fmt.Sprint(e.seq)
+	e.mu.Unlock()
+	a := obj.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[markKey] = m
+	obj.SetAnnotations(a)
+	return m
+}
+
+// seen waits until the planner's informers handed it the object with mark
+// m, so that idle then means the planner handled the change.
+func (e *plannerEnv) seen(kind, name, m string) {
+	e.t.Helper()
+	if e.p == nil {
+		return // the planner lists everything when it starts
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !e.deliveredObj(kind, name, m) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the planner was not handed %s %s with mark %q", kind, name, m)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// record notes what the informers handed the planner.
+func (e *plannerEnv) record(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	kind := fmt.Sprintf("%T", obj)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.handed[kind+"/"+o.GetName()+"@"+o.GetAnnotations()[markKey]] = true
+}
+
+func (e *plannerEnv) deliveredObj(kind, name, rv string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.handed[kind+"/"+name+"@"+rv]
 }
 
 func (e *plannerEnv) service(name string, local bool) netip.Addr {
@@ -275,40 +339,54 @@ func (e *plannerEnv) service(name string, local bool) netip.Addr {
 	return vip
 }
 
-// idle waits until the planner has nothing to do.
+// idle waits until the planner has nothing to do. Changes made through
+// the clientset are waited for with seen first: the informers deliver them
+// asynchronously.
 func (e *plannerEnv) idle() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
-	// The informers deliver asynchronously: wait for a quiet moment twice.
-	for range 2 {
-		if err := e.p.WaitIdle(ctx); err != nil {
-			e.t.Fatalf("planner not idle after 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	if err := e.p.WaitIdle(ctx); err != nil {
 		e.t.Fatalf("planner not idle after 10s")
 	}
 }
 
-// owner checks that exactly one node is told to announce vip and it is one
-// of want ("" for none), and returns it.
+// owner checks, once the planner is idle, that exactly one node is told to
+// announce vip and it is one of want ("" for none), and returns it.
 func (e *plannerEnv) owner(vip netip.Addr, want ...string) string {
 	e.t.Helper()
 	e.idle()
-	got := e.sp.holders(vip.String())
-	planned := e.p.Announcers(vip)
-	if len(want) == 1 && want[0] == "" {
-		if len(got) != 0 || len(planned) != 0 {
-			e.t.Fatalf("VIP %s held by %v (planned %v), want no announcer", vip, got, planned)
+	return e.eventually(vip, want...)
+}
+
+// eventually waits until exactly one node is told to announce vip and it
+// is one of want ("" for none), and returns it. Changes the test made are
+// already waited for (seen, idle); the planner's own follow-ups (such as
+// writing its record) may still run.
+func (e *plannerEnv) eventually(vip netip.Addr, want ...string) string {
+	e.t.Helper()
+	var got, planned []string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got = e.sp.holders(vip.String())
+		planned = e.p.Announcers(vip)
+		if len(want) == 1 && want[0] == "" {
+			if len(got) == 0 && len(planned) == 0 {
+				return ""
+			}
+		} else if len(got) == 1 && slices.Equal(got, planned) && slices.Contains(want, got[0]) {
+			return got[0]
 		}
-		return ""
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if len(got) != 1 || !slices.Equal(got, planned) || !slices.Contains(want, got[0]) {
-		e.t.Fatalf("VIP %s held by %v (planned %v), want one of %v", vip, got, planned, want)
+	if len(want) == 1 && want[0] == "" {
+		e.t.Fatalf("VIP %s held by %v (planned %v), want no announcer", vip, got, planned)
 	}
-	return got[0]
+	e.t.Fatalf("VIP %s held by %v (planned %v), want one of %v", vip, got, planned, want)
+	return ""
 }
 
 func (e *plannerEnv) updateNode(name string, mutate func(*v1.Node)) {
@@ -318,9 +396,27 @@ func (e *plannerEnv) updateNode(name string, mutate func(*v1.Node)) {
 		e.t.Fatal(err)
 	}
 	mutate(n)
+	m := e.mark(n)
 	if _, err := e.cs.CoreV1().Nodes().Update(e.ctx, n, metav1.UpdateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
+	e.seen("*v1.Node", name, m)
+}
+
+// applySlice creates or updates an EndpointSlice and waits until the
+// planner's informer has it.
+func (e *plannerEnv) applySlice(slice *discoveryv1.EndpointSlice) {
+	e.t.Helper()
+	cl := e.cs.DiscoveryV1().EndpointSlices(slice.Namespace)
+	m := e.mark(slice)
+	_, err := cl.Update(e.ctx, slice, metav1.UpdateOptions{})
+	if err != nil {
+		_, err = cl.Create(e.ctx, slice, metav1.CreateOptions{})
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.seen("*v1.EndpointSlice", slice.Name, m)
 }
 
 // events returns the Events recorded so far.
@@ -361,9 +457,12 @@ func TestPlannerEligibility(t *testing.T) {
 
 	t.Run("sticky while eligible", func(t *testing.T) {
 		// Another node joining does not take the VIP away.
-		if _, err := e.cs.CoreV1().Nodes().Create(e.ctx, testNode("node-d", nil, true), metav1.CreateOptions{}); err != nil {
+		d := testNode("node-d", nil, true)
+		m := e.mark(d)
+		if _, err := e.cs.CoreV1().Nodes().Create(e.ctx, d, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		e.seen("*v1.Node", "node-d", m)
 		e.owner(vip, first)
 	})
 	var second string
@@ -401,6 +500,7 @@ func TestPlannerEligibility(t *testing.T) {
 		if err := e.cs.CoreV1().Services("default").Delete(e.ctx, "web", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		e.eventually(vip, "")
 		e.owner(vip, "")
 	})
 }
@@ -426,22 +526,16 @@ func TestPlannerPoolSelectorAndLocalPolicy(t *testing.T) {
 			{Addresses: []string{"10.0.0.2"}, NodeName: ptr.To("node-a"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
 		},
 	}
-	if _, err := e.cs.DiscoveryV1().EndpointSlices("default").Create(e.ctx, slice, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	e.applySlice(slice)
 	e.owner(local, "node-c")
 	// The endpoint moves to node-a: so does the VIP.
 	slice.Endpoints[0].Conditions.Ready = ptr.To(false)
 	slice.Endpoints[1].Conditions.Ready = ptr.To(true)
-	if _, err := e.cs.DiscoveryV1().EndpointSlices("default").Update(e.ctx, slice, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	e.applySlice(slice)
 	e.owner(local, "node-a")
 	// A node outside the selector never gets it, even with an endpoint.
 	slice.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.3"}, NodeName: ptr.To("node-b")}}
-	if _, err := e.cs.DiscoveryV1().EndpointSlices("default").Update(e.ctx, slice, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	e.applySlice(slice)
 	e.owner(local, "")
 }
 
@@ -766,9 +860,11 @@ func TestRecordsAnnouncers(t *testing.T) {
 	e.alloc.Release("uid-web")
 	svc, _ := e.cs.CoreV1().Services("default").Get(e.ctx, "web", metav1.GetOptions{})
 	svc.Spec.Type = v1.ServiceTypeClusterIP
+	m := e.mark(svc)
 	if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	e.seen("*v1.Service", "web", m)
 	if c := condition(); c != nil {
 		t.Fatalf("Announced = %+v on a Service without VIPs, want none", c)
 	}

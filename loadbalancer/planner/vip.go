@@ -90,7 +90,7 @@ func (p *Planner) syncService(key string) error {
 		}
 	}
 	if !slices.Equal(old, addrs) {
-		p.queue.Add(recPrefix + key)
+		p.enqueue(recPrefix + key)
 	}
 	if len(addrs) == 0 {
 		delete(p.bySvc, key)
@@ -151,7 +151,7 @@ func (p *Planner) syncAllServices() {
 			p.queue.AddRateLimited(key)
 		}
 	}
-	p.queue.Add(allKey)
+	p.enqueue(allKey)
 }
 
 // planAll re-plans every VIP.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -329,6 +330,10 @@ func cause(ctx context.Context, err error) error {
 	return err
 }
 
+// watchdogPasses counts the watchdogs' checks, for tests that wait for
+// the watchdog to have had its chance.
+var watchdogPasses atomic.Uint64
+
 // watchdog ends a stream whose speaker is silent too long: at first while
 // connecting (with a grace for the TLS handshake), then between reports.
 // Before the leader is ready no heartbeats flow, so silence does not count.
@@ -364,6 +369,7 @@ func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr
 			return
 		case <-t.C:
 		}
+		watchdogPasses.Add(1)
 		if !w.ready() {
 			w.seen()
 			continue

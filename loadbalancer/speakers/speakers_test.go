@@ -222,7 +222,7 @@ func TestSnapshotUpdatesAndReconnect(t *testing.T) {
 	// The CCM goes away: the speaker keeps announcing.
 	cancel()
 	m.Wait()
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "the speaker's stream ended", 5*time.Second, func() bool { return sp2.agent.Streams() == 0 })
 	if got := sp2.agent.Addresses(); len(got) != 2 {
 		t.Errorf("speaker announces %v after the CCM left, want its 2 VIPs kept", got)
 	}
@@ -442,7 +442,10 @@ func TestNothingSentBeforeReady(t *testing.T) {
 	m := e.managerNotReady(ctx2, 50*time.Millisecond, 5)
 	m.SetNode("node-a", nodeAddr("node-a"))
 	waitFor(t, "first report", 5*time.Second, func() bool { st, _ := m.State("node-a"); return st.Reported })
-	time.Sleep(500 * time.Millisecond) // longer than heartbeat × misses: no loss declared
+	// The signal: the watchdog made passes spanning more than heartbeat ×
+	// misses (250 ms); it must not have declared the silent speaker lost.
+	passes := watchdogPasses.Load()
+	waitFor(t, "watchdog passes", 5*time.Second, func() bool { return watchdogPasses.Load() >= passes+25 })
 	st, _ := m.State("node-a")
 	if !st.Connected || !slices.Equal(st.Initial, addrs("192.0.2.7")) {
 		t.Fatalf("state before ready = %+v, want connected with Initial [192.0.2.7]", st)

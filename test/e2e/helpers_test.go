@@ -141,19 +141,36 @@ func (c *cluster) waitIngress(namespace, name string, n int, timeout time.Durati
 	return got
 }
 
-// stillPending checks that a Service has no address for a while.
-func (c *cluster) stillPending(namespace, name string, d time.Duration) {
+// stillPending checks that a Service has no address after the CCM failed
+// to give it one twice (the signal: a retry happened, 3 s after the first
+// failure).
+func (c *cluster) stillPending(namespace, name string) {
 	c.t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		svc, err := c.cp.Client.CoreV1().Services(namespace).Get(c.ctx, name, metav1.GetOptions{})
+	err := rig.Eventually(30*time.Second, func() error {
+		evs, err := c.cp.Client.CoreV1().Events(namespace).List(c.ctx, metav1.ListOptions{})
 		if err != nil {
-			c.t.Fatal(err)
+			return err
 		}
-		if got := ingress(svc); len(got) > 0 {
-			c.t.Fatalf("Service %s/%s got %v; want it pending", namespace, name, got)
+		var n int32
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == name && e.Reason == "SyncLoadBalancerFailed" {
+				n += max(e.Count, 1)
+			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		if n < 2 {
+			return fmt.Errorf("Service %s/%s: %d failed syncs, waiting for a retry", namespace, name, n)
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	svc, err := c.cp.Client.CoreV1().Services(namespace).Get(c.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if got := ingress(svc); len(got) > 0 {
+		c.t.Fatalf("Service %s/%s got %v; want it pending", namespace, name, got)
 	}
 }
 

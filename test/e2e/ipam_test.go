@@ -44,7 +44,7 @@ func TestMetalLBServiceAndExhaustion(t *testing.T) {
 		t.Fatalf("addresses not distinct: %v", got)
 	}
 	c.waitEvent("default", "metallb-5", corev1.EventTypeWarning, "SyncLoadBalancerFailed", `pool "legacy": 4 of 4 IPv4 addresses in use`)
-	c.stillPending("default", "metallb-5", 2*time.Second)
+	c.stillPending("default", "metallb-5")
 	c.waitEvent("default", "metallb-1", corev1.EventTypeNormal, "IPAllocated", "from IPPool legacy")
 
 	// The pool's status counts the usage.
@@ -149,7 +149,7 @@ serviceAllocation:
 			s.Spec.IPFamilyPolicy = &require
 		}))
 		c.waitEvent("default", "require", corev1.EventTypeWarning, "SyncLoadBalancerFailed", `pool "v6only" requested by default/require has no IPv4 addresses`)
-		c.stillPending("default", "require", time.Second)
+		c.stillPending("default", "require")
 	})
 	t.Run("sharing", func(t *testing.T) {
 		shared := map[string]string{"metallb.universe.tf/allow-shared-ip": "dns", "ironlb.dev/pool": "low"}
@@ -253,8 +253,17 @@ func TestPoolChangesKeepAddresses(t *testing.T) {
 	c.ccm.Stop(10 * time.Second)
 	rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-2", Kubeconfig: c.kubeconfig, LeaderElect: true})
 	c.waitEvent("default", "b", corev1.EventTypeWarning, "AddressOutsidePools", ipB+" is in no IPPool any more")
+	// The signal: the new CCM synced b again after the touch.
+	synced := eventCount(t, ctx, c, "b", "EnsuringLoadBalancer")
 	touch("b", "2")
-	time.Sleep(time.Second)
+	if err := rig.Eventually(30*time.Second, func() error {
+		if eventCount(t, ctx, c, "b", "EnsuringLoadBalancer") <= synced {
+			return fmt.Errorf("b not synced after the touch")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for name, want := range map[string]string{"a": ipA, "b": ipB} {
 		if got := c.waitIngress("default", name, 1, time.Second)[0]; got != want {
 			t.Errorf("%s changed from %s to %s after the pool was deleted and the CCM restarted", name, want, got)

@@ -235,7 +235,16 @@ func TestLayer2(t *testing.T) {
 			probe.Stop()
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		// Keep probing a moment past the takeover: 20 more attempts.
+		seen := len(probe.Results())
+		if err := rig.Eventually(10*time.Second, func() error {
+			if n := len(probe.Results()); n < seen+20 {
+				return fmt.Errorf("%d probe results, waiting for %d", n, seen+20)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 		rs := probe.Stop()
 		if fails := netrig.Failures(rs); len(fails) > 0 {
 			t.Errorf("the client lost %d of %d connections to %s during the CCM change (first: %v)", len(fails), len(rs), vip, fails[0].Err)
