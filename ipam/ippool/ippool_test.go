@@ -9,6 +9,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/ipam"
@@ -141,5 +146,51 @@ func TestStatus(t *testing.T) {
 	invalid := Status(pool("broken", "192.0.2.9-192.0.2.1"), nil, nil, ipam.PoolStats{}, ipam.PoolStats{})
 	if c := meta.FindStatusCondition(invalid.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonInvalid {
 		t.Errorf("Ready of an invalid pool = %+v, want False/Invalid", c)
+	}
+}
+
+// TestStatusWritesDoNotRebuildPools: the controller's own status writes
+// come back as updates with the same generation; they must not rebuild the
+// allocator's pool or re-plan announcements. A spec change (a new
+// generation) or a re-created pool (a new UID) does.
+func TestStatusWritesDoNotRebuildPools(t *testing.T) {
+	scheme := runtime.NewScheme()
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{v1alpha1.IPPoolResource: "IPPoolList"})
+	alloc := ipam.New()
+	c, err := New(client, alloc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := 0
+	c.OnChange(func(string) { changes++ })
+	obj := func(uid string, generation int64, used int64, addrs ...string) *unstructured.Unstructured {
+		p := pool("lan", addrs...)
+		p.UID, p.Generation = types.UID(uid), generation
+		p.Status.Used = used
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &unstructured.Unstructured{Object: u}
+	}
+	steps := []struct {
+		name string
+		obj  *unstructured.Unstructured
+		want int
+	}{
+		{"created", obj("u1", 1, 0, "192.0.2.0/30"), 1},
+		{"its status written", obj("u1", 1, 3, "192.0.2.0/30"), 1},
+		{"a resync", obj("u1", 1, 3, "192.0.2.0/30"), 1},
+		{"its spec edited", obj("u1", 2, 3, "192.0.2.0/29"), 2},
+		{"deleted and created again", obj("u2", 1, 0, "192.0.2.0/29"), 3},
+	}
+	for _, s := range steps {
+		c.apply(s.obj)
+		if changes != s.want {
+			t.Errorf("%s: %d changes, want %d", s.name, changes, s.want)
+		}
+	}
+	if v4, _, ok := alloc.Stats("lan"); !ok || v4.Total.Int64() != 8 {
+		t.Errorf("the allocator's pool has %v IPv4 addresses (ok %v), want the /29's 8", v4.Total, ok)
 	}
 }

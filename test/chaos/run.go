@@ -105,7 +105,9 @@ func (x *run) setup(ctx context.Context) error {
 	for _, p := range x.cfg.pool() {
 		addrs = append(addrs, "'"+p.String()+"'")
 	}
-	pool := fmt.Sprintf("apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata: {name: chaos}\nspec:\n  addresses: [%s]\n", strings.Join(addrs, ", "))
+	// avoidBuggyIPs: the client's LAN is a /24, whose .255 is its broadcast
+	// address.
+	pool := fmt.Sprintf("apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata: {name: chaos}\nspec:\n  avoidBuggyIPs: true\n  addresses: [%s]\n", strings.Join(addrs, ", "))
 	err := rig.Eventually(time.Minute, func() error {
 		_, err := x.cp.KubectlStdin(ctx, pool, "apply", "-f", "-")
 		return err

@@ -50,8 +50,8 @@ type watcher struct {
 type svcState struct {
 	key         string
 	terminating bool
-	request     string            // what the Service asks for: a change allows a new address
-	shareKey    string            // its sharing key
+	request     string            // what the Service asked for when it got its addresses
+	shareKey    string            // its sharing key when it got its addresses
 	addrs       map[string]string // family → address in status
 	assigned    bool
 	since       time.Time     // when it got its current addresses
@@ -61,12 +61,20 @@ type svcState struct {
 	unannounced time.Duration // time with addresses but not announced
 }
 
-// poolSize counts the addresses of prefixes.
+// poolSize counts the addresses of prefixes a pool with avoidBuggyIPs
+// hands out: IPv4 addresses ending in .0 or .255 are left out.
 func poolSize(prefixes []netip.Prefix) int {
 	n := 0
 	for _, p := range prefixes {
 		size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
 		n += int(size.Int64())
+		if p.Addr().Is4() {
+			for a := p.Masked().Addr(); p.Contains(a); a = a.Next() {
+				if b := a.As4(); b[3] == 0 || b[3] == 255 {
+					n--
+				}
+			}
+		}
 	}
 	return n
 }
@@ -139,7 +147,11 @@ func (w *watcher) update(svc *corev1.Service) {
 			addrs[fam] = a.String()
 		}
 	}
-	if !terminating && st.request == req {
+	// An address may change only after the request did (since the
+	// address was given): a user's edit the CCM may not have seen yet
+	// keeps the old address meanwhile.
+	changed := !maps.Equal(st.addrs, addrs)
+	if changed && !terminating && st.request == req {
 		for fam, was := range st.addrs {
 			if now := addrs[fam]; now != was {
 				w.changes++
@@ -150,8 +162,10 @@ func (w *watcher) update(svc *corev1.Service) {
 	for _, a := range st.addrs {
 		delete(w.holders[a], svc.UID)
 	}
-	if !maps.Equal(st.addrs, addrs) {
+	if changed || len(addrs) == 0 {
+		// The request and key the current addresses were given under.
 		st.since = time.Now()
+		st.request, st.shareKey = req, svc.Annotations["ironlb.dev/allow-shared-ip"]
 	}
 	ann := ""
 	if c := meta.FindStatusCondition(svc.Status.Conditions, "ironlb.dev/Announced"); c != nil && c.Status == metav1.ConditionTrue {
@@ -166,7 +180,7 @@ func (w *watcher) update(svc *corev1.Service) {
 			st.unannounced = 0
 		}
 	}
-	st.terminating, st.request, st.shareKey, st.addrs = terminating, req, svc.Annotations["ironlb.dev/allow-shared-ip"], addrs
+	st.terminating, st.addrs = terminating, addrs
 	if len(addrs) > 0 {
 		st.assigned = true
 		if st.waited > w.maxWait {

@@ -1,0 +1,68 @@
+package ipam
+
+import (
+	"math/big"
+	"net/netip"
+	"slices"
+)
+
+// Lookup returns what the owner holds.
+func (a *Allocator) Lookup(owner string) (Allocation, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o := a.owners[owner]
+	if o == nil {
+		return Allocation{}, false
+	}
+	return a.allocation(o.addrs), true
+}
+
+func (a *Allocator) allocation(addrs []netip.Addr) Allocation {
+	al := Allocation{Addresses: slices.Clone(addrs), Pools: make([]string, len(addrs))}
+	for i, addr := range addrs {
+		al.Pools[i] = a.poolOf(keyOf(addr), FamilyOf(addr))
+	}
+	return al
+}
+
+// Holder returns who holds addr.
+func (a *Allocator) Holder(addr netip.Addr) (Holding, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.holdings[keyOf(addr)]
+	if h == nil {
+		return Holding{}, false
+	}
+	out := Holding{SharingKey: h.key}
+	for _, m := range h.members {
+		out.Owners = append(out.Owners, m.name)
+	}
+	slices.Sort(out.Owners)
+	return out, true
+}
+
+// PoolStats are a pool's address counts for one family.
+type PoolStats struct {
+	// Total counts allocatable addresses.
+	Total *big.Int
+	// Used counts allocatable addresses that are held.
+	Used uint64
+	// Free is Total - Used.
+	Free *big.Int
+}
+
+// Stats returns a pool's counts for each family, or false if it does not
+// exist.
+func (a *Allocator) Stats(pool string) (v4, v6 PoolStats, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ps := a.pools[pool]
+	if ps == nil {
+		return v4, v6, false
+	}
+	stats := func(fs famState) PoolStats {
+		used := new(big.Int).SetUint64(fs.inUse)
+		return PoolStats{Total: new(big.Int).Set(fs.total), Used: fs.inUse, Free: used.Sub(fs.total, used)}
+	}
+	return stats(ps.fam[0]), stats(ps.fam[1]), true
+}

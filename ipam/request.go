@@ -1,0 +1,83 @@
+package ipam
+
+import "net/netip"
+
+// Subject describes who asks for addresses, for pools' selectors.
+type Subject struct {
+	Namespace       string
+	NamespaceLabels map[string]string
+	Labels          map[string]string
+}
+
+// Pool is a set of addresses and the rules for handing them out.
+type Pool struct {
+	Name string
+	// Ranges come from ParseRanges: sorted and merged.
+	Ranges []Range
+	// AutoAssign lets requests that name no pool draw from this one.
+	AutoAssign bool
+	// AvoidBuggyIPs skips IPv4 addresses ending in .0 or .255.
+	AvoidBuggyIPs bool
+	// Priority orders auto-assign pools: higher first, then by name.
+	Priority int32
+	// Allows reports whether subject may use the pool; nil allows everyone.
+	Allows func(Subject) bool
+}
+
+// Port is a protocol and port a Service listens on, for sharing checks.
+type Port struct {
+	Protocol string
+	Port     int32
+}
+
+// Sharing says with whom an owner may share an address: owners with the same
+// non-empty Key, the same TrafficPolicy and no Port in common.
+type Sharing struct {
+	Key           string
+	TrafficPolicy string
+	Ports         []Port
+	// Aliases are more keys the owner shares under, for Restore only: the
+	// spellings of a Service's sharing annotations when they disagree, so
+	// that a Service whose annotations stopped parsing keeps its address.
+	Aliases []string
+}
+
+// Request asks for the addresses of one owner (a Service).
+type Request struct {
+	// Owner identifies the owner for good (a Service UID): Ensure is
+	// idempotent per Owner.
+	Owner string
+	// Name is shown in messages ("namespace/name").
+	Name    string
+	Subject Subject
+	// Pool, when set, is the only pool to draw from.
+	Pool string
+	// Addresses are specific addresses wanted, at most one per family.
+	Addresses []netip.Addr
+	// Families are the families wanted, in order (a Service's ipFamilies).
+	Families []Family
+	// RequireAll fails the request unless every family gets an address
+	// (SingleStack, RequireDualStack); otherwise (PreferDualStack) one is
+	// enough.
+	RequireAll bool
+	Sharing    Sharing
+}
+
+// Allocation is what an owner holds.
+type Allocation struct {
+	// Addresses in the order of the request's families.
+	Addresses []netip.Addr
+	// Pools holds, per address, the pool it lies in now ("" if none).
+	Pools []string
+	// Warnings explain families of a PreferDualStack request that got no
+	// address.
+	Warnings []string
+}
+
+// Holding describes who holds an address.
+type Holding struct {
+	// Owners are the owners' names ("namespace/name"), sorted.
+	Owners []string
+	// SharingKey is the key they share under, "" for an exclusive address.
+	SharingKey string
+}
