@@ -90,6 +90,8 @@ func (x *run) all(ctx context.Context) error {
 	}
 	x.f.DoubleAllocations, x.f.IPChanges, x.f.UnassignedMax, x.f.UnassignedMaxOf = x.w.result()
 	x.f.UnannouncedMax, x.f.UnannouncedMaxOf = x.w.unannouncedMax()
+	logf("longest wait for an address while one was free: %s (%s); longest unannounced: %s (%s)",
+		x.f.UnassignedMax, x.f.UnassignedMaxOf, x.f.UnannouncedMax, x.f.UnannouncedMaxOf)
 	x.f.SampledVIPs, x.f.Unanswered = x.smp.result()
 	_, x.f.ServicesCreated = x.churn.counts()
 	return nil

@@ -51,7 +51,8 @@ type svcState struct {
 	key         string
 	terminating bool
 	request     string            // what the Service asked for when it got its addresses
-	shareKey    string            // its sharing key when it got its addresses
+	edited      bool              // the request changed since (even if back again)
+	shareKeys   map[string]bool   // the sharing keys it had while holding them
 	addrs       map[string]string // family → address in status
 	assigned    bool
 	since       time.Time     // when it got its current addresses
@@ -132,7 +133,7 @@ func (w *watcher) update(svc *corev1.Service) {
 	defer w.mu.Unlock()
 	st := w.svcs[svc.UID]
 	if st == nil {
-		st = &svcState{key: svc.Namespace + "/" + svc.Name, addrs: map[string]string{}}
+		st = &svcState{key: svc.Namespace + "/" + svc.Name, addrs: map[string]string{}, shareKeys: map[string]bool{}}
 		w.svcs[svc.UID] = st
 	}
 	terminating := svc.DeletionTimestamp != nil
@@ -151,7 +152,10 @@ func (w *watcher) update(svc *corev1.Service) {
 	// address was given): a user's edit the CCM may not have seen yet
 	// keeps the old address meanwhile.
 	changed := !maps.Equal(st.addrs, addrs)
-	if changed && !terminating && st.request == req {
+	if req != st.request {
+		st.edited = true
+	}
+	if changed && !terminating && !st.edited {
 		for fam, was := range st.addrs {
 			if now := addrs[fam]; now != was {
 				w.changes++
@@ -163,9 +167,16 @@ func (w *watcher) update(svc *corev1.Service) {
 		delete(w.holders[a], svc.UID)
 	}
 	if changed || len(addrs) == 0 {
-		// The request and key the current addresses were given under.
+		// The request the current addresses were given under.
 		st.since = time.Now()
-		st.request, st.shareKey = req, svc.Annotations["ironlb.dev/allow-shared-ip"]
+		st.request, st.edited = req, false
+		st.shareKeys = map[string]bool{}
+	}
+	// A Service keeps its address when it changes its key as the only
+	// holder, and keeps it until the CCM syncs it when it leaves a group:
+	// every key it had while holding the address counts.
+	if k := svc.Annotations["ironlb.dev/allow-shared-ip"]; k != "" {
+		st.shareKeys[k] = true
 	}
 	ann := ""
 	if c := meta.FindStatusCondition(svc.Status.Conditions, "ironlb.dev/Announced"); c != nil && c.Status == metav1.ConditionTrue {
@@ -198,17 +209,26 @@ func (w *watcher) update(svc *corev1.Service) {
 		w.holders[a][svc.UID] = true
 		for other := range w.holders[a] {
 			o := w.svcs[other]
-			if other == svc.UID || (st.shareKey != "" && st.shareKey == o.shareKey) {
+			if other == svc.UID || commonKey(st.shareKeys, o.shareKeys) {
 				continue
 			}
 			pair := a + " " + min(st.key, o.key) + " " + max(st.key, o.key)
 			if !w.reported[pair] {
 				w.reported[pair] = true
 				w.doubles++
-				w.problemf("%s held by %s (key %q) and %s (key %q)", a, st.key, st.shareKey, o.key, o.shareKey)
+				w.problemf("%s held by %s (keys %v) and %s (keys %v)", a, st.key, slices.Sorted(maps.Keys(st.shareKeys)), o.key, slices.Sorted(maps.Keys(o.shareKeys)))
 			}
 		}
 	}
+}
+
+func commonKey(a, b map[string]bool) bool {
+	for k := range a {
+		if b[k] {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *watcher) remove(uid types.UID) {
