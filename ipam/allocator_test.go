@@ -1390,3 +1390,22 @@ func TestRestoreAll(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreAllFollowsTheRecord: when the record says under which key an
+// address was shared, its sharers with that key keep it, whatever their
+// ages and numbers; the one that changed its key loses it.
+func TestRestoreAllFollowsTheRecord(t *testing.T) {
+	a := newAllocator(autoPool(t, "p", "192.0.2.0/30"))
+	addr := netip.MustParseAddr("192.0.2.1")
+	rec := map[netip.Addr]string{addr: "k0"}
+	errs := a.RestoreAll([]Restoration{
+		{Req: shared(v4("old"), "k2", "Cluster", tcp80), Addrs: addrs("192.0.2.1"), SharedAs: rec},  // changed k0 → k2
+		{Req: shared(v4("new"), "k0", "Cluster", tcp443), Addrs: addrs("192.0.2.1"), SharedAs: rec}, // joined under k0
+	})
+	if !errors.Is(errs[0], ErrConflict) || errs[1] != nil {
+		t.Errorf("errors %v, want old to lose the address and new to keep it", errs)
+	}
+	wantLookup(t, a, "new", "192.0.2.1")
+	wantLookup(t, a, "old")
+	wantHolder(t, a, "192.0.2.1", "k0", "ns/new")
+}

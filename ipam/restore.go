@@ -97,16 +97,20 @@ func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr
 type Restoration struct {
 	Req   Request
 	Addrs []netip.Addr
+	// SharedAs records, where known, the sharing key each address was
+	// shared under when it was last recorded.
+	SharedAs map[netip.Addr]string
 }
 
 // RestoreAll restores many owners at once, oldest first in rs, and returns
 // each one's Restore error. When several owners claim one address but no
 // longer agree on a sharing key (one changed its key while no CCM ran),
-// the address stays with the largest group that still shares a key, and
-// among equal groups with the one holding the oldest owner; an owner whose
-// request stopped sharing (no key) yields to owners that still share. Only
-// the owners outside that group lose the address: the ones whose request
-// changed.
+// the address stays with the owners whose key is the one it was recorded
+// as shared under; without a record, with the largest group that still
+// shares a key, and among equal groups with the one holding the oldest
+// owner (an owner whose request stopped sharing yields to owners that
+// still share). Only the owners outside that group lose the address: the
+// ones whose request changed.
 func (a *Allocator) RestoreAll(rs []Restoration) []error {
 	claims := map[netip.Addr][]int{}
 	for i, r := range rs {
@@ -119,7 +123,10 @@ func (a *Allocator) RestoreAll(rs []Restoration) []error {
 		if len(idx) < 2 {
 			continue
 		}
-		winners := sharingGroup(rs, idx)
+		winners := recordedGroup(rs, idx, addr)
+		if len(winners) == 0 {
+			winners = sharingGroup(rs, idx)
+		}
 		for _, i := range idx {
 			if !slices.Contains(winners, i) {
 				lost[i] = append(lost[i], addr)
@@ -135,6 +142,35 @@ func (a *Allocator) RestoreAll(rs []Restoration) []error {
 		errs[i] = errors.Join(errs[i], a.Restore(rs[i].Req, addrs))
 	}
 	return errs
+}
+
+// recordedGroup returns the claimants of addr whose sharing keys include
+// the key addr was recorded as shared under (the most recorded one, when
+// records disagree); none without a record.
+func recordedGroup(rs []Restoration, claimants []int, addr netip.Addr) []int {
+	votes := map[string]int{}
+	for _, i := range claimants {
+		if k := rs[i].SharedAs[addr]; k != "" {
+			votes[k]++
+		}
+	}
+	recorded := ""
+	for _, k := range slices.Sorted(maps.Keys(votes)) {
+		if recorded == "" || votes[k] > votes[recorded] {
+			recorded = k
+		}
+	}
+	if recorded == "" {
+		return nil
+	}
+	var out []int
+	for _, i := range claimants {
+		sh := rs[i].Req.Sharing
+		if sh.Key == recorded || slices.Contains(sh.Aliases, recorded) {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // sharingGroup returns the claimants (indexes into rs, oldest first) that

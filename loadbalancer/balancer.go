@@ -186,7 +186,8 @@ func (b *Balancer) waitReady(ctx context.Context) error {
 // restore rebuilds the allocator from the addresses Services hold in their
 // status. One rule: a Service keeps every address its status holds unless
 // other Services hold it without a sharing key in common (ipam.RestoreAll:
-// the ones still sharing a key keep it, else the oldest). Sharers whose
+// the ones whose key is the one the address was recorded as shared under
+// keep it, else those still sharing a key, else the oldest). Sharers whose
 // ports or traffic policies clash keep it too, and get a Warning Event; a
 // Service whose annotations no longer parse keeps its addresses, and the
 // next sync reports the error.
@@ -215,7 +216,11 @@ func (b *Balancer) restore() (int, error) {
 				addrs = append(addrs, a)
 			}
 		}
-		rs[i] = ipam.Restoration{Req: RestoreRequestFor(svc, b.namespaceLabels(svc.Namespace)), Addrs: addrs}
+		shared := map[netip.Addr]string{}
+		for a, r := range planner.Records(svc) {
+			shared[a] = r.SharedAs
+		}
+		rs[i] = ipam.Restoration{Req: RestoreRequestFor(svc, b.namespaceLabels(svc.Namespace)), Addrs: addrs, SharedAs: shared}
 	}
 	for i, err := range b.alloc.RestoreAll(rs) {
 		svc := svcs[i]

@@ -38,6 +38,7 @@ import (
 // Allocations is what the planner reads of the allocator.
 type Allocations interface {
 	Lookup(owner string) (ipam.Allocation, bool)
+	Holder(addr netip.Addr) (ipam.Holding, bool)
 }
 
 // Pools tells where a pool's addresses may be announced.

@@ -23,7 +23,10 @@ import (
 
 // ConditionAnnounced is the condition type on a Service's status. Its
 // message lists each VIP with the node announcing it,
-// "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may).
+// "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may), and
+// "@key" after a VIP shared under a sharing key ("192.0.2.9=node-a@web"):
+// after a restart, Services that shared an address keep it under the key
+// they shared it by, even if one of them changed its key meanwhile.
 const ConditionAnnounced = "ironlb.dev/Announced"
 
 // Reasons of ConditionAnnounced.
@@ -100,27 +103,43 @@ func (p *Planner) announcedBy(key string) (msg string, all, some bool) {
 		} else {
 			all = false
 		}
-		parts = append(parts, a.String()+"="+owner)
+		entry := a.String() + "=" + owner
+		if h, ok := p.alloc.Holder(a); ok && h.SharingKey != "" {
+			entry += "@" + h.SharingKey
+		}
+		parts = append(parts, entry)
 	}
 	return strings.Join(parts, ", "), all, len(parts) > 0
 }
 
-// AnnouncedBy reads ConditionAnnounced of a Service: where the leader that
-// wrote it announced each VIP. VIPs announced by no node are left out.
-func AnnouncedBy(svc *v1.Service) map[netip.Addr]string {
-	out := map[netip.Addr]string{}
+// Record is what ConditionAnnounced says of one VIP.
+type Record struct {
+	// Node announced it ("" for none).
+	Node string
+	// SharedAs is the sharing key it was shared under, "" if not shared.
+	SharedAs string
+}
+
+// Records reads ConditionAnnounced of a Service: where the leader that
+// wrote it announced each VIP, and under which sharing key it was held.
+func Records(svc *v1.Service) map[netip.Addr]Record {
+	out := map[netip.Addr]Record{}
 	c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
 	if c == nil {
 		return out
 	}
 	for _, part := range strings.Split(c.Message, ",") {
-		addr, nodes, ok := strings.Cut(strings.TrimSpace(part), "=")
+		addr, rest, ok := strings.Cut(strings.TrimSpace(part), "=")
 		a, err := netip.ParseAddr(addr)
-		if !ok || err != nil || nodes == "" || nodes == "-" {
+		if !ok || err != nil {
 			continue
 		}
+		nodes, shared, _ := strings.Cut(rest, "@")
 		node, _, _ := strings.Cut(nodes, "+")
-		out[a] = node
+		if node == "-" {
+			node = ""
+		}
+		out[a] = Record{Node: node, SharedAs: shared}
 	}
 	return out
 }

@@ -29,8 +29,10 @@ func (p *Planner) seedFromRecords() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range svcs {
-		for a, node := range AnnouncedBy(s) {
-			p.seeds[a] = node
+		for a, r := range Records(s) {
+			if r.Node != "" {
+				p.seeds[a] = r.Node
+			}
 		}
 	}
 }
