@@ -869,3 +869,51 @@ func TestRecordsAnnouncers(t *testing.T) {
 		t.Fatalf("Announced = %+v on a Service without VIPs, want none", c)
 	}
 }
+
+// TestRecordsTheSharingKey: an address shared under a key is recorded with
+// it, which a restarted CCM uses to keep it with that key's sharers.
+func TestRecordsTheSharingKey(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{record: true}, nodes(2)...)
+	var vip netip.Addr
+	for i, name := range []string{"dns-tcp", "dns-udp"} {
+		svc := lbService(name, false)
+		al, err := e.alloc.Ensure(ipam.Request{Owner: string(svc.UID), Name: "default/" + name, Families: []ipam.Family{ipam.IPv4},
+			Sharing: ipam.Sharing{Key: "dns", TrafficPolicy: "Cluster", Ports: []ipam.Port{{Protocol: []string{"TCP", "UDP"}[i], Port: 53}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vip = al.Addresses[0]
+		m := e.mark(svc)
+		if _, err := e.cs.CoreV1().Services("default").Create(e.ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.seen("*v1.Service", name, m)
+	}
+	owner := e.owner(vip, "node-a", "node-b")
+	err := pollFor(5*time.Second, func() error {
+		for _, name := range []string{"dns-tcp", "dns-udp"} {
+			svc, err := e.cs.CoreV1().Services("default").Get(e.ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if got, want := Records(svc)[vip], (Record{Node: owner, SharedAs: "dns"}); got != want {
+				return fmt.Errorf("%s records %+v, want %+v", name, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pollFor(timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
