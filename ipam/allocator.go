@@ -36,6 +36,8 @@ type Allocator struct {
 	holdings map[key]*holding
 	owners   map[string]*ownerState
 	groups   map[string]map[key]struct{} // sharing key -> addresses
+	claims   map[key]map[string]string   // stale claims (claims.go): address -> owner -> name
+	claimsOf map[string][]key            // owner -> addresses it claims
 	sorted   []*poolState                // pools by priority, then name
 }
 
@@ -77,6 +79,8 @@ func New() *Allocator {
 		holdings: map[key]*holding{},
 		owners:   map[string]*ownerState{},
 		groups:   map[string]map[key]struct{}{},
+		claims:   map[key]map[string]string{},
+		claimsOf: map[string][]key{},
 	}
 }
 

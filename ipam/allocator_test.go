@@ -1227,6 +1227,12 @@ func checkInternalConsistency(t testing.TB, a *Allocator) {
 	for k, h := range a.holdings {
 		var got []string
 		for _, m := range h.members {
+			if m.owner == staleOwner {
+				if len(h.members) != 1 || len(a.claims[k]) == 0 {
+					t.Errorf("%s: a stand-in among %d members, %d claims", k.addr(h.family), len(h.members), len(a.claims[k]))
+				}
+				continue
+			}
 			got = append(got, m.owner)
 		}
 		want := members[k]
@@ -1408,4 +1414,41 @@ func TestRestoreAllFollowsTheRecord(t *testing.T) {
 	wantLookup(t, a, "new", "192.0.2.1")
 	wantLookup(t, a, "old")
 	wantHolder(t, a, "192.0.2.1", "k0", "ns/new")
+}
+
+// TestStaleClaims: an owner that loses an address at a restore still lists
+// it in its status; nobody else gets it until that status changes, even
+// after its holders release it.
+func TestStaleClaims(t *testing.T) {
+	a := newAllocator(autoPool(t, "p", "192.0.2.0/31"))
+	if err := a.Restore(v4("winner"), addrs("192.0.2.0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Restore(v4("loser"), addrs("192.0.2.0")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Restore(loser) = %v, want ErrConflict", err)
+	}
+	if !a.HasClaims("loser") {
+		t.Fatal("the loser has no stale claim")
+	}
+	// The loser's own Ensure gives it another address.
+	ensureGets(t, a, v4("loser"), "192.0.2.1")
+	// The winner is deleted: the address stays out of reach while the
+	// loser's status still lists it.
+	a.Release("winner")
+	if _, err := a.Ensure(v4("late")); !errors.Is(err, ErrExhausted) {
+		t.Errorf("Ensure(late) = %v, want ErrExhausted: 192.0.2.0 is still claimed", err)
+	}
+	req := v4("late")
+	req.Addresses = addrs("192.0.2.0")
+	if _, err := a.Ensure(req); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "the status of ns/loser") {
+		t.Errorf("Ensure(late, 192.0.2.0) = %v, want a conflict naming the loser's status", err)
+	}
+	wantStats(t, a, "p", counts{"2", "2", "0"}, counts{"0", "0", "0"})
+	// The loser's status now lists only its new address: the claim ends.
+	a.Unclaim("loser", addrs("192.0.2.1"))
+	if a.HasClaims("loser") {
+		t.Error("the claim is still there")
+	}
+	ensureGets(t, a, v4("late"), "192.0.2.0")
+	checkInternalConsistency(t, a)
 }

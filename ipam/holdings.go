@@ -71,6 +71,13 @@ func (a *Allocator) leave(k key, owner string) {
 	if len(h.members) > 0 {
 		return
 	}
+	if len(a.claims[k]) > 0 && owner != staleOwner {
+		// A stale claim keeps it, exclusively, until its status changes.
+		a.ungroup(k, h.key)
+		h.key, h.policy = "", ""
+		h.members = []member{a.standIn(k)}
+		return
+	}
 	delete(a.holdings, k)
 	a.ungroup(k, h.key)
 	for _, ps := range a.pools {
@@ -86,11 +93,13 @@ func (a *Allocator) Release(owner string) []netip.Addr {
 	defer a.mu.Unlock()
 	o := a.owners[owner]
 	if o == nil {
+		a.unclaim(owner, nil)
 		return nil
 	}
 	for _, addr := range o.addrs {
 		a.leave(keyOf(addr), owner)
 	}
 	delete(a.owners, owner)
+	a.unclaim(owner, nil)
 	return o.addrs
 }

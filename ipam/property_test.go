@@ -142,6 +142,9 @@ type propRun struct {
 	// joined lists, per address, its holders in the order they joined:
 	// a holder must be compatible with those before it to keep sharing.
 	joined map[netip.Addr][]string
+	// claims lists, per address, the owners that could not restore it:
+	// their statuses still list it, so nobody else may get it.
+	claims map[netip.Addr]map[string]bool
 }
 
 func newPropRun(t *testing.T, seed uint64) *propRun {
@@ -462,7 +465,12 @@ func (p *propRun) setOwner(owner string, mo *modelOwner) {
 	p.byAddr = nil
 }
 
-func (p *propRun) held(a netip.Addr) bool { return len(p.holders(a)) > 0 }
+func (p *propRun) held(a netip.Addr) bool { return len(p.holders(a)) > 0 || len(p.claims[a]) > 0 }
+
+// claimedOnly reports whether only stale claims hold a.
+func (p *propRun) claimedOnly(a netip.Addr) bool {
+	return len(p.holders(a)) == 0 && len(p.claims[a]) > 0
+}
 
 func (p *propRun) poolOf(a netip.Addr) string {
 	for _, mp := range p.sortedPools() {
@@ -476,6 +484,9 @@ func (p *propRun) poolOf(a netip.Addr) string {
 // compatible reports whether req may share a with its holders other than
 // req's owner.
 func (p *propRun) compatible(req Request, a netip.Addr) bool {
+	if p.claimedOnly(a) {
+		return false
+	}
 	for _, o := range p.holders(a) {
 		if o == req.Owner {
 			continue
@@ -842,6 +853,12 @@ func (p *propRun) release(owner string) {
 		p.fatalf("Release(%s) = %v, want %v", owner, got, want)
 	}
 	p.setOwner(owner, nil)
+	for a, cl := range p.claims {
+		delete(cl, owner)
+		if len(cl) == 0 {
+			delete(p.claims, a)
+		}
+	}
 }
 
 // restoreNew restores random addresses for an owner holding nothing, as
@@ -868,7 +885,15 @@ func (p *propRun) restoreNew() {
 		case p.held(a) && (p.groupKey(a) == "" || p.groupKey(a) != req.Sharing.Key):
 			// Restore keeps an address shared under one key even when
 			// ports or policies clash; only a missing common key loses it.
+			// The owner's status still lists it: a stale claim.
 			wantErr = true
+			if p.claims == nil {
+				p.claims = map[netip.Addr]map[string]bool{}
+			}
+			if p.claims[a] == nil {
+				p.claims[a] = map[string]bool{}
+			}
+			p.claims[a][req.Owner] = true
 		default:
 			kept = append(kept, a)
 		}
@@ -901,6 +926,7 @@ func (p *propRun) restart() {
 		setPools()
 	}
 	p.joined = map[netip.Addr][]string{}
+	p.claims = nil // statuses are as the owners hold them
 	for _, o := range p.sortedOwners() {
 		mo := p.owners[o]
 		if err := a.Restore(mo.req, mo.addrs); err != nil {
@@ -937,10 +963,19 @@ func (p *propRun) check() {
 			}
 			// Holder agrees.
 			h, ok := p.a.Holder(a)
-			if ok != (len(hs) > 0) {
-				p.fatalf("Holder(%s) = %+v, %v; the model says it is held by %v", a, h, ok, hs)
+			if ok != p.held(a) {
+				p.fatalf("Holder(%s) = %+v, %v; the model says it is held by %v, claimed by %v", a, h, ok, hs, p.claims[a])
 			}
-			if ok {
+			if ok && p.claimedOnly(a) {
+				if len(h.Owners) != 1 || h.SharingKey != "" || !strings.HasPrefix(h.Owners[0], "the status of ") {
+					p.fatalf("Holder(%s) = %+v; want the stand-in of its claims %v", a, h, p.claims[a])
+				}
+				for o := range p.claims[a] {
+					if !strings.Contains(h.Owners[0], "n/"+o) {
+						p.fatalf("Holder(%s) = %+v does not name claimant %s", a, h, o)
+					}
+				}
+			} else if ok {
 				want := Holding{SharingKey: p.groupKey(a)}
 				for _, o := range hs {
 					want.Owners = append(want.Owners, "n/"+o)

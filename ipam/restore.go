@@ -9,7 +9,8 @@ import (
 )
 
 // Restore records addresses an owner already holds (after a restart, from a
-// Service's status), in or out of any pool. Restore keeps what the owner
+// Service's status), in or out of any pool. An address it cannot keep stays
+// claimed by it (claims.go) until Unclaim says its status changed. Restore keeps what the owner
 // holds unless it cannot: an address another owner holds is kept when the
 // two share it under one sharing key (req.Sharing.Key or one of its
 // Aliases), even if their ports or traffic policies clash (SharingConflicts
@@ -40,6 +41,7 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 		if h, held := a.holdings[k]; held {
 			if h.key == "" || (h.key != req.Sharing.Key && !slices.Contains(req.Sharing.Aliases, h.key)) {
 				errs = append(errs, fmt.Errorf("%w: %s cannot keep %s: %v", ErrConflict, req.Name, addr, h.compatible(req, req.Owner)))
+				a.claim(k, req.Owner, req.Name)
 				continue
 			}
 			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy})

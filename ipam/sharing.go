@@ -35,6 +35,9 @@ func (m member) changedBy(req Request) bool {
 
 // compatible reports why req cannot share h, ignoring member self.
 func (h *holding) compatible(req Request, self string) error {
+	if len(h.members) == 1 && h.members[0].owner == staleOwner {
+		return fmt.Errorf("%s still lists it", h.members[0].name)
+	}
 	var others []string
 	for _, m := range h.members {
 		if m.owner != self {

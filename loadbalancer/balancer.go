@@ -124,11 +124,45 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 	nodes := factory.Core().V1().Nodes()
 	b.services, b.namespaces, b.nodes = svc.Lister(), ns.Lister(), nodes.Lister()
 	b.synced = []cache.InformerSynced{svc.Informer().HasSynced, ns.Informer().HasSynced, nodes.Informer().HasSynced, b.pools.HasSynced}
+	// A Service that lost an address at the restore still lists it in its
+	// status until it is synced; the address is kept from others until then.
+	_, _ = svc.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, cur any) { b.statusChanged(cur) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if s, ok := obj.(*v1.Service); ok {
+				b.alloc.Unclaim(string(s.UID), nil)
+			}
+		},
+	})
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { b.nodesChanged() },
 		UpdateFunc: func(old, cur any) { b.nodeUpdated(old, cur) },
 		DeleteFunc: func(any) { b.nodesChanged() },
 	})
+}
+
+// statusChanged ends the stale claims of a Service on the addresses its
+// status no longer lists (ipam: claims).
+func (b *Balancer) statusChanged(obj any) {
+	svc, ok := obj.(*v1.Service)
+	if !ok || !b.alloc.HasClaims(string(svc.UID)) {
+		return
+	}
+	b.alloc.Unclaim(string(svc.UID), statusAddrs(svc))
+}
+
+// statusAddrs returns the addresses in a Service's status.
+func statusAddrs(svc *v1.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(ing.IP); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Run waits for the caches, rebuilds every allocation from the Services'
@@ -210,12 +244,7 @@ func (b *Balancer) restore() (int, error) {
 	})
 	rs := make([]ipam.Restoration, len(svcs))
 	for i, svc := range svcs {
-		var addrs []netip.Addr
-		for _, ing := range svc.Status.LoadBalancer.Ingress {
-			if a, err := netip.ParseAddr(ing.IP); err == nil {
-				addrs = append(addrs, a)
-			}
-		}
+		addrs := statusAddrs(svc)
 		shared := map[netip.Addr]string{}
 		for a, r := range planner.Records(svc) {
 			shared[a] = r.SharedAs
