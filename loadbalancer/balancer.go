@@ -65,7 +65,7 @@ type Balancer struct {
 	retry      time.Duration
 	log        klog.Logger
 	onChange   []func(*v1.Service)
-	dualStack  workqueue.TypedDelayingInterface[string]
+	backlog    workqueue.TypedDelayingInterface[string]
 
 	mu       sync.Mutex
 	reserved map[string]bool // Nodes whose addresses are reserved
@@ -89,18 +89,18 @@ func WithClient(c kubernetes.Interface) Option { return func(b *Balancer) { b.cl
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
 	b := &Balancer{
-		alloc:     alloc,
-		pools:     pools,
-		recorder:  recorder,
-		ready:     make(chan struct{}),
-		retry:     3 * time.Second,
-		log:       klog.Background().WithName("loadbalancer"),
-		dualStack: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
+		alloc:    alloc,
+		pools:    pools,
+		recorder: recorder,
+		ready:    make(chan struct{}),
+		retry:    3 * time.Second,
+		log:      klog.Background().WithName("loadbalancer"),
+		backlog:  workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-backlog"}),
 	}
 	for _, o := range opts {
 		o(b)
 	}
-	pools.OnChange(func(string) { b.dualStack.Add(dualStackKey) })
+	pools.OnChange(func(string) { b.backlog.Add(backlogKey) })
 	balancerMetrics.Set(b.collectMetrics)
 	return b
 }
@@ -133,7 +133,7 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 				obj = t.Obj
 			}
 			if s, ok := obj.(*v1.Service); ok {
-				b.alloc.Unclaim(string(s.UID), nil)
+				b.deleted(s)
 			}
 		},
 	})
@@ -142,6 +142,21 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 		UpdateFunc: func(old, cur any) { b.nodeUpdated(old, cur) },
 		DeleteFunc: func(any) { b.nodesChanged() },
 	})
+}
+
+// deleted releases what a deleted Service held. The service controller
+// does so through its cleanup finalizer; this covers a Service served from
+// the backlog and deleted before the service controller reached it.
+func (b *Balancer) deleted(svc *v1.Service) {
+	if !b.Ready() {
+		return
+	}
+	if before, ok := b.alloc.Lookup(string(svc.UID)); ok {
+		b.alloc.Release(string(svc.UID))
+		b.report(svc, before, ipam.Allocation{})
+		b.changed(svc)
+	}
+	b.alloc.Unclaim(string(svc.UID), nil)
 }
 
 // statusChanged ends the stale claims of a Service on the addresses its
@@ -167,10 +182,9 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 
 // Run waits for the caches, rebuilds every allocation from the Services'
 // status, reserves the Nodes' addresses and then lets calls through; it
-// then completes PreferDualStack Services when pools change, until ctx
-// ends.
+// then serves the backlog (backlog.go) until ctx ends.
 func (b *Balancer) Run(ctx context.Context) error {
-	defer b.dualStack.ShutDown()
+	defer b.backlog.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
@@ -182,11 +196,12 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.reserveNodeAddresses()
 	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
 	close(b.ready)
+	b.backlog.Add(backlogKey)
 	go func() {
 		<-ctx.Done()
-		b.dualStack.ShutDown()
+		b.backlog.ShutDown()
 	}()
-	b.completeDualStack(ctx)
+	b.serveBacklog(ctx)
 	return nil
 }
 

@@ -85,6 +85,9 @@ func (p *Planner) recordAnnouncers(key string) error {
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
+	if err == nil {
+		p.log.V(2).Info("Recorded where the Service's VIPs are announced", "service", key, "announced", msg)
+	}
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 func benchChaos(ctx context.Context, _ int) error {
 	cfg := chaos.Full()
 	cfg.LogDir = os.Getenv("IRONLB_CHAOS_LOGDIR")
+	cfg.CCMArgs = strings.Fields(os.Getenv("IRONLB_CHAOS_CCM_ARGS"))
 	f, err := chaos.Run(ctx, cfg)
 	f.Print(os.Stdout)
 	if err != nil {

@@ -54,6 +54,8 @@ type Config struct {
 	// LogDir, when set, keeps the control plane's data and every process's
 	// log there after the run.
 	LogDir string
+	// CCMArgs are extra ironlb-ccm flags (for debugging, such as -v=2).
+	CCMArgs []string
 }
 
 // Short is the run inside make test: a 64-address pool, a few of each

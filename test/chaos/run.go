@@ -53,7 +53,7 @@ func Run(ctx context.Context, cfg Config) (Figures, error) {
 	if err != nil {
 		return Figures{}, err
 	}
-	r, err := rig.StartL2(ctx, cp, lan, rig.L2Options{Kubeconfig: kubeconfig, Replicas: 2, ExtraPrefixes: cfg.ExtraPrefixes})
+	r, err := rig.StartL2(ctx, cp, lan, rig.L2Options{Kubeconfig: kubeconfig, Replicas: 2, ExtraPrefixes: cfg.ExtraPrefixes, CCMArgs: cfg.CCMArgs})
 	if err != nil {
 		return Figures{}, err
 	}
