@@ -65,7 +65,7 @@ type Balancer struct {
 	retry      time.Duration
 	log        klog.Logger
 	onChange   []func(*v1.Service)
-	backlog    workqueue.TypedDelayingInterface[string]
+	dualStack  workqueue.TypedDelayingInterface[string]
 
 	mu       sync.Mutex
 	reserved map[string]bool // Nodes whose addresses are reserved
@@ -89,18 +89,18 @@ func WithClient(c kubernetes.Interface) Option { return func(b *Balancer) { b.cl
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
 	b := &Balancer{
-		alloc:    alloc,
-		pools:    pools,
-		recorder: recorder,
-		ready:    make(chan struct{}),
-		retry:    3 * time.Second,
-		log:      klog.Background().WithName("loadbalancer"),
-		backlog:  workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-backlog"}),
+		alloc:     alloc,
+		pools:     pools,
+		recorder:  recorder,
+		ready:     make(chan struct{}),
+		retry:     3 * time.Second,
+		log:       klog.Background().WithName("loadbalancer"),
+		dualStack: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
 	}
 	for _, o := range opts {
 		o(b)
 	}
-	pools.OnChange(func(string) { b.backlog.Add(backlogKey) })
+	pools.OnChange(func(string) { b.dualStack.Add(dualStackKey) })
 	balancerMetrics.Set(b.collectMetrics)
 	return b
 }
@@ -145,8 +145,9 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 }
 
 // deleted releases what a deleted Service held. The service controller
-// does so through its cleanup finalizer; this covers a Service served from
-// the backlog and deleted before the service controller reached it.
+// does so through its cleanup finalizer first; this covers a Service whose
+// finalizer is gone before its addresses were released (removed by hand,
+// or a dual-stack completion written just before the deletion).
 func (b *Balancer) deleted(svc *v1.Service) {
 	if !b.Ready() {
 		return
@@ -182,9 +183,10 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 
 // Run waits for the caches, rebuilds every allocation from the Services'
 // status, reserves the Nodes' addresses and then lets calls through; it
-// then serves the backlog (backlog.go) until ctx ends.
+// then completes PreferDualStack Services when pools change, until ctx
+// ends.
 func (b *Balancer) Run(ctx context.Context) error {
-	defer b.backlog.ShutDown()
+	defer b.dualStack.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
@@ -196,12 +198,11 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.reserveNodeAddresses()
 	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
 	close(b.ready)
-	b.backlog.Add(backlogKey)
 	go func() {
 		<-ctx.Done()
-		b.backlog.ShutDown()
+		b.dualStack.ShutDown()
 	}()
-	b.serveBacklog(ctx)
+	b.completeDualStack(ctx)
 	return nil
 }
 

@@ -236,7 +236,8 @@ func (x *run) kills(ctx context.Context) error {
 			stopChurn()
 			return err
 		}
-		time.Sleep(time.Duration(x.rng.Int64N(int64(3 * time.Second))))
+		// A random moment of its leadership.
+		time.Sleep(time.Duration(x.rng.Int64N(int64(6 * time.Second))))
 		if err := x.sup.signal(rep, leader, syscall.SIGKILL); err != nil {
 			stopChurn()
 			return err
