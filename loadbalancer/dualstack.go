@@ -22,28 +22,44 @@ const dualStackKey = "complete"
 // soon as a pool can serve it. The service controller syncs a Service only
 // when the Service changes, so after every pool change IronLB ensures such
 // Services itself and writes their status, on condition that the Service
-// did not change meanwhile (the service controller then has it in hand).
+// is still at the version read (a conflict is retried on the newer one).
 func (b *Balancer) completeDualStack(ctx context.Context) {
 	for {
 		key, quit := b.dualStack.Get()
 		if quit {
 			return
 		}
-		if !b.completeAll(ctx) {
+		switch b.completeAll(ctx) {
+		case staleCache:
+			b.dualStack.AddAfter(key, conflictRetry)
+		case writeFailed:
 			b.dualStack.AddAfter(key, b.retry)
 		}
 		b.dualStack.Done(key)
 	}
 }
 
+// conflictRetry is how soon a status write refused for a stale resource
+// version is tried again: the informer catches up within milliseconds.
+const conflictRetry = 100 * time.Millisecond
+
+// completion is how a pass over the dual-stack Services went.
+type completion int
+
+const (
+	completed   completion = iota // every Service that could be completed was
+	staleCache                    // a write met a newer version: try again soon
+	writeFailed                   // a write failed: try again after the retry period
+)
+
 // completeAll ensures every PreferDualStack Service that has fewer
-// addresses than families; it reports whether every status write worked.
-func (b *Balancer) completeAll(ctx context.Context) bool {
+// addresses than families and writes the status of those it completed.
+func (b *Balancer) completeAll(ctx context.Context) completion {
 	svcs, err := b.services.List(labels.Everything())
 	if err != nil {
-		return false
+		return writeFailed
 	}
-	ok := true
+	result := completed
 	for _, svc := range svcs {
 		if !lacksFamily(svc) {
 			continue
@@ -54,15 +70,18 @@ func (b *Balancer) completeAll(ctx context.Context) bool {
 		}
 		switch err := b.writeStatus(ctx, svc, st); {
 		case apierrors.IsConflict(err):
-			continue // it changed: the service controller syncs it
+			// The cache lags a write (often IronLB's own Announced
+			// condition): try again on the newer version.
+			result = max(result, staleCache)
+			continue
 		case err != nil:
 			b.log.Error(err, "Cannot write the status of a dual-stack Service", "service", klog.KObj(svc))
-			ok = false
+			result = writeFailed
 			continue
 		}
 		b.log.Info("Completed a PreferDualStack Service with its second family", "service", klog.KObj(svc), "ingress", st.Ingress)
 	}
-	return ok
+	return result
 }
 
 // lacksFamily reports whether svc is a PreferDualStack LoadBalancer with
