@@ -16,9 +16,12 @@ var GroupVersion = schema.GroupVersion{Group: "ironlb.dev", Version: "v1alpha1"}
 // IPPoolResource is the IPPool resource, for dynamic clients.
 var IPPoolResource = GroupVersion.WithResource("ippools")
 
+// BGPPeerResource is the BGPPeer resource, for dynamic clients.
+var BGPPeerResource = GroupVersion.WithResource("bgppeers")
+
 // AddToScheme adds the API's types to a scheme.
 func AddToScheme(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &IPPool{}, &IPPoolList{})
+	s.AddKnownTypes(GroupVersion, &IPPool{}, &IPPoolList{}, &BGPPeer{}, &BGPPeerList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

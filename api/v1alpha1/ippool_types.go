@@ -27,6 +27,9 @@ type IPPool struct {
 }
 
 // IPPoolSpec says which addresses a pool holds and who may use them.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLength) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 4 || cidr(a).prefixLength() <= adv.aggregationLength))",message="bgp.advertisements: aggregationLength is shorter than one of the pool's IPv4 CIDRs: the aggregate would cover addresses outside the pool"
+// +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLengthV6) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 6 || cidr(a).prefixLength() <= adv.aggregationLengthV6))",message="bgp.advertisements: aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs: the aggregate would cover addresses outside the pool"
 type IPPoolSpec struct {
 	// Addresses are CIDRs and ranges, IPv4 and IPv6 mixed.
 	//
@@ -69,6 +72,13 @@ type IPPoolSpec struct {
 	//
 	// +optional
 	Layer2 *Layer2 `json:"layer2,omitempty"`
+
+	// BGP, when present, advertises the pool's addresses to BGPPeers. A
+	// pool with neither layer2 nor bgp is announced over layer 2; with
+	// both, over both.
+	//
+	// +optional
+	BGP *BGP `json:"bgp,omitempty"`
 }
 
 // Layer2 configures layer-2 announcement. For each address exactly one

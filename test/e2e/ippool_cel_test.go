@@ -82,6 +82,16 @@ func TestIPPoolValidation(t *testing.T) {
 		{"layer2 interface too long", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [averyveryverylongname]", []string{"spec.layer2.interfaces[0]", "Too long"}},
 		{"layer2 interface with slash", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: ['eth0/1']", []string{"spec.layer2.interfaces[0]"}},
 		{"layer2 interface dot", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: ['..']", []string{"an interface name cannot be . or .."}},
+		{"bgp", "  addresses: [192.0.2.0/24, '2001:db8:5::/64']\n  bgp:\n    nodeSelector:\n      matchLabels: {rack: r1}\n    advertisements:\n    - peerSelector: {matchLabels: {tor: a}}\n      communities: ['65000:100', no-export]\n      largeCommunities: ['4200000000:1:2']\n      localPref: 200\n      aggregationLength: 24\n      aggregationLengthV6: 64\n    - {}", nil},
+		{"bgp and layer2", "  addresses: [192.0.2.0/28]\n  layer2: {}\n  bgp: {}", nil},
+		{"bgp community too big", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{communities: ['65536:1']}]", []string{"community 65536:1: each number must be at most 65535"}},
+		{"bgp community garbage", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{communities: ['no-such']}]", []string{"community no-such must be two numbers"}},
+		{"bgp large community too big", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{largeCommunities: ['1:2:4294967296']}]", []string{"large community 1:2:4294967296: each number must be at most 4294967295"}},
+		{"bgp large community short", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{largeCommunities: ['1:2']}]", []string{"large community 1:2 must be three numbers"}},
+		{"bgp aggregation too short", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{aggregationLength: 24}]", []string{"aggregationLength is shorter than one of the pool's IPv4 CIDRs"}},
+		{"bgp aggregation v6 too short", "  addresses: ['2001:db8::/120']\n  bgp:\n    advertisements: [{aggregationLengthV6: 64}]", []string{"aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs"}},
+		{"bgp aggregation too long", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{aggregationLength: 33}]", []string{"aggregationLength", "less than or equal to 32"}},
+		{"bgp bad peer selector", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{peerSelector: {matchExpressions: [{key: tor, operator: Near}]}}]", []string{"peerSelector.matchExpressions: operator must be one of"}},
 		{"layer2 duplicate interfaces", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [eth0, eth0]", []string{"Duplicate value"}},
 	}
 	for i, tc := range tests {

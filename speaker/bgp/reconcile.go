@@ -1,0 +1,239 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+)
+
+// Reconciler brings a Router to a Desired state with the fewest calls:
+// it remembers what it applied and changes only the difference. It is not
+// safe for concurrent use.
+type Reconciler struct {
+	r Router
+
+	running   bool
+	asn       uint32
+	routerID  netip.Addr
+	nextHopV6 netip.Addr
+	peers     map[netip.Addr]Peer
+	exports   map[Export]Attributes
+	paths     map[netip.Prefix]bool
+}
+
+// NewReconciler returns a Reconciler for a stopped r.
+func NewReconciler(r Router) *Reconciler {
+	rc := &Reconciler{r: r}
+	rc.reset()
+	return rc
+}
+
+func (rc *Reconciler) reset() {
+	rc.running = false
+	rc.peers = map[netip.Addr]Peer{}
+	rc.exports = map[Export]Attributes{}
+	rc.paths = map[netip.Prefix]bool{}
+}
+
+// Apply makes the router hold d's peers and advertise d's exports. Order
+// matters for what peers see: a prefix is exported before its path is
+// added (so it goes out with its attributes at once), withdrawn before it
+// is unexported, and peers whose existing paths changed exposure are
+// refreshed last. After an error, the next Apply continues from what
+// worked.
+func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
+	if err := validate(d); err != nil {
+		return err
+	}
+	if len(d.Peers) == 0 {
+		return rc.Stop(ctx, false)
+	}
+	if rc.running && (d.ASN != rc.asn || d.RouterID != rc.routerID) {
+		if err := rc.Stop(ctx, false); err != nil {
+			return err
+		}
+	}
+	if !rc.running {
+		if err := rc.r.Start(ctx, d.ASN, d.RouterID); err != nil {
+			return err
+		}
+		rc.running, rc.asn, rc.routerID = true, d.ASN, d.RouterID
+	}
+	if err := rc.applyPeers(ctx, d.Peers); err != nil {
+		return err
+	}
+	return rc.applyExports(ctx, d)
+}
+
+// Stop stops the router and forgets what it held.
+func (rc *Reconciler) Stop(ctx context.Context, graceful bool) error {
+	if !rc.running {
+		return nil
+	}
+	err := rc.r.Stop(ctx, graceful)
+	rc.reset()
+	return err
+}
+
+func validate(d Desired) error {
+	if len(d.Peers) == 0 {
+		return nil
+	}
+	if !d.RouterID.Is4() || d.RouterID.IsUnspecified() {
+		return fmt.Errorf("router ID %v: want an IPv4 address other than 0.0.0.0", d.RouterID)
+	}
+	if d.ASN == 0 {
+		return errors.New("AS number 0")
+	}
+	seen := map[netip.Addr]bool{}
+	for _, p := range d.Peers {
+		if !p.Address.IsValid() {
+			return errors.New("a peer without an address")
+		}
+		if seen[p.Address] {
+			return fmt.Errorf("peer %s given twice", p.Address)
+		}
+		seen[p.Address] = true
+	}
+	for e := range d.Exports {
+		if !seen[e.Peer] {
+			return fmt.Errorf("%s exported to %s, which is not a peer", e.Prefix, e.Peer)
+		}
+	}
+	return nil
+}
+
+func (rc *Reconciler) applyPeers(ctx context.Context, want []Peer) error {
+	byAddr := map[netip.Addr]Peer{}
+	for _, p := range want {
+		byAddr[p.Address] = p
+	}
+	for _, addr := range sortedAddrs(rc.peers) {
+		if _, ok := byAddr[addr]; ok {
+			continue
+		}
+		if err := rc.r.DeletePeer(ctx, addr); err != nil {
+			return err
+		}
+		delete(rc.peers, addr)
+		for e := range rc.exports {
+			if e.Peer == addr {
+				delete(rc.exports, e)
+			}
+		}
+	}
+	for _, p := range want {
+		old, ok := rc.peers[p.Address]
+		switch {
+		case !ok:
+			if err := rc.r.AddPeer(ctx, p); err != nil {
+				return err
+			}
+		case old != p:
+			if err := rc.r.UpdatePeer(ctx, p); err != nil {
+				return err
+			}
+		default:
+			continue
+		}
+		rc.peers[p.Address] = p
+	}
+	return nil
+}
+
+func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
+	wantPaths := map[netip.Prefix]bool{}
+	for e := range d.Exports {
+		wantPaths[e.Prefix] = true
+	}
+	// A new IPv6 next hop: re-originate the IPv6 paths.
+	if d.NextHopV6 != rc.nextHopV6 {
+		for _, p := range sortedPrefixes(rc.paths) {
+			if p.Addr().Is6() {
+				if err := rc.r.DeletePath(ctx, p); err != nil {
+					return err
+				}
+				delete(rc.paths, p)
+			}
+		}
+		rc.nextHopV6 = d.NextHopV6
+	}
+	// Withdraw first, then stop exporting.
+	for _, p := range sortedPrefixes(rc.paths) {
+		if wantPaths[p] {
+			continue
+		}
+		if err := rc.r.DeletePath(ctx, p); err != nil {
+			return err
+		}
+		delete(rc.paths, p)
+	}
+	refresh := map[netip.Addr]bool{}
+	for _, e := range sortedExports(rc.exports) {
+		if _, ok := d.Exports[e]; ok {
+			continue
+		}
+		if err := rc.r.Unexport(ctx, e); err != nil {
+			return err
+		}
+		delete(rc.exports, e)
+		if rc.paths[e.Prefix] {
+			refresh[e.Peer] = true
+		}
+	}
+	for _, e := range sortedExports(d.Exports) {
+		attrs := d.Exports[e]
+		if old, ok := rc.exports[e]; ok && old.Equal(attrs) {
+			continue
+		}
+		if err := rc.r.Export(ctx, e, attrs); err != nil {
+			return err
+		}
+		rc.exports[e] = attrs
+		if rc.paths[e.Prefix] {
+			refresh[e.Peer] = true
+		}
+	}
+	for _, p := range sortedPrefixes(wantPaths) {
+		if rc.paths[p] {
+			continue
+		}
+		if err := rc.r.AddPath(ctx, p, d.NextHopV6); err != nil {
+			return err
+		}
+		rc.paths[p] = true
+	}
+	for _, peer := range sortedAddrs(refresh) {
+		if err := rc.r.Refresh(ctx, peer); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedAddrs[V any](m map[netip.Addr]V) []netip.Addr {
+	return slices.SortedFunc(maps.Keys(m), func(a, b netip.Addr) int { return a.Compare(b) })
+}
+
+func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
+	return slices.SortedFunc(maps.Keys(m), comparePrefix)
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+func sortedExports[V any](m map[Export]V) []Export {
+	return slices.SortedFunc(maps.Keys(m), func(a, b Export) int {
+		if c := a.Peer.Compare(b.Peer); c != 0 {
+			return c
+		}
+		return comparePrefix(a.Prefix, b.Prefix)
+	})
+}

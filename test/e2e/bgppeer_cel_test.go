@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ironlb/ironlb/test/binaries"
+	"github.com/ironlb/ironlb/test/controlplane"
+)
+
+// TestBGPPeerValidation: the BGPPeer CRD, as `make generate` writes it,
+// rejects malformed peers with readable messages and fills in defaults, on
+// a real API server.
+func TestBGPPeerValidation(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp := controlplane.ForTest(t)
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, "deploy", "crds")); err != nil {
+		t.Fatalf("applying CRDs: %v\n%s", err, out)
+	}
+	if _, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "crd/bgppeers.ironlb.dev", "--timeout=30s"); err != nil {
+		t.Fatal(err)
+	}
+	peer := func(name, spec string) string {
+		return fmt.Sprintf("apiVersion: ironlb.dev/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: %s\nspec:\n%s", name, spec)
+	}
+	const base = "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64513\n"
+	tests := []struct {
+		name, spec string
+		wantErr    []string // every string must appear; none means accepted
+	}{
+		{"minimal", base, nil},
+		{"everything", "  peerAddress: 2001:db8::1\n  peerASN: 4200000000\n  myASN: 64513\n  peerPort: 1179\n  sourceAddress: 2001:db8::10\n  routerID: 192.0.2.10\n  holdTime: 9s\n  keepaliveTime: 3s\n  connectRetryTime: 2s\n  ebgpMultihop: 4\n  passwordSecretRef: {name: tor-a}\n  nodeSelector:\n    matchLabels: {rack: r1}", nil},
+		{"ibgp", "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64512\n", nil},
+		{"no hold timer", base + "  holdTime: 0s\n  keepaliveTime: 0s\n", nil},
+		{"missing peer", "  peerASN: 64512\n  myASN: 64513\n", []string{"spec.peerAddress", "Required value"}},
+		{"peer not an IP", "  peerAddress: tor-a.example\n  peerASN: 64512\n  myASN: 64513\n", []string{"peerAddress must be an IP address in canonical form"}},
+		{"peer not canonical", "  peerAddress: 2001:DB8::1\n  peerASN: 64512\n  myASN: 64513\n", []string{"peerAddress must be an IP address in canonical form"}},
+		{"peer loopback", "  peerAddress: 127.0.0.1\n  peerASN: 64512\n  myASN: 64513\n", []string{"peerAddress must be a unicast address"}},
+		{"peer multicast", "  peerAddress: 224.0.0.5\n  peerASN: 64512\n  myASN: 64513\n", []string{"peerAddress must be a unicast address"}},
+		{"ASN zero", "  peerAddress: 192.0.2.1\n  peerASN: 0\n  myASN: 64513\n", []string{"spec.peerASN", "greater than or equal to 1"}},
+		{"ASN too big", "  peerAddress: 192.0.2.1\n  peerASN: 4294967296\n  myASN: 64513\n", []string{"spec.peerASN", "less than or equal to 4294967295"}},
+		{"port zero", base + "  peerPort: 0\n", []string{"spec.peerPort", "greater than or equal to 1"}},
+		{"source of the other family", base + "  sourceAddress: 2001:db8::10\n", []string{"sourceAddress must be of the same IP family as peerAddress"}},
+		{"router ID IPv6", base + "  routerID: 2001:db8::1\n", []string{"routerID must be an IPv4 address other than 0.0.0.0"}},
+		{"router ID zero", base + "  routerID: 0.0.0.0\n", []string{"routerID must be an IPv4 address other than 0.0.0.0"}},
+		{"hold too short", base + "  holdTime: 2s\n", []string{"holdTime must be 0s or between 3s and 65535s"}},
+		{"keepalive not shorter", base + "  holdTime: 9s\n  keepaliveTime: 9s\n", []string{"keepaliveTime must be shorter than holdTime"}},
+		{"keepalive without hold", base + "  holdTime: 0s\n  keepaliveTime: 3s\n", []string{"keepaliveTime must be 0s when holdTime is 0s"}},
+		{"connect retry too short", base + "  connectRetryTime: 100ms\n", []string{"connectRetryTime must be between 1s and 1h"}},
+		{"multihop on iBGP", "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64512\n  ebgpMultihop: 3\n", []string{"ebgpMultihop applies to eBGP sessions only"}},
+		{"multihop of one", base + "  ebgpMultihop: 1\n", []string{"spec.ebgpMultihop", "greater than or equal to 2"}},
+		{"secret without a name", base + "  passwordSecretRef: {key: pw}\n", []string{"spec.passwordSecretRef.name", "Required value"}},
+		{"secret with a bad name", base + "  passwordSecretRef: {name: Tor_A}\n", []string{"spec.passwordSecretRef.name"}},
+		{"bad node selector", base + "  nodeSelector:\n    matchExpressions: [{key: rack, operator: In}]\n", []string{"In and NotIn need values"}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := cp.KubectlStdin(ctx, peer(fmt.Sprintf("p%d", i), tc.spec), "apply", "-f", "-")
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("valid peer rejected: %v\n%s", err, out)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("malformed peer accepted:\n%s", out)
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(out, want) {
+					t.Errorf("rejection does not say %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+	// Defaults as the API server fills them in.
+	out, err := cp.Kubectl(ctx, "get", "bgppeer", "p0", "-o", "jsonpath={.spec.peerPort} {.spec.holdTime} {.spec.connectRetryTime}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "179 90s 5s"; strings.TrimSpace(out) != want {
+		t.Errorf("defaults %q, want %q", out, want)
+	}
+	out, err = cp.Kubectl(ctx, "get", "bgppeer", "p1", "-o", "jsonpath={.spec.passwordSecretRef.key}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "password" {
+		t.Errorf("passwordSecretRef.key defaults to %q, want password", out)
+	}
+}
