@@ -28,6 +28,9 @@ type GoBGP struct {
 	exports map[Export]*class
 	paths   map[netip.Prefix][]byte // prefix → path UUID
 	next    int                     // numbers class names
+
+	errMu   sync.Mutex
+	lastErr map[netip.Addr]string // why each peer's session last failed
 }
 
 // class is the prefixes that go to one peer with the same attributes.
@@ -42,7 +45,7 @@ var _ Router = (*GoBGP)(nil)
 
 // NewGoBGP returns a stopped gobgp Router that logs to log.
 func NewGoBGP(log logr.Logger) *GoBGP {
-	return &GoBGP{log: log}
+	return &GoBGP{log: log, lastErr: map[netip.Addr]string{}}
 }
 
 // exportPolicyTable is gobgp's name for the global policy assignment.
@@ -55,7 +58,7 @@ func (g *GoBGP) Start(ctx context.Context, asn uint32, routerID netip.Addr) erro
 	if g.srv != nil {
 		return errors.New("bgp: already started")
 	}
-	s := server.NewBgpServer(server.LoggerOption(newLogAdapter(g.log)))
+	s := server.NewBgpServer(server.LoggerOption(newLogAdapter(g.log, g.recordPeerEvent)))
 	go s.Serve()
 	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn:        asn,
@@ -482,6 +485,9 @@ func (g *GoBGP) Sessions(ctx context.Context) ([]Session, error) {
 		for _, af := range p.GetAfiSafis() {
 			ss.Advertised += int(af.GetState().GetAdvertised())
 		}
+		g.errMu.Lock()
+		ss.LastError = g.lastErr[addr]
+		g.errMu.Unlock()
 		out = append(out, ss)
 	})
 	if err != nil {

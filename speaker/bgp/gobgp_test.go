@@ -237,3 +237,42 @@ func TestGoBGPPassword(t *testing.T) {
 		t.Logf("FRR does not show the password in use:\n%s", out)
 	}
 }
+
+// TestGoBGPWrongPassword: with the wrong TCP MD5 password the session
+// never establishes, and the session's last error says why; fixing the
+// password establishes it.
+func TestGoBGPWrongPassword(t *testing.T) {
+	r := newRig(t, " neighbor 192.0.2.11 password s3cret-pw\n")
+	v4 := netip.MustParsePrefix("198.51.100.9/32")
+	r.node.apply(nodeDesired("wrong-pw", map[Export]Attributes{{routerAddr, v4}: {}}))
+	// The signal: gobgp reports failed attempts (FRR's kernel drops the
+	// unsigned SYNs, so each dial times out).
+	err := eventually(30*time.Second, func() error {
+		ss := r.node.sessions()
+		if len(ss) != 1 || !strings.Contains(ss[0].LastError, "no answer from 192.0.2.1") {
+			return fmt.Errorf("sessions %+v, want a last error about no answer", ss)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := r.node.sessions()
+	t.Logf("with the wrong password: %+v", ss)
+	if ss[0].State == "Established" {
+		t.Fatal("established with the wrong password")
+	}
+	n, err := r.router.Neighbors(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n["192.0.2.11"].State == "Established" {
+		t.Fatal("FRR established with the wrong password")
+	}
+	r.node.apply(nodeDesired("s3cret-pw", map[Export]Attributes{{routerAddr, v4}: {}}))
+	r.waitEstablished(t)
+	r.wantRoute(t, v4, onePath(func(frr.Path) error { return nil }))
+	if ss := r.node.sessions(); len(ss) != 1 || ss[0].LastError != "" {
+		t.Errorf("sessions %+v: want the last error cleared once established", ss)
+	}
+}

@@ -30,7 +30,9 @@ func (f *fakeRouter) Start(_ context.Context, asn uint32, id netip.Addr) error {
 func (f *fakeRouter) Stop(_ context.Context, graceful bool) error {
 	return f.call(fmt.Sprintf("stop graceful=%t", graceful))
 }
-func (f *fakeRouter) AddPeer(_ context.Context, p Peer) error { return f.call("add peer " + p.Address.String()) }
+func (f *fakeRouter) AddPeer(_ context.Context, p Peer) error {
+	return f.call("add peer " + p.Address.String())
+}
 func (f *fakeRouter) UpdatePeer(_ context.Context, p Peer) error {
 	return f.call("update peer " + p.Address.String())
 }
@@ -43,7 +45,9 @@ func (f *fakeRouter) Export(_ context.Context, e Export, a Attributes) error {
 func (f *fakeRouter) Unexport(_ context.Context, e Export) error {
 	return f.call(fmt.Sprintf("unexport %s from %s", e.Prefix, e.Peer))
 }
-func (f *fakeRouter) Refresh(_ context.Context, p netip.Addr) error { return f.call("refresh " + p.String()) }
+func (f *fakeRouter) Refresh(_ context.Context, p netip.Addr) error {
+	return f.call("refresh " + p.String())
+}
 func (f *fakeRouter) AddPath(_ context.Context, p netip.Prefix, nh netip.Addr) error {
 	return f.call(fmt.Sprintf("add path %s nh %v", p, nh))
 }

@@ -103,6 +103,9 @@ type Session struct {
 	Since time.Time
 	// Advertised counts the prefixes sent to the peer.
 	Advertised int
+	// LastError is why the session last failed or went down; empty
+	// once it is established.
+	LastError string
 }
 
 func itoa(v uint32) string {
