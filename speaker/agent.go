@@ -33,8 +33,18 @@ type Announcer interface {
 // AnnouncerFactory opens an Announcer on an interface.
 type AnnouncerFactory func(ifi *net.Interface) (Announcer, error)
 
-// Capabilities are what this speaker can do, listed in its reports.
+// Capabilities are what this speaker can do, listed in its reports (with
+// CapabilityBGP when it has a BGP side).
 var Capabilities = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}
+
+// capabilities are what this agent can do.
+func (a *Agent) capabilities() []string {
+	c := slices.Clone(Capabilities)
+	if a.bgp != nil {
+		c = append(c, speakerv1.CapabilityBGP)
+	}
+	return c
+}
 
 // Agent is the speaker's state: the VIPs the CCM assigned to this node and
 // the announcers answering for them. It serves the Speaker gRPC API.
@@ -65,6 +75,11 @@ type Agent struct {
 	closed     bool
 	changed    chan struct{} // closed and replaced when the reported state changes
 	lastTick   time.Time     // last pass of Run, for liveness
+
+	bgp         BGPSpeaker           // nil: no BGP
+	bgpCfg      *speakerv1.BGPConfig // the CCM's BGP set-up; nil: none
+	bgpErr      error                // why the last apply failed
+	bgpSessions []*speakerv1.BGPSessionStatus
 }
 
 type vip struct {
@@ -72,6 +87,14 @@ type vip struct {
 	interfaces []string // where it should be announced
 	announced  []string // where it is announced
 	err        error
+	refused    bool // the node must not announce it at all (see refuse)
+	bgpOnly    bool // no layer 2
+	bgp        []*speakerv1.BGPAdvertisement
+}
+
+// announcement is v as the CCM sent it, to apply again.
+func (v *vip) announcement(addr netip.Addr) *speakerv1.Announcement {
+	return &speakerv1.Announcement{Address: addr.String(), Service: v.service, Interfaces: v.interfaces, BgpOnly: v.bgpOnly, Bgp: v.bgp}
 }
 
 // openAnnouncer is an announcer and the interface index it was opened on:
@@ -159,6 +182,13 @@ func (a *Agent) Close() error {
 		}
 	}
 	a.announcers = map[string]*openAnnouncer{}
+	if a.bgp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
+		if err := a.bgp.Stop(ctx, false); err != nil {
+			errs = append(errs, fmt.Errorf("stopping BGP: %w", err))
+		}
+		cancel()
+	}
 	for _, s := range a.streams {
 		s.cancel(errClosing)
 	}
@@ -177,7 +207,7 @@ func (a *Agent) report(id uint64, full bool) *speakerv1.Report {
 
 func (a *Agent) reportLocked(id uint64, full bool) *speakerv1.Report {
 	r := &speakerv1.Report{
-		Node: a.node, Full: full, Version: version.Version, Capabilities: slices.Clone(Capabilities),
+		Node: a.node, Full: full, Version: version.Version, Capabilities: a.capabilities(),
 		Term: a.term,
 	}
 	if s := a.streams[id]; s != nil {
@@ -199,6 +229,7 @@ func (a *Agent) reportLocked(id uint64, full bool) *speakerv1.Report {
 		r.Vips = append(r.Vips, st)
 	}
 	r.Interfaces = a.interfacesLocked()
+	r.BgpSessions = a.bgpSessions
 	return r
 }
 

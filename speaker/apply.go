@@ -40,6 +40,8 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 	for addr, an := range want {
 		a.announceLocked(addr, an)
 	}
+	a.bgpCfg = s.GetBgp()
+	a.applyBGPLocked()
 	a.applied = s.GetVersion()
 	a.notifyLocked()
 	return nil
@@ -76,6 +78,10 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 		}
 		a.announceLocked(addr, an)
 	}
+	if u.GetBgp() != nil {
+		a.bgpCfg = u.GetBgp()
+	}
+	a.applyBGPLocked()
 	a.applied = u.GetVersion()
 	a.notifyLocked()
 	return nil
@@ -99,12 +105,22 @@ func (a *Agent) announceLocked(addr netip.Addr, an *speakerv1.Announcement) {
 	}
 	v.service = an.GetService()
 	v.interfaces = ifcs
+	v.bgpOnly = an.GetBgpOnly()
+	v.bgp = an.GetBgp()
 	v.err = nil
+	v.refused = false
 	if err := a.refuse(addr); err != nil {
 		a.withdrawFromLocked(addr, v, nil)
 		v.announced = nil
 		v.err = err
+		v.refused = true
 		a.log.Error(err, "Refusing to announce VIP", "address", addr, "service", v.service)
+		return
+	}
+	if v.bgpOnly {
+		// Advertised over BGP only (applyBGPLocked): no ARP/NDP.
+		a.withdrawFromLocked(addr, v, nil)
+		v.announced = nil
 		return
 	}
 	a.withdrawFromLocked(addr, v, ifcs)

@@ -105,6 +105,9 @@ func (a *Agent) Run(ctx context.Context) {
 				lastHealth = health
 				a.notifyLocked()
 			}
+			if a.pollBGPLocked() {
+				a.notifyLocked()
+			}
 		}
 		a.mu.Unlock()
 		select {
@@ -159,7 +162,7 @@ func (a *Agent) reopenLocked() bool {
 		for addr, v := range a.vips {
 			if slices.Contains(v.announced, name) {
 				v.announced = slices.DeleteFunc(slices.Clone(v.announced), func(n string) bool { return n == name })
-				a.announceLocked(addr, &speakerv1.Announcement{Address: addr.String(), Service: v.service, Interfaces: v.interfaces})
+				a.announceLocked(addr, v.announcement(addr))
 			}
 		}
 	}
@@ -183,11 +186,12 @@ func (a *Agent) retryFailedLocked() {
 		if v.err == nil {
 			continue
 		}
-		a.announceLocked(addr, &speakerv1.Announcement{Address: addr.String(), Service: v.service, Interfaces: v.interfaces})
+		a.announceLocked(addr, v.announcement(addr))
 		if v.err == nil {
 			a.log.Info("VIP recovered", "address", addr, "service", v.service)
 		}
 	}
+	a.applyBGPLocked() // a VIP no longer refused is advertised now
 	a.notifyLocked()
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/ironlb/ironlb/internal/version"
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/speaker/bgp"
 	"github.com/ironlb/ironlb/speaker/layer2"
 )
 
@@ -104,7 +105,7 @@ func run(ctx context.Context, o options) error {
 	}
 	agent := speaker.NewAgent(o.node, ifc, func(ifi *net.Interface) (speaker.Announcer, error) {
 		return layer2.NewResponder(ifi, layer2.WithLogger(log.WithName("layer2").WithValues("interface", ifi.Name)))
-	}, log)
+	}, log, speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))))
 
 	go agent.Run(ctx)
 

@@ -11,6 +11,9 @@ const (
 	// CapabilityFencing honours Snapshot.term and Update.term: the speaker
 	// refuses instructions of a leader older than one it followed.
 	CapabilityFencing = "fencing"
+	// CapabilityBGP advertises VIPs to BGP peers (Snapshot.bgp,
+	// Announcement.bgp) and reports its sessions.
+	CapabilityBGP = "bgp"
 )
 
 // LegacyCapabilities are those of a speaker that lists none: it predates

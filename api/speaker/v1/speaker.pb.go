@@ -90,7 +90,7 @@ func (x VIPStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VIPStatus_State.Descriptor instead.
 func (VIPStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6, 0}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10, 0}
 }
 
 // Instruction is one message from the CCM.
@@ -204,7 +204,10 @@ type Snapshot struct {
 	Leader string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
 	// term of the leader sending it (see Fencing above); 0 from CCMs older
 	// than fencing.
-	Term          uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// bgp is the speaker's BGP set-up; absent means no BGP sessions. Sent
+	// only to speakers with the "bgp" capability.
+	Bgp           *BGPConfig `protobuf:"bytes,5,opt,name=bgp,proto3" json:"bgp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -267,6 +270,13 @@ func (x *Snapshot) GetTerm() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetBgp() *BGPConfig {
+	if x != nil {
+		return x.Bgp
+	}
+	return nil
+}
+
 // Update changes part of the speaker's state.
 type Update struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -278,7 +288,10 @@ type Update struct {
 	Withdraw []string `protobuf:"bytes,3,rep,name=withdraw,proto3" json:"withdraw,omitempty"`
 	// term of the leader sending it; must equal the term of the Snapshot
 	// that started the stream.
-	Term          uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// bgp, when present, replaces the speaker's BGP set-up (absent: no
+	// change; present and empty: no sessions).
+	Bgp           *BGPConfig `protobuf:"bytes,5,opt,name=bgp,proto3" json:"bgp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +354,13 @@ func (x *Update) GetTerm() uint64 {
 	return 0
 }
 
+func (x *Update) GetBgp() *BGPConfig {
+	if x != nil {
+		return x.Bgp
+	}
+	return nil
+}
+
 // Announcement is one VIP the speaker must answer for.
 type Announcement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -349,7 +369,13 @@ type Announcement struct {
 	// service is namespace/name of the Service holding it, for logs.
 	Service string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
 	// interfaces to announce on; empty means the interface holding the node IP.
-	Interfaces    []string `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Interfaces []string `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	// bgp_only is true when the VIP is advertised over BGP only: the speaker
+	// does not answer ARP/NDP for it. False (as from CCMs older than BGP)
+	// means layer 2, plus BGP where bgp lists advertisements.
+	BgpOnly bool `protobuf:"varint,4,opt,name=bgp_only,json=bgpOnly,proto3" json:"bgp_only,omitempty"`
+	// bgp lists the peers to advertise the VIP to, and how.
+	Bgp           []*BGPAdvertisement `protobuf:"bytes,5,rep,name=bgp,proto3" json:"bgp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +431,311 @@ func (x *Announcement) GetInterfaces() []string {
 	return nil
 }
 
+func (x *Announcement) GetBgpOnly() bool {
+	if x != nil {
+		return x.BgpOnly
+	}
+	return false
+}
+
+func (x *Announcement) GetBgp() []*BGPAdvertisement {
+	if x != nil {
+		return x.Bgp
+	}
+	return nil
+}
+
+// BGPConfig is a speaker's BGP set-up: its identity and its sessions.
+type BGPConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// router_id is the BGP identifier, an IPv4 address.
+	RouterId string `protobuf:"bytes,1,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	// asn is the speaker's own AS number (a peer's my_asn overrides it on
+	// that session).
+	Asn uint32 `protobuf:"varint,2,opt,name=asn,proto3" json:"asn,omitempty"`
+	// peers are the sessions to hold; any other is closed.
+	Peers []*BGPPeer `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
+	// next_hop_v6 is the next hop of IPv6 VIPs advertised over IPv4
+	// sessions: the node's IPv6 address; empty when it has none.
+	NextHopV6     string `protobuf:"bytes,4,opt,name=next_hop_v6,json=nextHopV6,proto3" json:"next_hop_v6,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPConfig) Reset() {
+	*x = BGPConfig{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPConfig) ProtoMessage() {}
+
+func (x *BGPConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPConfig.ProtoReflect.Descriptor instead.
+func (*BGPConfig) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BGPConfig) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *BGPConfig) GetAsn() uint32 {
+	if x != nil {
+		return x.Asn
+	}
+	return 0
+}
+
+func (x *BGPConfig) GetPeers() []*BGPPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *BGPConfig) GetNextHopV6() string {
+	if x != nil {
+		return x.NextHopV6
+	}
+	return ""
+}
+
+// BGPPeer is one BGP session.
+type BGPPeer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the BGPPeer object, for reports and logs.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// address of the router.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// port of the router (179 when 0).
+	Port    uint32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	PeerAsn uint32 `protobuf:"varint,4,opt,name=peer_asn,json=peerAsn,proto3" json:"peer_asn,omitempty"`
+	MyAsn   uint32 `protobuf:"varint,5,opt,name=my_asn,json=myAsn,proto3" json:"my_asn,omitempty"`
+	// source_address of the session; empty lets the kernel choose.
+	SourceAddress   string `protobuf:"bytes,6,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	HoldTimeSeconds uint32 `protobuf:"varint,7,opt,name=hold_time_seconds,json=holdTimeSeconds,proto3" json:"hold_time_seconds,omitempty"`
+	// keepalive_seconds; 0 means a third of the hold time.
+	KeepaliveSeconds    uint32 `protobuf:"varint,8,opt,name=keepalive_seconds,json=keepaliveSeconds,proto3" json:"keepalive_seconds,omitempty"`
+	ConnectRetrySeconds uint32 `protobuf:"varint,9,opt,name=connect_retry_seconds,json=connectRetrySeconds,proto3" json:"connect_retry_seconds,omitempty"`
+	// ebgp_multihop is the TTL for a peer that is not directly connected;
+	// 0 means directly connected.
+	EbgpMultihop uint32 `protobuf:"varint,10,opt,name=ebgp_multihop,json=ebgpMultihop,proto3" json:"ebgp_multihop,omitempty"`
+	// password for TCP MD5; never logged.
+	Password      string `protobuf:"bytes,11,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPPeer) Reset() {
+	*x = BGPPeer{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPPeer) ProtoMessage() {}
+
+func (x *BGPPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
+func (*BGPPeer) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BGPPeer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetPeerAsn() uint32 {
+	if x != nil {
+		return x.PeerAsn
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetMyAsn() uint32 {
+	if x != nil {
+		return x.MyAsn
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetSourceAddress() string {
+	if x != nil {
+		return x.SourceAddress
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetHoldTimeSeconds() uint32 {
+	if x != nil {
+		return x.HoldTimeSeconds
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetKeepaliveSeconds() uint32 {
+	if x != nil {
+		return x.KeepaliveSeconds
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetConnectRetrySeconds() uint32 {
+	if x != nil {
+		return x.ConnectRetrySeconds
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetEbgpMultihop() uint32 {
+	if x != nil {
+		return x.EbgpMultihop
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// BGPAdvertisement is how a VIP goes to one peer.
+type BGPAdvertisement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// peer is the address of a peer in BGPConfig.peers.
+	Peer string `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// prefix_length of the advertised route: the VIP's covering prefix of
+	// this length (aggregation); 0 means a host route (/32, /128).
+	PrefixLength uint32 `protobuf:"varint,2,opt,name=prefix_length,json=prefixLength,proto3" json:"prefix_length,omitempty"`
+	// communities ("65000:100" or well-known names such as "no-export").
+	Communities []string `protobuf:"bytes,3,rep,name=communities,proto3" json:"communities,omitempty"`
+	// large_communities ("65000:1:2").
+	LargeCommunities []string `protobuf:"bytes,4,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
+	// local_pref, for iBGP peers.
+	LocalPref     *uint32 `protobuf:"varint,5,opt,name=local_pref,json=localPref,proto3,oneof" json:"local_pref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPAdvertisement) Reset() {
+	*x = BGPAdvertisement{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPAdvertisement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPAdvertisement) ProtoMessage() {}
+
+func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPAdvertisement.ProtoReflect.Descriptor instead.
+func (*BGPAdvertisement) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BGPAdvertisement) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *BGPAdvertisement) GetPrefixLength() uint32 {
+	if x != nil {
+		return x.PrefixLength
+	}
+	return 0
+}
+
+func (x *BGPAdvertisement) GetCommunities() []string {
+	if x != nil {
+		return x.Communities
+	}
+	return nil
+}
+
+func (x *BGPAdvertisement) GetLargeCommunities() []string {
+	if x != nil {
+		return x.LargeCommunities
+	}
+	return nil
+}
+
+func (x *BGPAdvertisement) GetLocalPref() uint32 {
+	if x != nil && x.LocalPref != nil {
+		return *x.LocalPref
+	}
+	return 0
+}
+
 // Heartbeat proves the CCM and the stream are alive; the speaker answers at once.
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -415,7 +746,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +758,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +771,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{4}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -478,13 +809,16 @@ type Report struct {
 	// ignored_instructions counts instructions of kinds this speaker does not
 	// know, received on this stream and ignored.
 	IgnoredInstructions uint64 `protobuf:"varint,10,opt,name=ignored_instructions,json=ignoredInstructions,proto3" json:"ignored_instructions,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// bgp_sessions is the state of every BGP session; like vips, sent in
+	// full when any changed.
+	BgpSessions   []*BGPSessionStatus `protobuf:"bytes,11,rep,name=bgp_sessions,json=bgpSessions,proto3" json:"bgp_sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +830,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +843,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{5}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Report) GetNode() string {
@@ -582,6 +916,95 @@ func (x *Report) GetIgnoredInstructions() uint64 {
 	return 0
 }
 
+func (x *Report) GetBgpSessions() []*BGPSessionStatus {
+	if x != nil {
+		return x.BgpSessions
+	}
+	return nil
+}
+
+// BGPSessionStatus is the state of one BGP session.
+type BGPSessionStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// peer is the router's address.
+	Peer string `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// state: Idle, Connect, Active, OpenSent, OpenConfirm or Established.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// since is when it entered state, in milliseconds since the Unix epoch.
+	SinceUnixMs int64 `protobuf:"varint,3,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	// last_error says why the session last failed; empty once established.
+	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// advertised counts the routes sent to the peer.
+	Advertised    uint32 `protobuf:"varint,5,opt,name=advertised,proto3" json:"advertised,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPSessionStatus) Reset() {
+	*x = BGPSessionStatus{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPSessionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPSessionStatus) ProtoMessage() {}
+
+func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPSessionStatus.ProtoReflect.Descriptor instead.
+func (*BGPSessionStatus) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BGPSessionStatus) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *BGPSessionStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BGPSessionStatus) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *BGPSessionStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *BGPSessionStatus) GetAdvertised() uint32 {
+	if x != nil {
+		return x.Advertised
+	}
+	return 0
+}
+
 // VIPStatus tells how one VIP is announced.
 type VIPStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -595,7 +1018,7 @@ type VIPStatus struct {
 
 func (x *VIPStatus) Reset() {
 	*x = VIPStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +1030,7 @@ func (x *VIPStatus) String() string {
 func (*VIPStatus) ProtoMessage() {}
 
 func (x *VIPStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +1043,7 @@ func (x *VIPStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatus.ProtoReflect.Descriptor instead.
 func (*VIPStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *VIPStatus) GetAddress() string {
@@ -670,7 +1093,7 @@ type InterfaceStatus struct {
 
 func (x *InterfaceStatus) Reset() {
 	*x = InterfaceStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +1105,7 @@ func (x *InterfaceStatus) String() string {
 func (*InterfaceStatus) ProtoMessage() {}
 
 func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +1118,7 @@ func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterfaceStatus.ProtoReflect.Descriptor instead.
 func (*InterfaceStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InterfaceStatus) GetName() string {
@@ -749,25 +1172,55 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\bsnapshot\x18\x01 \x01(\v2\x1b.ironlb.speaker.v1.SnapshotH\x00R\bsnapshot\x123\n" +
 	"\x06update\x18\x02 \x01(\v2\x19.ironlb.speaker.v1.UpdateH\x00R\x06update\x12<\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1c.ironlb.speaker.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
-	"\x04kind\"\x97\x01\n" +
+	"\x04kind\"\xc7\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12E\n" +
 	"\rannouncements\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\rannouncements\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x12\n" +
-	"\x04term\x18\x04 \x01(\x04R\x04term\"\x8f\x01\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12.\n" +
+	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\"\xbf\x01\n" +
 	"\x06Update\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12;\n" +
 	"\bannounce\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\bannounce\x12\x1a\n" +
 	"\bwithdraw\x18\x03 \x03(\tR\bwithdraw\x12\x12\n" +
-	"\x04term\x18\x04 \x01(\x04R\x04term\"b\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12.\n" +
+	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\"\xb4\x01\n" +
 	"\fAnnouncement\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1e\n" +
 	"\n" +
 	"interfaces\x18\x03 \x03(\tR\n" +
-	"interfaces\"\x1d\n" +
+	"interfaces\x12\x19\n" +
+	"\bbgp_only\x18\x04 \x01(\bR\abgpOnly\x125\n" +
+	"\x03bgp\x18\x05 \x03(\v2#.ironlb.speaker.v1.BGPAdvertisementR\x03bgp\"\x8c\x01\n" +
+	"\tBGPConfig\x12\x1b\n" +
+	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
+	"\x03asn\x18\x02 \x01(\rR\x03asn\x120\n" +
+	"\x05peers\x18\x03 \x03(\v2\x1a.ironlb.speaker.v1.BGPPeerR\x05peers\x12\x1e\n" +
+	"\vnext_hop_v6\x18\x04 \x01(\tR\tnextHopV6\"\xf2\x02\n" +
+	"\aBGPPeer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x19\n" +
+	"\bpeer_asn\x18\x04 \x01(\rR\apeerAsn\x12\x15\n" +
+	"\x06my_asn\x18\x05 \x01(\rR\x05myAsn\x12%\n" +
+	"\x0esource_address\x18\x06 \x01(\tR\rsourceAddress\x12*\n" +
+	"\x11hold_time_seconds\x18\a \x01(\rR\x0fholdTimeSeconds\x12+\n" +
+	"\x11keepalive_seconds\x18\b \x01(\rR\x10keepaliveSeconds\x122\n" +
+	"\x15connect_retry_seconds\x18\t \x01(\rR\x13connectRetrySeconds\x12#\n" +
+	"\rebgp_multihop\x18\n" +
+	" \x01(\rR\febgpMultihop\x12\x1a\n" +
+	"\bpassword\x18\v \x01(\tR\bpassword\"\xcd\x01\n" +
+	"\x10BGPAdvertisement\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12#\n" +
+	"\rprefix_length\x18\x02 \x01(\rR\fprefixLength\x12 \n" +
+	"\vcommunities\x18\x03 \x03(\tR\vcommunities\x12+\n" +
+	"\x11large_communities\x18\x04 \x03(\tR\x10largeCommunities\x12\"\n" +
+	"\n" +
+	"local_pref\x18\x05 \x01(\rH\x00R\tlocalPref\x88\x01\x01B\r\n" +
+	"\v_local_pref\"\x1d\n" +
 	"\tHeartbeat\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xf9\x02\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xc1\x03\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12#\n" +
@@ -781,7 +1234,17 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\fcapabilities\x18\b \x03(\tR\fcapabilities\x12\x12\n" +
 	"\x04term\x18\t \x01(\x04R\x04term\x121\n" +
 	"\x14ignored_instructions\x18\n" +
-	" \x01(\x04R\x13ignoredInstructions\"\xd1\x01\n" +
+	" \x01(\x04R\x13ignoredInstructions\x12F\n" +
+	"\fbgp_sessions\x18\v \x03(\v2#.ironlb.speaker.v1.BGPSessionStatusR\vbgpSessions\"\x9f\x01\n" +
+	"\x10BGPSessionStatus\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
+	"\rsince_unix_ms\x18\x03 \x01(\x03R\vsinceUnixMs\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12\x1e\n" +
+	"\n" +
+	"advertised\x18\x05 \x01(\rR\n" +
+	"advertised\"\xd1\x01\n" +
 	"\tVIPStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x128\n" +
 	"\x05state\x18\x02 \x01(\x0e2\".ironlb.speaker.v1.VIPStatus.StateR\x05state\x12\x1e\n" +
@@ -818,34 +1281,43 @@ func file_api_speaker_v1_speaker_proto_rawDescGZIP() []byte {
 }
 
 var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_api_speaker_v1_speaker_proto_goTypes = []any{
-	(VIPStatus_State)(0),    // 0: ironlb.speaker.v1.VIPStatus.State
-	(*Instruction)(nil),     // 1: ironlb.speaker.v1.Instruction
-	(*Snapshot)(nil),        // 2: ironlb.speaker.v1.Snapshot
-	(*Update)(nil),          // 3: ironlb.speaker.v1.Update
-	(*Announcement)(nil),    // 4: ironlb.speaker.v1.Announcement
-	(*Heartbeat)(nil),       // 5: ironlb.speaker.v1.Heartbeat
-	(*Report)(nil),          // 6: ironlb.speaker.v1.Report
-	(*VIPStatus)(nil),       // 7: ironlb.speaker.v1.VIPStatus
-	(*InterfaceStatus)(nil), // 8: ironlb.speaker.v1.InterfaceStatus
+	(VIPStatus_State)(0),     // 0: ironlb.speaker.v1.VIPStatus.State
+	(*Instruction)(nil),      // 1: ironlb.speaker.v1.Instruction
+	(*Snapshot)(nil),         // 2: ironlb.speaker.v1.Snapshot
+	(*Update)(nil),           // 3: ironlb.speaker.v1.Update
+	(*Announcement)(nil),     // 4: ironlb.speaker.v1.Announcement
+	(*BGPConfig)(nil),        // 5: ironlb.speaker.v1.BGPConfig
+	(*BGPPeer)(nil),          // 6: ironlb.speaker.v1.BGPPeer
+	(*BGPAdvertisement)(nil), // 7: ironlb.speaker.v1.BGPAdvertisement
+	(*Heartbeat)(nil),        // 8: ironlb.speaker.v1.Heartbeat
+	(*Report)(nil),           // 9: ironlb.speaker.v1.Report
+	(*BGPSessionStatus)(nil), // 10: ironlb.speaker.v1.BGPSessionStatus
+	(*VIPStatus)(nil),        // 11: ironlb.speaker.v1.VIPStatus
+	(*InterfaceStatus)(nil),  // 12: ironlb.speaker.v1.InterfaceStatus
 }
 var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
-	2, // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
-	3, // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
-	5, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
-	4, // 3: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
-	4, // 4: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
-	7, // 5: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
-	8, // 6: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
-	0, // 7: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
-	1, // 8: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
-	6, // 9: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	2,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
+	3,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
+	8,  // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
+	4,  // 3: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
+	5,  // 4: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	4,  // 5: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
+	5,  // 6: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	7,  // 7: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
+	6,  // 8: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
+	11, // 9: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
+	12, // 10: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
+	10, // 11: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
+	0,  // 12: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
+	1,  // 13: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
+	9,  // 14: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_api_speaker_v1_speaker_proto_init() }
@@ -858,13 +1330,14 @@ func file_api_speaker_v1_speaker_proto_init() {
 		(*Instruction_Update)(nil),
 		(*Instruction_Heartbeat)(nil),
 	}
+	file_api_speaker_v1_speaker_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_speaker_v1_speaker_proto_rawDesc), len(file_api_speaker_v1_speaker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,176 @@
+package speaker
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/speaker/bgp"
+)
+
+// BGPSpeaker is the agent's BGP side (bgp.Speaker; a fake in tests).
+type BGPSpeaker interface {
+	Apply(ctx context.Context, d bgp.Desired) error
+	Sessions(ctx context.Context) ([]bgp.Session, error)
+	Stop(ctx context.Context, graceful bool) error
+}
+
+// WithBGP gives the agent a BGP side: it then lists the "bgp" capability
+// and advertises VIPs to the peers the CCM names.
+func WithBGP(b BGPSpeaker) Option { return func(a *Agent) { a.bgp = b } }
+
+// bgpTimeout bounds one reconciliation of the BGP side.
+const bgpTimeout = 10 * time.Second
+
+// applyBGPLocked brings the BGP side to what the instructions say: the
+// CCM's BGP set-up and the BGP advertisements of every VIP the node may
+// announce. An error is kept (and reported with the sessions) until a
+// later pass of Run succeeds.
+func (a *Agent) applyBGPLocked() {
+	if a.bgp == nil {
+		return
+	}
+	d, err := a.desiredBGPLocked()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
+		err = a.bgp.Apply(ctx, d)
+		cancel()
+	}
+	if (err == nil) != (a.bgpErr == nil) || err != nil && err.Error() != a.bgpErr.Error() {
+		if err != nil {
+			a.log.Error(err, "Cannot apply the BGP set-up; retrying")
+		} else {
+			a.log.Info("BGP set-up applied", "peers", len(d.Peers), "routes", len(d.Exports))
+		}
+		a.notifyLocked()
+	}
+	a.bgpErr = err
+}
+
+// desiredBGPLocked is what the BGP side should hold.
+func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
+	cfg := a.bgpCfg
+	if cfg == nil || len(cfg.GetPeers()) == 0 {
+		return bgp.Desired{}, nil
+	}
+	d := bgp.Desired{ASN: cfg.GetAsn(), Exports: map[bgp.Export]bgp.Attributes{}}
+	var err error
+	if d.RouterID, err = netip.ParseAddr(cfg.GetRouterId()); err != nil {
+		return d, fmt.Errorf("router ID %q: %w", cfg.GetRouterId(), err)
+	}
+	if s := cfg.GetNextHopV6(); s != "" {
+		if d.NextHopV6, err = netip.ParseAddr(s); err != nil {
+			return d, fmt.Errorf("IPv6 next hop %q: %w", s, err)
+		}
+	}
+	for _, p := range cfg.GetPeers() {
+		peer, err := bgpPeer(p)
+		if err != nil {
+			return d, err
+		}
+		d.Peers = append(d.Peers, peer)
+	}
+	for addr, v := range a.vips {
+		if v.refused {
+			continue
+		}
+		for _, adv := range v.bgp {
+			peer, err := netip.ParseAddr(adv.GetPeer())
+			if err != nil {
+				return d, fmt.Errorf("VIP %s: peer %q: %w", addr, adv.GetPeer(), err)
+			}
+			bits := addr.BitLen()
+			if l := int(adv.GetPrefixLength()); l > 0 {
+				if l > bits {
+					return d, fmt.Errorf("VIP %s: prefix length %d is longer than the address", addr, l)
+				}
+				bits = l
+			}
+			prefix, _ := addr.Prefix(bits)
+			attrs := bgp.Attributes{
+				Communities:      slices.Clone(adv.GetCommunities()),
+				LargeCommunities: slices.Clone(adv.GetLargeCommunities()),
+			}
+			if adv.LocalPref != nil {
+				lp := adv.GetLocalPref()
+				attrs.LocalPref = &lp
+			}
+			d.Exports[bgp.Export{Peer: peer, Prefix: prefix}] = attrs
+		}
+	}
+	return d, nil
+}
+
+func bgpPeer(p *speakerv1.BGPPeer) (bgp.Peer, error) {
+	addr, err := netip.ParseAddr(p.GetAddress())
+	if err != nil {
+		return bgp.Peer{}, fmt.Errorf("peer %s: address %q: %w", p.GetName(), p.GetAddress(), err)
+	}
+	peer := bgp.Peer{
+		Address:       addr,
+		Port:          uint16(p.GetPort()),
+		PeerASN:       p.GetPeerAsn(),
+		MyASN:         p.GetMyAsn(),
+		HoldTime:      time.Duration(p.GetHoldTimeSeconds()) * time.Second,
+		KeepaliveTime: time.Duration(p.GetKeepaliveSeconds()) * time.Second,
+		ConnectRetry:  time.Duration(p.GetConnectRetrySeconds()) * time.Second,
+		EBGPMultihop:  uint8(min(p.GetEbgpMultihop(), 255)),
+		Password:      p.GetPassword(),
+	}
+	if s := p.GetSourceAddress(); s != "" {
+		if peer.SourceAddress, err = netip.ParseAddr(s); err != nil {
+			return bgp.Peer{}, fmt.Errorf("peer %s: source address %q: %w", p.GetName(), s, err)
+		}
+	}
+	return peer, nil
+}
+
+// pollBGPLocked refreshes the reported sessions (and retries a failed
+// apply); it reports whether they changed.
+func (a *Agent) pollBGPLocked() bool {
+	if a.bgp == nil {
+		return false
+	}
+	if a.bgpErr != nil {
+		a.applyBGPLocked()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
+	ss, err := a.bgp.Sessions(ctx)
+	cancel()
+	var out []*speakerv1.BGPSessionStatus
+	if err != nil {
+		a.log.Error(err, "Cannot read the BGP sessions")
+		return false
+	}
+	for _, s := range ss {
+		st := &speakerv1.BGPSessionStatus{
+			Peer: s.Peer.String(), State: s.State, LastError: s.LastError, Advertised: uint32(s.Advertised),
+		}
+		if !s.Since.IsZero() {
+			st.SinceUnixMs = s.Since.UnixMilli()
+		}
+		if a.bgpErr != nil && st.LastError == "" {
+			st.LastError = a.bgpErr.Error()
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(x, y *speakerv1.BGPSessionStatus) int {
+		switch {
+		case x.Peer < y.Peer:
+			return -1
+		case x.Peer > y.Peer:
+			return 1
+		}
+		return 0
+	})
+	if slices.EqualFunc(out, a.bgpSessions, func(x, y *speakerv1.BGPSessionStatus) bool { return proto.Equal(x, y) }) {
+		return false
+	}
+	a.bgpSessions = out
+	return true
+}

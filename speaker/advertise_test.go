@@ -1,0 +1,145 @@
+package speaker
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/speaker/bgp"
+)
+
+// fakeBGP records what the agent asks of its BGP side.
+type fakeBGP struct {
+	mu       sync.Mutex
+	last     bgp.Desired
+	applied  int
+	sessions []bgp.Session
+	stopped  bool
+}
+
+func (f *fakeBGP) Apply(_ context.Context, d bgp.Desired) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = d
+	f.applied++
+	return nil
+}
+
+func (f *fakeBGP) Sessions(context.Context) ([]bgp.Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sessions), nil
+}
+
+func (f *fakeBGP) Stop(context.Context, bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped = true
+	return nil
+}
+
+func (f *fakeBGP) desired() bgp.Desired {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+var bgpConfig = &speakerv1.BGPConfig{
+	RouterId: "192.0.2.11", Asn: 64513, NextHopV6: "2001:db8::11",
+	Peers: []*speakerv1.BGPPeer{{
+		Name: "tor-a", Address: "192.0.2.1", PeerAsn: 64512, MyAsn: 64513,
+		HoldTimeSeconds: 9, ConnectRetrySeconds: 5, Password: "pw",
+	}},
+}
+
+func exportsOf(d bgp.Desired) map[string]bgp.Attributes {
+	out := map[string]bgp.Attributes{}
+	for e, a := range d.Exports {
+		out[e.Prefix.String()+" to "+e.Peer.String()] = a
+	}
+	return out
+}
+
+// TestAgentAdvertisesOverBGP: the agent turns the CCM's BGP set-up and
+// per-VIP advertisements into its BGP side's desired state, answers
+// ARP/NDP only for VIPs that are not BGP-only, never advertises an address
+// it refuses, and reports the sessions.
+func TestAgentAdvertisesOverBGP(t *testing.T) {
+	fb := &fakeBGP{}
+	own := func() (map[netip.Addr]string, error) {
+		return map[netip.Addr]string{netip.MustParseAddr("192.0.2.11"): "eth0"}, nil
+	}
+	_, fa, c := newTestAgent(t, WithBGP(fb), WithLocalAddresses(own))
+	s, first := open(t, c)
+	if !slices.Contains(first.GetCapabilities(), speakerv1.CapabilityBGP) {
+		t.Errorf("capabilities %v lack bgp", first.GetCapabilities())
+	}
+	lp := uint32(200)
+	to := func(adv ...*speakerv1.BGPAdvertisement) []*speakerv1.BGPAdvertisement { return adv }
+	snap := &speakerv1.Snapshot{Version: 1, Leader: "test", Bgp: bgpConfig, Announcements: []*speakerv1.Announcement{
+		{Address: "198.51.100.1", Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1", Communities: []string{"no-export"}, LocalPref: &lp})},
+		{Address: "198.51.100.2", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1", PrefixLength: 24})},
+		{Address: "2001:db8:5::2", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1"})},
+		{Address: "192.0.2.11", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1"})}, // the node's own
+	}}
+	r := send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}})
+	if diff := cmp.Diff([]string{"198.51.100.1"}, fa.list()); diff != "" {
+		t.Errorf("layer 2 answers for (-want +got):\n%s", diff)
+	}
+	want := map[string]bgp.Attributes{
+		"198.51.100.1/32 to 192.0.2.1":   {Communities: []string{"no-export"}, LocalPref: &lp},
+		"198.51.100.0/24 to 192.0.2.1":   {Communities: []string{}, LargeCommunities: []string{}},
+		"2001:db8:5::2/128 to 192.0.2.1": {Communities: []string{}, LargeCommunities: []string{}},
+	}
+	d := fb.desired()
+	if diff := cmp.Diff(want, exportsOf(d), cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })); diff != "" {
+		t.Errorf("exports (-want +got):\n%s", diff)
+	}
+	wantPeer := bgp.Peer{
+		Address: netip.MustParseAddr("192.0.2.1"), PeerASN: 64512, MyASN: 64513,
+		HoldTime: 9 * time.Second, ConnectRetry: 5 * time.Second, Password: "pw",
+	}
+	if len(d.Peers) != 1 || d.Peers[0] != wantPeer || d.RouterID != netip.MustParseAddr("192.0.2.11") || d.ASN != 64513 || d.NextHopV6 != netip.MustParseAddr("2001:db8::11") {
+		t.Errorf("desired %+v, want router ID 192.0.2.11, AS 64513, next hop 2001:db8::11 and peer %+v", d, wantPeer)
+	}
+	for _, v := range r.GetVips() {
+		if v.GetAddress() == "192.0.2.11" && v.GetState() != speakerv1.VIPStatus_FAILED {
+			t.Errorf("the node's own address is %v, want FAILED", v.GetState())
+		}
+	}
+
+	// An update without bgp keeps the set-up; withdrawn VIPs go.
+	send(t, s, update(2, nil, "198.51.100.1"))
+	if _, ok := exportsOf(fb.desired())["198.51.100.1/32 to 192.0.2.1"]; ok || len(fb.desired().Peers) != 1 {
+		t.Errorf("after withdrawing 198.51.100.1: %+v", fb.desired())
+	}
+
+	// Sessions are reported as they change.
+	fb.mu.Lock()
+	fb.sessions = []bgp.Session{{Peer: netip.MustParseAddr("192.0.2.1"), State: "Established", Advertised: 2}}
+	fb.mu.Unlock()
+	wantSession := &speakerv1.BGPSessionStatus{Peer: "192.0.2.1", State: "Established", Advertised: 2}
+	for {
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetBgpSessions()) == 1 && proto.Equal(r.GetBgpSessions()[0], wantSession) {
+			break
+		}
+	}
+
+	// An empty set-up closes every session.
+	u := &speakerv1.Update{Version: 3, Bgp: &speakerv1.BGPConfig{}}
+	send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: u}})
+	if d := fb.desired(); len(d.Peers) != 0 {
+		t.Errorf("peers %v after an empty set-up", d.Peers)
+	}
+}
