@@ -28,10 +28,9 @@ type BGP struct {
 }
 
 // BGPAdvertisement is how a pool's addresses are advertised to a set of
-// peers.
-//
-// +kubebuilder:validation:XValidation:rule="!has(self.peerSelector) || !has(self.peerSelector.matchExpressions) || self.peerSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="peerSelector.matchExpressions: operator must be one of In, NotIn, Exists, DoesNotExist"
-// +kubebuilder:validation:XValidation:rule="!has(self.peerSelector) || !has(self.peerSelector.matchExpressions) || self.peerSelector.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="peerSelector.matchExpressions: In and NotIn need values, Exists and DoesNotExist take none"
+// peers. (Its peerSelector is checked by the CCM, which marks the pool
+// Ready=False/InvalidSelector: CEL rules on selectors inside a list exceed
+// the API server's cost budget.)
 type BGPAdvertisement struct {
 	// PeerSelector matches the labels of the BGPPeers this advertisement
 	// goes to. Empty means every peer.

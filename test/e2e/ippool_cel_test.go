@@ -91,7 +91,6 @@ func TestIPPoolValidation(t *testing.T) {
 		{"bgp aggregation too short", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{aggregationLength: 24}]", []string{"aggregationLength is shorter than one of the pool's IPv4 CIDRs"}},
 		{"bgp aggregation v6 too short", "  addresses: ['2001:db8::/120']\n  bgp:\n    advertisements: [{aggregationLengthV6: 64}]", []string{"aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs"}},
 		{"bgp aggregation too long", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{aggregationLength: 33}]", []string{"aggregationLength", "less than or equal to 32"}},
-		{"bgp bad peer selector", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{peerSelector: {matchExpressions: [{key: tor, operator: Near}]}}]", []string{"peerSelector.matchExpressions: operator must be one of"}},
 		{"layer2 duplicate interfaces", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [eth0, eth0]", []string{"Duplicate value"}},
 	}
 	for i, tc := range tests {
