@@ -1,0 +1,197 @@
+// Package bgppeers turns BGPPeer objects, their password Secrets and the
+// Nodes into each node's BGP set-up for its speaker, and the speakers'
+// session reports into BGPPeer status.
+package bgppeers
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/api/v1alpha1"
+)
+
+// Secrets finds a Secret in IronLB's namespace by name; nil, nil when it
+// does not exist.
+type Secrets func(name string) (*v1.Secret, error)
+
+// Problem is why one peer cannot be used on one node (or on any: Node "").
+type Problem struct {
+	Peer, Node string
+	Reason     Reason
+	Message    string
+}
+
+// Reason is a typed cause of a Problem.
+type Reason string
+
+// Reasons of Problems; they are the BGPPeer's condition reasons too.
+const (
+	ReasonInvalidSelector Reason = "InvalidSelector"
+	ReasonSecretMissing   Reason = "SecretMissing"
+	ReasonSecretKey       Reason = "SecretKeyMissing"
+	ReasonUnsupported     Reason = "Unsupported"
+	ReasonRouterID        Reason = "RouterID"
+)
+
+// Defaults the CRD fills in, applied again here for objects written
+// before a default existed.
+const (
+	defaultHoldTime     = 90 * time.Second
+	defaultConnectRetry = 5 * time.Second
+)
+
+// Selected returns the peers whose nodeSelector matches node, sorted by
+// name, and the problems of peers whose selector is invalid.
+func Selected(node *v1.Node, peers []*v1alpha1.BGPPeer) ([]*v1alpha1.BGPPeer, []Problem) {
+	var out []*v1alpha1.BGPPeer
+	var problems []Problem
+	for _, p := range peers {
+		sel, err := selector(p.Spec.NodeSelector)
+		if err != nil {
+			problems = append(problems, Problem{Peer: p.Name, Reason: ReasonInvalidSelector,
+				Message: fmt.Sprintf("spec.nodeSelector: %v", err)})
+			continue
+		}
+		if sel.Matches(labels.Set(node.Labels)) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b *v1alpha1.BGPPeer) int { return strings.Compare(a.Name, b.Name) })
+	return out, problems
+}
+
+func selector(s *metav1.LabelSelector) (labels.Selector, error) {
+	if s == nil {
+		return labels.Everything(), nil
+	}
+	return metav1.LabelSelectorAsSelector(s)
+}
+
+// ForNode returns the BGP set-up of node's speaker: a session with every
+// peer selecting the node that can be used, and the problems of those
+// that cannot (a missing Secret or key, an unsupported setting, no router
+// ID). A peer's problem never takes another peer down. The set-up is nil
+// when no peer selects the node.
+func ForNode(node *v1.Node, peers []*v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.BGPConfig, []Problem) {
+	selected, problems := Selected(node, peers)
+	if len(selected) == 0 {
+		return nil, problems
+	}
+	v4, v6 := nodeIPs(node)
+	cfg := &speakerv1.BGPConfig{}
+	if v6.IsValid() {
+		cfg.NextHopV6 = v6.String()
+	}
+	for _, p := range selected {
+		bp, prob := sessionFor(node.Name, p, secrets)
+		if prob != nil {
+			problems = append(problems, *prob)
+			continue
+		}
+		id := p.Spec.RouterID
+		if id == "" && v4.IsValid() {
+			id = v4.String()
+		}
+		switch {
+		case id == "":
+			problems = append(problems, Problem{Peer: p.Name, Node: node.Name, Reason: ReasonRouterID,
+				Message: fmt.Sprintf("node %s has no IPv4 InternalIP to use as the BGP router ID: set spec.routerID", node.Name)})
+			continue
+		case cfg.RouterId == "":
+			cfg.RouterId = id
+			cfg.Asn = uint32(p.Spec.MyASN)
+		case cfg.RouterId != id:
+			// One BGP speaker has one identifier.
+			problems = append(problems, Problem{Peer: p.Name, Node: node.Name, Reason: ReasonRouterID,
+				Message: fmt.Sprintf("router ID %s differs from %s, which another peer of node %s uses; a node has one router ID", id, cfg.RouterId, node.Name)})
+			continue
+		}
+		cfg.Peers = append(cfg.Peers, bp)
+	}
+	if len(cfg.Peers) == 0 {
+		return nil, problems
+	}
+	return cfg, problems
+}
+
+// sessionFor is p as node's speaker holds it.
+func sessionFor(node string, p *v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.BGPPeer, *Problem) {
+	s := p.Spec
+	hold := defaultHoldTime
+	if s.HoldTime != nil {
+		hold = s.HoldTime.Duration
+	}
+	if hold == 0 {
+		return nil, &Problem{Peer: p.Name, Reason: ReasonUnsupported,
+			Message: "holdTime 0s (no keepalives) is not supported by the speakers' BGP implementation (gobgp v3); use 3s or more"}
+	}
+	retry := defaultConnectRetry
+	if s.ConnectRetryTime != nil {
+		retry = s.ConnectRetryTime.Duration
+	}
+	bp := &speakerv1.BGPPeer{
+		Name:                p.Name,
+		Address:             s.PeerAddress,
+		Port:                uint32(s.PeerPort),
+		PeerAsn:             uint32(s.PeerASN),
+		MyAsn:               uint32(s.MyASN),
+		SourceAddress:       s.SourceAddress,
+		HoldTimeSeconds:     uint32(hold / time.Second),
+		ConnectRetrySeconds: uint32((retry + time.Second - 1) / time.Second),
+	}
+	if s.KeepaliveTime != nil {
+		bp.KeepaliveSeconds = uint32(s.KeepaliveTime.Duration / time.Second)
+	}
+	if s.EBGPMultihop != nil {
+		bp.EbgpMultihop = uint32(*s.EBGPMultihop)
+	}
+	if ref := s.PasswordSecretRef; ref != nil {
+		key := ref.Key
+		if key == "" {
+			key = "password"
+		}
+		sec, err := secrets(ref.Name)
+		if err != nil || sec == nil {
+			msg := fmt.Sprintf("password Secret %s not found in IronLB's namespace", ref.Name)
+			if err != nil {
+				msg = fmt.Sprintf("reading password Secret %s: %v", ref.Name, err)
+			}
+			return nil, &Problem{Peer: p.Name, Reason: ReasonSecretMissing, Message: msg}
+		}
+		pw, ok := sec.Data[key]
+		if !ok || len(pw) == 0 {
+			return nil, &Problem{Peer: p.Name, Reason: ReasonSecretKey,
+				Message: fmt.Sprintf("password Secret %s has no key %q", ref.Name, key)}
+		}
+		bp.Password = string(pw)
+	}
+	return bp, nil
+}
+
+// nodeIPs returns node's first IPv4 and IPv6 InternalIPs.
+func nodeIPs(node *v1.Node) (v4, v6 netip.Addr) {
+	for _, a := range node.Status.Addresses {
+		if a.Type != v1.NodeInternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil {
+			continue
+		}
+		switch {
+		case ip.Is4() && !v4.IsValid():
+			v4 = ip
+		case ip.Is6() && !ip.Is4In6() && !v6.IsValid():
+			v6 = ip
+		}
+	}
+	return v4, v6
+}
