@@ -8,11 +8,13 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
 // record takes in a report of stream gen; it reports whether connection,
-// health or the failed VIPs changed.
+// health, the failed VIPs or the BGP sessions changed.
 func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
@@ -39,6 +41,10 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	if r.GetFull() {
 		failedChanged = s.recordVIPs(r)
 		s.state.Healthy, s.state.Problem = health(r)
+		if !slices.EqualFunc(r.GetBgpSessions(), s.state.BGPSessions, func(a, b *speakerv1.BGPSessionStatus) bool { return proto.Equal(a, b) }) {
+			s.state.BGPSessions = r.GetBgpSessions()
+			failedChanged = true
+		}
 	}
 	s.state.Connected = true
 	s.state.Reported = true

@@ -34,6 +34,8 @@ type session struct {
 	addr       netip.Addr
 	desired    map[string]*speakerv1.Announcement
 	dirty      map[string]bool
+	bgp        *speakerv1.BGPConfig // the speaker's BGP set-up; nil: none
+	bgpDirty   bool                 // bgp changed since the last instruction
 	state      State
 	wake       chan struct{}
 	cancel     context.CancelFunc
@@ -178,11 +180,12 @@ func (s *session) awaitReady(ctx context.Context, wd *watchdog) error {
 // sendSnapshot sends everything desired now, as version 1 of this stream.
 func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string) error {
 	s.m.mu.Lock()
-	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term}
+	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp}
 	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
 		snap.Announcements = append(snap.Announcements, s.desired[a])
 	}
 	clear(s.dirty)
+	s.bgpDirty = false
 	s.state.Sent = 1
 	s.state.Applied = 0
 	s.m.mu.Unlock()
@@ -284,11 +287,20 @@ func (s *session) update() (*speakerv1.Update, bool) {
 	if s.redial {
 		return nil, true
 	}
-	if len(s.dirty) == 0 {
+	if len(s.dirty) == 0 && !s.bgpDirty {
 		return nil, false
 	}
 	s.state.Sent++
 	u := &speakerv1.Update{Version: s.state.Sent, Term: s.m.opts.Term}
+	if s.bgpDirty {
+		// Present replaces the set-up; present and empty closes every
+		// session.
+		u.Bgp = s.bgp
+		if u.Bgp == nil {
+			u.Bgp = &speakerv1.BGPConfig{}
+		}
+		s.bgpDirty = false
+	}
 	for _, a := range slices.Sorted(maps.Keys(s.dirty)) {
 		if d := s.desired[a]; d != nil {
 			u.Announce = append(u.Announce, d)

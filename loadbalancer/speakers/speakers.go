@@ -88,6 +88,8 @@ type State struct {
 	// Stopped is true when the speaker said it was shutting down: it
 	// withdrew every VIP before its stream ended.
 	Stopped bool
+	// BGPSessions are the speaker's BGP sessions as it last reported them.
+	BGPSessions []*speakerv1.BGPSessionStatus
 }
 
 // Has reports whether the speaker has capability c.
@@ -261,7 +263,22 @@ func (m *Manager) State(node string) (State, bool) {
 	st.Initial = slices.Clone(st.Initial)
 	st.Failed = maps.Clone(st.Failed)
 	st.Capabilities = slices.Clone(st.Capabilities)
+	st.BGPSessions = slices.Clone(st.BGPSessions)
 	return st, true
+}
+
+// SetBGP sets node's BGP set-up (nil: no sessions). Only this speaker is
+// sent an update, and only when the set-up changed.
+func (m *Manager) SetBGP(node string, cfg *speakerv1.BGPConfig) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[node]
+	if s == nil || s.draining || proto.Equal(s.bgp, cfg) {
+		return
+	}
+	s.bgp = cfg
+	s.bgpDirty = true
+	s.poke()
 }
 
 // Assign makes node's speaker announce a. Only this speaker is sent an
