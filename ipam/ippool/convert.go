@@ -13,9 +13,13 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 )
 
-// ToLayer2 converts a pool's spec.layer2.
+// ToLayer2 converts a pool's spec.layer2. A pool with spec.bgp and no
+// spec.layer2 is not announced over layer 2 (Off).
 func ToLayer2(p *v1alpha1.IPPool) (Layer2, error) {
 	l2 := p.Spec.Layer2
+	if l2 == nil && p.Spec.BGP != nil {
+		return Layer2{Off: true, Nodes: labels.Nothing()}, nil
+	}
 	if l2 == nil {
 		return AnyNode, nil
 	}
@@ -29,6 +33,24 @@ func ToLayer2(p *v1alpha1.IPPool) (Layer2, error) {
 	}
 	slices.Sort(out.Interfaces)
 	return out, nil
+}
+
+// ToBGP converts a pool's spec.bgp; false when it has none.
+func ToBGP(p *v1alpha1.IPPool) (BGP, bool, error) {
+	b := p.Spec.BGP
+	if b == nil {
+		return BGP{}, false, nil
+	}
+	nodes, err := selector(b.NodeSelector)
+	if err != nil {
+		return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.nodeSelector: %w", p.Name, err)
+	}
+	for i, a := range b.Advertisements {
+		if _, err := selector(a.PeerSelector); err != nil {
+			return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.advertisements[%d].peerSelector: %w", p.Name, i, err)
+		}
+	}
+	return BGP{Nodes: nodes, Spec: b.DeepCopy()}, true, nil
 }
 
 func fromUnstructured(obj any) (*v1alpha1.IPPool, error) {
@@ -58,6 +80,9 @@ func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
 		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.serviceAllocation: %w", p.Name, err)
 	}
 	if _, err := ToLayer2(p); err != nil {
+		return ipam.Pool{}, err
+	}
+	if _, _, err := ToBGP(p); err != nil {
 		return ipam.Pool{}, err
 	}
 	return ipam.Pool{

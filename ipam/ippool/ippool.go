@@ -45,6 +45,7 @@ type Controller struct {
 
 	mu       sync.Mutex
 	layer2   map[string]Layer2
+	bgp      map[string]BGP
 	applied  map[string]applied // what each pool's spec last was, to skip status-only updates
 	nodeIPs  map[netip.Addr]string
 	onChange []func(pool string)
@@ -58,10 +59,29 @@ type applied struct {
 
 // Layer2 says where a pool's addresses are announced.
 type Layer2 struct {
+	// Off: the pool is advertised over BGP only.
+	Off bool
 	// Nodes selects the nodes that may announce; never nil.
 	Nodes labels.Selector
 	// Interfaces to announce on; empty means the node IP's interface.
 	Interfaces []string
+}
+
+// BGP says how a pool's addresses are advertised to BGP peers.
+type BGP struct {
+	// Nodes selects the nodes that advertise; never nil.
+	Nodes labels.Selector
+	// Spec is the pool's spec.bgp (its advertisements).
+	Spec *v1alpha1.BGP
+}
+
+// BGP returns how pool's addresses are advertised over BGP; false when
+// the pool has no spec.bgp (or does not exist).
+func (c *Controller) BGP(pool string) (BGP, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.bgp[pool]
+	return b, ok
 }
 
 // AnyNode is the layer-2 setting of a pool that says nothing.
@@ -124,6 +144,7 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) 
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ippool"}),
 		log:     klog.Background().WithName("ippool"),
 		layer2:  map[string]Layer2{},
+		bgp:     map[string]BGP{},
 		applied: map[string]applied{},
 	}
 	var err error
@@ -194,9 +215,16 @@ func (c *Controller) apply(obj any) {
 	} else {
 		c.alloc.SetPool(p)
 	}
-	if l2, err := ToLayer2(pool); err == nil {
+	l2, l2err := ToLayer2(pool)
+	b, hasBGP, bgpErr := ToBGP(pool)
+	if l2err == nil && bgpErr == nil {
 		c.mu.Lock()
 		c.layer2[pool.Name] = l2
+		if hasBGP {
+			c.bgp[pool.Name] = b
+		} else {
+			delete(c.bgp, pool.Name)
+		}
 		c.mu.Unlock()
 	} // else addresses already announced stay where they are.
 	c.changed(pool.Name)
@@ -215,6 +243,7 @@ func (c *Controller) remove(obj any) {
 	c.alloc.DeletePool(u.GetName())
 	c.mu.Lock()
 	delete(c.layer2, u.GetName())
+	delete(c.bgp, u.GetName())
 	delete(c.applied, u.GetName())
 	c.mu.Unlock()
 	c.changed(u.GetName())

@@ -10,6 +10,7 @@ import (
 const (
 	ReasonAnnounced    = "VIPAnnounced"
 	ReasonMoved        = "VIPMoved"
+	ReasonAdvertised   = "VIPAdvertised"
 	ReasonNoAnnouncer  = "NoAnnouncingNode"
 	ReasonOutsidePools = "AddressOutsidePools"
 )

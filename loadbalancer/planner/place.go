@@ -16,14 +16,18 @@ import (
 // in the same step: the old node is usually unreachable, and a reachable
 // one stops answering within milliseconds.
 func (p *Planner) planLocked(v *vip, w *world) {
+	adv := p.planBGPLocked(v, w)
+	if v.scope.l2Off {
+		// Advertised over BGP only.
+		p.tellLocked(v, v.announcers, nil, adv)
+		v.announcers = nil
+		return
+	}
 	eligible, why := p.eligibleLocked(v, w)
 	want := p.chooseLocked(v, w, eligible, why)
-	ann := p.announcement(v)
 	old := v.announcers
 	if slices.Equal(old, want) {
-		for _, n := range want {
-			p.speakers.Assign(n, ann) // no-op unless the announcement changed
-		}
+		p.tellLocked(v, old, want, adv) // no-op unless an announcement changed
 		if len(want) == 0 && !v.warned {
 			v.warned = true
 			p.log.Info("No eligible node for VIP", "address", v.addr, "reasons", summarize(why))
@@ -35,11 +39,7 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	for key := range v.services {
 		p.enqueue(recPrefix + key)
 	}
-	for _, n := range old {
-		if !slices.Contains(want, n) {
-			p.speakers.Unassign(n, v.addr.String())
-		}
-	}
+	p.tellLocked(v, old, want, adv)
 	if len(want) == 0 {
 		if len(old) > 0 {
 			v.last = old[0]
@@ -51,9 +51,6 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	}
 	v.warned = false
 	v.last = want[0]
-	for _, n := range want {
-		p.speakers.Assign(n, ann)
-	}
 	switch {
 	case len(old) == 0:
 		p.log.Info("Announcing VIP", "address", v.addr, "nodes", want, "services", v.serviceKeys())
@@ -101,11 +98,47 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 	return []string{placement.Choose(v.addr, "", eligible)}
 }
 
-// announcement is what the speakers are told about v.
-func (p *Planner) announcement(v *vip) *speakerv1.Announcement {
-	return &speakerv1.Announcement{
-		Address:    v.addr.String(),
-		Service:    strings.Join(v.serviceKeys(), ","),
-		Interfaces: v.scope.interfaces,
+// tellLocked gives every node that announces v over layer 2 (l2) or
+// advertises it over BGP (v.advertisers, already set to adv) its
+// announcement, and withdraws v from the nodes of oldL2 and the previous
+// advertisers that have no part any more. The speakers are sent only what
+// changed.
+func (p *Planner) tellLocked(v *vip, oldL2, l2 []string, adv advertised) {
+	oldAdv := v.advertisers
+	v.advertisers = adv.nodes
+	for _, n := range union(l2, adv.nodes) {
+		p.speakers.Assign(n, p.announcement(v, slices.Contains(l2, n), adv.byNode[n]))
 	}
+	for _, n := range union(oldL2, oldAdv) {
+		if !slices.Contains(l2, n) && !slices.Contains(adv.nodes, n) {
+			p.speakers.Unassign(n, v.addr.String())
+		}
+	}
+}
+
+// announcement is what one node's speaker is told about v: layer 2 on
+// v's interfaces when l2, and the BGP advertisements bgp.
+func (p *Planner) announcement(v *vip, l2 bool, bgp []*speakerv1.BGPAdvertisement) *speakerv1.Announcement {
+	a := &speakerv1.Announcement{
+		Address: v.addr.String(),
+		Service: strings.Join(v.serviceKeys(), ","),
+		Bgp:     bgp,
+	}
+	if l2 {
+		a.Interfaces = v.scope.interfaces
+	} else {
+		a.BgpOnly = true
+	}
+	return a
+}
+
+// union returns the nodes of a and then those of b not in a.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
@@ -46,6 +47,8 @@ type Pools interface {
 	// Layer2 returns the pool's layer-2 settings; false when the pool does
 	// not exist or its settings are invalid.
 	Layer2(pool string) (ippool.Layer2, bool)
+	// BGP returns the pool's BGP settings; false when it has none.
+	BGP(pool string) (ippool.BGP, bool)
 	// OnChange registers fn, called after any change of a pool (its
 	// addresses or its announcement settings) or its deletion.
 	OnChange(fn func(pool string))
@@ -86,6 +89,17 @@ type Options struct {
 	// Ready reports whether allocations were restored; the planner waits
 	// for it before planning.
 	Ready func() bool
+	// Peers tells each node's BGP peers; nil: no VIP is advertised over
+	// BGP.
+	Peers Peers
+}
+
+// Peers tells which BGP peers each node holds a session with.
+type Peers interface {
+	// ForNode returns the usable BGPPeers that select node.
+	ForNode(node string) []*v1alpha1.BGPPeer
+	// OnChange registers fn, called after peers or their nodes changed.
+	OnChange(fn func())
 }
 
 // Planner decides which nodes announce each VIP.
@@ -153,6 +167,9 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 	}
 	pools.OnChange(func(string) { p.enqueue(poolsKey) })
 	sp.OnChange(func(string) { p.enqueue(allKey) })
+	if opts.Peers != nil {
+		opts.Peers.OnChange(func() { p.enqueue(allKey) })
+	}
 	plannerMetrics.Set(p.collectMetrics)
 	return p
 }
@@ -317,6 +334,16 @@ func (p *Planner) WaitIdle(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+	return nil
+}
+
+// Advertisers returns the nodes told to advertise a over BGP.
+func (p *Planner) Advertisers(a netip.Addr) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v := p.vips[a]; v != nil {
+		return append([]string(nil), v.advertisers...)
 	}
 	return nil
 }

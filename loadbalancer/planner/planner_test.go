@@ -34,11 +34,13 @@ type fakeSpeakers struct {
 	addrs    map[string]netip.Addr
 	states   map[string]speakers.State
 	assigned map[string]map[string]bool
+	anns     map[string]map[string]*speakerv1.Announcement // node → address → last announcement
 	onChange []func(string)
 }
 
 func newFakeSpeakers() *fakeSpeakers {
-	return &fakeSpeakers{addrs: map[string]netip.Addr{}, states: map[string]speakers.State{}, assigned: map[string]map[string]bool{}}
+	return &fakeSpeakers{addrs: map[string]netip.Addr{}, states: map[string]speakers.State{}, assigned: map[string]map[string]bool{},
+		anns: map[string]map[string]*speakerv1.Announcement{}}
 }
 
 func up() speakers.State {
@@ -94,6 +96,17 @@ func (f *fakeSpeakers) Assign(node string, a *speakerv1.Announcement) {
 		f.assigned[node] = map[string]bool{}
 	}
 	f.assigned[node][a.GetAddress()] = true
+	if f.anns[node] == nil {
+		f.anns[node] = map[string]*speakerv1.Announcement{}
+	}
+	f.anns[node][a.GetAddress()] = a
+}
+
+// announcement returns what node was last told about addr.
+func (f *fakeSpeakers) announcement(node, addr string) *speakerv1.Announcement {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.anns[node][addr]
 }
 func (f *fakeSpeakers) Unassign(node, addr string) {
 	f.mu.Lock()
@@ -139,6 +152,7 @@ func (f *fakeSpeakers) holders(addr string) []string {
 type fakePools struct {
 	mu       sync.Mutex
 	l2       map[string]ippool.Layer2
+	bgp      map[string]ippool.BGP
 	onChange []func(string)
 }
 
@@ -154,6 +168,12 @@ func (p *fakePools) Layer2(pool string) (ippool.Layer2, bool) {
 	defer p.mu.Unlock()
 	l, ok := p.l2[pool]
 	return l, ok
+}
+func (p *fakePools) BGP(pool string) (ippool.BGP, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.bgp[pool]
+	return b, ok
 }
 func (p *fakePools) OnChange(fn func(string)) {
 	p.mu.Lock()
@@ -200,6 +220,7 @@ type plannerEnv struct {
 
 type envOptions struct {
 	record   bool // write the Announced condition
+	peers    Peers
 	pools    *fakePools
 	settle   time.Duration
 	services []*v1.Service // exist before the planner starts
@@ -235,7 +256,7 @@ func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
 	if o.before != nil {
 		o.before(e)
 	}
-	opts := Options{Grace: time.Millisecond, SettleWindow: o.settle, Recorder: e.recorder}
+	opts := Options{Grace: time.Millisecond, SettleWindow: o.settle, Recorder: e.recorder, Peers: o.peers}
 	if o.record {
 		opts.Client = cs
 	}

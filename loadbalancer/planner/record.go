@@ -23,7 +23,9 @@ import (
 
 // ConditionAnnounced is the condition type on a Service's status. Its
 // message lists each VIP with the node announcing it,
-// "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may), and
+// "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may), the
+// nodes advertising it over BGP ("198.51.100.7=bgp:node-a+node-b", or
+// "node-a;bgp:..." for a pool announced both ways), and
 // "@key" after a VIP shared under a sharing key ("192.0.2.9=node-a@web"):
 // after a restart, Services that shared an address keep it under the key
 // they shared it by, even if one of them changed its key meanwhile.
@@ -101,9 +103,10 @@ func (p *Planner) announcedBy(key string) (msg string, all, some bool) {
 	all = true
 	for _, a := range p.bySvc[key] {
 		owner := "-"
-		if v := p.vips[a]; v != nil && len(v.announcers) > 0 {
-			owner = strings.Join(v.announcers, "+")
-		} else {
+		if v := p.vips[a]; v != nil {
+			owner = owners(v)
+		}
+		if owner == "-" {
 			all = false
 		}
 		entry := a.String() + "=" + owner
@@ -113,6 +116,23 @@ func (p *Planner) announcedBy(key string) (msg string, all, some bool) {
 		parts = append(parts, entry)
 	}
 	return strings.Join(parts, ", "), all, len(parts) > 0
+}
+
+// owners is how the condition names where v is: "node-a" (layer 2),
+// "bgp:node-a+node-b" (BGP), both as "node-a;bgp:node-a+node-b", or "-"
+// for nowhere.
+func owners(v *vip) string {
+	var parts []string
+	if len(v.announcers) > 0 {
+		parts = append(parts, strings.Join(v.announcers, "+"))
+	}
+	if len(v.advertisers) > 0 {
+		parts = append(parts, "bgp:"+strings.Join(v.advertisers, "+"))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ";")
 }
 
 // Record is what ConditionAnnounced says of one VIP.
@@ -138,9 +158,10 @@ func Records(svc *v1.Service) map[netip.Addr]Record {
 			continue
 		}
 		nodes, shared, _ := strings.Cut(rest, "@")
-		node, _, _ := strings.Cut(nodes, "+")
-		if node == "-" {
-			node = ""
+		l2, _, _ := strings.Cut(nodes, ";")
+		node, _, _ := strings.Cut(l2, "+")
+		if node == "-" || strings.HasPrefix(node, "bgp:") {
+			node = "" // not announced over layer 2
 		}
 		out[a] = Record{Node: node, SharedAs: shared}
 	}

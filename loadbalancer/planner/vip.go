@@ -10,6 +10,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/ironlb/ironlb/ipam/ippool"
 )
 
 // vip is the planner's record of one address: the Services holding it,
@@ -23,8 +25,12 @@ type vip struct {
 	// pool that last covered it. A pool deleted or shrunk under a VIP never
 	// widens where the VIP goes.
 	scope scope
-	// announcers are the nodes told to announce it (layer 2: at most one).
+	// announcers are the nodes told to announce it over layer 2 (at most
+	// one).
 	announcers []string
+	// advertisers are the nodes told to advertise it over BGP (every
+	// eligible node).
+	advertisers []string
 	// last is the node that announced it before it lost its announcers
 	// (or, at start, where it was announced under the previous leader):
 	// preferred when it is eligible again.
@@ -42,8 +48,10 @@ type scope struct {
 	// the node announcing it and goes nowhere else.
 	known      bool
 	pool       string
+	l2Off      bool // BGP only: no layer-2 announcer
 	nodes      labels.Selector
 	interfaces []string
+	bgp        *ippool.BGP // nil: not advertised over BGP
 }
 
 func (v *vip) serviceKeys() []string { return slices.Sorted(maps.Keys(v.services)) }
@@ -79,7 +87,7 @@ func (p *Planner) syncService(key string) error {
 		}
 		delete(v.services, key)
 		if len(v.services) == 0 {
-			for _, n := range v.announcers {
+			for _, n := range union(v.announcers, v.advertisers) {
 				p.speakers.Unassign(n, a.String())
 				p.log.Info("Withdrew VIP", "address", a, "node", n, "service", key)
 			}
@@ -138,7 +146,10 @@ func (p *Planner) setPoolLocked(v *vip, pool string) {
 	if !ok {
 		return // the pool's settings are invalid: keep the last valid ones
 	}
-	v.scope = scope{known: true, pool: pool, nodes: l2.Nodes, interfaces: slices.Clone(l2.Interfaces)}
+	v.scope = scope{known: true, pool: pool, l2Off: l2.Off, nodes: l2.Nodes, interfaces: slices.Clone(l2.Interfaces)}
+	if b, ok := p.pools.BGP(pool); ok {
+		v.scope.bgp = &b
+	}
 }
 
 // syncAllServices refreshes every Service's VIPs, after a pool changed.

@@ -1,0 +1,98 @@
+package planner
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
+)
+
+// In BGP every eligible node advertises a VIP, and the routers spread
+// traffic over them (ECMP). The routers' sessions are the health signal:
+// a speaker whose stream to the CCM broke keeps advertising what it was
+// told, and its node stays an advertiser; a dead node's sessions drop and
+// the routers remove it on their own.
+
+// Reasons a node may not advertise a VIP over BGP (besides the layer-2
+// ones that apply: NodeNotReady, NodeExcluded, NotSelected,
+// NoLocalEndpoint, MissingCapability, NoNodeAddress).
+const (
+	NoPeer Reason = "no_bgp_peer"
+)
+
+// advertised is the BGP plan of one VIP: the advertising nodes, sorted,
+// and each one's advertisements.
+type advertised struct {
+	nodes  []string
+	byNode map[string][]*speakerv1.BGPAdvertisement
+}
+
+// planBGPLocked chooses the nodes that advertise v, and sends an Event
+// when that set changes.
+func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
+	adv := advertised{byNode: map[string][]*speakerv1.BGPAdvertisement{}}
+	if v.scope.bgp == nil || p.opts.Peers == nil {
+		if len(v.advertisers) > 0 {
+			p.log.Info("VIP no longer advertised over BGP", "address", v.addr, "nodes", v.advertisers)
+		}
+		return adv
+	}
+	why := map[string]verdict{}
+	local := p.localEndpointNodes(v)
+	for _, n := range w.nodes {
+		switch {
+		case n.node != nil:
+			why[n.name] = *n.node
+		case !v.scope.bgp.Nodes.Matches(n.labels):
+			why[n.name] = verdict{NotSelected, fmt.Sprintf("node does not match IPPool %s's bgp.nodeSelector", v.scope.pool)}
+		case local != nil && !local[n.name]:
+			why[n.name] = verdict{NoLocalEndpoint, "no ready endpoint on the node (externalTrafficPolicy: Local)"}
+		case !n.session:
+			why[n.name] = verdict{NoNodeAddress, "node has no InternalIP to reach its speaker"}
+		case !n.state.Reported:
+			// Its capabilities are unknown: an older speaker would take
+			// a BGP-only VIP for a layer-2 one.
+			why[n.name] = verdict{SpeakerLost, "speaker has not reported yet"}
+		case !n.state.Has(speakerv1.CapabilityBGP):
+			why[n.name] = verdict{MissingCapability, fmt.Sprintf("speaker %s cannot advertise over BGP (capabilities %v); upgrade it", n.state.Version, n.state.Capabilities)}
+		default:
+			advs, err := bgppeers.Advertisements(v.addr, v.scope.bgp.Spec, p.opts.Peers.ForNode(n.name))
+			if err != nil {
+				why[n.name] = verdict{NotSelected, err.Error()}
+				continue
+			}
+			if len(advs) == 0 {
+				why[n.name] = verdict{NoPeer, fmt.Sprintf("no BGPPeer of the node is selected by IPPool %s's advertisements", v.scope.pool)}
+				continue
+			}
+			adv.nodes = append(adv.nodes, n.name)
+			adv.byNode[n.name] = advs
+		}
+	}
+	slices.Sort(adv.nodes)
+	if !slices.Equal(adv.nodes, v.advertisers) {
+		for key := range v.services {
+			p.enqueue(recPrefix + key)
+		}
+		if len(adv.nodes) == 0 {
+			p.log.Info("No node can advertise VIP over BGP", "address", v.addr, "reasons", summarize(why))
+			p.event(v, v1.EventTypeWarning, ReasonNoAnnouncer, fmt.Sprintf("No node can advertise %s over BGP: %s", v.addr, summarize(why)))
+		} else {
+			p.log.Info("Advertising VIP over BGP", "address", v.addr, "nodes", adv.nodes)
+			p.event(v, v1.EventTypeNormal, ReasonAdvertised, fmt.Sprintf("%s advertised over BGP from %s", v.addr, nodeList(adv.nodes)))
+		}
+	}
+	return adv
+}
+
+// nodeList is "node-a, node-b and node-c" shortened past ten.
+func nodeList(nodes []string) string {
+	if len(nodes) > 10 {
+		return fmt.Sprintf("%s and %d more nodes", strings.Join(nodes[:10], ", "), len(nodes)-10)
+	}
+	return strings.Join(nodes, ", ")
+}
