@@ -139,7 +139,9 @@ func TestBGPAdvertisers(t *testing.T) {
 	})
 	e.advertisers(local, "node-a")
 	evs := e.events()
-	if !slices.ContainsFunc(evs, func(s string) bool { return s == "Normal VIPAdvertised "+vip.String()+" advertised over BGP from node-a, node-b, node-c" }) {
+	if !slices.ContainsFunc(evs, func(s string) bool {
+		return s == "Normal VIPAdvertised "+vip.String()+" advertised over BGP from node-a, node-b, node-c"
+	}) {
 		t.Errorf("no VIPAdvertised Event naming the nodes; events: %v", evs)
 	}
 }
