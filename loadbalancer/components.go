@@ -13,6 +13,7 @@ import (
 
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
 	"github.com/ironlb/ironlb/loadbalancer/planner"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/loadbalancer/term"
@@ -47,6 +48,7 @@ type Components struct {
 	Balancer  *Balancer
 	Planner   *planner.Planner
 	Speakers  *speakers.Manager
+	Peers     *bgppeers.Controller
 	Term      *term.Term
 	Bundle    *pki.Bundle
 
@@ -76,13 +78,17 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	spOpts.Term = t.Value
 	spOpts.Valid = t.Valid
 	sp := speakers.New(klog.NewContext(ctx, klog.Background()), spOpts)
+	peers, err := bgppeers.New(cfg.Dynamic, cfg.Client, cfg.Namespace, sp, 10*time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("starting the BGPPeer controller: %w", err)
+	}
 	bal := New(alloc, pools, cfg.Recorder, WithClient(cfg.Client))
 	plOpts := cfg.Planner
-	plOpts.Client, plOpts.Recorder, plOpts.Ready = cfg.Client, cfg.Recorder, bal.Ready
+	plOpts.Client, plOpts.Recorder, plOpts.Ready, plOpts.Peers = cfg.Client, cfg.Recorder, bal.Ready, peers
 	pl := planner.New(alloc, pools, sp, plOpts)
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{
-		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Term: t, Bundle: bundle,
+		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Term: t, Bundle: bundle,
 		ctx: ctx,
 	}, nil
 }
@@ -92,12 +98,14 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 func (c *Components) SetInformers(factory informers.SharedInformerFactory) {
 	c.Balancer.SetInformers(factory)
 	c.Planner.SetInformers(factory)
+	c.Peers.SetNodeInformer(factory)
 }
 
 // Run starts every component; they stop when this CCM stops leading.
 func (c *Components) Run() {
 	go c.Bundle.Run(c.ctx)
 	go c.Pools.Run(c.ctx)
+	go c.Peers.Run(c.ctx)
 	go c.Planner.Run(c.ctx)
 	go func() {
 		if err := c.Balancer.Run(c.ctx); err != nil {

@@ -103,6 +103,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	bgp      map[string]*speakerv1.BGPConfig // each node's BGP set-up, kept for sessions not made yet
 	onChange []func(node string)
 	wg       sync.WaitGroup
 
@@ -122,7 +123,7 @@ func New(ctx context.Context, opts Options) *Manager {
 	if opts.Misses <= 0 {
 		opts.Misses = DefaultMisses
 	}
-	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, ready: make(chan struct{})}
+	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, bgp: map[string]*speakerv1.BGPConfig{}, ready: make(chan struct{})}
 	managerMetrics.Set(m.collectMetrics)
 	return m
 }
@@ -191,6 +192,7 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
 		state:   State{Problem: "not connected yet", Since: time.Now()},
+		bgp:     m.bgp[node],
 	}
 	m.sessions[node] = s
 	m.wg.Add(1)
@@ -224,6 +226,9 @@ func (m *Manager) RemoveNode(node string) {
 			s.dirty[a.String()] = true
 		}
 		clear(s.desired)
+		if s.bgp != nil {
+			s.bgp, s.bgpDirty = nil, true // close its BGP sessions too
+		}
 		s.draining = true
 		s.poke()
 	}
@@ -267,11 +272,17 @@ func (m *Manager) State(node string) (State, bool) {
 	return st, true
 }
 
-// SetBGP sets node's BGP set-up (nil: no sessions). Only this speaker is
-// sent an update, and only when the set-up changed.
+// SetBGP sets node's BGP set-up (nil: no sessions), also before the
+// node's session exists. Only this speaker is sent an update, and only
+// when the set-up changed.
 func (m *Manager) SetBGP(node string, cfg *speakerv1.BGPConfig) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cfg == nil {
+		delete(m.bgp, node)
+	} else {
+		m.bgp[node] = cfg
+	}
 	s := m.sessions[node]
 	if s == nil || s.draining || proto.Equal(s.bgp, cfg) {
 		return

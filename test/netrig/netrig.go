@@ -589,3 +589,45 @@ func deleteNS(name string) error {
 	}
 	return nil
 }
+
+// AttachTo gives the host a second interface, ifname, on another LAN with
+// the given addresses (a router between two segments). The interface goes
+// when either namespace does.
+func (h *Host) AttachTo(other *LAN, ifname string, prefixes ...netip.Prefix) error {
+	bridge := fmt.Sprintf("v%d", nextN())
+	if _, err := ip("-n", other.Name, "link", "add", bridge, "type", "veth", "peer", "name", ifname, "netns", h.Name); err != nil {
+		return fmt.Errorf("attach %s to %s: create veth: %w", h.Name, other.Name, err)
+	}
+	if _, err := ip("-n", other.Name, "link", "set", bridge, "master", "br0", "up"); err != nil {
+		return fmt.Errorf("attach %s to %s: %w", h.Name, other.Name, err)
+	}
+	if err := writeSysctls(h.Name, [][2]string{{"net.ipv6.conf." + ifname + ".accept_dad", "0"}}); err != nil {
+		return err
+	}
+	for _, p := range prefixes {
+		args := []string{"-n", h.Name, "addr", "add", p.String(), "dev", ifname}
+		if p.Addr().Is6() {
+			args = append(args, "nodad")
+		}
+		if _, err := ip(args...); err != nil {
+			return fmt.Errorf("add address %s: %w", p, err)
+		}
+	}
+	if _, err := ip("-n", h.Name, "link", "set", ifname, "up"); err != nil {
+		return fmt.Errorf("%s up: %w", ifname, err)
+	}
+	return nil
+}
+
+// AddRoute adds a route in the host's namespace: ip route add prefix via gw.
+func (h *Host) AddRoute(prefix netip.Prefix, gw netip.Addr) error {
+	args := []string{"-n", h.Name}
+	if prefix.Addr().Is6() {
+		args = append(args, "-6")
+	}
+	args = append(args, "route", "add", prefix.String(), "via", gw.String())
+	if _, err := ip(args...); err != nil {
+		return fmt.Errorf("route %s via %s in %s: %w", prefix, gw, h.Name, err)
+	}
+	return nil
+}

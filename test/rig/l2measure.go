@@ -21,9 +21,15 @@ import (
 // Reach opens one TCP connection from the client to vip and returns the
 // name of the node that answered.
 func (r *L2) Reach(ctx context.Context, vip netip.Addr, timeout time.Duration) (string, error) {
+	return reach(ctx, r.Client, vip, timeout)
+}
+
+// reach connects from h to vip's service port and returns the answering
+// node's name.
+func reach(ctx context.Context, h *netrig.Host, vip netip.Addr, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := r.Client.DialContext(ctx, "tcp", netip.AddrPortFrom(vip, ServicePort).String())
+	c, err := h.DialContext(ctx, "tcp", netip.AddrPortFrom(vip, ServicePort).String())
 	if err != nil {
 		return "", err
 	}

@@ -1,0 +1,127 @@
+package rig
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/ironlb/ironlb/test/controlplane"
+	"github.com/ironlb/ironlb/test/frr"
+	"github.com/ironlb/ironlb/test/netrig"
+)
+
+// The BGP rig is the layer-2 rig plus a router on the nodes' LAN running
+// FRR, which peers with every node's speaker (dynamic neighbors in the
+// nodes' subnet) and spreads traffic over them with ECMP, and an outside
+// client on a second segment behind the router: every figure is seen from
+// off the nodes' subnet.
+var (
+	RouterV4     = pfx(LANv4, 1)
+	RouterV6     = pfx(LANv6, 1)
+	OutsideV4    = netip.MustParsePrefix("203.0.113.0/24")
+	OutsideV6    = netip.MustParsePrefix("2001:db8:200::/64")
+	BGPPoolV4    = netip.MustParsePrefix("198.51.100.0/26")
+	BGPPoolV6    = netip.MustParsePrefix("2001:db8:300::/120")
+	RouterASN    = uint32(64512)
+	NodeASN      = uint32(64513)
+	outsideRtrV4 = netip.MustParsePrefix("203.0.113.1/24")
+	outsideRtrV6 = netip.MustParsePrefix("2001:db8:200::1/64")
+	outsideCliV4 = netip.MustParsePrefix("203.0.113.10/24")
+	outsideCliV6 = netip.MustParsePrefix("2001:db8:200::10/64")
+)
+
+// BGP is the BGP rig.
+type BGP struct {
+	*L2
+	Router  *frr.Router
+	Outside *netrig.Host
+}
+
+// routerConfig is FRR's bgpd configuration: passive dynamic neighbors for
+// the nodes' subnet (the speakers dial), ECMP over up to 16 nodes, no eBGP
+// policy requirement. extra lines go into the router section.
+func routerConfig(extra string) string {
+	return fmt.Sprintf(`router bgp %d
+ bgp router-id %s
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+ neighbor nodes peer-group
+ neighbor nodes remote-as %d
+ neighbor nodes timers 3 9
+ bgp listen range %s peer-group nodes
+ bgp listen range %s peer-group nodes
+%s address-family ipv4 unicast
+  maximum-paths 16
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor nodes activate
+  maximum-paths 16
+ exit-address-family
+`, RouterASN, RouterV4.Addr(), NodeASN, LANv4, LANv6, extra)
+}
+
+// StartBGP starts the layer-2 rig (its pools and the BGP pools routed
+// locally on the nodes) on lan, then the router and the outside client on
+// upstream. routerExtra adds lines to FRR's router section (a password).
+func StartBGP(ctx context.Context, cp *controlplane.ControlPlane, lan, upstream *netrig.LAN, opts L2Options, routerExtra string) (*BGP, error) {
+	opts.ExtraPrefixes = append(opts.ExtraPrefixes, BGPPoolV4, BGPPoolV6)
+	l2, err := StartL2(ctx, cp, lan, opts)
+	if err != nil {
+		return nil, err
+	}
+	b := &BGP{L2: l2}
+	rh, err := lan.AddHost("router", RouterV4, RouterV6)
+	if err != nil {
+		return nil, err
+	}
+	if err := rh.AttachTo(upstream, "eth1", outsideRtrV4, outsideRtrV6); err != nil {
+		return nil, err
+	}
+	if b.Outside, err = upstream.AddHost("outside", outsideCliV4, outsideCliV6); err != nil {
+		return nil, err
+	}
+	if err := b.Outside.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), outsideRtrV4.Addr()); err != nil {
+		return nil, err
+	}
+	if err := b.Outside.AddRoute(netip.MustParsePrefix("::/0"), outsideRtrV6.Addr()); err != nil {
+		return nil, err
+	}
+	for _, n := range l2.Nodes {
+		if err := b.routeOutside(n); err != nil {
+			return nil, err
+		}
+	}
+	if b.Router, err = frr.Start(rh, routerConfig(routerExtra)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// routeOutside routes the outside segment via the router from a node.
+func (b *BGP) routeOutside(n *L2Node) error {
+	if err := n.Host.AddRoute(OutsideV4, RouterV4.Addr()); err != nil {
+		return err
+	}
+	return n.Host.AddRoute(OutsideV6, RouterV6.Addr())
+}
+
+// Stop stops the router and the layer-2 rig.
+func (b *BGP) Stop() {
+	if b.Router != nil {
+		_ = b.Router.Close()
+	}
+	b.L2.Stop()
+}
+
+// ReachFromOutside connects from the outside client, through the router,
+// to vip's service port and returns the answering node's name.
+func (b *BGP) ReachFromOutside(ctx context.Context, vip netip.Addr, timeout time.Duration) (string, error) {
+	return reach(ctx, b.Outside, vip, timeout)
+}
+
+// RouteNextHops returns the next hops of vip's host route in the router's
+// kernel, sorted.
+func (b *BGP) RouteNextHops(vip netip.Addr) ([]string, error) {
+	return b.Router.KernelNextHops(netip.PrefixFrom(vip, vip.BitLen()))
+}
