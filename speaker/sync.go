@@ -35,6 +35,11 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	defer cancel(nil)
 	id := a.openStream(cancel)
 	defer a.closeStream(id)
+	defer func() {
+		// Announcements and BGP sessions stay as they are: only a CCM's
+		// instruction or shutting down withdraws them.
+		a.log.Info("CCM stream ended; keeping every announcement", "stream", id, "cause", context.Cause(ctx))
+	}()
 
 	var sendMu sync.Mutex
 	var lastFull *speakerv1.Report

@@ -33,12 +33,22 @@ type GoBGP struct {
 	lastErr map[netip.Addr]string // why each peer's session last failed
 }
 
-// class is the prefixes that go to one peer with the same attributes.
+// class is the prefixes of one family that go to one peer with the same
+// attributes (a gobgp prefix set holds one family).
 type class struct {
 	name     string // of its prefix set, policy and statement
+	key      string // classKey
 	peer     netip.Addr
 	attrs    Attributes
 	prefixes int
+}
+
+// classKey identifies the class of a prefix with attrs (per peer).
+func classKey(p netip.Prefix, attrs Attributes) string {
+	if p.Addr().Is4() {
+		return "4:" + attrs.key()
+	}
+	return "6:" + attrs.key()
 }
 
 var _ Router = (*GoBGP)(nil)
@@ -244,9 +254,9 @@ func (g *GoBGP) Export(ctx context.Context, e Export, attrs Attributes) error {
 	if err != nil {
 		return err
 	}
-	key := attrs.key()
+	key := classKey(e.Prefix, attrs)
 	if old, ok := g.exports[e]; ok {
-		if old.attrs.key() == key {
+		if old.key == key {
 			return nil
 		}
 		if err := g.unexport(ctx, s, e, old); err != nil {
@@ -276,7 +286,7 @@ func (g *GoBGP) addClass(ctx context.Context, s *server.BgpServer, e Export, att
 		}
 	}
 	g.next++
-	c := &class{name: fmt.Sprintf("ironlb-export-%d", g.next), peer: e.Peer, attrs: attrs}
+	c := &class{name: fmt.Sprintf("ironlb-export-%d", g.next), key: classKey(e.Prefix, attrs), peer: e.Peer, attrs: attrs}
 	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: prefixSet(c.name, e.Prefix)}); err != nil {
 		return nil, fmt.Errorf("adding prefix set %s: %w", c.name, err)
 	}
@@ -305,7 +315,7 @@ func (g *GoBGP) addClass(ctx context.Context, s *server.BgpServer, e Export, att
 	if g.classes[e.Peer] == nil {
 		g.classes[e.Peer] = map[string]*class{}
 	}
-	g.classes[e.Peer][attrs.key()] = c
+	g.classes[e.Peer][c.key] = c
 	return c, nil
 }
 
@@ -326,7 +336,7 @@ func (g *GoBGP) deleteClass(ctx context.Context, s *server.BgpServer, c *class) 
 	}}); err != nil {
 		return fmt.Errorf("deleting prefix set %s: %w", c.name, err)
 	}
-	delete(g.classes[c.peer], c.attrs.key())
+	delete(g.classes[c.peer], c.key)
 	return nil
 }
 

@@ -214,9 +214,20 @@ func TestGoBGPAgainstFRR(t *testing.T) {
 		return nil
 	}))
 
+	// Both families with the same attributes (gobgp keeps each family
+	// in its own prefix set).
+	v4b := netip.MustParsePrefix("198.51.100.17/32")
+	r.node.apply(nodeDesired("", map[Export]Attributes{
+		{routerAddr, v4}:  {Communities: []string{"65000:200"}},
+		{routerAddr, v6}:  {},
+		{routerAddr, v4b}: {},
+	}))
+	r.wantRoute(t, v4b, onePath(func(frr.Path) error { return nil }))
+
 	// Withdrawn: gone from FRR; the other stays.
 	r.node.apply(nodeDesired("", map[Export]Attributes{{routerAddr, v6}: {}}))
 	r.wantRoute(t, v4, noPath)
+	r.wantRoute(t, v4b, noPath)
 	r.wantRoute(t, v6, onePath(func(frr.Path) error { return nil }))
 
 	ss := r.node.sessions()

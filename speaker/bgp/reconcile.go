@@ -42,8 +42,8 @@ func (rc *Reconciler) reset() {
 // matters for what peers see: a prefix is exported before its path is
 // added (so it goes out with its attributes at once), withdrawn before it
 // is unexported, and peers whose existing paths changed exposure are
-// refreshed last. After an error, the next Apply continues from what
-// worked.
+// refreshed last. A peer, export or path that fails does not keep the
+// others from being applied; the next Apply retries what failed.
 func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
 	if err := validate(d); err != nil {
 		return err
@@ -62,10 +62,7 @@ func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
 		}
 		rc.running, rc.asn, rc.routerID = true, d.ASN, d.RouterID
 	}
-	if err := rc.applyPeers(ctx, d.Peers); err != nil {
-		return err
-	}
-	return rc.applyExports(ctx, d)
+	return errors.Join(rc.applyPeers(ctx, d.Peers), rc.applyExports(ctx, d))
 }
 
 // Stop stops the router and forgets what it held.
@@ -107,6 +104,7 @@ func validate(d Desired) error {
 }
 
 func (rc *Reconciler) applyPeers(ctx context.Context, want []Peer) error {
+	var errs []error
 	byAddr := map[netip.Addr]Peer{}
 	for _, p := range want {
 		byAddr[p.Address] = p
@@ -116,7 +114,8 @@ func (rc *Reconciler) applyPeers(ctx context.Context, want []Peer) error {
 			continue
 		}
 		if err := rc.r.DeletePeer(ctx, addr); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		delete(rc.peers, addr)
 		for e := range rc.exports {
@@ -127,34 +126,42 @@ func (rc *Reconciler) applyPeers(ctx context.Context, want []Peer) error {
 	}
 	for _, p := range want {
 		old, ok := rc.peers[p.Address]
+		var err error
 		switch {
 		case !ok:
-			if err := rc.r.AddPeer(ctx, p); err != nil {
-				return err
-			}
+			err = rc.r.AddPeer(ctx, p)
 		case old != p:
-			if err := rc.r.UpdatePeer(ctx, p); err != nil {
-				return err
-			}
+			err = rc.r.UpdatePeer(ctx, p)
 		default:
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err) // this peer only; the others go on
 			continue
 		}
 		rc.peers[p.Address] = p
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
+// applyExports changes exports and paths one by one; one that fails is
+// reported and tried again by the next Apply, and does not keep the
+// others from being applied.
 func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
+	var errs []error
 	wantPaths := map[netip.Prefix]bool{}
 	for e := range d.Exports {
-		wantPaths[e.Prefix] = true
+		if _, ok := rc.peers[e.Peer]; ok {
+			wantPaths[e.Prefix] = true
+		}
 	}
 	// A new IPv6 next hop: re-originate the IPv6 paths.
 	if d.NextHopV6 != rc.nextHopV6 {
 		for _, p := range sortedPrefixes(rc.paths) {
 			if p.Addr().Is6() {
 				if err := rc.r.DeletePath(ctx, p); err != nil {
-					return err
+					errs = append(errs, err)
+					continue
 				}
 				delete(rc.paths, p)
 			}
@@ -167,7 +174,8 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 			continue
 		}
 		if err := rc.r.DeletePath(ctx, p); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		delete(rc.paths, p)
 	}
@@ -177,7 +185,8 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 			continue
 		}
 		if err := rc.r.Unexport(ctx, e); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		delete(rc.exports, e)
 		if rc.paths[e.Prefix] {
@@ -185,33 +194,42 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 		}
 	}
 	for _, e := range sortedExports(d.Exports) {
+		if _, ok := rc.peers[e.Peer]; !ok {
+			continue // its peer could not be added
+		}
 		attrs := d.Exports[e]
 		if old, ok := rc.exports[e]; ok && old.Equal(attrs) {
 			continue
 		}
 		if err := rc.r.Export(ctx, e, attrs); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		rc.exports[e] = attrs
 		if rc.paths[e.Prefix] {
 			refresh[e.Peer] = true
 		}
 	}
+	exported := map[netip.Prefix]bool{}
+	for e := range rc.exports {
+		exported[e.Prefix] = true
+	}
 	for _, p := range sortedPrefixes(wantPaths) {
-		if rc.paths[p] {
-			continue
+		if rc.paths[p] || !exported[p] {
+			continue // advertised already, or no export of it worked yet
 		}
 		if err := rc.r.AddPath(ctx, p, d.NextHopV6); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		rc.paths[p] = true
 	}
 	for _, peer := range sortedAddrs(refresh) {
 		if err := rc.r.Refresh(ctx, peer); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func sortedAddrs[V any](m map[netip.Addr]V) []netip.Addr {

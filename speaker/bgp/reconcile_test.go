@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -177,5 +178,26 @@ func TestReconcilerRefusesBadInput(t *testing.T) {
 				t.Errorf("calls made for bad input: %v", f.calls)
 			}
 		})
+	}
+}
+
+// TestReconcilerIsolatesFailures: one export that fails does not keep the
+// others (nor their paths) from being applied.
+func TestReconcilerIsolatesFailures(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeRouter{fail: "export 198.51.100.1/32 to 192.0.2.1 c;l"}
+	rc := NewReconciler(f)
+	d := desired(map[Export]Attributes{{peerA, vip1}: {}, {peerA, vip2}: {}}, peerA)
+	if err := rc.Apply(ctx, d); err == nil {
+		t.Fatal("Apply succeeded despite a failed export")
+	}
+	if got := f.take(); !slices.Contains(got, "add path 198.51.100.2/32 nh 2001:db8::11") {
+		t.Errorf("the other VIP was not advertised: %v", got)
+	}
+	if err := rc.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"export 198.51.100.1/32 to 192.0.2.1 c;l", "add path 198.51.100.1/32 nh 2001:db8::11"}, f.take()); diff != "" {
+		t.Errorf("retry (-want +got):\n%s", diff)
 	}
 }

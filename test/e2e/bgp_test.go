@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -21,7 +22,7 @@ import (
 )
 
 // bgpPool is a BGP-only pool the nodes route locally.
-const bgpPool = "addresses: [198.51.100.0/26, '2001:db8:300::/120']\nbgp: {}"
+const bgpPool = "addresses: [198.51.100.0/27, '2001:db8:300::/120']\nbgp: {}"
 
 // newBGP starts the BGP rig: the layer-2 rig with deploy/ applied, plus an
 // FRR router peering with every node and an outside client behind it.
@@ -149,4 +150,208 @@ func TestBGP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// nodeHops are the nodes' IPv4 (or IPv6) addresses, as next hops.
+func nodeHops(b *rig.BGP, v6 bool, names ...string) []string {
+	var out []string
+	for _, n := range b.Nodes {
+		if len(names) > 0 && !slices.Contains(names, n.Name) {
+			continue
+		}
+		if v6 {
+			out = append(out, n.IPv6.String())
+		} else {
+			out = append(out, n.IPv4.String())
+		}
+	}
+	return out
+}
+
+func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+func (c *cluster) labelNode(name string, kv ...string) {
+	c.t.Helper()
+	args := append([]string{"label", "node", name, "--overwrite"}, kv...)
+	if out, err := c.cp.Kubectl(c.ctx, args...); err != nil {
+		c.t.Fatalf("labelling %s: %v\n%s", name, err, out)
+	}
+}
+
+// TestBGPScenarios: what an operator changes and breaks, seen from the
+// router (its RIB and kernel) and from a client behind it.
+func TestBGPScenarios(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	c, b := newBGP(t, ctx, rig.L2Options{LogDir: os.Getenv("IRONLB_BGP_LOGDIR")}, "")
+	c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s",
+		rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+	c.applyPool("bgp", bgpPool)
+	c.applyPool("l2", l2Pool)
+	c.createService(lbService("default", "web", map[string]string{"ironlb.dev/pool": "bgp"}))
+	vip := c.vip("default", "web")
+	all := nodeHops(b, false)
+	if _, err := b.WaitNextHops(host(vip), all, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("a peer's nodeSelector decides which nodes open sessions", func(t *testing.T) {
+		c.labelNode("node-a", "rack=r1")
+		c.labelNode("node-b", "rack=r1")
+		c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s\n  nodeSelector:\n    matchLabels: {rack: r1}",
+			rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+		if _, err := b.WaitNextHops(host(vip), nodeHops(b, false, "node-a", "node-b"), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		err := rig.Eventually(30*time.Second, func() error {
+			n, err := b.Router.Neighbors(ctx)
+			if err != nil {
+				return err
+			}
+			for _, a := range nodeHops(b, false, "node-a", "node-b") {
+				if n[a].State != "Established" {
+					return fmt.Errorf("session with %s is %q", a, n[a].State)
+				}
+			}
+			if s, ok := n[nodeHops(b, false, "node-c")[0]]; ok && s.State == "Established" {
+				return fmt.Errorf("node-c, which the peer does not select, still has a session")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s",
+			rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+		if _, err := b.WaitNextHops(host(vip), all, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("the pool's bgp.nodeSelector decides which nodes advertise", func(t *testing.T) {
+		c.applyPool("bgp", "addresses: [198.51.100.0/27, '2001:db8:300::/120']\nbgp:\n  nodeSelector:\n    matchLabels: {rack: r1}")
+		if _, err := b.WaitNextHops(host(vip), nodeHops(b, false, "node-a", "node-b"), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c.applyPool("bgp", bgpPool)
+		if _, err := b.WaitNextHops(host(vip), all, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("externalTrafficPolicy Local follows the endpoints", func(t *testing.T) {
+		c.createService(lbService("default", "local", map[string]string{"ironlb.dev/pool": "bgp"}, func(s *corev1.Service) {
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}))
+		lv := c.vip("default", "local")
+		setEndpoint(t, ctx, c, "default", "local", "node-b")
+		if _, err := b.WaitNextHops(host(lv), nodeHops(b, false, "node-b"), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if node, err := b.ReachFromOutside(ctx, lv, 2*time.Second); err != nil || node != "node-b" {
+			t.Errorf("reached %q (%v), want node-b", node, err)
+		}
+		setEndpoint(t, ctx, c, "default", "local", "node-c")
+		if _, err := b.WaitNextHops(host(lv), nodeHops(b, false, "node-c"), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("an IPv6 VIP over the IPv4 sessions", func(t *testing.T) {
+		c.createService(lbService("default", "v6", map[string]string{"ironlb.dev/pool": "bgp"}, func(s *corev1.Service) {
+			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
+		}))
+		v6 := c.vip("default", "v6")
+		if _, err := b.WaitNextHops(host(v6), nodeHops(b, true), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.ReachFromOutside(ctx, v6, 2*time.Second); err != nil {
+			t.Errorf("reaching %s from outside: %v", v6, err)
+		}
+	})
+
+	t.Run("communities, large communities and aggregation as FRR sees them", func(t *testing.T) {
+		c.applyPool("agg", "addresses: [198.51.100.32/27]\nbgp:\n  advertisements:\n  - communities: ['65000:100', no-export]\n    largeCommunities: ['65000:1:2']\n  - aggregationLength: 27")
+		c.createService(lbService("default", "agg", map[string]string{"ironlb.dev/pool": "agg"}))
+		av := c.vip("default", "agg")
+		err := rig.Eventually(30*time.Second, func() error {
+			paths, err := b.Router.Paths(ctx, host(av))
+			if err != nil {
+				return err
+			}
+			if len(paths) != 3 {
+				return fmt.Errorf("%d paths for %s, want 3", len(paths), av)
+			}
+			for _, p := range paths {
+				if p.Community == nil || p.Community.String != "65000:100 no-export" || p.LargeCommunity == nil || p.LargeCommunity.String != "65000:1:2" {
+					return fmt.Errorf("path %+v lacks the communities", p)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.WaitNextHops(netip.MustParsePrefix("198.51.100.32/27"), all, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a layer-2 pool and a BGP pool from the same speakers", func(t *testing.T) {
+		c.createService(lbService("default", "lan", map[string]string{"ironlb.dev/pool": "l2"}))
+		lv := c.vip("default", "lan")
+		if _, err := b.WaitReachable(ctx, lv, 15*time.Second); err != nil {
+			t.Errorf("layer-2 VIP %s from the LAN client: %v", lv, err)
+		}
+		if _, err := b.ReachFromOutside(ctx, vip, 2*time.Second); err != nil {
+			t.Errorf("BGP VIP %s from outside: %v", vip, err)
+		}
+	})
+
+	t.Run("a killed speaker's next hop goes, the others keep serving", func(t *testing.T) {
+		n := b.Node("node-a")
+		if err := b.KillSpeaker(n); err != nil {
+			t.Fatal(err)
+		}
+		took, err := b.WaitNextHops(host(vip), nodeHops(b, false, "node-b", "node-c"), 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the router dropped node-a's next hop %s after its speaker was killed", took.Round(time.Millisecond))
+		for i := range 10 {
+			if node, err := b.ReachFromOutside(ctx, vip, 2*time.Second); err != nil || node == "node-a" {
+				t.Fatalf("connection %d: reached %q (%v)", i, node, err)
+			}
+		}
+		if err := b.RestartSpeaker(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.WaitNextHops(host(vip), all, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("routes and connections stay while the CCM is stopped", func(t *testing.T) {
+		if err := c.ccm.Stop(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// The signal: every speaker noticed its CCM stream ended.
+		for _, n := range b.Nodes {
+			if err := n.Speaker.WaitForLog("CCM stream ended", 30*time.Second); err != nil {
+				t.Logf("%s: %v", n.Name, err)
+			}
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := b.ReachFromOutside(ctx, vip, 2*time.Second); err != nil {
+				t.Fatalf("with the CCM stopped: %v", err)
+			}
+			hops, err := b.Router.KernelNextHops(host(vip))
+			if err != nil || !slices.Equal(hops, all) {
+				t.Fatalf("with the CCM stopped, next hops %v (%v), want %v", hops, err, all)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
 }

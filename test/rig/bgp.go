@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/ironlb/ironlb/test/controlplane"
@@ -124,4 +125,37 @@ func (b *BGP) ReachFromOutside(ctx context.Context, vip netip.Addr, timeout time
 // kernel, sorted.
 func (b *BGP) RouteNextHops(vip netip.Addr) ([]string, error) {
 	return b.Router.KernelNextHops(netip.PrefixFrom(vip, vip.BitLen()))
+}
+
+// KillSpeaker SIGKILLs the node's speaker (its BGP sessions drop with it).
+func (b *BGP) KillSpeaker(n *L2Node) error { return n.Speaker.Kill() }
+
+// RestartSpeaker starts the node's speaker again after KillSpeaker and
+// waits until the CCM took it over.
+func (b *BGP) RestartSpeaker(ctx context.Context, n *L2Node) error {
+	_ = n.Speaker.Wait(5 * time.Second)
+	n.restarts++
+	if err := b.startSpeaker(ctx, n, fmt.Sprintf("speaker-%s-%d", n.Name, n.restarts)); err != nil {
+		return err
+	}
+	return n.Speaker.WaitForLog(tookOver, 20*time.Second)
+}
+
+// WaitNextHops waits until the router's kernel routes prefix via exactly
+// want (none: no route), and returns how long that took.
+func (b *BGP) WaitNextHops(prefix netip.Prefix, want []string, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	want = slices.Clone(want)
+	slices.Sort(want)
+	err := Eventually(timeout, func() error {
+		hops, err := b.Router.KernelNextHops(prefix)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(hops, want) {
+			return fmt.Errorf("router's kernel route to %s via %v, want %v", prefix, hops, want)
+		}
+		return nil
+	})
+	return time.Since(start), err
 }
