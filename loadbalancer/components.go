@@ -78,7 +78,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	spOpts.Term = t.Value
 	spOpts.Valid = t.Valid
 	sp := speakers.New(klog.NewContext(ctx, klog.Background()), spOpts)
-	peers, err := bgppeers.New(cfg.Dynamic, cfg.Client, cfg.Namespace, sp, 10*time.Minute)
+	peers, err := bgppeers.New(cfg.Dynamic, cfg.Client, cfg.Namespace, sp, cfg.Recorder, 10*time.Minute)
 	if err != nil {
 		return nil, fmt.Errorf("starting the BGPPeer controller: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -62,6 +64,7 @@ type Controller struct {
 	nodes     corelisters.NodeLister
 	nodesI    cache.SharedIndexInformer
 	sp        Speakers
+	recorder  record.EventRecorder
 	queue     workqueue.TypedRateLimitingInterface[string]
 	log       klog.Logger
 
@@ -72,7 +75,7 @@ type Controller struct {
 }
 
 // New returns a Controller; SetNodeInformer and Run start it.
-func New(dyn dynamic.Interface, client kubernetes.Interface, namespace string, sp Speakers, resync time.Duration) (*Controller, error) {
+func New(dyn dynamic.Interface, client kubernetes.Interface, namespace string, sp Speakers, recorder record.EventRecorder, resync time.Duration) (*Controller, error) {
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, resync)
 	secrets := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithNamespace(namespace)).Core().V1().Secrets()
 	c := &Controller{
@@ -82,6 +85,7 @@ func New(dyn dynamic.Interface, client kubernetes.Interface, namespace string, s
 		secrets:   secrets.Lister(),
 		secretsI:  secrets.Informer(),
 		sp:        sp,
+		recorder:  recorder,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "bgppeer"}),
 		log:    klog.Background().WithName("bgppeers"),
@@ -295,6 +299,7 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 	if statusEqual(status, p.Status) {
 		return nil
 	}
+	c.announce(obj.(*unstructured.Unstructured), p.Status, status)
 	p.Status = status
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
 	if err != nil {
@@ -309,6 +314,38 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 		return nil
 	}
 	return err
+}
+
+// Event reasons on BGPPeers.
+const (
+	ReasonSessionFailed      = "SessionFailed"
+	ReasonSessionEstablished = "SessionEstablished"
+	ReasonNotUsable          = "PeerNotUsable"
+)
+
+// announce sends Events for what changed between two statuses: a peer
+// that became unusable, and each node's session that failed or came up.
+func (c *Controller) announce(obj *unstructured.Unstructured, old, cur v1alpha1.BGPPeerStatus) {
+	if c.recorder == nil {
+		return
+	}
+	if oc, nc := meta.FindStatusCondition(old.Conditions, "Ready"), meta.FindStatusCondition(cur.Conditions, "Ready"); nc != nil && nc.Status == metav1.ConditionFalse &&
+		(oc == nil || oc.Status != nc.Status || oc.Message != nc.Message) {
+		c.recorder.Event(obj, v1.EventTypeWarning, ReasonNotUsable, nc.Message)
+	}
+	before := map[string]v1alpha1.BGPSession{}
+	for _, s := range old.Sessions {
+		before[s.Node] = s
+	}
+	for _, s := range cur.Sessions {
+		b, had := before[s.Node]
+		switch {
+		case s.LastError != "" && (!had || b.LastError != s.LastError):
+			c.recorder.Eventf(obj, v1.EventTypeWarning, ReasonSessionFailed, "node %s: %s", s.Node, s.LastError)
+		case s.State == v1alpha1.SessionEstablished && had && b.State != v1alpha1.SessionEstablished:
+			c.recorder.Eventf(obj, v1.EventTypeNormal, ReasonSessionEstablished, "node %s: session established", s.Node)
+		}
+	}
 }
 
 // statusEqual compares statuses ignoring condition transition times.

@@ -19,10 +19,19 @@ var (
 		"1 while the node's speaker reports its default interface usable.", []string{"node"}, nil, metrics.ALPHA, "")
 	lagDesc = metrics.NewDesc("ironlb_speaker_version_lag",
 		"Instructions sent to the speaker on its stream that it has not confirmed yet.", []string{"node"}, nil, metrics.ALPHA, "")
+	bgpUpDesc = metrics.NewDesc("ironlb_bgp_session_up",
+		"1 while the node's BGP session with the peer is Established, as its speaker last reported.", []string{"node", "peer"}, nil, metrics.ALPHA, "")
+	bgpRoutesDesc = metrics.NewDesc("ironlb_bgp_advertised_routes",
+		"Routes the node's speaker advertises to the peer, as it last reported.", []string{"node", "peer"}, nil, metrics.ALPHA, "")
+	bgpFlaps = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "bgp", Name: "session_flaps_total",
+		Help:           "Times a node's Established BGP session with the peer went down, as its speaker reported.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"node", "peer"})
 )
 
 // managerMetrics reports the sessions' state at scrape time.
-var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, lagDesc}, lossDetection)
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, lagDesc, bgpUpDesc, bgpRoutesDesc}, lossDetection, bgpFlaps)
 
 func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {
@@ -37,5 +46,9 @@ func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 			lag = float64(st.Sent - st.Applied)
 		}
 		ch <- metrics.NewLazyConstMetric(lagDesc, metrics.GaugeValue, lag, n)
+		for _, s := range st.BGPSessions {
+			ch <- metrics.NewLazyConstMetric(bgpUpDesc, metrics.GaugeValue, scrape.Bool(s.GetState() == "Established"), n, s.GetPeer())
+			ch <- metrics.NewLazyConstMetric(bgpRoutesDesc, metrics.GaugeValue, float64(s.GetAdvertised()), n, s.GetPeer())
+		}
 	}
 }

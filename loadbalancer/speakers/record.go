@@ -42,6 +42,7 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 		failedChanged = s.recordVIPs(r)
 		s.state.Healthy, s.state.Problem = health(r)
 		if !slices.EqualFunc(r.GetBgpSessions(), s.state.BGPSessions, func(a, b *speakerv1.BGPSessionStatus) bool { return proto.Equal(a, b) }) {
+			s.recordFlaps(r.GetBgpSessions())
 			s.state.BGPSessions = r.GetBgpSessions()
 			failedChanged = true
 		}
@@ -61,6 +62,20 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 		return true
 	}
 	return failedChanged
+}
+
+// recordFlaps counts the sessions that were Established and are not now.
+func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) {
+	for _, old := range s.state.BGPSessions {
+		if old.GetState() != "Established" {
+			continue
+		}
+		i := slices.IndexFunc(now, func(n *speakerv1.BGPSessionStatus) bool { return n.GetPeer() == old.GetPeer() })
+		if i >= 0 && now[i].GetState() != "Established" {
+			bgpFlaps.WithLabelValues(s.node, old.GetPeer()).Inc()
+			s.log.Info("BGP session went down", "peer", old.GetPeer(), "state", now[i].GetState(), "lastError", now[i].GetLastError())
+		}
+	}
 }
 
 // recordVIPs takes in the VIP list of a full report; it reports whether

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,6 +133,26 @@ func TestBGP(t *testing.T) {
 		t.Error(err)
 	}
 	c.waitEvent("default", "web", "Normal", "VIPAdvertised", "advertised over BGP from node-a, node-b, node-c")
+	err = rig.Eventually(10*time.Second, func() error {
+		m, err := b.CCMMetrics(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range []string{"node-a", "node-b", "node-c"} {
+			for _, want := range []string{
+				fmt.Sprintf(`ironlb_bgp_session_up{node=%q,peer="192.0.2.1"} 1`, n),
+				fmt.Sprintf(`ironlb_bgp_advertised_routes{node=%q,peer="192.0.2.1"} 1`, n),
+			} {
+				if !strings.Contains(m, want) {
+					return fmt.Errorf("CCM metrics lack %s", want)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
 
 	// Deleting the Service withdraws the route.
 	if err := c.cp.Client.CoreV1().Services("default").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
@@ -354,4 +375,92 @@ func TestBGPScenarios(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	})
+}
+
+// TestBGPPassword: TCP MD5 from a Secret. With the wrong password no
+// session comes up and the BGPPeer's status says why; fixing the Secret
+// re-keys the sessions.
+func TestBGPPassword(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, b := newBGP(t, ctx, rig.L2Options{}, " neighbor nodes password s3cret-pw\n")
+	secret := func(pw string) {
+		t.Helper()
+		doc := fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata:\n  name: tor-pw\n  namespace: %s\nstringData:\n  password: %s\n", b.SecretNamespace(), pw)
+		if out, err := c.cp.KubectlStdin(ctx, doc, "apply", "-f", "-"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	secret("wrong-pw")
+	c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s\n  passwordSecretRef: {name: tor-pw}",
+		rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+	c.applyPool("bgp", bgpPool)
+	c.createService(lbService("default", "web", nil))
+	vip := c.vip("default", "web")
+	peers := dynamic.NewForConfigOrDie(c.cp.Config).Resource(v1alpha1.BGPPeerResource)
+	status := func() (summary string, errs []string, err error) {
+		p, err := peers.Get(ctx, "tor", metav1.GetOptions{})
+		if err != nil {
+			return "", nil, err
+		}
+		summary, _, _ = unstructured.NestedString(p.Object, "status", "summary")
+		sessions, _, _ := unstructured.NestedSlice(p.Object, "status", "sessions")
+		for _, s := range sessions {
+			m, _ := s.(map[string]any)
+			e, _ := m["lastError"].(string)
+			errs = append(errs, e)
+		}
+		return summary, errs, nil
+	}
+	// The signal: every node's session reports why it fails.
+	err := rig.Eventually(60*time.Second, func() error {
+		summary, errs, err := status()
+		if err != nil {
+			return err
+		}
+		if summary != "Established 0/3" || len(errs) != 3 {
+			return fmt.Errorf("status %q %v", summary, errs)
+		}
+		for _, e := range errs {
+			if !strings.Contains(e, "TCP MD5 password") {
+				return fmt.Errorf("last errors %v, want each to name the TCP MD5 password", errs)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Router.Neighbors(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("FRR has neighbors %v (%v) with the wrong password", n, err)
+	}
+	if err := rig.Eventually(10*time.Second, func() error {
+		return findEvent(ctx, c.cp, "BGPPeer", "tor", "default", "Warning", "SessionFailed", "TCP MD5 password")
+	}); err != nil {
+		t.Error(err)
+	}
+	secret("s3cret-pw")
+	err = rig.Eventually(60*time.Second, func() error {
+		summary, _, err := status()
+		if err != nil {
+			return err
+		}
+		if summary != "Established 3/3" {
+			return fmt.Errorf("status %q after fixing the password", summary)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitNextHops(host(vip), nodeHops(b, false), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The password never shows in the CCM's or the speakers' logs.
+	for _, l := range []string{b.CCM.Log(), b.Nodes[0].Speaker.Log()} {
+		if strings.Contains(l, "s3cret-pw") || strings.Contains(l, "wrong-pw") {
+			t.Error("a password appears in a log")
+		}
+	}
 }

@@ -430,3 +430,7 @@ func (r *L2) CCMs() []*procs.Process {
 	defer r.mu.Unlock()
 	return append([]*procs.Process(nil), r.ccms...)
 }
+
+// SecretNamespace is where the CCM keeps its Secrets (the speakers' TLS,
+// BGP passwords).
+func (r *L2) SecretNamespace() string { return r.opts.SecretNamespace }
