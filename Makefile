@@ -56,10 +56,13 @@ proto: $(TOOLS_BIN)/protoc-gen-go $(TOOLS_BIN)/protoc-gen-go-grpc ## Regenerate 
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		api/speaker/v1/speaker.proto
 
-# System packages the rig needs (network namespaces, veth, bridges).
+# System packages the rig needs: iproute2 (network namespaces, veth,
+# bridges) and FRR, the router of the BGP tests (Debian's frr package;
+# its service is not started: tests run their own FRR in namespaces).
 .PHONY: deps
 deps:
 	@command -v ip >/dev/null || { apt-get update && apt-get install -y iproute2; }
+	@test -x /usr/lib/frr/bgpd || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends frr; }
 
 .PHONY: demo
 demo: deps controlplane ## Run IronLB on a local control plane (ONCE=1: exit after the steps).

@@ -21,7 +21,8 @@ import (
 // ones that apply: NodeNotReady, NodeExcluded, NotSelected,
 // NoLocalEndpoint, MissingCapability, NoNodeAddress).
 const (
-	NoPeer Reason = "no_bgp_peer"
+	NoPeer             Reason = "no_bgp_peer"
+	NetworkUnavailable Reason = "network_unavailable"
 )
 
 // advertised is the BGP plan of one VIP: the advertising nodes, sorted,
@@ -47,6 +48,8 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 		switch {
 		case n.node != nil:
 			why[n.name] = *n.node
+		case n.netDown:
+			why[n.name] = verdict{NetworkUnavailable, "node's NetworkUnavailable condition is True"}
 		case !v.scope.bgp.Nodes.Matches(n.labels):
 			why[n.name] = verdict{NotSelected, fmt.Sprintf("node does not match IPPool %s's bgp.nodeSelector", v.scope.pool)}
 		case local != nil && !local[n.name]:

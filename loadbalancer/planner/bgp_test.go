@@ -123,6 +123,14 @@ func TestBGPAdvertisers(t *testing.T) {
 		t.Errorf("node-c still holds %s", vip)
 	}
 
+	// A node whose network is unavailable stops.
+	e.updateNode("node-b", func(n *v1.Node) {
+		n.Status.Conditions = append(n.Status.Conditions, v1.NodeCondition{Type: v1.NodeNetworkUnavailable, Status: v1.ConditionTrue})
+	})
+	e.advertisers(vip, "node-a")
+	e.updateNode("node-b", func(n *v1.Node) { n.Status.Conditions = n.Status.Conditions[:1] })
+	e.advertisers(vip, "node-a", "node-b")
+
 	// A node that loses its peers stops.
 	peers.set("node-a")
 	e.advertisers(vip, "node-b")

@@ -51,9 +51,12 @@ type world struct {
 }
 
 type nodeView struct {
-	name    string
-	labels  labels.Set
-	node    *verdict // why the Node itself cannot announce; nil if it can
+	name   string
+	labels labels.Set
+	node   *verdict // why the Node itself cannot announce; nil if it can
+	// netDown: the Node's NetworkUnavailable condition is True (BGP
+	// advertisers skip it).
+	netDown bool
 	speaker *verdict // why its speaker cannot; nil if it can
 	state   speakers.State
 	session bool // a speaker session exists
@@ -64,7 +67,7 @@ func (p *Planner) gather() *world {
 	nodes, _ := p.nodes.List(labels.Everything())
 	w := &world{now: time.Now(), byName: make(map[string]*nodeView, len(nodes))}
 	for _, n := range nodes {
-		nv := &nodeView{name: n.Name, labels: labels.Set(n.Labels)}
+		nv := &nodeView{name: n.Name, labels: labels.Set(n.Labels), netDown: networkUnavailable(n)}
 		switch {
 		case !nodeReady(n):
 			nv.node = &verdict{NodeNotReady, "node is not Ready"}
@@ -158,8 +161,17 @@ func (p *Planner) recentlyFailedLocked(a netip.Addr, node string, now time.Time)
 
 // nodeRelevantChange ignores heartbeat-only Node updates.
 func nodeRelevantChange(old, cur *v1.Node) bool {
-	return nodeReady(old) != nodeReady(cur) || !labels.Equals(old.Labels, cur.Labels) ||
+	return nodeReady(old) != nodeReady(cur) || networkUnavailable(old) != networkUnavailable(cur) || !labels.Equals(old.Labels, cur.Labels) ||
 		nodeAddress(old) != nodeAddress(cur)
+}
+
+func networkUnavailable(n *v1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeNetworkUnavailable {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func nodeReady(n *v1.Node) bool {

@@ -287,3 +287,35 @@ func TestGoBGPWrongPassword(t *testing.T) {
 		t.Errorf("sessions %+v: want the last error cleared once established", ss)
 	}
 }
+
+// TestGoBGPLocalPrefOverIBGP: LOCAL_PREF reaches an iBGP peer.
+func TestGoBGPLocalPrefOverIBGP(t *testing.T) {
+	skipUnlessRig(t)
+	lan := netrig.NewLAN(t)
+	rh, err := lan.AddHost("router", netip.MustParsePrefix("192.0.2.1/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nh, err := lan.AddHost("node", netip.MustParsePrefix("192.0.2.11/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := frr.Start(rh, "router bgp 64513\n bgp router-id 192.0.2.1\n neighbor 192.0.2.11 remote-as 64513\n neighbor 192.0.2.11 timers connect 1\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	rg := &rig{router: r, node: startHelper(t, nh)}
+	v4 := netip.MustParsePrefix("198.51.100.10/32")
+	lp := uint32(250)
+	d := nodeDesired("", map[Export]Attributes{{routerAddr, v4}: {LocalPref: &lp}})
+	d.Peers[0].PeerASN = 64513
+	rg.node.apply(d)
+	rg.waitEstablished(t)
+	rg.wantRoute(t, v4, onePath(func(p frr.Path) error {
+		if p.LocalPref != 250 {
+			return fmt.Errorf("local preference %d, want 250", p.LocalPref)
+		}
+		return nil
+	}))
+}
