@@ -129,7 +129,7 @@ func (c *Cloud) secretNamespace() string {
 	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		return ns
 	}
-	return "kube-system"
+	return "ironlb-system"
 }
 
 func (c *Cloud) lease() term.Lease {

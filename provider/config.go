@@ -27,7 +27,7 @@ import (
 //	  heartbeatInterval: 200ms
 //	  heartbeatMisses: 5
 //	  settleWindow: 5s
-//	  secretNamespace: kube-system
+//	  secretNamespace: ironlb-system
 type Config struct {
 	// Instances configures node initialization.
 	Instances InstancesConfig `json:"instances,omitempty"`
@@ -49,7 +49,7 @@ type SpeakersConfig struct {
 	// those still lost lose their VIPs (default 5s).
 	SettleWindow metav1.Duration `json:"settleWindow,omitempty"`
 	// SecretNamespace holds the ironlb-ca and ironlb-speaker-tls Secrets
-	// (default: $POD_NAMESPACE, else kube-system).
+	// (default: $POD_NAMESPACE, else ironlb-system).
 	SecretNamespace string `json:"secretNamespace,omitempty"`
 }
 

@@ -65,7 +65,7 @@ func servicesTrial(ctx context.Context) (scale.Result, int64, float64, error) {
 	if _, err := cp.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy")); err != nil {
 		return scale.Result{}, 0, 0, err
 	}
-	kubeconfig, err := cp.ServiceAccountKubeconfig(ctx, "kube-system", "ironlb-ccm")
+	kubeconfig, err := cp.ServiceAccountKubeconfig(ctx, "ironlb-system", "ironlb-ccm")
 	if err != nil {
 		return scale.Result{}, 0, 0, err
 	}

@@ -43,7 +43,7 @@ func installDeploy(t *testing.T, ctx context.Context, cp *controlplane.ControlPl
 	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy")); err != nil {
 		t.Fatalf("applying deploy/: %v\n%s", err, out)
 	}
-	kubeconfig, err := cp.ServiceAccountKubeconfig(ctx, "kube-system", "ironlb-ccm")
+	kubeconfig, err := cp.ServiceAccountKubeconfig(ctx, "ironlb-system", "ironlb-ccm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestLeaderElection(t *testing.T) {
 		rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-a", Kubeconfig: kubeconfig, LogDir: logDir, LeaderElect: true}),
 		rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-b", Kubeconfig: kubeconfig, LogDir: logDir, LeaderElect: true}),
 	}
-	const acquired = `"Successfully acquired lease" lock="kube-system/ironlb-ccm"`
+	const acquired = `"Successfully acquired lease" lock="ironlb-system/ironlb-ccm"`
 	var leader, follower *procs.Process
 	err := rig.Eventually(30*time.Second, func() error {
 		var leaders []*procs.Process

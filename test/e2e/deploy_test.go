@@ -409,6 +409,20 @@ func TestKustomizeDeployDryRun(t *testing.T) {
 	checkSpeaker(t, objs, 7473, 7474)
 	checkCCMNamespace(t, objs)
 	applyCRDs(t, ctx, cp, objs)
+	// A server-side dry run creates no namespace: create deploy/'s for
+	// real, as it creates the CRDs, so the objects in it can be checked.
+	var nss []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			nss = append(nss, o)
+		}
+	}
+	if len(nss) != 1 || nss[0].GetName() != "ironlb-system" {
+		t.Fatalf("deploy/ holds namespaces %v, want ironlb-system", nss)
+	}
+	if out, err := cp.KubectlStdin(ctx, toYAML(t, nss), "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatalf("creating the namespace: %v\n%s", err, out)
+	}
 	dryRun(t, ctx, cp, manifest)
 }
 
@@ -440,9 +454,14 @@ func TestChartLintTemplateDryRun(t *testing.T) {
 	cp := controlplane.ForTest(t)
 	kustomized := parseObjects(t, kustomize(t, ctx, cp))
 	applyCRDs(t, ctx, cp, kustomized)
+	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ironlb-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("defaults", func(t *testing.T) {
-		manifest := helmTemplate(t, ctx, "kube-system", "")
+		// helm install -n ironlb-system --create-namespace: the chart
+		// does not hold the Namespace, deploy/ does.
+		manifest := helmTemplate(t, ctx, "ironlb-system", "")
 		objs := parseObjects(t, manifest)
 		checkSpeaker(t, objs, 7473, 7474)
 		d := checkCCMNamespace(t, objs)
@@ -453,7 +472,7 @@ func TestChartLintTemplateDryRun(t *testing.T) {
 		// byte for byte by TestChartCRDMatchesDeploy).
 		want := map[string]map[string]any{}
 		for _, o := range kustomized {
-			if o.GetKind() != "CustomResourceDefinition" {
+			if k := o.GetKind(); k != "CustomResourceDefinition" && k != "Namespace" {
 				want[objectKey(o)] = normalize(o)
 			}
 		}
@@ -468,7 +487,7 @@ func TestChartLintTemplateDryRun(t *testing.T) {
 	})
 
 	t.Run("pools and cloud config", func(t *testing.T) {
-		const ns = "ironlb-system"
+		const ns = "lb-elsewhere"
 		if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -555,7 +574,7 @@ func TestChartLintTemplateDryRun(t *testing.T) {
 	})
 }
 
-// TestChartInstallCCM installs the rendered chart into kube-system (all but
+// TestChartInstallCCM installs the rendered chart into ironlb-system (all but
 // the Deployment and the DaemonSet: the rig has no kubelets) and runs the
 // real CCM with a token of the chart's ServiceAccount: the chart's RBAC must
 // let it initialize nodes, assign addresses from the chart's pool, and
@@ -564,10 +583,13 @@ func TestChartInstallCCM(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	const ns = "kube-system" // rig.StartCCM sets no POD_NAMESPACE: the CCM uses kube-system
+	const ns = "ironlb-system" // rig.StartCCM sets no POD_NAMESPACE: the CCM uses ironlb-system
 	manifest := helmTemplate(t, ctx, ns, "pools:\n  - name: chart-pool\n    addresses: [203.0.113.8/29]\n", "--include-crds")
 	objs := parseObjects(t, manifest)
 	cp := controlplane.ForTest(t)
+	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	applyCRDs(t, ctx, cp, objs)
 	var install []*unstructured.Unstructured
 	for _, o := range objs {

@@ -420,7 +420,7 @@ func setEndpoint(t *testing.T, ctx context.Context, c *cluster, namespace, svc, 
 func testControlChannelAuth(t *testing.T, ctx context.Context, c *cluster, r *rig.L2) {
 	node := r.Node("node-a")
 	target := net.JoinHostPort(node.IPv4.String(), "7473")
-	caSecret, err := c.cp.Client.CoreV1().Secrets("kube-system").Get(ctx, pki.CASecretName, metav1.GetOptions{})
+	caSecret, err := c.cp.Client.CoreV1().Secrets("ironlb-system").Get(ctx, pki.CASecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

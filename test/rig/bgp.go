@@ -23,7 +23,7 @@ var (
 	OutsideV4    = netip.MustParsePrefix("203.0.113.0/24")
 	OutsideV6    = netip.MustParsePrefix("2001:db8:200::/64")
 	BGPPoolV4    = netip.MustParsePrefix("198.51.100.0/26")
-	BGPPoolV6    = netip.MustParsePrefix("2001:db8:300::/120")
+	BGPPoolV6    = netip.MustParsePrefix("2001:db8:300::/116")
 	RouterASN    = uint32(64512)
 	NodeASN      = uint32(64513)
 	outsideRtrV4 = netip.MustParsePrefix("203.0.113.1/24")

@@ -38,7 +38,7 @@ type CCMOptions struct {
 	// ignored.
 	Shipped bool
 	// Namespace is the CCM's namespace ($(POD_NAMESPACE) in the shipped
-	// flags); default kube-system.
+	// flags); default ironlb-system.
 	Namespace string
 	// Args are extra flags.
 	Args []string
@@ -68,7 +68,7 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 	if opts.Shipped {
 		ns := opts.Namespace
 		if ns == "" {
-			ns = "kube-system"
+			ns = "ironlb-system"
 		}
 		if args, err = ShippedCCMArgs(ns); err != nil {
 			return nil, err
@@ -86,7 +86,12 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 		args = append(args, "--leader-elect="+strconv.FormatBool(opts.LeaderElect), "--node-status-update-frequency=5s")
 	}
 	if opts.LeaderElect && !opts.Shipped {
+		ns := opts.Namespace
+		if ns == "" {
+			ns = "ironlb-system"
+		}
 		args = append(args,
+			"--leader-elect-resource-namespace="+ns,
 			"--leader-elect-lease-duration=4s",
 			"--leader-elect-renew-deadline=3s",
 			"--leader-elect-retry-period=500ms")

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -109,7 +110,7 @@ func StartL2(ctx context.Context, cp *controlplane.ControlPlane, lan *netrig.LAN
 		opts.Kubeconfig = cp.KubeconfigPath
 	}
 	if opts.SecretNamespace == "" {
-		opts.SecretNamespace = "kube-system"
+		opts.SecretNamespace = "ironlb-system"
 	}
 	if opts.LogDir == "" {
 		opts.LogDir = filepath.Join(cp.Dir, "l2")
@@ -130,6 +131,9 @@ func StartL2(ctx context.Context, cp *controlplane.ControlPlane, lan *netrig.LAN
 		return r, err
 	}
 	if err := r.relayKubeconfig(); err != nil {
+		return r, err
+	}
+	if err := ensureNamespace(ctx, cp, opts.SecretNamespace); err != nil {
 		return r, err
 	}
 	for _, p := range opts.ExtraPrefixes {
@@ -421,7 +425,7 @@ func InstallDeploy(ctx context.Context, cp *controlplane.ControlPlane) (string, 
 	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy")); err != nil {
 		return "", fmt.Errorf("applying deploy/: %w\n%s", err, out)
 	}
-	return cp.ServiceAccountKubeconfig(ctx, "kube-system", "ironlb-ccm")
+	return cp.ServiceAccountKubeconfig(ctx, "ironlb-system", "ironlb-ccm")
 }
 
 // CCMs returns the CCM processes started so far, oldest first.
@@ -434,3 +438,13 @@ func (r *L2) CCMs() []*procs.Process {
 // SecretNamespace is where the CCM keeps its Secrets (the speakers' TLS,
 // BGP passwords).
 func (r *L2) SecretNamespace() string { return r.opts.SecretNamespace }
+
+// ensureNamespace creates namespace ns unless it exists (deploy/ creates
+// ironlb-system; rigs without deploy/ need it too).
+func ensureNamespace(ctx context.Context, cp *controlplane.ControlPlane, ns string) error {
+	_, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", ns, err)
+	}
+	return nil
+}
