@@ -5,7 +5,10 @@
 // ironlb-speaker, a client, and ironlb-ccm running with its ServiceAccount's
 // token. It applies an IPPool and three Services of type LoadBalancer,
 // reaches their VIPs from the client, and kills the speaker announcing one
-// of them to show the VIP move. It then waits for Ctrl-C (or exits at once
+// of them to show the VIP move. Then BGP: a router running FRR peers with
+// every node, a Service from a BGP pool gets an ECMP route over all three
+// nodes, and a client behind the router reaches several of them. It then
+// waits for Ctrl-C (or exits at once
 // with -once) and removes every process, namespace and file it made; after a
 // failed step it keeps its work folder so the logs can be read.
 package main
@@ -29,6 +32,7 @@ import (
 
 	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/controlplane"
+	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/netrig"
 	"github.com/ironlb/ironlb/test/procs"
 	"github.com/ironlb/ironlb/test/rig"
@@ -38,6 +42,11 @@ import (
 //
 //go:embed sample.yaml
 var sample string
+
+// sampleBGP is the BGPPeer, the BGP pool and the Service of the BGP step.
+//
+//go:embed sample-bgp.yaml
+var sampleBGP string
 
 var services = []string{"svc1", "svc2", "svc3"}
 
@@ -80,12 +89,14 @@ type demo struct {
 	step   int
 	cp     *controlplane.ControlPlane
 	lan    *netrig.LAN
+	up     *netrig.LAN // behind the router
+	bgp    *rig.BGP
 	l2     *rig.L2
 	vips   map[string]netip.Addr
 	owners map[string]string // Service -> node announcing its VIP
 }
 
-const steps = 9
+const steps = 11
 
 // do runs the next step and prints its outcome. On failure the error names
 // the step and ends with the tails of the logs to read.
@@ -127,12 +138,15 @@ func (d *demo) run(ctx context.Context) error {
 		return logs
 	}
 
-	err = d.do(ctx, "Checking prerequisites (root, ip netns, control-plane binaries)", nil, func() error {
+	err = d.do(ctx, "Checking prerequisites (root, ip netns, FRR, control-plane binaries)", nil, func() error {
 		if os.Geteuid() != 0 {
 			return errors.New("the demo creates network namespaces and must run as root")
 		}
 		if err := netrig.Usable(); err != nil {
 			return fmt.Errorf("%w\n  the demo needs iproute2's `ip netns` and the right to create network namespaces", err)
+		}
+		if err := frr.Usable(); err != nil {
+			return fmt.Errorf("%w\n  make demo installs it (make deps)", err)
 		}
 		_ = netrig.Sweep() // namespaces left by killed runs
 		_, err := binaries.FindControlPlane()
@@ -161,11 +175,17 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = d.do(ctx, "Building the LAN: node-a..node-c with ironlb-speaker, a client, ironlb-ccm", l2Logs, func() (err error) {
+	err = d.do(ctx, "Building the LAN: node-a..node-c with ironlb-speaker, a client, ironlb-ccm, a router (FRR) with a client behind it", l2Logs, func() (err error) {
 		if d.lan, err = netrig.NewLANNoTest(); err != nil {
 			return err
 		}
-		d.l2, err = rig.StartL2(ctx, d.cp, d.lan, rig.L2Options{Nodes: 3, Kubeconfig: kubeconfig, LogDir: l2Dir})
+		if d.up, err = netrig.NewLANNoTest(); err != nil {
+			return err
+		}
+		d.bgp, err = rig.StartBGP(ctx, d.cp, d.lan, d.up, rig.L2Options{Nodes: 3, Kubeconfig: kubeconfig, LogDir: l2Dir}, "")
+		if d.bgp != nil {
+			d.l2 = d.bgp.L2
+		}
 		return err
 	})
 	if err != nil {
@@ -287,6 +307,10 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Printf("  %s moved from %s to %s; the client now resolves it to %s\n", vip, f.From, f.To, movedMAC)
 	fmt.Printf("  (%s's speaker was restarted afterwards)\n", f.From)
 
+	if err := d.bgpSteps(ctx, l2Logs); err != nil {
+		return err
+	}
+
 	if d.once {
 		fmt.Printf("\nAll %d steps passed; cleaning up (-once).\n", steps)
 		return nil
@@ -329,6 +353,11 @@ All %d steps passed. The cluster stays up until you press Ctrl-C. Try:
 		fmt.Printf("  ip netns exec %s bash -c 'cat </dev/tcp/%s/80'    # prints the answering node\n", d.l2.Client.Name, vip)
 		fmt.Printf("  %s get events --field-selector involvedObject.name=svc1\n", k)
 	}
+	if d.bgp != nil {
+		fmt.Printf("  %s get bgppeers -o yaml   # the sessions of every node\n", k)
+		fmt.Printf("  %s -c 'show bgp ipv4 unicast'    # FRR's view\n", d.bgp.Router.VtyshCommand())
+		fmt.Printf("  ip netns exec %s ip route    # the router's ECMP routes\n", d.bgp.Router.Host.Name)
+	}
 	fmt.Printf("Logs: %s\n", d.dir)
 }
 
@@ -338,12 +367,16 @@ func (d *demo) cleanup(keep bool) error {
 	fmt.Print("\nCleaning up: processes, network namespaces, control plane, work folder ... ")
 	start := time.Now()
 	var errs []error
-	if d.l2 != nil {
+	if d.bgp != nil {
+		d.bgp.Stop()
+	} else if d.l2 != nil {
 		d.l2.Stop()
 	}
-	if d.lan != nil {
-		if err := d.lan.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("removing the network namespaces: %w", err))
+	for _, l := range []*netrig.LAN{d.up, d.lan} {
+		if l != nil {
+			if err := l.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("removing the network namespaces: %w", err))
+			}
 		}
 	}
 	if d.cp != nil {

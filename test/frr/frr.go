@@ -194,3 +194,6 @@ func (r *Router) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// VtyshCommand is the shell command that opens vtysh on this router.
+func (r *Router) VtyshCommand() string { return "vtysh --vty_socket " + r.dir }
