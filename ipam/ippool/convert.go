@@ -2,6 +2,7 @@ package ippool
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,12 +46,58 @@ func ToBGP(p *v1alpha1.IPPool) (BGP, bool, error) {
 	if err != nil {
 		return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.nodeSelector: %w", p.Name, err)
 	}
+	entries := make([]string, len(p.Spec.Addresses))
+	for i, a := range p.Spec.Addresses {
+		entries[i] = string(a)
+	}
+	ranges, err := ipam.ParseRanges(entries)
+	if err != nil {
+		return BGP{}, false, fmt.Errorf("IPPool %s: spec.addresses: %w", p.Name, err)
+	}
 	for i, a := range b.Advertisements {
 		if _, err := selector(a.PeerSelector); err != nil {
 			return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.advertisements[%d].peerSelector: %w", p.Name, i, err)
 		}
+		for _, r := range ranges {
+			l := a.AggregationLength
+			if r.First.Is6() {
+				l = a.AggregationLengthV6
+			}
+			if l == nil {
+				continue
+			}
+			if err := aggregatable(r, int(*l)); err != nil {
+				return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.advertisements[%d]: %w", p.Name, i, err)
+			}
+		}
 	}
 	return BGP{Nodes: nodes, Spec: b.DeepCopy()}, true, nil
+}
+
+// aggregatable checks that advertising the addresses of r as their
+// covering prefixes of length bits announces no address outside r: r must
+// start and end on such a prefix's boundaries.
+func aggregatable(r ipam.Range, bits int) error {
+	if bits >= r.First.BitLen() {
+		return nil
+	}
+	first, _ := r.First.Prefix(bits)
+	last, _ := r.Last.Prefix(bits)
+	lastEnd := lastAddr(last)
+	if first.Addr() != r.First || lastEnd != r.Last {
+		return fmt.Errorf("aggregation length %d would advertise %s..%s, beyond the pool's addresses %s-%s", bits, first.Addr(), lastEnd, r.First, r.Last)
+	}
+	return nil
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 func fromUnstructured(obj any) (*v1alpha1.IPPool, error) {

@@ -194,3 +194,36 @@ func TestStatusWritesDoNotRebuildPools(t *testing.T) {
 		t.Errorf("the allocator's pool has %v IPv4 addresses (ok %v), want the /29's 8", v4.Total, ok)
 	}
 }
+
+func TestToBGPAggregation(t *testing.T) {
+	pool := func(addrs []string, l4, l6 *int32) *v1alpha1.IPPool {
+		p := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: v1alpha1.IPPoolSpec{
+			BGP: &v1alpha1.BGP{Advertisements: []v1alpha1.BGPAdvertisement{{AggregationLength: l4, AggregationLengthV6: l6}}},
+		}}
+		for _, a := range addrs {
+			p.Spec.Addresses = append(p.Spec.Addresses, v1alpha1.AddressRange(a))
+		}
+		return p
+	}
+	l := func(v int32) *int32 { return &v }
+	tests := []struct {
+		name  string
+		p     *v1alpha1.IPPool
+		valid bool
+	}{
+		{"CIDR at its own length", pool([]string{"198.51.100.0/27"}, l(27), nil), true},
+		{"aligned range", pool([]string{"198.51.100.32-198.51.100.63"}, l(27), nil), true},
+		{"range off the boundary", pool([]string{"198.51.100.10-198.51.100.20"}, l(24), nil), false},
+		{"host routes of a range", pool([]string{"198.51.100.10-198.51.100.20"}, l(32), nil), true},
+		{"IPv6 range off the boundary", pool([]string{"2001:db8::10-2001:db8::20"}, nil, l(64)), false},
+		{"IPv4 length does not apply to IPv6", pool([]string{"2001:db8::10-2001:db8::20"}, l(24), nil), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ToBGP(tc.p)
+			if (err == nil) != tc.valid {
+				t.Errorf("ToBGP: %v, want valid=%t", err, tc.valid)
+			}
+		})
+	}
+}

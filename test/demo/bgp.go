@@ -44,6 +44,15 @@ func (d *demo) bgpSteps(ctx context.Context, logs func() []string) error {
 		if _, err := d.bgp.WaitNextHops(netip.PrefixFrom(vip, 32), nodes, 60*time.Second); err != nil {
 			return err
 		}
+		if err := waitFor(ctx, 30*time.Second, func() error {
+			out, err := d.cp.Kubectl(ctx, "get", "bgppeer", "router", "-o", "jsonpath={.status.summary}")
+			if err == nil && out != "Established 3/3" {
+				err = fmt.Errorf("BGPPeer router: %q, want Established 3/3", out)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
 		out, err := d.bgp.Router.Host.Run("ip", "route", "show", vip.String())
 		route = strings.TrimSpace(out)
 		return err

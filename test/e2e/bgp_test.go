@@ -203,7 +203,7 @@ func (c *cluster) labelNode(name string, kv ...string) {
 // router (its RIB and kernel) and from a client behind it.
 func TestBGPScenarios(t *testing.T) {
 	skipShort(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	c, b := newBGP(t, ctx, rig.L2Options{LogDir: os.Getenv("IRONLB_BGP_LOGDIR")}, "")
 	c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s",
@@ -363,7 +363,7 @@ func TestBGPScenarios(t *testing.T) {
 				t.Logf("%s: %v", n.Name, err)
 			}
 		}
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
 			if _, err := b.ReachFromOutside(ctx, vip, 2*time.Second); err != nil {
 				t.Fatalf("with the CCM stopped: %v", err)
