@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -173,4 +174,57 @@ func (a *Agent) pollBGPLocked() bool {
 	}
 	a.bgpSessions = out
 	return true
+}
+
+// BGPState is what /bgp shows: the sessions as last polled, and each
+// advertised route with the peers it goes to. Passwords are not in it.
+type BGPState struct {
+	Sessions []BGPSessionView `json:"sessions"`
+	Routes   []BGPRouteView   `json:"routes"`
+	Error    string           `json:"error,omitempty"`
+}
+
+// BGPSessionView is one session in BGPState.
+type BGPSessionView struct {
+	Peer       string `json:"peer"`
+	State      string `json:"state"`
+	LastError  string `json:"lastError,omitempty"`
+	Advertised uint32 `json:"advertised"`
+}
+
+// BGPRouteView is one advertised route in BGPState.
+type BGPRouteView struct {
+	Prefix           string   `json:"prefix"`
+	Peer             string   `json:"peer"`
+	Communities      []string `json:"communities,omitempty"`
+	LargeCommunities []string `json:"largeCommunities,omitempty"`
+	LocalPref        *uint32  `json:"localPref,omitempty"`
+}
+
+// BGPState reports the BGP side for /bgp.
+func (a *Agent) BGPState() BGPState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := BGPState{Sessions: []BGPSessionView{}, Routes: []BGPRouteView{}}
+	if a.bgpErr != nil {
+		st.Error = a.bgpErr.Error()
+	}
+	for _, s := range a.bgpSessions {
+		st.Sessions = append(st.Sessions, BGPSessionView{Peer: s.GetPeer(), State: s.GetState(), LastError: s.GetLastError(), Advertised: s.GetAdvertised()})
+	}
+	d, err := a.desiredBGPLocked()
+	if err != nil {
+		return st
+	}
+	for e, attrs := range d.Exports {
+		st.Routes = append(st.Routes, BGPRouteView{Prefix: e.Prefix.String(), Peer: e.Peer.String(),
+			Communities: attrs.Communities, LargeCommunities: attrs.LargeCommunities, LocalPref: attrs.LocalPref})
+	}
+	slices.SortFunc(st.Routes, func(x, y BGPRouteView) int {
+		if c := strings.Compare(x.Prefix, y.Prefix); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Peer, y.Peer)
+	})
+	return st
 }

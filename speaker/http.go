@@ -15,8 +15,8 @@ const liveTimeout = 2 * time.Second
 
 // HTTPHandler serves the speaker's plain-HTTP endpoints: /healthz (the
 // agent is not wedged, see Live), /readyz (the default interface can announce), /metrics
-// (see RegisterMetrics) and /announcements (the VIPs answered for, as a
-// JSON list).
+// (see RegisterMetrics), /announcements (the VIPs announced or advertised,
+// as a JSON list) and /bgp (the BGP sessions and what goes to which peer).
 func (a *Agent) HTTPHandler() http.Handler {
 	RegisterMetrics(a)
 	mux := http.NewServeMux()
@@ -37,6 +37,10 @@ func (a *Agent) HTTPHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", legacyregistry.Handler())
+	mux.HandleFunc("/bgp", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.BGPState())
+	})
 	mux.HandleFunc("/announcements", func(w http.ResponseWriter, _ *http.Request) {
 		addrs := []string{}
 		for _, addr := range a.Addresses() {

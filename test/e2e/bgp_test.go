@@ -133,6 +133,9 @@ func TestBGP(t *testing.T) {
 		t.Error(err)
 	}
 	c.waitEvent("default", "web", "Normal", "VIPAdvertised", "advertised over BGP from node-a, node-b, node-c")
+	if body, err := b.SpeakerGet(ctx, b.Nodes[0], "/bgp"); err != nil || !strings.Contains(body, `"prefix":"`+vip.String()+`/32","peer":"192.0.2.1"`) || !strings.Contains(body, `"state":"Established"`) {
+		t.Errorf("node-a's /bgp: %s (%v), want the route to the peer and an Established session", body, err)
+	}
 	err = rig.Eventually(10*time.Second, func() error {
 		m, err := b.CCMMetrics(ctx)
 		if err != nil {
