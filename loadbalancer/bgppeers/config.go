@@ -39,6 +39,7 @@ const (
 	ReasonSecretKey       Reason = "SecretKeyMissing"
 	ReasonUnsupported     Reason = "Unsupported"
 	ReasonRouterID        Reason = "RouterID"
+	ReasonDuplicate       Reason = "DuplicateAddress"
 )
 
 // Defaults the CRD fills in, applied again here for objects written
@@ -90,7 +91,16 @@ func ForNode(node *v1.Node, peers []*v1alpha1.BGPPeer, secrets Secrets) (*speake
 	if v6.IsValid() {
 		cfg.NextHopV6 = v6.String()
 	}
+	byAddr := map[string]string{}
 	for _, p := range selected {
+		if other, dup := byAddr[p.Spec.PeerAddress]; dup {
+			// One session per router address: the first peer by name
+			// keeps it.
+			problems = append(problems, Problem{Peer: p.Name, Node: node.Name, Reason: ReasonDuplicate,
+				Message: fmt.Sprintf("BGPPeer %s has the same peerAddress %s on node %s; a node holds one session per address", other, p.Spec.PeerAddress, node.Name)})
+			continue
+		}
+		byAddr[p.Spec.PeerAddress] = p.Name
 		bp, prob := sessionFor(node.Name, p, secrets)
 		if prob != nil {
 			problems = append(problems, *prob)

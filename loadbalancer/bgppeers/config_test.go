@@ -114,6 +114,15 @@ func TestForNode(t *testing.T) {
 			problems: []Reason{ReasonRouterID},
 		},
 		{
+			name:  "two peers with one address: the first by name keeps the session",
+			node:  node("a", nil, "192.0.2.11"),
+			peers: []*v1alpha1.BGPPeer{peer("tor-b", "192.0.2.1"), peer("tor-a", "192.0.2.1")},
+			want: &speakerv1.BGPConfig{RouterId: "192.0.2.11", Asn: 64513, Peers: []*speakerv1.BGPPeer{{
+				Name: "tor-a", Address: "192.0.2.1", Port: 179, PeerAsn: 64512, MyAsn: 64513, HoldTimeSeconds: 9, ConnectRetrySeconds: 2,
+			}}},
+			problems: []Reason{ReasonDuplicate},
+		},
+		{
 			name:     "hold time 0 is unsupported",
 			node:     node("a", nil, "192.0.2.11"),
 			peers:    []*v1alpha1.BGPPeer{peer("tor", "192.0.2.1", func(s *v1alpha1.BGPPeerSpec) { s.HoldTime = &metav1.Duration{} })},

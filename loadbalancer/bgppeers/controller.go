@@ -69,6 +69,7 @@ type Controller struct {
 	log       klog.Logger
 
 	mu       sync.Mutex
+	synced   bool                           // sync ran once
 	byNode   map[string][]*v1alpha1.BGPPeer // usable peers of each node
 	problems []Problem
 	onChange []func()
@@ -141,6 +142,13 @@ func (c *Controller) ForNode(node string) []*v1alpha1.BGPPeer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.byNode[node]
+}
+
+// Synced implements planner.Peers: every node has had its set-up once.
+func (c *Controller) Synced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
 }
 
 // OnChange implements planner.Peers.
@@ -238,7 +246,9 @@ func (c *Controller) sync() {
 			return x.Name == y.Name && x.Generation == y.Generation && equality.Semantic.DeepEqual(x.Labels, y.Labels)
 		})
 	})
+	problems = uniqueProblems(problems)
 	c.byNode = byNode
+	c.synced = true
 	newProblems := !slices.Equal(problems, c.problems)
 	c.problems = problems
 	fns := slices.Clone(c.onChange)
@@ -254,6 +264,16 @@ func (c *Controller) sync() {
 		}
 	}
 	c.touchAll()
+}
+
+// uniqueProblems sorts problems and drops repeats (a problem of a peer
+// itself is found once per node it selects).
+func uniqueProblems(ps []Problem) []Problem {
+	slices.SortFunc(ps, func(a, b Problem) int {
+		return strings.Compare(a.Peer+"\x00"+a.Node+"\x00"+string(a.Reason)+"\x00"+a.Message,
+			b.Peer+"\x00"+b.Node+"\x00"+string(b.Reason)+"\x00"+b.Message)
+	})
+	return slices.Compact(ps)
 }
 
 // touchAll refreshes the status of every peer soon.
@@ -299,7 +319,7 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 	if statusEqual(status, p.Status) {
 		return nil
 	}
-	c.announce(obj.(*unstructured.Unstructured), p.Status, status)
+	old := p.Status
 	p.Status = status
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(p)
 	if err != nil {
@@ -312,8 +332,12 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 	case apierrors.IsConflict(err):
 		c.queue.AddAfter(statusPrefix+name, statusDelay)
 		return nil
+	case err != nil:
+		return err
 	}
-	return err
+	// Events only for what was written: a retried write sends none twice.
+	c.announce(obj.(*unstructured.Unstructured), old, status)
+	return nil
 }
 
 // Event reasons on BGPPeers.

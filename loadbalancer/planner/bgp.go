@@ -39,6 +39,9 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 	if v.scope.bgp == nil || p.opts.Peers == nil {
 		if len(v.advertisers) > 0 {
 			p.log.Info("VIP no longer advertised over BGP", "address", v.addr, "nodes", v.advertisers)
+			for key := range v.services {
+				p.enqueue(recPrefix + key)
+			}
 		}
 		return adv
 	}

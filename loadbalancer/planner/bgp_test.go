@@ -40,6 +40,8 @@ func (f *fakePeers) OnChange(fn func()) {
 	f.onChange = append(f.onChange, fn)
 }
 
+func (f *fakePeers) Synced() bool { return true }
+
 func (f *fakePeers) set(node string, peers ...*v1alpha1.BGPPeer) {
 	f.mu.Lock()
 	f.byNode[node] = peers

@@ -20,7 +20,12 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	if v.scope.l2Off {
 		// Advertised over BGP only.
 		p.tellLocked(v, v.announcers, nil, adv)
-		v.announcers = nil
+		if len(v.announcers) > 0 {
+			v.announcers = nil
+			for key := range v.services {
+				p.enqueue(recPrefix + key)
+			}
+		}
 		return
 	}
 	eligible, why := p.eligibleLocked(v, w)

@@ -100,6 +100,9 @@ type Peers interface {
 	ForNode(node string) []*v1alpha1.BGPPeer
 	// OnChange registers fn, called after peers or their nodes changed.
 	OnChange(fn func())
+	// Synced reports whether every node's peers are known: before that,
+	// no speaker may get a snapshot (it would close its sessions).
+	Synced() bool
 }
 
 // Planner decides which nodes announce each VIP.
@@ -233,7 +236,13 @@ func (p *Planner) Run(ctx context.Context) {
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, p.synced...) {
 		return
 	}
-	for !p.opts.Ready() {
+	waitingSince := time.Now()
+	for !p.opts.Ready() || p.opts.Peers != nil && !p.opts.Peers.Synced() {
+		if time.Since(waitingSince) > 30*time.Second {
+			p.log.Info("Still waiting for the restore and the BGP peers before planning; the speakers keep what they announce",
+				"restored", p.opts.Ready(), "hint", "the CCM must be allowed to list and watch BGPPeers, and Secrets in its namespace")
+			waitingSince = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return

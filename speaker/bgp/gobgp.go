@@ -25,6 +25,9 @@ type GoBGP struct {
 	classes map[netip.Addr]map[string]*class // peer → attributes key → class
 	exports map[Export]*class
 	paths   map[netip.Prefix][]byte // prefix → path UUID
+	peers   map[netip.Addr]bool     // peers configured in gobgp
+	nsets   map[netip.Addr]bool     // peers with a neighbor set
+	doomed  []*class                // dropped classes not yet fully removed
 	next    int                     // numbers class names
 
 	errMu   sync.Mutex
@@ -67,25 +70,26 @@ func (g *GoBGP) Start(ctx context.Context, asn uint32, routerID netip.Addr) erro
 	g.classes = map[netip.Addr]map[string]*class{}
 	g.exports = map[Export]*class{}
 	g.paths = map[netip.Prefix][]byte{}
+	g.peers = map[netip.Addr]bool{}
+	g.nsets = map[netip.Addr]bool{}
+	g.doomed = nil
 	return nil
 }
 
-// Stop implements Router. A graceful stop closes the sockets without a
-// Cease notification, so that peers with graceful restart keep the
-// routes.
-func (g *GoBGP) Stop(ctx context.Context, graceful bool) error {
+// Stop implements Router. gobgp v3 always sends a Cease notification when
+// it stops, so the peers drop the routes at once: graceful is not honoured
+// yet (graceful restart is issue 12). Its Serve goroutine never ends, so
+// the Reconciler stops a server only when the speaker exits or its
+// identity changes.
+func (g *GoBGP) Stop(ctx context.Context, _ bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.srv == nil {
 		return nil
 	}
-	var err error
-	if !graceful {
-		err = g.srv.StopBgp(ctx, &api.StopBgpRequest{})
-	}
 	g.srv.Stop()
 	g.srv = nil
-	return err
+	return nil
 }
 
 func (g *GoBGP) server() (*server.BgpServer, error) {

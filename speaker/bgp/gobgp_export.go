@@ -2,8 +2,10 @@ package bgp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
@@ -17,6 +19,8 @@ type class struct {
 	peer     netip.Addr
 	attrs    Attributes
 	prefixes int
+	// What of it exists in gobgp.
+	set, policy, assigned bool
 }
 
 // classKey identifies the class of a prefix with attrs (per peer).
@@ -54,6 +58,9 @@ func (g *GoBGP) Export(ctx context.Context, e Export, attrs Attributes) error {
 	if err != nil {
 		return err
 	}
+	if len(g.doomed) > 0 {
+		_ = g.cleanup(ctx, s) // errors are reported by the change that dropped them
+	}
 	key := classKey(e.Prefix, attrs)
 	if old, ok := g.exports[e]; ok {
 		if old.key == key {
@@ -76,24 +83,27 @@ func (g *GoBGP) Export(ctx context.Context, e Export, attrs Attributes) error {
 	return nil
 }
 
-// addClass creates the class of (e.Peer, attrs) holding e.Prefix.
+// addClass creates the class of (e.Peer, attrs) holding e.Prefix. What it
+// created before a failure is removed again.
 func (g *GoBGP) addClass(ctx context.Context, s *server.BgpServer, e Export, attrs Attributes) (*class, error) {
-	if len(g.classes[e.Peer]) == 0 {
+	actions, err := apiActions(attrs)
+	if err != nil {
+		return nil, err
+	}
+	if !g.nsets[e.Peer] {
 		if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
 			DefinedType: api.DefinedType_NEIGHBOR, Name: neighborSet(e.Peer), List: []string{hostPrefix(e.Peer)},
 		}}); err != nil {
 			return nil, fmt.Errorf("adding the neighbor set: %w", err)
 		}
+		g.nsets[e.Peer] = true
 	}
 	g.next++
 	c := &class{name: fmt.Sprintf("ironlb-export-%d", g.next), key: classKey(e.Prefix, attrs), peer: e.Peer, attrs: attrs}
 	if err := s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: prefixSet(c.name, e.Prefix)}); err != nil {
 		return nil, fmt.Errorf("adding prefix set %s: %w", c.name, err)
 	}
-	actions, err := apiActions(attrs)
-	if err != nil {
-		return nil, err
-	}
+	c.set = true
 	policy := &api.Policy{Name: c.name, Statements: []*api.Statement{{
 		Name: c.name,
 		Conditions: &api.Conditions{
@@ -102,16 +112,21 @@ func (g *GoBGP) addClass(ctx context.Context, s *server.BgpServer, e Export, att
 		},
 		Actions: actions,
 	}}}
-	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: policy}); err != nil {
+	err = s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: policy})
+	if err == nil {
+		c.policy = true
+		err = s.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name:      exportPolicyTable,
+			Direction: api.PolicyDirection_EXPORT,
+			Policies:  []*api.Policy{{Name: c.name}},
+		}})
+	}
+	if err != nil {
+		g.doomed = append(g.doomed, c)
+		g.cleanup(ctx, s)
 		return nil, fmt.Errorf("adding policy %s: %w", c.name, err)
 	}
-	if err := s.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Name:      exportPolicyTable,
-		Direction: api.PolicyDirection_EXPORT,
-		Policies:  []*api.Policy{{Name: c.name}},
-	}}); err != nil {
-		return nil, fmt.Errorf("assigning policy %s: %w", c.name, err)
-	}
+	c.assigned = true
 	if g.classes[e.Peer] == nil {
 		g.classes[e.Peer] = map[string]*class{}
 	}
@@ -119,24 +134,71 @@ func (g *GoBGP) addClass(ctx context.Context, s *server.BgpServer, e Export, att
 	return c, nil
 }
 
-// deleteClass removes c's policy and prefix set.
-func (g *GoBGP) deleteClass(ctx context.Context, s *server.BgpServer, c *class) error {
-	if err := s.DeletePolicyAssignment(ctx, &api.DeletePolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Name:      exportPolicyTable,
-		Direction: api.PolicyDirection_EXPORT,
-		Policies:  []*api.Policy{{Name: c.name}},
-	}}); err != nil {
-		return fmt.Errorf("unassigning policy %s: %w", c.name, err)
-	}
-	if err := s.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: c.name}, All: true}); err != nil {
-		return fmt.Errorf("deleting policy %s: %w", c.name, err)
-	}
-	if err := s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{All: true, DefinedSet: &api.DefinedSet{
-		DefinedType: api.DefinedType_PREFIX, Name: c.name,
-	}}); err != nil {
-		return fmt.Errorf("deleting prefix set %s: %w", c.name, err)
-	}
+// dropClass takes c out of use and removes it from gobgp; what cannot be
+// removed now is tried again by every later change (cleanup).
+func (g *GoBGP) dropClass(ctx context.Context, s *server.BgpServer, c *class) error {
 	delete(g.classes[c.peer], c.key)
+	if len(g.classes[c.peer]) == 0 {
+		delete(g.classes, c.peer)
+	}
+	g.doomed = append(g.doomed, c)
+	return g.cleanup(ctx, s)
+}
+
+// cleanup removes what is left of dropped classes, and the neighbor sets
+// of peers without classes.
+func (g *GoBGP) cleanup(ctx context.Context, s *server.BgpServer) error {
+	var errs []error
+	var left []*class
+	for _, c := range g.doomed {
+		if err := deleteClass(ctx, s, c); err != nil {
+			errs = append(errs, err)
+			left = append(left, c)
+		}
+	}
+	g.doomed = left
+	for peer := range g.nsets {
+		if len(g.classes[peer]) > 0 || slices.ContainsFunc(left, func(c *class) bool { return c.peer == peer }) {
+			continue
+		}
+		if err := s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{All: true, DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_NEIGHBOR, Name: neighborSet(peer),
+		}}); err != nil {
+			errs = append(errs, fmt.Errorf("deleting the neighbor set of %s: %w", peer, err))
+			continue
+		}
+		delete(g.nsets, peer)
+	}
+	return errors.Join(errs...)
+}
+
+// deleteClass removes c's policy assignment, policy and prefix set, each
+// once.
+func deleteClass(ctx context.Context, s *server.BgpServer, c *class) error {
+	if c.assigned {
+		if err := s.DeletePolicyAssignment(ctx, &api.DeletePolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name:      exportPolicyTable,
+			Direction: api.PolicyDirection_EXPORT,
+			Policies:  []*api.Policy{{Name: c.name}},
+		}}); err != nil {
+			return fmt.Errorf("unassigning policy %s: %w", c.name, err)
+		}
+		c.assigned = false
+	}
+	if c.policy {
+		if err := s.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: c.name}, All: true}); err != nil {
+			return fmt.Errorf("deleting policy %s: %w", c.name, err)
+		}
+		c.policy = false
+	}
+	if c.set {
+		if err := s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{All: true, DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_PREFIX, Name: c.name,
+		}}); err != nil {
+			return fmt.Errorf("deleting prefix set %s: %w", c.name, err)
+		}
+		c.set = false
+	}
 	return nil
 }
 
@@ -156,24 +218,20 @@ func (g *GoBGP) Unexport(ctx context.Context, e Export) error {
 }
 
 func (g *GoBGP) unexport(ctx context.Context, s *server.BgpServer, e Export, c *class) error {
-	delete(g.exports, e)
-	c.prefixes--
-	if c.prefixes > 0 {
+	if c.prefixes > 1 {
 		if err := s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: prefixSet(c.name, e.Prefix)}); err != nil {
 			return fmt.Errorf("unexporting %s from %s: %w", e.Prefix, e.Peer, err)
 		}
+		c.prefixes--
+		delete(g.exports, e)
 		return nil
 	}
-	if err := g.deleteClass(ctx, s, c); err != nil {
+	// Its last prefix: the class goes (and no longer matches, even if
+	// gobgp refuses part of its removal now).
+	c.prefixes = 0
+	delete(g.exports, e)
+	if err := g.dropClass(ctx, s, c); err != nil {
 		return fmt.Errorf("unexporting %s from %s: %w", e.Prefix, e.Peer, err)
-	}
-	if len(g.classes[e.Peer]) == 0 {
-		delete(g.classes, e.Peer)
-		if err := s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{All: true, DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_NEIGHBOR, Name: neighborSet(e.Peer),
-		}}); err != nil {
-			return fmt.Errorf("deleting the neighbor set of %s: %w", e.Peer, err)
-		}
 	}
 	return nil
 }

@@ -67,9 +67,16 @@ func (g *GoBGP) AddPeer(ctx context.Context, p Peer) error {
 	if err != nil {
 		return err
 	}
+	if g.peers[p.Address] {
+		if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p)}); err != nil {
+			return fmt.Errorf("changing peer %s: %w", p.Address, err)
+		}
+		return nil
+	}
 	if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
 		return fmt.Errorf("adding peer %s: %w", p.Address, err)
 	}
+	g.peers[p.Address] = true
 	return nil
 }
 
@@ -87,7 +94,8 @@ func (g *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	return nil
 }
 
-// DeletePeer implements Router. Its export classes go with it.
+// DeletePeer implements Router. Its export classes go with it. It is
+// idempotent: called again after an error, it finishes what is left.
 func (g *GoBGP) DeletePeer(ctx context.Context, addr netip.Addr) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -95,28 +103,26 @@ func (g *GoBGP) DeletePeer(ctx context.Context, addr netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if err := s.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
-		return fmt.Errorf("deleting peer %s: %w", addr, err)
+	if g.peers[addr] {
+		if err := s.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			return fmt.Errorf("deleting peer %s: %w", addr, err)
+		}
+		delete(g.peers, addr)
 	}
-	hadClasses := len(g.classes[addr]) > 0
-	for e, c := range g.exports {
+	for e := range g.exports {
 		if e.Peer == addr {
 			delete(g.exports, e)
-			c.prefixes--
 		}
 	}
 	for _, c := range g.classes[addr] {
-		if err := g.deleteClass(ctx, s, c); err != nil {
-			return err
-		}
-	}
-	if hadClasses {
-		if err := s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{All: true, DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_NEIGHBOR, Name: neighborSet(addr),
-		}}); err != nil {
-			return fmt.Errorf("deleting the neighbor set of %s: %w", addr, err)
-		}
+		c.prefixes = 0
+		delete(g.classes[addr], c.key)
+		g.doomed = append(g.doomed, c)
 	}
 	delete(g.classes, addr)
+	if err := g.cleanup(ctx, s); err != nil {
+		// The peer is gone; its leftovers are removed by later changes.
+		g.log.Error(err, "Removing the export policies of a deleted peer", "peer", addr)
+	}
 	return nil
 }

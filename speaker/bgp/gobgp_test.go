@@ -234,6 +234,22 @@ func TestGoBGPAgainstFRR(t *testing.T) {
 	if len(ss) != 1 || ss[0].State != "Established" || ss[0].Advertised != 1 {
 		t.Errorf("sessions %+v, want one Established advertising 1 route", ss)
 	}
+
+	// No peers: the session closes and FRR drops the routes; the peer
+	// back: everything returns (the server was kept).
+	r.node.apply(Desired{ASN: 64513, RouterID: nodeAddr})
+	r.wantRoute(t, v6, noPath)
+	if ss := r.node.sessions(); len(ss) != 0 {
+		t.Errorf("sessions %+v with no peers", ss)
+	}
+	r.node.apply(nodeDesired("", map[Export]Attributes{{routerAddr, v4}: {Communities: []string{"65000:300"}}}))
+	r.waitEstablished(t)
+	r.wantRoute(t, v4, onePath(func(p frr.Path) error {
+		if std, _ := communities(p); std != "65000:300" {
+			return fmt.Errorf("communities %q, want 65000:300", std)
+		}
+		return nil
+	}))
 }
 
 // TestGoBGPPassword: with TCP MD5 on FRR's side, the right password

@@ -22,6 +22,7 @@ type Reconciler struct {
 	peers     map[netip.Addr]Peer
 	exports   map[Export]Attributes
 	paths     map[netip.Prefix]bool
+	refresh   map[netip.Addr]bool // peers to refresh, kept until a refresh worked
 }
 
 // NewReconciler returns a Reconciler for a stopped r.
@@ -36,6 +37,7 @@ func (rc *Reconciler) reset() {
 	rc.peers = map[netip.Addr]Peer{}
 	rc.exports = map[Export]Attributes{}
 	rc.paths = map[netip.Prefix]bool{}
+	rc.refresh = map[netip.Addr]bool{}
 }
 
 // Apply makes the router hold d's peers and advertise d's exports. Order
@@ -49,7 +51,12 @@ func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
 		return err
 	}
 	if len(d.Peers) == 0 {
-		return rc.Stop(ctx, false)
+		if !rc.running {
+			return nil
+		}
+		// Close every session but keep the server: gobgp's server
+		// cannot be stopped for good (its Serve never returns).
+		d.ASN, d.RouterID = rc.asn, rc.routerID
 	}
 	if rc.running && (d.ASN != rc.asn || d.RouterID != rc.routerID) {
 		if err := rc.Stop(ctx, false); err != nil {
@@ -95,11 +102,8 @@ func validate(d Desired) error {
 		}
 		seen[p.Address] = true
 	}
-	for e := range d.Exports {
-		if !seen[e.Peer] {
-			return fmt.Errorf("%s exported to %s, which is not a peer", e.Prefix, e.Peer)
-		}
-	}
+	// Exports to peers that are not in d are ignored: the set-up and
+	// the VIPs come in separate instructions, and one may be newer.
 	return nil
 }
 
@@ -155,18 +159,24 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 			wantPaths[e.Prefix] = true
 		}
 	}
-	// A new IPv6 next hop: re-originate the IPv6 paths.
+	// A new IPv6 next hop: re-originate the IPv6 paths (once all of
+	// them are withdrawn; until then the old next hop stays recorded, so
+	// the next Apply tries again).
 	if d.NextHopV6 != rc.nextHopV6 {
+		failed := false
 		for _, p := range sortedPrefixes(rc.paths) {
 			if p.Addr().Is6() {
 				if err := rc.r.DeletePath(ctx, p); err != nil {
 					errs = append(errs, err)
+					failed = true
 					continue
 				}
 				delete(rc.paths, p)
 			}
 		}
-		rc.nextHopV6 = d.NextHopV6
+		if !failed {
+			rc.nextHopV6 = d.NextHopV6
+		}
 	}
 	// Withdraw first, then stop exporting.
 	for _, p := range sortedPrefixes(rc.paths) {
@@ -179,7 +189,7 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 		}
 		delete(rc.paths, p)
 	}
-	refresh := map[netip.Addr]bool{}
+	refresh := rc.refresh
 	for _, e := range sortedExports(rc.exports) {
 		if _, ok := d.Exports[e]; ok {
 			continue
@@ -195,7 +205,7 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 	}
 	for _, e := range sortedExports(d.Exports) {
 		if _, ok := rc.peers[e.Peer]; !ok {
-			continue // its peer could not be added
+			continue // not a peer (yet), or it could not be added
 		}
 		attrs := d.Exports[e]
 		if old, ok := rc.exports[e]; ok && old.Equal(attrs) {
@@ -225,9 +235,15 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 		rc.paths[p] = true
 	}
 	for _, peer := range sortedAddrs(refresh) {
-		if err := rc.r.Refresh(ctx, peer); err != nil {
-			errs = append(errs, err)
+		if _, ok := rc.peers[peer]; !ok {
+			delete(refresh, peer)
+			continue
 		}
+		if err := rc.r.Refresh(ctx, peer); err != nil {
+			errs = append(errs, err) // kept in rc.refresh: tried again
+			continue
+		}
+		delete(refresh, peer)
 	}
 	return errors.Join(errs...)
 }

@@ -126,7 +126,10 @@ func TestReconcilerSteps(t *testing.T) {
 			"stop graceful=false", "start 64513 192.0.2.99", "add peer 192.0.2.2",
 			"export 198.51.100.2/32 to 192.0.2.2 c;l", "add path 198.51.100.2/32 nh 2001:db8::11",
 		}},
-		{"no peers stops", desired(nil), []string{"stop graceful=false"}},
+		{"no peers closes every session, the server stays", desired(nil), []string{"delete peer 192.0.2.2", "delete path 198.51.100.2/32"}},
+		{"exports to a peer not (yet) in the set-up are ignored (the router ID is back: a restart)", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip2}: {}}, peerA), []string{
+			"stop graceful=false", "start 64513 192.0.2.11", "add peer 192.0.2.1", "export 198.51.100.1/32 to 192.0.2.1 c;l", "add path 198.51.100.1/32 nh 2001:db8::11",
+		}},
 	}
 	for _, s := range steps {
 		if err := rc.Apply(ctx, s.d); err != nil {
@@ -166,7 +169,6 @@ func TestReconcilerRefusesBadInput(t *testing.T) {
 		{"no router ID", Desired{ASN: 1, Peers: []Peer{{Address: peerA}}}},
 		{"AS 0", Desired{RouterID: rid, Peers: []Peer{{Address: peerA}}}},
 		{"peer twice", Desired{ASN: 1, RouterID: rid, Peers: []Peer{{Address: peerA}, {Address: peerA}}}},
-		{"export to a stranger", Desired{ASN: 1, RouterID: rid, Peers: []Peer{{Address: peerA}}, Exports: map[Export]Attributes{{peerB, vip1}: {}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -198,6 +200,30 @@ func TestReconcilerIsolatesFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"export 198.51.100.1/32 to 192.0.2.1 c;l", "add path 198.51.100.1/32 nh 2001:db8::11"}, f.take()); diff != "" {
+		t.Errorf("retry (-want +got):\n%s", diff)
+	}
+}
+
+// TestReconcilerRetriesRefresh: a refresh that failed is made again by the
+// next Apply, though nothing else changed.
+func TestReconcilerRetriesRefresh(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeRouter{}
+	rc := NewReconciler(f)
+	if err := rc.Apply(ctx, desired(map[Export]Attributes{{peerA, vip1}: {}}, peerA)); err != nil {
+		t.Fatal(err)
+	}
+	f.take()
+	f.fail = "refresh 192.0.2.1"
+	d := desired(map[Export]Attributes{{peerA, vip1}: {LocalPref: &lp200}}, peerA)
+	if err := rc.Apply(ctx, d); err == nil {
+		t.Fatal("Apply succeeded despite a failed refresh")
+	}
+	f.take()
+	if err := rc.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"refresh 192.0.2.1"}, f.take()); diff != "" {
 		t.Errorf("retry (-want +got):\n%s", diff)
 	}
 }
