@@ -5,7 +5,7 @@
 // The term is the time the leader acquired its leader-election Lease, in
 // microseconds since the Unix epoch (Lease.spec.acquireTime): a later
 // leader has a later acquisition time, because it can only take the Lease
-// after the previous holder's expired (a lease duration, 15 s by default,
+// after the previous holder's expired (a lease duration, 8 s by IronLB's default,
 // after its last renewal), as long as the replicas' clocks agree to within
 // that. Unlike leaseTransitions it keeps growing when the Lease is deleted
 // or renamed (a new namespace), so a new Lease never ranks below an old one.
