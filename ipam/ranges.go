@@ -143,6 +143,18 @@ func checkAddr(a netip.Addr) error {
 	return nil
 }
 
+// Aligned reports whether r starts and ends on boundaries of prefixes of
+// length bits, so that the covering prefixes of its addresses hold no
+// address outside it (true for bits at or past the address length).
+func (r Range) Aligned(bits int) bool {
+	if bits >= r.First.BitLen() {
+		return true
+	}
+	first, _ := r.First.Prefix(bits)
+	last, _ := r.Last.Prefix(bits)
+	return first.Addr() == r.First && lastOf(last) == r.Last
+}
+
 func lastOf(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().AsSlice()
 	for i := p.Bits(); i < len(b)*8; i++ {

@@ -2,13 +2,10 @@ package ippool
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/ipam"
@@ -46,13 +43,9 @@ func ToBGP(p *v1alpha1.IPPool) (BGP, bool, error) {
 	if err != nil {
 		return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.nodeSelector: %w", p.Name, err)
 	}
-	entries := make([]string, len(p.Spec.Addresses))
-	for i, a := range p.Spec.Addresses {
-		entries[i] = string(a)
-	}
-	ranges, err := ipam.ParseRanges(entries)
+	ranges, err := poolRanges(p)
 	if err != nil {
-		return BGP{}, false, fmt.Errorf("IPPool %s: spec.addresses: %w", p.Name, err)
+		return BGP{}, false, err
 	}
 	for i, a := range b.Advertisements {
 		if _, err := selector(a.PeerSelector); err != nil {
@@ -66,61 +59,36 @@ func ToBGP(p *v1alpha1.IPPool) (BGP, bool, error) {
 			if l == nil {
 				continue
 			}
-			if err := aggregatable(r, int(*l)); err != nil {
-				return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.advertisements[%d]: %w", p.Name, i, err)
+			if !r.Aligned(int(*l)) {
+				return BGP{}, false, fmt.Errorf("IPPool %s: spec.bgp.advertisements[%d]: aggregation length %d would advertise addresses beyond the pool's range %s", p.Name, i, *l, r)
 			}
 		}
 	}
 	return BGP{Nodes: nodes, Spec: b.DeepCopy()}, true, nil
 }
 
-// aggregatable checks that advertising the addresses of r as their
-// covering prefixes of length bits announces no address outside r: r must
-// start and end on such a prefix's boundaries.
-func aggregatable(r ipam.Range, bits int) error {
-	if bits >= r.First.BitLen() {
-		return nil
-	}
-	first, _ := r.First.Prefix(bits)
-	last, _ := r.Last.Prefix(bits)
-	lastEnd := lastAddr(last)
-	if first.Addr() != r.First || lastEnd != r.Last {
-		return fmt.Errorf("aggregation length %d would advertise %s..%s, beyond the pool's addresses %s-%s", bits, first.Addr(), lastEnd, r.First, r.Last)
-	}
-	return nil
-}
-
-// lastAddr is the last address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-func fromUnstructured(obj any) (*v1alpha1.IPPool, error) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return nil, fmt.Errorf("unexpected object %T", obj)
-	}
-	var pool v1alpha1.IPPool
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &pool); err != nil {
-		return nil, fmt.Errorf("decoding IPPool %s: %w", u.GetName(), err)
-	}
-	return &pool, nil
-}
-
-// ToPool converts an IPPool into the allocator's pool.
-func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
+// poolRanges parses the pool's spec.addresses.
+func poolRanges(p *v1alpha1.IPPool) ([]ipam.Range, error) {
 	entries := make([]string, len(p.Spec.Addresses))
 	for i, a := range p.Spec.Addresses {
 		entries[i] = string(a)
 	}
 	ranges, err := ipam.ParseRanges(entries)
 	if err != nil {
-		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.addresses: %w", p.Name, err)
+		return nil, fmt.Errorf("IPPool %s: spec.addresses: %w", p.Name, err)
+	}
+	return ranges, nil
+}
+
+func fromUnstructured(obj any) (*v1alpha1.IPPool, error) {
+	return v1alpha1.FromUnstructured[v1alpha1.IPPool](obj)
+}
+
+// ToPool converts an IPPool into the allocator's pool.
+func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
+	ranges, err := poolRanges(p)
+	if err != nil {
+		return ipam.Pool{}, err
 	}
 	allows, err := selectors(p.Spec.ServiceAllocation)
 	if err != nil {

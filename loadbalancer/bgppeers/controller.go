@@ -385,13 +385,5 @@ func statusEqual(a, b v1alpha1.BGPPeerStatus) bool {
 }
 
 func fromUnstructured(obj any) (*v1alpha1.BGPPeer, error) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return nil, fmt.Errorf("unexpected object %T", obj)
-	}
-	var p v1alpha1.BGPPeer
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-		return nil, fmt.Errorf("decoding BGPPeer %s: %w", u.GetName(), err)
-	}
-	return &p, nil
+	return v1alpha1.FromUnstructured[v1alpha1.BGPPeer](obj)
 }
