@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
-	"github.com/ironlb/ironlb/test/controlplane"
 	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/netrig"
 	"github.com/ironlb/ironlb/test/rig"
@@ -29,19 +28,13 @@ const bgpPool = "addresses: [198.51.100.0/27, '2001:db8:300::/120']\nbgp: {}"
 // FRR router peering with every node and an outside client behind it.
 func newBGP(t *testing.T, ctx context.Context, opts rig.L2Options, routerExtra string) (*cluster, *rig.BGP) {
 	t.Helper()
-	if err := netrig.Usable(); err != nil {
-		t.Skipf("network namespaces unusable: %v", err)
-	}
 	if err := frr.Usable(); err != nil {
 		t.Skipf("FRR unusable: %v", err)
 	}
-	cp := controlplane.ForTest(t)
-	c := &cluster{t: t, ctx: ctx, cp: cp, kubeconfig: installDeploy(t, ctx, cp)}
-	c.pools = dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
-	lan := netrig.NewLAN(t)
+	c, lan := newRigCluster(t, ctx)
 	upstream := netrig.NewLAN(t)
 	opts.Kubeconfig = c.kubeconfig
-	b, err := rig.StartBGP(ctx, cp, lan, upstream, opts, routerExtra)
+	b, err := rig.StartBGP(ctx, c.cp, lan, upstream, opts, routerExtra)
 	t.Cleanup(func() {
 		if b == nil {
 			return
@@ -59,6 +52,13 @@ func newBGP(t *testing.T, ctx context.Context, opts rig.L2Options, routerExtra s
 	}
 	c.ccm = b.CCM
 	return c, b
+}
+
+// torSpec is the spec of a BGPPeer for the rig's router (short timers),
+// with extra lines.
+func torSpec(extra string) string {
+	return fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s%s",
+		rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN, extra)
 }
 
 // applyPeer creates or updates a BGPPeer.
@@ -79,34 +79,19 @@ func TestBGP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	c, b := newBGP(t, ctx, rig.L2Options{LogDir: os.Getenv("IRONLB_BGP_LOGDIR")}, "")
-	c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s",
-		rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+	c.applyPeer("tor", torSpec(""))
 	c.applyPool("bgp", bgpPool)
 	c.createService(lbService("default", "web", nil))
 	vip := c.vip("default", "web")
 	if !rig.BGPPoolV4.Contains(vip) {
 		t.Fatalf("VIP %s not from the BGP pool %s", vip, rig.BGPPoolV4)
 	}
-	var nodes []string
-	for _, n := range b.Nodes {
-		nodes = append(nodes, n.IPv4.String())
-	}
-	slices.Sort(nodes)
-	created := time.Now()
-	err := rig.Eventually(30*time.Second, func() error {
-		hops, err := b.RouteNextHops(vip)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(hops, nodes) {
-			return fmt.Errorf("router's kernel route to %s via %v, want %v", vip, hops, nodes)
-		}
-		return nil
-	})
+	nodes := nodeHops(b, false)
+	took, err := b.WaitNextHops(host(vip), nodes, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ECMP route over %d nodes in the router's kernel %s after the VIP was assigned", len(nodes), time.Since(created).Round(time.Millisecond))
+	t.Logf("ECMP route over %d nodes in the router's kernel %s after the VIP was assigned", len(nodes), took.Round(time.Millisecond))
 	reached := map[string]bool{}
 	for i := 0; i < 40 && len(reached) < 2; i++ {
 		node, err := b.ReachFromOutside(ctx, vip, 2*time.Second)
@@ -209,8 +194,7 @@ func TestBGPScenarios(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	c, b := newBGP(t, ctx, rig.L2Options{LogDir: os.Getenv("IRONLB_BGP_LOGDIR")}, "")
-	c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s",
-		rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+	c.applyPeer("tor", torSpec(""))
 	c.applyPool("bgp", bgpPool)
 	c.applyPool("l2", l2Pool)
 	c.createService(lbService("default", "web", map[string]string{"ironlb.dev/pool": "bgp"}))
@@ -223,8 +207,7 @@ func TestBGPScenarios(t *testing.T) {
 	t.Run("a peer's nodeSelector decides which nodes open sessions", func(t *testing.T) {
 		c.labelNode("node-a", "rack=r1")
 		c.labelNode("node-b", "rack=r1")
-		c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s\n  nodeSelector:\n    matchLabels: {rack: r1}",
-			rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+		c.applyPeer("tor", torSpec("\n  nodeSelector:\n    matchLabels: {rack: r1}"))
 		if _, err := b.WaitNextHops(host(vip), nodeHops(b, false, "node-a", "node-b"), 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -246,8 +229,7 @@ func TestBGPScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s",
-			rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+		c.applyPeer("tor", torSpec(""))
 		if _, err := b.WaitNextHops(host(vip), all, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -396,8 +378,7 @@ func TestBGPPassword(t *testing.T) {
 		}
 	}
 	secret("wrong-pw")
-	c.applyPeer("tor", fmt.Sprintf("  peerAddress: %s\n  peerASN: %d\n  myASN: %d\n  holdTime: 9s\n  connectRetryTime: 1s\n  passwordSecretRef: {name: tor-pw}",
-		rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN))
+	c.applyPeer("tor", torSpec("\n  passwordSecretRef: {name: tor-pw}"))
 	c.applyPool("bgp", bgpPool)
 	c.createService(lbService("default", "web", nil))
 	vip := c.vip("default", "web")

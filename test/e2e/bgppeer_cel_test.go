@@ -2,14 +2,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ironlb/ironlb/test/binaries"
-	"github.com/ironlb/ironlb/test/controlplane"
 )
 
 // TestBGPPeerValidation: the BGPPeer CRD, as `make generate` writes it,
@@ -19,25 +14,9 @@ func TestBGPPeerValidation(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cp := controlplane.ForTest(t)
-	root, err := binaries.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, "deploy", "crds")); err != nil {
-		t.Fatalf("applying CRDs: %v\n%s", err, out)
-	}
-	if _, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "crd/bgppeers.ironlb.dev", "--timeout=30s"); err != nil {
-		t.Fatal(err)
-	}
-	peer := func(name, spec string) string {
-		return fmt.Sprintf("apiVersion: ironlb.dev/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: %s\nspec:\n%s", name, spec)
-	}
+	cp := withCRDs(t, ctx, "bgppeers.ironlb.dev")
 	const base = "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64513\n"
-	tests := []struct {
-		name, spec string
-		wantErr    []string // every string must appear; none means accepted
-	}{
+	checkAdmission(t, ctx, cp, "BGPPeer", "p", []admissionCase{
 		{"minimal", base, nil},
 		{"everything", "  peerAddress: 2001:db8::1\n  peerASN: 4200000000\n  myASN: 64513\n  peerPort: 1179\n  sourceAddress: 2001:db8::10\n  routerID: 192.0.2.10\n  holdTime: 9s\n  keepaliveTime: 3s\n  connectRetryTime: 2s\n  ebgpMultihop: 4\n  passwordSecretRef: {name: tor-a}\n  nodeSelector:\n    matchLabels: {rack: r1}", nil},
 		{"ibgp", "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64512\n", nil},
@@ -62,26 +41,7 @@ func TestBGPPeerValidation(t *testing.T) {
 		{"secret without a name", base + "  passwordSecretRef: {key: pw}\n", []string{"spec.passwordSecretRef.name", "Required value"}},
 		{"secret with a bad name", base + "  passwordSecretRef: {name: Tor_A}\n", []string{"spec.passwordSecretRef.name"}},
 		{"bad node selector", base + "  nodeSelector:\n    matchExpressions: [{key: rack, operator: In}]\n", []string{"In and NotIn need values"}},
-	}
-	for i, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			out, err := cp.KubectlStdin(ctx, peer(fmt.Sprintf("p%d", i), tc.spec), "apply", "-f", "-")
-			if len(tc.wantErr) == 0 {
-				if err != nil {
-					t.Fatalf("valid peer rejected: %v\n%s", err, out)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("malformed peer accepted:\n%s", out)
-			}
-			for _, want := range tc.wantErr {
-				if !strings.Contains(out, want) {
-					t.Errorf("rejection does not say %q:\n%s", want, out)
-				}
-			}
-		})
-	}
+	})
 	// Defaults as the API server fills them in.
 	out, err := cp.Kubectl(ctx, "get", "bgppeer", "p0", "-o", "jsonpath={.spec.peerPort} {.spec.holdTime} {.spec.connectRetryTime}")
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +14,6 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
-
-	"github.com/ironlb/ironlb/test/binaries"
-	"github.com/ironlb/ironlb/test/controlplane"
 )
 
 // TestIPPoolValidation applies deploy/'s CRD to a real API server and checks
@@ -27,24 +23,8 @@ func TestIPPoolValidation(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cp := controlplane.ForTest(t)
-	root, err := binaries.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, "deploy", "crds")); err != nil {
-		t.Fatalf("applying CRDs: %v\n%s", err, out)
-	}
-	if _, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "crd/ippools.ironlb.dev", "--timeout=30s"); err != nil {
-		t.Fatal(err)
-	}
-	pool := func(name, spec string) string {
-		return fmt.Sprintf("apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata:\n  name: %s\nspec:\n%s", name, spec)
-	}
-	tests := []struct {
-		name, spec string
-		wantErr    []string // every string must appear; none means accepted
-	}{
+	cp := withCRDs(t, ctx, "ippools.ironlb.dev")
+	checkAdmission(t, ctx, cp, "IPPool", "p", []admissionCase{
 		{"cidrs and ranges", "  addresses: [192.0.2.0/28, 2001:db8:1::/64, 192.0.2.200-192.0.2.250, '2001:db8:2::10 - 2001:db8:2::20']", nil},
 		{"single address range", "  addresses: [198.51.100.7-198.51.100.7]", nil},
 		{"ipv6 range across a byte", "  addresses: [2001:db8::ff-2001:db8::100]", nil},
@@ -92,26 +72,7 @@ func TestIPPoolValidation(t *testing.T) {
 		{"bgp aggregation v6 too short", "  addresses: ['2001:db8::/120']\n  bgp:\n    advertisements: [{aggregationLengthV6: 64}]", []string{"aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs"}},
 		{"bgp aggregation too long", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{aggregationLength: 33}]", []string{"aggregationLength", "less than or equal to 32"}},
 		{"layer2 duplicate interfaces", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [eth0, eth0]", []string{"Duplicate value"}},
-	}
-	for i, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			out, err := cp.KubectlStdin(ctx, pool(fmt.Sprintf("p%d", i), tc.spec), "apply", "-f", "-")
-			if len(tc.wantErr) == 0 {
-				if err != nil {
-					t.Fatalf("valid pool rejected: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("malformed pool accepted:\n%s", out)
-			}
-			for _, want := range tc.wantErr {
-				if !strings.Contains(out, want) {
-					t.Errorf("rejection does not say %q:\n%s", want, out)
-				}
-			}
-		})
-	}
+	})
 }
 
 // TestIPPoolReversedRangeRuleMatchesGo cross-checks the CRD's bitwise
@@ -120,17 +81,7 @@ func TestIPPoolReversedRangeRuleMatchesGo(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp := controlplane.ForTest(t)
-	root, err := binaries.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(root, "deploy", "crds")); err != nil {
-		t.Fatalf("applying CRDs: %v\n%s", err, out)
-	}
-	if _, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "crd/ippools.ironlb.dev", "--timeout=30s"); err != nil {
-		t.Fatal(err)
-	}
+	cp := withCRDs(t, ctx, "ippools.ironlb.dev")
 	client := dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
 	rng := rand.New(rand.NewPCG(7, 11))
 	randAddr := func(v6 bool, near netip.Addr) netip.Addr {

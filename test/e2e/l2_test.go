@@ -40,15 +40,9 @@ const l2Pool = "addresses: [192.0.2.200-192.0.2.219, '2001:db8:100::200-2001:db8
 // ServiceAccount's token in its own namespace.
 func newL2(t *testing.T, ctx context.Context, opts rig.L2Options) (*cluster, *rig.L2) {
 	t.Helper()
-	if err := netrig.Usable(); err != nil {
-		t.Skipf("network namespaces unusable: %v", err)
-	}
-	cp := controlplane.ForTest(t)
-	c := &cluster{t: t, ctx: ctx, cp: cp, kubeconfig: installDeploy(t, ctx, cp)}
-	c.pools = dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
-	lan := netrig.NewLAN(t)
+	c, lan := newRigCluster(t, ctx)
 	opts.Kubeconfig = c.kubeconfig
-	r, err := rig.StartL2(ctx, cp, lan, opts)
+	r, err := rig.StartL2(ctx, c.cp, lan, opts)
 	t.Cleanup(func() {
 		if t.Failed() && r != nil {
 			t.Logf("process logs:\n%s", r.Logs(40))
@@ -62,6 +56,20 @@ func newL2(t *testing.T, ctx context.Context, opts rig.L2Options) (*cluster, *ri
 	}
 	c.ccm = r.CCM
 	return c, r
+}
+
+// newRigCluster is what every rig test starts from: a control plane with
+// deploy/ applied (the CCM runs with its ServiceAccount's token) and a LAN.
+// It skips the test where network namespaces are unusable.
+func newRigCluster(t *testing.T, ctx context.Context) (*cluster, *netrig.LAN) {
+	t.Helper()
+	if err := netrig.Usable(); err != nil {
+		t.Skipf("network namespaces unusable: %v", err)
+	}
+	cp := controlplane.ForTest(t)
+	c := &cluster{t: t, ctx: ctx, cp: cp, kubeconfig: installDeploy(t, ctx, cp)}
+	c.pools = dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
+	return c, netrig.NewLAN(t)
 }
 
 func (c *cluster) vip(namespace, name string) netip.Addr {

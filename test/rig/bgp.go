@@ -121,12 +121,6 @@ func (b *BGP) ReachFromOutside(ctx context.Context, vip netip.Addr, timeout time
 	return reach(ctx, b.Outside, vip, timeout)
 }
 
-// RouteNextHops returns the next hops of vip's host route in the router's
-// kernel, sorted.
-func (b *BGP) RouteNextHops(vip netip.Addr) ([]string, error) {
-	return b.Router.KernelNextHops(netip.PrefixFrom(vip, vip.BitLen()))
-}
-
 // KillSpeaker SIGKILLs the node's speaker (its BGP sessions drop with it).
 func (b *BGP) KillSpeaker(n *L2Node) error { return n.Speaker.Kill() }
 
