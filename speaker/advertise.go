@@ -123,6 +123,16 @@ func bgpPeer(p *speakerv1.BGPPeer) (bgp.Peer, error) {
 		EBGPMultihop:  uint8(min(p.GetEbgpMultihop(), 255)),
 		Password:      p.GetPassword(),
 	}
+	if b := p.GetBfd(); b != nil {
+		peer.BFD = bgp.BFDTimers{
+			ReceiveInterval:  time.Duration(b.GetReceiveIntervalMs()) * time.Millisecond,
+			TransmitInterval: time.Duration(b.GetTransmitIntervalMs()) * time.Millisecond,
+			Multiplier:       uint8(min(b.GetDetectMultiplier(), 255)),
+		}
+	}
+	if g := p.GetGracefulRestart(); g != nil {
+		peer.RestartTime = time.Duration(max(g.GetRestartTimeSeconds(), 1)) * time.Second
+	}
 	if s := p.GetSourceAddress(); s != "" {
 		if peer.SourceAddress, err = netip.ParseAddr(s); err != nil {
 			return bgp.Peer{}, fmt.Errorf("peer %s: source address %q: %w", p.GetName(), s, err)
@@ -155,6 +165,16 @@ func (a *Agent) pollBGPLocked() bool {
 		if !s.Since.IsZero() {
 			st.SinceUnixMs = s.Since.UnixMilli()
 		}
+		if b := s.BFD; b != nil {
+			st.Bfd = &speakerv1.BFDStatus{
+				State: b.State, RemoteState: b.RemoteState, Reason: b.Reason, Flaps: b.Flaps,
+				TransmitIntervalMs: uint32(b.TransmitInterval / time.Millisecond),
+				DetectTimeMs:       uint32(b.DetectTime / time.Millisecond),
+			}
+			if !b.Since.IsZero() {
+				st.Bfd.SinceUnixMs = b.Since.UnixMilli()
+			}
+		}
 		if a.bgpErr != nil && st.LastError == "" {
 			st.LastError = a.bgpErr.Error()
 		}
@@ -186,10 +206,21 @@ type BGPState struct {
 
 // BGPSessionView is one session in BGPState.
 type BGPSessionView struct {
-	Peer       string `json:"peer"`
-	State      string `json:"state"`
-	LastError  string `json:"lastError,omitempty"`
-	Advertised uint32 `json:"advertised"`
+	Peer       string   `json:"peer"`
+	State      string   `json:"state"`
+	LastError  string   `json:"lastError,omitempty"`
+	Advertised uint32   `json:"advertised"`
+	BFD        *BFDView `json:"bfd,omitempty"`
+}
+
+// BFDView is a session's BFD session in BGPState.
+type BFDView struct {
+	State            string `json:"state"`
+	RemoteState      string `json:"remoteState"`
+	Reason           string `json:"reason,omitempty"`
+	TransmitInterval string `json:"transmitInterval"`
+	DetectTime       string `json:"detectTime"`
+	Flaps            uint64 `json:"flaps"`
 }
 
 // BGPRouteView is one advertised route in BGPState.
@@ -210,7 +241,13 @@ func (a *Agent) BGPState() BGPState {
 		st.Error = a.bgpErr.Error()
 	}
 	for _, s := range a.bgpSessions {
-		st.Sessions = append(st.Sessions, BGPSessionView{Peer: s.GetPeer(), State: s.GetState(), LastError: s.GetLastError(), Advertised: s.GetAdvertised()})
+		v := BGPSessionView{Peer: s.GetPeer(), State: s.GetState(), LastError: s.GetLastError(), Advertised: s.GetAdvertised()}
+		if b := s.GetBfd(); b != nil {
+			v.BFD = &BFDView{State: b.GetState(), RemoteState: b.GetRemoteState(), Reason: b.GetReason(), Flaps: b.GetFlaps(),
+				TransmitInterval: (time.Duration(b.GetTransmitIntervalMs()) * time.Millisecond).String(),
+				DetectTime:       (time.Duration(b.GetDetectTimeMs()) * time.Millisecond).String()}
+		}
+		st.Sessions = append(st.Sessions, v)
 	}
 	d, err := a.desiredBGPLocked()
 	if err != nil {

@@ -163,8 +163,11 @@ func (a *Agent) Addresses() []netip.Addr {
 	return out
 }
 
-// Close withdraws every VIP and closes the announcers. Later instructions
-// are ignored.
+// Close withdraws every VIP and closes the announcers, as the speaker
+// does when it is stopped on purpose: BGP peers with graceful restart keep
+// the node's routes (the process's exit closes their sessions without a
+// notification), the others are sent the withdrawals before their
+// sessions close. Later instructions are ignored.
 func (a *Agent) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -184,7 +187,8 @@ func (a *Agent) Close() error {
 	a.announcers = map[string]*openAnnouncer{}
 	if a.bgp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
-		if err := a.bgp.Stop(ctx, false); err != nil {
+		// A planned stop: peers with graceful restart keep the routes.
+		if err := a.bgp.Stop(ctx, true); err != nil {
 			errs = append(errs, fmt.Errorf("stopping BGP: %w", err))
 		}
 		cancel()

@@ -118,6 +118,73 @@ type BGPPeerSpec struct {
 	//
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// BFD runs Bidirectional Forwarding Detection with the router, so
+	// that a node that is lost silently leaves the router's ECMP set
+	// within the detection time (receiveInterval × detectMultiplier with
+	// the defaults) rather than the hold time. The router must run BFD
+	// for the node too (FRR: "neighbor X bfd"). Single hop, or multihop
+	// when ebgpMultihop is set.
+	//
+	// +optional
+	BFD *BGPPeerBFD `json:"bfd,omitempty"`
+
+	// GracefulRestart asks the router to keep a node's routes while its
+	// speaker restarts (RFC 4724): a speaker upgrade then loses no
+	// connection. Use it with BFD, or a node that is really gone keeps
+	// its routes for holdTime + restartTime.
+	//
+	// +optional
+	GracefulRestart *BGPPeerGracefulRestart `json:"gracefulRestart,omitempty"`
+}
+
+// BGPPeerBFD is the BFD session of each selected node with the peer.
+type BGPPeerBFD struct {
+	// Enabled turns BFD on for this peer.
+	Enabled bool `json:"enabled"`
+
+	// ReceiveInterval is the shortest interval between the router's BFD
+	// packets that the speakers accept (Required Min RX Interval).
+	//
+	// +kubebuilder:default="300ms"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="receiveInterval must be between 10ms and 60s"
+	// +optional
+	ReceiveInterval *metav1.Duration `json:"receiveInterval,omitempty"`
+
+	// TransmitInterval is the interval at which the speakers would like
+	// to send (Desired Min TX Interval); the router may ask for slower.
+	//
+	// +kubebuilder:default="300ms"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="transmitInterval must be between 10ms and 60s"
+	// +optional
+	TransmitInterval *metav1.Duration `json:"transmitInterval,omitempty"`
+
+	// DetectMultiplier is how many packets in a row the router may miss
+	// before it declares the node down.
+	//
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=255
+	// +optional
+	DetectMultiplier *int32 `json:"detectMultiplier,omitempty"`
+}
+
+// BGPPeerGracefulRestart is the graceful restart capability the speakers
+// advertise to the peer.
+type BGPPeerGracefulRestart struct {
+	// Enabled advertises graceful restart (RFC 4724): the router keeps a
+	// node's routes, marked stale, for up to restartTime after its
+	// session drops without a NOTIFICATION (a speaker that is restarted
+	// or crashed), until the new speaker has re-advertised them.
+	Enabled bool `json:"enabled"`
+
+	// RestartTime is how long the router keeps the routes of a
+	// restarting speaker.
+	//
+	// +kubebuilder:default="120s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('4095s')",message="restartTime must be between 1s and 4095s"
+	// +optional
+	RestartTime *metav1.Duration `json:"restartTime,omitempty"`
 }
 
 // SecretKeyRef names one key of a Secret in IronLB's namespace.
@@ -195,6 +262,48 @@ type BGPSession struct {
 	//
 	// +optional
 	AdvertisedRoutes int32 `json:"advertisedRoutes"`
+
+	// BFD is the state of the node's BFD session with the peer; absent
+	// when BFD is off.
+	//
+	// +optional
+	BFD *BFDSession `json:"bfd,omitempty"`
+}
+
+// BFDSession is the state of one node's BFD session with the peer.
+type BFDSession struct {
+	// State is Up, Down, Init or AdminDown.
+	State string `json:"state"`
+
+	// Since is when the session entered State.
+	//
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+
+	// Reason says why the session is not Up: no BFD packet from the
+	// router yet (it may not run BFD for this node), the detection time
+	// expired, or the router turned it off.
+	//
+	// +optional
+	Reason string `json:"reason,omitempty"`
+
+	// TransmitInterval is the negotiated interval between the speaker's
+	// packets.
+	//
+	// +optional
+	TransmitInterval *metav1.Duration `json:"transmitInterval,omitempty"`
+
+	// DetectTime is how long the speaker waits for the router's packets
+	// before it declares the session down.
+	//
+	// +optional
+	DetectTime *metav1.Duration `json:"detectTime,omitempty"`
+
+	// Flaps counts the times the session went from Up to Down since the
+	// speaker started.
+	//
+	// +optional
+	Flaps int64 `json:"flaps,omitempty"`
 }
 
 // BGP session states, as BGPSession.State reports them.
@@ -206,6 +315,14 @@ const (
 	SessionOpenConfirm = "OpenConfirm"
 	SessionEstablished = "Established"
 	SessionUnknown     = "Unknown"
+)
+
+// BFD session states, as BFDSession.State reports them.
+const (
+	BFDUp        = "Up"
+	BFDDown      = "Down"
+	BFDInit      = "Init"
+	BFDAdminDown = "AdminDown"
 )
 
 // BGPPeerList is a list of BGPPeers.

@@ -45,8 +45,11 @@ const (
 // Defaults the CRD fills in, applied again here for objects written
 // before a default existed.
 const (
-	defaultHoldTime     = 90 * time.Second
-	defaultConnectRetry = 5 * time.Second
+	defaultHoldTime      = 90 * time.Second
+	defaultConnectRetry  = 5 * time.Second
+	defaultBFDInterval   = 300 * time.Millisecond
+	defaultBFDMultiplier = 3
+	defaultRestartTime   = 120 * time.Second
 )
 
 // Selected returns the peers whose nodeSelector matches node, sorted by
@@ -163,6 +166,23 @@ func sessionFor(node string, p *v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.B
 	if s.EBGPMultihop != nil {
 		bp.EbgpMultihop = uint32(*s.EBGPMultihop)
 	}
+	if b := s.BFD; b != nil && b.Enabled {
+		bp.Bfd = &speakerv1.BFD{
+			ReceiveIntervalMs:  millis(b.ReceiveInterval, defaultBFDInterval),
+			TransmitIntervalMs: millis(b.TransmitInterval, defaultBFDInterval),
+			DetectMultiplier:   defaultBFDMultiplier,
+		}
+		if b.DetectMultiplier != nil {
+			bp.Bfd.DetectMultiplier = uint32(*b.DetectMultiplier)
+		}
+	}
+	if g := s.GracefulRestart; g != nil && g.Enabled {
+		rt := defaultRestartTime
+		if g.RestartTime != nil {
+			rt = g.RestartTime.Duration
+		}
+		bp.GracefulRestart = &speakerv1.GracefulRestart{RestartTimeSeconds: uint32((rt + time.Second - 1) / time.Second)}
+	}
 	if ref := s.PasswordSecretRef; ref != nil {
 		key := ref.Key
 		if key == "" {
@@ -184,6 +204,14 @@ func sessionFor(node string, p *v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.B
 		bp.Password = string(pw)
 	}
 	return bp, nil
+}
+
+// millis is d in milliseconds, def when d is unset.
+func millis(d *metav1.Duration, def time.Duration) uint32 {
+	if d != nil {
+		def = d.Duration
+	}
+	return uint32(def / time.Millisecond)
 }
 
 // nodeIPs returns node's first IPv4 and IPv6 InternalIPs.

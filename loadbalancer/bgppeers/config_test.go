@@ -73,6 +73,37 @@ func TestForNode(t *testing.T) {
 			}}},
 		},
 		{
+			name: "BFD and graceful restart, defaults filled in",
+			node: node("a", nil, "192.0.2.11"),
+			peers: []*v1alpha1.BGPPeer{
+				peer("tor-a", "192.0.2.1", func(s *v1alpha1.BGPPeerSpec) {
+					s.BFD = &v1alpha1.BGPPeerBFD{Enabled: true}
+					s.GracefulRestart = &v1alpha1.BGPPeerGracefulRestart{Enabled: true}
+				}),
+				peer("tor-b", "192.0.2.2", func(s *v1alpha1.BGPPeerSpec) {
+					three := int32(5)
+					s.BFD = &v1alpha1.BGPPeerBFD{Enabled: true, ReceiveInterval: &metav1.Duration{Duration: 100 * time.Millisecond},
+						TransmitInterval: &metav1.Duration{Duration: 50 * time.Millisecond}, DetectMultiplier: &three}
+					s.GracefulRestart = &v1alpha1.BGPPeerGracefulRestart{Enabled: true, RestartTime: &metav1.Duration{Duration: 1500 * time.Millisecond}}
+				}),
+				peer("tor-c", "192.0.2.3", func(s *v1alpha1.BGPPeerSpec) {
+					s.BFD = &v1alpha1.BGPPeerBFD{Enabled: false, ReceiveInterval: &metav1.Duration{Duration: 100 * time.Millisecond}}
+					s.GracefulRestart = &v1alpha1.BGPPeerGracefulRestart{Enabled: false}
+				}),
+			},
+			want: &speakerv1.BGPConfig{RouterId: "192.0.2.11", Asn: 64513, Peers: []*speakerv1.BGPPeer{{
+				Name: "tor-a", Address: "192.0.2.1", Port: 179, PeerAsn: 64512, MyAsn: 64513, HoldTimeSeconds: 9, ConnectRetrySeconds: 2,
+				Bfd:             &speakerv1.BFD{ReceiveIntervalMs: 300, TransmitIntervalMs: 300, DetectMultiplier: 3},
+				GracefulRestart: &speakerv1.GracefulRestart{RestartTimeSeconds: 120},
+			}, {
+				Name: "tor-b", Address: "192.0.2.2", Port: 179, PeerAsn: 64512, MyAsn: 64513, HoldTimeSeconds: 9, ConnectRetrySeconds: 2,
+				Bfd:             &speakerv1.BFD{ReceiveIntervalMs: 100, TransmitIntervalMs: 50, DetectMultiplier: 5},
+				GracefulRestart: &speakerv1.GracefulRestart{RestartTimeSeconds: 2},
+			}, {
+				Name: "tor-c", Address: "192.0.2.3", Port: 179, PeerAsn: 64512, MyAsn: 64513, HoldTimeSeconds: 9, ConnectRetrySeconds: 2,
+			}}},
+		},
+		{
 			name:  "a missing Secret drops that peer only",
 			node:  node("a", nil, "192.0.2.11"),
 			peers: []*v1alpha1.BGPPeer{peer("tor-a", "192.0.2.1", withPassword("nope", "")), peer("tor-b", "192.0.2.2")},

@@ -19,12 +19,14 @@ type NodeSessions map[string]*speakerv1.BGPSessionStatus
 
 // Status computes a BGPPeer's status: one session per selected node (a
 // node whose speaker reported none is Unknown, with the node's problem as
-// its last error), the summary "Established n/m", and Ready=False with
+// its last error), the summary "Established n/m" (and "BFD Up k/m" when
+// BFD is on), and Ready=False with
 // the reason when the peer itself cannot be used.
 func Status(p *v1alpha1.BGPPeer, selected []string, sessions NodeSessions, problems []Problem, now time.Time) v1alpha1.BGPPeerStatus {
 	st := v1alpha1.BGPPeerStatus{ObservedGeneration: p.Generation, Conditions: slices.Clone(p.Status.Conditions)}
 	nodes := slices.Sorted(slices.Values(selected))
-	up := 0
+	up, bfdUp := 0, 0
+	bfdOn := p.Spec.BFD != nil && p.Spec.BFD.Enabled
 	for _, n := range nodes {
 		s := v1alpha1.BGPSession{Node: n, State: v1alpha1.SessionUnknown}
 		if r := sessions[n]; r != nil {
@@ -35,6 +37,9 @@ func Status(p *v1alpha1.BGPPeer, selected []string, sessions NodeSessions, probl
 				t := metav1.NewTime(time.UnixMilli(ms).UTC())
 				s.Since = &t
 			}
+			if b := r.GetBfd(); b != nil && bfdOn {
+				s.BFD = bfdSession(b)
+			}
 		}
 		for _, prob := range problems {
 			if prob.Peer == p.Name && (prob.Node == "" || prob.Node == n) && s.LastError == "" {
@@ -44,9 +49,15 @@ func Status(p *v1alpha1.BGPPeer, selected []string, sessions NodeSessions, probl
 		if s.State == v1alpha1.SessionEstablished {
 			up++
 		}
+		if s.BFD != nil && s.BFD.State == v1alpha1.BFDUp {
+			bfdUp++
+		}
 		st.Sessions = append(st.Sessions, s)
 	}
 	st.Summary = fmt.Sprintf("Established %d/%d", up, len(nodes))
+	if bfdOn {
+		st.Summary += fmt.Sprintf(", BFD Up %d/%d", bfdUp, len(nodes))
+	}
 	cond := metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Valid", ObservedGeneration: p.Generation,
 		Message: "the peer is usable; see sessions for each node"}
 	var msgs []string
@@ -65,4 +76,20 @@ func Status(p *v1alpha1.BGPPeer, selected []string, sessions NodeSessions, probl
 		c.LastTransitionTime = metav1.NewTime(now)
 	}
 	return st
+}
+
+// bfdSession is a speaker's BFD report as the status shows it.
+func bfdSession(b *speakerv1.BFDStatus) *v1alpha1.BFDSession {
+	s := &v1alpha1.BFDSession{State: b.GetState(), Reason: b.GetReason(), Flaps: int64(min(b.GetFlaps(), 1<<63-1))}
+	if ms := b.GetSinceUnixMs(); ms > 0 {
+		t := metav1.NewTime(time.UnixMilli(ms).UTC())
+		s.Since = &t
+	}
+	if ms := b.GetTransmitIntervalMs(); ms > 0 {
+		s.TransmitInterval = &metav1.Duration{Duration: time.Duration(ms) * time.Millisecond}
+	}
+	if ms := b.GetDetectTimeMs(); ms > 0 {
+		s.DetectTime = &metav1.Duration{Duration: time.Duration(ms) * time.Millisecond}
+	}
+	return s
 }

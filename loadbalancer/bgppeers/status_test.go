@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/api/v1alpha1"
 )
 
@@ -46,5 +47,36 @@ func TestStatus(t *testing.T) {
 	}
 	if st.Sessions[0].LastError != "password Secret x not found" || st.Summary != "Established 0/1" {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// TestStatusBFD: with BFD on, each session shows its BFD state and the
+// summary counts the Up ones; with BFD off, a stale BFD report is not
+// shown.
+func TestStatusBFD(t *testing.T) {
+	now := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	p := peer("tor", "192.0.2.1", func(s *v1alpha1.BGPPeerSpec) { s.BFD = &v1alpha1.BGPPeerBFD{Enabled: true} })
+	since := now.Add(-time.Minute)
+	sessions := NodeSessions{
+		"a": {Peer: "192.0.2.1", State: "Established", Bfd: &speakerv1.BFDStatus{State: "Up", SinceUnixMs: since.UnixMilli(), TransmitIntervalMs: 300, DetectTimeMs: 900, Flaps: 2}},
+		"b": {Peer: "192.0.2.1", State: "Established", Bfd: &speakerv1.BFDStatus{State: "Down", Reason: "no BFD packet from the peer yet"}},
+	}
+	st := Status(p, []string{"a", "b"}, sessions, nil, now)
+	sinceT := metav1.NewTime(since)
+	want := []v1alpha1.BGPSession{
+		{Node: "a", State: "Established", BFD: &v1alpha1.BFDSession{State: "Up", Since: &sinceT, Flaps: 2,
+			TransmitInterval: &metav1.Duration{Duration: 300 * time.Millisecond}, DetectTime: &metav1.Duration{Duration: 900 * time.Millisecond}}},
+		{Node: "b", State: "Established", BFD: &v1alpha1.BFDSession{State: "Down", Reason: "no BFD packet from the peer yet"}},
+	}
+	if diff := cmp.Diff(want, st.Sessions); diff != "" {
+		t.Errorf("sessions (-want +got):\n%s", diff)
+	}
+	if st.Summary != "Established 2/2, BFD Up 1/2" {
+		t.Errorf("summary %q", st.Summary)
+	}
+	p.Spec.BFD.Enabled = false
+	st = Status(p, []string{"a", "b"}, sessions, nil, now)
+	if st.Sessions[0].BFD != nil || st.Summary != "Established 2/2" {
+		t.Errorf("BFD off: sessions %+v summary %q", st.Sessions, st.Summary)
 	}
 }

@@ -23,6 +23,13 @@ var (
 		"1 while the node's BGP session with the peer is Established, as its speaker last reported.", []string{"node", "peer"}, nil, metrics.ALPHA, "")
 	bgpRoutesDesc = metrics.NewDesc("ironlb_bgp_advertised_routes",
 		"Routes the node's speaker advertises to the peer, as it last reported.", []string{"node", "peer"}, nil, metrics.ALPHA, "")
+	bfdUpDesc = metrics.NewDesc("ironlb_bfd_session_up",
+		"1 while the node's BFD session with the BGP peer is Up, as its speaker last reported.", []string{"node", "peer"}, nil, metrics.ALPHA, "")
+	bfdFlaps = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "bfd", Name: "session_flaps_total",
+		Help:           "Times a node's BFD session with the BGP peer went from Up to Down, as its speaker reported.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"node", "peer"})
 	bgpFlaps = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "bgp", Name: "session_flaps_total",
 		Help:           "Times a node's Established BGP session with the peer went down, as its speaker reported.",
@@ -31,7 +38,7 @@ var (
 )
 
 // managerMetrics reports the sessions' state at scrape time.
-var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, lagDesc, bgpUpDesc, bgpRoutesDesc}, lossDetection, bgpFlaps)
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps)
 
 func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {
@@ -49,6 +56,9 @@ func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 		for _, s := range st.BGPSessions {
 			ch <- metrics.NewLazyConstMetric(bgpUpDesc, metrics.GaugeValue, scrape.Bool(s.GetState() == "Established"), n, s.GetPeer())
 			ch <- metrics.NewLazyConstMetric(bgpRoutesDesc, metrics.GaugeValue, float64(s.GetAdvertised()), n, s.GetPeer())
+			if b := s.GetBfd(); b != nil {
+				ch <- metrics.NewLazyConstMetric(bfdUpDesc, metrics.GaugeValue, scrape.Bool(b.GetState() == "Up"), n, s.GetPeer())
+			}
 		}
 	}
 }

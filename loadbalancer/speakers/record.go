@@ -64,16 +64,21 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	return failedChanged
 }
 
-// recordFlaps counts the sessions that were Established and are not now.
+// recordFlaps counts the BGP sessions that were Established and are not
+// now, and the BFD sessions that were Up and are not now.
 func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) {
 	for _, old := range s.state.BGPSessions {
-		if old.GetState() != "Established" {
+		i := slices.IndexFunc(now, func(n *speakerv1.BGPSessionStatus) bool { return n.GetPeer() == old.GetPeer() })
+		if i < 0 {
 			continue
 		}
-		i := slices.IndexFunc(now, func(n *speakerv1.BGPSessionStatus) bool { return n.GetPeer() == old.GetPeer() })
-		if i >= 0 && now[i].GetState() != "Established" {
+		if old.GetState() == "Established" && now[i].GetState() != "Established" {
 			bgpFlaps.WithLabelValues(s.node, old.GetPeer()).Inc()
 			s.log.Info("BGP session went down", "peer", old.GetPeer(), "state", now[i].GetState(), "lastError", now[i].GetLastError())
+		}
+		if ob, nb := old.GetBfd(), now[i].GetBfd(); ob != nil && nb != nil && nb.GetFlaps() > ob.GetFlaps() {
+			bfdFlaps.WithLabelValues(s.node, old.GetPeer()).Add(float64(nb.GetFlaps() - ob.GetFlaps()))
+			s.log.Info("BFD session went down", "peer", old.GetPeer(), "state", nb.GetState(), "reason", nb.GetReason())
 		}
 	}
 }

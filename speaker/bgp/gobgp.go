@@ -27,6 +27,7 @@ type GoBGP struct {
 	paths   map[netip.Prefix][]byte // prefix → path UUID
 	peers   map[netip.Addr]bool     // peers configured in gobgp
 	nsets   map[netip.Addr]bool     // peers with a neighbor set
+	restart map[netip.Addr]bool     // peers with graceful restart
 	doomed  []*class                // dropped classes not yet fully removed
 	next    int                     // numbers class names
 
@@ -72,24 +73,37 @@ func (g *GoBGP) Start(ctx context.Context, asn uint32, routerID netip.Addr) erro
 	g.paths = map[netip.Prefix][]byte{}
 	g.peers = map[netip.Addr]bool{}
 	g.nsets = map[netip.Addr]bool{}
+	g.restart = map[netip.Addr]bool{}
 	g.doomed = nil
 	return nil
 }
 
 // Stop implements Router. gobgp v3 always sends a Cease notification when
-// it stops, so the peers drop the routes at once: graceful is not honoured
-// yet (graceful restart is issue 12). Its Serve goroutine never ends, so
-// the Reconciler stops a server only when the speaker exits or its
-// identity changes.
-func (g *GoBGP) Stop(ctx context.Context, _ bool) error {
+// it stops (and its Serve goroutine never ends): a graceful Stop closes
+// the sessions of peers without graceful restart one by one and leaves
+// the others, and the server, to the process's exit.
+func (g *GoBGP) Stop(ctx context.Context, graceful bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.srv == nil {
 		return nil
 	}
-	g.srv.Stop()
-	g.srv = nil
-	return nil
+	if !graceful {
+		g.srv.Stop()
+		g.srv = nil
+		return nil
+	}
+	var errs []error
+	for addr := range g.peers {
+		if g.restart[addr] {
+			continue
+		}
+		if err := g.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("closing the session with %s: %w", addr, err))
+		}
+	}
+	g.srv = nil // left running for the exit
+	return errors.Join(errs...)
 }
 
 func (g *GoBGP) server() (*server.BgpServer, error) {

@@ -11,8 +11,13 @@ import (
 
 // apiPeer is p as gobgp configures it: both unicast families, short
 // timers, and the idle hold after a reset at one second (gobgp's 30 s
-// would keep a session down long after its peer is back).
-func apiPeer(p Peer) *api.Peer {
+// would keep a session down long after its peer is back). With graceful
+// restart, restarting says the speaker has just started: its OPEN then
+// carries the Restart State and Forwarding State bits, which tell a
+// router keeping this node's routes from before to keep them until the
+// End-of-RIB marker, and gobgp sends its table (then the marker) once it
+// has the router's marker, or after the selection deferral time.
+func apiPeer(p Peer, restarting bool) *api.Peer {
 	port := uint32(p.Port)
 	if port == 0 {
 		port = 179
@@ -46,8 +51,24 @@ func apiPeer(p Peer) *api.Peer {
 	if p.EBGPMultihop > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
 	}
+	if p.RestartTime > 0 {
+		ap.GracefulRestart = &api.GracefulRestart{
+			Enabled:         true,
+			RestartTime:     uint32(min(seconds(p.RestartTime), 4095)),
+			DeferralTime:    uint32(selectionDeferral / time.Second),
+			LocalRestarting: restarting,
+		}
+		for _, af := range ap.AfiSafis {
+			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+	}
 	return ap
 }
+
+// selectionDeferral bounds how long a restarted speaker waits for a
+// router's End-of-RIB marker before it sends its table anyway (gobgp's
+// default is 360 s).
+const selectionDeferral = 5 * time.Second
 
 func seconds(d time.Duration) uint64 {
 	s := uint64((d + time.Second - 1) / time.Second)
@@ -68,15 +89,17 @@ func (g *GoBGP) AddPeer(ctx context.Context, p Peer) error {
 		return err
 	}
 	if g.peers[p.Address] {
-		if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p)}); err != nil {
+		if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p, false)}); err != nil {
 			return fmt.Errorf("changing peer %s: %w", p.Address, err)
 		}
+		g.restart[p.Address] = p.RestartTime > 0
 		return nil
 	}
-	if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
+	if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, true)}); err != nil {
 		return fmt.Errorf("adding peer %s: %w", p.Address, err)
 	}
 	g.peers[p.Address] = true
+	g.restart[p.Address] = p.RestartTime > 0
 	return nil
 }
 
@@ -88,9 +111,30 @@ func (g *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p)}); err != nil {
+	if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p, false)}); err != nil {
 		return fmt.Errorf("changing peer %s: %w", p.Address, err)
 	}
+	g.restart[p.Address] = p.RestartTime > 0
+	return nil
+}
+
+// ResetPeer implements Router: it closes the peer's session with a Cease
+// notification (Administrative Reset) naming why; gobgp reconnects after
+// the idle hold time.
+func (g *GoBGP) ResetPeer(ctx context.Context, addr netip.Addr, why string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, err := g.server()
+	if err != nil {
+		return err
+	}
+	if !g.peers[addr] {
+		return nil
+	}
+	if err := s.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Communication: why}); err != nil {
+		return fmt.Errorf("resetting peer %s: %w", addr, err)
+	}
+	g.recordError(addr, "reset: "+why)
 	return nil
 }
 
@@ -108,6 +152,7 @@ func (g *GoBGP) DeletePeer(ctx context.Context, addr netip.Addr) error {
 			return fmt.Errorf("deleting peer %s: %w", addr, err)
 		}
 		delete(g.peers, addr)
+		delete(g.restart, addr)
 	}
 	for e := range g.exports {
 		if e.Peer == addr {

@@ -53,6 +53,11 @@ func (g *GoBGP) recordPeerEvent(msg string, f gobgplog.Fields) {
 	default:
 		return
 	}
+	g.recordError(peer, why)
+}
+
+// recordError sets peer's last error.
+func (g *GoBGP) recordError(peer netip.Addr, why string) {
 	g.errMu.Lock()
 	g.lastErr[peer] = why
 	g.errMu.Unlock()

@@ -44,8 +44,12 @@ func (rc *Reconciler) reset() {
 // matters for what peers see: a prefix is exported before its path is
 // added (so it goes out with its attributes at once), withdrawn before it
 // is unexported, and peers whose existing paths changed exposure are
-// refreshed last. A peer, export or path that fails does not keep the
-// others from being applied; the next Apply retries what failed.
+// refreshed. A new peer is added only once its exports and paths are in
+// place, so that its first update is the whole table (a router keeping a
+// restarting node's routes drops those missing from it); a peer that
+// goes is sent the withdrawal of its routes before its session closes. A
+// peer, export or path that fails does not keep the others from being
+// applied; the next Apply retries what failed.
 func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
 	if err := validate(d); err != nil {
 		return err
@@ -69,7 +73,16 @@ func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
 		}
 		rc.running, rc.asn, rc.routerID = true, d.ASN, d.RouterID
 	}
-	return errors.Join(rc.applyPeers(ctx, d.Peers), rc.applyExports(ctx, d))
+	targets := map[netip.Addr]bool{}
+	for _, p := range d.Peers {
+		targets[p.Address] = true
+	}
+	return errors.Join(
+		rc.updatePeers(ctx, d.Peers),
+		rc.applyExports(ctx, d, targets),
+		rc.addPeers(ctx, d.Peers),
+		rc.deletePeers(ctx, targets),
+	)
 }
 
 // Stop stops the router and forgets what it held.
@@ -107,39 +120,14 @@ func validate(d Desired) error {
 	return nil
 }
 
-func (rc *Reconciler) applyPeers(ctx context.Context, want []Peer) error {
+// updatePeers changes the peers that exist and differ from d's.
+func (rc *Reconciler) updatePeers(ctx context.Context, want []Peer) error {
 	var errs []error
-	byAddr := map[netip.Addr]Peer{}
 	for _, p := range want {
-		byAddr[p.Address] = p
-	}
-	for _, addr := range sortedAddrs(rc.peers) {
-		if _, ok := byAddr[addr]; ok {
+		if old, ok := rc.peers[p.Address]; !ok || old == p {
 			continue
 		}
-		if err := rc.r.DeletePeer(ctx, addr); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		delete(rc.peers, addr)
-		for e := range rc.exports {
-			if e.Peer == addr {
-				delete(rc.exports, e)
-			}
-		}
-	}
-	for _, p := range want {
-		old, ok := rc.peers[p.Address]
-		var err error
-		switch {
-		case !ok:
-			err = rc.r.AddPeer(ctx, p)
-		case old != p:
-			err = rc.r.UpdatePeer(ctx, p)
-		default:
-			continue
-		}
-		if err != nil {
+		if err := rc.r.UpdatePeer(ctx, p); err != nil {
 			errs = append(errs, err) // this peer only; the others go on
 			continue
 		}
@@ -148,14 +136,56 @@ func (rc *Reconciler) applyPeers(ctx context.Context, want []Peer) error {
 	return errors.Join(errs...)
 }
 
+// addPeers adds the peers that do not exist yet.
+func (rc *Reconciler) addPeers(ctx context.Context, want []Peer) error {
+	var errs []error
+	for _, p := range want {
+		if _, ok := rc.peers[p.Address]; ok {
+			continue
+		}
+		if err := rc.r.AddPeer(ctx, p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rc.peers[p.Address] = p
+	}
+	return errors.Join(errs...)
+}
+
+// deletePeers closes the sessions of peers not in targets (their routes
+// were withdrawn by applyExports before).
+func (rc *Reconciler) deletePeers(ctx context.Context, targets map[netip.Addr]bool) error {
+	var errs []error
+	for _, addr := range sortedAddrs(rc.peers) {
+		if targets[addr] {
+			continue
+		}
+		if err := rc.r.DeletePeer(ctx, addr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(rc.peers, addr)
+		delete(rc.refresh, addr)
+		for e := range rc.exports {
+			if e.Peer == addr {
+				delete(rc.exports, e)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // applyExports changes exports and paths one by one; one that fails is
 // reported and tried again by the next Apply, and does not keep the
-// others from being applied.
-func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
+// others from being applied. Exports to peers not in targets are
+// dropped.
+func (rc *Reconciler) applyExports(ctx context.Context, d Desired, targets map[netip.Addr]bool) error {
 	var errs []error
+	exports := map[Export]Attributes{}
 	wantPaths := map[netip.Prefix]bool{}
-	for e := range d.Exports {
-		if _, ok := rc.peers[e.Peer]; ok {
+	for e, attrs := range d.Exports {
+		if targets[e.Peer] {
+			exports[e] = attrs
 			wantPaths[e.Prefix] = true
 		}
 	}
@@ -191,7 +221,7 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 	}
 	refresh := rc.refresh
 	for _, e := range sortedExports(rc.exports) {
-		if _, ok := d.Exports[e]; ok {
+		if _, ok := exports[e]; ok {
 			continue
 		}
 		if err := rc.r.Unexport(ctx, e); err != nil {
@@ -203,11 +233,8 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 			refresh[e.Peer] = true
 		}
 	}
-	for _, e := range sortedExports(d.Exports) {
-		if _, ok := rc.peers[e.Peer]; !ok {
-			continue // not a peer (yet), or it could not be added
-		}
-		attrs := d.Exports[e]
+	for _, e := range sortedExports(exports) {
+		attrs := exports[e]
 		if old, ok := rc.exports[e]; ok && old.Equal(attrs) {
 			continue
 		}
@@ -236,7 +263,7 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired) error {
 	}
 	for _, peer := range sortedAddrs(refresh) {
 		if _, ok := rc.peers[peer]; !ok {
-			delete(refresh, peer)
+			delete(refresh, peer) // a new peer gets the whole table when it is added
 			continue
 		}
 		if err := rc.r.Refresh(ctx, peer); err != nil {

@@ -40,6 +40,9 @@ func (f *fakeRouter) UpdatePeer(_ context.Context, p Peer) error {
 func (f *fakeRouter) DeletePeer(_ context.Context, a netip.Addr) error {
 	return f.call("delete peer " + a.String())
 }
+func (f *fakeRouter) ResetPeer(_ context.Context, a netip.Addr, why string) error {
+	return f.call("reset peer " + a.String() + ": " + why)
+}
 func (f *fakeRouter) Export(_ context.Context, e Export, a Attributes) error {
 	return f.call(fmt.Sprintf("export %s to %s %s", e.Prefix, e.Peer, a.key()))
 }
@@ -94,10 +97,11 @@ func TestReconcilerSteps(t *testing.T) {
 		want []string
 	}{
 		{"nothing to do stays stopped", desired(nil), nil},
-		{"first peers and a VIP", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {Communities: []string{"no-export"}}}, peerA, peerB), []string{
-			"start 64513 192.0.2.11", "add peer 192.0.2.1", "add peer 192.0.2.2",
+		{"first peers and a VIP: peers last, so their first update is the whole table", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {Communities: []string{"no-export"}}}, peerA, peerB), []string{
+			"start 64513 192.0.2.11",
 			"export 198.51.100.1/32 to 192.0.2.1 c;l", "export 198.51.100.1/32 to 192.0.2.2 c,no-export;l",
 			"add path 198.51.100.1/32 nh 2001:db8::11",
+			"add peer 192.0.2.1", "add peer 192.0.2.2",
 		}},
 		{"same again does nothing", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {Communities: []string{"no-export"}}}, peerA, peerB), nil},
 		{"a second VIP, IPv6", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {Communities: []string{"no-export"}}, {peerA, vip6}: {}}, peerA, peerB), []string{
@@ -113,22 +117,25 @@ func TestReconcilerSteps(t *testing.T) {
 			"delete path 198.51.100.1/32", "unexport 198.51.100.1/32 from 192.0.2.1",
 			"export 198.51.100.2/32 to 192.0.2.1 c;l", "add path 198.51.100.2/32 nh 2001:db8::11",
 		}},
-		{"a peer gone takes its exports", desired(map[Export]Attributes{{peerB, vip6}: {}, {peerB, vip2}: {}}, peerB), []string{
-			"delete peer 192.0.2.1",
+		{"a peer gone is sent its withdrawals before its session closes", desired(map[Export]Attributes{{peerB, vip6}: {}, {peerB, vip2}: {}}, peerB), []string{
+			"unexport 198.51.100.2/32 from 192.0.2.1", "unexport 2001:db8:5::1/128 from 192.0.2.1",
 			"export 198.51.100.2/32 to 192.0.2.2 c;l", "export 2001:db8:5::1/128 to 192.0.2.2 c;l",
-			"refresh 192.0.2.2",
+			"refresh 192.0.2.1", "refresh 192.0.2.2",
+			"delete peer 192.0.2.1",
 		}},
 		{"a new router ID restarts", func() Desired {
 			d := desired(map[Export]Attributes{{peerB, vip2}: {}}, peerB)
 			d.RouterID = netip.MustParseAddr("192.0.2.99")
 			return d
 		}(), []string{
-			"stop graceful=false", "start 64513 192.0.2.99", "add peer 192.0.2.2",
-			"export 198.51.100.2/32 to 192.0.2.2 c;l", "add path 198.51.100.2/32 nh 2001:db8::11",
+			"stop graceful=false", "start 64513 192.0.2.99",
+			"export 198.51.100.2/32 to 192.0.2.2 c;l", "add path 198.51.100.2/32 nh 2001:db8::11", "add peer 192.0.2.2",
 		}},
-		{"no peers closes every session, the server stays", desired(nil), []string{"delete peer 192.0.2.2", "delete path 198.51.100.2/32"}},
+		{"no peers closes every session, the server stays", desired(nil), []string{
+			"delete path 198.51.100.2/32", "unexport 198.51.100.2/32 from 192.0.2.2", "delete peer 192.0.2.2",
+		}},
 		{"exports to a peer not (yet) in the set-up are ignored (the router ID is back: a restart)", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip2}: {}}, peerA), []string{
-			"stop graceful=false", "start 64513 192.0.2.11", "add peer 192.0.2.1", "export 198.51.100.1/32 to 192.0.2.1 c;l", "add path 198.51.100.1/32 nh 2001:db8::11",
+			"stop graceful=false", "start 64513 192.0.2.11", "export 198.51.100.1/32 to 192.0.2.1 c;l", "add path 198.51.100.1/32 nh 2001:db8::11", "add peer 192.0.2.1",
 		}},
 	}
 	for _, s := range steps {

@@ -10,8 +10,11 @@ import (
 type Router interface {
 	// Start starts the server with its AS number and identifier.
 	Start(ctx context.Context, asn uint32, routerID netip.Addr) error
-	// Stop stops it. Unless graceful, peers get a Cease notification
-	// and drop the routes at once.
+	// Stop stops it: peers get a Cease notification and drop the
+	// routes at once. After Stop(graceful) the sessions of peers with
+	// graceful restart are left open for the process's exit to close
+	// without a notification (so those peers keep the routes); the
+	// server cannot be used again.
 	Stop(ctx context.Context, graceful bool) error
 
 	// AddPeer opens a session; UpdatePeer changes one in place (gobgp
@@ -19,6 +22,9 @@ type Router interface {
 	AddPeer(ctx context.Context, p Peer) error
 	UpdatePeer(ctx context.Context, p Peer) error
 	DeletePeer(ctx context.Context, addr netip.Addr) error
+	// ResetPeer closes a session at once (BFD found the peer lost) and
+	// lets it reconnect; why is sent to the peer.
+	ResetPeer(ctx context.Context, addr netip.Addr, why string) error
 
 	// Export lets prefix go to peer with attrs, replacing the attributes
 	// it went with before; Unexport stops it going there. Neither sends

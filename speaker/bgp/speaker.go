@@ -2,38 +2,218 @@ package bgp
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/ironlb/ironlb/speaker/bfd"
 )
 
-// Speaker is a node's BGP side as the speaker agent uses it: a Reconciler
-// over a Router (gobgp in production).
-type Speaker struct {
-	r  Router
-	rc *Reconciler
+// BFD is the BFD side of a Speaker: bfd.Server, a fake in unit tests.
+type BFD interface {
+	Configure(ctx context.Context, cfgs []bfd.Config) error
+	Sessions() []bfd.Status
+	Shutdown(ctx context.Context) error
+	Close() error
 }
 
-// NewSpeaker returns a Speaker over gobgp that logs to log.
-func NewSpeaker(log logr.Logger) *Speaker { return NewSpeakerWith(NewGoBGP(log)) }
+// Speaker is a node's BGP side as the speaker agent uses it: a Reconciler
+// over a Router (gobgp in production) and a BFD session with each peer
+// that asks for one. When a BFD session that was Up goes Down (the router
+// is lost, not turned off), the Speaker resets that BGP session at once.
+type Speaker struct {
+	log logr.Logger
+	r   Router
+	rc  *Reconciler
+	bfd BFD
 
-// NewSpeakerWith returns a Speaker over r.
-func NewSpeakerWith(r Router) *Speaker { return &Speaker{r: r, rc: NewReconciler(r)} }
+	mu      sync.Mutex
+	desired Desired                  // last applied
+	bfdWas  map[netip.Addr]bfd.State // last State each BFD session reported
+}
 
-// Apply makes the node advertise d.
-func (s *Speaker) Apply(ctx context.Context, d Desired) error { return s.rc.Apply(ctx, d) }
+// NewSpeaker returns a Speaker over gobgp and the bfd package that logs
+// to log.
+func NewSpeaker(log logr.Logger) *Speaker {
+	s := &Speaker{log: log, r: NewGoBGP(log)}
+	s.init(bfd.NewServer(bfd.WithLogger(log.WithName("bfd")), bfd.WithOnChange(s.bfdChanged)))
+	return s
+}
 
-// Sessions reports the sessions; none while no peer is configured.
+// NewSpeakerWith returns a Speaker over r and b; b's state changes must
+// be given to BFDChanged.
+func NewSpeakerWith(log logr.Logger, r Router, b BFD) *Speaker {
+	s := &Speaker{log: log, r: r}
+	s.init(b)
+	return s
+}
+
+func (s *Speaker) init(b BFD) {
+	s.rc = NewReconciler(s.r)
+	s.bfd = b
+	s.bfdWas = map[netip.Addr]bfd.State{}
+}
+
+// Apply makes the node advertise d and hold a BFD session with each of
+// its peers that has BFD timers.
+func (s *Speaker) Apply(ctx context.Context, d Desired) error {
+	err := s.rc.Apply(ctx, d)
+	s.mu.Lock()
+	s.desired = d
+	s.mu.Unlock()
+	return errors.Join(err, s.bfd.Configure(ctx, bfdConfigs(d.Peers)))
+}
+
+// bfdConfigs are the BFD sessions of peers: single hop, or multihop
+// (accepting as many hops as the BGP session's TTL) for eBGP multihop
+// peers, from the BGP session's source address.
+func bfdConfigs(peers []Peer) []bfd.Config {
+	var out []bfd.Config
+	for _, p := range peers {
+		if !p.BFD.Enabled() {
+			continue
+		}
+		out = append(out, bfd.Config{
+			Peer:             p.Address,
+			Local:            p.SourceAddress,
+			Multihop:         p.EBGPMultihop > 0,
+			MaxHops:          p.EBGPMultihop,
+			DesiredMinTx:     p.BFD.TransmitInterval,
+			RequiredMinRx:    p.BFD.ReceiveInterval,
+			DetectMultiplier: p.BFD.Multiplier,
+		})
+	}
+	return out
+}
+
+// bfdChanged resets the BGP session of a peer whose BFD session went from
+// Up to Down because the peer was lost (not because the router turned BFD
+// off: RFC 5882 §3.2).
+func (s *Speaker) bfdChanged(st bfd.Status) { s.BFDChanged(st) }
+
+// BFDChanged is told every state change of a BFD session.
+func (s *Speaker) BFDChanged(st bfd.Status) {
+	s.mu.Lock()
+	was := s.bfdWas[st.Peer]
+	s.bfdWas[st.Peer] = st.State
+	s.mu.Unlock()
+	s.log.Info("BFD session changed", "peer", st.Peer, "from", was, "to", st.State, "remote", st.RemoteState, "reason", st.Reason)
+	if was != bfd.Up || st.State != bfd.Down || st.RemoteState == bfd.AdminDown {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.r.ResetPeer(ctx, st.Peer, "BFD session down: "+st.Reason); err != nil {
+		s.log.Error(err, "Cannot reset the BGP session after BFD went down", "peer", st.Peer)
+	}
+}
+
+// Sessions reports the sessions, each with its BFD session; none while
+// no peer is configured.
 func (s *Speaker) Sessions(ctx context.Context) ([]Session, error) {
 	if !s.rc.running {
 		return nil, nil
 	}
-	return s.r.Sessions(ctx)
+	ss, err := s.r.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byPeer := map[netip.Addr]bfd.Status{}
+	for _, b := range s.bfd.Sessions() {
+		byPeer[b.Peer] = b
+	}
+	for i := range ss {
+		if b, ok := byPeer[ss[i].Peer]; ok {
+			ss[i].BFD = &BFDSession{
+				State: b.State.String(), RemoteState: b.RemoteState.String(), Since: b.Since, Reason: b.Reason,
+				TransmitInterval: b.TxInterval, DetectTime: b.DetectTime, Flaps: b.Flaps,
+			}
+		}
+	}
+	return ss, nil
 }
 
+// withdrawWait bounds how long a planned Stop waits for the withdrawals
+// to reach peers without graceful restart before it closes their
+// sessions.
+const withdrawWait = time.Second
+
 // Stop closes every session. Unless graceful, peers drop the routes at
-// once.
-func (s *Speaker) Stop(ctx context.Context, graceful bool) error { return s.rc.Stop(ctx, graceful) }
+// once. A graceful Stop is a planned one (the speaker is being restarted
+// or removed): peers without graceful restart are sent the withdrawal of
+// every route, then BFD AdminDown, then the session is closed; peers with
+// graceful restart are sent nothing and their sessions are left for the
+// process's exit to close (with their BFD sessions), so that they keep
+// the node's routes until the new speaker has advertised them again. The Speaker cannot be used after
+// a graceful Stop.
+func (s *Speaker) Stop(ctx context.Context, graceful bool) error {
+	if !graceful || !s.rc.running {
+		return errors.Join(s.bfd.Close(), s.rc.Stop(ctx, false))
+	}
+	s.mu.Lock()
+	d := s.desired
+	s.mu.Unlock()
+	keep := map[netip.Addr]bool{}
+	var gr []Peer
+	for _, p := range d.Peers {
+		if p.RestartTime > 0 {
+			keep[p.Address] = true
+			gr = append(gr, p)
+		}
+	}
+	exports := map[Export]Attributes{}
+	for e, a := range d.Exports {
+		if keep[e.Peer] {
+			exports[e] = a
+		}
+	}
+	d.Exports = exports
+	var errs []error
+	if err := s.rc.Apply(ctx, d); err != nil {
+		errs = append(errs, err)
+	}
+	s.waitWithdrawn(ctx, keep)
+	// AdminDown to the others. The BFD sessions with graceful-restart
+	// peers keep running until the process exits, like their BGP
+	// sessions: a router would take a BFD Down (or AdminDown: FRR does)
+	// while the BGP session is up for a failure and drop the routes; once
+	// the BGP session is closed without a notification it keeps them.
+	if err := s.bfd.Configure(ctx, bfdConfigs(gr)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(append(errs, s.rc.Stop(ctx, true))...)
+}
+
+// waitWithdrawn waits (at most withdrawWait) until the sessions with
+// peers not in keep advertise nothing.
+func (s *Speaker) waitWithdrawn(ctx context.Context, keep map[netip.Addr]bool) {
+	ctx, cancel := context.WithTimeout(ctx, withdrawWait)
+	defer cancel()
+	for {
+		ss, err := s.r.Sessions(ctx)
+		if err != nil {
+			return
+		}
+		done := true
+		for _, x := range ss {
+			if !keep[x.Peer] && x.State == "Established" && x.Advertised > 0 {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Info("Closing BGP sessions before every withdrawal was sent")
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
 
 // Peers returns the addresses of the peers applied, for tests and logs.
 func (s *Speaker) Peers() []netip.Addr { return sortedAddrs(s.rc.peers) }

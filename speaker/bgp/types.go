@@ -32,7 +32,24 @@ type Peer struct {
 	EBGPMultihop uint8
 	// Password is the TCP MD5 password; empty for none.
 	Password string
+	// BFD are the peer's BFD timers; the zero value turns BFD off.
+	BFD BFDTimers
+	// RestartTime is the graceful restart time advertised to the peer;
+	// 0 turns graceful restart off.
+	RestartTime time.Duration
 }
+
+// BFDTimers are a BFD session's timers (RFC 5880).
+type BFDTimers struct {
+	// ReceiveInterval is the Required Min RX Interval, TransmitInterval
+	// the Desired Min TX Interval.
+	ReceiveInterval, TransmitInterval time.Duration
+	// Multiplier is the Detect Mult; 0 turns BFD off.
+	Multiplier uint8
+}
+
+// Enabled reports whether BFD is on.
+func (t BFDTimers) Enabled() bool { return t.Multiplier > 0 }
 
 // Attributes are the path attributes a prefix is advertised with to a
 // peer.
@@ -106,6 +123,21 @@ type Session struct {
 	// LastError is why the session last failed or went down; empty
 	// once it is established.
 	LastError string
+	// BFD is the peer's BFD session; nil when BFD is off.
+	BFD *BFDSession
+}
+
+// BFDSession is the observed state of a peer's BFD session.
+type BFDSession struct {
+	// State and RemoteState are Up, Down, Init or AdminDown.
+	State, RemoteState string
+	Since              time.Time
+	// Reason says why it is not Up; empty when Up.
+	Reason string
+	// TransmitInterval is the negotiated one; DetectTime the one in use.
+	TransmitInterval, DetectTime time.Duration
+	// Flaps counts Up→Down transitions.
+	Flaps uint64
 }
 
 func itoa(v uint32) string {

@@ -41,6 +41,13 @@ func TestBGPPeerValidation(t *testing.T) {
 		{"secret without a name", base + "  passwordSecretRef: {key: pw}\n", []string{"spec.passwordSecretRef.name", "Required value"}},
 		{"secret with a bad name", base + "  passwordSecretRef: {name: Tor_A}\n", []string{"spec.passwordSecretRef.name"}},
 		{"bad node selector", base + "  nodeSelector:\n    matchExpressions: [{key: rack, operator: In}]\n", []string{"In and NotIn need values"}},
+		{"bfd and graceful restart", base + "  bfd: {enabled: true}\n  gracefulRestart: {enabled: true}\n", nil},
+		{"bfd fast", base + "  bfd: {enabled: true, receiveInterval: 10ms, transmitInterval: 100ms, detectMultiplier: 255}\n  gracefulRestart: {enabled: true, restartTime: 4095s}\n", nil},
+		{"bfd too fast", base + "  bfd: {enabled: true, receiveInterval: 9ms}\n", []string{"receiveInterval must be between 10ms and 60s"}},
+		{"bfd transmit too slow", base + "  bfd: {enabled: true, transmitInterval: 61s}\n", []string{"transmitInterval must be between 10ms and 60s"}},
+		{"bfd multiplier zero", base + "  bfd: {enabled: true, detectMultiplier: 0}\n", []string{"spec.bfd.detectMultiplier", "greater than or equal to 1"}},
+		{"bfd without enabled", base + "  bfd: {receiveInterval: 100ms}\n", []string{"spec.bfd.enabled", "Required value"}},
+		{"restart time too long", base + "  gracefulRestart: {enabled: true, restartTime: 4096s}\n", []string{"restartTime must be between 1s and 4095s"}},
 	})
 	// Defaults as the API server fills them in.
 	out, err := cp.Kubectl(ctx, "get", "bgppeer", "p0", "-o", "jsonpath={.spec.peerPort} {.spec.holdTime} {.spec.connectRetryTime}")
@@ -56,5 +63,13 @@ func TestBGPPeerValidation(t *testing.T) {
 	}
 	if strings.TrimSpace(out) != "password" {
 		t.Errorf("passwordSecretRef.key defaults to %q, want password", out)
+	}
+	// p24 is "bfd and graceful restart": the timers' defaults.
+	out, err = cp.Kubectl(ctx, "get", "bgppeer", "p24", "-o", "jsonpath={.spec.bfd.receiveInterval} {.spec.bfd.transmitInterval} {.spec.bfd.detectMultiplier} {.spec.gracefulRestart.restartTime}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "300ms 300ms 3 120s"; strings.TrimSpace(out) != want {
+		t.Errorf("BFD and graceful restart defaults %q, want %q", out, want)
 	}
 }

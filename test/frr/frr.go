@@ -1,4 +1,4 @@
-// Package frr runs FRR (Debian's frr package: zebra and bgpd) as the
+// Package frr runs FRR (Debian's frr package: zebra, bfdd and bgpd) as the
 // router of a netrig host, for tests that need a real BGP peer. Each
 // router has its own state folder and vty sockets, so that several run at
 // once; tests read its state as JSON through vtysh.
@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +24,12 @@ import (
 // Daemons is where Debian installs FRR's daemons.
 const Daemons = "/usr/lib/frr"
 
+// daemons are the ones a Router runs, in start order.
+var daemons = []string{"zebra", "bfdd", "bgpd"}
+
 // Usable reports why FRR cannot run here, or nil.
 func Usable() error {
-	for _, d := range []string{"zebra", "bgpd"} {
+	for _, d := range daemons {
 		if _, err := os.Stat(filepath.Join(Daemons, d)); err != nil {
 			return fmt.Errorf("frr: %s not installed (apt-get install -y frr): %w", d, err)
 		}
@@ -45,7 +49,7 @@ type Router struct {
 	dir  string
 }
 
-// Start runs zebra and bgpd in h's namespace with bgpdConf as bgpd's
+// Start runs zebra, bfdd and bgpd in h's namespace with bgpdConf as bgpd's
 // configuration, turns on forwarding and layer-4 ECMP hashing there, and
 // waits until bgpd answers. Close stops it; the LAN's Close kills it too.
 func Start(h *netrig.Host, bgpdConf string) (*Router, error) {
@@ -78,6 +82,7 @@ func Start(h *netrig.Host, bgpdConf string) (*Router, error) {
 	}
 	files := map[string]string{
 		"zebra.conf": "hostname " + h.Role + "\n",
+		"bfdd.conf":  "hostname " + h.Role + "\n",
 		"bgpd.conf":  bgpdConf,
 	}
 	for name, content := range files {
@@ -92,11 +97,14 @@ func Start(h *netrig.Host, bgpdConf string) (*Router, error) {
 	if err := os.Chown(dir, uid, gid); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"zebra", "bgpd"} {
+	for _, d := range daemons {
 		args := []string{
 			"--vty_socket", dir, "-z", filepath.Join(dir, "zserv.api"),
 			"-i", filepath.Join(dir, d+".pid"), "-f", filepath.Join(dir, d+".conf"),
 			"-u", "frr", "-g", "frr", "-P", "0", "--log", "file:" + filepath.Join(dir, d+".log"),
+		}
+		if d == "bfdd" { // its control socket is global by default
+			args = append(args, "--bfdctl", filepath.Join(dir, "bfdd.sock"))
 		}
 		log, err := os.Create(filepath.Join(dir, d+".out"))
 		if err != nil {
@@ -133,7 +141,7 @@ func (r *Router) waitVty(d string, timeout time.Duration) error {
 	}
 }
 
-// Log returns daemon d's log (zebra or bgpd).
+// Log returns daemon d's log (zebra, bfdd or bgpd).
 func (r *Router) Log(d string) string {
 	var b strings.Builder
 	for _, f := range []string{d + ".log", d + ".out"} {
@@ -178,7 +186,7 @@ func (r *Router) JSON(ctx context.Context, cmd string, v any) error {
 // Close stops the daemons and removes the router's folder.
 func (r *Router) Close() error {
 	var errs []error
-	for _, d := range []string{"bgpd", "zebra"} {
+	for _, d := range slices.Backward(daemons) {
 		pid, err := os.ReadFile(filepath.Join(r.dir, d+".pid"))
 		if err != nil {
 			continue

@@ -14,6 +14,8 @@ type Neighbor struct {
 	State string `json:"bgpState"`
 	// LastResetDueTo says why the session last went down.
 	LastResetDueTo string `json:"lastResetDueTo"`
+	// UpMsec is how long the session has been Established.
+	UpMsec int64 `json:"bgpTimerUpMsec"`
 }
 
 // Neighbors returns FRR's BGP neighbors by address.
@@ -29,6 +31,9 @@ func (r *Router) Neighbors(ctx context.Context) (map[string]Neighbor, error) {
 type Path struct {
 	Valid     bool `json:"valid"`
 	Multipath bool `json:"multipath"`
+	// Stale marks a path kept for a peer that is restarting (graceful
+	// restart).
+	Stale bool `json:"stale"`
 	Bestpath  *struct {
 		Overall bool `json:"overall"`
 	} `json:"bestpath"`

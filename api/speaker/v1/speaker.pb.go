@@ -90,7 +90,7 @@ func (x VIPStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VIPStatus_State.Descriptor instead.
 func (VIPStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10, 0}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13, 0}
 }
 
 // Instruction is one message from the CCM.
@@ -541,9 +541,13 @@ type BGPPeer struct {
 	// 0 means directly connected.
 	EbgpMultihop uint32 `protobuf:"varint,10,opt,name=ebgp_multihop,json=ebgpMultihop,proto3" json:"ebgp_multihop,omitempty"`
 	// password for TCP MD5; never logged.
-	Password      string `protobuf:"bytes,11,opt,name=password,proto3" json:"password,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Password string `protobuf:"bytes,11,opt,name=password,proto3" json:"password,omitempty"`
+	// bfd runs a BFD session with the router; absent: no BFD.
+	Bfd *BFD `protobuf:"bytes,12,opt,name=bfd,proto3" json:"bfd,omitempty"`
+	// graceful_restart advertises the capability; absent: off.
+	GracefulRestart *GracefulRestart `protobuf:"bytes,13,opt,name=graceful_restart,json=gracefulRestart,proto3" json:"graceful_restart,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BGPPeer) Reset() {
@@ -653,6 +657,130 @@ func (x *BGPPeer) GetPassword() string {
 	return ""
 }
 
+func (x *BGPPeer) GetBfd() *BFD {
+	if x != nil {
+		return x.Bfd
+	}
+	return nil
+}
+
+func (x *BGPPeer) GetGracefulRestart() *GracefulRestart {
+	if x != nil {
+		return x.GracefulRestart
+	}
+	return nil
+}
+
+// BFD are one peer's BFD timers.
+type BFD struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// receive_interval_ms is the Required Min RX Interval.
+	ReceiveIntervalMs uint32 `protobuf:"varint,1,opt,name=receive_interval_ms,json=receiveIntervalMs,proto3" json:"receive_interval_ms,omitempty"`
+	// transmit_interval_ms is the Desired Min TX Interval.
+	TransmitIntervalMs uint32 `protobuf:"varint,2,opt,name=transmit_interval_ms,json=transmitIntervalMs,proto3" json:"transmit_interval_ms,omitempty"`
+	DetectMultiplier   uint32 `protobuf:"varint,3,opt,name=detect_multiplier,json=detectMultiplier,proto3" json:"detect_multiplier,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *BFD) Reset() {
+	*x = BFD{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BFD) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BFD) ProtoMessage() {}
+
+func (x *BFD) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BFD.ProtoReflect.Descriptor instead.
+func (*BFD) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BFD) GetReceiveIntervalMs() uint32 {
+	if x != nil {
+		return x.ReceiveIntervalMs
+	}
+	return 0
+}
+
+func (x *BFD) GetTransmitIntervalMs() uint32 {
+	if x != nil {
+		return x.TransmitIntervalMs
+	}
+	return 0
+}
+
+func (x *BFD) GetDetectMultiplier() uint32 {
+	if x != nil {
+		return x.DetectMultiplier
+	}
+	return 0
+}
+
+// GracefulRestart is one peer's graceful restart (RFC 4724) set-up.
+type GracefulRestart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// restart_time_seconds the router keeps the routes of a restarting
+	// speaker.
+	RestartTimeSeconds uint32 `protobuf:"varint,1,opt,name=restart_time_seconds,json=restartTimeSeconds,proto3" json:"restart_time_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GracefulRestart) Reset() {
+	*x = GracefulRestart{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GracefulRestart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GracefulRestart) ProtoMessage() {}
+
+func (x *GracefulRestart) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GracefulRestart.ProtoReflect.Descriptor instead.
+func (*GracefulRestart) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GracefulRestart) GetRestartTimeSeconds() uint32 {
+	if x != nil {
+		return x.RestartTimeSeconds
+	}
+	return 0
+}
+
 // BGPAdvertisement is how a VIP goes to one peer.
 type BGPAdvertisement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -673,7 +801,7 @@ type BGPAdvertisement struct {
 
 func (x *BGPAdvertisement) Reset() {
 	*x = BGPAdvertisement{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +813,7 @@ func (x *BGPAdvertisement) String() string {
 func (*BGPAdvertisement) ProtoMessage() {}
 
 func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +826,7 @@ func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPAdvertisement.ProtoReflect.Descriptor instead.
 func (*BGPAdvertisement) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BGPAdvertisement) GetPeer() string {
@@ -746,7 +874,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +886,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +899,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -818,7 +946,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +958,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +971,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Report) GetNode() string {
@@ -935,14 +1063,16 @@ type BGPSessionStatus struct {
 	// last_error says why the session last failed; empty once established.
 	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// advertised counts the routes sent to the peer.
-	Advertised    uint32 `protobuf:"varint,5,opt,name=advertised,proto3" json:"advertised,omitempty"`
+	Advertised uint32 `protobuf:"varint,5,opt,name=advertised,proto3" json:"advertised,omitempty"`
+	// bfd is the BFD session with the peer; absent when BFD is off.
+	Bfd           *BFDStatus `protobuf:"bytes,6,opt,name=bfd,proto3" json:"bfd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BGPSessionStatus) Reset() {
 	*x = BGPSessionStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1084,7 @@ func (x *BGPSessionStatus) String() string {
 func (*BGPSessionStatus) ProtoMessage() {}
 
 func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1097,7 @@ func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPSessionStatus.ProtoReflect.Descriptor instead.
 func (*BGPSessionStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BGPSessionStatus) GetPeer() string {
@@ -1005,6 +1135,111 @@ func (x *BGPSessionStatus) GetAdvertised() uint32 {
 	return 0
 }
 
+func (x *BGPSessionStatus) GetBfd() *BFDStatus {
+	if x != nil {
+		return x.Bfd
+	}
+	return nil
+}
+
+// BFDStatus is the state of one BFD session.
+type BFDStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state: Up, Down, Init or AdminDown.
+	State       string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	SinceUnixMs int64  `protobuf:"varint,2,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	// reason it is not Up; empty when Up.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// transmit_interval_ms negotiated; detect_time_ms in use.
+	TransmitIntervalMs uint32 `protobuf:"varint,4,opt,name=transmit_interval_ms,json=transmitIntervalMs,proto3" json:"transmit_interval_ms,omitempty"`
+	DetectTimeMs       uint32 `protobuf:"varint,5,opt,name=detect_time_ms,json=detectTimeMs,proto3" json:"detect_time_ms,omitempty"`
+	// flaps counts Up→Down transitions since the speaker started.
+	Flaps uint64 `protobuf:"varint,6,opt,name=flaps,proto3" json:"flaps,omitempty"`
+	// remote_state is the router's state as its packets say.
+	RemoteState   string `protobuf:"bytes,7,opt,name=remote_state,json=remoteState,proto3" json:"remote_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BFDStatus) Reset() {
+	*x = BFDStatus{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BFDStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BFDStatus) ProtoMessage() {}
+
+func (x *BFDStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BFDStatus.ProtoReflect.Descriptor instead.
+func (*BFDStatus) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BFDStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BFDStatus) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *BFDStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BFDStatus) GetTransmitIntervalMs() uint32 {
+	if x != nil {
+		return x.TransmitIntervalMs
+	}
+	return 0
+}
+
+func (x *BFDStatus) GetDetectTimeMs() uint32 {
+	if x != nil {
+		return x.DetectTimeMs
+	}
+	return 0
+}
+
+func (x *BFDStatus) GetFlaps() uint64 {
+	if x != nil {
+		return x.Flaps
+	}
+	return 0
+}
+
+func (x *BFDStatus) GetRemoteState() string {
+	if x != nil {
+		return x.RemoteState
+	}
+	return ""
+}
+
 // VIPStatus tells how one VIP is announced.
 type VIPStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1018,7 +1253,7 @@ type VIPStatus struct {
 
 func (x *VIPStatus) Reset() {
 	*x = VIPStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1265,7 @@ func (x *VIPStatus) String() string {
 func (*VIPStatus) ProtoMessage() {}
 
 func (x *VIPStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1278,7 @@ func (x *VIPStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatus.ProtoReflect.Descriptor instead.
 func (*VIPStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VIPStatus) GetAddress() string {
@@ -1093,7 +1328,7 @@ type InterfaceStatus struct {
 
 func (x *InterfaceStatus) Reset() {
 	*x = InterfaceStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1340,7 @@ func (x *InterfaceStatus) String() string {
 func (*InterfaceStatus) ProtoMessage() {}
 
 func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1353,7 @@ func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterfaceStatus.ProtoReflect.Descriptor instead.
 func (*InterfaceStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InterfaceStatus) GetName() string {
@@ -1197,7 +1432,7 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
 	"\x03asn\x18\x02 \x01(\rR\x03asn\x120\n" +
 	"\x05peers\x18\x03 \x03(\v2\x1a.ironlb.speaker.v1.BGPPeerR\x05peers\x12\x1e\n" +
-	"\vnext_hop_v6\x18\x04 \x01(\tR\tnextHopV6\"\xf2\x02\n" +
+	"\vnext_hop_v6\x18\x04 \x01(\tR\tnextHopV6\"\xeb\x03\n" +
 	"\aBGPPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -1210,7 +1445,15 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x15connect_retry_seconds\x18\t \x01(\rR\x13connectRetrySeconds\x12#\n" +
 	"\rebgp_multihop\x18\n" +
 	" \x01(\rR\febgpMultihop\x12\x1a\n" +
-	"\bpassword\x18\v \x01(\tR\bpassword\"\xcd\x01\n" +
+	"\bpassword\x18\v \x01(\tR\bpassword\x12(\n" +
+	"\x03bfd\x18\f \x01(\v2\x16.ironlb.speaker.v1.BFDR\x03bfd\x12M\n" +
+	"\x10graceful_restart\x18\r \x01(\v2\".ironlb.speaker.v1.GracefulRestartR\x0fgracefulRestart\"\x94\x01\n" +
+	"\x03BFD\x12.\n" +
+	"\x13receive_interval_ms\x18\x01 \x01(\rR\x11receiveIntervalMs\x120\n" +
+	"\x14transmit_interval_ms\x18\x02 \x01(\rR\x12transmitIntervalMs\x12+\n" +
+	"\x11detect_multiplier\x18\x03 \x01(\rR\x10detectMultiplier\"C\n" +
+	"\x0fGracefulRestart\x120\n" +
+	"\x14restart_time_seconds\x18\x01 \x01(\rR\x12restartTimeSeconds\"\xcd\x01\n" +
 	"\x10BGPAdvertisement\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12#\n" +
 	"\rprefix_length\x18\x02 \x01(\rR\fprefixLength\x12 \n" +
@@ -1235,7 +1478,7 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x04term\x18\t \x01(\x04R\x04term\x121\n" +
 	"\x14ignored_instructions\x18\n" +
 	" \x01(\x04R\x13ignoredInstructions\x12F\n" +
-	"\fbgp_sessions\x18\v \x03(\v2#.ironlb.speaker.v1.BGPSessionStatusR\vbgpSessions\"\x9f\x01\n" +
+	"\fbgp_sessions\x18\v \x03(\v2#.ironlb.speaker.v1.BGPSessionStatusR\vbgpSessions\"\xcf\x01\n" +
 	"\x10BGPSessionStatus\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
@@ -1244,7 +1487,16 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12\x1e\n" +
 	"\n" +
 	"advertised\x18\x05 \x01(\rR\n" +
-	"advertised\"\xd1\x01\n" +
+	"advertised\x12.\n" +
+	"\x03bfd\x18\x06 \x01(\v2\x1c.ironlb.speaker.v1.BFDStatusR\x03bfd\"\xee\x01\n" +
+	"\tBFDStatus\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\"\n" +
+	"\rsince_unix_ms\x18\x02 \x01(\x03R\vsinceUnixMs\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x120\n" +
+	"\x14transmit_interval_ms\x18\x04 \x01(\rR\x12transmitIntervalMs\x12$\n" +
+	"\x0edetect_time_ms\x18\x05 \x01(\rR\fdetectTimeMs\x12\x14\n" +
+	"\x05flaps\x18\x06 \x01(\x04R\x05flaps\x12!\n" +
+	"\fremote_state\x18\a \x01(\tR\vremoteState\"\xd1\x01\n" +
 	"\tVIPStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x128\n" +
 	"\x05state\x18\x02 \x01(\x0e2\".ironlb.speaker.v1.VIPStatus.StateR\x05state\x12\x1e\n" +
@@ -1281,7 +1533,7 @@ func file_api_speaker_v1_speaker_proto_rawDescGZIP() []byte {
 }
 
 var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(VIPStatus_State)(0),     // 0: ironlb.speaker.v1.VIPStatus.State
 	(*Instruction)(nil),      // 1: ironlb.speaker.v1.Instruction
@@ -1290,34 +1542,40 @@ var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(*Announcement)(nil),     // 4: ironlb.speaker.v1.Announcement
 	(*BGPConfig)(nil),        // 5: ironlb.speaker.v1.BGPConfig
 	(*BGPPeer)(nil),          // 6: ironlb.speaker.v1.BGPPeer
-	(*BGPAdvertisement)(nil), // 7: ironlb.speaker.v1.BGPAdvertisement
-	(*Heartbeat)(nil),        // 8: ironlb.speaker.v1.Heartbeat
-	(*Report)(nil),           // 9: ironlb.speaker.v1.Report
-	(*BGPSessionStatus)(nil), // 10: ironlb.speaker.v1.BGPSessionStatus
-	(*VIPStatus)(nil),        // 11: ironlb.speaker.v1.VIPStatus
-	(*InterfaceStatus)(nil),  // 12: ironlb.speaker.v1.InterfaceStatus
+	(*BFD)(nil),              // 7: ironlb.speaker.v1.BFD
+	(*GracefulRestart)(nil),  // 8: ironlb.speaker.v1.GracefulRestart
+	(*BGPAdvertisement)(nil), // 9: ironlb.speaker.v1.BGPAdvertisement
+	(*Heartbeat)(nil),        // 10: ironlb.speaker.v1.Heartbeat
+	(*Report)(nil),           // 11: ironlb.speaker.v1.Report
+	(*BGPSessionStatus)(nil), // 12: ironlb.speaker.v1.BGPSessionStatus
+	(*BFDStatus)(nil),        // 13: ironlb.speaker.v1.BFDStatus
+	(*VIPStatus)(nil),        // 14: ironlb.speaker.v1.VIPStatus
+	(*InterfaceStatus)(nil),  // 15: ironlb.speaker.v1.InterfaceStatus
 }
 var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
 	2,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
 	3,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
-	8,  // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
+	10, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
 	4,  // 3: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
 	5,  // 4: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
 	4,  // 5: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
 	5,  // 6: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	7,  // 7: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
+	9,  // 7: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
 	6,  // 8: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
-	11, // 9: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
-	12, // 10: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
-	10, // 11: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
-	0,  // 12: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
-	1,  // 13: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
-	9,  // 14: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 9: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
+	8,  // 10: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
+	14, // 11: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
+	15, // 12: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
+	12, // 13: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
+	13, // 14: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
+	0,  // 15: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
+	1,  // 16: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
+	11, // 17: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_api_speaker_v1_speaker_proto_init() }
@@ -1330,14 +1588,14 @@ func file_api_speaker_v1_speaker_proto_init() {
 		(*Instruction_Update)(nil),
 		(*Instruction_Heartbeat)(nil),
 	}
-	file_api_speaker_v1_speaker_proto_msgTypes[6].OneofWrappers = []any{}
+	file_api_speaker_v1_speaker_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_speaker_v1_speaker_proto_rawDesc), len(file_api_speaker_v1_speaker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
