@@ -33,8 +33,8 @@ type Path struct {
 	Multipath bool `json:"multipath"`
 	// Stale marks a path kept for a peer that is restarting (graceful
 	// restart).
-	Stale bool `json:"stale"`
-	Bestpath  *struct {
+	Stale    bool `json:"stale"`
+	Bestpath *struct {
 		Overall bool `json:"overall"`
 	} `json:"bestpath"`
 	Community *struct {
