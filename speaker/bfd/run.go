@@ -40,10 +40,19 @@ func (s *Server) handle(b []byte, m Meta, multihop bool, now time.Time) {
 		s.log.V(2).Info("BFD packet discarded", "from", m.Src, "reason", errAuthBit.Error())
 		return
 	}
-	if e.s.receive(p, now) {
+	before := e.s.nextEvent()
+	changed := e.s.receive(p, now)
+	if changed {
 		s.changedLocked(e)
 	}
-	e.poke()
+	// Wake the session's goroutine only when it must act sooner than its
+	// timer says: a state change, a Final to send, an earlier event. A
+	// packet that only pushes the Detection Time back needs nothing (the
+	// timer, set for the next transmission, comes first), and waking 100
+	// goroutines for every packet is most of the CPU BFD costs.
+	if after := e.s.nextEvent(); changed || e.s.finalPending || before.IsZero() || !after.IsZero() && after.Before(before) {
+		e.poke()
+	}
 }
 
 // minTTL is the least TTL accepted by a multihop session.

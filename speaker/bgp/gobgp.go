@@ -27,7 +27,7 @@ type GoBGP struct {
 	paths   map[netip.Prefix][]byte // prefix → path UUID
 	peers   map[netip.Addr]bool     // peers configured in gobgp
 	nsets   map[netip.Addr]bool     // peers with a neighbor set
-	restart map[netip.Addr]bool     // peers with graceful restart
+	conf    map[netip.Addr]Peer     // each peer as configured
 	doomed  []*class                // dropped classes not yet fully removed
 	next    int                     // numbers class names
 
@@ -73,7 +73,7 @@ func (g *GoBGP) Start(ctx context.Context, asn uint32, routerID netip.Addr) erro
 	g.paths = map[netip.Prefix][]byte{}
 	g.peers = map[netip.Addr]bool{}
 	g.nsets = map[netip.Addr]bool{}
-	g.restart = map[netip.Addr]bool{}
+	g.conf = map[netip.Addr]Peer{}
 	g.doomed = nil
 	return nil
 }
@@ -95,7 +95,7 @@ func (g *GoBGP) Stop(ctx context.Context, graceful bool) error {
 	}
 	var errs []error
 	for addr := range g.peers {
-		if g.restart[addr] {
+		if g.conf[addr].RestartTime > 0 {
 			continue
 		}
 		if err := g.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {

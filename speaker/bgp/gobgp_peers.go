@@ -7,6 +7,7 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
 )
 
 // apiPeer is p as gobgp configures it: both unicast families, short
@@ -89,17 +90,13 @@ func (g *GoBGP) AddPeer(ctx context.Context, p Peer) error {
 		return err
 	}
 	if g.peers[p.Address] {
-		if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p, false)}); err != nil {
-			return fmt.Errorf("changing peer %s: %w", p.Address, err)
-		}
-		g.restart[p.Address] = p.RestartTime > 0
-		return nil
+		return g.updatePeerLocked(ctx, s, p)
 	}
 	if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p, true)}); err != nil {
 		return fmt.Errorf("adding peer %s: %w", p.Address, err)
 	}
 	g.peers[p.Address] = true
-	g.restart[p.Address] = p.RestartTime > 0
+	g.conf[p.Address] = p
 	return nil
 }
 
@@ -111,10 +108,24 @@ func (g *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	if err != nil {
 		return err
 	}
+	return g.updatePeerLocked(ctx, s, p)
+}
+
+// updatePeerLocked changes a peer. gobgp re-opens the session by itself
+// for what the OPEN message carries (AS numbers, addresses, graceful
+// restart); the hold time is negotiated in it too, but gobgp only records
+// a new one: the session is reset so that it applies.
+func (g *GoBGP) updatePeerLocked(ctx context.Context, s *server.BgpServer, p Peer) error {
 	if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p, false)}); err != nil {
 		return fmt.Errorf("changing peer %s: %w", p.Address, err)
 	}
-	g.restart[p.Address] = p.RestartTime > 0
+	old, had := g.conf[p.Address]
+	g.conf[p.Address] = p
+	if had && (old.HoldTime != p.HoldTime || old.KeepaliveTime != p.KeepaliveTime) {
+		if err := s.ResetPeer(ctx, &api.ResetPeerRequest{Address: p.Address.String(), Communication: "hold time changed"}); err != nil {
+			return fmt.Errorf("resetting peer %s for its new hold time: %w", p.Address, err)
+		}
+	}
 	return nil
 }
 
@@ -152,7 +163,7 @@ func (g *GoBGP) DeletePeer(ctx context.Context, addr netip.Addr) error {
 			return fmt.Errorf("deleting peer %s: %w", addr, err)
 		}
 		delete(g.peers, addr)
-		delete(g.restart, addr)
+		delete(g.conf, addr)
 	}
 	for e := range g.exports {
 		if e.Peer == addr {

@@ -97,11 +97,10 @@ func (s *Speaker) bfdChanged(st bfd.Status) { s.BFDChanged(st) }
 // BFDChanged is told every state change of a BFD session.
 func (s *Speaker) BFDChanged(st bfd.Status) {
 	s.mu.Lock()
-	was := s.bfdWas[st.Peer]
+	was, known := s.bfdWas[st.Peer]
 	s.bfdWas[st.Peer] = st.State
 	s.mu.Unlock()
-	s.log.Info("BFD session changed", "peer", st.Peer, "from", was, "to", st.State, "remote", st.RemoteState, "reason", st.Reason)
-	if was != bfd.Up || st.State != bfd.Down || st.RemoteState == bfd.AdminDown {
+	if !known || was != bfd.Up || st.State != bfd.Down || st.RemoteState == bfd.AdminDown {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -27,41 +27,13 @@ import (
 // responder) is killed; and 1000 VIPs from 3 nodes in the router's kernel.
 func benchBGP(ctx context.Context, trials int) error {
 	trials = max(trials, minL2Trials)
-	if err := netrig.Usable(); err != nil {
-		return fmt.Errorf("network namespaces: %w", err)
-	}
-	if err := frr.Usable(); err != nil {
-		return err
-	}
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	x, err := startBGPBench(ctx)
 	if err != nil {
 		return err
 	}
-	defer cp.Stop()
-	lan, err := netrig.NewLANNoTest()
-	if err != nil {
-		return err
-	}
-	defer lan.Close()
-	upstream, err := netrig.NewLANNoTest()
-	if err != nil {
-		return err
-	}
-	defer upstream.Close()
-	kubeconfig, err := rig.InstallDeploy(ctx, cp)
-	if err != nil {
-		return err
-	}
-	b, err := rig.StartBGP(ctx, cp, lan, upstream, rig.L2Options{Kubeconfig: kubeconfig}, "")
-	if err != nil {
-		return err
-	}
-	defer b.Stop()
-	fail := func(err error) error {
-		fmt.Fprintf(os.Stderr, "process logs:\n%s\nbgpd:\n%s\n", b.Logs(30), b.Router.Log("bgpd"))
-		return err
-	}
-	objs := fmt.Sprintf(`apiVersion: ironlb.dev/v1alpha1
+	defer x.Close()
+	cp, b, fail := x.cp, x.b, x.fail
+	err = x.apply(ctx, fmt.Sprintf(`apiVersion: ironlb.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: tor}
 spec: {peerAddress: %s, peerASN: %d, myASN: %d}
@@ -72,13 +44,7 @@ metadata: {name: bgp}
 spec:
   addresses: [%s, %s]
   bgp: {}
-`, rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN, rig.BGPPoolV4, rig.BGPPoolV6)
-	err = rig.Eventually(30*time.Second, func() error {
-		if out, err := cp.KubectlStdin(ctx, objs, "apply", "-f", "-"); err != nil {
-			return fmt.Errorf("applying the peer and pool: %w\n%s", err, out)
-		}
-		return nil
-	})
+`, rig.RouterV4.Addr(), rig.RouterASN, rig.NodeASN, rig.BGPPoolV4, rig.BGPPoolV6))
 	if err != nil {
 		return err
 	}
@@ -235,6 +201,75 @@ spec:
 	}
 	report("bgp_1000_vips_routes_installed_s", time.Since(lastCreate).Seconds(), "s")
 	return nil
+}
+
+// bgpBench is the BGP rig the bgp and bfd groups measure on: a control
+// plane with deploy/ applied, the CCM with the binary's defaults, three
+// nodes' speakers, FRR as the router and a client behind it.
+type bgpBench struct {
+	cp      *controlplane.ControlPlane
+	b       *rig.BGP
+	closers []func()
+}
+
+func startBGPBench(ctx context.Context) (x *bgpBench, err error) {
+	if err := netrig.Usable(); err != nil {
+		return nil, fmt.Errorf("network namespaces: %w", err)
+	}
+	if err := frr.Usable(); err != nil {
+		return nil, err
+	}
+	x = &bgpBench{}
+	defer func() {
+		if err != nil {
+			x.Close()
+		}
+	}()
+	if x.cp, err = controlplane.Start(ctx, controlplane.Options{}); err != nil {
+		return nil, err
+	}
+	cp := x.cp
+	x.closers = append(x.closers, func() { _ = cp.Stop() })
+	var lans [2]*netrig.LAN
+	for i := range lans {
+		if lans[i], err = netrig.NewLANNoTest(); err != nil {
+			return nil, err
+		}
+		l := lans[i]
+		x.closers = append(x.closers, func() { _ = l.Close() })
+	}
+	kubeconfig, err := rig.InstallDeploy(ctx, x.cp)
+	if err != nil {
+		return nil, err
+	}
+	if x.b, err = rig.StartBGP(ctx, x.cp, lans[0], lans[1], rig.L2Options{Kubeconfig: kubeconfig}, ""); err != nil {
+		return nil, err
+	}
+	x.closers = append(x.closers, x.b.Stop)
+	return x, nil
+}
+
+// Close stops the rig.
+func (x *bgpBench) Close() {
+	for _, c := range slices.Backward(x.closers) {
+		c()
+	}
+}
+
+// fail prints the processes' and FRR's logs with err.
+func (x *bgpBench) fail(err error) error {
+	fmt.Fprintf(os.Stderr, "process logs:\n%s\nbgpd:\n%s\nbfdd:\n%s\n", x.b.Logs(30), x.b.Router.Log("bgpd"), x.b.Router.Log("bfdd"))
+	return err
+}
+
+// apply applies objects (the CRDs may still be settling).
+func (x *bgpBench) apply(ctx context.Context, objs string) error {
+	return rig.Eventually(30*time.Second, func() error {
+		if out, err := x.cp.KubectlStdin(ctx, objs, "apply", "-f", "-"); err != nil {
+			return fmt.Errorf("applying %s: %w\n%s", objs, err, out)
+		}
+		return nil
+	})
 }
 
 // ecmpRoutes counts the routes in the router's kernel inside prefix with

@@ -18,13 +18,6 @@ import (
 	"github.com/ironlb/ironlb/test/rig"
 )
 
-// routerBFD turns BFD on in the rig's router for the nodes, with a
-// profile of rx/tx milliseconds (FRR: bfdd, "neighbor nodes bfd").
-func routerBFD(ctx context.Context, r *frr.Router, rx, tx int) error {
-	return r.Configure(ctx, "bfd", "profile fast", fmt.Sprintf("receive-interval %d", rx), fmt.Sprintf("transmit-interval %d", tx),
-		"exit", "exit", fmt.Sprintf("router bgp %d", rig.RouterASN), "neighbor nodes bfd", "neighbor nodes bfd profile fast")
-}
-
 // bgpPeerStatus reads a BGPPeer's status.
 func (c *cluster) bgpPeerStatus(name string) (v1alpha1.BGPPeerStatus, error) {
 	var st v1alpha1.BGPPeerStatus
@@ -131,7 +124,7 @@ func TestBFD(t *testing.T) {
 	})
 
 	t.Run("BFD comes up with the nodes' timers, without a BGP drop", func(t *testing.T) {
-		if err := routerBFD(ctx, b.Router, 100, 100); err != nil {
+		if err := b.RouterBFD(ctx, 100, 100); err != nil {
 			t.Fatal(err)
 		}
 		if err := waitBFD(ctx, b.Router, all, 100, 100, 3); err != nil {

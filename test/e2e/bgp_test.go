@@ -315,6 +315,34 @@ func TestBGPScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("a new hold time applies (the sessions are reset for it)", func(t *testing.T) {
+		waitHold := func(ms int) {
+			t.Helper()
+			err := rig.Eventually(30*time.Second, func() error {
+				n, err := b.Router.Neighbors(ctx)
+				if err != nil {
+					return err
+				}
+				for _, a := range all {
+					if n[a].State != "Established" || n[a].HoldTimeMsecs != ms {
+						return fmt.Errorf("session with %s: %s, hold time %dms, want Established with %dms", a, n[a].State, n[a].HoldTimeMsecs, ms)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.WaitNextHops(host(vip), all, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.applyPeer("tor", strings.Replace(torSpec(""), "holdTime: 9s", "holdTime: 6s", 1))
+		waitHold(6000)
+		c.applyPeer("tor", torSpec(""))
+		waitHold(9000)
+	})
+
 	t.Run("a killed speaker's next hop goes, the others keep serving", func(t *testing.T) {
 		n := b.Node("node-a")
 		if err := b.KillSpeaker(n); err != nil {

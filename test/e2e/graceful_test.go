@@ -26,7 +26,7 @@ func TestBGPGracefulRestart(t *testing.T) {
 		}
 	})
 	all := nodeHops(b, false)
-	if err := routerBFD(ctx, b.Router, 100, 100); err != nil {
+	if err := b.RouterBFD(ctx, 100, 100); err != nil {
 		t.Fatal(err)
 	}
 	const bfd = "\n  bfd: {enabled: true, receiveInterval: 100ms, transmitInterval: 100ms}"

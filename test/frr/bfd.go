@@ -23,10 +23,19 @@ type BFDPeer struct {
 	Downtime         int    `json:"downtime"`
 }
 
-// BFDPeers returns bfdd's sessions by peer address.
-func (r *Router) BFDPeers(ctx context.Context) (map[string]BFDPeer, error) {
+// BFDPeerList returns bfdd's sessions.
+func (r *Router) BFDPeerList(ctx context.Context) ([]BFDPeer, error) {
 	var l []BFDPeer
 	if err := r.JSON(ctx, "show bfd peers json", &l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// BFDPeers returns bfdd's sessions by peer address (one per peer).
+func (r *Router) BFDPeers(ctx context.Context) (map[string]BFDPeer, error) {
+	l, err := r.BFDPeerList(ctx)
+	if err != nil {
 		return nil, err
 	}
 	m := map[string]BFDPeer{}

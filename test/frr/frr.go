@@ -203,5 +203,14 @@ func (r *Router) Close() error {
 	return errors.Join(errs...)
 }
 
+// Pid returns the process ID of daemon d (zebra, bfdd or bgpd).
+func (r *Router) Pid(d string) (int, error) {
+	data, err := os.ReadFile(filepath.Join(r.dir, d+".pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(data)))
+}
+
 // VtyshCommand is the shell command that opens vtysh on this router.
 func (r *Router) VtyshCommand() string { return "vtysh --vty_socket " + r.dir }

@@ -16,6 +16,8 @@ type Neighbor struct {
 	LastResetDueTo string `json:"lastResetDueTo"`
 	// UpMsec is how long the session has been Established.
 	UpMsec int64 `json:"bgpTimerUpMsec"`
+	// HoldTimeMsecs is the hold time negotiated.
+	HoldTimeMsecs int `json:"bgpTimerHoldTimeMsecs"`
 }
 
 // Neighbors returns FRR's BGP neighbors by address.

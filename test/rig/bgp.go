@@ -107,6 +107,13 @@ func (b *BGP) routeOutside(n *L2Node) error {
 	return n.Host.AddRoute(OutsideV6, RouterV6.Addr())
 }
 
+// RouterBFD turns BFD on in the router for the nodes' sessions, with a
+// profile of rx and tx milliseconds (FRR: bfdd, "neighbor nodes bfd").
+func (b *BGP) RouterBFD(ctx context.Context, rx, tx int) error {
+	return b.Router.Configure(ctx, "bfd", "profile fast", fmt.Sprintf("receive-interval %d", rx), fmt.Sprintf("transmit-interval %d", tx),
+		"exit", "exit", fmt.Sprintf("router bgp %d", RouterASN), "neighbor nodes bfd", "neighbor nodes bfd profile fast")
+}
+
 // Stop stops the router and the layer-2 rig.
 func (b *BGP) Stop() {
 	if b.Router != nil {
