@@ -67,7 +67,7 @@ spec:
 
 	// A node's link down, BFD on: the router drops its next hop after
 	// the detection time and the client's connections succeed again.
-	outages, gone, err := silentLosses(ctx, b, vip, trials)
+	outages, gone, err := silentLosses(ctx, b, vip, trials, 3)
 	if err != nil {
 		return x.fail(err)
 	}
@@ -112,17 +112,34 @@ spec:
 	if err := waitSessionsRenewed(ctx, b, time.Now()); err != nil {
 		return x.fail(err)
 	}
-	outages, _, err = silentLosses(ctx, b, vip, trials)
+	outages, _, err = silentLosses(ctx, b, vip, trials, 0)
 	if err != nil {
 		return x.fail(err)
 	}
 	report("bgp_failover_silent_holdtime_p50", median(outages), "s")
+
+	// Graceful restart without BFD: a node that is gone keeps its routes
+	// until the hold time expires. FRR then sends a NOTIFICATION, which
+	// ends graceful restart (IronLB does not negotiate RFC 8538's N bit),
+	// so the restart time does not add to it.
+	if err := x.apply(ctx, tor("  holdTime: 3s\n  gracefulRestart: {enabled: true, restartTime: 5s}\n")); err != nil {
+		return err
+	}
+	if err := waitSessionsRenewed(ctx, b, time.Now()); err != nil {
+		return x.fail(err)
+	}
+	outages, _, err = silentLosses(ctx, b, vip, 3, 0)
+	if err != nil {
+		return x.fail(err)
+	}
+	report("bgp_failover_silent_gr_nobfd_p50", median(outages), "s")
 	return nil
 }
 
 // silentLosses takes a node's link down trials times and returns how long
-// the client was cut off and how long the route took to go.
-func silentLosses(ctx context.Context, b *rig.BGP, vip netip.Addr, trials int) (outages, gone []float64, err error) {
+// the client was cut off and how long the route took to go. Before each
+// trial it waits until the router has bfdUp BFD sessions up.
+func silentLosses(ctx context.Context, b *rig.BGP, vip netip.Addr, trials, bfdUp int) (outages, gone []float64, err error) {
 	for range trials {
 		f, err := b.MeasureSilentLoss(ctx, vip)
 		if err != nil {
@@ -130,8 +147,9 @@ func silentLosses(ctx context.Context, b *rig.BGP, vip netip.Addr, trials int) (
 		}
 		outages = append(outages, f.Outage.Seconds())
 		gone = append(gone, f.RouteGone.Seconds())
-		// The node's BFD session must be up again before the next trial.
-		if err := waitRouterBFD(ctx, b, 3); err != nil {
+		// The node's BFD session (if any) must be up again before the
+		// next trial.
+		if err := waitRouterBFD(ctx, b, bfdUp); err != nil {
 			return nil, nil, err
 		}
 	}
