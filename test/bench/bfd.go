@@ -75,6 +75,32 @@ spec:
 	report("bgp_failover_silent_bfd_max", slices.Max(outages), "s")
 	report("bgp_failover_silent_bfd_route_gone_p50", median(gone), "s")
 
+	// The same with the BGPPeer's default timers (300 ms × 3), on both
+	// sides.
+	if err := b.RouterBFD(ctx, 300, 300); err != nil {
+		return x.fail(err)
+	}
+	if err := x.apply(ctx, tor("  bfd: {enabled: true}\n  gracefulRestart: {enabled: true}\n")); err != nil {
+		return err
+	}
+	if err := waitRouterBFDTimers(ctx, b, 300); err != nil {
+		return x.fail(err)
+	}
+	outages, _, err = silentLosses(ctx, b, vip, 5, 3)
+	if err != nil {
+		return x.fail(err)
+	}
+	report("bgp_failover_silent_bfd_default_timers_p50", median(outages), "s")
+	if err := b.RouterBFD(ctx, 100, 100); err != nil {
+		return x.fail(err)
+	}
+	if err := x.apply(ctx, tor("  "+bfd+"\n  gracefulRestart: {enabled: true}\n")); err != nil {
+		return err
+	}
+	if err := waitRouterBFDTimers(ctx, b, 100); err != nil {
+		return x.fail(err)
+	}
+
 	// Rolling restarts (SIGTERM, as a DaemonSet update), graceful restart
 	// and BFD on.
 	failed, broken, err := rollingRestarts(ctx, b, vip, trials)
@@ -186,6 +212,27 @@ func waitRouterBFD(ctx context.Context, b *rig.BGP, n int) error {
 		}
 		if up < n {
 			return fmt.Errorf("%d of %d BFD sessions up in the router", up, n)
+		}
+		return nil
+	})
+}
+
+// waitRouterBFDTimers waits until the router's BFD sessions with the three
+// nodes are up with both sides at ms.
+func waitRouterBFDTimers(ctx context.Context, b *rig.BGP, ms int) error {
+	return rig.Eventually(60*time.Second, func() error {
+		l, err := b.Router.BFDPeerList(ctx)
+		if err != nil {
+			return err
+		}
+		ok := 0
+		for _, p := range l {
+			if p.Status == "up" && p.ReceiveInterval == ms && p.RemoteReceive == ms && p.RemoteTransmit == ms {
+				ok++
+			}
+		}
+		if ok < len(b.Nodes) {
+			return fmt.Errorf("%d of %d BFD sessions up at %d ms", ok, len(b.Nodes), ms)
 		}
 		return nil
 	})

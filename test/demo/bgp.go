@@ -9,6 +9,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ironlb/ironlb/test/rig"
 )
 
 // bgpSteps advertises a Service over BGP and reaches it from behind the
@@ -17,7 +19,12 @@ func (d *demo) bgpSteps(ctx context.Context, logs func() []string) error {
 	fmt.Println()
 	var vip netip.Addr
 	var route string
-	err := d.do(ctx, "BGP: a BGPPeer for the router, a BGP pool and svc-bgp (test/demo/sample-bgp.yaml); waiting for the router's ECMP route", logs, func() error {
+	err := d.do(ctx, "BGP: a BGPPeer for the router (BFD, graceful restart), a BGP pool and svc-bgp (test/demo/sample-bgp.yaml); waiting for the router's ECMP route", logs, func() error {
+		// The router runs BFD for the nodes at the BGPPeer's default
+		// timers.
+		if err := d.bgp.RouterBFD(ctx, 300, 300); err != nil {
+			return err
+		}
 		if err := waitFor(ctx, 30*time.Second, func() error {
 			_, err := d.cp.KubectlStdin(ctx, sampleBGP, "apply", "-f", "-")
 			return err
@@ -46,8 +53,8 @@ func (d *demo) bgpSteps(ctx context.Context, logs func() []string) error {
 		}
 		if err := waitFor(ctx, 30*time.Second, func() error {
 			out, err := d.cp.Kubectl(ctx, "get", "bgppeer", "router", "-o", "jsonpath={.status.summary}")
-			if err == nil && out != "Established 3/3" {
-				err = fmt.Errorf("BGPPeer router: %q, want Established 3/3", out)
+			if err == nil && out != "Established 3/3, BFD Up 3/3" {
+				err = fmt.Errorf("BGPPeer router: %q, want Established 3/3, BFD Up 3/3", out)
 			}
 			return err
 		}); err != nil {
@@ -89,5 +96,17 @@ func (d *demo) bgpSteps(ctx context.Context, logs func() []string) error {
 	}
 	fmt.Printf("  30 connections from %s were answered by: %s\n", d.bgp.Outside.Name, strings.Join(answered, ", "))
 	fmt.Println("  one VIP, every node serving it (ECMP)")
+
+	var f rig.BGPFailover
+	err = d.do(ctx, "BGP: pulling a node's cable while the client connects every 10 ms; BFD tells the router", logs, func() error {
+		var err error
+		f, err = d.bgp.MeasureSilentLoss(ctx, vip)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  the router dropped %s's route %s after its link went down (BFD 300ms × 3; BGP's hold time alone: 90s);\n", f.Node, f.RouteGone.Round(time.Millisecond))
+	fmt.Printf("  %d of the client's connections failed, over %s; the node is back\n", f.Failed, f.Outage.Round(time.Millisecond))
 	return nil
 }

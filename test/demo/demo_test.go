@@ -136,7 +136,7 @@ func runDemo(t *testing.T, root string, interrupt bool) {
 		t.Errorf("the demo failed: %v", err)
 	}
 	output := out.String()
-	for _, want := range []string{"all three VIPs answered", "one VIP, every node serving it (ECMP)", "Cleaning up: processes, network namespaces, control plane, work folder ... ok"} {
+	for _, want := range []string{"all three VIPs answered", "one VIP, every node serving it (ECMP)", "after its link went down (BFD 300ms × 3", "Cleaning up: processes, network namespaces, control plane, work folder ... ok"} {
 		if !strings.Contains(output, want) {
 			t.Errorf("the output lacks %q", want)
 		}

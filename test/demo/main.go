@@ -96,7 +96,7 @@ type demo struct {
 	owners map[string]string // Service -> node announcing its VIP
 }
 
-const steps = 11
+const steps = 12
 
 // do runs the next step and prints its outcome. On failure the error names
 // the step and ends with the tails of the logs to read.
