@@ -123,8 +123,9 @@ type BGPPeerSpec struct {
 	// that a node that is lost silently leaves the router's ECMP set
 	// within the detection time (receiveInterval × detectMultiplier with
 	// the defaults) rather than the hold time. The router must run BFD
-	// for the node too (FRR: "neighbor X bfd"). Single hop, or multihop
-	// when ebgpMultihop is set.
+	// for the node too (FRR: "neighbor X bfd"). Single hop (RFC 5881:
+	// the router must be directly connected, also for iBGP), or multihop
+	// (RFC 5883) when ebgpMultihop is set.
 	//
 	// +optional
 	BFD *BGPPeerBFD `json:"bfd,omitempty"`

@@ -53,22 +53,30 @@ const (
 )
 
 // kernelNet is the Net of UDP sockets.
-type kernelNet struct{}
+type kernelNet struct {
+	// reuseAddr sets SO_REUSEADDR on listeners, for tests that bind a
+	// fake peer to a specific address of the same port. Not in
+	// production: another BFD daemon on the node bound to the wildcard
+	// would then silently take some of the packets, where without it
+	// the Server's bind fails and says so.
+	reuseAddr bool
+}
 
-// Listen opens 0.0.0.0:port ("udp4") or [::]:port ("udp6", IPv6 only) with
-// SO_REUSEADDR, so that another BFD speaker may bind a specific address of
-// the same port, and asks for the TTL/hop limit and destination address of
-// every packet.
-func (kernelNet) Listen(family int, port int) (PacketConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		}); err != nil {
-			return err
+// Listen opens 0.0.0.0:port ("udp4") or [::]:port ("udp6", IPv6 only) and
+// asks for the TTL/hop limit and destination address of every packet.
+func (k kernelNet) Listen(family int, port int) (PacketConn, error) {
+	var lc net.ListenConfig
+	if k.reuseAddr {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
 		}
-		return serr
-	}}
+	}
 	switch family {
 	case 4:
 		c, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("0.0.0.0:%d", port))
@@ -108,7 +116,7 @@ func (kernelNet) Dial(local netip.Addr, peer netip.AddrPort) (PacketConn, error)
 	}
 	raddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()))
 	for range dialRetries {
-		laddr := &net.UDPAddr{IP: ip, Port: srcPortMin + rand.IntN(srcPortMax-srcPortMin+1)}
+		laddr := &net.UDPAddr{IP: ip, Zone: local.Zone(), Port: srcPortMin + rand.IntN(srcPortMax-srcPortMin+1)}
 		c, err := net.DialUDP(network, laddr, raddr)
 		if errors.Is(err, syscall.EADDRINUSE) {
 			continue

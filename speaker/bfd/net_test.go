@@ -40,7 +40,7 @@ func TestKernelNetLoopback(t *testing.T) {
 	}
 
 	changes := make(chan Status, 100)
-	s := NewServer(WithOnChange(func(st Status) { changes <- st }))
+	s := NewServer(WithNet(kernelNet{reuseAddr: true}), WithOnChange(func(st Status) { changes <- st }))
 	defer s.Close()
 	cfg := Config{Peer: netip.MustParseAddr("127.0.0.2"), Local: netip.MustParseAddr("127.0.0.1"),
 		DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 50 * time.Millisecond, DetectMultiplier: 3}

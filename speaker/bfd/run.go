@@ -131,7 +131,7 @@ func (s *Server) run(e *entry) {
 // peer without BFD) are only logged: the protocol copes with lost packets.
 func (s *Server) write(e *entry, b []byte) {
 	if err := e.conn.WritePacket(b); err != nil {
-		s.log.V(1).Info("BFD send failed", "peer", e.s.cfg.Peer, "error", err.Error())
+		s.log.V(1).Info("BFD send failed", "peer", e.peer, "error", err.Error())
 	}
 }
 

@@ -68,6 +68,7 @@ type listenKey struct{ family, port int }
 // its goroutine's plumbing.
 type entry struct {
 	s    *session
+	peer netip.Addr // s.cfg.Peer, which never changes: readable without the lock
 	conn PacketConn
 	kick chan struct{}
 	quit chan struct{}
@@ -192,6 +193,7 @@ func (s *Server) startLocked(k key, c Config, now time.Time) error {
 	}
 	e := &entry{
 		s:    newSession(c, discr, now, rand.Float64),
+		peer: c.Peer,
 		conn: conn,
 		kick: make(chan struct{}, 1),
 		quit: make(chan struct{}),

@@ -96,7 +96,9 @@ func (s *session) setState(st State, now time.Time) {
 		return
 	}
 	if s.state == Up {
-		s.flaps++
+		if st == Down {
+			s.flaps++
+		}
 		s.polling = false // the peer will not answer a poll of a dead session
 	}
 	s.state = st

@@ -137,6 +137,7 @@ func (g *GoBGP) Sessions(ctx context.Context) ([]Session, error) {
 		for _, af := range p.GetAfiSafis() {
 			ss.Advertised += int(af.GetState().GetAdvertised())
 		}
+		ss.UpdatesSent = p.GetState().GetMessages().GetSent().GetUpdate()
 		g.errMu.Lock()
 		ss.LastError = g.lastErr[addr]
 		g.errMu.Unlock()

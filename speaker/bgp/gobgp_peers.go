@@ -119,28 +119,26 @@ func (g *GoBGP) updatePeerLocked(ctx context.Context, s *server.BgpServer, p Pee
 	if _, err := s.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p, false)}); err != nil {
 		return fmt.Errorf("changing peer %s: %w", p.Address, err)
 	}
-	old, had := g.conf[p.Address]
-	g.conf[p.Address] = p
-	if had && (old.HoldTime != p.HoldTime || old.KeepaliveTime != p.KeepaliveTime) {
+	if old, had := g.conf[p.Address]; had && (old.HoldTime != p.HoldTime || old.KeepaliveTime != p.KeepaliveTime) {
 		if err := s.ResetPeer(ctx, &api.ResetPeerRequest{Address: p.Address.String(), Communication: "hold time changed"}); err != nil {
+			// The old timers stay recorded: the next change tries again.
 			return fmt.Errorf("resetting peer %s for its new hold time: %w", p.Address, err)
 		}
 	}
+	g.conf[p.Address] = p
 	return nil
 }
 
 // ResetPeer implements Router: it closes the peer's session with a Cease
 // notification (Administrative Reset) naming why; gobgp reconnects after
-// the idle hold time.
+// the idle hold time. It does not wait for an Apply in progress.
 func (g *GoBGP) ResetPeer(ctx context.Context, addr netip.Addr, why string) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	s, err := g.server()
-	if err != nil {
+	known := g.peers[addr]
+	g.mu.Unlock()
+	if err != nil || !known {
 		return err
-	}
-	if !g.peers[addr] {
-		return nil
 	}
 	if err := s.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Communication: why}); err != nil {
 		return fmt.Errorf("resetting peer %s: %w", addr, err)

@@ -12,8 +12,9 @@ import (
 
 // fakeRouter records the calls a Reconciler makes.
 type fakeRouter struct {
-	calls []string
-	fail  string // a call that fails, once
+	calls    []string
+	fail     string           // a call that fails, once
+	sessions func() []Session // what Sessions reports; nil: none
 }
 
 func (f *fakeRouter) call(c string) error {
@@ -58,7 +59,12 @@ func (f *fakeRouter) AddPath(_ context.Context, p netip.Prefix, nh netip.Addr) e
 func (f *fakeRouter) DeletePath(_ context.Context, p netip.Prefix) error {
 	return f.call("delete path " + p.String())
 }
-func (f *fakeRouter) Sessions(context.Context) ([]Session, error) { return nil, nil }
+func (f *fakeRouter) Sessions(context.Context) ([]Session, error) {
+	if f.sessions == nil {
+		return nil, nil
+	}
+	return f.sessions(), nil
+}
 
 func (f *fakeRouter) take() []string {
 	c := f.calls

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 type BFD interface {
 	Configure(ctx context.Context, cfgs []bfd.Config) error
 	Sessions() []bfd.Status
-	Shutdown(ctx context.Context) error
 	Close() error
 }
 
@@ -33,13 +33,14 @@ type Speaker struct {
 	mu      sync.Mutex
 	desired Desired                  // last applied
 	bfdWas  map[netip.Addr]bfd.State // last State each BFD session reported
+	stopped bool                     // after a graceful Stop: nothing to reset
 }
 
 // NewSpeaker returns a Speaker over gobgp and the bfd package that logs
 // to log.
 func NewSpeaker(log logr.Logger) *Speaker {
 	s := &Speaker{log: log, r: NewGoBGP(log)}
-	s.init(bfd.NewServer(bfd.WithLogger(log.WithName("bfd")), bfd.WithOnChange(s.bfdChanged)))
+	s.init(bfd.NewServer(bfd.WithLogger(log.WithName("bfd")), bfd.WithOnChange(s.BFDChanged)))
 	return s
 }
 
@@ -61,10 +62,16 @@ func (s *Speaker) init(b BFD) {
 // its peers that has BFD timers.
 func (s *Speaker) Apply(ctx context.Context, d Desired) error {
 	err := s.rc.Apply(ctx, d)
+	cfgs := bfdConfigs(d.Peers)
 	s.mu.Lock()
 	s.desired = d
+	for peer := range s.bfdWas {
+		if !slices.ContainsFunc(cfgs, func(c bfd.Config) bool { return c.Peer == peer }) {
+			delete(s.bfdWas, peer)
+		}
+	}
 	s.mu.Unlock()
-	return errors.Join(err, s.bfd.Configure(ctx, bfdConfigs(d.Peers)))
+	return errors.Join(err, s.bfd.Configure(ctx, cfgs))
 }
 
 // bfdConfigs are the BFD sessions of peers: single hop, or multihop
@@ -89,18 +96,16 @@ func bfdConfigs(peers []Peer) []bfd.Config {
 	return out
 }
 
-// bfdChanged resets the BGP session of a peer whose BFD session went from
-// Up to Down because the peer was lost (not because the router turned BFD
-// off: RFC 5882 §3.2).
-func (s *Speaker) bfdChanged(st bfd.Status) { s.BFDChanged(st) }
-
-// BFDChanged is told every state change of a BFD session.
+// BFDChanged is told every state change of a BFD session. It resets the
+// BGP session of a peer whose BFD session went from Up to Down because the
+// peer was lost (not because the router turned BFD off: RFC 5882 §3.2).
 func (s *Speaker) BFDChanged(st bfd.Status) {
 	s.mu.Lock()
 	was, known := s.bfdWas[st.Peer]
 	s.bfdWas[st.Peer] = st.State
+	stopped := s.stopped
 	s.mu.Unlock()
-	if !known || was != bfd.Up || st.State != bfd.Down || st.RemoteState == bfd.AdminDown {
+	if stopped || !known || was != bfd.Up || st.State != bfd.Down || st.RemoteState == bfd.AdminDown {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -137,16 +142,21 @@ func (s *Speaker) Sessions(ctx context.Context) ([]Session, error) {
 
 // withdrawWait bounds how long a planned Stop waits for the withdrawals
 // to reach peers without graceful restart before it closes their
-// sessions.
-const withdrawWait = time.Second
+// sessions; withdrawQuiet is how long their UPDATE counters must stand
+// still, once they moved, to count as sent.
+const (
+	withdrawWait  = time.Second
+	withdrawQuiet = 50 * time.Millisecond
+)
 
 // Stop closes every session. Unless graceful, peers drop the routes at
 // once. A graceful Stop is a planned one (the speaker is being restarted
 // or removed): peers without graceful restart are sent the withdrawal of
-// every route, then BFD AdminDown, then the session is closed; peers with
-// graceful restart are sent nothing and their sessions are left for the
-// process's exit to close (with their BFD sessions), so that they keep
-// the node's routes until the new speaker has advertised them again. The Speaker cannot be used after
+// every route, then their BFD and BGP sessions are closed (BFD with
+// AdminDown, sent in the background); peers with graceful restart are sent
+// nothing and their sessions are left for the process's exit to close
+// (with their BFD sessions), so that they keep the node's routes until the
+// new speaker has advertised them again. The Speaker cannot be used after
 // a graceful Stop.
 func (s *Speaker) Stop(ctx context.Context, graceful bool) error {
 	if !graceful || !s.rc.running {
@@ -154,6 +164,7 @@ func (s *Speaker) Stop(ctx context.Context, graceful bool) error {
 	}
 	s.mu.Lock()
 	d := s.desired
+	s.stopped = true
 	s.mu.Unlock()
 	keep := map[netip.Addr]bool{}
 	var gr []Peer
@@ -164,17 +175,21 @@ func (s *Speaker) Stop(ctx context.Context, graceful bool) error {
 		}
 	}
 	exports := map[Export]Attributes{}
+	withdrawn := map[netip.Addr]bool{} // peers that are sent withdrawals
 	for e, a := range d.Exports {
 		if keep[e.Peer] {
 			exports[e] = a
+		} else {
+			withdrawn[e.Peer] = true
 		}
 	}
 	d.Exports = exports
+	before := s.updatesSent(ctx)
 	var errs []error
 	if err := s.rc.Apply(ctx, d); err != nil {
 		errs = append(errs, err)
 	}
-	s.waitWithdrawn(ctx, keep)
+	s.waitWithdrawn(ctx, withdrawn, before)
 	// AdminDown to the others. The BFD sessions with graceful-restart
 	// peers keep running until the process exits, like their BGP
 	// sessions: a router would take a BFD Down (or AdminDown: FRR does)
@@ -186,19 +201,46 @@ func (s *Speaker) Stop(ctx context.Context, graceful bool) error {
 	return errors.Join(append(errs, s.rc.Stop(ctx, true))...)
 }
 
-// waitWithdrawn waits (at most withdrawWait) until the sessions with
-// peers not in keep advertise nothing.
-func (s *Speaker) waitWithdrawn(ctx context.Context, keep map[netip.Addr]bool) {
+// updatesSent counts the UPDATE messages written to each Established
+// session.
+func (s *Speaker) updatesSent(ctx context.Context) map[netip.Addr]uint64 {
+	ss, err := s.r.Sessions(ctx)
+	if err != nil {
+		return nil
+	}
+	out := map[netip.Addr]uint64{}
+	for _, x := range ss {
+		if x.State == "Established" {
+			out[x.Peer] = x.UpdatesSent
+		}
+	}
+	return out
+}
+
+// waitWithdrawn waits (at most withdrawWait) until every Established
+// session of peers has written UPDATE messages since before and then
+// nothing more for withdrawQuiet: gobgp sends asynchronously, and closing
+// a session drops what it has not written yet. (Its count of advertised
+// routes follows the export policy at once, so it is no sign.)
+func (s *Speaker) waitWithdrawn(ctx context.Context, peers map[netip.Addr]bool, before map[netip.Addr]uint64) {
 	ctx, cancel := context.WithTimeout(ctx, withdrawWait)
 	defer cancel()
+	last := map[netip.Addr]uint64{}
+	since := map[netip.Addr]time.Time{}
 	for {
-		ss, err := s.r.Sessions(ctx)
-		if err != nil {
-			return
-		}
+		now := time.Now()
+		cur := s.updatesSent(ctx)
 		done := true
-		for _, x := range ss {
-			if !keep[x.Peer] && x.State == "Established" && x.Advertised > 0 {
+		for p := range peers {
+			n, up := cur[p]
+			b, was := before[p]
+			if !up || !was {
+				continue // not Established: nothing to send on
+			}
+			if n != last[p] {
+				last[p], since[p] = n, now
+			}
+			if n == b || now.Sub(since[p]) < withdrawQuiet {
 				done = false
 			}
 		}
@@ -207,9 +249,9 @@ func (s *Speaker) waitWithdrawn(ctx context.Context, keep map[netip.Addr]bool) {
 		}
 		select {
 		case <-ctx.Done():
-			s.log.Info("Closing BGP sessions before every withdrawal was sent")
+			s.log.Info("Closing BGP sessions before every withdrawal was seen sent")
 			return
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }

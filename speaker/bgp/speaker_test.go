@@ -2,7 +2,9 @@ package bgp
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,22 +14,25 @@ import (
 	"github.com/ironlb/ironlb/speaker/bfd"
 )
 
-// fakeBFD records what a Speaker asks of its BFD side.
+// fakeBFD records what a Speaker asks of its BFD side, in its own list
+// and (when log is set) in the router's calls, to check the order.
 type fakeBFD struct {
 	configured [][]bfd.Config
-	shutdown   bool
 	closed     bool
 	sessions   []bfd.Status
+	log        *fakeRouter
 }
 
 func (f *fakeBFD) Configure(_ context.Context, c []bfd.Config) error {
 	f.configured = append(f.configured, c)
+	if f.log != nil {
+		f.log.calls = append(f.log.calls, fmt.Sprintf("bfd %v", f.peersOf(c)))
+	}
 	return nil
 }
-func (f *fakeBFD) Sessions() []bfd.Status         { return f.sessions }
-func (f *fakeBFD) Shutdown(context.Context) error { f.shutdown = true; return nil }
-func (f *fakeBFD) Close() error                   { f.closed = true; return nil }
-func (f *fakeBFD) last() []bfd.Config             { return f.configured[len(f.configured)-1] }
+func (f *fakeBFD) Sessions() []bfd.Status { return f.sessions }
+func (f *fakeBFD) Close() error           { f.closed = true; return nil }
+func (f *fakeBFD) last() []bfd.Config     { return f.configured[len(f.configured)-1] }
 func (f *fakeBFD) peersOf(c []bfd.Config) []netip.Addr {
 	var out []netip.Addr
 	for _, x := range c {
@@ -94,11 +99,14 @@ func TestSpeakerResetsOnBFDDown(t *testing.T) {
 }
 
 // TestSpeakerPlannedStop: peers without graceful restart are sent the
-// withdrawals, then BFD AdminDown, then their sessions close; peers with
-// graceful restart keep the routes (nothing is withdrawn from them).
+// withdrawals (the Speaker waits until the session has written them), then
+// their BFD sessions end and their BGP sessions close; peers with graceful
+// restart keep the routes (nothing is withdrawn from them) and their BFD
+// sessions.
 func TestSpeakerPlannedStop(t *testing.T) {
 	ctx := context.Background()
-	r, b := &fakeRouter{}, &fakeBFD{}
+	r := &fakeRouter{}
+	b := &fakeBFD{log: r}
 	s := NewSpeakerWith(logr.Discard(), r, b)
 	d := desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {}, {peerB, vip2}: {}}, peerA, peerB)
 	d.Peers[0].BFD, d.Peers[1].BFD = fastBFD, fastBFD
@@ -107,14 +115,34 @@ func TestSpeakerPlannedStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.take()
+	// peerA's session writes its withdrawal a few polls after the refresh.
+	sent, polls := uint64(7), 0
+	r.sessions = func() []Session {
+		if slices.Contains(r.calls, "refresh 192.0.2.1") {
+			if polls++; polls == 3 {
+				sent++
+				r.calls = append(r.calls, "withdrawal written to 192.0.2.1")
+			}
+		}
+		return []Session{{Peer: peerA, State: "Established", UpdatesSent: sent}, {Peer: peerB, State: "Established", UpdatesSent: 3}}
+	}
 	if err := s.Stop(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"unexport 198.51.100.1/32 from 192.0.2.1", "refresh 192.0.2.1", "stop graceful=true"}
+	want := []string{
+		"unexport 198.51.100.1/32 from 192.0.2.1", "refresh 192.0.2.1", "withdrawal written to 192.0.2.1",
+		"bfd [192.0.2.2]", "stop graceful=true",
+	}
 	if diff := cmp.Diff(want, r.take()); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]netip.Addr{peerB}, b.peersOf(b.last()), addrCmp); diff != "" {
-		t.Errorf("BFD kept for (-want +got):\n%s", diff)
+	if b.closed {
+		t.Error("the BFD sessions of the graceful-restart peer were closed; they must run until the process exits")
+	}
+	// BFD going down after the Stop resets nothing.
+	s.BFDChanged(bfd.Status{Config: bfd.Config{Peer: peerB}, State: bfd.Up})
+	s.BFDChanged(bfd.Status{Config: bfd.Config{Peer: peerB}, State: bfd.Down})
+	if c := r.take(); len(c) != 0 {
+		t.Errorf("calls after the Stop: %v", c)
 	}
 }

@@ -118,8 +118,11 @@ type Session struct {
 	State string
 	// Since is when the session entered State, as far as gobgp knows.
 	Since time.Time
-	// Advertised counts the prefixes sent to the peer.
+	// Advertised counts the prefixes the peer should have (gobgp counts
+	// them against the export policy, not what was sent).
 	Advertised int
+	// UpdatesSent counts the UPDATE messages written to the session.
+	UpdatesSent uint64
 	// LastError is why the session last failed or went down; empty
 	// once it is established.
 	LastError string

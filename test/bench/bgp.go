@@ -266,7 +266,7 @@ func (x *bgpBench) fail(err error) error {
 func (x *bgpBench) apply(ctx context.Context, objs string) error {
 	return rig.Eventually(30*time.Second, func() error {
 		if out, err := x.cp.KubectlStdin(ctx, objs, "apply", "-f", "-"); err != nil {
-			return fmt.Errorf("applying %s: %w\n%s", objs, err, out)
+			return fmt.Errorf("applying %.200s: %w\n%s", objs, err, out)
 		}
 		return nil
 	})

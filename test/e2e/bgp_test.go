@@ -43,6 +43,7 @@ func newBGP(t *testing.T, ctx context.Context, opts rig.L2Options, routerExtra s
 			t.Logf("process logs:\n%s", b.Logs(40))
 			if b.Router != nil {
 				t.Logf("bgpd log:\n%s", b.Router.Log("bgpd"))
+				t.Logf("bfdd log:\n%s", b.Router.Log("bfdd"))
 			}
 		}
 		b.Stop()

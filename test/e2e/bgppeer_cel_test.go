@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,7 @@ func TestBGPPeerValidation(t *testing.T) {
 	defer cancel()
 	cp := withCRDs(t, ctx, "bgppeers.ironlb.dev")
 	const base = "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64513\n"
-	checkAdmission(t, ctx, cp, "BGPPeer", "p", []admissionCase{
+	cases := []admissionCase{
 		{"minimal", base, nil},
 		{"everything", "  peerAddress: 2001:db8::1\n  peerASN: 4200000000\n  myASN: 64513\n  peerPort: 1179\n  sourceAddress: 2001:db8::10\n  routerID: 192.0.2.10\n  holdTime: 9s\n  keepaliveTime: 3s\n  connectRetryTime: 2s\n  ebgpMultihop: 4\n  passwordSecretRef: {name: tor-a}\n  nodeSelector:\n    matchLabels: {rack: r1}", nil},
 		{"ibgp", "  peerAddress: 192.0.2.1\n  peerASN: 64512\n  myASN: 64512\n", nil},
@@ -48,7 +50,8 @@ func TestBGPPeerValidation(t *testing.T) {
 		{"bfd multiplier zero", base + "  bfd: {enabled: true, detectMultiplier: 0}\n", []string{"spec.bfd.detectMultiplier", "greater than or equal to 1"}},
 		{"bfd without enabled", base + "  bfd: {receiveInterval: 100ms}\n", []string{"spec.bfd.enabled", "Required value"}},
 		{"restart time too long", base + "  gracefulRestart: {enabled: true, restartTime: 4096s}\n", []string{"restartTime must be between 1s and 4095s"}},
-	})
+	}
+	checkAdmission(t, ctx, cp, "BGPPeer", "p", cases)
 	// Defaults as the API server fills them in.
 	out, err := cp.Kubectl(ctx, "get", "bgppeer", "p0", "-o", "jsonpath={.spec.peerPort} {.spec.holdTime} {.spec.connectRetryTime}")
 	if err != nil {
@@ -64,8 +67,8 @@ func TestBGPPeerValidation(t *testing.T) {
 	if strings.TrimSpace(out) != "password" {
 		t.Errorf("passwordSecretRef.key defaults to %q, want password", out)
 	}
-	// p24 is "bfd and graceful restart": the timers' defaults.
-	out, err = cp.Kubectl(ctx, "get", "bgppeer", "p24", "-o", "jsonpath={.spec.bfd.receiveInterval} {.spec.bfd.transmitInterval} {.spec.bfd.detectMultiplier} {.spec.gracefulRestart.restartTime}")
+	// The timers' defaults, on the case "bfd and graceful restart".
+	out, err = cp.Kubectl(ctx, "get", "bgppeer", fmt.Sprintf("p%d", slices.IndexFunc(cases, func(c admissionCase) bool { return c.name == "bfd and graceful restart" })), "-o", "jsonpath={.spec.bfd.receiveInterval} {.spec.bfd.transmitInterval} {.spec.bfd.detectMultiplier} {.spec.gracefulRestart.restartTime}")
 	if err != nil {
 		t.Fatal(err)
 	}

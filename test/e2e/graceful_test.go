@@ -20,11 +20,6 @@ func TestBGPGracefulRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	c, b := newBGP(t, ctx, rig.L2Options{LogDir: os.Getenv("IRONLB_BGP_LOGDIR")}, "")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("bfdd log:\n%s", b.Router.Log("bfdd"))
-		}
-	})
 	all := nodeHops(b, false)
 	if err := b.RouterBFD(ctx, 100, 100); err != nil {
 		t.Fatal(err)
