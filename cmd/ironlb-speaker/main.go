@@ -17,7 +17,6 @@ import (
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/featuregate"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -32,11 +31,16 @@ import (
 	"github.com/ironlb/ironlb/speaker/layer2"
 )
 
-// DefaultPort is where speakers listen for the CCM.
-const DefaultPort = 7473
+// DefaultPort is where speakers listen for the CCM; DefaultHealthPort
+// serves /healthz, /readyz, /metrics, /announcements and /bgp.
+const (
+	DefaultPort       = 7473
+	DefaultHealthPort = 7474
+)
 
 type options struct {
 	node, nodeIP, ifc, listen, tlsDir, health string
+	port, healthPort                          int
 	showVersion                               bool
 }
 
@@ -46,9 +50,11 @@ func main() {
 	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP; VIPs are announced on the interface holding it (default $NODE_IP)")
 	fs.StringVar(&o.ifc, "interface", "", "announce on this interface instead of the one holding --node-ip")
-	fs.StringVar(&o.listen, "listen", fmt.Sprintf(":%d", DefaultPort), "address for the CCM's gRPC connections")
+	fs.StringVar(&o.listen, "listen", "", "address for the CCM's gRPC connections (default: --node-ip and --port; not every address of the node)")
+	fs.IntVar(&o.port, "port", DefaultPort, "port for the CCM's gRPC connections, on --node-ip")
 	fs.StringVar(&o.tlsDir, "tls-dir", "/etc/ironlb/tls", "folder with ca.crt, tls.crt and tls.key (the ironlb-speaker-tls Secret)")
-	fs.StringVar(&o.health, "health-address", ":7474", "address for /healthz, /readyz, /metrics and /announcements over plain HTTP; empty turns it off")
+	fs.StringVar(&o.health, "health-address", "", `address for /healthz, /readyz, /metrics, /announcements and /bgp over plain HTTP (default: --node-ip and --health-port); "off" turns it off`)
+	fs.IntVar(&o.healthPort, "health-port", DefaultHealthPort, "port of the plain-HTTP endpoints, on --node-ip")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	logCfg := logsapi.NewLoggingConfiguration()
 	gate := featuregate.NewFeatureGate()
@@ -99,6 +105,10 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	listen, health, err := addresses(o)
+	if err != nil {
+		return err
+	}
 	tlsCfg, err := pki.ServerTLSConfig(o.tlsDir)
 	if err != nil {
 		return fmt.Errorf("loading TLS files: %w", err)
@@ -109,25 +119,25 @@ func run(ctx context.Context, o options) error {
 
 	go agent.Run(ctx)
 
-	lis, err := net.Listen("tcp", o.listen)
+	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listening for the CCM: %w", err)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)))
+	srv := grpc.NewServer(serverOptions(tlsCfg)...)
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis) }()
 
 	var hs *http.Server
-	if o.health != "" {
-		hs = &http.Server{Addr: o.health, Handler: agent.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	if health != "" {
+		hs = healthServer(health, agent.HTTPHandler())
 		go func() {
 			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("health endpoint: %w", err)
 			}
 		}()
 	}
-	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "interface", ifc)
+	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "interface", ifc)
 
 	select {
 	case <-ctx.Done():

@@ -315,9 +315,15 @@ func checkSpeaker(t *testing.T, objs []*unstructured.Unstructured, port, healthP
 	if diff := cmp.Diff(map[string]int32{"grpc": port, "health": healthPort}, ports); diff != "" {
 		t.Errorf("speaker ports (-want +got):\n%s", diff)
 	}
-	for _, want := range []string{fmt.Sprintf("--listen=:%d", port), fmt.Sprintf("--health-address=:%d", healthPort)} {
+	for _, want := range []string{fmt.Sprintf("--port=%d", port), fmt.Sprintf("--health-port=%d", healthPort)} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("speaker args %v lack %s", c.Args, want)
+		}
+	}
+	// The speaker listens on the node IP ($NODE_IP), not every address.
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--listen=") || strings.HasPrefix(a, "--health-address=") {
+			t.Errorf("speaker arg %s overrides listening on the node IP", a)
 		}
 	}
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe.HTTPGet.Port.String() != "health" {
