@@ -59,6 +59,7 @@ type Agent struct {
 	open       AnnouncerFactory
 	log        logr.Logger
 	local      LocalAddresses
+	allowed    []netip.Prefix // --allowed-cidrs; none: no limit
 	interfaces func(name string) (*net.Interface, error)
 
 	mu         sync.Mutex

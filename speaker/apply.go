@@ -109,7 +109,7 @@ func (a *Agent) announceLocked(addr netip.Addr, an *speakerv1.Announcement) {
 	v.bgp = an.GetBgp()
 	v.err = nil
 	v.refused = false
-	if err := a.refuse(addr); err != nil {
+	if err := errors.Join(a.refuse(addr), a.refuseOutside(addr, v.bgp)); err != nil {
 		a.withdrawFromLocked(addr, v, nil)
 		v.announced = nil
 		v.err = err

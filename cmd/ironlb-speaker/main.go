@@ -41,6 +41,7 @@ const (
 type options struct {
 	node, nodeIP, ifc, listen, tlsDir, health string
 	port, healthPort                          int
+	allowedCIDRs                              []string
 	showVersion                               bool
 }
 
@@ -55,6 +56,7 @@ func main() {
 	fs.StringVar(&o.tlsDir, "tls-dir", "/etc/ironlb/tls", "folder with ca.crt, tls.crt and tls.key (the ironlb-speaker-tls Secret)")
 	fs.StringVar(&o.health, "health-address", "", `address for /healthz, /readyz, /metrics, /announcements and /bgp over plain HTTP (default: --node-ip and --health-port); "off" turns it off`)
 	fs.IntVar(&o.healthPort, "health-port", DefaultHealthPort, "port of the plain-HTTP endpoints, on --node-ip")
+	fs.StringSliceVar(&o.allowedCIDRs, "allowed-cidrs", nil, "announce and advertise only addresses inside these CIDRs, whatever a CCM says (defence in depth; default: no limit)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	logCfg := logsapi.NewLoggingConfiguration()
 	gate := featuregate.NewFeatureGate()
@@ -109,13 +111,17 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	allowed, err := speaker.ParsePrefixes(o.allowedCIDRs)
+	if err != nil {
+		return fmt.Errorf("--allowed-cidrs: %w", err)
+	}
 	tlsCfg, err := pki.ServerTLSConfig(o.tlsDir)
 	if err != nil {
 		return fmt.Errorf("loading TLS files: %w", err)
 	}
 	agent := speaker.NewAgent(o.node, ifc, func(ifi *net.Interface) (speaker.Announcer, error) {
 		return layer2.NewResponder(ifi, layer2.WithLogger(log.WithName("layer2").WithValues("interface", ifi.Name)))
-	}, log, speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))))
+	}, log, speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed))
 
 	go agent.Run(ctx)
 
@@ -137,7 +143,7 @@ func run(ctx context.Context, o options) error {
 			}
 		}()
 	}
-	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "interface", ifc)
+	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "interface", ifc, "allowedCIDRs", allowed)
 
 	select {
 	case <-ctx.Done():

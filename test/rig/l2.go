@@ -66,6 +66,8 @@ type L2Options struct {
 	// ExtraPrefixes are more pool prefixes: the nodes route them locally
 	// and the client reaches them on the LAN (a route on its interface).
 	ExtraPrefixes []netip.Prefix
+	// SpeakerArgs are extra ironlb-speaker flags.
+	SpeakerArgs []string
 }
 
 // L2Node is one simulated node: a namespace on the LAN running the real

@@ -209,8 +209,8 @@ func (r *L2) startSpeaker(ctx context.Context, n *L2Node, name string) error {
 		}
 	}
 	p, err := procs.Start(name, filepath.Join(r.LogDir, name+".log"), filepath.Join(dir, "ironlb-speaker"),
-		[]string{"--node-name=" + n.Name, "--node-ip=" + n.IPv4.String(), "--tls-dir=" + n.TLSDir,
-			"--health-address=" + net.JoinHostPort(n.IPv4.String(), "7474")},
+		append([]string{"--node-name=" + n.Name, "--node-ip=" + n.IPv4.String(), "--tls-dir=" + n.TLSDir,
+			"--health-address=" + net.JoinHostPort(n.IPv4.String(), "7474")}, r.opts.SpeakerArgs...),
 		procs.Options{Wrap: []string{"ip", "netns", "exec", n.Host.Name}})
 	if err != nil {
 		return err
