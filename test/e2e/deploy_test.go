@@ -281,7 +281,7 @@ func checkSpeaker(t *testing.T, objs []*unstructured.Unstructured, port, healthP
 	}
 	added := slices.Clone(sc.Capabilities.Add)
 	slices.Sort(added)
-	if want := []corev1.Capability{"NET_ADMIN", "NET_RAW"}; !slices.Equal(added, want) {
+	if want := []corev1.Capability{"NET_RAW"}; !slices.Equal(added, want) {
 		t.Errorf("speaker capabilities added = %v, want %v", added, want)
 	}
 	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {

@@ -68,6 +68,10 @@ type L2Options struct {
 	ExtraPrefixes []netip.Prefix
 	// SpeakerArgs are extra ironlb-speaker flags.
 	SpeakerArgs []string
+	// SpeakerCapabilities, when set, are the only capabilities the
+	// speakers keep (setpriv's list, e.g. "net_raw"), as the DaemonSet
+	// grants them; otherwise they run as plain root.
+	SpeakerCapabilities string
 }
 
 // L2Node is one simulated node: a namespace on the LAN running the real

@@ -211,12 +211,22 @@ func (r *L2) startSpeaker(ctx context.Context, n *L2Node, name string) error {
 	p, err := procs.Start(name, filepath.Join(r.LogDir, name+".log"), filepath.Join(dir, "ironlb-speaker"),
 		append([]string{"--node-name=" + n.Name, "--node-ip=" + n.IPv4.String(), "--tls-dir=" + n.TLSDir,
 			"--health-address=" + net.JoinHostPort(n.IPv4.String(), "7474")}, r.opts.SpeakerArgs...),
-		procs.Options{Wrap: []string{"ip", "netns", "exec", n.Host.Name}})
+		procs.Options{Wrap: r.speakerWrap(n)})
 	if err != nil {
 		return err
 	}
 	n.Speaker = p
 	return p.WaitForLog("Speaker started", 20*time.Second)
+}
+
+// speakerWrap runs a speaker in n's namespace, with only
+// SpeakerCapabilities when they are set.
+func (r *L2) speakerWrap(n *L2Node) []string {
+	w := []string{"ip", "netns", "exec", n.Host.Name}
+	if c := r.opts.SpeakerCapabilities; c != "" {
+		w = append(w, "setpriv", "--bounding-set=-all,+"+strings.ReplaceAll(c, ",", ",+"), "--inh-caps=-all", "--")
+	}
+	return w
 }
 
 // Announcing asks the node's speaker (its /announcements endpoint, from
