@@ -94,6 +94,20 @@ bench: deps controlplane ## Allocator micro-benchmarks and end-to-end figures.
 chaos: deps controlplane ## The full chaos suite, as BENCH lines.
 	$(GO) run ./test/bench -only chaos
 
+# Fuzz targets (package:function). make test runs their seed corpora as
+# ordinary tests; make fuzz runs each for FUZZTIME. A failing input lands in
+# the package's testdata/fuzz, where make test replays it from then on.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
+	speaker/bfd:FuzzParsePacket speaker:FuzzAgentInstructions \
+	pki:FuzzParseCA pki:FuzzEvaluateSpeakerSecret
+.PHONY: fuzz
+fuzz: ## Each fuzz target for FUZZTIME (default 30s).
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn (./$$pkg)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg 2>&1 | tail -3; \
+	done
+
 .PHONY: unit
 unit: ## Unit tests only (no control plane, no root).
 	$(GO) test -short ./...
