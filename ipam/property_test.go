@@ -125,6 +125,9 @@ type modelOwner struct {
 	// address shared under one key even when ports or policies clash. A
 	// successful Ensure proves the owner clashes with nobody.
 	restored bool
+	// born orders owners by age (when they last came to hold anything),
+	// like a Service's creationTimestamp: a restart restores oldest first.
+	born int
 }
 
 type propRun struct {
@@ -145,6 +148,8 @@ type propRun struct {
 	// claims lists, per address, the owners that could not restore it:
 	// their statuses still list it, so nobody else may get it.
 	claims map[netip.Addr]map[string]bool
+	// births counts owners coming to hold something, for modelOwner.born.
+	births int
 }
 
 func newPropRun(t *testing.T, seed uint64) *propRun {
@@ -291,6 +296,9 @@ func (p *propRun) ensureExisting() {
 	req := p.owners[owners[p.r.IntN(len(owners))]].req
 	req.Addresses = slices.Clone(req.Addresses)
 	req.Sharing.Ports = slices.Clone(req.Sharing.Ports)
+	if len(req.Families) == 0 { // a restored owner's request may have none
+		req.Families, req.RequireAll = []Family{IPv4, IPv6}, false
+	}
 	switch p.r.IntN(8) {
 	case 0:
 		req.Sharing = p.randomSharing()
@@ -306,9 +314,6 @@ func (p *propRun) ensureExisting() {
 			req.RequireAll = true
 			req.Addresses = nil
 		}
-	}
-	if len(req.Families) == 0 { // a restored owner's request may have none
-		req.Families, req.RequireAll = []Family{IPv4, IPv6}, false
 	}
 	p.ensure(req)
 }
@@ -460,6 +465,12 @@ func (p *propRun) setOwner(owner string, mo *modelOwner) {
 	if mo == nil {
 		delete(p.owners, owner)
 	} else {
+		if old := p.owners[owner]; old != nil {
+			mo.born = old.born
+		} else {
+			p.births++
+			mo.born = p.births
+		}
 		p.owners[owner] = mo
 	}
 	p.byAddr = nil
@@ -907,7 +918,8 @@ func (p *propRun) restoreNew() {
 }
 
 // restart builds a new allocator from the pools and what the model says
-// every owner holds, as after a restart of the CCM.
+// every owner holds, as after a restart of the CCM: oldest owner first, as
+// RestoreAll wants, so that sharers keep the order they joined in.
 func (p *propRun) restart() {
 	p.logf("restart")
 	a := New()
@@ -927,7 +939,9 @@ func (p *propRun) restart() {
 	}
 	p.joined = map[netip.Addr][]string{}
 	p.claims = nil // statuses are as the owners hold them
-	for _, o := range p.sortedOwners() {
+	owners := p.sortedOwners()
+	slices.SortFunc(owners, func(x, y string) int { return cmp.Compare(p.owners[x].born, p.owners[y].born) })
+	for _, o := range owners {
 		mo := p.owners[o]
 		if err := a.Restore(mo.req, mo.addrs); err != nil {
 			p.fatalf("restart: Restore(%s, %v): %v", o, mo.addrs, err)
