@@ -65,6 +65,17 @@ type member struct {
 	owner, name string
 	ports       []Port
 	policy      string
+	namespace   string   // the owner's
+	namespaces  []string // Sharing.Namespaces
+	selector    string   // Sharing.Selector
+}
+
+// memberOf is req as a member of a holding.
+func memberOf(req Request) member {
+	return member{
+		owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy,
+		namespace: req.Subject.Namespace, namespaces: slices.Clone(req.Sharing.Namespaces), selector: req.Sharing.Selector,
+	}
 }
 
 type ownerState struct {
@@ -147,7 +158,7 @@ func (a *Allocator) Ensure(req Request) (Allocation, error) {
 			a.updateMember(k, req)
 		case c.join:
 			h := a.holdings[k]
-			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy})
+			h.members = append(h.members, memberOf(req))
 		default:
 			a.hold(k, FamilyOf(c.addr), req)
 		}

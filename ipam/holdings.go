@@ -11,7 +11,7 @@ func (a *Allocator) hold(k key, f Family, req Request) {
 		family:  f,
 		key:     req.Sharing.Key,
 		policy:  req.Sharing.TrafficPolicy,
-		members: []member{{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy}},
+		members: []member{memberOf(req)},
 	}
 	if req.Sharing.Key != "" {
 		g := a.groups[req.Sharing.Key]
@@ -34,9 +34,7 @@ func (a *Allocator) updateMember(k key, req Request) {
 	h := a.holdings[k]
 	for i := range h.members {
 		if h.members[i].owner == req.Owner {
-			h.members[i].name = req.Name
-			h.members[i].ports = slices.Clone(req.Sharing.Ports)
-			h.members[i].policy = req.Sharing.TrafficPolicy
+			h.members[i] = memberOf(req)
 		}
 	}
 	if len(h.members) == 1 && (h.key != req.Sharing.Key || h.policy != req.Sharing.TrafficPolicy) {

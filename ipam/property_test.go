@@ -237,7 +237,15 @@ func (p *propRun) randomSharing() Sharing {
 	if p.r.IntN(2) == 0 {
 		return Sharing{TrafficPolicy: p.pick("Cluster", "Cluster", "Local")}
 	}
-	s := Sharing{Key: p.pick("k0", "k1"), TrafficPolicy: p.pick("Cluster", "Cluster", "Local")}
+	// Owners of different namespaces share only with consent, and Local
+	// sharers only with one selector.
+	s := Sharing{Key: p.pick("k0", "k1"), TrafficPolicy: p.pick("Cluster", "Cluster", "Local"), Selector: p.pick("app=a", "app=a", "app=b")}
+	switch p.r.IntN(5) {
+	case 0:
+		s.Namespaces = []string{"*"}
+	case 1:
+		s.Namespaces = []string{p.pick("ns0", "ns1", "ns2")}
+	}
 	all := []Port{{"TCP", 80}, {"TCP", 443}, {"UDP", 53}, {"UDP", 80}}
 	for _, i := range p.r.Perm(len(all))[:1+p.r.IntN(2)] {
 		s.Ports = append(s.Ports, all[i])
@@ -499,20 +507,29 @@ func (p *propRun) compatible(req Request, a netip.Addr) bool {
 		return false
 	}
 	for _, o := range p.holders(a) {
-		if o == req.Owner {
-			continue
-		}
-		s := p.owners[o].req.Sharing
-		if req.Sharing.Key == "" || s.Key != req.Sharing.Key || s.TrafficPolicy != req.Sharing.TrafficPolicy {
+		if o != req.Owner && !sharesWith(p.owners[o].req, req) {
 			return false
-		}
-		for _, port := range req.Sharing.Ports {
-			if slices.Contains(s.Ports, port) {
-				return false
-			}
 		}
 	}
 	return true
+}
+
+// sharesWith is the model's sharing rule: req may share with holder.
+func sharesWith(holder, req Request) bool {
+	s := holder.Sharing
+	if req.Sharing.Key == "" || s.Key != req.Sharing.Key || s.TrafficPolicy != req.Sharing.TrafficPolicy {
+		return false
+	}
+	for _, port := range req.Sharing.Ports {
+		if slices.Contains(s.Ports, port) {
+			return false
+		}
+	}
+	allows := func(nss []string, ns string) bool { return slices.Contains(nss, "*") || slices.Contains(nss, ns) }
+	if hn, rn := holder.Subject.Namespace, req.Subject.Namespace; hn != rn && (!allows(s.Namespaces, rn) || !allows(req.Sharing.Namespaces, hn)) {
+		return false
+	}
+	return s.TrafficPolicy != "Local" || s.Selector == req.Sharing.Selector
 }
 
 // groupKey returns the sharing key a is held under.
@@ -660,7 +677,8 @@ func (p *propRun) termsChanged(req Request) bool {
 		return true
 	}
 	was := mo.req.Sharing
-	if was.TrafficPolicy != req.Sharing.TrafficPolicy || len(was.Ports) != len(req.Sharing.Ports) {
+	if was.TrafficPolicy != req.Sharing.TrafficPolicy || len(was.Ports) != len(req.Sharing.Ports) ||
+		was.Selector != req.Sharing.Selector || !slices.Equal(was.Namespaces, req.Sharing.Namespaces) || mo.req.Subject.Namespace != req.Subject.Namespace {
 		return true
 	}
 	for _, port := range req.Sharing.Ports {
@@ -678,14 +696,8 @@ func (p *propRun) compatibleWithEarlier(req Request, a netip.Addr) bool {
 		if o == req.Owner {
 			return true
 		}
-		s := p.owners[o].req.Sharing
-		if s.Key != req.Sharing.Key || s.TrafficPolicy != req.Sharing.TrafficPolicy {
+		if !sharesWith(p.owners[o].req, req) {
 			return false
-		}
-		for _, port := range req.Sharing.Ports {
-			if slices.Contains(s.Ports, port) {
-				return false
-			}
 		}
 	}
 	return true
@@ -969,7 +981,7 @@ func (p *propRun) check() {
 				sx := p.owners[x].req.Sharing
 				for _, y := range hs[i+1:] {
 					sy := p.owners[y].req.Sharing
-					clash := sx.TrafficPolicy != sy.TrafficPolicy || slices.ContainsFunc(sx.Ports, func(q Port) bool { return slices.Contains(sy.Ports, q) })
+					clash := !sharesWith(p.owners[x].req, p.owners[y].req)
 					if sx.Key == "" || sx.Key != sy.Key || (clash && !p.owners[x].restored && !p.owners[y].restored) {
 						p.fatalf("%s is held by %s (%+v) and %s (%+v)", a, x, sx, y, sy)
 					}

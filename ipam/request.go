@@ -31,11 +31,22 @@ type Port struct {
 }
 
 // Sharing says with whom an owner may share an address: owners with the same
-// non-empty Key, the same TrafficPolicy and no Port in common.
+// non-empty Key, the same TrafficPolicy and no Port in common; owners of
+// other namespaces (Subject.Namespace) only when each allows the other's
+// namespace in Namespaces; with the traffic policy Local, only owners with
+// the same Selector.
 type Sharing struct {
 	Key           string
 	TrafficPolicy string
 	Ports         []Port
+	// Namespaces are the namespaces besides its own whose owners may share
+	// with this one ("*": any); none: its own only.
+	Namespaces []string
+	// Selector identifies the pods the owner sends traffic to (a
+	// Service's selector in canonical form): owners with the traffic
+	// policy Local must select the same pods, or the nodes that may
+	// announce the address would be those where both have pods.
+	Selector string
 	// Aliases are more keys the owner shares under, for Restore only: the
 	// spellings of a Service's sharing annotations when they disagree, so
 	// that a Service whose annotations stopped parsing keeps its address.

@@ -44,7 +44,7 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 				a.claim(k, req.Owner, req.Name)
 				continue
 			}
-			h.members = append(h.members, member{owner: req.Owner, name: req.Name, ports: slices.Clone(req.Sharing.Ports), policy: req.Sharing.TrafficPolicy})
+			h.members = append(h.members, memberOf(req))
 		} else {
 			a.hold(k, FamilyOf(addr), req)
 		}

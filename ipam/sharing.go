@@ -20,9 +20,11 @@ func (h *holding) compatibleMember(req Request) error {
 	return earlier.compatible(req, req.Owner)
 }
 
-// changedBy reports whether req changes the member's ports or policy.
+// changedBy reports whether req changes the member's ports, policy,
+// selector or the namespaces it shares with.
 func (m member) changedBy(req Request) bool {
-	if m.policy != req.Sharing.TrafficPolicy || len(m.ports) != len(req.Sharing.Ports) {
+	if m.policy != req.Sharing.TrafficPolicy || len(m.ports) != len(req.Sharing.Ports) ||
+		m.selector != req.Sharing.Selector || !slices.Equal(m.namespaces, req.Sharing.Namespaces) || m.namespace != req.Subject.Namespace {
 		return true
 	}
 	for _, p := range req.Sharing.Ports {
@@ -56,6 +58,12 @@ func (h *holding) compatible(req Request, self string) error {
 		}
 		if m.policy != req.Sharing.TrafficPolicy {
 			return fmt.Errorf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, req.Name, req.Sharing.TrafficPolicy)
+		}
+		if m.namespace != req.Subject.Namespace && (!allows(m.namespaces, req.Subject.Namespace) || !allows(req.Sharing.Namespaces, m.namespace)) {
+			return fmt.Errorf("%s is in namespace %s and %s in namespace %s: sharing across namespaces needs both to allow the other's", m.name, m.namespace, req.Name, req.Subject.Namespace)
+		}
+		if m.policy == "Local" && m.selector != req.Sharing.Selector {
+			return fmt.Errorf("%s selects other pods (%q) than %s (%q): with externalTrafficPolicy Local, sharers must select the same pods", m.name, m.selector, req.Name, req.Sharing.Selector)
 		}
 		for _, p := range req.Sharing.Ports {
 			if slices.Contains(m.ports, p) {
@@ -121,4 +129,9 @@ func (h *holding) clash(owner string) string {
 		}
 	}
 	return ""
+}
+
+// allows reports whether namespaces (a Sharing's) let ns share.
+func allows(namespaces []string, ns string) bool {
+	return slices.Contains(namespaces, "*") || slices.Contains(namespaces, ns)
 }

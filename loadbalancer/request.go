@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ironlb/ironlb/ipam"
 )
@@ -18,6 +20,12 @@ const (
 	AnnotationPool        = "ironlb.dev/pool"
 	AnnotationIPs         = "ironlb.dev/load-balancer-ips"
 	AnnotationAllowShared = "ironlb.dev/allow-shared-ip"
+	// AnnotationSharingCrossNamespace lists the namespaces (comma-separated,
+	// or "*") whose Services may share this Service's address under its
+	// sharing key. Sharing keys are scoped to the namespace; across
+	// namespaces only Services that both carry it, each naming the
+	// other's namespace, share.
+	AnnotationSharingCrossNamespace = "ironlb.dev/sharing-cross-namespace"
 )
 
 var (
@@ -42,15 +50,59 @@ func RequestFor(svc *v1.Service, namespaceLabels map[string]string) (ipam.Reques
 	if req.Pool, err = oneOf(svc, poolAnnotations); err != nil {
 		return req, err
 	}
-	if req.Sharing.Key, err = oneOf(svc, allowSharedAnnotations); err != nil {
+	key, err := oneOf(svc, allowSharedAnnotations)
+	if err != nil {
 		return req, err
 	}
+	if req.Sharing.Namespaces, err = crossNamespaces(svc); err != nil {
+		return req, err
+	}
+	req.Sharing.Key = scopedKey(svc, key, req.Sharing.Namespaces)
 	if req.Addresses, err = requestedAddresses(svc); err != nil {
 		return req, err
 	}
 	req.Families, req.RequireAll = families(svc)
 	req.Sharing.TrafficPolicy, req.Sharing.Ports = trafficPolicy(svc), ports(svc)
+	if req.Sharing.TrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal) {
+		req.Sharing.Selector = labels.SelectorFromSet(svc.Spec.Selector).String()
+	}
 	return req, nil
+}
+
+// scopedKey is the allocator's sharing key for a Service's key: scoped to
+// its namespace ("ns/key"), or "*/key" when it opts in to sharing across
+// namespaces (the allocator then checks both sides' consent). "" stays "".
+func scopedKey(svc *v1.Service, key string, crossNamespaces []string) string {
+	switch {
+	case key == "":
+		return ""
+	case len(crossNamespaces) > 0:
+		return "*/" + key
+	}
+	return svc.Namespace + "/" + key
+}
+
+// crossNamespaces parses AnnotationSharingCrossNamespace.
+func crossNamespaces(svc *v1.Service) ([]string, error) {
+	v := strings.TrimSpace(svc.Annotations[AnnotationSharingCrossNamespace])
+	if v == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, ns := range strings.Split(v, ",") {
+		ns = strings.TrimSpace(ns)
+		if ns == "" {
+			continue
+		}
+		if ns != "*" {
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return nil, fmt.Errorf("annotation %s: %q is not a namespace name: %s", AnnotationSharingCrossNamespace, ns, strings.Join(errs, "; "))
+			}
+		}
+		out = append(out, ns)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // RestoreRequestFor is the request under which the addresses in a
@@ -70,8 +122,9 @@ func RestoreRequestFor(svc *v1.Service, namespaceLabels map[string]string) ipam.
 		}
 		req.Families, req.RequireAll = families(svc)
 	}
+	cross, _ := crossNamespaces(svc)
 	for _, k := range allowSharedAnnotations {
-		if v := strings.TrimSpace(svc.Annotations[k]); v != "" && v != req.Sharing.Key && !slices.Contains(req.Sharing.Aliases, v) {
+		if v := scopedKey(svc, strings.TrimSpace(svc.Annotations[k]), cross); v != "" && v != req.Sharing.Key && !slices.Contains(req.Sharing.Aliases, v) {
 			req.Sharing.Aliases = append(req.Sharing.Aliases, v)
 		}
 	}

@@ -74,7 +74,7 @@ func TestRequestFor(t *testing.T) {
 				AnnotationPool: "gold", AnnotationIPs: "192.0.2.7, 2001:db8::7", AnnotationAllowShared: "web",
 			}, policy(v1.IPFamilyPolicyRequireDualStack, v1.IPv4Protocol, v1.IPv6Protocol)),
 			want: with(func(r *ipam.Request) {
-				r.Pool, r.Sharing.Key = "gold", "web"
+				r.Pool, r.Sharing.Key = "gold", "shop/web" // keys are the namespace's
 				r.Addresses = addrs("192.0.2.7", "2001:db8::7")
 				r.Families = []ipam.Family{ipam.IPv4, ipam.IPv6}
 			}),
@@ -87,7 +87,7 @@ func TestRequestFor(t *testing.T) {
 				"metallb.universe.tf/allow-shared-ip": "k",
 			}),
 			want: with(func(r *ipam.Request) {
-				r.Pool, r.Sharing.Key, r.Addresses = "legacy", "k", addrs("198.51.100.1")
+				r.Pool, r.Sharing.Key, r.Addresses = "legacy", "shop/k", addrs("198.51.100.1")
 			}),
 		},
 		{
@@ -96,7 +96,7 @@ func TestRequestFor(t *testing.T) {
 				"metallb.io/address-pool": "legacy", "metallb.io/loadBalancerIPs": "198.51.100.1", "metallb.io/allow-shared-ip": "k",
 			}),
 			want: with(func(r *ipam.Request) {
-				r.Pool, r.Sharing.Key, r.Addresses = "legacy", "k", addrs("198.51.100.1")
+				r.Pool, r.Sharing.Key, r.Addresses = "legacy", "shop/k", addrs("198.51.100.1")
 			}),
 		},
 		{
@@ -136,6 +136,36 @@ func TestRequestFor(t *testing.T) {
 				r.Sharing.TrafficPolicy = "Local"
 				r.Sharing.Ports = []ipam.Port{{Protocol: "TCP", Port: 443}}
 			}),
+		},
+		{
+			name: "Local traffic policy: sharers must select the same pods",
+			svc: service(nil, func(s *v1.Service) {
+				s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+				s.Spec.Selector = map[string]string{"tier": "web", "app": "shop"}
+			}),
+			want: with(func(r *ipam.Request) {
+				r.Sharing.TrafficPolicy = "Local"
+				r.Sharing.Selector = "app=shop,tier=web"
+			}),
+		},
+		{
+			name: "sharing across namespaces",
+			svc:  service(map[string]string{AnnotationAllowShared: "dns", AnnotationSharingCrossNamespace: " infra, shop2,infra "}),
+			want: with(func(r *ipam.Request) {
+				r.Sharing.Key, r.Sharing.Namespaces = "*/dns", []string{"infra", "shop2"}
+			}),
+		},
+		{
+			name: "sharing with any namespace",
+			svc:  service(map[string]string{AnnotationAllowShared: "dns", AnnotationSharingCrossNamespace: "*"}),
+			want: with(func(r *ipam.Request) {
+				r.Sharing.Key, r.Sharing.Namespaces = "*/dns", []string{"*"}
+			}),
+		},
+		{
+			name:    "a bad namespace to share with",
+			svc:     service(map[string]string{AnnotationAllowShared: "dns", AnnotationSharingCrossNamespace: "Infra_1"}),
+			wantErr: `"Infra_1" is not a namespace name`,
 		},
 		{
 			name:    "disagreeing pool spellings",
