@@ -8,7 +8,6 @@ import (
 
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
-	"golang.org/x/sys/unix"
 )
 
 // FuzzParseARPRequest: no frame makes the parser panic, and what it
@@ -90,17 +89,5 @@ func wrapICMPv6(msg []byte) []byte {
 	}
 	msg[2], msg[3] = 0, 0
 	binary.BigEndian.PutUint16(msg[2:4], icmpv6Checksum(src, dst, msg))
-	b := make([]byte, icmpOffset, icmpOffset+len(msg))
-	copy(b[0:6], multicastMAC(dst))
-	copy(b[6:12], theirMAC)
-	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IPV6)
-	ip := b[ethHeaderLen:]
-	ip[0] = 6 << 4
-	binary.BigEndian.PutUint16(ip[4:6], uint16(len(msg)))
-	ip[6] = unix.IPPROTO_ICMPV6
-	ip[7] = ndp.HopLimit
-	s, d := src.As16(), dst.As16()
-	copy(ip[8:24], s[:])
-	copy(ip[24:40], d[:])
-	return append(b, msg...)
+	return icmpv6Frame(theirMAC, multicastMAC(dst), src, dst, msg)
 }

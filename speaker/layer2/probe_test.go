@@ -205,6 +205,12 @@ func ipv6Frame(t testing.TB, mac, ethDst net.HardwareAddr, src, dst netip.Addr, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return icmpv6Frame(mac, ethDst, src, dst, msg)
+}
+
+// icmpv6Frame returns an Ethernet frame carrying the ICMPv6 message msg
+// (checksum already set) from src to dst, with NDP's hop limit.
+func icmpv6Frame(mac, ethDst net.HardwareAddr, src, dst netip.Addr, msg []byte) []byte {
 	b := make([]byte, icmpOffset, icmpOffset+len(msg))
 	copy(b[0:6], ethDst)
 	copy(b[6:12], mac)

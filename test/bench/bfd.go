@@ -120,7 +120,7 @@ spec:
 	if err := x.apply(ctx, tor("  "+bfd+"\n")); err != nil {
 		return err
 	}
-	if err := waitSessionsRenewed(ctx, b, time.Now()); err != nil {
+	if err := b.WaitSessionsRenewed(ctx, time.Now(), 60*time.Second); err != nil {
 		return x.fail(err)
 	}
 	failed, broken, err = rollingRestarts(ctx, b, vip, 3)
@@ -135,7 +135,7 @@ spec:
 	if err := x.apply(ctx, tor("  holdTime: 3s\n")); err != nil {
 		return err
 	}
-	if err := waitSessionsRenewed(ctx, b, time.Now()); err != nil {
+	if err := b.WaitSessionsRenewed(ctx, time.Now(), 60*time.Second); err != nil {
 		return x.fail(err)
 	}
 	outages, _, err = silentLosses(ctx, b, vip, trials, 0)
@@ -151,7 +151,7 @@ spec:
 	if err := x.apply(ctx, tor("  holdTime: 3s\n  gracefulRestart: {enabled: true, restartTime: 5s}\n")); err != nil {
 		return err
 	}
-	if err := waitSessionsRenewed(ctx, b, time.Now()); err != nil {
+	if err := b.WaitSessionsRenewed(ctx, time.Now(), 60*time.Second); err != nil {
 		return x.fail(err)
 	}
 	outages, _, err = silentLosses(ctx, b, vip, 3, 0)
@@ -233,25 +233,6 @@ func waitRouterBFDTimers(ctx context.Context, b *rig.BGP, ms int) error {
 		}
 		if ok < len(b.Nodes) {
 			return fmt.Errorf("%d of %d BFD sessions up at %d ms", ok, len(b.Nodes), ms)
-		}
-		return nil
-	})
-}
-
-// waitSessionsRenewed waits until the router has an Established session
-// with every node that came up after since (a changed capability renews
-// them).
-func waitSessionsRenewed(ctx context.Context, b *rig.BGP, since time.Time) error {
-	return rig.Eventually(60*time.Second, func() error {
-		nb, err := b.Router.Neighbors(ctx)
-		if err != nil {
-			return err
-		}
-		for _, n := range b.Nodes {
-			s := nb[n.IPv4.String()]
-			if s.State != "Established" || time.Duration(s.UpMsec)*time.Millisecond > time.Since(since) {
-				return fmt.Errorf("session with %s %s for %dms", n.Name, s.State, s.UpMsec)
-			}
 		}
 		return nil
 	})

@@ -33,10 +33,8 @@ func (c *cluster) bgpPeerStatus(name string) (v1alpha1.BGPPeerStatus, error) {
 
 // bgpDrops sums FRR's dropped-connection counters of the nodes' sessions.
 func bgpDrops(ctx context.Context, r *frr.Router, addrs []string) (int, error) {
-	var m map[string]struct {
-		Dropped int `json:"connectionsDropped"`
-	}
-	if err := r.JSON(ctx, "show bgp neighbors json", &m); err != nil {
+	m, err := r.Neighbors(ctx)
+	if err != nil {
 		return 0, err
 	}
 	n := 0

@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,14 +67,9 @@ func TestSpeakerNetRawOnly(t *testing.T) {
 
 // procCaps returns the effective capabilities of process pid.
 func procCaps(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatusField(pid, "CapEff")
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no CapEff", pid)
+	return strconv.ParseUint(v, 16, 64)
 }

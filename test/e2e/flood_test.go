@@ -143,14 +143,23 @@ func isTimeout(err error) bool {
 
 // procStatus reads a field of /proc/pid/status in KiB.
 func procStatus(pid int, field string) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatusField(pid, field)
 	if err != nil {
 		return 0, err
 	}
+	return strconv.Atoi(strings.TrimSuffix(v, " kB"))
+}
+
+// procStatusField returns a field of /proc/pid/status, trimmed.
+func procStatusField(pid int, field string) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return strings.TrimSpace(v), nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+	return "", fmt.Errorf("/proc/%d/status has no %s", pid, field)
 }

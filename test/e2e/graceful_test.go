@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -86,19 +85,7 @@ func TestBGPGracefulRestart(t *testing.T) {
 		// them.
 		changed := time.Now()
 		c.applyPeer("tor", torSpec(bfd))
-		err := rig.Eventually(30*time.Second, func() error {
-			nb, err := b.Router.Neighbors(ctx)
-			if err != nil {
-				return err
-			}
-			for _, a := range all {
-				if s := nb[a]; s.State != "Established" || time.Duration(s.UpMsec)*time.Millisecond > time.Since(changed) {
-					return fmt.Errorf("session with %s %s for %dms, not yet reopened without graceful restart", a, s.State, s.UpMsec)
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err := b.WaitSessionsRenewed(ctx, changed, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		res := roll(t, syscall.SIGTERM)

@@ -18,6 +18,8 @@ type Neighbor struct {
 	UpMsec int64 `json:"bgpTimerUpMsec"`
 	// HoldTimeMsecs is the hold time negotiated.
 	HoldTimeMsecs int `json:"bgpTimerHoldTimeMsecs"`
+	// Dropped counts the times the session went down.
+	Dropped int `json:"connectionsDropped"`
 }
 
 // Neighbors returns FRR's BGP neighbors by address.

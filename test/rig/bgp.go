@@ -114,6 +114,24 @@ func (b *BGP) RouterBFD(ctx context.Context, rx, tx int) error {
 		"exit", "exit", fmt.Sprintf("router bgp %d", RouterASN), "neighbor nodes bfd", "neighbor nodes bfd profile fast")
 }
 
+// WaitSessionsRenewed waits until the router has an Established session
+// with every node that came up after since (a changed capability or hold
+// time renews them).
+func (b *BGP) WaitSessionsRenewed(ctx context.Context, since time.Time, timeout time.Duration) error {
+	return Eventually(timeout, func() error {
+		nb, err := b.Router.Neighbors(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range b.Nodes {
+			if s := nb[n.IPv4.String()]; s.State != "Established" || time.Duration(s.UpMsec)*time.Millisecond > time.Since(since) {
+				return fmt.Errorf("session with %s %s for %dms, not renewed since %s", n.Name, s.State, s.UpMsec, since.Format(time.StampMilli))
+			}
+		}
+		return nil
+	})
+}
+
 // Stop stops the router and the layer-2 rig.
 func (b *BGP) Stop() {
 	if b.Router != nil {
