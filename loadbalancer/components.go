@@ -63,7 +63,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	if err != nil {
 		return nil, err
 	}
-	bundle, err := pki.Bootstrap(ctx, cfg.Client, cfg.Namespace)
+	bundle, err := pki.Bootstrap(ctx, cfg.Client, cfg.Namespace, pki.WithRecorder(cfg.Recorder))
 	if err != nil {
 		return nil, fmt.Errorf("preparing the speakers' certificates in namespace %s: %w", cfg.Namespace, err)
 	}
@@ -73,7 +73,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 		return nil, fmt.Errorf("starting the IPPool controller: %w", err)
 	}
 	spOpts := cfg.Speakers
-	spOpts.TLS = bundle.ClientTLSConfig()
+	spOpts.Identity = bundle
 	spOpts.Leader = cfg.Host
 	spOpts.Term = t.Value
 	spOpts.Valid = t.Valid

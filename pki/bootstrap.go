@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,38 +14,45 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 )
 
 const (
-	// CASecretName is the Opaque Secret, in the CCM's namespace, holding the
-	// CA certificate (CACertKey) and private key (CAKeyKey).
+	// CASecretName is the immutable Opaque Secret, in the CCM's namespace,
+	// holding the CA certificate (CACertKey) and private key (CAKeyKey).
 	CASecretName = "ironlb-ca"
-	// SpeakerSecretName is the kubernetes.io/tls Secret, in the CCM's
-	// namespace, holding the speakers' certificate (TLSCertKey), key
-	// (TLSKeyKey) and the CA certificate (CACertKey). The speaker DaemonSet
-	// mounts it as a volume.
-	SpeakerSecretName = "ironlb-speaker-tls"
+	// PreviousCASecretName is the optional Secret holding the CA being
+	// rotated out, in the same form. The CCM trusts it besides the current
+	// one and keeps a client certificate from it for speakers that do not
+	// trust the current CA yet. Delete it to end the overlap.
+	PreviousCASecretName = "ironlb-ca-previous"
+	// BundleConfigMapName is the ConfigMap, in the CCM's namespace, whose
+	// CACertKey holds every CA the CCM trusts (current first). Speakers
+	// mount it to verify the CCM.
+	BundleConfigMapName = "ironlb-ca-bundle"
+	// legacySpeakerSecretName held the key that every speaker shared
+	// before speakers got their own; Sync deletes it.
+	legacySpeakerSecretName = "ironlb-speaker-tls"
 
 	// CACertKey is the Secret key and file name of the PEM CA certificate.
 	CACertKey = "ca.crt"
 	// CAKeyKey is the Secret key of the PEM CA private key.
 	CAKeyKey = "ca.key"
-	// TLSCertKey is the Secret key and file name of the PEM leaf certificate.
-	TLSCertKey = corev1.TLSCertKey
-	// TLSKeyKey is the Secret key and file name of the PEM leaf private key.
-	TLSKeyKey = corev1.TLSPrivateKeyKey
 
 	// DefaultResyncInterval is how often Bundle.Run re-checks the Secrets
 	// when no renewal is due earlier.
 	DefaultResyncInterval = time.Hour
 
-	// maxWriteAttempts bounds the optimistic-concurrency retries when
-	// writing the speaker Secret.
-	maxWriteAttempts = 5
 	// retryInterval is how soon Run retries after a failed sync.
-	retryInterval = time.Minute
+	retryInterval = 30 * time.Second
+
+	// ReasonInvalidCA is the reason of the Warning Event on a CA Secret the
+	// CCM cannot use.
+	ReasonInvalidCA = "InvalidCA"
 )
 
 var managedLabels = map[string]string{"app.kubernetes.io/managed-by": "ironlb"}
@@ -55,7 +63,10 @@ type Option func(*options)
 type options struct {
 	now          func() time.Time
 	leafLifetime time.Duration
+	nodeLifetime time.Duration
 	resync       time.Duration
+	recorder     record.EventRecorder
+	speakerSA    string
 }
 
 // WithClock sets the clock used for issuing and validating certificates.
@@ -64,10 +75,16 @@ func WithClock(now func() time.Time) Option {
 	return func(o *options) { o.now = now }
 }
 
-// WithLeafLifetime sets the lifetime of issued leaf certificates (speaker
-// and CCM). Values <= 0 select DefaultLeafLifetime.
+// WithLeafLifetime sets the lifetime of the CCM's client certificates.
+// Values <= 0 select DefaultLeafLifetime.
 func WithLeafLifetime(d time.Duration) Option {
 	return func(o *options) { o.leafLifetime = d }
+}
+
+// WithNodeLifetime sets the lifetime of speakers' node certificates.
+// Values <= 0 select NodeCertLifetime.
+func WithNodeLifetime(d time.Duration) Option {
+	return func(o *options) { o.nodeLifetime = d }
 }
 
 // WithResyncInterval sets how often Bundle.Run re-checks the Secrets when
@@ -76,9 +93,22 @@ func WithResyncInterval(d time.Duration) Option {
 	return func(o *options) { o.resync = d }
 }
 
-// Bundle holds the CCM side of the mutual TLS setup: the trusted CA and the
-// CCM's in-memory client certificate. It is safe for concurrent use; the
-// certificate returned by ClientTLSConfig rotates as Run renews it.
+// WithRecorder makes the bundle report a CA Secret it cannot use with a
+// Warning Event on that Secret.
+func WithRecorder(r record.EventRecorder) Option {
+	return func(o *options) { o.recorder = r }
+}
+
+// WithSpeakerServiceAccount names the speakers' ServiceAccount (in the
+// CCM's namespace) whose tokens may enroll. Default
+// DefaultSpeakerServiceAccount.
+func WithSpeakerServiceAccount(name string) Option {
+	return func(o *options) { o.speakerSA = name }
+}
+
+// Bundle holds the CCM side of the mutual TLS setup: the CAs it trusts and
+// issues from, and its in-memory client certificates. It is safe for
+// concurrent use; what ClientTLSConfig presents rotates as Run renews it.
 type Bundle struct {
 	client    kubernetes.Interface
 	namespace string
@@ -86,25 +116,48 @@ type Bundle struct {
 
 	syncMu sync.Mutex // serializes Sync
 	state  atomic.Pointer[bundleState]
+
+	changedMu sync.Mutex
+	changed   chan struct{} // closed and replaced when the trusted CAs change
+}
+
+// Changed returns a channel closed when the CAs the bundle trusts or issues
+// from change next: then enrolled speakers' certificates are due for
+// renewal (RenewalDue).
+func (b *Bundle) Changed() <-chan struct{} {
+	b.changedMu.Lock()
+	defer b.changedMu.Unlock()
+	return b.changed
+}
+
+func (b *Bundle) notifyChanged() {
+	b.changedMu.Lock()
+	defer b.changedMu.Unlock()
+	close(b.changed)
+	b.changed = make(chan struct{})
 }
 
 type bundleState struct {
-	ca             *CA
-	pool           *x509.CertPool
-	cert           *tls.Certificate // CCM client certificate, Leaf populated
-	ccmRenewAt     time.Time
-	speakerRenewAt time.Time
+	current    *CA // issues node and CCM certificates; nil until a usable CA was read
+	previous   *CA // trusted during a rotation; may be nil
+	pool       *x509.CertPool
+	bundlePEM  []byte
+	certs      []*tls.Certificate // CCM client certificates: from current, then from previous
+	ccmRenewAt time.Time
+	problem    string // why the CA cannot be used now; "" when it can
 }
 
-// Bootstrap ensures the CA Secret and the speaker Secret exist in namespace
-// and issues the CCM's client certificate in memory.
+// Bootstrap reads (or creates) the CA in namespace, publishes the trust
+// bundle for the speakers and issues the CCM's client certificates in
+// memory.
 //
-// The CA Secret is created if missing; creation is race-safe (when another
-// CCM replica wins, its CA is used) and an existing CA Secret is never
-// overwritten: if it cannot be parsed Bootstrap returns an error naming the
-// Secret and the offending key. The speaker Secret is (re)issued when it is
-// missing, unparsable, not signed by the CA or within the last third of its
-// lifetime; updates use optimistic concurrency.
+// The CA Secret is created, immutable, if missing; creation is race-safe
+// (when another CCM replica wins, its CA is used) and an existing CA Secret
+// is never overwritten. A CA Secret that cannot be used does not stop the
+// CCM: the bundle is degraded (Problem says why, a Warning Event on the
+// Secret and the metric ironlb_ca_valid tell the operator), no speaker can
+// be reached until it is repaired, and Run retries every 30 s. Only errors
+// of the arguments are returned.
 func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace string, opts ...Option) (*Bundle, error) {
 	o := options{now: time.Now}
 	for _, opt := range opts {
@@ -116,8 +169,14 @@ func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace strin
 	if o.leafLifetime <= 0 {
 		o.leafLifetime = DefaultLeafLifetime
 	}
+	if o.nodeLifetime <= 0 {
+		o.nodeLifetime = NodeCertLifetime
+	}
 	if o.resync <= 0 {
 		o.resync = DefaultResyncInterval
+	}
+	if o.speakerSA == "" {
+		o.speakerSA = DefaultSpeakerServiceAccount
 	}
 	if client == nil {
 		return nil, errors.New("ironlb pki: bootstrap: nil Kubernetes client")
@@ -125,45 +184,42 @@ func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace strin
 	if namespace == "" {
 		return nil, errors.New("ironlb pki: bootstrap: empty namespace")
 	}
-	b := &Bundle{client: client, namespace: namespace, opts: o}
+	b := &Bundle{client: client, namespace: namespace, opts: o, changed: make(chan struct{})}
+	b.state.Store(&bundleState{problem: "not synced yet"})
+	caMetrics.Set(b.collectMetrics)
 	if err := b.Sync(ctx); err != nil {
-		return nil, fmt.Errorf("ironlb pki: bootstrap: %w", err)
+		klog.ErrorS(err, "ironlb pki: the CCM cannot reach speakers until the CA is usable; will retry", "secret", klog.KRef(namespace, CASecretName))
 	}
 	return b, nil
 }
 
-// CA returns the CA currently trusted by the bundle.
-func (b *Bundle) CA() *CA { return b.state.Load().ca }
+// CA returns the CA the bundle issues from (nil while degraded).
+func (b *Bundle) CA() *CA { return b.state.Load().current }
 
-// Certificate returns the CCM's current client certificate.
-func (b *Bundle) Certificate() *tls.Certificate { return b.state.Load().cert }
+// Problem says why the bundle cannot issue or present certificates now;
+// "" when it can.
+func (b *Bundle) Problem() string { return b.state.Load().problem }
 
-// ClientTLSConfig returns the TLS configuration for the CCM's gRPC client.
-// It requires TLS 1.3, presents the current CCM certificate (rotated by
-// Run) and accepts only servers whose certificate chains to the CA, is
-// valid for server authentication and carries SpeakerIdentity. Hostnames
-// are not verified, since speakers are addressed by node IP.
-func (b *Bundle) ClientTLSConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The standard verification checks the hostname, which speaker
-		// certificates deliberately do not carry. VerifyConnection performs
-		// the full chain and identity verification instead.
-		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return b.state.Load().cert, nil
-		},
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(cs.PeerCertificates, b.state.Load().pool, x509.ExtKeyUsageServerAuth, SpeakerIdentity, b.opts.now())
-		},
+// Certificate returns the CCM's client certificate from the current CA
+// (nil while degraded).
+func (b *Bundle) Certificate() *tls.Certificate {
+	if c := b.state.Load().certs; len(c) > 0 {
+		return c[0]
 	}
+	return nil
 }
 
+// BundlePEM returns the PEM certificates of every trusted CA, current
+// first.
+func (b *Bundle) BundlePEM() []byte { return bytes.Clone(b.state.Load().bundlePEM) }
+
 // Run keeps the bundle fresh until ctx is done: it renews the CCM client
-// certificate after two thirds of its lifetime, re-checks (and if needed
-// reissues) the speaker Secret, and adopts a new CA if the CA Secret was
-// replaced. It wakes up at least every resync interval.
+// certificates after two thirds of their lifetime, re-reads the CA Secrets
+// (adopting a rotated CA) and republishes the trust bundle. It wakes up at
+// least every resync interval, and every 30 s while degraded.
 func (b *Bundle) Run(ctx context.Context) {
+	poke := make(chan struct{}, 1)
+	go b.watchSecrets(ctx, poke)
 	wait := b.nextWait()
 	for {
 		t := time.NewTimer(wait)
@@ -172,6 +228,8 @@ func (b *Bundle) Run(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-poke:
+			t.Stop()
 		}
 		if err := b.Sync(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -185,61 +243,132 @@ func (b *Bundle) Run(ctx context.Context) {
 	}
 }
 
+// watchSecrets pokes Run when a CA Secret is created, replaced or deleted,
+// so that a rotation takes effect at once. It uses the list and watch of
+// Secrets in its namespace the CCM has for BGP passwords; without them Run
+// still re-reads the Secrets every resync interval.
+func (b *Bundle) watchSecrets(ctx context.Context, poke chan<- struct{}) {
+	for ctx.Err() == nil {
+		w, err := b.client.CoreV1().Secrets(b.namespace).Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			klog.V(2).InfoS("ironlb pki: cannot watch the CA Secrets; re-reading them every resync interval", "err", err.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retryInterval):
+			}
+			continue
+		}
+		for ev := range w.ResultChan() {
+			s, ok := ev.Object.(*corev1.Secret)
+			if !ok || (s.Name != CASecretName && s.Name != PreviousCASecretName) || ev.Type == watch.Bookmark {
+				continue
+			}
+			select {
+			case poke <- struct{}{}:
+			default:
+			}
+		}
+		w.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // nextWait returns how long Run sleeps before the next Sync.
 func (b *Bundle) nextWait() time.Duration {
 	st := b.state.Load()
-	now := b.opts.now()
-	wait := b.opts.resync
-	for _, at := range []time.Time{st.ccmRenewAt, st.speakerRenewAt} {
-		if d := at.Sub(now); d < wait {
-			wait = d
-		}
+	if st.problem != "" {
+		return min(retryInterval, b.opts.resync)
 	}
+	wait := min(b.opts.resync, st.ccmRenewAt.Sub(b.opts.now()))
 	return max(wait, time.Second)
 }
 
-// Sync performs one pass of what Run does periodically: it ensures the CA
-// and speaker Secrets and renews the CCM certificate if due.
+// Sync performs one pass of what Run does periodically. When the CA Secret
+// cannot be used it keeps what worked before (existing streams and the
+// certificates already issued stay valid) and returns the reason.
 func (b *Bundle) Sync(ctx context.Context) error {
 	b.syncMu.Lock()
 	defer b.syncMu.Unlock()
 	now := b.opts.now()
-
-	ca, err := b.ensureCA(ctx, now)
-	if err != nil {
-		return err
-	}
-	speakerRenewAt, err := b.ensureSpeakerSecret(ctx, ca, now)
-	if err != nil {
-		return err
-	}
-
 	old := b.state.Load()
-	next := &bundleState{ca: ca, speakerRenewAt: speakerRenewAt}
-	caChanged := old == nil || !old.ca.cert.Equal(ca.cert)
-	if !caChanged {
-		next.pool, next.cert, next.ccmRenewAt = old.pool, old.cert, old.ccmRenewAt
-	} else {
-		if old != nil {
-			klog.InfoS("ironlb pki: CA changed, adopting the new CA", "secret", klog.KRef(b.namespace, CASecretName), "subject", ca.cert.Subject.String())
-		}
-		next.pool = ca.Pool()
+
+	current, err := b.ensureCA(ctx, now)
+	if err != nil {
+		next := *old
+		next.problem = err.Error()
+		b.state.Store(&next)
+		return err
 	}
-	if caChanged || !now.Before(next.ccmRenewAt) {
-		certPEM, keyPEM, err := ca.Issue(CCMIdentity, b.opts.leafLifetime, now)
-		if err != nil {
-			return fmt.Errorf("issue CCM client certificate: %w", err)
+	previous := b.previousCA(ctx, now)
+	if previous != nil && previous.cert.Equal(current.cert) {
+		previous = nil
+	}
+	next := &bundleState{current: current, previous: previous}
+	next.pool = x509.NewCertPool()
+	next.pool.AddCert(current.cert)
+	next.bundlePEM = current.CertPEM()
+	if previous != nil {
+		next.pool.AddCert(previous.cert)
+		next.bundlePEM = append(next.bundlePEM, previous.CertPEM()...)
+	}
+	if err := b.publishBundle(ctx, next.bundlePEM); err != nil {
+		// Issuing works; restarted speakers just may not see a new CA yet
+		// (connected ones get it with their next certificate).
+		klog.ErrorS(err, "ironlb pki: publishing the CA bundle", "configMap", klog.KRef(b.namespace, BundleConfigMapName))
+	}
+	b.deleteLegacySecret(ctx)
+
+	sameCAs := old.current != nil && old.current.cert.Equal(current.cert) && sameCA(old.previous, previous)
+	if !sameCAs && old.current != nil {
+		defer b.notifyChanged() // once the new state is stored
+	}
+	if sameCAs && now.Before(old.ccmRenewAt) {
+		next.certs, next.ccmRenewAt = old.certs, old.ccmRenewAt
+	} else {
+		if old.current != nil && !old.current.cert.Equal(current.cert) {
+			klog.InfoS("ironlb pki: CA changed, adopting the new CA", "secret", klog.KRef(b.namespace, CASecretName), "subject", current.cert.Subject.String(), "previousTrusted", previous != nil)
 		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return fmt.Errorf("load CCM client certificate: %w", err)
+		for _, ca := range []*CA{current, previous} {
+			if ca == nil {
+				continue
+			}
+			cert, err := ca.issueKeyPair(CCMIdentity, b.opts.leafLifetime, now)
+			if err != nil {
+				return fmt.Errorf("issue CCM client certificate: %w", err)
+			}
+			next.certs = append(next.certs, cert)
 		}
-		next.cert = &cert
-		next.ccmRenewAt = renewAt(cert.Leaf)
-		klog.V(2).InfoS("ironlb pki: issued CCM client certificate", "notAfter", cert.Leaf.NotAfter)
+		next.ccmRenewAt = renewAt(next.certs[0].Leaf)
+		klog.V(2).InfoS("ironlb pki: issued CCM client certificates", "count", len(next.certs), "notAfter", next.certs[0].Leaf.NotAfter)
 	}
 	b.state.Store(next)
 	return nil
+}
+
+func sameCA(a, b *CA) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.cert.Equal(b.cert)
+}
+
+// issueKeyPair issues identity a fresh key and certificate as a
+// tls.Certificate.
+func (ca *CA) issueKeyPair(identity string, lifetime time.Duration, now time.Time) (*tls.Certificate, error) {
+	certPEM, keyPEM, err := ca.Issue(identity, lifetime, now)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load certificate for %s: %w", identity, err)
+	}
+	return &cert, nil
 }
 
 // ensureCA returns the CA stored in the CA Secret, creating the Secret if
@@ -261,6 +390,7 @@ func (b *Bundle) ensureCA(ctx context.Context, now time.Time) (*CA, error) {
 	s = &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: CASecretName, Namespace: b.namespace, Labels: managedLabels},
 		Type:       corev1.SecretTypeOpaque,
+		Immutable:  ptr.To(true),
 		Data:       map[string][]byte{CACertKey: ca.CertPEM(), CAKeyKey: ca.KeyPEM()},
 	}
 	_, err = secrets.Create(ctx, s, metav1.CreateOptions{})
@@ -283,103 +413,75 @@ func (b *Bundle) ensureCA(ctx context.Context, now time.Time) (*CA, error) {
 func (b *Bundle) caFromSecret(s *corev1.Secret, now time.Time) (*CA, error) {
 	ca, err := parseCA(s.Data[CACertKey], s.Data[CAKeyKey], now)
 	if err != nil {
-		return nil, fmt.Errorf("CA secret %s/%s is invalid and will not be replaced (repair it, or delete it to generate a new CA): %w", b.namespace, CASecretName, err)
+		err = fmt.Errorf("CA secret %s/%s is invalid and will not be replaced (repair it, or delete it to generate a new CA): %w", b.namespace, s.Name, err)
+		if b.opts.recorder != nil {
+			b.opts.recorder.Event(s, corev1.EventTypeWarning, ReasonInvalidCA, err.Error())
+		}
+		return nil, err
 	}
 	if left := ca.cert.NotAfter.Sub(now); left < DefaultLeafLifetime {
-		klog.InfoS("ironlb pki: WARNING: CA expires soon; rotate it", "secret", klog.KRef(b.namespace, CASecretName), "notAfter", ca.cert.NotAfter)
+		klog.InfoS("ironlb pki: WARNING: CA expires soon; rotate it", "secret", klog.KRef(b.namespace, s.Name), "notAfter", ca.cert.NotAfter)
 	}
 	return ca, nil
 }
 
-// ensureSpeakerSecret makes sure the speaker Secret holds a certificate
-// issued by ca that is not yet due for renewal, and returns when it will be.
-func (b *Bundle) ensureSpeakerSecret(ctx context.Context, ca *CA, now time.Time) (time.Time, error) {
-	secrets := b.client.CoreV1().Secrets(b.namespace)
-	ref := klog.KRef(b.namespace, SpeakerSecretName)
-	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		s, err := secrets.Get(ctx, SpeakerSecretName, metav1.GetOptions{})
-		notFound := apierrors.IsNotFound(err)
-		if err != nil && !notFound {
-			return time.Time{}, fmt.Errorf("get secret %s/%s: %w", b.namespace, SpeakerSecretName, err)
-		}
-
-		reason := "missing"
-		if !notFound {
-			if s.Type != corev1.SecretTypeTLS {
-				return time.Time{}, fmt.Errorf("secret %s/%s has type %q, want %q (delete it so that it is recreated)", b.namespace, SpeakerSecretName, s.Type, corev1.SecretTypeTLS)
-			}
-			var at time.Time
-			at, reason = evaluateSpeakerSecret(s, ca, now)
-			if reason == "" {
-				return at, nil
-			}
-		}
-
-		certPEM, keyPEM, err := ca.Issue(SpeakerIdentity, b.opts.leafLifetime, now)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("issue speaker certificate: %w", err)
-		}
-		leaf, err := parseCertPEM(certPEM)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("parse issued speaker certificate: %w", err)
-		}
-
-		if notFound {
-			s = &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: SpeakerSecretName, Namespace: b.namespace, Labels: managedLabels},
-				Type:       corev1.SecretTypeTLS,
-				Data:       map[string][]byte{CACertKey: ca.CertPEM(), TLSCertKey: certPEM, TLSKeyKey: keyPEM},
-			}
-			_, err = secrets.Create(ctx, s, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				continue // another replica created it; re-evaluate
-			}
-			if err != nil {
-				return time.Time{}, fmt.Errorf("create secret %s/%s: %w", b.namespace, SpeakerSecretName, err)
-			}
-		} else {
-			s = s.DeepCopy() // keeps ResourceVersion for optimistic concurrency
-			if s.Data == nil {
-				s.Data = map[string][]byte{}
-			}
-			s.Data[CACertKey] = ca.CertPEM()
-			s.Data[TLSCertKey] = certPEM
-			s.Data[TLSKeyKey] = keyPEM
-			_, err = secrets.Update(ctx, s, metav1.UpdateOptions{})
-			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-				continue // changed or deleted concurrently; re-evaluate
-			}
-			if err != nil {
-				return time.Time{}, fmt.Errorf("update secret %s/%s: %w", b.namespace, SpeakerSecretName, err)
-			}
-		}
-		klog.InfoS("ironlb pki: issued speaker certificate", "secret", ref, "reason", reason, "notAfter", leaf.NotAfter)
-		return renewAt(leaf), nil
+// previousCA reads the CA being rotated out, if there is one. One that
+// cannot be used is reported and not trusted.
+func (b *Bundle) previousCA(ctx context.Context, now time.Time) *CA {
+	s, err := b.client.CoreV1().Secrets(b.namespace).Get(ctx, PreviousCASecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
 	}
-	return time.Time{}, fmt.Errorf("secret %s/%s: giving up after %d conflicting writes", b.namespace, SpeakerSecretName, maxWriteAttempts)
+	if err != nil {
+		klog.ErrorS(err, "ironlb pki: reading the previous CA; not trusting it", "secret", klog.KRef(b.namespace, PreviousCASecretName))
+		return nil
+	}
+	ca, err := b.caFromSecret(s, now)
+	if err != nil {
+		klog.ErrorS(err, "ironlb pki: not trusting the previous CA")
+		return nil
+	}
+	return ca
 }
 
-// evaluateSpeakerSecret returns the renewal time of the certificate in s and
-// an empty reason if it is usable, or a non-empty reason why it must be
-// reissued.
-func evaluateSpeakerSecret(s *corev1.Secret, ca *CA, now time.Time) (time.Time, string) {
-	if caCert, err := parseCertPEM(s.Data[CACertKey]); err != nil {
-		return time.Time{}, fmt.Sprintf("%s: %v", CACertKey, err)
-	} else if !caCert.Equal(ca.cert) {
-		return time.Time{}, CACertKey + " is not the current CA"
+// publishBundle writes the trusted CAs into the speakers' ConfigMap.
+func (b *Bundle) publishBundle(ctx context.Context, pemData []byte) error {
+	cms := b.client.CoreV1().ConfigMaps(b.namespace)
+	cm, err := cms.Get(ctx, BundleConfigMapName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = cms.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: BundleConfigMapName, Namespace: b.namespace, Labels: managedLabels},
+			Data:       map[string]string{CACertKey: string(pemData)},
+		}, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil // another replica; the next sync checks its content
+		}
+		return err
 	}
-	pair, err := tls.X509KeyPair(s.Data[TLSCertKey], s.Data[TLSKeyKey])
 	if err != nil {
-		return time.Time{}, fmt.Sprintf("%s/%s: %v", TLSCertKey, TLSKeyKey, err)
+		return err
 	}
-	if err := verifyPeer([]*x509.Certificate{pair.Leaf}, ca.Pool(), x509.ExtKeyUsageServerAuth, SpeakerIdentity, now); err != nil {
-		return time.Time{}, err.Error()
+	if cm.Data[CACertKey] == string(pemData) {
+		return nil
 	}
-	at := renewAt(pair.Leaf)
-	if !now.Before(at) {
-		return at, "less than a third of the lifetime left"
+	cm = cm.DeepCopy()
+	if cm.Data == nil {
+		cm.Data = map[string]string{}
 	}
-	return at, ""
+	cm.Data[CACertKey] = string(pemData)
+	_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	if err == nil {
+		klog.InfoS("ironlb pki: published the CA bundle", "configMap", klog.KRef(b.namespace, BundleConfigMapName))
+	}
+	return err
+}
+
+// deleteLegacySecret removes the key all speakers used to share.
+func (b *Bundle) deleteLegacySecret(ctx context.Context) {
+	err := b.client.CoreV1().Secrets(b.namespace).Delete(ctx, legacySpeakerSecretName, metav1.DeleteOptions{})
+	if err == nil {
+		klog.InfoS("ironlb pki: deleted the shared speaker key of older versions", "secret", klog.KRef(b.namespace, legacySpeakerSecretName))
+	}
 }
 
 // renewAt returns the time after which cert is due for renewal: when two

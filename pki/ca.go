@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -21,15 +22,18 @@ const (
 	// CCMIdentity is the URI SAN carried by the cloud-controller-manager's
 	// client certificate.
 	CCMIdentity = "spiffe://ironlb.dev/ccm"
-	// SpeakerIdentity is the URI SAN carried by the speakers' serving
-	// certificate.
-	SpeakerIdentity = "spiffe://ironlb.dev/speaker"
+	// nodeIdentityPrefix starts the URI SAN of a speaker's certificate:
+	// NodeIdentity(node).
+	nodeIdentityPrefix = "spiffe://ironlb.dev/node/"
 
 	// CALifetime is the validity period of a CA created by NewCA.
 	CALifetime = 10 * 365 * 24 * time.Hour
 	// DefaultLeafLifetime is the validity period of leaf certificates
 	// issued when no explicit lifetime is requested.
 	DefaultLeafLifetime = 365 * 24 * time.Hour
+	// NodeCertLifetime is the validity of a speaker's node certificate.
+	// The CCM renews it on the speaker's stream after two thirds of it.
+	NodeCertLifetime = 24 * time.Hour
 
 	// clockSkew is how far NotBefore is backdated so that peers whose clocks
 	// lag slightly behind still accept a freshly issued certificate.
@@ -66,7 +70,7 @@ func NewCA(now time.Time) (*CA, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "ironlb-ca", Organization: []string{"ironlb"}},
+		Subject:               pkix.Name{CommonName: "ironlb-ca", Organization: []string{"ironlb"}, SerialNumber: serial.Text(16)}, // unique: clients pick their certificate by issuer name
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(CALifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -153,19 +157,38 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
-// Issue creates an ECDSA P-256 leaf certificate for identity, which must be
-// a spiffe:// URI such as CCMIdentity or SpeakerIdentity. The certificate
-// carries identity as its only SAN (no DNS names or IP addresses: peers are
-// authenticated by identity, not by hostname). CCMIdentity certificates are
-// client-only; all others may be used as server and client. A lifetime <= 0
-// selects DefaultLeafLifetime; NotAfter never exceeds the CA's NotAfter.
+// Issue creates an ECDSA P-256 key and a leaf certificate for identity,
+// which must be a spiffe:// URI such as CCMIdentity or NodeIdentity(node).
+// The certificate carries identity as its only SAN (no DNS names or IP
+// addresses: peers are authenticated by identity, not by hostname).
+// CCMIdentity certificates are client-only; all others may be used as
+// server and client. A lifetime <= 0 selects DefaultLeafLifetime; NotAfter
+// never exceeds the CA's NotAfter.
 func (ca *CA) Issue(identity string, lifetime time.Duration, now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue certificate for %s: generate key: %w", identity, err)
+	}
+	certPEM, err = ca.IssueFor(identity, key.Public(), lifetime, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue certificate for %s: marshal key: %w", identity, err)
+	}
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: pemTypePKCS8Key, Bytes: keyDER}), nil
+}
+
+// IssueFor is Issue for a key the caller holds (a speaker's, which never
+// leaves its node): it certifies pub and returns the PEM certificate.
+func (ca *CA) IssueFor(identity string, pub crypto.PublicKey, lifetime time.Duration, now time.Time) ([]byte, error) {
 	u, err := url.Parse(identity)
 	if err != nil || u.Scheme != "spiffe" || u.Host == "" {
-		return nil, nil, fmt.Errorf("issue certificate: identity %q is not a spiffe:// URI", identity)
+		return nil, fmt.Errorf("issue certificate: identity %q is not a spiffe:// URI", identity)
 	}
 	if now.After(ca.cert.NotAfter) {
-		return nil, nil, fmt.Errorf("issue certificate for %s: CA expired at %s", identity, ca.cert.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("issue certificate for %s: CA expired at %s", identity, ca.cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if lifetime <= 0 {
 		lifetime = DefaultLeafLifetime
@@ -182,14 +205,9 @@ func (ca *CA) Issue(identity string, lifetime time.Duration, now time.Time) (cer
 	if identity == CCMIdentity {
 		usages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue certificate for %s: generate key: %w", identity, err)
-	}
 	serial, err := randomSerial()
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue certificate for %s: %w", identity, err)
+		return nil, fmt.Errorf("issue certificate for %s: %w", identity, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -201,16 +219,23 @@ func (ca *CA) Issue(identity string, lifetime time.Duration, now time.Time) (cer
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{u},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue certificate for %s: sign: %w", identity, err)
+		return nil, fmt.Errorf("issue certificate for %s: sign: %w", identity, err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue certificate for %s: marshal key: %w", identity, err)
+	return pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: der}), nil
+}
+
+// NodeIdentity is the URI SAN of the certificate of node's speaker.
+func NodeIdentity(node string) string { return nodeIdentityPrefix + node }
+
+// NodeOf returns the node an identity names, or "" if it names none.
+func NodeOf(identity string) string {
+	n, ok := strings.CutPrefix(identity, nodeIdentityPrefix)
+	if !ok {
+		return ""
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: pemTypeCertificate, Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: pemTypePKCS8Key, Bytes: keyDER}), nil
+	return n
 }
 
 // IdentityOf returns the first spiffe:// URI SAN of cert, or "" if cert is

@@ -5,61 +5,66 @@
 // # Identities
 //
 // Peers are authenticated by a spiffe:// URI SAN, not by hostname: the CCM
-// presents CCMIdentity (spiffe://ironlb.dev/ccm) and speakers present
-// SpeakerIdentity (spiffe://ironlb.dev/speaker). Leaf certificates carry no
-// DNS names or IP addresses. Each side verifies the full chain against the
-// ironlb CA, the extended key usage (server auth for speakers, client auth
-// for the CCM) and the peer's identity, so a speaker certificate cannot be
-// used to impersonate the CCM and vice versa.
+// presents CCMIdentity (spiffe://ironlb.dev/ccm) and each speaker presents
+// NodeIdentity(node) (spiffe://ironlb.dev/node/<node>). Leaf certificates
+// carry no DNS names or IP addresses. Each side verifies the chain against
+// the CAs it trusts, the extended key usage (server auth for speakers,
+// client auth for the CCM) and the identity: the speaker accepts only the
+// CCM, and the CCM accepts only the node it dialled (Bundle.ClientTLSConfig;
+// another node's certificate fails with ErrWrongNode), so a speaker
+// certificate cannot impersonate the CCM, nor one node another.
 //
-// # Creation
+// # Enrollment
 //
-// Speakers have no Kubernetes credentials. The CCM creates everything when
-// it starts, by calling Bootstrap in its own namespace:
+// Speakers hold no Kubernetes credentials and no shared key. A speaker
+// makes its key in memory at start (NodeCredentials) and presents a
+// self-signed certificate until the CCM certifies that key. Its pod mounts
+// a projected ServiceAccount token for SpeakerAudience, which the
+// Kubernetes API does not accept, and sends it in the first report of
+// every stream (only a CCM opens streams). When the CCM does not trust the
+// certificate it was shown, Bundle.Enroll checks the token with a
+// TokenReview (audience, the speakers' ServiceAccount, and the node of the
+// pod it is bound to, which must be the node dialled) and issues a node
+// certificate (NodeCertLifetime) for the key of the handshake; the CCM
+// then reconnects. On an authenticated stream the CCM renews the
+// certificate (Bundle.Renew, no token needed) after two thirds of its
+// lifetime, or at once when the CA changed.
 //
-//   - The CA (ECDSA P-256, self-signed, valid for ten years) lives in the
-//     Opaque Secret ironlb-ca under the keys ca.crt and ca.key. It is created
-//     if missing; when several CCM replicas start at once, exactly one
-//     creation wins and all replicas use that CA. An existing ironlb-ca
-//     Secret is never overwritten: if it is corrupt, Bootstrap fails with an
-//     error naming the Secret and the key, and the CCM does not start.
-//   - The speaker certificate (ECDSA P-256, one year by default) lives in the
-//     kubernetes.io/tls Secret ironlb-speaker-tls under ca.crt, tls.crt and
-//     tls.key. The speaker DaemonSet mounts this Secret as a volume (without
-//     subPath, otherwise the kubelet never updates it) and passes the
-//     directory to ServerTLSConfig.
-//   - The CCM's own client certificate is issued in memory and never stored.
+// # The CA
 //
-// # Rotation
+// The CCM's Bootstrap runs in its own namespace:
 //
-// Bundle.Run, running in every CCM replica, renews the in-memory CCM
-// certificate and re-checks the speaker Secret at least hourly. The speaker
-// certificate is reissued when it is missing, unparsable, not issued by the
-// current CA, or when less than a third of its lifetime remains; the update
-// uses the Secret's resourceVersion, so concurrent replicas do not clobber
-// each other. The kubelet then refreshes the mounted files (typically within
-// a minute or two) and the speaker picks them up at its next TLS handshake,
-// without a restart: ServerTLSConfig re-reads the files at most once per
-// second. Since renewal starts with a third of the lifetime left, there is
-// ample time for this propagation.
+//   - The CA (ECDSA P-256, self-signed, ten years) lives in the immutable
+//     Opaque Secret ironlb-ca under ca.crt and ca.key. It is created if
+//     missing; when several CCM replicas start at once, exactly one creation
+//     wins and all replicas use that CA. An existing ironlb-ca is never
+//     overwritten. If it is corrupt, the bundle is degraded rather than the
+//     CCM stopped: Problem says why, a Warning Event InvalidCA names the
+//     Secret, ironlb_ca_valid is 0, the CA in use (if any) and the open
+//     streams are kept, and Run retries every 30 s and whenever the Secret
+//     changes.
+//   - The ConfigMap ironlb-ca-bundle holds, under ca.crt, every CA the CCM
+//     trusts (current first). Speakers mount it to verify the CCM, and also
+//     trust the bundle the CCM sends with each node certificate, so a CA
+//     rotation does not wait for the kubelet.
+//   - The CCM's client certificates (one per trusted CA) are issued in
+//     memory and never stored; the speaker names the CAs it trusts in its
+//     certificate request and the CCM presents one it accepts.
 //
 // # Rotating the CA
 //
-// To replace the CA, delete both Secrets (ironlb-ca and ironlb-speaker-tls)
-// and restart the CCM pods. The first CCM to start creates a new CA and a new
-// speaker certificate; running replicas also adopt the new CA at their next
-// resync. Speakers switch once the kubelet has updated their mounted files.
-// Until then, connections between the CCM and a speaker still holding the old
-// files fail on both sides, so expect a window (up to the kubelet sync period,
-// about a minute by default) in which the CCM cannot reach some speakers;
-// restarting the speaker pods after the CCM shortens it.
+// Copy ironlb-ca to ironlb-ca-previous, then delete ironlb-ca. The CCM
+// (which watches both) makes a new CA, trusts both, publishes both in
+// ironlb-ca-bundle and sends every connected speaker a certificate from the
+// new CA with the new bundle on its open stream. Once the kubelet has
+// updated the mounted bundle on every node, delete ironlb-ca-previous.
 //
 // # Bringing your own CA
 //
-// To use an existing CA, create the Secret ironlb-ca in the CCM's namespace
-// with ca.crt (PEM certificate with CA:TRUE) and ca.key (PEM PKCS#8, SEC 1 or
-// PKCS#1 key) before installing ironlb. The CCM only reads it and issues the
-// speaker and CCM certificates from it. The CA must be allowed to sign leaf
-// certificates (path length constraints permitting) and be valid for the
-// lifetime of the certificates it issues; leaf certificates never outlive it.
+// Create the Secret ironlb-ca in the CCM's namespace with ca.crt (PEM
+// certificate with CA:TRUE) and ca.key (PEM PKCS#8, SEC 1 or PKCS#1 key)
+// before installing ironlb. The CCM only reads it. The CA must be allowed to
+// sign leaf certificates (path length constraints permitting) and be valid
+// for the lifetime of the certificates it issues; leaf certificates never
+// outlive it.
 package pki

@@ -2,162 +2,245 @@ package pki
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 )
 
-// reloadInterval is the minimum time between two checks of the mounted
-// files for changes.
+// reloadInterval is the minimum time between two reads of the mounted CA
+// bundle.
 const reloadInterval = time.Second
 
-// ServerTLSConfig returns the TLS configuration for a speaker's gRPC
-// server, built from dir/ca.crt, dir/tls.crt and dir/tls.key as mounted
-// from the ironlb-speaker-tls Secret. It requires TLS 1.3 and a client
-// certificate that chains to ca.crt, is valid for client authentication and
-// carries CCMIdentity; clients without a certificate, with a certificate
-// from another CA or with a speaker certificate are rejected.
-//
-// The files are re-read at most once per second during handshakes, so
-// certificates and CA updated by the kubelet take effect without a
-// restart. A set of files that fails to load (for example while only some
-// of them were replaced) is ignored and the previous one kept. ServerTLSConfig
-// returns an error if the files cannot be loaded initially.
-func ServerTLSConfig(dir string) (*tls.Config, error) {
-	return serverTLSConfig(dir, reloadInterval, time.Now)
-}
-
-func serverTLSConfig(dir string, interval time.Duration, now func() time.Time) (*tls.Config, error) {
-	r := &fileReloader{dir: dir, interval: interval, now: now}
-	if err := r.reload(); err != nil {
-		return nil, err
-	}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		ClientAuth: tls.RequireAnyClientCert,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return r.current().cert, nil
-		},
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(cs.PeerCertificates, r.current().pool, x509.ExtKeyUsageClientAuth, CCMIdentity, now())
-		},
-	}, nil
-}
-
-// fileReloader caches the key pair and CA pool loaded from a directory and
-// reloads them when the file contents change.
-type fileReloader struct {
-	dir      string
-	interval time.Duration
-	now      func() time.Time
+// NodeCredentials is a speaker's TLS identity. Its key is made at start and
+// never leaves the process. Until the CCM certifies it (Install), the
+// speaker presents a self-signed certificate and offers its projected
+// ServiceAccount token (EnrollmentToken) for the CCM to check; afterwards
+// it presents its node certificate, which names its node. It verifies the
+// CCM against the CA bundle mounted from the ironlb-ca-bundle ConfigMap
+// and the bundle the CCM sent with the last certificate. It is safe for
+// concurrent use.
+type NodeCredentials struct {
+	node      string
+	caFile    string
+	tokenFile string
+	now       func() time.Time
+	key       *ecdsa.PrivateKey
+	self      *tls.Certificate
 
 	mu        sync.Mutex
 	lastCheck time.Time
-	raw       [3][]byte // ca.crt, tls.crt, tls.key as last loaded
-	lastErr   string
-	loaded    *loadedFiles
+	fileRaw   []byte
+	fileErr   string
+	inband    []byte
+	pool      *x509.CertPool
+	cert      *tls.Certificate // the node certificate; nil before Install
 }
 
-type loadedFiles struct {
-	cert *tls.Certificate
-	pool *x509.CertPool
+// NewNodeCredentials makes node's key and self-signed certificate. caFile
+// is the mounted CA bundle (ca.crt of the ironlb-ca-bundle ConfigMap);
+// tokenFile the projected token for SpeakerAudience. Both are read again
+// when needed, so the kubelet's updates take effect without a restart.
+func NewNodeCredentials(node, caFile, tokenFile string) (*NodeCredentials, error) {
+	return newNodeCredentials(node, caFile, tokenFile, time.Now)
 }
 
-// current returns the loaded files, reloading them first if the check
-// interval has elapsed. Reload failures keep the previous files.
-func (r *fileReloader) current() *loadedFiles {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now := r.now(); now.Sub(r.lastCheck) >= r.interval {
-		r.lastCheck = now
-		if err := r.reloadLocked(); err != nil {
-			if msg := err.Error(); msg != r.lastErr {
-				r.lastErr = msg
-				klog.ErrorS(err, "ironlb pki: keeping previous TLS files", "dir", r.dir)
+func newNodeCredentials(node, caFile, tokenFile string, now func() time.Time) (*NodeCredentials, error) {
+	if node == "" {
+		return nil, errors.New("ironlb pki: node credentials: empty node name")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("ironlb pki: node credentials: generate key: %w", err)
+	}
+	self, err := selfSigned(node, key, now())
+	if err != nil {
+		return nil, err
+	}
+	c := &NodeCredentials{node: node, caFile: caFile, tokenFile: tokenFile, now: now, key: key, self: self}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.reloadLocked(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// selfSigned makes the certificate a speaker presents before enrollment.
+func selfSigned(node string, key *ecdsa.PrivateKey, now time.Time) (*tls.Certificate, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(enrollIdentityPrefix + node)
+	if err != nil {
+		return nil, fmt.Errorf("ironlb pki: node name %q: %w", node, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "ironlb-speaker " + node + " (not enrolled)"},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(CALifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		URIs:         []*url.URL{u},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("ironlb pki: self-signed certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// ServerTLSConfig returns the TLS configuration of the speaker's gRPC
+// server. It requires TLS 1.3 and a client certificate that chains to a
+// trusted CA, is valid for client authentication and carries CCMIdentity;
+// it names the trusted CAs in its request so that a CCM in the middle of a
+// CA rotation presents a certificate this speaker accepts. It presents the
+// node certificate while that is valid and chains to a trusted CA, else
+// the self-signed one.
+func (c *NodeCredentials) ServerTLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			pool, cert := c.current()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				NextProtos:   []string{"h2"},
+				ClientAuth:   tls.RequireAnyClientCert,
+				ClientCAs:    pool,
+				Certificates: []tls.Certificate{*cert},
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					return verifyPeer(cs.PeerCertificates, pool, x509.ExtKeyUsageClientAuth, CCMIdentity, c.now())
+				},
+			}, nil
+		},
+	}
+}
+
+// Enrolled reports whether the speaker holds a usable node certificate,
+// and until when.
+func (c *NodeCredentials) Enrolled() (bool, time.Time) {
+	_, cert := c.current()
+	if cert == c.self {
+		return false, time.Time{}
+	}
+	return true, cert.Leaf.NotAfter
+}
+
+// EnrollmentToken reads the projected token. The speaker sends it in the
+// first report of every stream, which only an authenticated CCM opens; the
+// CCM uses it when it does not trust the speaker's certificate.
+func (c *NodeCredentials) EnrollmentToken() (string, error) {
+	if c.tokenFile == "" {
+		return "", errors.New("no --token-file")
+	}
+	b, err := os.ReadFile(c.tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("reading the enrollment token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Install takes the node certificate the CCM issued, and the CAs it
+// trusts. The certificate must certify this speaker's key, name this node
+// and chain to a CA of bundlePEM; it is presented from the next handshake.
+func (c *NodeCredentials) Install(certPEM, bundlePEM []byte) error {
+	leaf, err := parseCertPEM(certPEM)
+	if err != nil {
+		return fmt.Errorf("ironlb pki: node certificate: %w", err)
+	}
+	if !c.key.PublicKey.Equal(leaf.PublicKey) {
+		return errors.New("ironlb pki: node certificate is for another key")
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundlePEM) {
+		return errors.New("ironlb pki: node certificate: no CA in the bundle")
+	}
+	if err := verifyPeer([]*x509.Certificate{leaf}, roots, x509.ExtKeyUsageServerAuth, NodeIdentity(c.node), c.now()); err != nil {
+		return err
+	}
+	cert := &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: c.key, Leaf: leaf}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cert = cert
+	c.inband = bytes.Clone(bundlePEM)
+	c.rebuildPoolLocked()
+	klog.InfoS("ironlb pki: installed node certificate", "node", c.node, "notAfter", leaf.NotAfter)
+	return nil
+}
+
+// current returns the trusted CAs and the certificate to present.
+func (c *NodeCredentials) current() (*x509.CertPool, *tls.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if now.Sub(c.lastCheck) >= reloadInterval {
+		if err := c.reloadLocked(); err != nil {
+			if msg := err.Error(); msg != c.fileErr {
+				c.fileErr = msg
+				klog.ErrorS(err, "ironlb pki: keeping the previous CA bundle", "file", c.caFile)
 			}
 		} else {
-			r.lastErr = ""
+			c.fileErr = ""
 		}
 	}
-	return r.loaded
-}
-
-func (r *fileReloader) reload() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.lastCheck = r.now()
-	return r.reloadLocked()
-}
-
-func (r *fileReloader) reloadLocked() error {
-	var raw [3][]byte
-	for i, name := range []string{CACertKey, TLSCertKey, TLSKeyKey} {
-		data, err := os.ReadFile(filepath.Join(r.dir, name))
-		if err != nil {
-			return fmt.Errorf("ironlb pki: read speaker TLS files: %w", err)
-		}
-		raw[i] = data
+	cert := c.self
+	if c.cert != nil && !now.After(c.cert.Leaf.NotAfter) && chainsTo([]*x509.Certificate{c.cert.Leaf}, c.pool, now) {
+		cert = c.cert
 	}
-	if r.loaded != nil && bytes.Equal(raw[0], r.raw[0]) && bytes.Equal(raw[1], r.raw[1]) && bytes.Equal(raw[2], r.raw[2]) {
+	return c.pool, cert
+}
+
+// reloadLocked re-reads the mounted bundle.
+func (c *NodeCredentials) reloadLocked() error {
+	c.lastCheck = c.now()
+	raw, err := os.ReadFile(c.caFile)
+	if err != nil {
+		return fmt.Errorf("ironlb pki: read CA bundle: %w", err)
+	}
+	if c.pool != nil && bytes.Equal(raw, c.fileRaw) {
 		return nil
 	}
+	if !x509.NewCertPool().AppendCertsFromPEM(raw) {
+		return fmt.Errorf("ironlb pki: %s: no PEM certificate", c.caFile)
+	}
+	if c.pool != nil {
+		klog.InfoS("ironlb pki: reloaded CA bundle", "file", c.caFile)
+	}
+	c.fileRaw = raw
+	c.rebuildPoolLocked()
+	return nil
+}
+
+func (c *NodeCredentials) rebuildPoolLocked() {
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(raw[0]) {
-		return fmt.Errorf("ironlb pki: %s: no PEM certificate", filepath.Join(r.dir, CACertKey))
-	}
-	cert, err := tls.X509KeyPair(raw[1], raw[2])
-	if err != nil {
-		return fmt.Errorf("ironlb pki: load %s and %s from %s: %w", TLSCertKey, TLSKeyKey, r.dir, err)
-	}
-	if r.loaded != nil {
-		klog.InfoS("ironlb pki: reloaded TLS files", "dir", r.dir, "notAfter", cert.Leaf.NotAfter)
-	}
-	r.raw = raw
-	r.loaded = &loadedFiles{cert: &cert, pool: pool}
-	return nil
+	pool.AppendCertsFromPEM(c.fileRaw)
+	pool.AppendCertsFromPEM(c.inband)
+	c.pool = pool
 }
 
-// WriteFiles writes the ca.crt, tls.crt and tls.key entries of s into dir,
-// the way a Secret volume presents them. Each file is replaced atomically
-// (temporary file and rename); tls.key is only readable by its owner.
-func WriteFiles(dir string, s *corev1.Secret) error {
-	if s == nil {
-		return errors.New("ironlb pki: write files: nil secret")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("ironlb pki: write files: %w", err)
-	}
-	files := []struct {
-		name string
-		mode os.FileMode
-	}{
-		// The three files are replaced one by one, so a concurrent reader
-		// may briefly see a mismatched set; the reloader in
-		// ServerTLSConfig keeps its previous files until the set loads.
-		{TLSKeyKey, 0o600},
-		{TLSCertKey, 0o644},
-		{CACertKey, 0o644},
-	}
-	for _, f := range files {
-		data, ok := s.Data[f.name]
-		if !ok {
-			return fmt.Errorf("ironlb pki: write files: secret %s/%s has no key %q", s.Namespace, s.Name, f.name)
-		}
-		if err := writeFileAtomic(filepath.Join(dir, f.name), data, f.mode); err != nil {
-			return fmt.Errorf("ironlb pki: write files: %w", err)
-		}
-	}
-	return nil
+// WriteBundle writes pemData to path the way a ConfigMap volume presents
+// it (temporary file and rename). For tests and the demo.
+func WriteBundle(path string, pemData []byte) error {
+	return writeFileAtomic(path, pemData, 0o644)
 }
-
 func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

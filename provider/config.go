@@ -48,7 +48,8 @@ type SpeakersConfig struct {
 	// speakers are lost at once (likely the CCM's own network), before
 	// those still lost lose their VIPs (default 5s).
 	SettleWindow metav1.Duration `json:"settleWindow,omitempty"`
-	// SecretNamespace holds the ironlb-ca and ironlb-speaker-tls Secrets
+	// SecretNamespace holds the ironlb-ca Secret, the ironlb-ca-bundle
+	// ConfigMap and the speakers' ServiceAccount
 	// (default: $POD_NAMESPACE, else ironlb-system).
 	SecretNamespace string `json:"secretNamespace,omitempty"`
 }

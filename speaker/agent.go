@@ -61,6 +61,7 @@ type Agent struct {
 	local      LocalAddresses
 	allowed    []netip.Prefix // --allowed-cidrs; none: no limit
 	interfaces func(name string) (*net.Interface, error)
+	creds      Credentials // nil: no enrollment (tests)
 
 	mu         sync.Mutex
 	vips       map[netip.Addr]*vip

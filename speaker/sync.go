@@ -62,9 +62,17 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 		}
 		return send(r)
 	}
-	if err := send(a.report(id, true)); err != nil {
+	// The first report offers the enrollment token; later ones compare
+	// with it as if it had none.
+	first := a.report(id, true)
+	offer := proto.CloneOf(first)
+	offer.Enrollment = a.enrollment()
+	if err := send(offer); err != nil {
 		return err
 	}
+	sendMu.Lock()
+	lastFull = first
+	sendMu.Unlock()
 	go a.reportChanges(ctx, sendIfChanged)
 
 	instructions := make(chan *speakerv1.Instruction)
@@ -122,6 +130,9 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 		}
 		instructionsTotal.WithLabelValues("snapshot", "applied").Inc()
 		return send(a.report(id, true))
+	case *speakerv1.Instruction_Certificate:
+		a.installCertificate(k.Certificate)
+		return send(a.report(id, false))
 	case *speakerv1.Instruction_Update:
 		if err := a.applyUpdate(id, k.Update); err != nil {
 			instructionsTotal.WithLabelValues("update", resultOf(err)).Inc()

@@ -39,10 +39,11 @@ const (
 )
 
 type options struct {
-	node, nodeIP, ifc, listen, tlsDir, health string
-	port, healthPort                          int
-	allowedCIDRs                              []string
-	showVersion                               bool
+	node, nodeIP, ifc, listen, health string
+	caFile, tokenFile                 string
+	port, healthPort                  int
+	allowedCIDRs                      []string
+	showVersion                       bool
 }
 
 func main() {
@@ -53,7 +54,8 @@ func main() {
 	fs.StringVar(&o.ifc, "interface", "", "announce on this interface instead of the one holding --node-ip")
 	fs.StringVar(&o.listen, "listen", "", "address for the CCM's gRPC connections (default: --node-ip and --port; not every address of the node)")
 	fs.IntVar(&o.port, "port", DefaultPort, "port for the CCM's gRPC connections, on --node-ip")
-	fs.StringVar(&o.tlsDir, "tls-dir", "/etc/ironlb/tls", "folder with ca.crt, tls.crt and tls.key (the ironlb-speaker-tls Secret)")
+	fs.StringVar(&o.caFile, "ca-file", "/etc/ironlb/ca/ca.crt", "CAs that sign the CCM's certificate (ca.crt of the ironlb-ca-bundle ConfigMap)")
+	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/ironlb.dev/token", "projected ServiceAccount token with the audience "+pki.SpeakerAudience+": the CCM exchanges it for this node's certificate")
 	fs.StringVar(&o.health, "health-address", "", `address for /healthz, /readyz, /metrics, /announcements and /bgp over plain HTTP (default: --node-ip and --health-port); "off" turns it off`)
 	fs.IntVar(&o.healthPort, "health-port", DefaultHealthPort, "port of the plain-HTTP endpoints, on --node-ip")
 	fs.StringSliceVar(&o.allowedCIDRs, "allowed-cidrs", nil, "announce and advertise only addresses inside these CIDRs, whatever a CCM says (defence in depth; default: no limit)")
@@ -115,13 +117,13 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("--allowed-cidrs: %w", err)
 	}
-	tlsCfg, err := pki.ServerTLSConfig(o.tlsDir)
+	creds, err := pki.NewNodeCredentials(o.node, o.caFile, o.tokenFile)
 	if err != nil {
-		return fmt.Errorf("loading TLS files: %w", err)
+		return fmt.Errorf("preparing TLS: %w", err)
 	}
 	agent := speaker.NewAgent(o.node, ifc, func(ifi *net.Interface) (speaker.Announcer, error) {
 		return layer2.NewResponder(ifi, layer2.WithLogger(log.WithName("layer2").WithValues("interface", ifi.Name)))
-	}, log, speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed))
+	}, log, speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed), speaker.WithCredentials(creds))
 
 	go agent.Run(ctx)
 
@@ -129,7 +131,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("listening for the CCM: %w", err)
 	}
-	srv := grpc.NewServer(serverOptions(tlsCfg)...)
+	srv := grpc.NewServer(serverOptions(creds.ServerTLSConfig())...)
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis) }()

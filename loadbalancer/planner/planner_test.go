@@ -800,16 +800,19 @@ func TestRestartOutsidePoolsStaysPinned(t *testing.T) {
 	}
 }
 
-// TestSeedsFollowReportsOverTheRecord: a new leader keeps VIPs where the
-// speakers say they are; the previous leader's annotation fills in for a
-// speaker that has not reported.
-func TestSeedsFollowReportsOverTheRecord(t *testing.T) {
-	a, b := lbService("a", false), lbService("b", false)
+// TestSeedsFollowTheRecordOverClaims: a new leader places VIPs where the
+// CCMs' record says, whatever a speaker claims: node-b, announcing a's VIP
+// recorded on node-a, does not get it (a lying or stale speaker cannot pull
+// a VIP to itself). A VIP without a record stays with the speaker that
+// announces it.
+func TestSeedsFollowTheRecordOverClaims(t *testing.T) {
+	a, b, c := lbService("a", false), lbService("b", false), lbService("c", false)
 	e := newPlannerEnv(t, envOptions{
-		services: []*v1.Service{a, b},
+		services: []*v1.Service{a, b, c},
 		before: func(e *plannerEnv) {
 			va, _ := e.alloc.Lookup("uid-a")
 			vb, _ := e.alloc.Lookup("uid-b")
+			vc, _ := e.alloc.Lookup("uid-c")
 			for name, rec := range map[string]string{"a": va.Addresses[0].String() + "=node-a", "b": vb.Addresses[0].String() + "=node-c"} {
 				cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, name, metav1.GetOptions{})
 				cur.Status.Conditions = []metav1.Condition{{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonAllAnnounced, Message: rec}}
@@ -817,22 +820,23 @@ func TestSeedsFollowReportsOverTheRecord(t *testing.T) {
 					e.t.Fatal(err)
 				}
 			}
-			// node-b announces a (the record says node-a: a move the
-			// previous leader made but did not record); node-c has not
-			// reported.
+			// node-b claims a (recorded on node-a) and c (no record);
+			// node-c has not reported.
 			for _, n := range []string{"node-a", "node-b", "node-c"} {
 				e.sp.SetNode(n, netip.Addr{})
 			}
 			stB := up()
-			stB.Initial = []netip.Addr{va.Addresses[0]}
+			stB.Initial = []netip.Addr{va.Addresses[0], vc.Addresses[0]}
 			e.sp.states["node-b"] = stB
 			e.sp.states["node-c"] = speakers.State{Problem: "not connected yet"}
 		},
 	}, nodes(3)...)
 	va, _ := e.alloc.Lookup("uid-a")
 	vb, _ := e.alloc.Lookup("uid-b")
-	e.owner(va.Addresses[0], "node-b")
+	vc, _ := e.alloc.Lookup("uid-c")
+	e.owner(va.Addresses[0], "node-a")
 	e.owner(vb.Addresses[0], "node-c")
+	e.owner(vc.Addresses[0], "node-b")
 }
 
 func countNodes(owners map[netip.Addr]string) map[string]int {

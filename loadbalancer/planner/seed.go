@@ -12,12 +12,14 @@ import (
 )
 
 // A new leader keeps every VIP where the previous one put it. It learns
-// that from two sources: the Announced condition the previous leader wrote
-// on each Service (its own record, possibly a moment stale), and the
-// first report of every speaker (what each announces now). Where they
-// disagree the speakers win, because they describe the data plane as
-// clients see it; the annotation fills in for speakers that have not
-// reported.
+// that from the record the previous leader wrote on each Service (the
+// announced-by annotation): the CCMs' own record, which no speaker can
+// forge. What speakers report they announce fills in only for VIPs without
+// a record (placed a moment before the previous leader died): a speaker,
+// even one authenticated as its node, cannot pull a VIP that is recorded
+// elsewhere to itself by claiming it. Where a record is a moment stale the
+// VIP moves back to the recorded node, which is eligible (or the planner
+// moves it on), at the cost of one gratuitous ARP.
 
 // seedFromRecords reads where the previous leader said each VIP was
 // announced.
@@ -71,12 +73,18 @@ func (p *Planner) seedFromReports() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	disagree := 0
 	for a, nodes := range reporters {
-		prev, ok := p.seeds[a]
-		if ok && (slices.Contains(nodes, prev) || !reported[prev]) {
-			continue // the record agrees, or its node has not spoken yet
+		if prev, ok := p.seeds[a]; ok {
+			if !slices.Contains(nodes, prev) && reported[prev] {
+				disagree++
+			}
+			continue // the CCMs' record wins over any claim
 		}
 		p.seeds[a] = placement.Choose(a, "", nodes)
+	}
+	if disagree > 0 {
+		p.log.Info("Speakers claim VIPs recorded on other nodes; keeping the records", "vips", disagree)
 	}
 	p.log.Info("Speakers reported", "nodes", len(p.speakers.Nodes()), "reported", len(reported), "vipsSeeded", len(p.seeds))
 }

@@ -62,10 +62,11 @@ func TestBGPSetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	creds := e.credentials("node-a", "node-a")
 	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
-	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithBGP(fb))
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(e.serverTL)))
+	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithBGP(fb), speaker.WithCredentials(creds))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/pki"
 )
 
 // session is the control channel to one speaker. Its stream goes through
@@ -67,6 +68,9 @@ func (s *session) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.stream(ctx)
+		if errors.Is(err, errEnrolled) {
+			continue // reconnect at once, with the node certificate
+		}
 		if s.setDown(err) {
 			s.m.changed(s.node)
 		}
@@ -92,7 +96,8 @@ func (s *session) stream(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	conn, err := s.dial(addr)
+	peer := &pki.Peer{}
+	conn, err := s.dial(addr, peer)
 	if err != nil {
 		return err
 	}
@@ -104,10 +109,18 @@ func (s *session) stream(ctx context.Context) error {
 	if err != nil {
 		return cause(ctx, fmt.Errorf("opening stream to %s: %w", addr, err))
 	}
-	changed, err := s.awaitFirstReport(ctx, stream, gen, addr, wd)
+	first, err := stream.Recv()
 	if err != nil {
-		return err
+		return cause(ctx, fmt.Errorf("waiting for the first report from %s: %w", addr, err))
 	}
+	wd.seen()
+	if !peer.Enrolled() {
+		return s.enroll(ctx, stream, first, peer, addr)
+	}
+	if n := first.GetNode(); n != "" && n != s.node {
+		return fmt.Errorf("speaker at %s, authenticated as node %q, says it is node %q", addr, s.node, n)
+	}
+	changed := s.takeFirstReport(gen, first)
 	if err := s.awaitReady(ctx, wd); err != nil {
 		return err
 	}
@@ -119,7 +132,7 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	recvErr := make(chan error, 1)
 	go s.receive(stream, gen, wd, recvErr)
-	return s.sendLoop(ctx, stream, addr, recvErr)
+	return s.sendLoop(ctx, stream, addr, recvErr, peer)
 }
 
 // begin starts a new stream generation.
@@ -138,8 +151,8 @@ func (s *session) end() {
 	s.m.mu.Unlock()
 }
 
-func (s *session) dial(addr string) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.TLS))}
+func (s *session) dial(addr string, peer *pki.Peer) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.Identity.ClientTLSConfig(s.node, peer)))}
 	if s.m.opts.Dial != nil {
 		opts = append(opts, grpc.WithContextDialer(s.m.opts.Dial))
 	}
@@ -150,20 +163,15 @@ func (s *session) dial(addr string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// awaitFirstReport reads the speaker's first report: what it announces
+// takeFirstReport records the speaker's first report: what it announces
 // before any instruction on this stream. It reports whether the speaker's
 // state changed.
-func (s *session) awaitFirstReport(ctx context.Context, stream speakerv1.Speaker_SyncClient, gen uint64, addr string, wd *watchdog) (bool, error) {
-	first, err := stream.Recv()
-	if err != nil {
-		return false, cause(ctx, fmt.Errorf("waiting for the first report from %s: %w", addr, err))
-	}
-	wd.seen()
+func (s *session) takeFirstReport(gen uint64, first *speakerv1.Report) bool {
 	changed := s.record(gen, first)
 	s.m.mu.Lock()
 	s.state.Initial = slices.Clone(s.state.Announcing)
 	s.m.mu.Unlock()
-	return changed, nil
+	return changed
 }
 
 // awaitReady waits until the leader has planned.
@@ -214,17 +222,34 @@ func (s *session) receive(stream speakerv1.Speaker_SyncClient, gen uint64, wd *w
 }
 
 // sendLoop sends heartbeats and updates until the stream fails.
-func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error) error {
+func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error, peer *pki.Peer) error {
 	hb := time.NewTicker(s.m.opts.Heartbeat)
 	defer hb.Stop()
+	renew := time.NewTimer(time.Until(s.m.opts.Identity.RenewalDue(peer)))
+	defer renew.Stop()
+	rotated := s.m.opts.Identity.Changed()
 	var seq uint64
 	for {
 		var in *speakerv1.Instruction
 		select {
+		case <-rotated:
+			rotated = s.m.opts.Identity.Changed()
+			renew.Reset(time.Until(s.m.opts.Identity.RenewalDue(peer)))
+			continue
 		case <-ctx.Done():
 			return cause(ctx, ctx.Err())
 		case err := <-recvErr:
 			return cause(ctx, s.streamError(addr, err))
+		case <-renew.C:
+			creds, err := s.m.opts.Identity.Renew(s.node, peer)
+			if err != nil {
+				s.log.Error(err, "Cannot renew the speaker's node certificate; retrying in a minute")
+				renew.Reset(time.Minute)
+				continue
+			}
+			s.log.V(2).Info("Renewing the speaker's node certificate")
+			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Certificate{Certificate: &speakerv1.Certificate{CertificatePem: creds.CertPEM, CaBundlePem: creds.BundlePEM}}}
+			renew.Reset(renewalRetry) // until the speaker reconnects with the new one, in case it refused it
 		case <-hb.C:
 			seq++
 			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: &speakerv1.Heartbeat{Seq: seq}}}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/pki"
 )
 
 // Defaults for Options.
@@ -37,9 +38,9 @@ type Options struct {
 	// nothing for Heartbeat×Misses is declared lost.
 	Heartbeat time.Duration
 	Misses    int
-	// TLS is the client configuration (CCM certificate, speaker
-	// verification).
-	TLS *tls.Config
+	// Identity authenticates speakers (each by its node certificate) and
+	// certifies them: pki.Bundle.
+	Identity Identity
 	// Leader names this CCM instance in the speakers' logs.
 	Leader string
 	// Term is this leader's term (see api/speaker/v1: Fencing), sent with
@@ -52,6 +53,26 @@ type Options struct {
 	// Dial overrides how connections are made (tests).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
+
+// Identity is how the CCM authenticates each speaker as its node and
+// gives it its node certificate; *pki.Bundle implements it.
+type Identity interface {
+	// ClientTLSConfig is the TLS configuration of one connection to node's
+	// speaker; peer learns whether the speaker proved to be node's.
+	ClientTLSConfig(node string, peer *pki.Peer) *tls.Config
+	// Enroll checks token and certifies the key of a speaker not enrolled.
+	Enroll(ctx context.Context, node string, peer *pki.Peer, token string) (*pki.Credentials, error)
+	// RenewalDue is when an enrolled speaker's certificate should be
+	// replaced.
+	RenewalDue(peer *pki.Peer) time.Time
+	// Renew certifies an enrolled speaker's key again.
+	Renew(node string, peer *pki.Peer) (*pki.Credentials, error)
+	// Changed is closed when the CAs change (a rotation): RenewalDue may
+	// then be earlier.
+	Changed() <-chan struct{}
+}
+
+var _ Identity = (*pki.Bundle)(nil)
 
 // State is what the CCM knows about one speaker.
 type State struct {

@@ -2,10 +2,11 @@ package speakers
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,8 +18,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/component-base/metrics/legacyregistry"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -57,38 +60,70 @@ type testSpeaker struct {
 
 type env struct {
 	t        *testing.T
-	serverTL *tls.Config
-	clientTL *tls.Config
+	bundle   *pki.Bundle
+	caFile   string
 	mu       sync.Mutex
 	speakers map[string]*testSpeaker
 	changes  atomic.Int64
 }
 
+// fakeTokenPrefix starts the tokens the fake API server's TokenReview
+// accepts: fakeTokenPrefix+node is a speaker's token bound to node.
+const fakeTokenPrefix = "speaker-on:"
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	cs := fake.NewClientset()
+	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
+		if node, ok := strings.CutPrefix(tr.Spec.Token, fakeTokenPrefix); ok && slices.Contains(tr.Spec.Audiences, pki.SpeakerAudience) {
+			tr.Status = authenticationv1.TokenReviewStatus{
+				Authenticated: true, Audiences: []string{pki.SpeakerAudience},
+				User: authenticationv1.UserInfo{
+					Username: "system:serviceaccount:kube-system:" + pki.DefaultSpeakerServiceAccount,
+					Extra:    map[string]authenticationv1.ExtraValue{"authentication.kubernetes.io/node-name": {node}},
+				},
+			}
+		} else {
+			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
+		}
+		return true, tr, nil
+	})
 	bundle, err := pki.Bootstrap(ctx, cs, "kube-system")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec, err := cs.CoreV1().Secrets("kube-system").Get(ctx, pki.SpeakerSecretName, metav1.GetOptions{})
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := pki.WriteBundle(caFile, bundle.BundlePEM()); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, bundle: bundle, caFile: caFile, speakers: map[string]*testSpeaker{}}
+}
+
+// credentials are a speaker's for node, holding a token bound to
+// tokenNode.
+func (e *env) credentials(node, tokenNode string) *pki.NodeCredentials {
+	e.t.Helper()
+	tokenFile := filepath.Join(e.t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(fakeTokenPrefix+tokenNode), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := pki.NewNodeCredentials(node, e.caFile, tokenFile)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if err := pki.WriteFiles(dir, sec); err != nil {
-		t.Fatal(err)
-	}
-	serverTLS, err := pki.ServerTLSConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, serverTL: serverTLS, clientTL: bundle.ClientTLSConfig(), speakers: map[string]*testSpeaker{}}
+	return c
 }
 
 // startSpeaker starts (or restarts, with empty state) node's speaker.
 func (e *env) startSpeaker(node string) *testSpeaker {
+	e.t.Helper()
+	return e.startSpeakerWith(node, e.credentials(node, node))
+}
+
+// startSpeakerWith starts node's speaker with creds.
+func (e *env) startSpeakerWith(node string, creds *pki.NodeCredentials) *testSpeaker {
 	e.t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,8 +131,8 @@ func (e *env) startSpeaker(node string) *testSpeaker {
 	}
 	ann := &fakeAnnouncer{addrs: map[netip.Addr]bool{}}
 	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) { return ann, nil }, logr.Discard(),
-		speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }))
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(e.serverTL)))
+		speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	go func() { _ = srv.Serve(lis) }()
 	ts := &testSpeaker{agent: agent, srv: srv}
@@ -126,7 +161,7 @@ func (e *env) managerNotReady(ctx context.Context, hb time.Duration, misses int)
 
 func (e *env) managerWith(ctx context.Context, opts Options) *Manager {
 	m := New(ctx, Options{
-		Heartbeat: opts.Heartbeat, Misses: opts.Misses, TLS: e.clientTL, Leader: opts.Leader, Term: opts.Term,
+		Heartbeat: opts.Heartbeat, Misses: opts.Misses, Identity: e.bundle, Leader: opts.Leader, Term: opts.Term,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			host, _, _ := net.SplitHostPort(addr)
 			e.mu.Lock()

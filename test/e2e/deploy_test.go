@@ -332,19 +332,27 @@ func checkSpeaker(t *testing.T, objs []*unstructured.Unstructured, port, healthP
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.String() != "health" {
 		t.Errorf("speaker readiness probe = %+v, want GET /readyz on health", c.ReadinessProbe)
 	}
-	// The TLS Secret is mounted whole (no subPath: the kubelet would never
-	// update it) and read-only.
-	var mounted bool
-	for _, m := range c.VolumeMounts {
-		if m.MountPath != "/etc/ironlb/tls" {
-			continue
-		}
-		mounted = m.ReadOnly && m.SubPath == "" && slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool {
-			return v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "ironlb-speaker-tls" && len(v.Secret.Items) == 0
+	// The CA bundle is mounted whole (no subPath: the kubelet would never
+	// update it) and read-only; the token is projected for IronLB's
+	// audience only, and no API token is mounted.
+	mountedBy := func(path string, ok func(v corev1.Volume) bool) bool {
+		return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.MountPath == path && m.ReadOnly && m.SubPath == "" && slices.ContainsFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name && ok(v) })
 		})
 	}
-	if !mounted {
-		t.Errorf("speaker does not mount Secret ironlb-speaker-tls read-only at /etc/ironlb/tls: mounts %+v, volumes %+v", c.VolumeMounts, spec.Volumes)
+	if !mountedBy("/etc/ironlb/ca", func(v corev1.Volume) bool {
+		return v.ConfigMap != nil && v.ConfigMap.Name == "ironlb-ca-bundle" && len(v.ConfigMap.Items) == 0
+	}) {
+		t.Errorf("speaker does not mount ConfigMap ironlb-ca-bundle read-only at /etc/ironlb/ca: mounts %+v, volumes %+v", c.VolumeMounts, spec.Volumes)
+	}
+	if !mountedBy("/var/run/secrets/ironlb.dev", func(v corev1.Volume) bool {
+		return v.Projected != nil && len(v.Projected.Sources) == 1 && v.Projected.Sources[0].ServiceAccountToken != nil &&
+			v.Projected.Sources[0].ServiceAccountToken.Audience == "ironlb.dev/speaker" && v.Projected.Sources[0].ServiceAccountToken.Path == "token"
+	}) {
+		t.Errorf("speaker does not mount a token for the audience ironlb.dev/speaker at /var/run/secrets/ironlb.dev/token: mounts %+v, volumes %+v", c.VolumeMounts, spec.Volumes)
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Errorf("speaker pods mount an API token (automountServiceAccountToken %v)", spec.AutomountServiceAccountToken)
 	}
 }
 
@@ -641,21 +649,21 @@ func TestChartInstallCCM(t *testing.T) {
 		t.Errorf("chart-web got %s, outside the chart's pool", ip)
 	}
 
-	// The CA and the speakers' certificate, where the DaemonSet mounts it.
+	// The CA (immutable) and the bundle the DaemonSet mounts.
 	err = rig.Eventually(30*time.Second, func() error {
-		for name, keys := range map[string][]string{
-			"ironlb-ca":          {"ca.crt", "ca.key"},
-			"ironlb-speaker-tls": {"ca.crt", "tls.crt", "tls.key"},
-		} {
-			s, err := cp.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			for _, k := range keys {
-				if len(s.Data[k]) == 0 {
-					return fmt.Errorf("Secret %s/%s has no %s", ns, name, k)
-				}
-			}
+		s, err := cp.Client.CoreV1().Secrets(ns).Get(ctx, "ironlb-ca", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(s.Data["ca.crt"]) == 0 || len(s.Data["ca.key"]) == 0 || s.Immutable == nil || !*s.Immutable {
+			return fmt.Errorf("Secret %s/ironlb-ca: keys %d/%d bytes, immutable %v", ns, len(s.Data["ca.crt"]), len(s.Data["ca.key"]), s.Immutable)
+		}
+		cm, err := cp.Client.CoreV1().ConfigMaps(ns).Get(ctx, "ironlb-ca-bundle", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cm.Data["ca.crt"] != string(s.Data["ca.crt"]) {
+			return fmt.Errorf("ConfigMap %s/ironlb-ca-bundle does not hold the CA", ns)
 		}
 		return nil
 	})
@@ -664,7 +672,7 @@ func TestChartInstallCCM(t *testing.T) {
 	}
 	ds := convert[appsv1.DaemonSet](t, find(t, objs, "DaemonSet", "ironlb-speaker"))
 	if ds.Namespace != ns {
-		t.Errorf("speaker DaemonSet in %s, the Secret in %s", ds.Namespace, ns)
+		t.Errorf("speaker DaemonSet in %s, the CA bundle in %s", ds.Namespace, ns)
 	}
 	if _, err := cp.Client.CoordinationV1().Leases(ns).Get(ctx, "ironlb-ccm", metav1.GetOptions{}); err != nil {
 		t.Errorf("leader election Lease: %v", err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -449,10 +448,7 @@ func testControlChannelAuth(t *testing.T, ctx context.Context, c *cluster, r *ri
 		}
 		return cert
 	}
-	speakerCert, err := tls.LoadX509KeyPair(filepath.Join(node.TLSDir, "tls.crt"), filepath.Join(node.TLSDir, "tls.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	speakerCert := issue(ca, pki.NodeIdentity("node-b")) // what another node's speaker holds
 	other, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -477,7 +473,7 @@ func testControlChannelAuth(t *testing.T, ctx context.Context, c *cluster, r *ri
 	}{
 		{"plaintext", insecure.NewCredentials(), false},
 		{"TLS without client certificate", tlsWith(), false},
-		{"speaker certificate", tlsWith(speakerCert), false},
+		{"node certificate of another speaker", tlsWith(speakerCert), false},
 		{"CCM identity from another CA", tlsWith(issue(other, pki.CCMIdentity)), false},
 		{"CCM certificate (control)", tlsWith(issue(ca, pki.CCMIdentity)), true},
 	}

@@ -204,12 +204,12 @@ func (r *L2) startSpeaker(ctx context.Context, n *L2Node, name string) error {
 	}
 	if n.TLSDir == "" {
 		n.TLSDir = filepath.Join(r.LogDir, n.Name+"-tls")
-		if err := r.speakerTLS(ctx, n.TLSDir); err != nil {
+		if err := r.speakerCredentials(ctx, n, n.TLSDir); err != nil {
 			return err
 		}
 	}
 	p, err := procs.Start(name, filepath.Join(r.LogDir, name+".log"), filepath.Join(dir, "ironlb-speaker"),
-		append([]string{"--node-name=" + n.Name, "--node-ip=" + n.IPv4.String(), "--tls-dir=" + n.TLSDir,
+		append([]string{"--node-name=" + n.Name, "--node-ip=" + n.IPv4.String(), "--ca-file=" + filepath.Join(n.TLSDir, "ca.crt"), "--token-file=" + filepath.Join(n.TLSDir, "token"),
 			"--health-address=" + net.JoinHostPort(n.IPv4.String(), "7474")}, r.opts.SpeakerArgs...),
 		procs.Options{Wrap: r.speakerWrap(n)})
 	if err != nil {

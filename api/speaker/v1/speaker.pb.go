@@ -90,7 +90,7 @@ func (x VIPStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VIPStatus_State.Descriptor instead.
 func (VIPStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13, 0}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // Instruction is one message from the CCM.
@@ -101,6 +101,7 @@ type Instruction struct {
 	//	*Instruction_Snapshot
 	//	*Instruction_Update
 	//	*Instruction_Heartbeat
+	//	*Instruction_Certificate
 	Kind          isInstruction_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -170,6 +171,15 @@ func (x *Instruction) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *Instruction) GetCertificate() *Certificate {
+	if x != nil {
+		if x, ok := x.Kind.(*Instruction_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
 type isInstruction_Kind interface {
 	isInstruction_Kind()
 }
@@ -186,11 +196,78 @@ type Instruction_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
 }
 
+type Instruction_Certificate struct {
+	Certificate *Certificate `protobuf:"bytes,4,opt,name=certificate,proto3,oneof"`
+}
+
 func (*Instruction_Snapshot) isInstruction_Kind() {}
 
 func (*Instruction_Update) isInstruction_Kind() {}
 
 func (*Instruction_Heartbeat) isInstruction_Kind() {}
+
+func (*Instruction_Certificate) isInstruction_Kind() {}
+
+// Certificate gives the speaker its node certificate: in answer to the
+// Enrollment of its first Report, or, on an authenticated stream, as a
+// renewal before the current one expires or when the CA rotates. It takes
+// effect at the speaker's next TLS handshake; the stream goes on.
+type Certificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// certificate_pem certifies the speaker's own key (the one of its TLS
+	// handshake) for the identity spiffe://ironlb.dev/node/<node>.
+	CertificatePem []byte `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// ca_bundle_pem is every CA the CCM trusts now (current first): the
+	// speaker trusts CCM certificates from these as well as from its
+	// mounted bundle, so a CA rotation needs no kubelet sync.
+	CaBundlePem   []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Certificate) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *Certificate) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
 
 // Snapshot replaces everything the speaker announces.
 type Snapshot struct {
@@ -214,7 +291,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +303,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +316,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{1}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Snapshot) GetVersion() uint64 {
@@ -298,7 +375,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +387,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +400,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{2}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Update) GetVersion() uint64 {
@@ -382,7 +459,7 @@ type Announcement struct {
 
 func (x *Announcement) Reset() {
 	*x = Announcement{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +471,7 @@ func (x *Announcement) String() string {
 func (*Announcement) ProtoMessage() {}
 
 func (x *Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +484,7 @@ func (x *Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announcement.ProtoReflect.Descriptor instead.
 func (*Announcement) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{3}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Announcement) GetAddress() string {
@@ -464,7 +541,7 @@ type BGPConfig struct {
 
 func (x *BGPConfig) Reset() {
 	*x = BGPConfig{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +553,7 @@ func (x *BGPConfig) String() string {
 func (*BGPConfig) ProtoMessage() {}
 
 func (x *BGPConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +566,7 @@ func (x *BGPConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPConfig.ProtoReflect.Descriptor instead.
 func (*BGPConfig) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{4}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BGPConfig) GetRouterId() string {
@@ -552,7 +629,7 @@ type BGPPeer struct {
 
 func (x *BGPPeer) Reset() {
 	*x = BGPPeer{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +641,7 @@ func (x *BGPPeer) String() string {
 func (*BGPPeer) ProtoMessage() {}
 
 func (x *BGPPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +654,7 @@ func (x *BGPPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
 func (*BGPPeer) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{5}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BGPPeer) GetName() string {
@@ -685,7 +762,7 @@ type BFD struct {
 
 func (x *BFD) Reset() {
 	*x = BFD{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +774,7 @@ func (x *BFD) String() string {
 func (*BFD) ProtoMessage() {}
 
 func (x *BFD) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +787,7 @@ func (x *BFD) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BFD.ProtoReflect.Descriptor instead.
 func (*BFD) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BFD) GetReceiveIntervalMs() uint32 {
@@ -746,7 +823,7 @@ type GracefulRestart struct {
 
 func (x *GracefulRestart) Reset() {
 	*x = GracefulRestart{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +835,7 @@ func (x *GracefulRestart) String() string {
 func (*GracefulRestart) ProtoMessage() {}
 
 func (x *GracefulRestart) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +848,7 @@ func (x *GracefulRestart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GracefulRestart.ProtoReflect.Descriptor instead.
 func (*GracefulRestart) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GracefulRestart) GetRestartTimeSeconds() uint32 {
@@ -801,7 +878,7 @@ type BGPAdvertisement struct {
 
 func (x *BGPAdvertisement) Reset() {
 	*x = BGPAdvertisement{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +890,7 @@ func (x *BGPAdvertisement) String() string {
 func (*BGPAdvertisement) ProtoMessage() {}
 
 func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +903,7 @@ func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPAdvertisement.ProtoReflect.Descriptor instead.
 func (*BGPAdvertisement) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BGPAdvertisement) GetPeer() string {
@@ -874,7 +951,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +963,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +976,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -939,14 +1016,19 @@ type Report struct {
 	IgnoredInstructions uint64 `protobuf:"varint,10,opt,name=ignored_instructions,json=ignoredInstructions,proto3" json:"ignored_instructions,omitempty"`
 	// bgp_sessions is the state of every BGP session; like vips, sent in
 	// full when any changed.
-	BgpSessions   []*BGPSessionStatus `protobuf:"bytes,11,rep,name=bgp_sessions,json=bgpSessions,proto3" json:"bgp_sessions,omitempty"`
+	BgpSessions []*BGPSessionStatus `protobuf:"bytes,11,rep,name=bgp_sessions,json=bgpSessions,proto3" json:"bgp_sessions,omitempty"`
+	// enrollment is sent in the first report of a stream by a speaker that
+	// has no valid node certificate (it presented a self-signed one); the
+	// CCM answers with a Certificate and reconnects. The CCM records
+	// nothing else of such a stream.
+	Enrollment    *Enrollment `protobuf:"bytes,12,opt,name=enrollment,proto3" json:"enrollment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1040,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1053,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Report) GetNode() string {
@@ -1051,6 +1133,61 @@ func (x *Report) GetBgpSessions() []*BGPSessionStatus {
 	return nil
 }
 
+func (x *Report) GetEnrollment() *Enrollment {
+	if x != nil {
+		return x.Enrollment
+	}
+	return nil
+}
+
+// Enrollment asks the CCM for a node certificate.
+type Enrollment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the speaker pod's projected ServiceAccount token with the
+	// audience ironlb.dev/speaker: the CCM checks it with a TokenReview,
+	// which names the pod's node. The Kubernetes API does not accept it.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Enrollment) Reset() {
+	*x = Enrollment{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Enrollment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Enrollment) ProtoMessage() {}
+
+func (x *Enrollment) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Enrollment.ProtoReflect.Descriptor instead.
+func (*Enrollment) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Enrollment) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 // BGPSessionStatus is the state of one BGP session.
 type BGPSessionStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1072,7 +1209,7 @@ type BGPSessionStatus struct {
 
 func (x *BGPSessionStatus) Reset() {
 	*x = BGPSessionStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1221,7 @@ func (x *BGPSessionStatus) String() string {
 func (*BGPSessionStatus) ProtoMessage() {}
 
 func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1234,7 @@ func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPSessionStatus.ProtoReflect.Descriptor instead.
 func (*BGPSessionStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BGPSessionStatus) GetPeer() string {
@@ -1163,7 +1300,7 @@ type BFDStatus struct {
 
 func (x *BFDStatus) Reset() {
 	*x = BFDStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1312,7 @@ func (x *BFDStatus) String() string {
 func (*BFDStatus) ProtoMessage() {}
 
 func (x *BFDStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1325,7 @@ func (x *BFDStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BFDStatus.ProtoReflect.Descriptor instead.
 func (*BFDStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{12}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BFDStatus) GetState() string {
@@ -1253,7 +1390,7 @@ type VIPStatus struct {
 
 func (x *VIPStatus) Reset() {
 	*x = VIPStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1402,7 @@ func (x *VIPStatus) String() string {
 func (*VIPStatus) ProtoMessage() {}
 
 func (x *VIPStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1415,7 @@ func (x *VIPStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatus.ProtoReflect.Descriptor instead.
 func (*VIPStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VIPStatus) GetAddress() string {
@@ -1328,7 +1465,7 @@ type InterfaceStatus struct {
 
 func (x *InterfaceStatus) Reset() {
 	*x = InterfaceStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1477,7 @@ func (x *InterfaceStatus) String() string {
 func (*InterfaceStatus) ProtoMessage() {}
 
 func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1490,7 @@ func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterfaceStatus.ProtoReflect.Descriptor instead.
 func (*InterfaceStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InterfaceStatus) GetName() string {
@@ -1402,12 +1539,16 @@ var File_api_speaker_v1_speaker_proto protoreflect.FileDescriptor
 
 const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/speaker/v1/speaker.proto\x12\x11ironlb.speaker.v1\"\xc3\x01\n" +
+	"\x1capi/speaker/v1/speaker.proto\x12\x11ironlb.speaker.v1\"\x87\x02\n" +
 	"\vInstruction\x129\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x1b.ironlb.speaker.v1.SnapshotH\x00R\bsnapshot\x123\n" +
 	"\x06update\x18\x02 \x01(\v2\x19.ironlb.speaker.v1.UpdateH\x00R\x06update\x12<\n" +
-	"\theartbeat\x18\x03 \x01(\v2\x1c.ironlb.speaker.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
-	"\x04kind\"\xc7\x01\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1c.ironlb.speaker.v1.HeartbeatH\x00R\theartbeat\x12B\n" +
+	"\vcertificate\x18\x04 \x01(\v2\x1e.ironlb.speaker.v1.CertificateH\x00R\vcertificateB\x06\n" +
+	"\x04kind\"Z\n" +
+	"\vCertificate\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xc7\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12E\n" +
 	"\rannouncements\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\rannouncements\x12\x16\n" +
@@ -1463,7 +1604,7 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"local_pref\x18\x05 \x01(\rH\x00R\tlocalPref\x88\x01\x01B\r\n" +
 	"\v_local_pref\"\x1d\n" +
 	"\tHeartbeat\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xc1\x03\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x80\x04\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12#\n" +
@@ -1478,7 +1619,13 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x04term\x18\t \x01(\x04R\x04term\x121\n" +
 	"\x14ignored_instructions\x18\n" +
 	" \x01(\x04R\x13ignoredInstructions\x12F\n" +
-	"\fbgp_sessions\x18\v \x03(\v2#.ironlb.speaker.v1.BGPSessionStatusR\vbgpSessions\"\xcf\x01\n" +
+	"\fbgp_sessions\x18\v \x03(\v2#.ironlb.speaker.v1.BGPSessionStatusR\vbgpSessions\x12=\n" +
+	"\n" +
+	"enrollment\x18\f \x01(\v2\x1d.ironlb.speaker.v1.EnrollmentR\n" +
+	"enrollment\"\"\n" +
+	"\n" +
+	"Enrollment\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\xcf\x01\n" +
 	"\x10BGPSessionStatus\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\"\n" +
@@ -1533,49 +1680,53 @@ func file_api_speaker_v1_speaker_proto_rawDescGZIP() []byte {
 }
 
 var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(VIPStatus_State)(0),     // 0: ironlb.speaker.v1.VIPStatus.State
 	(*Instruction)(nil),      // 1: ironlb.speaker.v1.Instruction
-	(*Snapshot)(nil),         // 2: ironlb.speaker.v1.Snapshot
-	(*Update)(nil),           // 3: ironlb.speaker.v1.Update
-	(*Announcement)(nil),     // 4: ironlb.speaker.v1.Announcement
-	(*BGPConfig)(nil),        // 5: ironlb.speaker.v1.BGPConfig
-	(*BGPPeer)(nil),          // 6: ironlb.speaker.v1.BGPPeer
-	(*BFD)(nil),              // 7: ironlb.speaker.v1.BFD
-	(*GracefulRestart)(nil),  // 8: ironlb.speaker.v1.GracefulRestart
-	(*BGPAdvertisement)(nil), // 9: ironlb.speaker.v1.BGPAdvertisement
-	(*Heartbeat)(nil),        // 10: ironlb.speaker.v1.Heartbeat
-	(*Report)(nil),           // 11: ironlb.speaker.v1.Report
-	(*BGPSessionStatus)(nil), // 12: ironlb.speaker.v1.BGPSessionStatus
-	(*BFDStatus)(nil),        // 13: ironlb.speaker.v1.BFDStatus
-	(*VIPStatus)(nil),        // 14: ironlb.speaker.v1.VIPStatus
-	(*InterfaceStatus)(nil),  // 15: ironlb.speaker.v1.InterfaceStatus
+	(*Certificate)(nil),      // 2: ironlb.speaker.v1.Certificate
+	(*Snapshot)(nil),         // 3: ironlb.speaker.v1.Snapshot
+	(*Update)(nil),           // 4: ironlb.speaker.v1.Update
+	(*Announcement)(nil),     // 5: ironlb.speaker.v1.Announcement
+	(*BGPConfig)(nil),        // 6: ironlb.speaker.v1.BGPConfig
+	(*BGPPeer)(nil),          // 7: ironlb.speaker.v1.BGPPeer
+	(*BFD)(nil),              // 8: ironlb.speaker.v1.BFD
+	(*GracefulRestart)(nil),  // 9: ironlb.speaker.v1.GracefulRestart
+	(*BGPAdvertisement)(nil), // 10: ironlb.speaker.v1.BGPAdvertisement
+	(*Heartbeat)(nil),        // 11: ironlb.speaker.v1.Heartbeat
+	(*Report)(nil),           // 12: ironlb.speaker.v1.Report
+	(*Enrollment)(nil),       // 13: ironlb.speaker.v1.Enrollment
+	(*BGPSessionStatus)(nil), // 14: ironlb.speaker.v1.BGPSessionStatus
+	(*BFDStatus)(nil),        // 15: ironlb.speaker.v1.BFDStatus
+	(*VIPStatus)(nil),        // 16: ironlb.speaker.v1.VIPStatus
+	(*InterfaceStatus)(nil),  // 17: ironlb.speaker.v1.InterfaceStatus
 }
 var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
-	2,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
-	3,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
-	10, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
-	4,  // 3: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
-	5,  // 4: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	4,  // 5: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
-	5,  // 6: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	9,  // 7: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
-	6,  // 8: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
-	7,  // 9: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
-	8,  // 10: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
-	14, // 11: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
-	15, // 12: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
-	12, // 13: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
-	13, // 14: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
-	0,  // 15: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
-	1,  // 16: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
-	11, // 17: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
+	4,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
+	11, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
+	2,  // 3: ironlb.speaker.v1.Instruction.certificate:type_name -> ironlb.speaker.v1.Certificate
+	5,  // 4: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
+	6,  // 5: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	5,  // 6: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
+	6,  // 7: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	10, // 8: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
+	7,  // 9: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
+	8,  // 10: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
+	9,  // 11: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
+	16, // 12: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
+	17, // 13: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
+	14, // 14: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
+	13, // 15: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
+	15, // 16: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
+	0,  // 17: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
+	1,  // 18: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
+	12, // 19: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
+	19, // [19:20] is the sub-list for method output_type
+	18, // [18:19] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_api_speaker_v1_speaker_proto_init() }
@@ -1587,15 +1738,16 @@ func file_api_speaker_v1_speaker_proto_init() {
 		(*Instruction_Snapshot)(nil),
 		(*Instruction_Update)(nil),
 		(*Instruction_Heartbeat)(nil),
+		(*Instruction_Certificate)(nil),
 	}
-	file_api_speaker_v1_speaker_proto_msgTypes[8].OneofWrappers = []any{}
+	file_api_speaker_v1_speaker_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_speaker_v1_speaker_proto_rawDesc), len(file_api_speaker_v1_speaker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

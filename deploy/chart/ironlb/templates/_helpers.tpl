@@ -45,7 +45,7 @@ the result is empty.
 {{- end -}}
 {{- with $speakers.secretNamespace -}}
 {{- if ne . $.Release.Namespace -}}
-{{- fail (printf "ccm.cloudConfig.speakers.secretNamespace (%s) must be the release namespace (%s): the speakers mount the Secret ironlb-speaker-tls from their own namespace" . $.Release.Namespace) -}}
+{{- fail (printf "ccm.cloudConfig.speakers.secretNamespace (%s) must be the release namespace (%s): the speakers mount the ConfigMap ironlb-ca-bundle from their own namespace, and their ServiceAccount there is the one the CCM accepts for enrollment" . $.Release.Namespace) -}}
 {{- end -}}
 {{- end -}}
 {{- if $cfg -}}

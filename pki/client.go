@@ -1,0 +1,173 @@
+package pki
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// enrollIdentityPrefix starts the URI SAN of the self-signed certificate a
+// speaker presents until it has a node certificate (for logs only).
+const enrollIdentityPrefix = "spiffe://ironlb.dev/enroll/"
+
+// ErrWrongNode is returned (wrapped) by the handshake with a speaker whose
+// certificate, issued by a trusted CA, names another node than the one
+// dialled.
+var ErrWrongNode = errors.New("speaker certificate names another node")
+
+// Peer is what the TLS handshake of one connection learned of the speaker:
+// enrolled, with a node certificate for the node dialled, or not yet
+// enrolled, with only its public key. It is safe for concurrent use.
+type Peer struct {
+	mu       sync.Mutex
+	enrolled bool
+	leaf     *x509.Certificate
+	pub      crypto.PublicKey
+}
+
+// Enrolled reports whether the speaker presented a valid node certificate
+// for the node dialled; false before the handshake.
+func (p *Peer) Enrolled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.enrolled
+}
+
+// Leaf returns the speaker's certificate (self-signed when not enrolled).
+func (p *Peer) Leaf() *x509.Certificate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leaf
+}
+
+func (p *Peer) set(enrolled bool, leaf *x509.Certificate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.enrolled, p.leaf, p.pub = enrolled, leaf, leaf.PublicKey
+}
+
+func (p *Peer) publicKey() crypto.PublicKey {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pub
+}
+
+// ClientTLSConfig returns the TLS configuration for one connection of the
+// CCM to node's speaker; peer learns the outcome of its handshake. It
+// requires TLS 1.3 and presents the CCM certificate from a CA the speaker
+// trusts (current first). It accepts a server whose certificate chains to
+// a trusted CA, is valid for server authentication and names node
+// (NodeIdentity); a certificate from a trusted CA that names another node
+// fails the handshake (ErrWrongNode). A speaker without a node certificate
+// presents a self-signed one: the handshake succeeds, peer says it is not
+// enrolled, and the connection may only carry an enrollment (Enroll).
+func (b *Bundle) ClientTLSConfig(node string, peer *Peer) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The standard verification checks a hostname, which speaker
+		// certificates deliberately do not carry; VerifyConnection checks
+		// the chain and the node instead.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			certs := b.state.Load().certs
+			if len(certs) == 0 {
+				return nil, fmt.Errorf("ironlb pki: no CCM certificate: %s", b.Problem())
+			}
+			for _, c := range certs {
+				if cri.SupportsCertificate(c) == nil {
+					return c, nil
+				}
+			}
+			return certs[0], nil
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return b.verifySpeaker(node, cs.PeerCertificates, peer)
+		},
+	}
+}
+
+// verifySpeaker checks the certificates node's speaker presented.
+func (b *Bundle) verifySpeaker(node string, certs []*x509.Certificate, peer *Peer) error {
+	if len(certs) == 0 {
+		return errors.New("ironlb pki: speaker presented no certificate")
+	}
+	st := b.state.Load()
+	if st.pool == nil {
+		return fmt.Errorf("ironlb pki: no trusted CA: %s", st.problem)
+	}
+	leaf := certs[0]
+	want := NodeIdentity(node)
+	err := verifyPeer(certs, st.pool, x509.ExtKeyUsageServerAuth, want, b.opts.now())
+	if err == nil {
+		peer.set(true, leaf)
+		return nil
+	}
+	if chainsTo(certs, st.pool, b.opts.now()) {
+		if got := NodeOf(IdentityOf(leaf)); got != "" && got != node {
+			return fmt.Errorf("ironlb pki: dialled node %q: %w %q", node, ErrWrongNode, got)
+		}
+		return err
+	}
+	// Self-signed (a speaker not enrolled yet), or from a CA no longer
+	// trusted: the handshake proved only that the speaker holds the key,
+	// and the stream may carry nothing but an enrollment.
+	peer.set(false, leaf)
+	return nil
+}
+
+// chainsTo reports whether certs chain to roots, whatever their use.
+func chainsTo(certs []*x509.Certificate, roots *x509.CertPool, now time.Time) bool {
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
+
+// Credentials is a node certificate for a speaker, with the CAs to trust.
+type Credentials struct {
+	CertPEM, BundlePEM []byte
+}
+
+// RenewalDue returns when the node certificate of an enrolled peer should
+// be replaced: after two thirds of its lifetime, or now if the current CA
+// did not issue it (a rotation).
+func (b *Bundle) RenewalDue(peer *Peer) time.Time {
+	leaf := peer.Leaf()
+	st := b.state.Load()
+	if leaf == nil || st.current == nil {
+		return time.Time{}
+	}
+	if leaf.CheckSignatureFrom(st.current.cert) != nil {
+		return b.opts.now()
+	}
+	return renewAt(leaf)
+}
+
+// Renew issues a new node certificate for the key of node's enrolled peer.
+// An enrolled peer proved its node with a certificate of a trusted CA, so
+// no token is needed.
+func (b *Bundle) Renew(node string, peer *Peer) (*Credentials, error) {
+	if !peer.Enrolled() {
+		return nil, fmt.Errorf("ironlb pki: renew for node %q: speaker is not enrolled", node)
+	}
+	return b.issueNode(node, peer.publicKey())
+}
+
+func (b *Bundle) issueNode(node string, pub crypto.PublicKey) (*Credentials, error) {
+	st := b.state.Load()
+	if st.current == nil {
+		return nil, fmt.Errorf("ironlb pki: no CA to issue from: %s", st.problem)
+	}
+	certPEM, err := st.current.IssueFor(NodeIdentity(node), pub, b.opts.nodeLifetime, b.opts.now())
+	if err != nil {
+		return nil, err
+	}
+	return &Credentials{CertPEM: certPEM, BundlePEM: bytes.Clone(st.bundlePEM)}, nil
+}
