@@ -89,24 +89,26 @@ func upPair(t *testing.T, iv time.Duration) (a, b *host) {
 }
 
 func TestServersUpRenegotiateShutdown(t *testing.T) {
-	a, b := upPair(t, 50*time.Millisecond)
+	// Timers long enough that a loaded machine (CI, two cores) does not
+	// expire a detection time and flap the session.
+	a, b := upPair(t, 200*time.Millisecond)
 	// Both sides converge on fast timers once the Poll Sequences end.
 	st := a.waitFor(t, "fast timers", func(st Status) bool {
-		return st.TxInterval == 50*time.Millisecond && st.DetectTime == 150*time.Millisecond && st.RemoteState == Up
+		return st.TxInterval == 200*time.Millisecond && st.DetectTime == 600*time.Millisecond && st.RemoteState == Up
 	})
 	if st.LocalAddr != a.addr || st.RemoteMultiplier != 3 || st.RemoteControlPlaneIndependent {
 		t.Errorf("a: %+v", st)
 	}
 
 	// a slows down: b detects with a's new interval, a sends at it, nobody goes down.
-	cfg := peerConfig(b, 100*time.Millisecond)
+	cfg := peerConfig(b, 400*time.Millisecond)
 	cfg.DetectMultiplier = 4
 	if err := a.Configure(context.Background(), []Config{cfg}); err != nil {
 		t.Fatal(err)
 	}
-	a.waitFor(t, "renegotiated tx", func(st Status) bool { return st.TxInterval == 100*time.Millisecond })
+	a.waitFor(t, "renegotiated tx", func(st Status) bool { return st.TxInterval == 400*time.Millisecond })
 	b.waitFor(t, "renegotiated detection", func(st Status) bool {
-		return st.DetectTime == 400*time.Millisecond && st.RemoteMinRx == 100*time.Millisecond && st.TxInterval == 100*time.Millisecond
+		return st.DetectTime == 1600*time.Millisecond && st.RemoteMinRx == 400*time.Millisecond && st.TxInterval == 400*time.Millisecond
 	})
 	for _, h := range []*host{a, b} {
 		st := h.Sessions()[0]
