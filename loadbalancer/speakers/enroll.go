@@ -24,8 +24,9 @@ const renewalRetry = 12 * time.Hour
 // for this node. Nothing it reports is recorded: its token, checked by the
 // CCM, must show that it runs on the node dialled; then it is sent a node
 // certificate for the key of its handshake, and the session reconnects.
-func (s *session) enroll(ctx context.Context, stream speakerv1.Speaker_SyncClient, first *speakerv1.Report, peer *pki.Peer, addr string) error {
+func (s *session) enroll(ctx context.Context, stream speakerv1.Speaker_SyncClient, first *speakerv1.Report, peer *pki.Peer, addr string, wd *watchdog) error {
 	creds, err := s.m.opts.Identity.Enroll(ctx, s.node, peer, first.GetEnrollment().GetToken())
+	wd.seen() // the TokenReview's time is not the speaker's silence
 	if err != nil {
 		s.log.Info("Refusing the speaker: it has no node certificate and its enrollment failed", "address", addr, "reason", pki.RefusalOf(err), "err", err.Error())
 		return fmt.Errorf("speaker at %s is not authenticated as node %s: %w", addr, s.node, err)

@@ -115,7 +115,7 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	wd.seen()
 	if !peer.Enrolled() {
-		return s.enroll(ctx, stream, first, peer, addr)
+		return s.enroll(ctx, stream, first, peer, addr, wd)
 	}
 	if n := first.GetNode(); n != "" && n != s.node {
 		return fmt.Errorf("speaker at %s, authenticated as node %q, says it is node %q", addr, s.node, n)
