@@ -29,7 +29,8 @@ import (
 // AddressNoLongerAllowed and ironlb_services_outside_pool_policy at 1;
 // restoring the pool ends both. A team-b Service asking for an address
 // team-a holds (spec.loadBalancerIP, the ironlb.dev/load-balancer-ips
-// annotation) is refused, and team-a keeps it.
+// annotation) is refused, and team-a keeps it. Relabelling a namespace out
+// of a pool's namespaceSelector is reported like a pool edit.
 func TestPoolNamespaceBoundary(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -116,6 +117,37 @@ serviceAllocation:
 			}
 		}
 		c.checkNoSharedAddresses(nil)
+	})
+
+	t.Run("a namespace relabelled out of a pool keeps its address and says so", func(t *testing.T) {
+		c.createNamespace("team-c", map[string]string{"tier": "gold"})
+		c.applyPool("gold", "addresses: [203.0.113.48/30]\nautoAssign: false\nserviceAllocation:\n  namespaceSelector: {matchLabels: {tier: gold}}")
+		c.createService(lbService("team-c", "shop", map[string]string{"ironlb.dev/pool": "gold"}))
+		addr := c.waitIngress("team-c", "shop", 1, 30*time.Second)[0]
+		gold := func(n int) string { return fmt.Sprintf(`ironlb_services_outside_pool_policy{pool="gold"} %d`, n) }
+		waitMetricLines(t, metrics, gold(0))
+
+		relabel := func(tier string) {
+			t.Helper()
+			ns, err := c.cp.Client.CoreV1().Namespaces().Get(ctx, "team-c", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ns.Labels["tier"] = tier
+			if _, err := c.cp.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		relabel("bronze")
+		c.waitEvent("team-c", "shop", corev1.EventTypeWarning, "AddressNoLongerAllowed",
+			"Keeping "+addr+", but IPPool gold no longer allows this Service: the labels of namespace team-c do not match spec.serviceAllocation.namespaceSelector (tier=gold)")
+		waitMetricLines(t, metrics, gold(1), outside(0))
+		relabel("gold")
+		c.waitEvent("team-c", "shop", corev1.EventTypeNormal, "AddressAllowedAgain", addr+" is no longer outside the serviceAllocation of IPPool gold")
+		waitMetricLines(t, metrics, gold(0))
+		if got := c.waitIngress("team-c", "shop", 1, time.Second)[0]; got != addr {
+			t.Errorf("team-c/shop holds %s, want %s", got, addr)
+		}
 	})
 }
 
