@@ -203,6 +203,7 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 // ends.
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.dualStack.ShutDown()
+	defer b.policyQueue.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
