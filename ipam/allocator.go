@@ -24,6 +24,10 @@ var (
 	ErrConflict = errors.New("address conflict")
 	// ErrInvalid means the request contradicts itself.
 	ErrInvalid = errors.New("invalid request")
+	// ErrUnknownNamespace means a pool that selects by namespace cannot
+	// tell whether it allows a subject whose namespace is unknown
+	// (Subject.NamespaceErr); it refuses it.
+	ErrUnknownNamespace = errors.New("namespace unknown")
 )
 
 // Allocator hands out addresses from pools. It is safe for concurrent use.

@@ -352,9 +352,14 @@ func TestNoPools(t *testing.T) {
 }
 
 func TestSelectors(t *testing.T) {
-	onlyA := func(s Subject) bool { return s.Namespace == "team-a" }
+	onlyA := func(s Subject) error {
+		if s.Namespace != "team-a" {
+			return errors.New("not team-a")
+		}
+		return nil
+	}
 	teamA := autoPool(t, "team-a", "192.0.2.0/30")
-	teamA.Allows, teamA.Priority = onlyA, 10
+	teamA.Refuses, teamA.Priority = onlyA, 10
 	inA := func(r Request) Request { r.Subject.Namespace = "team-a"; return r }
 
 	t.Run("only pool refuses", func(t *testing.T) {
@@ -373,16 +378,16 @@ func TestSelectors(t *testing.T) {
 	t.Run("selector sees the subject", func(t *testing.T) {
 		var seen []Subject
 		p := autoPool(t, "p", "192.0.2.0/30")
-		p.Allows = func(s Subject) bool { seen = append(seen, s); return true }
+		p.Refuses = func(s Subject) error { seen = append(seen, s); return nil }
 		a := newAllocator(p)
 		req := v4("a")
 		req.Subject = Subject{Namespace: "shop", NamespaceLabels: map[string]string{"team": "a"}, Labels: map[string]string{"app": "web"}}
 		mustEnsure(t, a, req)
 		if len(seen) == 0 {
-			t.Fatal("Allows was not called")
+			t.Fatal("Refuses was not called")
 		}
 		if diff := cmp.Diff(req.Subject, seen[0]); diff != "" {
-			t.Errorf("Allows got (-want +got):\n%s", diff)
+			t.Errorf("Refuses got (-want +got):\n%s", diff)
 		}
 	})
 }
@@ -468,7 +473,7 @@ func TestExplicitAddresses(t *testing.T) {
 	})
 	t.Run("allowed through one of overlapping pools", func(t *testing.T) {
 		closed := autoPool(t, "closed", "192.0.2.0/24")
-		closed.Priority, closed.Allows = 10, func(Subject) bool { return false }
+		closed.Priority, closed.Refuses = 10, func(Subject) error { return errors.New("closed") }
 		b := newAllocator(closed, Pool{Name: "open", Ranges: mustRanges(t, "192.0.2.128/25")})
 		ensureFails(t, b, explicit("a", "192.0.2.5"), ErrNoPool, `pool "closed" does not allow ns/a`)
 		al := ensureGets(t, b, explicit("a", "192.0.2.200"), "192.0.2.200")
@@ -1109,7 +1114,12 @@ func TestSharedAddressesRespectPools(t *testing.T) {
 	})
 	t.Run("a pool that does not allow the subject", func(t *testing.T) {
 		closed := autoPool(t, "closed", "192.0.2.0/24")
-		closed.Priority, closed.Allows = 10, func(s Subject) bool { return s.Namespace == "in" }
+		closed.Priority, closed.Refuses = 10, func(s Subject) error {
+			if s.Namespace != "in" {
+				return errors.New("not in")
+			}
+			return nil
+		}
 		a := newAllocator(closed, autoPool(t, "open", "198.51.100.0/24"))
 		inside := func(r Request) Request { r.Subject.Namespace = "in"; return r }
 		ensureGets(t, a, inside(shared(v4("a"), "k", "Cluster", tcp80)), "192.0.2.0")

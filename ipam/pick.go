@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,16 +12,21 @@ import (
 func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, bool, error) {
 	k, f := keyOf(addr), FamilyOf(addr)
 	var reasons []string
+	var unknown error // a refusal for want of the namespace, kept typed
 	inPool := false
 	for _, ps := range a.sorted {
 		if !ps.contains(k, f) {
 			continue
 		}
+		refused := ps.refusal(req.Subject)
 		switch {
 		case req.Pool != "" && req.Pool != ps.Name:
 			reasons = append(reasons, fmt.Sprintf("it is in pool %q, not the requested pool %q", ps.Name, req.Pool))
-		case !ps.allows(req.Subject):
-			reasons = append(reasons, fmt.Sprintf("pool %q does not allow %s", ps.Name, req.Name))
+		case refused != nil:
+			reasons = append(reasons, fmt.Sprintf("pool %q does not allow %s: %v", ps.Name, req.Name, refused))
+			if errors.Is(refused, ErrUnknownNamespace) {
+				unknown = ErrUnknownNamespace
+			}
 		case ps.avoids(f) && k.buggy():
 			reasons = append(reasons, fmt.Sprintf("pool %q avoids addresses ending in .0 and .255", ps.Name))
 		default:
@@ -33,6 +39,9 @@ func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, boo
 	if !inPool {
 		if len(reasons) == 0 {
 			reasons = append(reasons, "it is in no IP pool")
+		}
+		if unknown != nil {
+			return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s (%w): %s", ErrNoPool, req.Name, addr, unknown, strings.Join(reasons, "; "))
 		}
 		return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s: %s", ErrNoPool, req.Name, addr, strings.Join(reasons, "; "))
 	}
@@ -89,21 +98,37 @@ func (a *Allocator) candidates(f Family, req Request) ([]*poolState, error) {
 		switch {
 		case !ok:
 			return nil, fmt.Errorf("%w: pool %q requested by %s does not exist", ErrNoPool, req.Pool, req.Name)
-		case !ps.allows(req.Subject):
-			return nil, fmt.Errorf("%w: pool %q does not allow %s (see its spec.serviceAllocation)", ErrNoPool, req.Pool, req.Name)
+		case ps.refusal(req.Subject) != nil:
+			return nil, fmt.Errorf("%w: pool %q does not allow %s: %w", ErrNoPool, req.Pool, req.Name, ps.refusal(req.Subject))
 		case !ps.has(f):
 			return nil, fmt.Errorf("%w: pool %q requested by %s has no %s addresses", ErrNoPool, req.Pool, req.Name, f)
 		}
 		return []*poolState{ps}, nil
 	}
 	var out []*poolState
+	var refused []string
 	for _, ps := range a.sorted {
-		if ps.AutoAssign && ps.allows(req.Subject) && ps.has(f) {
+		if !ps.AutoAssign || !ps.has(f) {
+			continue
+		}
+		err := ps.refusal(req.Subject)
+		switch {
+		case errors.Is(err, ErrUnknownNamespace):
+			// Picking from another pool could hand out an address of
+			// the wrong tenant's pool for good: wait for the namespace.
+			return nil, fmt.Errorf("%w: %s gets no address while pool %q cannot tell whether it allows it: %w", ErrNoPool, req.Name, ps.Name, err)
+		case err != nil:
+			refused = append(refused, fmt.Sprintf("pool %q: %v", ps.Name, err))
+		default:
 			out = append(out, ps)
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: no auto-assign pool with %s addresses allows %s", ErrNoPool, f, req.Name)
+		why := ""
+		if len(refused) > 0 {
+			why = " (" + strings.Join(refused, "; ") + ")"
+		}
+		return nil, fmt.Errorf("%w: no auto-assign pool with %s addresses allows %s%s", ErrNoPool, f, req.Name, why)
 	}
 	return out, nil
 }

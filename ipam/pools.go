@@ -77,7 +77,13 @@ func (ps *poolState) allocatable(k key, f Family) bool {
 	return ps.contains(k, f) && !(ps.avoids(f) && k.buggy())
 }
 
-func (ps *poolState) allows(s Subject) bool { return ps.Allows == nil || ps.Allows(s) }
+// refusal returns why s may not use the pool, nil when it may.
+func (ps *poolState) refusal(s Subject) error {
+	if ps.Refuses == nil {
+		return nil
+	}
+	return ps.Refuses(s)
+}
 
 func (ps *poolState) has(f Family) bool { return ps.fam[famIndex(f)].total.Sign() > 0 }
 

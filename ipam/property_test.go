@@ -81,7 +81,12 @@ func (mp *modelPool) pool() Pool {
 	p := Pool{Name: mp.name, Ranges: slices.Clone(mp.ranges), AutoAssign: mp.auto, AvoidBuggyIPs: mp.avoid, Priority: mp.priority}
 	if mp.allowNS != nil {
 		allow := slices.Clone(mp.allowNS)
-		p.Allows = func(s Subject) bool { return slices.Contains(allow, s.Namespace) }
+		p.Refuses = func(s Subject) error {
+			if !slices.Contains(allow, s.Namespace) {
+				return fmt.Errorf("namespace %s is not in %v", s.Namespace, allow)
+			}
+			return nil
+		}
 	}
 	return p
 }

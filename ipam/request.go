@@ -6,7 +6,12 @@ import "net/netip"
 type Subject struct {
 	Namespace       string
 	NamespaceLabels map[string]string
-	Labels          map[string]string
+	// NamespaceErr, when set, says why NamespaceLabels are unknown (the
+	// namespace could not be looked up). Pools that select by namespace
+	// refuse such a subject with an error wrapping ErrUnknownNamespace:
+	// they fail closed.
+	NamespaceErr error
+	Labels       map[string]string
 }
 
 // Pool is a set of addresses and the rules for handing them out.
@@ -20,8 +25,11 @@ type Pool struct {
 	AvoidBuggyIPs bool
 	// Priority orders auto-assign pools: higher first, then by name.
 	Priority int32
-	// Allows reports whether subject may use the pool; nil allows everyone.
-	Allows func(Subject) bool
+	// Refuses says why subject may not use the pool, nil when it may; a nil
+	// Refuses allows everyone. A refusal wrapping ErrUnknownNamespace means
+	// the pool cannot tell: no new address is then picked from any pool
+	// for the request, so that it does not silently land in another pool.
+	Refuses func(Subject) error
 }
 
 // Port is a protocol and port a Service listens on, for sharing checks.

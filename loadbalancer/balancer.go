@@ -49,6 +49,8 @@ type PoolWatcher interface {
 	HasSynced() bool
 	SetNodeAddresses(map[netip.Addr]string)
 	OnChange(fn func(pool string))
+	// Pools returns the names of all pools.
+	Pools() []string
 }
 
 // Balancer implements cloudprovider.LoadBalancer.
@@ -66,6 +68,10 @@ type Balancer struct {
 	log        klog.Logger
 	onChange   []func(*v1.Service)
 	dualStack  workqueue.TypedDelayingInterface[string]
+	// policy and policyQueue follow addresses kept outside their pool's
+	// serviceAllocation (policy.go).
+	policy      *policyState
+	policyQueue workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
 	reserved map[string]bool // Nodes whose addresses are reserved
@@ -89,18 +95,23 @@ func WithClient(c kubernetes.Interface) Option { return func(b *Balancer) { b.cl
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
 	b := &Balancer{
-		alloc:     alloc,
-		pools:     pools,
-		recorder:  recorder,
-		ready:     make(chan struct{}),
-		retry:     3 * time.Second,
-		log:       klog.Background().WithName("loadbalancer"),
-		dualStack: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
+		alloc:       alloc,
+		pools:       pools,
+		recorder:    recorder,
+		ready:       make(chan struct{}),
+		retry:       3 * time.Second,
+		log:         klog.Background().WithName("loadbalancer"),
+		dualStack:   workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
+		policy:      newPolicyState(),
+		policyQueue: newPolicyQueue(),
 	}
 	for _, o := range opts {
 		o(b)
 	}
-	pools.OnChange(func(string) { b.dualStack.Add(dualStackKey) })
+	pools.OnChange(func(pool string) {
+		b.dualStack.Add(dualStackKey)
+		b.recheck(policyPool + pool)
+	})
 	balancerMetrics.Set(b.collectMetrics)
 	return b
 }
@@ -127,7 +138,10 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 	// A Service that lost an address at the restore still lists it in its
 	// status until it is synced; the address is kept from others until then.
 	_, _ = svc.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, cur any) { b.statusChanged(cur) },
+		UpdateFunc: func(old, cur any) {
+			b.statusChanged(cur)
+			b.serviceLabelsChanged(old, cur)
+		},
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
@@ -137,6 +151,7 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 			}
 		},
 	})
+	_, _ = ns.Informer().AddEventHandler(b.namespaceHandler())
 	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { b.nodesChanged() },
 		UpdateFunc: func(old, cur any) { b.nodeUpdated(old, cur) },
@@ -158,6 +173,7 @@ func (b *Balancer) deleted(svc *v1.Service) {
 		b.changed(svc)
 	}
 	b.alloc.Unclaim(string(svc.UID), nil)
+	b.recheckService(svc)
 }
 
 // statusChanged ends the stale claims of a Service on the addresses its
@@ -187,6 +203,7 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 // ends.
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.dualStack.ShutDown()
+	defer b.policyQueue.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
@@ -198,6 +215,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.reserveNodeAddresses()
 	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
 	close(b.ready)
+	go b.runPolicy(ctx)
 	go func() {
 		<-ctx.Done()
 		b.dualStack.ShutDown()
@@ -265,7 +283,9 @@ func (b *Balancer) restore() (int, error) {
 		for a, r := range planner.Records(svc) {
 			shared[a] = r.SharedAs
 		}
-		rs[i] = ipam.Restoration{Req: RestoreRequestFor(svc, b.namespaceLabels(svc.Namespace)), Addrs: addrs, SharedAs: shared}
+		req := RestoreRequestFor(svc, nil)
+		req.Subject = b.subjectOf(svc)
+		rs[i] = ipam.Restoration{Req: req, Addrs: addrs, SharedAs: shared}
 	}
 	for i, err := range b.alloc.RestoreAll(rs) {
 		svc := svcs[i]
@@ -281,17 +301,10 @@ func (b *Balancer) restore() (int, error) {
 		}
 		if al, ok := b.alloc.Lookup(string(svc.UID)); ok {
 			b.pools.Touch(al.Pools...)
+			b.policyQueue.Add(policyService + svc.Namespace + "/" + svc.Name)
 		}
 	}
 	return len(svcs), nil
-}
-
-func (b *Balancer) namespaceLabels(name string) map[string]string {
-	ns, err := b.namespaces.Get(name)
-	if err != nil {
-		return nil
-	}
-	return ns.Labels
 }
 
 // GetLoadBalancer reports whether the Service holds addresses.
@@ -317,11 +330,12 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 	if err := b.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	req, err := RequestFor(service, b.namespaceLabels(service.Namespace))
+	req, err := RequestFor(service, nil)
 	if err != nil {
 		allocationFailuresTotal.WithLabelValues("invalid").Inc()
 		return nil, err
 	}
+	req.Subject = b.subjectOf(service)
 	before, _ := b.alloc.Lookup(req.Owner)
 	al, err := b.alloc.Ensure(req)
 	if err != nil {
@@ -338,6 +352,7 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 	}
 	b.report(service, before, al)
 	b.changed(service)
+	b.recheckService(service)
 	return statusFor(al), nil
 }
 
@@ -383,23 +398,8 @@ func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName st
 	b.alloc.Release(string(service.UID))
 	b.report(service, before, ipam.Allocation{})
 	b.changed(service)
+	b.recheckService(service)
 	return nil
-}
-
-func failureReason(err error) string {
-	switch {
-	case errors.Is(err, ipam.ErrNoPools):
-		return "no_pools"
-	case errors.Is(err, ipam.ErrExhausted):
-		return "exhausted"
-	case errors.Is(err, ipam.ErrConflict):
-		return "conflict"
-	case errors.Is(err, ipam.ErrNoPool):
-		return "no_pool"
-	case errors.Is(err, ipam.ErrInvalid):
-		return "invalid"
-	}
-	return "other"
 }
 
 func statusFor(al ipam.Allocation) *v1.LoadBalancerStatus {

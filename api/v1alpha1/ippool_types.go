@@ -112,18 +112,42 @@ type Layer2 struct {
 type InterfaceName string
 
 // ServiceAllocation selects the Services that may use a pool. A Service must
-// match every selector given.
+// match everything given. When the CCM cannot look up a Service's
+// namespace, a pool with namespaces or a namespaceSelector refuses it.
+// Editing these never takes an address away: a Service that holds one the
+// pool no longer allows keeps it, gets a Warning Event
+// AddressNoLongerAllowed and is counted in
+// ironlb_services_outside_pool_policy{pool}.
 type ServiceAllocation struct {
+	// Namespaces are the only namespaces whose Services may use the pool,
+	// matched on the namespace's kubernetes.io/metadata.name label, which
+	// the API server sets and tenants cannot change. Empty means any
+	// namespace. Unlike serviceSelector, whose labels tenants set on their
+	// own Services, this is a boundary between tenants.
+	//
+	// +kubebuilder:validation:MaxItems=128
+	// +listType=set
+	// +optional
+	Namespaces []NamespaceName `json:"namespaces,omitempty"`
+
 	// NamespaceSelector matches the labels of the Service's namespace.
 	//
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
-	// ServiceSelector matches the Service's labels.
+	// ServiceSelector matches the Service's labels. Tenants set those
+	// themselves: use namespaces to keep tenants apart.
 	//
 	// +optional
 	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
 }
+
+// NamespaceName is a namespace's name (a DNS-1123 label).
+//
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+type NamespaceName string
 
 // IPPoolStatus is what the CCM observed of a pool.
 type IPPoolStatus struct {

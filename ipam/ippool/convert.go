@@ -90,7 +90,7 @@ func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
 	if err != nil {
 		return ipam.Pool{}, err
 	}
-	allows, err := selectors(p.Spec.ServiceAllocation)
+	refuses, err := allocationPolicy(p.Spec.ServiceAllocation)
 	if err != nil {
 		return ipam.Pool{}, fmt.Errorf("IPPool %s: spec.serviceAllocation: %w", p.Name, err)
 	}
@@ -106,24 +106,7 @@ func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
 		AutoAssign:    p.Spec.AutoAssign == nil || *p.Spec.AutoAssign,
 		AvoidBuggyIPs: p.Spec.AvoidBuggyIPs,
 		Priority:      p.Spec.Priority,
-		Allows:        allows,
-	}, nil
-}
-
-func selectors(sa *v1alpha1.ServiceAllocation) (func(ipam.Subject) bool, error) {
-	if sa == nil {
-		return nil, nil
-	}
-	ns, err := selector(sa.NamespaceSelector)
-	if err != nil {
-		return nil, fmt.Errorf("namespaceSelector: %w", err)
-	}
-	svc, err := selector(sa.ServiceSelector)
-	if err != nil {
-		return nil, fmt.Errorf("serviceSelector: %w", err)
-	}
-	return func(s ipam.Subject) bool {
-		return ns.Matches(labels.Set(s.NamespaceLabels)) && svc.Matches(labels.Set(s.Labels))
+		Refuses:       refuses,
 	}, nil
 }
 

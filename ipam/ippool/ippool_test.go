@@ -55,8 +55,8 @@ func TestToPool(t *testing.T) {
 		{ipam.Subject{NamespaceLabels: map[string]string{"team": "a"}, Labels: map[string]string{"tier": "core"}}, false},
 		{ipam.Subject{}, false},
 	} {
-		if got := got.Allows(tc.subject); got != tc.want {
-			t.Errorf("Allows(%+v) = %v, want %v", tc.subject, got, tc.want)
+		if got := got.Refuses(tc.subject) == nil; got != tc.want {
+			t.Errorf("Refuses(%+v) == nil is %v, want %v", tc.subject, got, tc.want)
 		}
 	}
 
@@ -64,13 +64,13 @@ func TestToPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !def.AutoAssign || def.Allows != nil {
-		t.Errorf("defaults: AutoAssign=%v Allows set=%v; want auto-assign for everyone", def.AutoAssign, def.Allows != nil)
+	if !def.AutoAssign || def.Refuses != nil {
+		t.Errorf("defaults: AutoAssign=%v Refuses set=%v; want auto-assign for everyone", def.AutoAssign, def.Refuses != nil)
 	}
 	empty := pool("empty-selectors", "192.0.2.0/30")
 	empty.Spec.ServiceAllocation = &v1alpha1.ServiceAllocation{NamespaceSelector: &metav1.LabelSelector{}}
 	e, err := ToPool(empty)
-	if err != nil || !e.Allows(ipam.Subject{}) {
+	if err != nil || e.Refuses != nil {
 		t.Errorf("an empty selector must match everything (err %v)", err)
 	}
 }

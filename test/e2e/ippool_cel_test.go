@@ -72,6 +72,12 @@ func TestIPPoolValidation(t *testing.T) {
 		{"bgp aggregation v6 too short", "  addresses: ['2001:db8::/120']\n  bgp:\n    advertisements: [{aggregationLengthV6: 64}]", []string{"aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs"}},
 		{"bgp aggregation too long", "  addresses: [192.0.2.0/28]\n  bgp:\n    advertisements: [{aggregationLength: 33}]", []string{"aggregationLength", "less than or equal to 32"}},
 		{"layer2 duplicate interfaces", "  addresses: [192.0.2.0/28]\n  layer2:\n    interfaces: [eth0, eth0]", []string{"Duplicate value"}},
+		{"serviceAllocation namespaces", "  addresses: [192.0.2.0/28]\n  serviceAllocation:\n    namespaces: [team-a, b2]\n    serviceSelector: {matchLabels: {exposure: public}}", nil},
+		{"serviceAllocation namespace not a DNS label", "  addresses: [192.0.2.0/28]\n  serviceAllocation:\n    namespaces: [Team_A]", []string{"spec.serviceAllocation.namespaces[0]", "should match"}},
+		{"serviceAllocation namespace too long", "  addresses: [192.0.2.0/28]\n  serviceAllocation:\n    namespaces: [" + strings.Repeat("a", 64) + "]", []string{"spec.serviceAllocation.namespaces[0]", "Too long"}},
+		{"serviceAllocation namespace empty", "  addresses: [192.0.2.0/28]\n  serviceAllocation:\n    namespaces: ['']", []string{"spec.serviceAllocation.namespaces[0]"}},
+		{"serviceAllocation duplicate namespaces", "  addresses: [192.0.2.0/28]\n  serviceAllocation:\n    namespaces: [a, a]", []string{"Duplicate value"}},
+		{"serviceAllocation too many namespaces", "  addresses: [192.0.2.0/28]\n  serviceAllocation:\n    namespaces: [" + manyNamespaces(129) + "]", []string{"spec.serviceAllocation.namespaces", "must have at most 128 items"}},
 	})
 }
 
@@ -125,4 +131,13 @@ func TestIPPoolReversedRangeRuleMatchesGo(t *testing.T) {
 			t.Errorf("%s: unexpected rejection: %v", entry, err)
 		}
 	}
+}
+
+// manyNamespaces is a YAML flow list body of n distinct namespace names.
+func manyNamespaces(n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("ns-%d", i)
+	}
+	return strings.Join(names, ", ")
 }
