@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"k8s.io/component-base/metrics"
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -36,7 +38,8 @@ import (
 //
 // After every step the session's State must be what State's documentation
 // and record's say the reports make it (see reportsModel), State must return
-// copies, reports of other streams must change nothing, OnChange must fire
+// copies, reports of other streams must change nothing, the speaker's
+// metrics must gather as /metrics does, OnChange must fire
 // exactly when connection, health, the failed VIPs or the BGP sessions
 // changed, and a deleted node's session must close exactly when its speaker
 // confirmed it withdrew everything.
@@ -387,6 +390,15 @@ var stateDiffOpts = []cmp.Option{
 	cmpopts.IgnoreFields(State{}, "Problem", "Since", "LastReport"),
 }
 
+// fuzzMetrics gathers the current harness's Manager's metrics as /metrics
+// does, from a registry of their own (one per fuzzing process: inputs run
+// one at a time).
+var fuzzMetrics struct {
+	once sync.Once
+	reg  metrics.KubeRegistry
+	c    managerCollector
+}
+
 // fuzzStream is the CCM's end of a Sync stream: Recv is the harness.
 type fuzzStream struct {
 	grpc.ClientStream
@@ -423,6 +435,11 @@ func newReportsHarness(t *testing.T, data []byte) *reportsHarness {
 	ctx, stop := context.WithCancel(klog.NewContext(context.Background(), logr.Discard()))
 	h := &reportsHarness{t: t, in: in, stop: stop}
 	h.m = New(ctx, Options{})
+	fuzzMetrics.once.Do(func() {
+		fuzzMetrics.reg = metrics.NewKubeRegistry()
+		fuzzMetrics.reg.CustomMustRegister(&fuzzMetrics.c)
+	})
+	fuzzMetrics.c.m = h.m
 	h.m.OnChange(func(node string) {
 		if node != fuzzNode {
 			t.Errorf("OnChange(%q), want %q", node, fuzzNode)
@@ -432,18 +449,7 @@ func newReportsHarness(t *testing.T, data []byte) *reportsHarness {
 	if in.byte()&1 != 0 {
 		h.m.SetReady()
 	}
-	// As SetNode, without the goroutine that dials the speaker (cancel
-	// is what RemoveNode ends it with).
-	_, cancel := context.WithCancel(ctx)
-	h.s = &session{
-		m: h.m, node: fuzzNode, addr: netip.MustParseAddr("192.0.2.10"), cancel: cancel, log: logr.Discard(),
-		desired: map[string]*speakerv1.Announcement{}, dirty: map[string]bool{},
-		wake: make(chan struct{}, 1), drained: make(chan struct{}),
-		state: State{Problem: "not connected yet"},
-	}
-	h.m.mu.Lock()
-	h.m.sessions[fuzzNode] = h.s
-	h.m.mu.Unlock()
+	h.s = newTestSession(h.m, fuzzNode)
 	return h
 }
 
@@ -693,6 +699,10 @@ func (h *reportsHarness) check() {
 		}
 		again, _ := h.m.State(fuzzNode)
 		h.checkState("State after changing what State returned before", again)
+	}
+	// What the speaker reported must not break /metrics.
+	if _, err := fuzzMetrics.reg.Gather(); err != nil {
+		h.t.Fatalf("after report %d (%v): the speaker's metrics do not gather, /metrics would fail: %v", h.reports, h.last, err)
 	}
 	if h.changes != h.want.changes {
 		h.t.Fatalf("after report %d (%v): %d OnChange calls, want %d", h.reports, h.last, h.changes, h.want.changes)
