@@ -48,7 +48,7 @@ func FuzzReports(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if len(data) > 4096 {
+		if len(data) > 1024 {
 			return
 		}
 		h := newReportsHarness(t, data)
@@ -700,9 +700,12 @@ func (h *reportsHarness) check() {
 		again, _ := h.m.State(fuzzNode)
 		h.checkState("State after changing what State returned before", again)
 	}
-	// What the speaker reported must not break /metrics.
-	if _, err := fuzzMetrics.reg.Gather(); err != nil {
-		h.t.Fatalf("after report %d (%v): the speaker's metrics do not gather, /metrics would fail: %v", h.reports, h.last, err)
+	// What the speaker reported must not break /metrics. Gathering is
+	// dear: while the stream runs, only the BGP sessions' series vary.
+	if len(raw.BGPSessions) > 0 || !h.sending {
+		if _, err := fuzzMetrics.reg.Gather(); err != nil {
+			h.t.Fatalf("after report %d (%v): the speaker's metrics do not gather, /metrics would fail: %v", h.reports, h.last, err)
+		}
 	}
 	if h.changes != h.want.changes {
 		h.t.Fatalf("after report %d (%v): %d OnChange calls, want %d", h.reports, h.last, h.changes, h.want.changes)
