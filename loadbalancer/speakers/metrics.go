@@ -1,8 +1,11 @@
 package speakers
 
 import (
+	"slices"
+
 	"k8s.io/component-base/metrics"
 
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/internal/scrape"
 )
 
@@ -53,7 +56,13 @@ func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 			lag = float64(st.Sent - st.Applied)
 		}
 		ch <- metrics.NewLazyConstMetric(lagDesc, metrics.GaugeValue, lag, n)
-		for _, s := range st.BGPSessions {
+		for i, s := range st.BGPSessions {
+			// A speaker reports each peer once. Should one repeat a peer,
+			// its first entry counts, as for the flap counters: a series
+			// collected twice fails the whole scrape of /metrics.
+			if slices.ContainsFunc(st.BGPSessions[:i], func(o *speakerv1.BGPSessionStatus) bool { return o.GetPeer() == s.GetPeer() }) {
+				continue
+			}
 			ch <- metrics.NewLazyConstMetric(bgpUpDesc, metrics.GaugeValue, scrape.Bool(s.GetState() == "Established"), n, s.GetPeer())
 			ch <- metrics.NewLazyConstMetric(bgpRoutesDesc, metrics.GaugeValue, float64(s.GetAdvertised()), n, s.GetPeer())
 			if b := s.GetBfd(); b != nil {
