@@ -105,7 +105,7 @@ FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
 fuzz: ## Each fuzz target for FUZZTIME (default 30s).
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn (./$$pkg)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg 2>&1 | tail -3; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./$$pkg 2>&1 | tail -3; \
 	done
 
 .PHONY: unit

@@ -156,8 +156,9 @@ type bundleState struct {
 // is never overwritten. A CA Secret that cannot be used does not stop the
 // CCM: the bundle is degraded (Problem says why, a Warning Event on the
 // Secret and the metric ironlb_ca_valid tell the operator), no speaker can
-// be reached until it is repaired, and Run retries every 30 s. Only errors
-// of the arguments are returned.
+// be reached until it is repaired, and Run retries every 30 s and whenever
+// a CA Secret changes (it watches them). Only errors of the arguments are
+// returned.
 func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace string, opts ...Option) (*Bundle, error) {
 	o := options{now: time.Now}
 	for _, opt := range opts {
@@ -193,15 +194,16 @@ func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace strin
 	return b, nil
 }
 
-// CA returns the CA the bundle issues from (nil while degraded).
+// CA returns the CA the bundle issues from: the last usable one read (a
+// corrupt Secret later does not take it away); nil until one was read.
 func (b *Bundle) CA() *CA { return b.state.Load().current }
 
-// Problem says why the bundle cannot issue or present certificates now;
-// "" when it can.
+// Problem says why the CA Secret cannot be used now; "" when it can. The
+// bundle keeps issuing from the last usable CA, if it read one.
 func (b *Bundle) Problem() string { return b.state.Load().problem }
 
-// Certificate returns the CCM's client certificate from the current CA
-// (nil while degraded).
+// Certificate returns the CCM's client certificate from the current CA;
+// nil until a usable CA was read.
 func (b *Bundle) Certificate() *tls.Certificate {
 	if c := b.state.Load().certs; len(c) > 0 {
 		return c[0]
@@ -324,9 +326,6 @@ func (b *Bundle) Sync(ctx context.Context) error {
 	b.deleteLegacySecret(ctx)
 
 	sameCAs := old.current != nil && old.current.cert.Equal(current.cert) && sameCA(old.previous, previous)
-	if !sameCAs && old.current != nil {
-		defer b.notifyChanged() // once the new state is stored
-	}
 	if sameCAs && now.Before(old.ccmRenewAt) {
 		next.certs, next.ccmRenewAt = old.certs, old.ccmRenewAt
 	} else {
@@ -347,6 +346,9 @@ func (b *Bundle) Sync(ctx context.Context) error {
 		klog.V(2).InfoS("ironlb pki: issued CCM client certificates", "count", len(next.certs), "notAfter", next.certs[0].Leaf.NotAfter)
 	}
 	b.state.Store(next)
+	if !sameCAs && old.current != nil {
+		b.notifyChanged()
+	}
 	return nil
 }
 

@@ -19,6 +19,9 @@ import (
 
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// nodeA is the identity of node-a's speaker, the node most tests dial.
+var nodeA = NodeIdentity("node-a")
+
 func mustCA(t *testing.T, now time.Time) *CA {
 	t.Helper()
 	ca, err := NewCA(now)
@@ -46,6 +49,8 @@ func mustParseCert(t *testing.T, certPEM []byte) *x509.Certificate {
 	return c
 }
 
+// TestNewCA proves that NewCA makes a self-signed P-256 CA, valid from
+// clockSkew before now for CALifetime, that round-trips through ParseCA.
 func TestNewCA(t *testing.T) {
 	ca := mustCA(t, t0)
 	c := ca.Certificate()
@@ -84,11 +89,28 @@ func TestNewCA(t *testing.T) {
 	}
 }
 
+// TestNewCASubjectsDiffer proves that two CAs made by NewCA have different
+// subject names: during a rotation the CCM picks the client certificate
+// whose issuer the speaker names in its certificate request, and TLS names
+// CAs by subject only, so equal names would make it present the current
+// CA's certificate to a speaker that trusts only the previous CA.
+func TestNewCASubjectsDiffer(t *testing.T) {
+	a, b := mustCA(t, t0), mustCA(t, t0)
+	if string(a.Certificate().RawSubject) == string(b.Certificate().RawSubject) {
+		t.Errorf("two CAs share the subject %q", a.Certificate().Subject)
+	}
+	if diff := cmp.Diff("ironlb-ca", a.Certificate().Subject.CommonName); diff != "" {
+		t.Errorf("CA common name (-want +got):\n%s", diff)
+	}
+}
+
+// TestParseCAErrors proves that ParseCA refuses each kind of unusable CA
+// Secret content with an error naming the offending key.
 func TestParseCAErrors(t *testing.T) {
 	ca := mustCA(t, t0)
 	other := mustCA(t, t0)
 	expired := mustCA(t, t0.Add(-CALifetime-time.Hour))
-	leafCert, leafKey := mustIssue(t, ca, SpeakerIdentity, 0, t0)
+	leafCert, leafKey := mustIssue(t, ca, nodeA, 0, t0)
 
 	tests := []struct {
 		name      string
@@ -163,9 +185,9 @@ func TestParseCABringYourOwn(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseCA: %v", err)
 			}
-			certPEM, _ := mustIssue(t, ca, SpeakerIdentity, 0, t0)
+			certPEM, _ := mustIssue(t, ca, nodeA, 0, t0)
 			leaf := mustParseCert(t, certPEM)
-			if err := verifyPeer([]*x509.Certificate{leaf}, ca.Pool(), x509.ExtKeyUsageServerAuth, SpeakerIdentity, t0); err != nil {
+			if err := verifyPeer([]*x509.Certificate{leaf}, ca.Pool(), x509.ExtKeyUsageServerAuth, nodeA, t0); err != nil {
 				t.Errorf("issued certificate does not verify: %v", err)
 			}
 			if diff := cmp.Diff(t0.Add(24*time.Hour), leaf.NotAfter); diff != "" {
@@ -175,6 +197,9 @@ func TestParseCABringYourOwn(t *testing.T) {
 	}
 }
 
+// TestIssue proves that issued leaves carry exactly their spiffe identity,
+// the right usages (CCM client-only, node server and client), a lifetime
+// clamped to the CA's, and are signed by the CA.
 func TestIssue(t *testing.T) {
 	ca := mustCA(t, t0)
 	tests := []struct {
@@ -185,8 +210,8 @@ func TestIssue(t *testing.T) {
 		wantAfter time.Time
 	}{
 		{name: "ccm default lifetime", identity: CCMIdentity, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, wantAfter: t0.Add(DefaultLeafLifetime)},
-		{name: "speaker one hour", identity: SpeakerIdentity, lifetime: time.Hour, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, wantAfter: t0.Add(time.Hour)},
-		{name: "clamped to CA", identity: SpeakerIdentity, lifetime: 20 * CALifetime, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, wantAfter: t0.Add(CALifetime)},
+		{name: "speaker one hour", identity: nodeA, lifetime: time.Hour, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, wantAfter: t0.Add(time.Hour)},
+		{name: "clamped to CA", identity: nodeA, lifetime: 20 * CALifetime, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, wantAfter: t0.Add(CALifetime)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,6 +258,8 @@ func TestIssue(t *testing.T) {
 	}
 }
 
+// TestIssueErrors proves that Issue refuses non-spiffe identities and an
+// expired CA.
 func TestIssueErrors(t *testing.T) {
 	ca := mustCA(t, t0)
 	tests := []struct {
@@ -255,6 +282,7 @@ func TestIssueErrors(t *testing.T) {
 	}
 }
 
+// TestIdentityOf proves that IdentityOf returns the first spiffe URI SAN.
 func TestIdentityOf(t *testing.T) {
 	mustURL := func(s string) *url.URL {
 		u, err := url.Parse(s)
@@ -271,13 +299,112 @@ func TestIdentityOf(t *testing.T) {
 		{name: "nil", cert: nil, want: ""},
 		{name: "no URIs", cert: &x509.Certificate{DNSNames: []string{"a"}}, want: ""},
 		{name: "non-spiffe only", cert: &x509.Certificate{URIs: []*url.URL{mustURL("https://ironlb.dev/ccm")}}, want: ""},
-		{name: "spiffe after other", cert: &x509.Certificate{URIs: []*url.URL{mustURL("https://x"), mustURL(SpeakerIdentity)}}, want: SpeakerIdentity},
+		{name: "spiffe after other", cert: &x509.Certificate{URIs: []*url.URL{mustURL("https://x"), mustURL(nodeA)}}, want: nodeA},
 		{name: "ccm", cert: &x509.Certificate{URIs: []*url.URL{mustURL(CCMIdentity)}}, want: CCMIdentity},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, IdentityOf(tc.cert)); diff != "" {
 				t.Errorf("IdentityOf() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestIssueFor proves that IssueFor certifies the key the caller holds (the
+// speaker's, which never leaves its node) rather than a fresh one, with the
+// same identity, usage and lifetime rules as Issue: a node certificate
+// serves and authenticates clients, a CCM certificate is client-only.
+func TestIssueFor(t *testing.T) {
+	ca := mustCA(t, t0)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		identity string
+		lifetime time.Duration
+		wantEKU  []x509.ExtKeyUsage
+		wantLife time.Duration
+	}{
+		{name: "node certificate", identity: nodeA, lifetime: NodeCertLifetime, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, wantLife: NodeCertLifetime},
+		{name: "ccm is client only", identity: CCMIdentity, lifetime: time.Hour, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, wantLife: time.Hour},
+		{name: "default lifetime", identity: nodeA, wantEKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, wantLife: DefaultLeafLifetime},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			certPEM, err := ca.IssueFor(tc.identity, key.Public(), tc.lifetime, t0)
+			if err != nil {
+				t.Fatalf("IssueFor: %v", err)
+			}
+			c := mustParseCert(t, certPEM)
+			type props struct {
+				Identity   string
+				CertifiesK bool
+				EKU        []x509.ExtKeyUsage
+				IsCA       bool
+				NotAfter   time.Time
+				SignedByCA bool
+			}
+			got := props{
+				Identity:   IdentityOf(c),
+				CertifiesK: key.PublicKey.Equal(c.PublicKey),
+				EKU:        c.ExtKeyUsage,
+				IsCA:       c.IsCA,
+				NotAfter:   c.NotAfter,
+				SignedByCA: c.CheckSignatureFrom(ca.Certificate()) == nil,
+			}
+			want := props{Identity: tc.identity, CertifiesK: true, EKU: tc.wantEKU, NotAfter: t0.Add(tc.wantLife), SignedByCA: true}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("certificate properties mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// The usages are enforced by verification, not just recorded.
+	ccmPEM, err := ca.IssueFor(CCMIdentity, key.Public(), time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = verifyPeer([]*x509.Certificate{mustParseCert(t, ccmPEM)}, ca.Pool(), x509.ExtKeyUsageServerAuth, CCMIdentity, t0)
+	if err == nil || !strings.Contains(err.Error(), "incompatible key usage") {
+		t.Errorf("CCM certificate verified for server authentication: err = %v", err)
+	}
+
+	if _, err := ca.IssueFor("node-a", key.Public(), time.Hour, t0); err == nil || !strings.Contains(err.Error(), "not a spiffe:// URI") {
+		t.Errorf("IssueFor(non-URI) error = %v, want it to contain %q", err, "not a spiffe:// URI")
+	}
+}
+
+// TestNodeIdentity proves that NodeOf inverts NodeIdentity and finds no node
+// in the CCM's identity, a not-enrolled speaker's or foreign URIs, so that
+// a certificate can only name the node its identity was made for.
+func TestNodeIdentity(t *testing.T) {
+	for _, node := range []string{"node-a", "worker-1.example.com", "n"} {
+		t.Run("round trip "+node, func(t *testing.T) {
+			id := NodeIdentity(node)
+			if diff := cmp.Diff("spiffe://ironlb.dev/node/"+node, id); diff != "" {
+				t.Errorf("NodeIdentity(%q) mismatch (-want +got):\n%s", node, diff)
+			}
+			if diff := cmp.Diff(node, NodeOf(id)); diff != "" {
+				t.Errorf("NodeOf(NodeIdentity(%q)) mismatch (-want +got):\n%s", node, diff)
+			}
+		})
+	}
+	tests := []struct {
+		name, identity, want string
+	}{
+		{name: "ccm", identity: CCMIdentity, want: ""},
+		{name: "not enrolled", identity: enrollIdentityPrefix + "node-a", want: ""},
+		{name: "other scheme", identity: "https://ironlb.dev/node/node-a", want: ""},
+		{name: "other trust domain", identity: "spiffe://example.com/node/node-a", want: ""},
+		{name: "empty", identity: "", want: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, NodeOf(tc.identity)); diff != "" {
+				t.Errorf("NodeOf(%q) mismatch (-want +got):\n%s", tc.identity, diff)
 			}
 		})
 	}

@@ -57,7 +57,10 @@
 // (which watches both) makes a new CA, trusts both, publishes both in
 // ironlb-ca-bundle and sends every connected speaker a certificate from the
 // new CA with the new bundle on its open stream. Once the kubelet has
-// updated the mounted bundle on every node, delete ironlb-ca-previous.
+// updated the mounted bundle on every node, delete ironlb-ca-previous. The
+// two CAs must have distinct subjects: the CCM picks the client certificate
+// to present by the issuer names the speaker lists (NewCA puts its serial
+// number in the subject).
 //
 // # Bringing your own CA
 //

@@ -1,12 +1,14 @@
 package pki
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"path/filepath"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // fuzzNow is the time the fuzz targets evaluate certificates at.
@@ -14,13 +16,13 @@ var fuzzNow = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 
 // FuzzParseCA: whatever the CA Secret holds, parsing it never panics, and
 // a CA it accepts is one: a CA certificate valid now whose key matches,
-// able to issue a speaker certificate that verifies against it.
+// able to issue a node certificate that verifies against it.
 func FuzzParseCA(f *testing.F) {
 	ca, err := NewCA(fuzzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	leaf, leafKey, err := ca.Issue(SpeakerIdentity, time.Hour, fuzzNow)
+	leaf, leafKey, err := ca.Issue(nodeA, time.Hour, fuzzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -37,7 +39,7 @@ func FuzzParseCA(f *testing.F) {
 		if !c.IsCA || fuzzNow.After(c.NotAfter) || fuzzNow.Before(c.NotBefore) {
 			t.Fatalf("accepted a CA that is not one now: %+v", c)
 		}
-		cert, key, err := got.Issue(SpeakerIdentity, time.Hour, fuzzNow)
+		cert, key, err := got.Issue(nodeA, time.Hour, fuzzNow)
 		if err != nil {
 			return // a CA that cannot issue (its key type, say) fails there, with an error
 		}
@@ -45,43 +47,76 @@ func FuzzParseCA(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the accepted CA issued an unusable certificate: %v", err)
 		}
-		if err := verifyPeer([]*x509.Certificate{pair.Leaf}, got.Pool(), x509.ExtKeyUsageServerAuth, SpeakerIdentity, fuzzNow); err != nil {
+		if err := verifyPeer([]*x509.Certificate{pair.Leaf}, got.Pool(), x509.ExtKeyUsageServerAuth, nodeA, fuzzNow); err != nil {
 			t.Fatalf("a certificate the accepted CA issued does not verify: %v", err)
 		}
 	})
 }
 
-// FuzzEvaluateSpeakerSecret: whatever the speakers' TLS Secret holds, the
-// CCM's check of it never panics, and a Secret it keeps (empty reason)
-// holds a pair that verifies as a speaker against the current CA.
-func FuzzEvaluateSpeakerSecret(f *testing.F) {
+// FuzzInstall: whatever a CCM (or something posing as one) sends a speaker
+// as its node certificate and bundle, Install never panics, and a
+// certificate it accepts certifies the speaker's own key, names its node,
+// is valid for serving and chains to a CA of the bundle sent with it.
+func FuzzInstall(f *testing.F) {
 	ca, err := NewCA(fuzzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	cert, key, err := ca.Issue(SpeakerIdentity, 24*time.Hour, fuzzNow)
+	other, err := NewCA(fuzzNow)
 	if err != nil {
 		f.Fatal(err)
 	}
-	other, otherKey, err := ca.Issue(CCMIdentity, 24*time.Hour, fuzzNow)
+	caFile := filepath.Join(f.TempDir(), CACertKey)
+	if err := WriteBundle(caFile, ca.CertPEM()); err != nil {
+		f.Fatal(err)
+	}
+	sp, err := newNodeCredentials("node-a", caFile, "", func() time.Time { return fuzzNow })
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(ca.CertPEM(), cert, key)
-	f.Add(ca.CertPEM(), other, otherKey)
-	f.Add(ca.CertPEM(), cert, otherKey)
-	f.Add([]byte{}, []byte{}, []byte{})
-	f.Fuzz(func(t *testing.T, caPEM, certPEM, keyPEM []byte) {
-		s := &corev1.Secret{Data: map[string][]byte{CACertKey: caPEM, TLSCertKey: certPEM, TLSKeyKey: keyPEM}}
-		if _, reason := evaluateSpeakerSecret(s, ca, fuzzNow); reason != "" {
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	issue := func(ca *CA, identity string, pub any) []byte {
+		c, err := ca.IssueFor(identity, pub, NodeCertLifetime, fuzzNow)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return c
+	}
+	good := issue(ca, nodeA, sp.key.Public())
+	both := append(ca.CertPEM(), other.CertPEM()...)
+	f.Add(good, ca.CertPEM())
+	f.Add(good, both)
+	f.Add(good, other.CertPEM())
+	f.Add(issue(other, nodeA, sp.key.Public()), both)
+	f.Add(issue(ca, NodeIdentity("node-b"), sp.key.Public()), ca.CertPEM())
+	f.Add(issue(ca, CCMIdentity, sp.key.Public()), ca.CertPEM())
+	f.Add(issue(ca, nodeA, otherKey.Public()), ca.CertPEM())
+	f.Add(append(good, ca.CertPEM()...), []byte{})
+	f.Add([]byte{}, []byte{})
+	f.Fuzz(func(t *testing.T, certPEM, bundlePEM []byte) {
+		if err := sp.Install(certPEM, bundlePEM); err != nil {
 			return
 		}
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		leaf, err := parseCertPEM(certPEM)
 		if err != nil {
-			t.Fatalf("kept a Secret whose pair does not load: %v", err)
+			t.Fatalf("accepted a certificate that does not parse: %v", err)
 		}
-		if err := verifyPeer([]*x509.Certificate{pair.Leaf}, ca.Pool(), x509.ExtKeyUsageServerAuth, SpeakerIdentity, fuzzNow); err != nil {
-			t.Fatalf("kept a Secret whose certificate does not verify: %v", err)
+		if !sp.key.PublicKey.Equal(leaf.PublicKey) {
+			t.Fatal("accepted a certificate for another key")
+		}
+		if got := NodeOf(IdentityOf(leaf)); got != "node-a" {
+			t.Fatalf("accepted a certificate naming node %q", got)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(bundlePEM)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: fuzzNow, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Fatalf("accepted a certificate that does not chain to its bundle: %v", err)
+		}
+		if enrolled, _ := sp.Enrolled(); !enrolled || !presented(sp).Equal(leaf) {
+			t.Fatal("an accepted certificate is not presented")
 		}
 	})
 }
