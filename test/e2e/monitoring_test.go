@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ironlb/ironlb/deploy/monitoring"
+	"github.com/ironlb/ironlb/test/controlplane"
 	"github.com/ironlb/ironlb/test/rig"
 )
 
@@ -423,4 +424,49 @@ func TestKustomizeMonitoring(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestMonitoringDryRun: the API server, with the Prometheus Operator's CRDs
+// for PrometheusRule and PodMonitor (deploy/monitoring/testdata/crds),
+// accepts deploy/monitoring as kubectl kustomize renders it and the
+// chart's monitoring objects: their schemas, the ConfigMap's size, the
+// token Secret, the RBAC.
+func TestMonitoringDryRun(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp := controlplane.ForTest(t)
+	crds, err := filepath.Glob(filepath.Join(repoRoot(t), "deploy", "monitoring", "testdata", "crds", "*.yaml"))
+	if err != nil || len(crds) != 2 {
+		t.Fatalf("CRDs %v: %v", crds, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range crds {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, parseObjects(t, string(b))...)
+	}
+	applyCRDs(t, ctx, cp, objs)
+	for _, ns := range []string{"ironlb-system", "grafana"} {
+		if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := cp.Kubectl(ctx, "kustomize", filepath.Join(repoRoot(t), "deploy", "monitoring"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	dryRun(t, ctx, cp, out)
+	var chart []*unstructured.Unstructured
+	for _, o := range parseObjects(t, helmTemplate(t, ctx, "ironlb-system", "monitoring: {enabled: true, dashboard: {namespace: grafana}}")) {
+		if o.GetKind() == "PrometheusRule" || o.GetName() == "ironlb-dashboard" {
+			chart = append(chart, o)
+		}
+	}
+	if len(chart) != 2 {
+		t.Fatalf("the chart renders %d monitoring objects, want 2", len(chart))
+	}
+	dryRun(t, ctx, cp, toYAML(t, chart))
 }
