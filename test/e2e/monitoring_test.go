@@ -301,6 +301,9 @@ func checkDashboardConfigMap(t *testing.T, cm *corev1.ConfigMap) {
 // dashboard ConfigMap (labelled for Grafana's sidecar, in the namespace
 // asked for); off by default.
 func TestChartMonitoring(t *testing.T) {
+	if testing.Short() {
+		t.Skip("renders deploy/monitoring and the chart with kubectl and helm (make controlplane tools)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if out, err := runHelm(t, ctx, "lint", "--strict", chartDir(t), "--set", "monitoring.enabled=true"); err != nil {
@@ -342,6 +345,9 @@ monitoring:
 // token allowed to GET /metrics; deploy/ itself does not include it (it
 // needs the Prometheus Operator's CRDs).
 func TestKustomizeMonitoring(t *testing.T) {
+	if testing.Short() {
+		t.Skip("renders deploy/monitoring and the chart with kubectl and helm (make controlplane tools)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	kubectl := filepath.Join(filepath.Dir(helmBinary(t)), "kubectl")
