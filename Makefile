@@ -31,10 +31,28 @@ $(CONTROLPLANE) &: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 # Go tools at pinned versions, in .cache/bin.
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(TOOLS_BIN)/controller-gen
+PROMTOOL := $(TOOLS_BIN)/promtool
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(TOOLS_BIN)/helm
+tools: $(CONTROLLER_GEN) $(TOOLS_BIN)/helm $(PROMTOOL)
 $(CONTROLLER_GEN):
 	GOBIN=$(TOOLS_BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+
+# promtool, for the tests of the alerts and the dashboard (deploy/monitoring):
+# Debian's prometheus package (bookworm: 2.42; a 19 MB download), unpacked
+# into .cache/bin rather than installed (apt-get download needs no root once
+# the package lists are there). Installing it would pull a dozen JavaScript
+# and font packages, add a prometheus user and start a Prometheus server on
+# :9090 (its postinst runs invoke-rc.d prometheus start) wherever no
+# policy-rc.d forbids it.
+.PHONY: promtool
+promtool: $(PROMTOOL)
+$(PROMTOOL):
+	@mkdir -p $(TOOLS_BIN) $(CACHE)/deb
+	cd $(CACHE)/deb && rm -f prometheus_*.deb && \
+		{ apt-get download prometheus 2>/dev/null || { apt-get update && apt-get download prometheus; }; }
+	dpkg-deb --fsys-tarfile $(CACHE)/deb/prometheus_*.deb | tar -xO ./usr/bin/promtool > $@.tmp
+	chmod +x $@.tmp && mv $@.tmp $@ && rm -f $(CACHE)/deb/prometheus_*.deb
+	$@ --version | head -1
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Regenerate the CRD (deploy/crds) and deepcopy code from api/.
