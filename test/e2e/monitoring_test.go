@@ -433,7 +433,8 @@ func TestKustomizeMonitoring(t *testing.T) {
 }
 
 // TestMonitoringDryRun: the API server, with the Prometheus Operator's CRDs
-// for PrometheusRule and PodMonitor (deploy/monitoring/testdata/crds),
+// for PrometheusRule and PodMonitor (from its module on the Go module
+// proxy, operatorModule),
 // accepts deploy/monitoring as kubectl kustomize renders it and the
 // chart's monitoring objects: their schemas, the ConfigMap's size, the
 // token Secret, the RBAC.
@@ -442,9 +443,10 @@ func TestMonitoringDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cp := controlplane.ForTest(t)
-	crds, err := filepath.Glob(filepath.Join(repoRoot(t), "deploy", "monitoring", "testdata", "crds", "*.yaml"))
-	if err != nil || len(crds) != 2 {
-		t.Fatalf("CRDs %v: %v", crds, err)
+	dir := moduleDir(t, ctx, operatorModule)
+	crds := []string{
+		filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_podmonitors.yaml"),
+		filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_prometheusrules.yaml"),
 	}
 	var objs []*unstructured.Unstructured
 	for _, f := range crds {
@@ -475,4 +477,23 @@ func TestMonitoringDryRun(t *testing.T) {
 		t.Fatalf("the chart renders %d monitoring objects, want 2", len(chart))
 	}
 	dryRun(t, ctx, cp, toYAML(t, chart))
+}
+
+// operatorModule holds the Prometheus Operator's CRDs the monitoring
+// objects are checked against; read from the module cache, not copied.
+const operatorModule = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+
+// moduleDir downloads module (path@version) from the Go module proxy, if
+// it is not in the module cache yet, and returns its folder.
+func moduleDir(t *testing.T, ctx context.Context, module string) string {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", module).Output()
+	if err != nil {
+		t.Fatalf("go mod download %s: %v", module, err)
+	}
+	var m struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
+		t.Fatalf("go mod download %s: %v %s", module, err, m.Error)
+	}
+	return m.Dir
 }
