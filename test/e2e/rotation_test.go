@@ -140,7 +140,9 @@ func TestCARotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitMetrics(t, ctx, r, 20*time.Second, all...)
-	if failed := stopProbe(); failed > 0 {
+	failed, probes := stopProbe()
+	t.Logf("%d of %d probes of %s (every 50 ms) failed during the rotation", failed, probes, vip)
+	if failed > 0 {
 		t.Errorf("%d probes of %s failed during the rotation", failed, vip)
 	}
 }
@@ -159,27 +161,33 @@ func certOf(t *testing.T, b []byte) *x509.Certificate {
 	return c
 }
 
-// probeVIP reaches vip from the client every 200 ms until the returned
-// function is called, which returns how many probes failed.
-func probeVIP(ctx context.Context, r *rig.L2, vip netip.Addr) func() int {
+// probeVIP reaches vip from the client every 50 ms until the returned
+// function is called, which returns how many probes failed, of how many.
+func probeVIP(ctx context.Context, r *rig.L2, vip netip.Addr) func() (int, int) {
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan int)
+	done := make(chan [2]int)
 	go func() {
-		failed := 0
+		failed, probes := 0, 0
 		for ctx.Err() == nil {
-			if _, err := r.Reach(ctx, vip, time.Second); err != nil && ctx.Err() == nil {
+			_, err := r.Reach(ctx, vip, time.Second)
+			if ctx.Err() != nil {
+				break
+			}
+			probes++
+			if err != nil {
 				failed++
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		done <- failed
+		done <- [2]int{failed, probes}
 	}()
-	return func() int {
+	return func() (int, int) {
 		cancel()
-		return <-done
+		r := <-done
+		return r[0], r[1]
 	}
 }
 
