@@ -1,6 +1,7 @@
 package metallb
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -162,6 +163,10 @@ func (c *converter) bgp(announced map[string]bool) {
 				c.report(a.src, "spec.nodeSelectors", fmt.Sprintf("pool %s: differs from the nodeSelectors of BGPAdvertisement %s; IronLB has one bgp.nodeSelector per pool: that of %s is kept",
 					name, nodeSelFrom[name].Name, nodeSelFrom[name].Name))
 			}
+			if hasAdv(ip.Spec.BGP.Advertisements, adv) {
+				announced[name] = true
+				continue // the same advertisement twice says nothing more
+			}
 			if len(ip.Spec.BGP.Advertisements) == 16 {
 				c.report(a.src, "", fmt.Sprintf("pool %s: more than 16 advertisements; IronLB allows 16: not converted", name))
 				continue
@@ -177,6 +182,16 @@ func (c *converter) bgp(announced map[string]bool) {
 			b.Advertisements = nil
 		}
 	}
+}
+
+func hasAdv(l []v1alpha1.BGPAdvertisement, a v1alpha1.BGPAdvertisement) bool {
+	want, _ := json.Marshal(a)
+	for _, x := range l {
+		if got, _ := json.Marshal(x); string(got) == string(want) {
+			return true
+		}
+	}
+	return false
 }
 
 func isEmptyAdv(a v1alpha1.BGPAdvertisement) bool {
