@@ -221,8 +221,8 @@ func pool(p *v1alpha1.IPPool) Pool {
 
 // vips lists a LoadBalancer Service's addresses with their announcers.
 func vips(svc *corev1.Service, pools []*v1alpha1.IPPool) []VIP {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return nil
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.LoadBalancerClass != nil {
+		return nil // another load balancer's (IronLB handles no class)
 	}
 	key := svc.Namespace + "/" + svc.Name
 	if len(svc.Status.LoadBalancer.Ingress) == 0 {

@@ -112,6 +112,11 @@ func Fixture(t *testing.T, ctx context.Context, cp *controlplane.ControlPlane) t
 		t.Fatal(err)
 	}
 
+	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "other-class", Namespace: "default"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To("example.com/other"), Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := kube.CoreV1().Services("default").Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ironlb-system"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
