@@ -14,8 +14,8 @@ TEST_TIMEOUT ?= 60m
 CONTROLPLANE := $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kubectl
 
 .PHONY: build
-build: ## Build bin/ironlb-ccm and bin/ironlb-speaker.
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/ironlb-ccm ./cmd/ironlb-speaker
+build: ## Build bin/ironlb-ccm, bin/ironlb-speaker and bin/kubectl-ironlb.
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/ironlb-ccm ./cmd/ironlb-speaker ./cmd/kubectl-ironlb
 
 # The test control plane: kube-apiserver and kubectl v1.37.2 and etcd, built
 # from the Go module proxy by the separate module in test/tools (about 6 min
