@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -173,28 +170,8 @@ func newClusterWithMetrics(t *testing.T, ctx context.Context) (*cluster, func() 
 			"--leader-elect-lease-duration=20s", "--leader-elect-renew-deadline=15s",
 		},
 	})
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the CCM's self-signed serving cert
-	}}
-	t.Cleanup(hc.CloseIdleConnections)
 	return c, func() (string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/metrics", port), nil)
-		if err != nil {
-			return "", err
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return "", err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, body)
-		}
-		return string(body), nil
+		return rig.Get(ctx, nil, fmt.Sprintf("https://127.0.0.1:%d/metrics", port))
 	}
 }
 

@@ -444,10 +444,15 @@ func (r *L2) SpeakerGet(ctx context.Context, n *L2Node, path string) (string, er
 }
 
 func (r *L2) get(ctx context.Context, from *netrig.Host, url string) (string, error) {
+	return Get(ctx, from.DialContext, url)
+}
+
+// Get fetches url (http or https; a self-signed certificate is accepted:
+// the CCM's serving certificate) through dial (nil: the host's network)
+// and returns the body of a 200 answer.
+func Get(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), url string) (string, error) {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return from.DialContext(ctx, network, addr)
-		},
+		DialContext:     dial,
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the CCM's self-signed serving cert
 	}}
 	defer hc.CloseIdleConnections()
