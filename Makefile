@@ -176,3 +176,21 @@ image: ## OCI images of ironlb-ccm and ironlb-speaker in bin/images (no Docker n
 .PHONY: image-push
 image-push: image ## Push the images to $(REGISTRY) as :$(IMAGE_TAG).
 	$(GO) run ./build/mkimage push $(IMAGE_FLAGS) $(if $(INSECURE),-insecure)
+
+# The install files of a release, for VERSION: bin/manifests/ironlb.yaml
+# (deploy/ rendered by kustomize through an overlay, on a temporary copy,
+# that tags the images $(VERSION)) and the chart packaged with appVersion $(VERSION), the default
+# tag of its images. TestManifestsVersioned checks them.
+MANIFESTS_DIR ?= bin/manifests
+KUBECTL ?= $(TOOLS_BIN)/kubectl
+.PHONY: manifests
+manifests: $(KUBECTL) $(HELM) ## bin/manifests: ironlb.yaml and the Helm chart, images tagged VERSION.
+	@set -e; rm -rf $(MANIFESTS_DIR); mkdir -p $(MANIFESTS_DIR); \
+	overlay=$$(mktemp -d); trap 'rm -rf "$$overlay"' EXIT; cp -r deploy $$overlay/; \
+	printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+		'resources:' '  - deploy' 'images:' \
+		'  - name: ghcr.io/ironlb/ironlb-ccm' '    newTag: $(VERSION)' \
+		'  - name: ghcr.io/ironlb/ironlb-speaker' '    newTag: $(VERSION)' > $$overlay/kustomization.yaml; \
+	$(KUBECTL) kustomize $$overlay > $(MANIFESTS_DIR)/ironlb.yaml; \
+	$(HELM) package deploy/chart/ironlb --app-version $(VERSION) --destination $(MANIFESTS_DIR) >/dev/null; \
+	ls -1 $(MANIFESTS_DIR)/*
