@@ -166,20 +166,49 @@ $(HELM): test/tools/helm/go.mod test/tools/helm/go.sum test/tools/helm/tools.go
 	cd test/tools/helm && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(HELM_LDFLAGS)' -o $(HELM) helm.sh/helm/v3/cmd/helm
 	@touch $(HELM)
 
-# Container images of ironlb-ccm and ironlb-speaker (build/*.Dockerfile),
-# tagged $(IMAGE_REPO)/ironlb-{ccm,speaker}:$(IMAGE_TAG). Needs docker with
-# BuildKit; PLATFORMS=linux/amd64,linux/arm64 builds several with buildx.
-IMAGE_REPO ?= ghcr.io/ironlb
-IMAGE_TAG  ?= $(VERSION)
-PLATFORMS  ?=
+# Container images of ironlb-ccm and ironlb-speaker, without a container
+# engine: build/mkimage cross-compiles static binaries (CGO_ENABLED=0,
+# -trimpath, -s -w and LDFLAGS) for each of PLATFORMS and writes, per
+# program, an OCI image layout holding an index of one image per platform:
+# bin/images/ironlb-{ccm,speaker}/, named $(REGISTRY)/ironlb-{ccm,speaker}:$(IMAGE_TAG)
+# (package build/oci assembles them with go-containerregistry). Reproducible:
+# files and configuration carry the commit's time (SOURCE_DATE_EPOCH), so a
+# commit gives the same digests on every machine with the same Go.
+# LICENSES (an SPDX expression) becomes the images' licenses label; mkimage
+# refuses to build without it once the repository has a LICENSE file.
+REGISTRY  ?= ghcr.io/ironlb
+IMAGE_TAG ?= $(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+LICENSES  ?=
+IMAGE_FLAGS = -out bin/images -registry $(REGISTRY) -tag $(IMAGE_TAG) -version $(VERSION)
 .PHONY: image
-image: ## Build the ironlb-ccm and ironlb-speaker images (needs docker).
-	@command -v docker >/dev/null 2>&1 || { \
-		echo "make image: docker is not installed or not in PATH; install Docker (with BuildKit) to build the images." >&2; \
-		exit 1; }
-	@for c in ccm speaker; do \
-		echo "building $(IMAGE_REPO)/ironlb-$$c:$(IMAGE_TAG)"; \
-		docker $(if $(PLATFORMS),buildx build --platform=$(PLATFORMS),build) \
-			-f build/$$c.Dockerfile --build-arg VERSION=$(VERSION) --build-arg LDFLAGS='$(LDFLAGS)' \
-			-t $(IMAGE_REPO)/ironlb-$$c:$(IMAGE_TAG) . || exit 1; \
-	done
+image: ## OCI images of ironlb-ccm and ironlb-speaker in bin/images (no Docker needed).
+	$(GO) run ./build/mkimage build $(IMAGE_FLAGS) -platforms $(PLATFORMS) \
+		-ldflags '-s -w $(LDFLAGS)' -revision $(REVISION) -epoch $(SOURCE_DATE_EPOCH) -licenses '$(LICENSES)'
+
+# Pushes what make image built, with the credentials of docker login or
+# crane auth login (anonymous without). INSECURE=1: plain HTTP to a registry
+# that is not on loopback.
+.PHONY: image-push
+image-push: image ## Push the images to $(REGISTRY) as :$(IMAGE_TAG).
+	$(GO) run ./build/mkimage push $(IMAGE_FLAGS) $(if $(INSECURE),-insecure)
+
+# The install files of a release, for VERSION: bin/manifests/ironlb.yaml
+# (deploy/ rendered by kustomize through an overlay, on a temporary copy,
+# that tags the images $(VERSION)) and the chart packaged with appVersion $(VERSION), the default
+# tag of its images. TestManifestsVersioned checks them.
+MANIFESTS_DIR ?= bin/manifests
+KUBECTL ?= $(TOOLS_BIN)/kubectl
+.PHONY: manifests
+manifests: $(KUBECTL) $(HELM) ## bin/manifests: ironlb.yaml and the Helm chart, images tagged VERSION.
+	@set -e; rm -rf $(MANIFESTS_DIR); mkdir -p $(MANIFESTS_DIR); \
+	overlay=$$(mktemp -d); trap 'rm -rf "$$overlay"' EXIT; cp -r deploy $$overlay/; \
+	printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+		'resources:' '  - deploy' 'images:' \
+		'  - name: ghcr.io/ironlb/ironlb-ccm' '    newTag: $(VERSION)' \
+		'  - name: ghcr.io/ironlb/ironlb-speaker' '    newTag: $(VERSION)' > $$overlay/kustomization.yaml; \
+	$(KUBECTL) kustomize $$overlay > $(MANIFESTS_DIR)/ironlb.yaml; \
+	$(HELM) package deploy/chart/ironlb --app-version $(VERSION) --destination $(MANIFESTS_DIR) >/dev/null; \
+	ls -1 $(MANIFESTS_DIR)/*

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
@@ -23,6 +24,7 @@ import (
 	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
+	k8sversion "k8s.io/component-base/version"
 	genericcontrollermanager "k8s.io/controller-manager/app"
 	"k8s.io/controller-manager/controller"
 	"k8s.io/klog/v2"
@@ -77,6 +79,7 @@ func main() {
 	if err := setDefault(cmd.Flags(), "configure-cloud-routes", "false"); err != nil {
 		klog.Fatalf("Setting IronLB's defaults: %v", err)
 	}
+	printVersion(cmd)
 	os.Exit(cli.Run(cmd))
 }
 
@@ -103,6 +106,20 @@ func setDefault(fs *pflag.FlagSet, name, value string) error {
 	}
 	f.DefValue = value
 	return nil
+}
+
+// printVersion makes --version print IronLB's version and the Kubernetes
+// version it is built from: the framework's --version prints only the
+// latter ("Kubernetes v1.37.2"). --version=raw is the framework's.
+func printVersion(cmd *cobra.Command) {
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if f := c.Flags().Lookup("version"); f != nil && f.Value.String() == "true" {
+			fmt.Printf("ironlb-ccm %s (Kubernetes %s)\n", version.Version, k8sversion.Get().GitVersion)
+			return nil
+		}
+		return run(c, args)
+	}
 }
 
 // stopOnSignal returns a channel closed on SIGTERM or SIGINT, so the

@@ -125,6 +125,118 @@ func TestImagesPinnedToVersion(t *testing.T) {
 	})
 }
 
+// TestManifestsVersioned: make manifests VERSION=v9.9.9 writes
+// ironlb.yaml, which is kubectl kustomize deploy/ with both images tagged
+// v9.9.9 and nothing else changed, and the chart packaged with appVersion
+// v9.9.9, whose rendering (default values) names only v9.9.9 images.
+func TestManifestsVersioned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs make manifests (kubectl and helm: make controlplane tools)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const version = "v9.9.9"
+	bins, err := binaries.FindControlPlane()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helm := helmBinary(t)
+	root := repoRoot(t)
+	dir := filepath.Join(t.TempDir(), "manifests")
+	// -o: use the tools as they are; make test has just brought them up
+	// to date, and a test must not start a six-minute rebuild.
+	cmd := exec.CommandContext(ctx, "make", "-C", root, "-o", bins.Kubectl, "-o", helm,
+		"manifests", "VERSION="+version, "MANIFESTS_DIR="+dir, "KUBECTL="+bins.Kubectl, "HELM="+helm)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { // not make test's jobserver
+		return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=")
+	})
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make manifests: %v\n%s", err, out)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+	}
+	chartName := "ironlb-" + chartVersion(t) + ".tgz"
+	if want := []string{chartName, "ironlb.yaml"}; !slices.Equal(files, want) {
+		t.Fatalf("make manifests wrote %v, want %v", files, want)
+	}
+
+	t.Run("ironlb.yaml", func(t *testing.T) {
+		got, err := os.ReadFile(filepath.Join(dir, "ironlb.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, img := range podImages(parseObjects(t, string(got))) {
+			if err := checkImageTag(img.ref, version, false); err != nil {
+				t.Errorf("%s: %v", img.where, err)
+			}
+		}
+		deploy, err := exec.CommandContext(ctx, bins.Kubectl, "kustomize", filepath.Join(root, "deploy")).Output()
+		if err != nil {
+			t.Fatalf("kubectl kustomize deploy/: %v", err)
+		}
+		pinned := projectVersion(t)
+		want := string(deploy)
+		for _, name := range []string{"ghcr.io/ironlb/ironlb-ccm", "ghcr.io/ironlb/ironlb-speaker"} {
+			if !strings.Contains(want, name+":"+pinned) {
+				t.Fatalf("kubectl kustomize deploy/ names no %s:%s", name, pinned)
+			}
+			want = strings.ReplaceAll(want, name+":"+pinned, name+":"+version)
+		}
+		if diff := cmp.Diff(want, string(got)); diff != "" {
+			t.Errorf("ironlb.yaml is not deploy/ with the images tagged %s (-want +got):\n%s", version, diff)
+		}
+	})
+
+	t.Run("chart", func(t *testing.T) {
+		chart := filepath.Join(dir, chartName)
+		meta, err := runHelm(t, ctx, "show", "chart", chart)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct {
+			AppVersion string `json:"appVersion"`
+		}
+		if err := yaml.Unmarshal([]byte(meta), &c); err != nil || c.AppVersion != version {
+			t.Errorf("packaged chart: appVersion %q (%v), want %s", c.AppVersion, err, version)
+		}
+		out, err := runHelm(t, ctx, "template", "ironlb", chart, "--namespace", "ironlb-system")
+		if err != nil {
+			t.Fatal(err)
+		}
+		images := podImages(parseObjects(t, out))
+		if diff := cmp.Diff([]string{"ghcr.io/ironlb/ironlb-ccm", "ghcr.io/ironlb/ironlb-speaker"}, imageNames(images)); diff != "" {
+			t.Errorf("images (-want +got):\n%s", diff)
+		}
+		for _, img := range images {
+			if err := checkImageTag(img.ref, version, false); err != nil {
+				t.Errorf("%s: %v", img.where, err)
+			}
+		}
+	})
+}
+
+// chartVersion returns the chart's own version (Chart.yaml's version).
+func chartVersion(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(chartDir(t), "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart struct {
+		Version string `json:"version"`
+	}
+	if err := yaml.Unmarshal(data, &chart); err != nil || chart.Version == "" {
+		t.Fatalf("Chart.yaml: version %q (%v)", chart.Version, err)
+	}
+	return chart.Version
+}
+
 // TestCheckImageTag: what checkImageTag accepts as pinned to v0.1.0.
 func TestCheckImageTag(t *testing.T) {
 	tests := []struct {
