@@ -13,8 +13,12 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// speakerMetrics are the CCM's per-node speaker gauges.
-type speakerMetrics struct{ connected, healthy map[string]bool }
+// speakerMetrics are the CCM's per-node speaker gauges, and the version
+// each speaker reported.
+type speakerMetrics struct {
+	connected, healthy map[string]bool
+	versions           map[string]string
+}
 
 // scrape reads ironlb_speaker_connected and ironlb_speaker_healthy from
 // the CCM's /metrics.
@@ -40,7 +44,7 @@ func scrape(ctx context.Context, client *http.Client, url string) (*speakerMetri
 	if err != nil {
 		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
-	m := &speakerMetrics{connected: gauges(families["ironlb_speaker_connected"]), healthy: gauges(families["ironlb_speaker_healthy"])}
+	m := &speakerMetrics{connected: gauges(families["ironlb_speaker_connected"]), healthy: gauges(families["ironlb_speaker_healthy"]), versions: versions(families["ironlb_speaker_info"])}
 	if families["ironlb_speaker_connected"] == nil {
 		return nil, fmt.Errorf("no ironlb_speaker_connected in the metrics: is this the leading ironlb-ccm's /metrics?")
 	}
@@ -63,8 +67,29 @@ func gauges(f *dto.MetricFamily) map[string]bool {
 	return out
 }
 
+// versions maps each ironlb_speaker_info series' node to its version.
+func versions(f *dto.MetricFamily) map[string]string {
+	out := map[string]string{}
+	for _, m := range f.GetMetric() {
+		var node, version string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "node":
+				node = l.GetValue()
+			case "version":
+				version = l.GetValue()
+			}
+		}
+		if node != "" && version != "" {
+			out[node] = version
+		}
+	}
+	return out
+}
+
 // mergeMetrics adds connected/healthy to the speakers, and a speaker for
-// each node the CCM knows that has no pod.
+// each node the CCM knows that has no pod. The version a speaker reported
+// to the CCM replaces the one its pod's image tag suggests.
 func (st *Status) mergeMetrics(m *speakerMetrics) {
 	known := map[string]bool{}
 	for i := range st.Speakers {
@@ -72,11 +97,14 @@ func (st *Status) mergeMetrics(m *speakerMetrics) {
 		known[s.Node] = true
 		c, h := m.connected[s.Node], m.healthy[s.Node]
 		s.Connected, s.Healthy = &c, &h
+		if v := m.versions[s.Node]; v != "" {
+			s.Version = v
+		}
 	}
 	for node, c := range m.connected {
 		if !known[node] {
 			h := m.healthy[node]
-			st.Speakers = append(st.Speakers, Speaker{Node: node, Connected: &c, Healthy: &h})
+			st.Speakers = append(st.Speakers, Speaker{Node: node, Version: m.versions[node], Connected: &c, Healthy: &h})
 		}
 	}
 	sort.Slice(st.Speakers, func(i, j int) bool { return st.Speakers[i].Node < st.Speakers[j].Node })

@@ -20,6 +20,8 @@ var (
 		"1 while the CCM has a working stream to the node's speaker.", []string{"node"}, nil, metrics.ALPHA, "")
 	healthyDesc = metrics.NewDesc("ironlb_speaker_healthy",
 		"1 while the node's speaker reports its default interface usable.", []string{"node"}, nil, metrics.ALPHA, "")
+	infoDesc = metrics.NewDesc("ironlb_speaker_info",
+		"1 for each node's speaker that reported since the CCM started leading, labelled with the version it reported.", []string{"node", "version"}, nil, metrics.ALPHA, "")
 	lagDesc = metrics.NewDesc("ironlb_speaker_version_lag",
 		"Instructions sent to the speaker on its stream that it has not confirmed yet.", []string{"node"}, nil, metrics.ALPHA, "")
 	bgpUpDesc = metrics.NewDesc("ironlb_bgp_session_up",
@@ -41,7 +43,7 @@ var (
 )
 
 // managerMetrics reports the sessions' state at scrape time.
-var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps)
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps)
 
 func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {
@@ -51,6 +53,9 @@ func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 		}
 		ch <- metrics.NewLazyConstMetric(connectedDesc, metrics.GaugeValue, scrape.Bool(st.Connected), n)
 		ch <- metrics.NewLazyConstMetric(healthyDesc, metrics.GaugeValue, scrape.Bool(st.Connected && st.Healthy), n)
+		if st.Reported {
+			ch <- metrics.NewLazyConstMetric(infoDesc, metrics.GaugeValue, 1, n, st.Version)
+		}
 		lag := 0.0
 		if st.Connected && st.Sent > st.Applied {
 			lag = float64(st.Sent - st.Applied)
