@@ -2,10 +2,9 @@ package metallb
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"flag"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ironlb/ironlb/test/binaries"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the converter's output")
@@ -35,31 +35,14 @@ var (
 func metallbSamples(t *testing.T) string {
 	t.Helper()
 	metallbOnce.Do(func() {
-		var out []byte
-		cmd := exec.Command("go", "mod", "download", "-json", metallbModule+"@"+metallbVersion)
-		cmd.Dir = os.TempDir() // outside this module: nothing is added to go.mod
-		out, metallbErr = cmd.Output()
-		if metallbErr != nil {
-			metallbErr = commandError(metallbErr, out)
-			return
-		}
-		var mod struct{ Dir, Error string }
-		if metallbErr = json.Unmarshal(out, &mod); metallbErr == nil && mod.Dir == "" {
-			metallbErr = os.ErrNotExist
-		}
-		metallbDir = filepath.Join(mod.Dir, "configsamples")
+		var dir string
+		dir, metallbErr = binaries.ModuleDir(context.Background(), metallbModule+"@"+metallbVersion)
+		metallbDir = filepath.Join(dir, "configsamples")
 	})
 	if metallbErr != nil {
-		t.Fatalf("go mod download %s@%s: %v", metallbModule, metallbVersion, metallbErr)
+		t.Fatal(metallbErr)
 	}
 	return metallbDir
-}
-
-func commandError(err error, out []byte) error {
-	if ee, ok := err.(*exec.ExitError); ok {
-		return &exec.Error{Name: string(bytes.TrimSpace(append(out, ee.Stderr...))), Err: err}
-	}
-	return err
 }
 
 // sampleReports are, for each of MetalLB's samples, the object and field

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ironlb/ironlb/deploy/monitoring"
+	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/controlplane"
 	"github.com/ironlb/ironlb/test/rig"
 )
@@ -443,7 +444,10 @@ func TestMonitoringDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cp := controlplane.ForTest(t)
-	dir := moduleDir(t, ctx, operatorModule)
+	dir, err := binaries.ModuleDir(ctx, operatorModule)
+	if err != nil {
+		t.Fatal(err)
+	}
 	crds := []string{
 		filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_podmonitors.yaml"),
 		filepath.Join(dir, "example", "prometheus-operator-crd", "monitoring.coreos.com_prometheusrules.yaml"),
@@ -482,18 +486,3 @@ func TestMonitoringDryRun(t *testing.T) {
 // operatorModule holds the Prometheus Operator's CRDs the monitoring
 // objects are checked against; read from the module cache, not copied.
 const operatorModule = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
-
-// moduleDir downloads module (path@version) from the Go module proxy, if
-// it is not in the module cache yet, and returns its folder.
-func moduleDir(t *testing.T, ctx context.Context, module string) string {
-	t.Helper()
-	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", module).Output()
-	if err != nil {
-		t.Fatalf("go mod download %s: %v", module, err)
-	}
-	var m struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		t.Fatalf("go mod download %s: %v %s", module, err, m.Error)
-	}
-	return m.Dir
-}
