@@ -214,3 +214,10 @@ func (r *Router) Pid(d string) (int, error) {
 
 // VtyshCommand is the shell command that opens vtysh on this router.
 func (r *Router) VtyshCommand() string { return "vtysh --vty_socket " + r.dir }
+
+// Dir is the router's folder: its configuration, logs and vty sockets.
+func (r *Router) Dir() string { return r.dir }
+
+// Attach returns the router running in h's namespace with folder dir, as
+// Start made it (in another process).
+func Attach(h *netrig.Host, dir string) *Router { return &Router{Host: h, dir: dir} }
