@@ -12,6 +12,8 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.2 \
                 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
 TEST_TIMEOUT ?= 60m
 CONTROLPLANE := $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/etcd $(TOOLS_BIN)/kubectl
+# The Kubernetes programs a real node runs (make cluster, the cluster test).
+NODE_TOOLS := $(addprefix $(TOOLS_BIN)/,kubeadm kubelet kube-proxy kube-controller-manager kube-scheduler agnhost)
 
 .PHONY: build
 build: ## Build bin/ironlb-ccm, bin/ironlb-speaker and bin/kubectl-ironlb.
@@ -19,14 +21,43 @@ build: ## Build bin/ironlb-ccm, bin/ironlb-speaker and bin/kubectl-ironlb.
 
 # The test control plane: kube-apiserver and kubectl v1.37.2 and etcd, built
 # from the Go module proxy by the separate module in test/tools (about 6 min
-# cold). Rebuilt only when that module changes.
+# cold). Rebuilt only when that module changes. Static (CGO_ENABLED=0), as
+# the cluster's images need them, and sharing one build cache with
+# NODE_TOOLS.
 .PHONY: controlplane
 controlplane: $(CONTROLPLANE)
 $(CONTROLPLANE) &: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 	@mkdir -p $(TOOLS_BIN)
-	cd test/tools && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(TOOLS_BIN)/ \
+	cd test/tools && CGO_ENABLED=0 $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(TOOLS_BIN)/ \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd
 	@touch $(CONTROLPLANE)
+
+# The real cluster (make cluster, make conformance, the cluster test in
+# make test; see README "A real cluster"): Debian's containerd, runc, CNI
+# plugins, nftables and the tools agnhost's pods exec (busybox, OpenBSD
+# nc, GNU wget, curl); kubeadm, kubelet, kube-proxy, kube-controller-manager,
+# kube-scheduler and agnhost v2.66.1 from test/tools (about 2 min more
+# than controlplane cold); the pod sandbox (test/cluster/pause). CoreDNS
+# v1.14.6 (separate module test/tools/coredns, about 2 min cold) only for
+# make cluster and make conformance: the cluster test runs without it.
+.PHONY: cluster-deps cluster-tools
+cluster-deps: deps
+	@test -x /usr/bin/containerd -a -x /usr/sbin/runc -a -x /usr/lib/cni/bridge -a -x /usr/sbin/nft -a -x /bin/busybox \
+		-a -x /bin/nc.openbsd -a -x /usr/bin/curl -a -x /usr/bin/wget -a -x /usr/sbin/conntrack -a -x /usr/sbin/iptables -a -x /usr/bin/nsenter || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		containerd runc containernetworking-plugins nftables iptables conntrack busybox-static netcat-openbsd curl wget util-linux; }
+cluster-tools: cluster-deps $(CONTROLPLANE) $(NODE_TOOLS) $(TOOLS_BIN)/pause
+$(NODE_TOOLS) &: test/tools/go.mod test/tools/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd test/tools && CGO_ENABLED=0 $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(TOOLS_BIN)/ \
+		k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy \
+		k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+		k8s.io/kubernetes/test/images/agnhost
+	@touch $(NODE_TOOLS)
+$(TOOLS_BIN)/pause: test/cluster/pause/main.go
+	CGO_ENABLED=0 $(GO) build -o $@ ./test/cluster/pause
+$(TOOLS_BIN)/coredns: test/tools/coredns/go.mod test/tools/coredns/go.sum
+	cd test/tools/coredns && CGO_ENABLED=0 $(GO) build -o $@ github.com/coredns/coredns
 
 # Go tools at pinned versions, in .cache/bin.
 CONTROLLER_GEN_VERSION := v0.23.0
@@ -92,7 +123,7 @@ demo: deps controlplane ## Run IronLB on a local control plane (ONCE=1: exit aft
 # first command compiles everything in parallel, so that only the runs
 # are serial.
 .PHONY: test
-test: deps controlplane tools vet ## Unit, integration, end-to-end and short chaos tests.
+test: deps controlplane tools vet cluster-tools ## Unit, integration, end-to-end, short chaos and real-cluster tests.
 	$(GO) test -count=1 -run '^$$' ./... > /dev/null
 	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
 
@@ -212,3 +243,43 @@ manifests: $(KUBECTL) $(HELM) ## bin/manifests: ironlb.yaml and the Helm chart, 
 	$(KUBECTL) kustomize $$overlay > $(MANIFESTS_DIR)/ironlb.yaml; \
 	$(HELM) package deploy/chart/ironlb --app-version $(VERSION) --destination $(MANIFESTS_DIR) >/dev/null; \
 	ls -1 $(MANIFESTS_DIR)/*
+
+# A real Kubernetes v1.37.2 cluster on this machine (test/cluster): kubeadm,
+# containerd, the kubelet, kube-proxy (nftables) and CoreDNS on NODES
+# machines (network, PID, mount and UTS namespaces on the rig's LAN, node-1
+# the control plane), a router with FRR and a client behind it, IronLB
+# installed from its images (make image, linux/amd64, tagged as deploy/
+# names them) with kubectl apply --server-side -k deploy/ and configured
+# for BGP (CLUSTER_CONFIG=l2: a layer-2 pool). It stays up, held by a
+# daemon, until make cluster-down; bin/ironlb-cluster uses it (README, "A
+# real cluster"). About 1 min once the tools are built.
+NODES ?= 3
+CLUSTER_CONFIG ?= bgp
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' deploy/chart/ironlb/Chart.yaml)
+.PHONY: cluster cluster-down cluster-image
+cluster: cluster-tools $(TOOLS_BIN)/coredns cluster-image bin/ironlb-cluster ## A real kubeadm cluster with IronLB installed, kept up until make cluster-down.
+	bin/ironlb-cluster up -nodes $(NODES) -config $(CLUSTER_CONFIG)
+cluster-down: bin/ironlb-cluster ## Tear down what make cluster made.
+	bin/ironlb-cluster down
+cluster-image:
+	$(MAKE) image PLATFORMS=linux/amd64 IMAGE_TAG=$(APP_VERSION)
+.PHONY: bin/ironlb-cluster
+bin/ironlb-cluster:
+	$(GO) build -o $@ ./test/cluster/ironlb-cluster
+
+# Kubernetes' own LoadBalancer e2e specs (every [Feature:LoadBalancer] spec
+# of k8s.io/kubernetes v1.37.2, test/e2e/network, built as e2e.test by the
+# module test/tools) against a fresh real cluster, in the BGP and the
+# layer-2 configuration, from the client behind the router, with
+# --provider=skeleton: one line per spec and "N passed, M failed, K skipped"
+# per configuration; exits non-zero on any failure. In layer 2 one spec is
+# skipped by name (test/conformance: "should target all nodes with
+# endpoints" needs two nodes to take a VIP's traffic at once, and a
+# layer-2 VIP has one). CONFORMANCE_FLAGS: -configs l2, -focus <regexp>,
+# -keep. About NN minutes.
+CONFORMANCE_FLAGS ?=
+.PHONY: conformance
+conformance: cluster-tools $(TOOLS_BIN)/coredns cluster-image $(TOOLS_BIN)/e2e.test ## The upstream LoadBalancer e2e suite on a real cluster, BGP and layer 2.
+	$(GO) run ./test/conformance $(CONFORMANCE_FLAGS)
+$(TOOLS_BIN)/e2e.test: test/tools/go.mod test/tools/go.sum test/tools/e2e/e2e_test.go
+	cd test/tools && CGO_ENABLED=0 $(GO) test -c -ldflags '$(KUBE_LDFLAGS)' -o $@ ./e2e

@@ -113,7 +113,7 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 			Heartbeat: c.config.Speakers.HeartbeatInterval.Duration,
 			Misses:    c.config.Speakers.HeartbeatMisses,
 		},
-		Planner: planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration},
+		Planner: planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration, LocalRebalanceDelay: c.config.Speakers.LocalRebalanceDelay.Duration},
 	})
 	if err != nil {
 		klog.Fatalf("Starting IronLB: %v", err)

@@ -27,6 +27,7 @@ import (
 //	  heartbeatInterval: 200ms
 //	  heartbeatMisses: 5
 //	  settleWindow: 5s
+//	  localRebalanceDelay: 30s
 //	  secretNamespace: ironlb-system
 type Config struct {
 	// Instances configures node initialization.
@@ -48,6 +49,11 @@ type SpeakersConfig struct {
 	// speakers are lost at once (likely the CCM's own network), before
 	// those still lost lose their VIPs (default 5s).
 	SettleWindow metav1.Duration `json:"settleWindow,omitempty"`
+	// LocalRebalanceDelay is how long another node must have had more
+	// ready endpoints than the node announcing a layer-2 VIP of
+	// externalTrafficPolicy: Local Services before the VIP moves there
+	// (default 30s; negative: never).
+	LocalRebalanceDelay metav1.Duration `json:"localRebalanceDelay,omitempty"`
 	// SecretNamespace holds the ironlb-ca Secret, the ironlb-ca-bundle
 	// ConfigMap and the speakers' ServiceAccount
 	// (default: $POD_NAMESPACE, else ironlb-system).
@@ -114,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if d := sp.SettleWindow.Duration; d < 0 || (d > 0 && d < 100*time.Millisecond) || d > 10*time.Minute {
 		problems = append(problems, fmt.Sprintf("speakers.settleWindow %s: must be between 100ms and 10m", d))
+	}
+	if d := sp.LocalRebalanceDelay.Duration; d > 0 && (d < time.Second || d > time.Hour) {
+		problems = append(problems, fmt.Sprintf("speakers.localRebalanceDelay %s: must be between 1s and 1h (or negative: never)", d))
 	}
 	if ns := sp.SecretNamespace; ns != "" {
 		for _, msg := range validation.IsDNS1123Label(ns) {

@@ -27,6 +27,17 @@ func TestParseConfig(t *testing.T) {
 			input: "speakers:\n  port: 8000\n  heartbeatInterval: 100ms\n  heartbeatMisses: 3\n  secretNamespace: ironlb\n",
 			want:  Config{Speakers: SpeakersConfig{Port: 8000, HeartbeatInterval: metav1.Duration{Duration: 100 * time.Millisecond}, HeartbeatMisses: 3, SecretNamespace: "ironlb"}},
 		},
+		{
+			name:  "local rebalance delay",
+			input: "speakers:\n  localRebalanceDelay: 2m\n",
+			want:  Config{Speakers: SpeakersConfig{LocalRebalanceDelay: metav1.Duration{Duration: 2 * time.Minute}}},
+		},
+		{
+			name:  "local rebalance never",
+			input: "speakers:\n  localRebalanceDelay: -1s\n",
+			want:  Config{Speakers: SpeakersConfig{LocalRebalanceDelay: metav1.Duration{Duration: -time.Second}}},
+		},
+		{name: "local rebalance too soon", input: "speakers:\n  localRebalanceDelay: 100ms\n", wantErr: "speakers.localRebalanceDelay 100ms: must be between 1s and 1h"},
 		{name: "bad heartbeat", input: "speakers:\n  heartbeatInterval: 1ms\n", wantErr: "speakers.heartbeatInterval 1ms: must be between 10ms and 1m"},
 		{name: "bad duration", input: "speakers:\n  heartbeatInterval: soon\n", wantErr: "parsing cloud config"},
 		{name: "bad port", input: "speakers:\n  port: 70000\n", wantErr: "speakers.port 70000"},

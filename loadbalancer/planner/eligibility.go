@@ -22,18 +22,21 @@ type Reason string
 
 // Reasons a node may not announce a VIP.
 const (
-	NodeNotReady      Reason = "node_not_ready"
-	NodeExcluded      Reason = "node_excluded"
-	NodeDeleted       Reason = "node_deleted"
-	NoNodeAddress     Reason = "no_node_address"
-	NotSelected       Reason = "node_selector"
-	NoLocalEndpoint   Reason = "no_local_endpoint"
-	SpeakerLost       Reason = "speaker_lost"
-	SpeakerStopped    Reason = "speaker_stopped"
-	SpeakerUnhealthy  Reason = "speaker_unhealthy"
-	MissingCapability Reason = "missing_capability"
-	AnnounceFailed    Reason = "announce_failed"
-	OutsidePools      Reason = "outside_pools"
+	NodeNotReady    Reason = "node_not_ready"
+	NodeExcluded    Reason = "node_excluded"
+	NodeDeleted     Reason = "node_deleted"
+	NoNodeAddress   Reason = "no_node_address"
+	NotSelected     Reason = "node_selector"
+	NoLocalEndpoint Reason = "no_local_endpoint"
+	// FewerLocalEndpoints: the node is eligible, but another has had more
+	// ready endpoints of the VIP's Local Services for LocalRebalanceDelay.
+	FewerLocalEndpoints Reason = "fewer_local_endpoints"
+	SpeakerLost         Reason = "speaker_lost"
+	SpeakerStopped      Reason = "speaker_stopped"
+	SpeakerUnhealthy    Reason = "speaker_unhealthy"
+	MissingCapability   Reason = "missing_capability"
+	AnnounceFailed      Reason = "announce_failed"
+	OutsidePools        Reason = "outside_pools"
 )
 
 // verdict is why one node may not announce one VIP.

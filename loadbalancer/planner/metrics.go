@@ -9,7 +9,7 @@ import (
 var (
 	failoversTotal = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Name: "failovers_total",
-		Help:           "VIPs moved from one node to another, by why the old node lost it (node_not_ready, node_excluded, node_deleted, node_selector, no_local_endpoint, speaker_lost, speaker_unhealthy, missing_capability, announce_failed, ...).",
+		Help:           "VIPs moved from one node to another, by why the old node lost it (node_not_ready, node_excluded, node_deleted, node_selector, no_local_endpoint, fewer_local_endpoints, speaker_lost, speaker_unhealthy, missing_capability, announce_failed, ...).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"reason"})
 	settlesTotal = metrics.NewCounter(&metrics.CounterOpts{

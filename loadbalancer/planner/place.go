@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -76,9 +77,25 @@ func (p *Planner) planLocked(v *vip, w *world) {
 // speaker keeps announcing, and cannot be told to stop anyway. Otherwise v
 // goes to the node that last had it, to a node whose speaker says it
 // announces v already, or by rendezvous hashing over the eligible nodes.
+//
+// A VIP of Services with externalTrafficPolicy Local serves only the
+// announcing node's endpoints, so it goes to an eligible node with the
+// most ready endpoints; and it leaves an eligible announcer when another
+// node has had more for LocalRebalanceDelay (rebalanceLocked): which pod
+// happened to be ready first must not decide the capacity of a Service
+// for good, and the delay keeps rollouts from moving it back and forth.
 func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[string]verdict) []string {
+	counts := p.localEndpointCounts(v)
+	if counts == nil {
+		v.uneven = time.Time{}
+	}
 	for _, n := range v.announcers {
 		if slices.Contains(eligible, n) {
+			if counts != nil {
+				if to := p.rebalanceLocked(v, w, n, eligible, counts, why); to != "" {
+					return []string{to}
+				}
+			}
 			return []string{n}
 		}
 		if r, ok := why[n]; ok && r.reason == SpeakerLost && (p.settle.active || len(eligible) == 0) {
@@ -87,6 +104,10 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 	}
 	if len(eligible) == 0 {
 		return nil
+	}
+	v.uneven = time.Time{}
+	if counts != nil {
+		eligible = mostEndpoints(eligible, counts)
 	}
 	if v.last != "" && slices.Contains(eligible, v.last) {
 		return []string{v.last}
@@ -101,6 +122,48 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 		return []string{placement.Choose(v.addr, "", already)}
 	}
 	return []string{placement.Choose(v.addr, "", eligible)}
+}
+
+// rebalanceLocked returns where a Local VIP announced by cur should go
+// because another eligible node has had more ready endpoints than cur for
+// LocalRebalanceDelay, or "" to stay. It notes when the imbalance began and
+// asks for a re-plan when the delay ends.
+func (p *Planner) rebalanceLocked(v *vip, w *world, cur string, eligible []string, counts map[string]int, why map[string]verdict) string {
+	top := mostEndpoints(eligible, counts)
+	if slices.Contains(top, cur) || p.opts.LocalRebalanceDelay < 0 {
+		v.uneven = time.Time{}
+		return ""
+	}
+	if v.uneven.IsZero() {
+		v.uneven = w.now
+		for key := range v.services {
+			p.queue.AddAfter(key, p.opts.LocalRebalanceDelay+10*time.Millisecond)
+		}
+	}
+	if w.now.Sub(v.uneven) < p.opts.LocalRebalanceDelay {
+		return ""
+	}
+	since := v.uneven
+	v.uneven = time.Time{}
+	to := placement.Choose(v.addr, "", top)
+	why[cur] = verdict{FewerLocalEndpoints, fmt.Sprintf("node %s had %d ready endpoints and node %s %d since %s (externalTrafficPolicy: Local)",
+		cur, counts[cur], to, counts[to], since.Format(time.RFC3339))}
+	return to
+}
+
+// mostEndpoints returns the nodes of eligible with the most endpoints.
+func mostEndpoints(eligible []string, counts map[string]int) []string {
+	best := -1
+	var out []string
+	for _, n := range eligible {
+		switch c := counts[n]; {
+		case c > best:
+			best, out = c, []string{n}
+		case c == best:
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // tellLocked gives every node that announces v over layer 2 (l2) or

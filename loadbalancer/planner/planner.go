@@ -6,9 +6,10 @@
 //
 // A VIP has a set of announcers: in layer 2 at most one node answers ARP
 // and NDP for it. A VIP stays with its announcer until that node becomes
-// ineligible; when most speakers are lost at once the planner assumes the
-// fault is its own network and waits a settle window before moving their
-// VIPs (settle.go).
+// ineligible (or, for externalTrafficPolicy Local, another node has had
+// more ready endpoints for LocalRebalanceDelay: place.go); when most
+// speakers are lost at once the planner assumes the fault is its own
+// network and waits a settle window before moving their VIPs (settle.go).
 package planner
 
 import (
@@ -70,8 +71,9 @@ type Speakers interface {
 
 // Defaults of Options.
 const (
-	DefaultGrace        = 2 * time.Second
-	DefaultSettleWindow = 5 * time.Second
+	DefaultGrace               = 2 * time.Second
+	DefaultSettleWindow        = 5 * time.Second
+	DefaultLocalRebalanceDelay = 30 * time.Second
 )
 
 // Options configures a Planner.
@@ -82,6 +84,10 @@ type Options struct {
 	// SettleWindow is how long VIPs stay on speakers lost in a mass loss
 	// (see settle.go) before they move.
 	SettleWindow time.Duration
+	// LocalRebalanceDelay is how long another node must have had more
+	// ready endpoints than the announcer of an externalTrafficPolicy Local
+	// layer-2 VIP before the VIP moves there; negative: never.
+	LocalRebalanceDelay time.Duration
 	// Client writes the Announced condition on Services; nil writes none.
 	Client kubernetes.Interface
 	// Recorder records Events on Services.
@@ -153,6 +159,9 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 	}
 	if opts.SettleWindow == 0 {
 		opts.SettleWindow = DefaultSettleWindow
+	}
+	if opts.LocalRebalanceDelay == 0 {
+		opts.LocalRebalanceDelay = DefaultLocalRebalanceDelay
 	}
 	if opts.Ready == nil {
 		opts.Ready = func() bool { return true }

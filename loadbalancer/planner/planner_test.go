@@ -219,10 +219,11 @@ type plannerEnv struct {
 }
 
 type envOptions struct {
-	record   bool // write the Announced condition
-	peers    Peers
-	pools    *fakePools
-	settle   time.Duration
+	record    bool // write the Announced condition
+	peers     Peers
+	pools     *fakePools
+	settle    time.Duration
+	rebalance time.Duration // LocalRebalanceDelay (default: an hour)
 	services []*v1.Service // exist before the planner starts
 	before   func(*plannerEnv)
 }
@@ -256,7 +257,10 @@ func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
 	if o.before != nil {
 		o.before(e)
 	}
-	opts := Options{Grace: time.Millisecond, SettleWindow: o.settle, Recorder: e.recorder, Peers: o.peers}
+	if o.rebalance == 0 {
+		o.rebalance = time.Hour // tests that need it to end set it
+	}
+	opts := Options{Grace: time.Millisecond, SettleWindow: o.settle, LocalRebalanceDelay: o.rebalance, Recorder: e.recorder, Peers: o.peers}
 	if o.record {
 		opts.Client = cs
 	}
@@ -558,6 +562,110 @@ func TestPlannerPoolSelectorAndLocalPolicy(t *testing.T) {
 	slice.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.3"}, NodeName: ptr.To("node-b")}}
 	e.applySlice(slice)
 	e.owner(local, "")
+}
+
+// localSlice is the IPv4 EndpointSlice of Service name with ready
+// endpoints on the given nodes (one per entry) and a not-ready one on
+// node-d.
+func localSlice(name string, ready ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for i, n := range ready {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.0.0.%d", i+1)}, NodeName: ptr.To(n), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+	}
+	s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.0.1.1"}, NodeName: ptr.To("node-d"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}})
+	return s
+}
+
+// TestLocalVIPFollowsTheEndpoints: a layer-2 VIP of an
+// externalTrafficPolicy Local Service serves only its announcer's
+// endpoints. It starts on the node with the most ready endpoints, stays
+// on its node while another has as many, or more for less than
+// LocalRebalanceDelay, and moves once another has had more for that long.
+func TestLocalVIPFollowsTheEndpoints(t *testing.T) {
+	t.Run("first placement", func(t *testing.T) {
+		e := newPlannerEnv(t, envOptions{}, nodes(4)...)
+		e.applySlice(localSlice("web", "node-a", "node-c", "node-c", "node-b"))
+		vip := e.service("web", true)
+		e.owner(vip, "node-c")
+	})
+	t.Run("stays before the delay", func(t *testing.T) {
+		e := newPlannerEnv(t, envOptions{}, nodes(4)...)
+		vip := e.service("web", true)
+		e.applySlice(localSlice("web", "node-a"))
+		e.owner(vip, "node-a")
+		// node-b gets as many endpoints: no reason to move.
+		e.applySlice(localSlice("web", "node-a", "node-b"))
+		e.owner(vip, "node-a")
+		// node-b gets more, but not for an hour yet.
+		e.applySlice(localSlice("web", "node-a", "node-b", "node-b"))
+		e.owner(vip, "node-a")
+		e.p.mu.Lock()
+		since := e.p.vips[vip].uneven
+		e.p.mu.Unlock()
+		if since.IsZero() {
+			t.Error("the planner did not note that node-b has more endpoints")
+		}
+		// Back to a tie: the imbalance is forgotten.
+		e.applySlice(localSlice("web", "node-a", "node-a", "node-b", "node-b"))
+		e.owner(vip, "node-a")
+		e.p.mu.Lock()
+		since = e.p.vips[vip].uneven
+		e.p.mu.Unlock()
+		if !since.IsZero() {
+			t.Errorf("imbalance noted since %s after a tie", since)
+		}
+		// Its node loses its endpoints: it moves at once, to the node with most.
+		e.applySlice(localSlice("web", "node-c", "node-b", "node-b"))
+		e.owner(vip, "node-b")
+	})
+	t.Run("moves after the delay", func(t *testing.T) {
+		const delay = 200 * time.Millisecond
+		e := newPlannerEnv(t, envOptions{rebalance: delay}, nodes(4)...)
+		vip := e.service("web", true)
+		e.applySlice(localSlice("web", "node-a"))
+		e.owner(vip, "node-a")
+		start := time.Now()
+		e.applySlice(localSlice("web", "node-a", "node-c", "node-c"))
+		// The signal: the planner moves it when the delay ends.
+		e.eventually(vip, "node-c")
+		if took := time.Since(start); took < delay {
+			t.Errorf("moved after %s, before the %s delay", took, delay)
+		}
+		var moved []string
+		for _, ev := range e.events() {
+			if strings.Contains(ev, "moved from node node-a to node node-c") {
+				moved = append(moved, ev)
+			}
+		}
+		if len(moved) != 1 || !strings.Contains(moved[0], "node node-a had 1 ready endpoints and node node-c 2") {
+			t.Errorf("Events of the move: %q", moved)
+		}
+	})
+	t.Run("never when negative", func(t *testing.T) {
+		e := newPlannerEnv(t, envOptions{rebalance: -1}, nodes(4)...)
+		vip := e.service("web", true)
+		e.applySlice(localSlice("web", "node-a"))
+		e.owner(vip, "node-a")
+		e.applySlice(localSlice("web", "node-a", "node-c", "node-c"))
+		e.owner(vip, "node-a")
+		e.p.mu.Lock()
+		since := e.p.vips[vip].uneven
+		e.p.mu.Unlock()
+		if !since.IsZero() {
+			t.Errorf("imbalance noted since %s with rebalancing off", since)
+		}
+	})
+	t.Run("cluster policy ignores endpoints", func(t *testing.T) {
+		e := newPlannerEnv(t, envOptions{rebalance: 50 * time.Millisecond}, nodes(4)...)
+		e.applySlice(localSlice("web", "node-a", "node-c", "node-c"))
+		vip := e.service("web", false)
+		owner := e.owner(vip, "node-a", "node-b", "node-c", "node-d")
+		e.applySlice(localSlice("web", "node-b", "node-b", "node-b"))
+		e.owner(vip, owner)
+	})
 }
 
 func TestPlannerFailedVIPMovesAlone(t *testing.T) {

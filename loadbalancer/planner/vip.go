@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +36,10 @@ type vip struct {
 	// (or, at start, where it was announced under the previous leader):
 	// preferred when it is eligible again.
 	last string
+	// uneven is since when another eligible node has had more ready
+	// endpoints than the announcer of this externalTrafficPolicy Local VIP
+	// (zero: not so).
+	uneven time.Time
 	// warned: a NoAnnouncingNode Event was sent for the current gap.
 	warned bool
 	// outside: an AddressOutsidePools Event was sent for the current gap.

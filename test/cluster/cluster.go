@@ -137,6 +137,13 @@ func Up(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// What killed makers of earlier clusters left behind.
+	if err := netrig.Sweep(); err != nil {
+		fmt.Fprintf(opts.Log, "sweeping old namespaces: %v\n", err)
+	}
+	if err := machine.SweepCgroups(base, netrig.Prefix); err != nil {
+		fmt.Fprintf(opts.Log, "sweeping old cgroups: %v\n", err)
+	}
 	c = &Cluster{
 		Dir:        opts.Dir,
 		Kubeconfig: filepath.Join(opts.Dir, "kubeconfig"),
@@ -194,6 +201,9 @@ func checkTools(opts Options) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing %s (make cluster-tools installs and builds them)", strings.Join(missing, ", "))
+	}
+	if opts.IronLBImages != "" {
+		return checkIronLBImages(opts.IronLBImages, opts.RepoRoot)
 	}
 	return nil
 }

@@ -252,3 +252,39 @@ func (c *Cluster) Configure(ctx context.Context, config string) error {
 func (c *Cluster) WriteFile(name string, data []byte) error {
 	return os.WriteFile(filepath.Join(c.Dir, name), data, 0o600)
 }
+
+// AppVersion is IronLB's version as the install files name it: the chart's
+// appVersion, the tag deploy/kustomization.yaml gives the images
+// (TestImagesPinnedToVersion keeps them equal).
+func AppVersion(repoRoot string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "chart", "ironlb", "Chart.yaml"))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "appVersion:"); ok {
+			return strings.Trim(strings.TrimSpace(v), `"'`), nil
+		}
+	}
+	return "", fmt.Errorf("no appVersion in the chart")
+}
+
+// checkIronLBImages makes sure the layouts are the images deploy/ runs:
+// ghcr.io/ironlb/<program>:<appVersion>.
+func checkIronLBImages(dir, repoRoot string) error {
+	version, err := AppVersion(repoRoot)
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"ironlb-ccm", "ironlb-speaker"} {
+		b, err := os.ReadFile(filepath.Join(dir, name, "index.json"))
+		if err != nil {
+			return fmt.Errorf("IronLB's images: %w (make image IMAGE_TAG=%s)", err, version)
+		}
+		want := "ghcr.io/ironlb/" + name + ":" + version
+		if !strings.Contains(string(b), `"`+want+`"`) {
+			return fmt.Errorf("%s/%s is not %s, which deploy/ runs: build it with make image IMAGE_TAG=%s", dir, name, want, version)
+		}
+	}
+	return nil
+}

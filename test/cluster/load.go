@@ -96,3 +96,13 @@ func copyFile(w io.Writer, path string) error {
 	_, err = io.Copy(w, f)
 	return err
 }
+
+// ReloadImages builds the rig's own images again (those whose files
+// changed) and imports them into the nodes: after a change to package
+// images, on a running cluster.
+func (c *Cluster) ReloadImages(ctx context.Context) error {
+	if err := c.phaseImages(ctx); err != nil {
+		return err
+	}
+	return c.phaseLoadImages(ctx)
+}

@@ -60,6 +60,21 @@ var kubeletService = machine.Service{
 	RestartDelay: machine.Duration(1e9),
 }
 
+// kubeletSysctls are the kernel settings the kubelet sets at start unless
+// they already have these values (protectKernelDefaults: false, the
+// default): they are not per network namespace, so a kubelet of the rig
+// would set them on the host, shared by every machine and whatever else
+// runs here (kernel.panic_on_oops=1 turns an oops into a panic). Each node
+// reads them as the kubelet wants them; the host keeps its own.
+var kubeletSysctls = map[string]string{
+	"vm.overcommit_memory":      "1",
+	"vm.panic_on_oom":           "0",
+	"kernel.panic":              "10",
+	"kernel.panic_on_oops":      "1",
+	"kernel.keys.root_maxkeys":  "1000000",
+	"kernel.keys.root_maxbytes": "25000000",
+}
+
 // nodeSpec is the machine of node n: its folders kept on disk, kubeadm,
 // the kubelet and kubectl from the tools folder (where a package would
 // put them), Debian's containerd, runc and CNI plugins (from the host's
@@ -85,7 +100,8 @@ func (c *Cluster) nodeSpec(n int, netns string) (machine.Spec, error) {
 		},
 		Mounts: mounts,
 		// kube-proxy's DaemonSet mounts the host's /lib/modules.
-		Dirs: []string{"/lib/modules"},
+		Dirs:    []string{"/lib/modules"},
+		Sysctls: kubeletSysctls,
 		Files: map[string]string{
 			"/etc/hosts":                  fmt.Sprintf("127.0.0.1 localhost\n%s %s\n", NodeIP(n), name),
 			"/etc/resolv.conf":            fmt.Sprintf("nameserver %s\n", RouterIP),

@@ -94,12 +94,18 @@ func Node(bin string) ([]Image, error) {
 }
 
 // agnhostImage is agnhost with what the e2e tests exec in its pods: a
-// shell and wget (busybox), nc (OpenBSD's, as in the upstream Alpine
-// image) and curl.
+// shell, nc (OpenBSD's, as in the upstream Alpine image), wget and curl,
+// and busybox for the other basic commands. The shell is dash, not
+// busybox's: Debian builds busybox's sh to prefer its own applets, so "nc"
+// in a script would be busybox's nc, which lacks -v, -t and -u. wget is
+// GNU wget: Debian's busybox-static (1.35.0) wget crashes (SIGSEGV) on
+// every request. Its /etc/wgetrc makes it try once, as busybox's wget
+// does: GNU wget tries 20 times by default, which turns each "not
+// reachable" check of the e2e tests into four minutes.
 func agnhostImage(bin string) (Image, error) {
-	tools, err := HostFiles("/bin/busybox", "/bin/nc", "/usr/bin/curl")
+	tools, err := HostFiles("/bin/sh", "/bin/busybox", "/bin/nc", "/usr/bin/wget", "/usr/bin/curl")
 	if err != nil {
-		return Image{}, fmt.Errorf("agnhost's tools (apt-get install busybox-static netcat-openbsd curl): %w", err)
+		return Image{}, fmt.Errorf("agnhost's tools (apt-get install busybox-static netcat-openbsd wget curl): %w", err)
 	}
 	out, err := exec.Command("/bin/busybox", "--list").Output()
 	if err != nil {
@@ -109,8 +115,9 @@ func agnhostImage(bin string) (Image, error) {
 		{Path: "/agnhost", Source: filepath.Join(bin, "agnhost"), Mode: 0o755},
 		{Path: "/agnhost-2", Link: "agnhost"},
 		{Path: "/uploads", Dir: true, Mode: 0o755},
+		{Path: "/etc/wgetrc", Content: []byte("tries = 1\n")},
 	})
-	have := map[string]bool{"busybox": true, "nc": true}
+	have := map[string]bool{"busybox": true, "sh": true, "ash": true, "hush": true, "nc": true, "wget": true}
 	for _, f := range files {
 		have[filepath.Base(f.Path)] = true
 	}

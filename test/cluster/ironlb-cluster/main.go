@@ -8,6 +8,7 @@
 //	ironlb-cluster exec node-2|client|router -- cmd...   run a command on a node, the outside client or the router
 //	ironlb-cluster load-image <oci-layout|tar>...        import images into every node's containerd
 //	ironlb-cluster configure bgp|l2                      switch IronLB's pool (and BGP peer)
+//	ironlb-cluster reload-images                         rebuild the rig's own images (package images) and load them
 //
 // The cluster lives in -dir (default .cache/cluster of the checkout).
 package main
@@ -90,6 +91,12 @@ func run(args []string) error {
 			fmt.Printf("loaded %s into %d nodes\n", src, len(c.Nodes))
 		}
 		return nil
+	case "reload-images":
+		c, err := cluster.Attach(s.dir)
+		if err != nil {
+			return err
+		}
+		return c.ReloadImages(ctx)
 	case "configure":
 		c, err := cluster.Attach(s.dir)
 		if err != nil {

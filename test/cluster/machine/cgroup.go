@@ -186,3 +186,39 @@ func killAll(d string) {
 		}
 	}
 }
+
+// SweepCgroups removes the machine cgroups under base left by dead
+// processes: those named like netrig's namespaces, <prefix><pid>-..., whose
+// pid no longer runs (their machines were killed with their maker).
+func SweepCgroups(base, prefix string) error {
+	hs, err := hierarchies()
+	if err != nil {
+		return err
+	}
+	stale := map[string]bool{}
+	for _, h := range hs {
+		ents, err := os.ReadDir(filepath.Join(h, base))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			rest, ok := strings.CutPrefix(e.Name(), prefix)
+			if !e.IsDir() || !ok {
+				continue
+			}
+			pidStr, _, _ := strings.Cut(rest, "-")
+			pid, err := strconv.Atoi(pidStr)
+			if err != nil || pid <= 0 {
+				continue
+			}
+			if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+				stale[filepath.Join(base, e.Name())] = true
+			}
+		}
+	}
+	var errs []error
+	for cg := range stale {
+		errs = append(errs, removeCgroup(cg))
+	}
+	return errors.Join(errs...)
+}

@@ -65,6 +65,11 @@ type Spec struct {
 	// and Dirs created.
 	Files map[string]string `json:"files,omitempty"`
 	Dirs  []string          `json:"dirs,omitempty"`
+	// Sysctls are kernel settings the machine reads as the given values
+	// (a file bound over /proc/sys/<name> inside it, dots for slashes)
+	// without changing the host's: settings that are not per network
+	// namespace are the host's own, shared by every machine.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 	// Services are started in order at boot and stopped in reverse order.
 	Services []Service `json:"services,omitempty"`
 }

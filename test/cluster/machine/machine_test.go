@@ -87,6 +87,7 @@ func TestMachine(t *testing.T) {
 		Cgroup:  filepath.Join(base, h.Name),
 		Persist: []string{"/var/lib/thing"},
 		Files:   map[string]string{"/etc/ironlb-machine-test": "inside\n"},
+		Sysctls: map[string]string{"kernel.panic_on_oops": "1"},
 		Services: []Service{{
 			Name:         "sleeper",
 			Command:      []string{"sh", "-c", "echo $$$$ >> /var/lib/thing/pids; exec sleep 600"},
@@ -117,6 +118,19 @@ func TestMachine(t *testing.T) {
 	}
 	if _, err := os.Stat("/etc/ironlb-machine-test"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the machine's file reached the host: %v", err)
+	}
+	hostOops, err := os.ReadFile("/proc/sys/kernel/panic_on_oops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := m.Run(ctx, "cat", "/proc/sys/kernel/panic_on_oops"); err != nil || out != "1\n" {
+		t.Errorf("the machine's kernel.panic_on_oops: %q, %v", out, err)
+	}
+	if _, err := m.Run(ctx, "sysctl", "-w", "kernel.panic_on_oops=1"); err != nil {
+		t.Error(err)
+	}
+	if after, _ := os.ReadFile("/proc/sys/kernel/panic_on_oops"); string(after) != string(hostOops) {
+		t.Errorf("the host's kernel.panic_on_oops changed from %q to %q", hostOops, after)
 	}
 	if _, err := m.Run(ctx, "mkdir", "/opt/ironlb-machine-test"); err != nil {
 		t.Error(err)

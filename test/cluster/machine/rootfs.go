@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,6 +64,16 @@ func enterRoot(spec Spec) error {
 		}
 		if err := unix.Mount(m.src, m.target, m.fstype, m.flags, m.data); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.src, m.target, err)
+		}
+	}
+	for name, value := range spec.Sysctls {
+		f := filepath.Join(scratch, "sysctl-"+name)
+		if err := os.WriteFile(f, []byte(value+"\n"), 0o644); err != nil {
+			return err
+		}
+		target := in("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+		if err := unix.Mount(f, target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("sysctl %s: %w", name, err)
 		}
 	}
 	for _, p := range spec.Persist {
