@@ -224,8 +224,8 @@ type envOptions struct {
 	pools     *fakePools
 	settle    time.Duration
 	rebalance time.Duration // LocalRebalanceDelay (default: an hour)
-	services []*v1.Service // exist before the planner starts
-	before   func(*plannerEnv)
+	services  []*v1.Service // exist before the planner starts
+	before    func(*plannerEnv)
 }
 
 func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
