@@ -101,6 +101,10 @@ func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
 				lp := adv.GetLocalPref()
 				attrs.LocalPref = &lp
 			}
+			if adv.Med != nil {
+				med := adv.GetMed()
+				attrs.MED = &med
+			}
 			d.Exports[bgp.Export{Peer: peer, Prefix: prefix}] = attrs
 		}
 	}
@@ -230,6 +234,7 @@ type BGPRouteView struct {
 	Communities      []string `json:"communities,omitempty"`
 	LargeCommunities []string `json:"largeCommunities,omitempty"`
 	LocalPref        *uint32  `json:"localPref,omitempty"`
+	MED              *uint32  `json:"med,omitempty"`
 }
 
 // BGPState reports the BGP side for /bgp.
@@ -255,7 +260,7 @@ func (a *Agent) BGPState() BGPState {
 	}
 	for e, attrs := range d.Exports {
 		st.Routes = append(st.Routes, BGPRouteView{Prefix: e.Prefix.String(), Peer: e.Peer.String(),
-			Communities: attrs.Communities, LargeCommunities: attrs.LargeCommunities, LocalPref: attrs.LocalPref})
+			Communities: attrs.Communities, LargeCommunities: attrs.LargeCommunities, LocalPref: attrs.LocalPref, MED: attrs.MED})
 	}
 	slices.SortFunc(st.Routes, func(x, y BGPRouteView) int {
 		if c := strings.Compare(x.Prefix, y.Prefix); c != 0 {

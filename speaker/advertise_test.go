@@ -78,15 +78,15 @@ func TestAgentAdvertisesOverBGP(t *testing.T) {
 	}
 	_, fa, c := newTestAgent(t, WithBGP(fb), WithLocalAddresses(own))
 	s, first := open(t, c)
-	if !slices.Contains(first.GetCapabilities(), speakerv1.CapabilityBGP) {
-		t.Errorf("capabilities %v lack bgp", first.GetCapabilities())
+	if !slices.Contains(first.GetCapabilities(), speakerv1.CapabilityBGP) || !slices.Contains(first.GetCapabilities(), speakerv1.CapabilityBGPMED) {
+		t.Errorf("capabilities %v lack bgp or bgp-med", first.GetCapabilities())
 	}
-	lp := uint32(200)
+	lp, med := uint32(200), uint32(2)
 	to := func(adv ...*speakerv1.BGPAdvertisement) []*speakerv1.BGPAdvertisement { return adv }
 	snap := &speakerv1.Snapshot{Version: 1, Leader: "test", Bgp: bgpConfig, Announcements: []*speakerv1.Announcement{
 		{Address: "198.51.100.1", Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1", Communities: []string{"no-export"}, LocalPref: &lp})},
 		{Address: "198.51.100.2", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1", PrefixLength: 24})},
-		{Address: "2001:db8:5::2", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1"})},
+		{Address: "2001:db8:5::2", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1", Med: &med})},
 		{Address: "192.0.2.11", BgpOnly: true, Bgp: to(&speakerv1.BGPAdvertisement{Peer: "192.0.2.1"})}, // the node's own
 	}}
 	r := send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}})
@@ -96,7 +96,7 @@ func TestAgentAdvertisesOverBGP(t *testing.T) {
 	want := map[string]bgp.Attributes{
 		"198.51.100.1/32 to 192.0.2.1":   {Communities: []string{"no-export"}, LocalPref: &lp},
 		"198.51.100.0/24 to 192.0.2.1":   {Communities: []string{}, LargeCommunities: []string{}},
-		"2001:db8:5::2/128 to 192.0.2.1": {Communities: []string{}, LargeCommunities: []string{}},
+		"2001:db8:5::2/128 to 192.0.2.1": {Communities: []string{}, LargeCommunities: []string{}, MED: &med},
 	}
 	d := fb.desired()
 	if diff := cmp.Diff(want, exportsOf(d), cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })); diff != "" {

@@ -34,14 +34,14 @@ type Announcer interface {
 type AnnouncerFactory func(ifi *net.Interface) (Announcer, error)
 
 // Capabilities are what this speaker can do, listed in its reports (with
-// CapabilityBGP when it has a BGP side).
+// CapabilityBGP and CapabilityBGPMED when it has a BGP side).
 var Capabilities = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}
 
 // capabilities are what this agent can do.
 func (a *Agent) capabilities() []string {
 	c := slices.Clone(Capabilities)
 	if a.bgp != nil {
-		c = append(c, speakerv1.CapabilityBGP)
+		c = append(c, speakerv1.CapabilityBGP, speakerv1.CapabilityBGPMED)
 	}
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -15,7 +16,9 @@ import (
 // traffic over them (ECMP). The routers' sessions are the health signal:
 // a speaker whose stream to the CCM broke keeps advertising what it was
 // told, and its node stays an advertiser; a dead node's sessions drop and
-// the routers remove it on their own.
+// the routers remove it on their own. A VIP of Services with
+// sessionAffinity ClientIP is the exception (affinity.go): the routers
+// are made to prefer one node.
 
 // Reasons a node may not advertise a VIP over BGP (besides the layer-2
 // ones that apply: NodeNotReady, NodeExcluded, NotSelected,
@@ -78,6 +81,11 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 			adv.nodes = append(adv.nodes, n.name)
 			adv.byNode[n.name] = advs
 		}
+	}
+	if clientIPAffinity(v) {
+		adv = p.preferOneLocked(v, w, adv, why)
+	} else {
+		v.preferred, v.unevenBGP = "", time.Time{}
 	}
 	slices.Sort(adv.nodes)
 	if !slices.Equal(adv.nodes, v.advertisers) {

@@ -194,3 +194,105 @@ func TestBGPAndLayer2(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestBGPAffinityPrefersOneNode: every eligible node advertises the VIP of
+// a Service with sessionAffinity ClientIP, but one with MED 0 and the
+// others with 1, 2, ... (so the routers send a client to one node, whose
+// kube-proxy keeps its affinity); a speaker that cannot send a MED
+// advertises only if it is the preferred node. When the preferred node
+// stops advertising, the node with MED 1, which the routers fall back to,
+// becomes the preferred one. Without affinity, no MEDs: ECMP.
+func TestBGPAffinityPrefersOneNode(t *testing.T) {
+	all := []string{"node-a", "node-b", "node-c", "node-d"}
+	peers := &fakePeers{byNode: map[string][]*v1alpha1.BGPPeer{}}
+	for _, n := range all {
+		peers.byNode[n] = []*v1alpha1.BGPPeer{tor}
+	}
+	e := newPlannerEnv(t, envOptions{pools: bgpPools(true), peers: peers, before: func(e *plannerEnv) {
+		for _, n := range all {
+			st := bgpUp()
+			st.Capabilities = append(st.Capabilities, speakerv1.CapabilityBGPMED)
+			e.sp.states[n] = st
+		}
+		e.sp.states["node-d"] = bgpUp() // an older speaker: no MED
+	}}, nodes(4)...)
+	svc := lbService("sticky", false)
+	svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+	vip := e.createService(svc)
+	e.idle()
+
+	// meds returns each advertiser's MED (-1: none).
+	meds := func() map[string]int {
+		out := map[string]int{}
+		for _, n := range e.p.Advertisers(vip) {
+			out[n] = -1
+			for _, a := range e.sp.announcement(n, vip.String()).GetBgp() {
+				if a.Med != nil {
+					out[n] = int(a.GetMed())
+				}
+			}
+		}
+		return out
+	}
+	check := func() (preferred, next string) {
+		t.Helper()
+		m := meds()
+		byMED := map[int]string{}
+		for n, med := range m {
+			if prev, ok := byMED[med]; ok {
+				t.Fatalf("nodes %s and %s both advertise with MED %d: %v", prev, n, med, m)
+			}
+			byMED[med] = n
+		}
+		preferred = byMED[0]
+		if n, ok := byMED[-1]; ok && preferred == "" && n == "node-d" {
+			preferred = n // the older speaker, preferred, sends none
+		}
+		if preferred == "" {
+			t.Fatalf("no preferred advertiser: %v", m)
+		}
+		if _, ok := m["node-d"]; ok && preferred != "node-d" {
+			t.Errorf("node-d, which cannot send a MED, advertises though %s is preferred: %v", preferred, m)
+		}
+		for i := 1; i < len(m); i++ {
+			if byMED[i] == "" {
+				t.Errorf("MEDs %v are not 0, 1, 2, ...", m)
+			}
+		}
+		return preferred, byMED[1]
+	}
+	preferred, next := check()
+	if next == "" {
+		t.Fatalf("one advertiser only: %v", meds())
+	}
+	// The preferred node loses its peer: the next one takes over, and is
+	// the preferred node from then on.
+	peers.set(preferred)
+	e.idle()
+	if now, _ := check(); now != next {
+		t.Errorf("after %s stopped, %s is preferred; the routers fall back to %s (MED 1)", preferred, now, next)
+	}
+	// It comes back: the preferred node stays.
+	peers.set(preferred, tor)
+	e.idle()
+	if now, _ := check(); now != next {
+		t.Errorf("%s came back and took the VIP from %s", preferred, now)
+	}
+	// Without affinity: every node, no MED.
+	s, err := e.cs.CoreV1().Services("default").Get(e.ctx, "sticky", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.SessionAffinity = v1.ServiceAffinityNone
+	m := e.mark(s)
+	if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.seen("*v1.Service", "sticky", m)
+	e.advertisers(vip, all...)
+	for n, med := range meds() {
+		if med != -1 {
+			t.Errorf("node %s advertises with MED %d without affinity", n, med)
+		}
+	}
+}

@@ -92,7 +92,7 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 	for _, n := range v.announcers {
 		if slices.Contains(eligible, n) {
 			if counts != nil {
-				if to := p.rebalanceLocked(v, w, n, eligible, counts, why); to != "" {
+				if to := p.rebalanceLocked(v, w, n, eligible, counts, why, &v.uneven); to != "" {
 					return []string{to}
 				}
 			}
@@ -126,25 +126,25 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 
 // rebalanceLocked returns where a Local VIP announced by cur should go
 // because another eligible node has had more ready endpoints than cur for
-// LocalRebalanceDelay, or "" to stay. It notes when the imbalance began and
-// asks for a re-plan when the delay ends.
-func (p *Planner) rebalanceLocked(v *vip, w *world, cur string, eligible []string, counts map[string]int, why map[string]verdict) string {
+// LocalRebalanceDelay, or "" to stay. It notes in uneven when the
+// imbalance began and asks for a re-plan when the delay ends.
+func (p *Planner) rebalanceLocked(v *vip, w *world, cur string, eligible []string, counts map[string]int, why map[string]verdict, uneven *time.Time) string {
 	top := mostEndpoints(eligible, counts)
 	if slices.Contains(top, cur) || p.opts.LocalRebalanceDelay < 0 {
-		v.uneven = time.Time{}
+		*uneven = time.Time{}
 		return ""
 	}
-	if v.uneven.IsZero() {
-		v.uneven = w.now
+	if uneven.IsZero() {
+		*uneven = w.now
 		for key := range v.services {
 			p.queue.AddAfter(key, p.opts.LocalRebalanceDelay+10*time.Millisecond)
 		}
 	}
-	if w.now.Sub(v.uneven) < p.opts.LocalRebalanceDelay {
+	if w.now.Sub(*uneven) < p.opts.LocalRebalanceDelay {
 		return ""
 	}
-	since := v.uneven
-	v.uneven = time.Time{}
+	since := *uneven
+	*uneven = time.Time{}
 	to := placement.Choose(v.addr, "", top)
 	why[cur] = verdict{FewerLocalEndpoints, fmt.Sprintf("node %s had %d ready endpoints and node %s %d since %s (externalTrafficPolicy: Local)",
 		cur, counts[cur], to, counts[to], since.Format(time.RFC3339))}

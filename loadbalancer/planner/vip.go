@@ -40,6 +40,12 @@ type vip struct {
 	// endpoints than the announcer of this externalTrafficPolicy Local VIP
 	// (zero: not so).
 	uneven time.Time
+	// preferred is the advertiser the routers are made to prefer (MED 0)
+	// for a VIP of Services with sessionAffinity ClientIP ("" otherwise),
+	// and unevenBGP since when another advertiser has had more ready
+	// endpoints than it (externalTrafficPolicy Local).
+	preferred string
+	unevenBGP time.Time
 	// warned: a NoAnnouncingNode Event was sent for the current gap.
 	warned bool
 	// outside: an AddressOutsidePools Event was sent for the current gap.

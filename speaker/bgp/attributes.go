@@ -70,5 +70,8 @@ func apiActions(attrs Attributes) (*api.Actions, error) {
 	if attrs.LocalPref != nil {
 		a.LocalPref = &api.LocalPrefAction{Value: *attrs.LocalPref}
 	}
+	if attrs.MED != nil {
+		a.Med = &api.MedAction{Type: api.MedAction_REPLACE, Value: int64(*attrs.MED)}
+	}
 	return a, nil
 }

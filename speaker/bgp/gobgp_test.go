@@ -304,6 +304,30 @@ func TestGoBGPWrongPassword(t *testing.T) {
 	}
 }
 
+// TestGoBGPMED: the MED of an export reaches the router, and a new MED
+// replaces the old one.
+func TestGoBGPMED(t *testing.T) {
+	r := newRig(t, "")
+	v4 := netip.MustParsePrefix("198.51.100.10/32")
+	med := uint32(7)
+	r.node.apply(nodeDesired("", map[Export]Attributes{{routerAddr, v4}: {MED: &med}}))
+	r.waitEstablished(t)
+	r.wantRoute(t, v4, onePath(func(p frr.Path) error {
+		if p.MED != 7 {
+			return fmt.Errorf("MED %d, want 7", p.MED)
+		}
+		return nil
+	}))
+	med2 := uint32(3)
+	r.node.apply(nodeDesired("", map[Export]Attributes{{routerAddr, v4}: {MED: &med2}}))
+	r.wantRoute(t, v4, onePath(func(p frr.Path) error {
+		if p.MED != 3 {
+			return fmt.Errorf("MED %d, want 3", p.MED)
+		}
+		return nil
+	}))
+}
+
 // TestGoBGPLocalPrefOverIBGP: LOCAL_PREF reaches an iBGP peer.
 func TestGoBGPLocalPrefOverIBGP(t *testing.T) {
 	skipUnlessRig(t)

@@ -61,11 +61,13 @@ type Attributes struct {
 	LargeCommunities []string
 	// LocalPref is LOCAL_PREF (iBGP only); nil sends none.
 	LocalPref *uint32
+	// MED is MULTI_EXIT_DISC; nil sends none.
+	MED *uint32
 }
 
 // Equal reports whether a and b are the same attributes.
 func (a Attributes) Equal(b Attributes) bool {
-	if (a.LocalPref == nil) != (b.LocalPref == nil) || a.LocalPref != nil && *a.LocalPref != *b.LocalPref {
+	if !equalPtr(a.LocalPref, b.LocalPref) || !equalPtr(a.MED, b.MED) {
 		return false
 	}
 	return slices.Equal(a.Communities, b.Communities) && slices.Equal(a.LargeCommunities, b.LargeCommunities)
@@ -85,8 +87,13 @@ func (a Attributes) key() string {
 	if a.LocalPref != nil {
 		k += ";p" + itoa(*a.LocalPref)
 	}
+	if a.MED != nil {
+		k += ";m" + itoa(*a.MED)
+	}
 	return k
 }
+
+func equalPtr(a, b *uint32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // Export is a prefix advertised to one peer.
 type Export struct {

@@ -101,6 +101,49 @@ func TestRealCluster(t *testing.T) {
 			t.Fatalf("VIP %s is not in the BGP pool %s", vip, cluster.BGPPool)
 		}
 		reach(t, ctx, c, vip)
+
+		// sessionAffinity ClientIP: both nodes advertise, the router
+		// prefers one (MED), so one client keeps reaching one pod.
+		sticky := createService(t, ctx, cs, "web-sticky", func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP })
+		err := eventually(ctx, time.Minute, func() error {
+			paths, err := c.Router().Paths(ctx, netip.PrefixFrom(sticky, 32))
+			if err != nil {
+				return err
+			}
+			best, multi := 0, 0
+			for _, p := range paths {
+				if p.Bestpath != nil && p.Bestpath.Overall {
+					best++
+				}
+				if p.Multipath {
+					multi++
+				}
+			}
+			if len(paths) != 2 || best != 1 || multi > 1 {
+				return fmt.Errorf("the router has %d paths to %s, %d best, %d multipath; want one from each node, one used: %+v", len(paths), sticky, best, multi, paths)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var first string
+		for i := 0; i < 10; i++ {
+			var out string
+			err := eventually(ctx, time.Minute, func() error {
+				var err error
+				out, err = c.Client.Run("curl", "-sS", "-m", "2", fmt.Sprintf("http://%s/hostname", sticky))
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == "" {
+				first = out
+			} else if out != first {
+				t.Fatalf("sessionAffinity ClientIP: connection %d reached %s, the first %s", i+1, out, first)
+			}
+		}
 	})
 	t.Run("Layer2", func(t *testing.T) {
 		if err := c.Configure(ctx, cluster.L2Config); err != nil {
@@ -156,7 +199,7 @@ func agnhostDeployment(name string) *appsv1.Deployment {
 
 // createService creates a LoadBalancer Service for the web pods and
 // returns its VIP once IronLB gave one.
-func createService(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) netip.Addr {
+func createService(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, mutate ...func(*corev1.Service)) netip.Addr {
 	t.Helper()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -165,6 +208,9 @@ func createService(t *testing.T, ctx context.Context, cs kubernetes.Interface, n
 			Selector: map[string]string{"app": "web"},
 			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
 		},
+	}
+	for _, m := range mutate {
+		m(svc)
 	}
 	if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

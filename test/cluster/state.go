@@ -104,3 +104,6 @@ func (c *Cluster) NodeNames() []string {
 	}
 	return names
 }
+
+// Router is the FRR router between the LAN and the outside segment.
+func (c *Cluster) Router() *frr.Router { return c.net.router }

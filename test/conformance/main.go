@@ -203,6 +203,17 @@ type specReport struct {
 	}
 }
 
+// skipReason is why config skips the spec named leaf ("" if it does
+// not): the names in skips lack the labels Ginkgo appends ("[Slow]").
+func skipReason(config, leaf string) string {
+	for name, reason := range skips[config] {
+		if leaf == name || strings.HasPrefix(leaf, name+" [") {
+			return reason
+		}
+	}
+	return ""
+}
+
 // readReport returns the [Feature:LoadBalancer] specs of a Ginkgo JSON
 // report; the ones skipped by design get their reason.
 func readReport(path, config string) ([]result, error) {
@@ -225,7 +236,7 @@ func readReport(path, config string) ([]result, error) {
 				continue
 			}
 			r := result{name: name, state: s.State, runtime: s.RunTime}
-			if reason, ok := skips[config][s.LeafNodeText]; ok && s.State == "skipped" {
+			if reason := skipReason(config, s.LeafNodeText); reason != "" && s.State == "skipped" {
 				r.reason = reason
 			} else if s.Failure != nil && s.State != "passed" {
 				msg := strings.TrimSpace(s.Failure.Message)

@@ -48,7 +48,9 @@ type Path struct {
 		String string `json:"string"`
 	} `json:"largeCommunity"`
 	LocalPref int `json:"locPrf"`
-	Peer      struct {
+	// MED is the path's MULTI_EXIT_DISC ("metric" in FRR's JSON).
+	MED  int `json:"metric"`
+	Peer struct {
 		PeerID string `json:"peerId"`
 	} `json:"peer"`
 	Nexthops []struct {

@@ -14,6 +14,8 @@ const (
 	// CapabilityBGP advertises VIPs to BGP peers (Snapshot.bgp,
 	// Announcement.bgp) and reports its sessions.
 	CapabilityBGP = "bgp"
+	// CapabilityBGPMED sends BGPAdvertisement.med with its routes.
+	CapabilityBGPMED = "bgp-med"
 )
 
 // LegacyCapabilities are those of a speaker that lists none: it predates

@@ -871,7 +871,15 @@ type BGPAdvertisement struct {
 	// large_communities ("65000:1:2").
 	LargeCommunities []string `protobuf:"bytes,4,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
 	// local_pref, for iBGP peers.
-	LocalPref     *uint32 `protobuf:"varint,5,opt,name=local_pref,json=localPref,proto3,oneof" json:"local_pref,omitempty"`
+	LocalPref *uint32 `protobuf:"varint,5,opt,name=local_pref,json=localPref,proto3,oneof" json:"local_pref,omitempty"`
+	// med is the MULTI_EXIT_DISC to send with the route; unset sends none.
+	// The CCM sets it on VIPs of Services with sessionAffinity ClientIP: 0
+	// from the node that should take the traffic, higher from the others
+	// (standbys, in the order they take over), so that the routers use one
+	// node instead of spreading a client's connections over all (each
+	// node's kube-proxy keeps its own affinity table). Only for speakers
+	// with the "bgp-med" capability.
+	Med           *uint32 `protobuf:"varint,6,opt,name=med,proto3,oneof" json:"med,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -937,6 +945,13 @@ func (x *BGPAdvertisement) GetLargeCommunities() []string {
 func (x *BGPAdvertisement) GetLocalPref() uint32 {
 	if x != nil && x.LocalPref != nil {
 		return *x.LocalPref
+	}
+	return 0
+}
+
+func (x *BGPAdvertisement) GetMed() uint32 {
+	if x != nil && x.Med != nil {
+		return *x.Med
 	}
 	return 0
 }
@@ -1594,15 +1609,17 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x14transmit_interval_ms\x18\x02 \x01(\rR\x12transmitIntervalMs\x12+\n" +
 	"\x11detect_multiplier\x18\x03 \x01(\rR\x10detectMultiplier\"C\n" +
 	"\x0fGracefulRestart\x120\n" +
-	"\x14restart_time_seconds\x18\x01 \x01(\rR\x12restartTimeSeconds\"\xcd\x01\n" +
+	"\x14restart_time_seconds\x18\x01 \x01(\rR\x12restartTimeSeconds\"\xec\x01\n" +
 	"\x10BGPAdvertisement\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12#\n" +
 	"\rprefix_length\x18\x02 \x01(\rR\fprefixLength\x12 \n" +
 	"\vcommunities\x18\x03 \x03(\tR\vcommunities\x12+\n" +
 	"\x11large_communities\x18\x04 \x03(\tR\x10largeCommunities\x12\"\n" +
 	"\n" +
-	"local_pref\x18\x05 \x01(\rH\x00R\tlocalPref\x88\x01\x01B\r\n" +
-	"\v_local_pref\"\x1d\n" +
+	"local_pref\x18\x05 \x01(\rH\x00R\tlocalPref\x88\x01\x01\x12\x15\n" +
+	"\x03med\x18\x06 \x01(\rH\x01R\x03med\x88\x01\x01B\r\n" +
+	"\v_local_prefB\x06\n" +
+	"\x04_med\"\x1d\n" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x80\x04\n" +
 	"\x06Report\x12\x12\n" +

@@ -46,8 +46,15 @@ func Cached(cacheDir string, img Image) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tmp := dir + ".tmp"
-	_ = os.RemoveAll(tmp)
+	// A folder of its own: another process may build the same image.
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(cacheDir, ".build-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
 	p, err := layout.Write(tmp, empty.Index)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", img.Ref, err)
@@ -59,7 +66,13 @@ func Cached(cacheDir string, img Image) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("image %s: writing the layout: %w", img.Ref, err)
 	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", err
+	}
 	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(filepath.Join(dir, "index.json")); serr == nil {
+			return dir, nil // the other process was first
+		}
 		return "", err
 	}
 	return dir, nil

@@ -27,6 +27,9 @@ func init() {
 // enters its root, reports to Start through fd 3, then supervises the
 // services until SIGTERM.
 func initMain(path string) int {
+	// The status pipe must not leak into the services: Start reads until
+	// every copy of its write end is closed.
+	syscall.CloseOnExec(3)
 	status := os.NewFile(3, "status")
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "%s init: %v\n", time.Now().Format(time.RFC3339), err)

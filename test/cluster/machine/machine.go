@@ -20,6 +20,7 @@
 package machine
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -244,10 +245,12 @@ func Start(spec Spec) (*Machine, error) {
 		_ = m.Stop(0)
 		return nil, err
 	}
+	// The first line the init writes: "ok" or why it failed (nothing if it
+	// died).
 	status := make(chan []byte, 1)
 	go func() {
-		b, _ := readAll(r)
-		status <- b
+		line, _ := bufio.NewReader(r).ReadBytes('\n')
+		status <- line
 	}()
 	select {
 	case b := <-status:
@@ -263,12 +266,6 @@ func Start(spec Spec) (*Machine, error) {
 		return nil, fmt.Errorf("machine %s: boot took more than 30 s", spec.Name)
 	}
 	return m, nil
-}
-
-func readAll(f *os.File) ([]byte, error) {
-	var buf bytes.Buffer
-	_, err := buf.ReadFrom(f)
-	return buf.Bytes(), err
 }
 
 // tail returns the last lines of a file, for errors.
