@@ -26,7 +26,8 @@ import (
 )
 
 // TestRealCluster keeps IronLB's install path honest: a real kubeadm
-// cluster (two nodes, no CoreDNS, to be quick), IronLB's images built from
+// cluster (a control plane, which kubeadm excludes from external load
+// balancers, and two workers; no CoreDNS, to be quick), IronLB's images built from
 // this tree and installed with kubectl apply --server-side -k deploy/,
 // then a LoadBalancer Service in front of a real agnhost Deployment,
 // reached from outside the cluster through the VIP and real kube-proxy:
@@ -49,7 +50,7 @@ func TestRealCluster(t *testing.T) {
 
 	c, err := cluster.Up(ctx, cluster.Options{
 		Dir:          filepath.Join(t.TempDir(), "cluster"),
-		Nodes:        2,
+		Nodes:        3,
 		ToolsBin:     tools,
 		ImageCache:   filepath.Join(root, ".cache", "cluster-images"),
 		RepoRoot:     root,
@@ -102,7 +103,7 @@ func TestRealCluster(t *testing.T) {
 		}
 		reach(t, ctx, c, vip)
 
-		// sessionAffinity ClientIP: both nodes advertise, the router
+		// sessionAffinity ClientIP: both workers advertise, the router
 		// prefers one (MED), so one client keeps reaching one pod.
 		sticky := createService(t, ctx, cs, "web-sticky", func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP })
 		err := eventually(ctx, time.Minute, func() error {
@@ -120,7 +121,7 @@ func TestRealCluster(t *testing.T) {
 				}
 			}
 			if len(paths) != 2 || best != 1 || multi > 1 {
-				return fmt.Errorf("the router has %d paths to %s, %d best, %d multipath; want one from each node, one used: %+v", len(paths), sticky, best, multi, paths)
+				return fmt.Errorf("the router has %d paths to %s, %d best, %d multipath; want one from each worker, one used: %+v", len(paths), sticky, best, multi, paths)
 			}
 			return nil
 		})
