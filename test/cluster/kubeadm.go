@@ -84,9 +84,10 @@ func nodeRegistration(n int) string {
 
 // ignoredPreflight lists the kubeadm preflight checks the rig's machines
 // cannot pass, with why (see RIG.md):
-//   - SystemVerification: the kernel's cgroups are v1 (accepted by the
-//     kubelet with failCgroupV1: false), and the machine is a namespace of a
-//     VM whose kernel config kubeadm may not recognise.
+//   - SystemVerification: this machine mounts cgroup v1. Every kernel
+//     option and controller it checks is there; its one error says that
+//     cgroup v1 needs failCgroupV1: false in the kubelet (set) "and you
+//     must also explicitly skip this validation".
 func ignoredPreflight() string {
 	var b strings.Builder
 	for _, c := range []string{"SystemVerification"} {
