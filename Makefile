@@ -276,7 +276,8 @@ bin/ironlb-cluster:
 # skipped by name (test/conformance: "should target all nodes with
 # endpoints" needs two nodes to take a VIP's traffic at once, and a
 # layer-2 VIP has one). CONFORMANCE_FLAGS: -configs l2, -focus <regexp>,
-# -keep. About NN minutes.
+# -keep. About 50 minutes (25 per configuration: the two rolling-update specs
+# take 10 each), plus the builds.
 CONFORMANCE_FLAGS ?=
 .PHONY: conformance
 conformance: cluster-tools $(TOOLS_BIN)/coredns cluster-image $(TOOLS_BIN)/e2e.test ## The upstream LoadBalancer e2e suite on a real cluster, BGP and layer 2.

@@ -303,25 +303,33 @@ func down(s settings) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Whatever the daemon could not remove.
-	return cluster.Remove(s.dir)
+	if err := cluster.Remove(s.dir); err != nil {
+		return err
+	}
+	fmt.Printf("cluster in %s torn down\n", s.dir)
+	return nil
 }
 
 // usage prints how to use the running cluster.
 func usage(s settings) error {
 	self := "bin/ironlb-cluster"
+	routerDir := "<dir>"
+	if c, err := cluster.Attach(s.dir); err == nil {
+		routerDir = c.RouterDir()
+	}
 	fmt.Printf(`
 The cluster is up: Kubernetes %s, kubeadm, node-1 (control plane) and workers, IronLB installed.
   export KUBECONFIG=%s    # kubectl from this host (through a relay on loopback)
   kubectl get nodes -o wide; kubectl -n ironlb-system get pods
   %s exec node-2 -- ctr -n k8s.io containers ls              # a command on a node (its namespaces and root)
   %s exec client -- curl -s http://<EXTERNAL-IP>/             # the outside host behind the router (%s)
-  %s exec router -- vtysh --vty_socket <dir> -c 'show ip route'   # the router (FRR); status prints <dir>
+  %s exec router -- vtysh --vty_socket %s -c 'show ip route'   # the router (FRR)
   %s load-image <OCI layout folder or tar>                   # into every node's containerd (namespace k8s.io)
   %s configure l2|bgp                                         # IronLB's pool: layer 2 on the LAN, or BGP via the router
   %s status
   make cluster-down
 Logs: %s (kubelet, containerd and kubeadm logs under <node>/log/).
-`, "v1.37.2", filepath.Join(s.dir, "kubeconfig-host"), self, self, cluster.ClientIP, self, self, self, self, s.dir)
+`, "v1.37.2", filepath.Join(s.dir, "kubeconfig-host"), self, self, cluster.ClientIP, self, routerDir, self, self, self, s.dir)
 	return nil
 }
 
@@ -350,7 +358,11 @@ func execIn(ctx context.Context, s settings, args []string) error {
 		var found bool
 		for _, m := range c.Nodes {
 			if m.Spec.Name == target {
-				cmd = m.Command(ctx, []string{"KUBECONFIG=/etc/kubernetes/admin.conf", "TERM=" + os.Getenv("TERM")}, cmdArgs...)
+				env := []string{"TERM=" + os.Getenv("TERM")}
+				if _, err := os.Stat(m.HostPath("/etc/kubernetes/admin.conf")); err == nil {
+					env = append(env, "KUBECONFIG=/etc/kubernetes/admin.conf") // the control plane's
+				}
+				cmd = m.Command(ctx, env, cmdArgs...)
 				found = true
 			}
 		}
