@@ -52,6 +52,14 @@ const (
 
 var managedLabels = map[string]string{"app.kubernetes.io/managed-by": "ironlb"}
 
+// OwnSecretNames returns the names of the Secrets the CCM keeps for itself
+// in its namespace: the CA, the CA being rotated out and the key speakers
+// of older versions shared. None of them may ever leave the CCM (as a BGP
+// password, for one).
+func OwnSecretNames() []string {
+	return []string{CASecretName, PreviousCASecretName, legacySpeakerSecretName}
+}
+
 // Option configures Bootstrap.
 type Option func(*options)
 

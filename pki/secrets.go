@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -130,14 +131,23 @@ func (b *Bundle) deleteLegacySecret(ctx context.Context) {
 }
 
 // watchSecrets pokes Run when a CA Secret is created, replaced or deleted,
-// so that a rotation takes effect at once. It uses the list and watch of
-// Secrets in its namespace the CCM has for BGP passwords; without them Run
-// still re-reads the Secrets every resync interval.
+// so that a rotation takes effect at once. It watches each CA Secret by
+// name (a field selector on metadata.name, which RBAC authorizes against
+// resourceNames), so the CCM never receives another Secret here; without
+// the permission Run still re-reads the Secrets every resync interval.
 func (b *Bundle) watchSecrets(ctx context.Context, poke chan<- struct{}) {
+	for _, name := range []string{CASecretName, PreviousCASecretName} {
+		go b.watchSecret(ctx, name, poke)
+	}
+}
+
+// watchSecret pokes Run on every change of the Secret name until ctx ends.
+func (b *Bundle) watchSecret(ctx context.Context, name string, poke chan<- struct{}) {
+	opts := metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}
 	for ctx.Err() == nil {
-		w, err := b.client.CoreV1().Secrets(b.namespace).Watch(ctx, metav1.ListOptions{})
+		w, err := b.client.CoreV1().Secrets(b.namespace).Watch(ctx, opts)
 		if err != nil {
-			klog.V(2).InfoS("ironlb pki: cannot watch the CA Secrets; re-reading them every resync interval", "err", err.Error())
+			klog.V(2).InfoS("ironlb pki: cannot watch a CA Secret; re-reading it every resync interval", "secret", klog.KRef(b.namespace, name), "err", err.Error())
 			select {
 			case <-ctx.Done():
 				return
@@ -147,7 +157,7 @@ func (b *Bundle) watchSecrets(ctx context.Context, poke chan<- struct{}) {
 		}
 		for ev := range w.ResultChan() {
 			s, ok := ev.Object.(*corev1.Secret)
-			if !ok || (s.Name != CASecretName && s.Name != PreviousCASecretName) || ev.Type == watch.Bookmark {
+			if !ok || s.Name != name || ev.Type == watch.Bookmark {
 				continue
 			}
 			select {

@@ -108,8 +108,19 @@ type BGPPeerSpec struct {
 	EBGPMultihop *int32 `json:"ebgpMultihop,omitempty"`
 
 	// PasswordSecretRef names the Secret, in IronLB's namespace, that
-	// holds the session's TCP MD5 password.
+	// holds the session's TCP MD5 password. The Secret must be of type
+	// ironlb.dev/bgp-password (kubectl create secret generic NAME
+	// --type=ironlb.dev/bgp-password --from-literal=password=...), and the
+	// key's value 1 to 80 printable ASCII characters with no space at
+	// either end. IronLB's own Secrets (ironlb-ca, ironlb-ca-previous,
+	// ironlb-speaker-tls, ironlb-metrics-reader) are never used, whatever
+	// their type. A Secret that is missing, of another type, one of
+	// IronLB's own, without the key or with a value that cannot be a
+	// password all make the peer unusable with the same condition reason
+	// PasswordSecretNotUsable and message, so that the message tells
+	// nothing about which Secrets exist; the CCM's log says which it was.
 	//
+	// +kubebuilder:validation:XValidation:rule="!(self.name in ['ironlb-ca', 'ironlb-ca-previous', 'ironlb-speaker-tls', 'ironlb-metrics-reader'])",message="passwordSecretRef.name must not name one of IronLB's own Secrets"
 	// +optional
 	PasswordSecretRef *SecretKeyRef `json:"passwordSecretRef,omitempty"`
 

@@ -18,15 +18,20 @@ import (
 	"github.com/ironlb/ironlb/api/v1alpha1"
 )
 
-// Secrets finds a Secret in IronLB's namespace by name; nil, nil when it
-// does not exist.
+// Secrets finds a BGP password Secret in IronLB's namespace by name; nil,
+// nil when it does not exist. It may return Secrets of any type: only
+// those of type v1alpha1.BGPPasswordSecretType are used.
 type Secrets func(name string) (*v1.Secret, error)
 
 // Problem is why one peer cannot be used on one node (or on any: Node "").
+// Message goes to the BGPPeer's status and Events; Detail, when set, only
+// to the CCM's log (it may say what a BGPPeer editor must not learn, such
+// as whether a Secret exists).
 type Problem struct {
 	Peer, Node string
 	Reason     Reason
 	Message    string
+	Detail     string
 }
 
 // Reason is a typed cause of a Problem.
@@ -35,8 +40,6 @@ type Reason string
 // Reasons of Problems; they are the BGPPeer's condition reasons too.
 const (
 	ReasonInvalidSelector Reason = "InvalidSelector"
-	ReasonSecretMissing   Reason = "SecretMissing"
-	ReasonSecretKey       Reason = "SecretKeyMissing"
 	ReasonUnsupported     Reason = "Unsupported"
 	ReasonRouterID        Reason = "RouterID"
 	ReasonDuplicate       Reason = "DuplicateAddress"
@@ -81,8 +84,8 @@ func selector(s *metav1.LabelSelector) (labels.Selector, error) {
 
 // ForNode returns the BGP set-up of node's speaker: a session with every
 // peer selecting the node that can be used, and the problems of those
-// that cannot (a missing Secret or key, an unsupported setting, no router
-// ID). A peer's problem never takes another peer down. The set-up is nil
+// that cannot (a password Secret that cannot be used, an unsupported
+// setting, no router ID). A peer's problem never takes another peer down. The set-up is nil
 // when no peer selects the node.
 func ForNode(node *v1.Node, peers []*v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.BGPConfig, []Problem) {
 	selected, problems := Selected(node, peers)
@@ -184,24 +187,11 @@ func sessionFor(node string, p *v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.B
 		bp.GracefulRestart = &speakerv1.GracefulRestart{RestartTimeSeconds: uint32((rt + time.Second - 1) / time.Second)}
 	}
 	if ref := s.PasswordSecretRef; ref != nil {
-		key := ref.Key
-		if key == "" {
-			key = "password"
+		pw, prob := password(p.Name, ref, secrets)
+		if prob != nil {
+			return nil, prob
 		}
-		sec, err := secrets(ref.Name)
-		if err != nil || sec == nil {
-			msg := fmt.Sprintf("password Secret %s not found in IronLB's namespace", ref.Name)
-			if err != nil {
-				msg = fmt.Sprintf("reading password Secret %s: %v", ref.Name, err)
-			}
-			return nil, &Problem{Peer: p.Name, Reason: ReasonSecretMissing, Message: msg}
-		}
-		pw, ok := sec.Data[key]
-		if !ok || len(pw) == 0 {
-			return nil, &Problem{Peer: p.Name, Reason: ReasonSecretKey,
-				Message: fmt.Sprintf("password Secret %s has no key %q", ref.Name, key)}
-		}
-		bp.Password = string(pw)
+		bp.Password = pw
 	}
 	return bp, nil
 }

@@ -38,7 +38,7 @@ func secrets(m map[string]map[string]string) Secrets {
 		if !ok {
 			return nil, nil
 		}
-		s := &v1.Secret{Data: map[string][]byte{}}
+		s := &v1.Secret{Type: v1alpha1.BGPPasswordSecretType, Data: map[string][]byte{}}
 		for k, v := range d {
 			s.Data[k] = []byte(v)
 		}
@@ -110,13 +110,13 @@ func TestForNode(t *testing.T) {
 			want: &speakerv1.BGPConfig{RouterId: "192.0.2.11", Asn: 64513, Peers: []*speakerv1.BGPPeer{{
 				Name: "tor-b", Address: "192.0.2.2", Port: 179, PeerAsn: 64512, MyAsn: 64513, HoldTimeSeconds: 9, ConnectRetrySeconds: 2,
 			}}},
-			problems: []Reason{ReasonSecretMissing},
+			problems: []Reason{ReasonPasswordSecret},
 		},
 		{
 			name:     "a missing key",
 			node:     node("a", nil, "192.0.2.11"),
 			peers:    []*v1alpha1.BGPPeer{peer("tor", "192.0.2.1", withPassword("tor-pw", "other"))},
-			problems: []Reason{ReasonSecretKey},
+			problems: []Reason{ReasonPasswordSecret},
 		},
 		{
 			name:     "IPv6-only node needs a router ID",

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -51,7 +52,7 @@ const (
 )
 
 // Controller follows BGPPeers, their password Secrets (in IronLB's
-// namespace) and the Nodes; it gives each node's speaker its BGP set-up,
+// namespace, of type ironlb.dev/bgp-password only) and the Nodes; it gives each node's speaker its BGP set-up,
 // tells the planner which peers each node has, and writes BGPPeer status
 // from the speakers' session reports. Passwords go to the speakers only:
 // they are never logged, nor written to status or Events.
@@ -78,7 +79,11 @@ type Controller struct {
 // New returns a Controller; SetNodeInformer and Run start it.
 func New(dyn dynamic.Interface, client kubernetes.Interface, namespace string, sp Speakers, recorder record.EventRecorder, resync time.Duration) (*Controller, error) {
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, resync)
-	secrets := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithNamespace(namespace)).Core().V1().Secrets()
+	secrets := informers.NewSharedInformerFactoryWithOptions(client, resync, informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(passwordSecretsOnly)).Core().V1().Secrets()
+	if err := secrets.Informer().SetTransform(trimSecret); err != nil {
+		return nil, fmt.Errorf("watching Secrets in %s: %w", namespace, err)
+	}
 	c := &Controller{
 		client:    dyn.Resource(v1alpha1.BGPPeerResource),
 		namespace: namespace,
@@ -109,6 +114,25 @@ func New(dyn dynamic.Interface, client kubernetes.Interface, namespace string, s
 	}
 	sp.OnChange(func(string) { c.touchAll() })
 	return c, nil
+}
+
+// passwordSecretsOnly makes the Secret informer list and watch BGP
+// password Secrets only (a field selector on the type, applied by the API
+// server): the CCM never receives, let alone caches, any other Secret of
+// its namespace through it. RBAC cannot limit list and watch to a type;
+// this is what the code asks for.
+func passwordSecretsOnly(o *metav1.ListOptions) {
+	o.FieldSelector = fields.OneTermEqualSelector("type", string(v1alpha1.BGPPasswordSecretType)).String()
+}
+
+// trimSecret keeps of a Secret only what a password needs: kubectl apply's
+// last-applied annotation holds a second copy of the data, and managed
+// fields are of no use here.
+func trimSecret(obj any) (any, error) {
+	if s, ok := obj.(*v1.Secret); ok {
+		s.Annotations, s.ManagedFields = nil, nil
+	}
+	return obj, nil
 }
 
 // peerUpdated ignores the controller's own status writes.
@@ -255,7 +279,11 @@ func (c *Controller) sync() {
 	c.mu.Unlock()
 	if newProblems {
 		for _, p := range problems {
-			c.log.Info("BGPPeer cannot be used", "bgppeer", p.Peer, "node", p.Node, "reason", p.Reason, "problem", p.Message)
+			kv := []any{"bgppeer", p.Peer, "node", p.Node, "reason", p.Reason, "problem", p.Message}
+			if p.Detail != "" {
+				kv = append(kv, "detail", p.Detail)
+			}
+			c.log.Info("BGPPeer cannot be used", kv...)
 		}
 	}
 	if changed {

@@ -1,6 +1,8 @@
 package bgppeers
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,14 +41,18 @@ func TestStatus(t *testing.T) {
 		t.Errorf("Ready %+v, want True", c)
 	}
 
-	// A problem of the peer itself (its Secret) makes it not Ready.
-	st = Status(p, []string{"a"}, nil, []Problem{{Peer: "tor", Reason: ReasonSecretMissing, Message: "password Secret x not found"}}, now)
+	// A problem of the peer itself (its Secret) makes it not Ready; its
+	// detail is for the log only.
+	st = Status(p, []string{"a"}, nil, []Problem{{Peer: "tor", Reason: ReasonPasswordSecret, Message: "password Secret x is not usable", Detail: "no Secret x"}}, now)
 	c := meta.FindStatusCondition(st.Conditions, "Ready")
-	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != string(ReasonSecretMissing) || c.Message != "password Secret x not found" {
-		t.Errorf("Ready %+v, want False/SecretMissing", c)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != string(ReasonPasswordSecret) || c.Message != "password Secret x is not usable" {
+		t.Errorf("Ready %+v, want False/PasswordSecretNotUsable", c)
 	}
-	if st.Sessions[0].LastError != "password Secret x not found" || st.Summary != "Established 0/1" {
+	if st.Sessions[0].LastError != "password Secret x is not usable" || st.Summary != "Established 0/1" {
 		t.Errorf("status %+v", st)
+	}
+	if strings.Contains(fmt.Sprintf("%+v", st), "no Secret x") {
+		t.Errorf("the problem's detail is in the status: %+v", st)
 	}
 }
 
