@@ -290,7 +290,7 @@ metadata:
   namespace: ironlb-system
 stringData:
   password: s3cret
-type: Opaque
+type: ironlb.dev/bgp-password
 ---
 apiVersion: ironlb.dev/v1alpha1
 kind: BGPPeer
@@ -347,5 +347,5 @@ spec:
   peerASN: 64512
   peerAddress: 192.0.2.1
 `,
-	reports: []string{"note: BGPPeer metallb-system/old: spec.passwordSecret: copy Secret metallb-system/pw (key password) into namespace ironlb-system, where IronLB reads BGP passwords"},
+	reports: []string{"note: BGPPeer metallb-system/old: spec.passwordSecret: copy Secret metallb-system/pw (key password) into namespace ironlb-system as type ironlb.dev/bgp-password, the only Secrets IronLB reads BGP passwords from"},
 }}

@@ -159,17 +159,20 @@ func (c *converter) password(p *bgpPeer, out *v1alpha1.BGPPeer) {
 		if ns == "" {
 			ns = "metallb-system"
 		}
-		c.note(src, "spec.passwordSecret", fmt.Sprintf("copy Secret %s/%s (key password) into namespace %s, where IronLB reads BGP passwords", ns, s.PasswordSecret.Name, SecretNamespace))
+		c.note(src, "spec.passwordSecret", fmt.Sprintf("copy Secret %s/%s (key password) into namespace %s as type %s, the only Secrets IronLB reads BGP passwords from", ns, s.PasswordSecret.Name, SecretNamespace, v1alpha1.BGPPasswordSecretType))
 	case s.Password != "":
 		name := p.Name + "-bgp-password"
 		out.Spec.PasswordSecretRef = &v1alpha1.SecretKeyRef{Name: name, Key: "password"}
 		c.out.Secrets = append(c.out.Secrets, &corev1.Secret{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: SecretNamespace},
-			Type:       corev1.SecretTypeOpaque,
+			Type:       v1alpha1.BGPPasswordSecretType,
 			StringData: map[string]string{"password": s.Password},
 		})
 		c.note(src, "spec.password", fmt.Sprintf("written to Secret %s/%s of the output (the password is in clear there, as it was in the input)", SecretNamespace, name))
+		if err := v1alpha1.CheckBGPPassword([]byte(s.Password)); err != nil {
+			c.report(src, "spec.password", fmt.Sprintf("%v: IronLB will not use it (a BGP password is 1 to %d printable ASCII characters); change it on the router and in Secret %s/%s", err, v1alpha1.MaxBGPPasswordLength, SecretNamespace, name))
+		}
 	}
 }
 
