@@ -401,7 +401,7 @@ func TestBGPPassword(t *testing.T) {
 	c, b := newBGP(t, ctx, rig.L2Options{}, " neighbor nodes password s3cret-pw\n")
 	secret := func(pw string) {
 		t.Helper()
-		doc := fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata:\n  name: tor-pw\n  namespace: %s\nstringData:\n  password: %s\n", b.SecretNamespace(), pw)
+		doc := fmt.Sprintf("apiVersion: v1\nkind: Secret\ntype: ironlb.dev/bgp-password\nmetadata:\n  name: tor-pw\n  namespace: %s\nstringData:\n  password: %s\n", b.SecretNamespace(), pw)
 		if out, err := c.cp.KubectlStdin(ctx, doc, "apply", "-f", "-"); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}

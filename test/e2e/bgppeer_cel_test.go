@@ -42,6 +42,8 @@ func TestBGPPeerValidation(t *testing.T) {
 		{"multihop of one", base + "  ebgpMultihop: 1\n", []string{"spec.ebgpMultihop", "greater than or equal to 2"}},
 		{"secret without a name", base + "  passwordSecretRef: {key: pw}\n", []string{"spec.passwordSecretRef.name", "Required value"}},
 		{"secret with a bad name", base + "  passwordSecretRef: {name: Tor_A}\n", []string{"spec.passwordSecretRef.name"}},
+		{"secret is IronLB's CA", base + "  passwordSecretRef: {name: ironlb-ca, key: ca.key}\n", []string{"passwordSecretRef.name must not name one of IronLB's own Secrets"}},
+		{"secret is the previous CA", base + "  passwordSecretRef: {name: ironlb-ca-previous}\n", []string{"passwordSecretRef.name must not name one of IronLB's own Secrets"}},
 		{"bad node selector", base + "  nodeSelector:\n    matchExpressions: [{key: rack, operator: In}]\n", []string{"In and NotIn need values"}},
 		{"bfd and graceful restart", base + "  bfd: {enabled: true}\n  gracefulRestart: {enabled: true}\n", nil},
 		{"bfd fast", base + "  bfd: {enabled: true, receiveInterval: 10ms, transmitInterval: 100ms, detectMultiplier: 255}\n  gracefulRestart: {enabled: true, restartTime: 4095s}\n", nil},

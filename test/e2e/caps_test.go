@@ -42,7 +42,7 @@ func TestSpeakerNetRawOnly(t *testing.T) {
 		t.Logf("failover %s → %s: cut off %s", f.From, f.To, f.Outage)
 	})
 	t.Run("BGP with TCP MD5, and BFD", func(t *testing.T) {
-		doc := fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata:\n  name: tor-pw\n  namespace: %s\nstringData:\n  password: s3cret-pw\n", b.SecretNamespace())
+		doc := fmt.Sprintf("apiVersion: v1\nkind: Secret\ntype: ironlb.dev/bgp-password\nmetadata:\n  name: tor-pw\n  namespace: %s\nstringData:\n  password: s3cret-pw\n", b.SecretNamespace())
 		if out, err := c.cp.KubectlStdin(ctx, doc, "apply", "-f", "-"); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
