@@ -149,7 +149,8 @@ chaos: deps controlplane ## The full chaos suite, as BENCH lines.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
 	speaker/bfd:FuzzParsePacket speaker:FuzzAgentInstructions \
-	pki:FuzzParseCA pki:FuzzInstall loadbalancer/speakers:FuzzReports
+	pki:FuzzParseCA pki:FuzzInstall loadbalancer/speakers:FuzzReports \
+	api/v1alpha1:FuzzCheckBGPPassword
 .PHONY: fuzz
 fuzz: ## Each fuzz target for FUZZTIME (default 30s).
 	@set -e; for t in $(FUZZ_TARGETS); do \
