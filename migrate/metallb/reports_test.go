@@ -78,7 +78,7 @@ func TestReports(t *testing.T) {
 			}},
 		{"peer BFD profile missing", peer("bfdProfile: nope"),
 			[]string{R + "spec.bfdProfile: BFDProfile \"nope\" is not in the input: BFD left off"}},
-		{"peer password longer than a TCP MD5 key", peer("password: "+strings.Repeat("p", 81)),
+		{"peer password longer than a TCP MD5 key", peer("password: " + strings.Repeat("p", 81)),
 			[]string{
 				"note: BGPPeer metallb-system/r: spec.password: written to Secret ironlb-system/r-bgp-password of the output (the password is in clear there, as it was in the input)",
 				R + "spec.password: the password is 81 bytes, more than the 80 a TCP MD5 key holds: IronLB will not use it (a BGP password is 1 to 80 printable ASCII characters); change it on the router and in Secret ironlb-system/r-bgp-password",
