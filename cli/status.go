@@ -3,13 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ironlb/ironlb/status"
@@ -18,8 +16,8 @@ import (
 func statusCommand() *cobra.Command {
 	loading := clientcmd.NewDefaultClientConfigLoadingRules()
 	overrides := &clientcmd.ConfigOverrides{}
-	var output, namespace, metricsURL string
-	var metricsInsecure bool
+	var output, namespace string
+	var metrics metricsOptions
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Pools and their usage, VIPs and the nodes announcing them, speakers, BGP sessions",
@@ -27,14 +25,27 @@ func statusCommand() *cobra.Command {
 LoadBalancer VIP with the node(s) announcing it (the Services'
 ironlb.dev/Announced condition), the speaker pods and their versions, and
 each node's BGP session with each BGPPeer. With --metrics-url it also reads
-the CCM's /metrics (which speakers the CCM is connected to); an unreachable
-URL is reported and the rest is still shown. The CCM serves /metrics on its
-secure port with a self-signed certificate unless configured otherwise:
+the leading CCM's /metrics (which speakers the CCM is connected to); an
+unreachable URL is reported and the rest is still shown.
 
-  kubectl -n ironlb-system port-forward deploy/ironlb-ccm 10258 &
-  kubectl ironlb status --metrics-url https://127.0.0.1:10258/metrics --metrics-insecure-skip-tls-verify
+The kubeconfig's credentials go to the API server only, never to
+--metrics-url. The CCM authorizes /metrics callers like the API server
+does: give a token meant for metrics only, such as one of the ServiceAccount
+ironlb-metrics-reader of deploy/monitoring (allowed GET /metrics and nothing
+else), and reach the leader through a port-forward (the tunnel runs through
+the API server):
 
-(use the leading replica: only the leader has speaker connections).`,
+  kubectl -n ironlb-system get lease ironlb-ccm -o jsonpath='{.spec.holderIdentity}'
+  kubectl -n ironlb-system port-forward pod/<leader pod> 10258 &
+  kubectl ironlb status --metrics-url https://127.0.0.1:10258/metrics \
+    --metrics-token-file <(kubectl -n ironlb-system create token ironlb-metrics-reader --duration 10m) \
+    --metrics-ca-file <CA of the CCM's serving certificate>
+
+The token is sent only over HTTPS to the URL's host, never across a
+redirect (none is followed). The CCM's default serving certificate is
+self-signed: without --metrics-ca-file, --metrics-insecure-skip-tls-verify
+skips the check, and the token then goes to a loopback address (a
+port-forward) only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
@@ -52,9 +63,9 @@ secure port with a self-signed certificate unless configured otherwise:
 			if err != nil {
 				return err
 			}
-			opts := status.Options{Namespace: namespace, MetricsURL: metricsURL}
-			if metricsURL != "" {
-				if opts.HTTPClient, err = metricsClient(cfg, metricsInsecure); err != nil {
+			opts := status.Options{Namespace: namespace, MetricsURL: metrics.url}
+			if metrics.url != "" {
+				if opts.HTTPClient, err = metricsClient(metrics); err != nil {
 					return err
 				}
 			}
@@ -73,24 +84,11 @@ secure port with a self-signed certificate unless configured otherwise:
 	f := cmd.Flags()
 	f.StringVarP(&output, "output", "o", "table", "table or json")
 	f.StringVar(&namespace, "ironlb-namespace", "ironlb-system", "IronLB's namespace, where the speaker pods run")
-	f.StringVar(&metricsURL, "metrics-url", "", "the CCM's metrics endpoint, such as https://127.0.0.1:10258/metrics (optional)")
-	f.BoolVar(&metricsInsecure, "metrics-insecure-skip-tls-verify", false, "do not verify the metrics endpoint's certificate (the CCM's is self-signed by default)")
+	f.StringVar(&metrics.url, "metrics-url", "", "the leading CCM's metrics endpoint, such as https://127.0.0.1:10258/metrics through a port-forward (optional)")
+	f.StringVar(&metrics.tokenFile, "metrics-token-file", "", "file with a bearer token for --metrics-url only, such as one of the ServiceAccount ironlb-metrics-reader (never the kubeconfig's)")
+	f.StringVar(&metrics.caFile, "metrics-ca-file", "", "CA certificates (PEM) to verify --metrics-url's certificate with (default: the system's)")
+	f.BoolVar(&metrics.insecure, "metrics-insecure-skip-tls-verify", false, "do not verify --metrics-url's certificate; a token is then sent to a loopback address only")
 	f.StringVar(&loading.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file")
 	clientcmd.BindOverrideFlags(overrides, f, clientcmd.RecommendedConfigOverrideFlags(""))
 	return cmd
-}
-
-// metricsClient sends the kubeconfig's credentials (the CCM authorizes
-// /metrics like the API server does) but trusts the metrics endpoint's
-// certificate only by the system roots, or not at all when insecure.
-func metricsClient(cfg *rest.Config, insecure bool) (*http.Client, error) {
-	c := rest.CopyConfig(cfg)
-	c.TLSClientConfig.CAFile, c.TLSClientConfig.CAData = "", nil
-	c.TLSClientConfig.ServerName = ""
-	c.TLSClientConfig.Insecure = insecure
-	rt, err := rest.TransportFor(c)
-	if err != nil {
-		return nil, err
-	}
-	return &http.Client{Transport: rt, Timeout: 5 * time.Second}, nil
 }

@@ -66,3 +66,11 @@ func (a *Allocator) Stats(pool string) (v4, v6 PoolStats, ok bool) {
 	}
 	return stats(ps.fam[0]), stats(ps.fam[1]), true
 }
+
+// PoolContaining returns the name of the first pool (by priority) whose
+// ranges contain addr, or "" when none does.
+func (a *Allocator) PoolContaining(addr netip.Addr) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.poolOf(keyOf(addr), FamilyOf(addr))
+}

@@ -75,6 +75,10 @@ type Balancer struct {
 
 	mu       sync.Mutex
 	reserved map[string]bool // Nodes whose addresses are reserved
+	// unreserved is, per Node, the addresses inside pools that it lists
+	// but IronLB does not reserve (see nodeaddrs.go), as last reported in
+	// an Event.
+	unreserved map[string]string
 }
 
 var _ cloudprovider.LoadBalancer = (*Balancer)(nil)

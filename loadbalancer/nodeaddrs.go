@@ -1,25 +1,44 @@
 package loadbalancer
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// Nodes' addresses are never handed out: a pool that contains one is
-// marked Conflicting, and the allocator holds each as reserved by its Node.
-// A Service that held such an address before keeps it (its Node gets a
-// Warning Event).
+// Nodes' addresses are never handed out: a Service given a node's own
+// address would have IronLB answer for the node (invariant 10) and break
+// it. A pool that contains one is marked Conflicting, and the allocator
+// holds each as reserved by its Node. A Service that held such an address
+// before keeps it (its Node gets a Warning Event).
+//
+// What a Node reserves is bounded, because a Node's status is written by
+// its own kubelet: a compromised one could list any addresses to take them
+// out of every pool. IronLB reserves only what its InstancesV2 derives and
+// keeps for the node: its first InternalIP of each family (the kubelet's
+// --node-ip, one per family). ExternalIPs (copied from the status, never
+// derived) and further InternalIPs are not reserved; those inside a pool
+// get a Warning Event on the Node, so that an administrator whose node
+// really holds one excludes it from the pool.
 
 // ReasonNodeAddressInUse is the Event on a Node whose address a Service
 // holds.
 const ReasonNodeAddressInUse = "NodeAddressInUse"
 
-// reserveNodeAddresses reserves every Node's InternalIPs and ExternalIPs
-// and releases those of Nodes that are gone.
+// ReasonNodeAddressNotReserved is the Warning Event on a Node that lists
+// addresses inside a pool that IronLB does not reserve for it.
+const ReasonNodeAddressNotReserved = "NodeAddressNotReserved"
+
+// maxListedAddresses bounds how many addresses one Event names.
+const maxListedAddresses = 5
+
+// reserveNodeAddresses reserves every Node's trusted addresses
+// (reservedAddresses) and releases those of Nodes that are gone.
 func (b *Balancer) reserveNodeAddresses() {
 	nodes, err := b.nodes.List(labels.Everything())
 	if err != nil {
@@ -27,8 +46,10 @@ func (b *Balancer) reserveNodeAddresses() {
 	}
 	all := map[netip.Addr]string{}
 	seen := map[string]bool{}
+	unreserved := map[string]string{}
+	var warn []*v1.Node
 	for _, n := range nodes {
-		addrs := nodeAddresses(n)
+		addrs := reservedAddresses(n)
 		for _, a := range addrs {
 			all[a] = n.Name
 		}
@@ -39,11 +60,24 @@ func (b *Balancer) reserveNodeAddresses() {
 			b.recorder.Eventf(n, v1.EventTypeWarning, ReasonNodeAddressInUse,
 				"Service %v holds this node's address %s as its load-balancer IP; give the Service another address", h.Owners, a)
 		}
+		if msg := b.notReserved(n, addrs); msg != "" {
+			unreserved[n.Name] = msg
+			warn = append(warn, n)
+		}
 	}
 	b.mu.Lock()
 	gone := slices.Collect(maps.Keys(b.reserved))
 	b.reserved = seen
+	prev := b.unreserved
+	b.unreserved = unreserved
 	b.mu.Unlock()
+	for _, n := range warn {
+		if msg := unreserved[n.Name]; prev[n.Name] != msg {
+			b.log.Info("A Node lists addresses inside pools that IronLB does not reserve for it", "node", n.Name, "addresses", msg)
+			b.recorder.Eventf(n, v1.EventTypeWarning, ReasonNodeAddressNotReserved,
+				"This node's status lists %s, inside IronLB's pools; IronLB reserves only a node's first InternalIP of each family (its --node-ip), so these may be given to Services: if this node really holds one, exclude it from the pool", msg)
+		}
+	}
 	for _, name := range gone {
 		if !seen[name] {
 			b.alloc.Release(nodeOwner(name))
@@ -52,9 +86,67 @@ func (b *Balancer) reserveNodeAddresses() {
 	b.pools.SetNodeAddresses(all)
 }
 
+// notReserved describes n's addresses inside a pool that are not among
+// reserved ("" for none), naming at most maxListedAddresses of them.
+func (b *Balancer) notReserved(n *v1.Node, reserved []netip.Addr) string {
+	var listed []string
+	count := 0
+	for _, a := range n.Status.Addresses {
+		if a.Type != v1.NodeInternalIP && a.Type != v1.NodeExternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil || slices.Contains(reserved, ip.Unmap()) {
+			continue
+		}
+		pool := b.alloc.PoolContaining(ip.Unmap())
+		if pool == "" {
+			continue // outside every pool: reserving it would change nothing
+		}
+		if count++; count <= maxListedAddresses {
+			listed = append(listed, fmt.Sprintf("%s %s (pool %s)", a.Type, ip.Unmap(), pool))
+		}
+	}
+	if count > maxListedAddresses {
+		listed = append(listed, fmt.Sprintf("and %d more", count-maxListedAddresses))
+	}
+	return strings.Join(listed, ", ")
+}
+
 func nodeOwner(name string) string { return "node/" + name }
 
-// nodeAddresses returns a Node's InternalIPs and ExternalIPs.
+// reservedAddresses returns the addresses IronLB reserves for a Node: its
+// first InternalIP of each family (IronLB's InstancesV2 sets one per
+// family, from the kubelet's --node-ip), at most two.
+func reservedAddresses(n *v1.Node) []netip.Addr {
+	var v4, v6 netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != v1.NodeInternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Address)
+		if err != nil {
+			continue
+		}
+		ip = ip.Unmap()
+		switch {
+		case ip.Is4() && !v4.IsValid():
+			v4 = ip
+		case ip.Is6() && !v6.IsValid():
+			v6 = ip
+		}
+	}
+	var out []netip.Addr
+	for _, ip := range []netip.Addr{v4, v6} {
+		if ip.IsValid() {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// nodeAddresses returns a Node's InternalIPs and ExternalIPs, the
+// addresses whose change is worth a new look.
 func nodeAddresses(n *v1.Node) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range n.Status.Addresses {

@@ -358,32 +358,47 @@ func (a *Agent) waitPasses(t *testing.T, n int) {
 	}
 }
 
+// TestHTTPHandler: by default the plain-HTTP port answers the kubelet's
+// probes and Prometheus, and nothing that tells where VIPs are or how BGP
+// is set up; WithDebugEndpoints adds /announcements and /bgp.
 func TestHTTPHandler(t *testing.T) {
 	agent, _, c := newTestAgent(t)
 	s, _ := open(t, c)
 	send(t, s, snapshot(1, "192.0.2.1"))
-	srv := httptest.NewServer(agent.HTTPHandler())
-	defer srv.Close()
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(b))
-	}
-	for _, tc := range []struct{ path, want string }{
-		{"/healthz", "ok"},
-		{"/readyz", "ok"},
-		{"/announcements", `["192.0.2.1"]`},
+	for _, tc := range []struct {
+		name string
+		opts []HTTPOption
+		want map[string]int // path → status
+	}{
+		{"default", nil, map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/announcements": 404, "/bgp": 404}},
+		{"debug endpoints", []HTTPOption{WithDebugEndpoints()}, map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/announcements": 200, "/bgp": 200}},
 	} {
-		if code, body := get(tc.path); code != http.StatusOK || body != tc.want {
-			t.Errorf("GET %s = %d %q, want 200 %q", tc.path, code, body, tc.want)
-		}
-	}
-	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, `ironlb_speaker_announced_vips{state="announcing"} 1`) {
-		t.Errorf("GET /metrics = %d, lacks the announced VIP:\n%s", code, body)
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(agent.HTTPHandler(tc.opts...))
+			defer srv.Close()
+			got := map[string]int{}
+			bodies := map[string]string{}
+			for path := range tc.want {
+				resp, err := http.Get(srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got[path], bodies[path] = resp.StatusCode, strings.TrimSpace(string(b))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("status per path (-want +got):\n%s", diff)
+			}
+			if b := bodies["/healthz"]; b != "ok" {
+				t.Errorf("/healthz: %q", b)
+			}
+			if b := bodies["/metrics"]; !strings.Contains(b, `ironlb_speaker_announced_vips{state="announcing"} 1`) {
+				t.Errorf("/metrics lacks the announced VIP count:\n%s", b)
+			}
+			if got["/announcements"] == 200 && bodies["/announcements"] != `["192.0.2.1"]` {
+				t.Errorf("/announcements: %q", bodies["/announcements"])
+			}
+		})
 	}
 }

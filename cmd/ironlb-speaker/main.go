@@ -32,7 +32,8 @@ import (
 )
 
 // DefaultPort is where speakers listen for the CCM; DefaultHealthPort
-// serves /healthz, /readyz, /metrics, /announcements and /bgp.
+// serves /healthz, /readyz and /metrics (and, with --debug-endpoints,
+// /announcements and /bgp).
 const (
 	DefaultPort       = 7473
 	DefaultHealthPort = 7474
@@ -43,7 +44,7 @@ type options struct {
 	caFile, tokenFile                 string
 	port, healthPort                  int
 	allowedCIDRs                      []string
-	showVersion                       bool
+	debugEndpoints, showVersion       bool
 }
 
 func main() {
@@ -56,8 +57,9 @@ func main() {
 	fs.IntVar(&o.port, "port", DefaultPort, "port for the CCM's gRPC connections, on --node-ip")
 	fs.StringVar(&o.caFile, "ca-file", "/etc/ironlb/ca/ca.crt", "CAs that sign the CCM's certificate (ca.crt of the ironlb-ca-bundle ConfigMap)")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/ironlb.dev/token", "projected ServiceAccount token with the audience "+pki.SpeakerAudience+": the CCM exchanges it for this node's certificate")
-	fs.StringVar(&o.health, "health-address", "", `address for /healthz, /readyz, /metrics, /announcements and /bgp over plain HTTP (default: --node-ip and --health-port); "off" turns it off`)
+	fs.StringVar(&o.health, "health-address", "", `address for /healthz, /readyz and /metrics over plain HTTP (default: --node-ip and --health-port); "off" turns it off`)
 	fs.IntVar(&o.healthPort, "health-port", DefaultHealthPort, "port of the plain-HTTP endpoints, on --node-ip")
+	fs.BoolVar(&o.debugEndpoints, "debug-endpoints", false, "also serve /announcements (the VIPs this node announces) and /bgp (BGP sessions, routes per peer, last errors) on the plain-HTTP port; anyone who reaches it reads them, so leave off except while debugging")
 	fs.StringSliceVar(&o.allowedCIDRs, "allowed-cidrs", nil, "announce and advertise only addresses inside these CIDRs, whatever a CCM says (defence in depth; default: no limit)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	logCfg := logsapi.NewLoggingConfiguration()
@@ -138,14 +140,18 @@ func run(ctx context.Context, o options) error {
 
 	var hs *http.Server
 	if health != "" {
-		hs = healthServer(health, agent.HTTPHandler())
+		var opts []speaker.HTTPOption
+		if o.debugEndpoints {
+			opts = append(opts, speaker.WithDebugEndpoints())
+		}
+		hs = healthServer(health, agent.HTTPHandler(opts...))
 		go func() {
 			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("health endpoint: %w", err)
 			}
 		}()
 	}
-	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "interface", ifc, "allowedCIDRs", allowed)
+	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "debugEndpoints", o.debugEndpoints, "interface", ifc, "allowedCIDRs", allowed)
 
 	select {
 	case <-ctx.Done():

@@ -134,6 +134,11 @@ type Planner struct {
 	settle   settle
 	started  bool
 
+	// refusedAddrs are the nodes whose InternalIP syncNodes refused to
+	// dial, with why (an Event is recorded when it changes). Only
+	// syncNodes uses it, from the worker (or Run before the worker starts).
+	refusedAddrs map[string]string
+
 	// qmu guards what Idle reads: keys queued and not yet taken by the
 	// worker, and keys being processed.
 	qmu     sync.Mutex

@@ -210,7 +210,7 @@ func (r *L2) startSpeaker(ctx context.Context, n *L2Node, name string) error {
 	}
 	p, err := procs.Start(name, filepath.Join(r.LogDir, name+".log"), filepath.Join(dir, "ironlb-speaker"),
 		append([]string{"--node-name=" + n.Name, "--node-ip=" + n.IPv4.String(), "--ca-file=" + filepath.Join(n.TLSDir, "ca.crt"), "--token-file=" + filepath.Join(n.TLSDir, "token"),
-			"--health-address=" + net.JoinHostPort(n.IPv4.String(), "7474")}, r.opts.SpeakerArgs...),
+			"--health-address=" + net.JoinHostPort(n.IPv4.String(), "7474"), "--debug-endpoints"}, r.opts.SpeakerArgs...),
 		procs.Options{Wrap: r.speakerWrap(n)})
 	if err != nil {
 		return err
@@ -230,7 +230,8 @@ func (r *L2) speakerWrap(n *L2Node) []string {
 }
 
 // Announcing asks the node's speaker (its /announcements endpoint, from
-// the client's namespace) which VIPs it answers for.
+// the client's namespace) which VIPs it answers for. The rig's speakers run
+// with --debug-endpoints for it and for /bgp; shipped ones do not.
 func (r *L2) Announcing(ctx context.Context, n *L2Node) ([]string, error) {
 	body, err := r.SpeakerGet(ctx, n, "/announcements")
 	if err != nil {
