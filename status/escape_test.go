@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,4 +85,31 @@ func TestTableEscapesUntrustedText(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzEscape: what Escape returns is valid UTF-8 of printable characters,
+// Escape leaves it as it is, and a quoted result unquotes to the input.
+func FuzzEscape(f *testing.F) {
+	for _, s := range []string{"default/web", "\x1b[2J", "a\tb", "\xff", "abc\u202edef", `"x"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := status.Escape(s)
+		if !utf8.ValidString(got) {
+			t.Fatalf("Escape(%q) = %q, not UTF-8", s, got)
+		}
+		for _, r := range got {
+			if !strconv.IsPrint(r) {
+				t.Fatalf("Escape(%q) = %q holds %q", s, got, r)
+			}
+		}
+		if again := status.Escape(got); again != got {
+			t.Fatalf("Escape(%q) = %q, Escape of that %q", s, got, again)
+		}
+		if got != s {
+			if back, err := strconv.Unquote(got); err != nil || back != s {
+				t.Fatalf("Escape(%q) = %s unquotes to %q (%v)", s, got, back, err)
+			}
+		}
+	})
 }
