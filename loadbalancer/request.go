@@ -36,6 +36,8 @@ var (
 
 // RequestFor turns a Service into an address request. namespaceLabels are
 // the labels of the Service's namespace, for pools' namespace selectors.
+// Every annotation value is checked against its grammar; a value that
+// breaks it is a *RequestError naming the annotation and the rule.
 func RequestFor(svc *v1.Service, namespaceLabels map[string]string) (ipam.Request, error) {
 	req := ipam.Request{
 		Owner: string(svc.UID),
@@ -47,10 +49,10 @@ func RequestFor(svc *v1.Service, namespaceLabels map[string]string) (ipam.Reques
 		},
 	}
 	var err error
-	if req.Pool, err = oneOf(svc, poolAnnotations); err != nil {
+	if req.Pool, err = poolName(svc); err != nil {
 		return req, err
 	}
-	key, err := oneOf(svc, allowSharedAnnotations)
+	key, err := sharingKey(svc)
 	if err != nil {
 		return req, err
 	}
@@ -82,24 +84,52 @@ func scopedKey(svc *v1.Service, key string, crossNamespaces []string) string {
 	return svc.Namespace + "/" + key
 }
 
-// crossNamespaces parses AnnotationSharingCrossNamespace.
+// poolName parses the address-pool annotations: an IPPool's name.
+func poolName(svc *v1.Service) (string, error) {
+	name, from, err := oneOf(svc, poolAnnotations)
+	if err != nil || name == "" {
+		return "", err
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return "", requestError(ReasonInvalidPoolName, "annotation "+from, "%s is not an IPPool name: %s", quoteValue(name), strings.Join(errs, "; "))
+	}
+	return name, nil
+}
+
+// sharingKey parses the allow-shared-ip annotations (ValidateSharingKey).
+func sharingKey(svc *v1.Service) (string, error) {
+	key, from, err := oneOf(svc, allowSharedAnnotations)
+	if err != nil || key == "" {
+		return "", err
+	}
+	if err := ValidateSharingKey(key); err != nil {
+		return "", &RequestError{Reason: ReasonInvalidSharingKey, Field: "annotation " + from, Err: err}
+	}
+	return key, nil
+}
+
+// crossNamespaces parses AnnotationSharingCrossNamespace: "*" or at most
+// maxCrossNamespaces namespace names, comma-separated.
 func crossNamespaces(svc *v1.Service) ([]string, error) {
 	v := strings.TrimSpace(svc.Annotations[AnnotationSharingCrossNamespace])
 	if v == "" {
 		return nil, nil
 	}
+	field := "annotation " + AnnotationSharingCrossNamespace
 	var out []string
-	for _, ns := range strings.Split(v, ",") {
+	for ns := range strings.SplitSeq(v, ",") {
 		ns = strings.TrimSpace(ns)
 		if ns == "" {
 			continue
 		}
 		if ns != "*" {
 			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-				return nil, fmt.Errorf("annotation %s: %q is not a namespace name: %s", AnnotationSharingCrossNamespace, ns, strings.Join(errs, "; "))
+				return nil, requestError(ReasonInvalidSharingNamespaces, field, "%s is not a namespace name: %s", quoteValue(ns), strings.Join(errs, "; "))
 			}
 		}
-		out = append(out, ns)
+		if out = append(out, ns); len(out) > maxCrossNamespaces {
+			return nil, requestError(ReasonInvalidSharingNamespaces, field, "more than %d namespaces; use \"*\" to share with every namespace", maxCrossNamespaces)
+		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
@@ -110,7 +140,10 @@ func crossNamespaces(svc *v1.Service) ([]string, error) {
 // annotations no longer parse, what can be read of them. Every spelling of
 // its sharing annotations counts as a sharing key (ipam.Sharing.Aliases),
 // so a Service whose spellings came to disagree keeps a shared address; the
-// next sync reports the error.
+// next sync reports the error. So does a key that breaks SharingKeyRule
+// (accepted before keys were checked): sharers keep their address, the
+// allocator compares such a key and nothing else (the Announced record
+// writes it escaped), and every sync asks the Service to fix it.
 func RestoreRequestFor(svc *v1.Service, namespaceLabels map[string]string) ipam.Request {
 	req, err := RequestFor(svc, namespaceLabels)
 	if err != nil {
@@ -150,35 +183,35 @@ func ports(svc *v1.Service) []ipam.Port {
 	return out
 }
 
-// oneOf returns the value of the first of keys set on svc, and an error if
+// oneOf returns the value of the first of keys set on svc (trimmed of
+// surrounding whitespace) and the key it came from, and an error if
 // another spelling disagrees.
-func oneOf(svc *v1.Service, keys []string) (string, error) {
-	var value, from string
+func oneOf(svc *v1.Service, keys []string) (value, from string, err error) {
 	for _, k := range keys {
 		v := strings.TrimSpace(svc.Annotations[k])
 		if v == "" {
 			continue
 		}
 		if from != "" && v != value {
-			return "", fmt.Errorf("annotations disagree: %s=%q but %s=%q; keep one", from, value, k, v)
+			return "", "", requestError(ReasonAnnotationsDisagree, "", "annotations disagree: %s=%s but %s=%s; keep one", from, quoteValue(value), k, quoteValue(v))
 		}
 		value, from = v, k
 	}
-	return value, nil
+	return value, from, nil
 }
 
 // requestedAddresses parses the specific addresses a Service asks for: the
 // load-balancer-IPs annotations (comma-separated, one per family) or the
 // deprecated spec.loadBalancerIP; when both are set they must agree.
 func requestedAddresses(svc *v1.Service) ([]netip.Addr, error) {
-	list, err := oneOf(svc, ipsAnnotations)
+	list, from, err := oneOf(svc, ipsAnnotations)
 	if err != nil {
 		return nil, err
 	}
 	var addrs []netip.Addr
 	if list != "" {
 		if addrs, err = ParseAddressList(list); err != nil {
-			return nil, fmt.Errorf("annotation %s: %w", AnnotationIPs, err)
+			return nil, &RequestError{Reason: ReasonInvalidAddresses, Field: "annotation " + from, Err: err}
 		}
 	}
 	lb := strings.TrimSpace(svc.Spec.LoadBalancerIP)
@@ -187,13 +220,13 @@ func requestedAddresses(svc *v1.Service) ([]netip.Addr, error) {
 	}
 	lbAddrs, err := ParseAddressList(lb)
 	if err != nil {
-		return nil, fmt.Errorf("spec.loadBalancerIP: %w", err)
+		return nil, &RequestError{Reason: ReasonInvalidAddresses, Field: "spec.loadBalancerIP", Err: err}
 	}
 	if list == "" {
 		return lbAddrs, nil
 	}
 	if !slices.Contains(addrs, lbAddrs[0]) {
-		return nil, fmt.Errorf("spec.loadBalancerIP %s is not among the annotated addresses %q; keep one", lb, list)
+		return nil, requestError(ReasonAnnotationsDisagree, "", "spec.loadBalancerIP %s is not among the annotated addresses %s; keep one", lbAddrs[0], quoteValue(list))
 	}
 	return addrs, nil
 }
@@ -207,9 +240,9 @@ func ParseAddressList(list string) ([]netip.Addr, error) {
 		a, err := netip.ParseAddr(part)
 		switch {
 		case err != nil:
-			return nil, fmt.Errorf("%q is not an IP address", part)
+			return nil, fmt.Errorf("%s is not an IP address", quoteValue(part))
 		case a.Zone() != "":
-			return nil, fmt.Errorf("%q: zones are not allowed", part)
+			return nil, fmt.Errorf("%s: zones are not allowed", quoteValue(part))
 		case a.Is4In6():
 			return nil, fmt.Errorf("%q: write IPv4-mapped addresses as IPv4", part)
 		case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():

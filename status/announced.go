@@ -1,6 +1,10 @@
 package status
 
-import "strings"
+import (
+	"net/netip"
+
+	"github.com/ironlb/ironlb/loadbalancer/announced"
+)
 
 // Announcement is what the Announced condition says of one VIP.
 type Announcement struct {
@@ -9,26 +13,16 @@ type Announcement struct {
 	SharingKey string
 }
 
-// ParseAnnounced reads the message of the Announced condition:
-// "192.0.2.200=node-a, 198.51.100.7=bgp:node-a+node-b,
-// 192.0.2.9=node-a;bgp:node-a+node-b@web", "-" for no node.
-func ParseAnnounced(msg string) map[string]Announcement {
-	out := map[string]Announcement{}
-	for _, part := range strings.Split(msg, ",") {
-		addr, rest, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			continue
-		}
-		var a Announcement
-		rest, a.SharingKey, _ = strings.Cut(rest, "@")
-		for _, p := range strings.Split(rest, ";") {
-			if nodes, ok := strings.CutPrefix(p, "bgp:"); ok {
-				a.BGP = append(a.BGP, strings.Split(nodes, "+")...)
-			} else if p != "-" && p != "" {
-				a.Layer2 = append(a.Layer2, strings.Split(p, "+")...)
-			}
-		}
-		out[addr] = a
+// ParseAnnounced reads the message of the Announced condition of a Service
+// whose status holds own: "192.0.2.200=node-a, 198.51.100.7=bgp:node-a+node-b,
+// 192.0.2.9=node-a;bgp:node-a+node-b@shop/web", "-" for no node
+// (announced.Decode, as the CCM reads it). Entries that break the grammar,
+// and entries for addresses not in own, are left out.
+func ParseAnnounced(msg string, own []netip.Addr) map[netip.Addr]Announcement {
+	out := map[netip.Addr]Announcement{}
+	entries, _ := announced.Decode(msg, own)
+	for _, e := range entries {
+		out[e.Address] = Announcement{Layer2: e.Layer2, BGP: e.BGP, SharingKey: e.SharedAs}
 	}
 	return out
 }

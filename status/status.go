@@ -228,10 +228,16 @@ func vips(svc *corev1.Service, pools []*v1alpha1.IPPool) []VIP {
 	if len(svc.Status.LoadBalancer.Ingress) == 0 {
 		return []VIP{{Service: key, State: "Pending"}}
 	}
+	var own []netip.Addr
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(in.IP); err == nil {
+			own = append(own, a)
+		}
+	}
 	cond := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
-	var ann map[string]Announcement
+	var ann map[netip.Addr]Announcement
 	if cond != nil {
-		ann = ParseAnnounced(cond.Message)
+		ann = ParseAnnounced(cond.Message, own)
 	}
 	var out []VIP
 	for _, in := range svc.Status.LoadBalancer.Ingress {
@@ -239,7 +245,8 @@ func vips(svc *corev1.Service, pools []*v1alpha1.IPPool) []VIP {
 			continue
 		}
 		v := VIP{Service: key, Address: in.IP, Pool: poolOf(in.IP, pools), State: "Unknown"}
-		if a, ok := ann[in.IP]; ok {
+		ip, err := netip.ParseAddr(in.IP)
+		if a, ok := ann[ip]; ok && err == nil {
 			v.Layer2, v.BGP, v.SharingKey = a.Layer2, a.BGP, a.SharingKey
 			v.State = cond.Reason
 		}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -24,14 +26,16 @@ func TestConditionName(t *testing.T) {
 }
 
 func TestParseAnnounced(t *testing.T) {
-	got := status.ParseAnnounced("192.0.2.200=node-a, 2001:db8::5=-, 198.51.100.7=bgp:node-a+node-b, 192.0.2.9=node-c;bgp:node-a+node-c@web")
-	want := map[string]status.Announcement{
-		"192.0.2.200":  {Layer2: []string{"node-a"}},
-		"2001:db8::5":  {},
-		"198.51.100.7": {BGP: []string{"node-a", "node-b"}},
-		"192.0.2.9":    {Layer2: []string{"node-c"}, BGP: []string{"node-a", "node-c"}, SharingKey: "web"},
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	own := []netip.Addr{a("192.0.2.200"), a("2001:db8::5"), a("198.51.100.7"), a("192.0.2.9")}
+	got := status.ParseAnnounced("192.0.2.200=node-a, 2001:db8::5=-, 198.51.100.7=bgp:node-a+node-b, 192.0.2.9=node-c;bgp:node-a+node-c@web, 192.0.2.50=node-evil", own)
+	want := map[netip.Addr]status.Announcement{
+		a("192.0.2.200"):  {Layer2: []string{"node-a"}},
+		a("2001:db8::5"):  {},
+		a("198.51.100.7"): {BGP: []string{"node-a", "node-b"}},
+		a("192.0.2.9"):    {Layer2: []string{"node-c"}, BGP: []string{"node-a", "node-c"}, SharingKey: "web"},
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 		t.Fatalf("(-want +got):\n%s", diff)
 	}
 }

@@ -18,7 +18,9 @@ func (st *Status) WriteJSON(w io.Writer) error {
 	return enc.Encode(st)
 }
 
-// WriteTable writes st as four tables; ages are relative to now.
+// WriteTable writes st as four tables; ages are relative to now. Every
+// cell is escaped (Escape): names, messages and errors come from the API,
+// where tenants, nodes and speakers write them.
 func (st *Status) WriteTable(w io.Writer, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "POOLS")
@@ -26,25 +28,25 @@ func (st *Status) WriteTable(w io.Writer, now time.Time) error {
 	for _, p := range st.Pools {
 		ready := dash(p.Ready)
 		if p.ReadyMessage != "" {
-			ready += " (" + p.ReadyMessage + ")"
+			ready += " (" + Escape(p.ReadyMessage) + ")"
 		}
 		if p.Conflicting != "" {
-			ready += " conflicting: " + p.Conflicting
+			ready += " conflicting: " + Escape(p.Conflicting)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%d\t%s\t%s\t%s\n", p.Name, p.Mode, strings.Join(p.Addresses, ","),
-			p.AutoAssign, p.Priority, p.Used, dash(p.FreeIPv4), dash(p.FreeIPv6), ready)
+		row(tw, p.Name, p.Mode, list(p.Addresses), fmt.Sprint(p.AutoAssign), fmt.Sprint(p.Priority),
+			fmt.Sprint(p.Used), dash(p.FreeIPv4), dash(p.FreeIPv6), ready)
 	}
 	fmt.Fprintln(tw, "\nVIPS")
 	fmt.Fprintln(tw, "SERVICE\tADDRESS\tPOOL\tLAYER 2 NODE\tBGP NODES\tSTATE")
 	for _, v := range st.VIPs {
 		addr := v.Address
 		if v.SharingKey != "" {
-			addr += " (shared: " + v.SharingKey + ")"
+			addr = Escape(addr) + " (shared: " + Escape(v.SharingKey) + ")"
 		}
 		if addr == "" {
 			addr = "<pending>"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Service, addr, dash(v.Pool), list(v.Layer2), list(v.BGP), v.State)
+		row(tw, v.Service, addr, dash(v.Pool), list(v.Layer2), list(v.BGP), v.State)
 	}
 	fmt.Fprintln(tw, "\nSPEAKERS")
 	fmt.Fprintln(tw, "NODE\tPOD\tREADY\tVERSION\tCONNECTED\tHEALTHY")
@@ -53,12 +55,12 @@ func (st *Status) WriteTable(w io.Writer, now time.Time) error {
 		if s.Pod != "" {
 			ready = fmt.Sprint(s.Ready)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Node, dash(s.Pod), ready, dash(s.Version), yesNo(s.Connected), yesNo(s.Healthy))
+		row(tw, s.Node, dash(s.Pod), ready, dash(s.Version), yesNo(s.Connected), yesNo(s.Healthy))
 	}
 	fmt.Fprintln(tw, "\nBGP SESSIONS")
 	fmt.Fprintln(tw, "PEER\tADDRESS\tNODE\tSTATE\tSINCE\tROUTES\tBFD\tLAST ERROR")
 	for _, s := range st.Sessions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Peer, s.PeerAddress, s.Node, s.State, Age(s.Since, now), s.Routes, dash(s.BFD), dash(s.LastError))
+		row(tw, s.Peer, s.PeerAddress, s.Node, s.State, Age(s.Since, now), fmt.Sprint(s.Routes), dash(s.BFD), dash(s.LastError))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -68,7 +70,7 @@ func (st *Status) WriteTable(w io.Writer, now time.Time) error {
 		_, err := fmt.Fprintln(w, "\nCONNECTED and HEALTHY come from the CCM's metrics: give --metrics-url.")
 		return err
 	case st.Metrics.Error != "":
-		_, err := fmt.Fprintf(w, "\nThe CCM's metrics at %s could not be read: %s\n", st.Metrics.URL, st.Metrics.Error)
+		_, err := fmt.Fprintf(w, "\nThe CCM's metrics at %s could not be read: %s\n", Escape(st.Metrics.URL), Escape(st.Metrics.Error))
 		return err
 	}
 	return nil
@@ -83,11 +85,16 @@ func dash(s string) string {
 	return s
 }
 
+// list joins names, each escaped.
 func list(l []string) string {
 	if len(l) == 0 {
 		return "-"
 	}
-	return strings.Join(l, ",")
+	escaped := make([]string, len(l))
+	for i, s := range l {
+		escaped[i] = Escape(s)
+	}
+	return strings.Join(escaped, ",")
 }
 
 func yesNo(b *bool) string {

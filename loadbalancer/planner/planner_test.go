@@ -216,6 +216,8 @@ type plannerEnv struct {
 	sp       *fakeSpeakers
 	p        *Planner
 	recorder *record.FakeRecorder
+	opts     envOptions
+	stop     func() // stops the planner and waits for it
 }
 
 type envOptions struct {
@@ -260,17 +262,47 @@ func newPlannerEnv(t *testing.T, o envOptions, nodes ...*v1.Node) *plannerEnv {
 	if o.rebalance == 0 {
 		o.rebalance = time.Hour // tests that need it to end set it
 	}
+	e.opts = o
+	e.start()
+	return e
+}
+
+// start starts a planner on the env's API objects and allocations and
+// waits until it is idle.
+func (e *plannerEnv) start() {
+	o := e.opts
 	opts := Options{Grace: time.Millisecond, SettleWindow: o.settle, LocalRebalanceDelay: o.rebalance, Recorder: e.recorder, Peers: o.peers}
 	if o.record {
-		opts.Client = cs
+		opts.Client = e.cs
 	}
-	e.p = New(alloc, o.pools, e.sp, opts)
+	e.p = New(e.alloc, e.pools, e.sp, opts)
 	e.p.delivered = e.record
-	factory := informers.NewSharedInformerFactory(cs, 0)
+	factory := informers.NewSharedInformerFactory(e.cs, 0)
 	e.p.SetInformers(factory)
-	go e.p.Run(ctx)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.p.Run(ctx)
+	}()
+	e.stop = func() {
+		cancel()
+		<-done
+	}
 	e.idle()
-	return e
+}
+
+// restart stops the planner and starts another on the same API objects
+// and allocations, with speakers that announce nothing yet: what a new
+// leader does. between runs while no planner runs.
+func (e *plannerEnv) restart(between func()) {
+	e.t.Helper()
+	e.stop()
+	if between != nil {
+		between()
+	}
+	e.sp = newFakeSpeakers()
+	e.start()
 }
 
 func lbService(name string, local bool) *v1.Service {
@@ -890,6 +922,7 @@ func TestRestartOutsidePoolsStaysPinned(t *testing.T) {
 		before: func(e *plannerEnv) {
 			al, _ := e.alloc.Lookup("uid-orphan")
 			cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, "orphan", metav1.GetOptions{})
+			cur.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: al.Addresses[0].String()}}
 			cur.Status.Conditions = []metav1.Condition{{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonAllAnnounced, Message: al.Addresses[0].String() + "=node-c"}}
 			if _, err := e.cs.CoreV1().Services("default").UpdateStatus(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
 				e.t.Fatal(err)
@@ -923,6 +956,8 @@ func TestSeedsFollowTheRecordOverClaims(t *testing.T) {
 			vc, _ := e.alloc.Lookup("uid-c")
 			for name, rec := range map[string]string{"a": va.Addresses[0].String() + "=node-a", "b": vb.Addresses[0].String() + "=node-c"} {
 				cur, _ := e.cs.CoreV1().Services("default").Get(e.ctx, name, metav1.GetOptions{})
+				al, _ := e.alloc.Lookup(string(cur.UID))
+				cur.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: al.Addresses[0].String()}}
 				cur.Status.Conditions = []metav1.Condition{{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonAllAnnounced, Message: rec}}
 				if _, err := e.cs.CoreV1().Services("default").UpdateStatus(e.ctx, cur, metav1.UpdateOptions{}); err != nil {
 					e.t.Fatal(err)
@@ -1016,6 +1051,7 @@ func TestRecordsTheSharingKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		vip = al.Addresses[0]
+		svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: vip.String()}}
 		m := e.mark(svc)
 		if _, err := e.cs.CoreV1().Services("default").Create(e.ctx, svc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

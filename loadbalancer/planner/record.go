@@ -12,6 +12,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 )
 
 // The planner records where each VIP is announced in a condition on its
@@ -26,9 +29,11 @@ import (
 // "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may), the
 // nodes advertising it over BGP ("198.51.100.7=bgp:node-a+node-b", or
 // "node-a;bgp:..." for a pool announced both ways), and
-// "@key" after a VIP shared under a sharing key ("192.0.2.9=node-a@web"):
+// "@key" after a VIP shared under a sharing key ("192.0.2.9=node-a@shop/web"):
 // after a restart, Services that shared an address keep it under the key
-// they shared it by, even if one of them changed its key meanwhile.
+// they shared it by, even if one of them changed its key meanwhile. The
+// package announced writes and reads it: every field is checked, and a key
+// is escaped so that no text in it can read as another entry.
 const ConditionAnnounced = "ironlb.dev/Announced"
 
 // Reasons of ConditionAnnounced.
@@ -50,7 +55,12 @@ func (p *Planner) recordAnnouncers(key string) error {
 	if err != nil {
 		return err
 	}
-	msg, all, some := p.announcedBy(key)
+	msg, all, some, err := p.announcedBy(key)
+	if err != nil {
+		// Node names and addresses are the API's; this cannot happen.
+		p.log.Error(err, "Cannot record where the Service's VIPs are announced", "service", key)
+		return nil
+	}
 	cur := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
 	var patch map[string]any
 	switch {
@@ -94,45 +104,35 @@ func (p *Planner) recordAnnouncers(key string) error {
 }
 
 // announcedBy is the condition's message for a Service: each VIP with the
-// nodes announcing it, "-" for none. It also reports whether every VIP has
-// an announcer and whether the Service has any VIP.
-func (p *Planner) announcedBy(key string) (msg string, all, some bool) {
+// nodes announcing it, "-" for none (announced.Encode). It also reports
+// whether every VIP has an announcer and whether the Service has any VIP.
+func (p *Planner) announcedBy(key string) (msg string, all, some bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var parts []string
+	var entries []announced.Entry
 	all = true
 	for _, a := range p.bySvc[key] {
-		owner := "-"
+		e := announced.Entry{Address: a}
 		if v := p.vips[a]; v != nil {
-			owner = owners(v)
+			e.Layer2, e.BGP = v.announcers, v.advertisers
 		}
-		if owner == "-" {
+		if len(e.Layer2) == 0 && len(e.BGP) == 0 {
 			all = false
 		}
-		entry := a.String() + "=" + owner
 		if h, ok := p.alloc.Holder(a); ok && h.SharingKey != "" {
-			entry += "@" + h.SharingKey
+			e.SharedAs = h.SharingKey
+			if len(e.SharedAs) > announced.MaxKeyLen {
+				// Only a key restored from before keys were checked can
+				// be this long; the sharers keep it through their
+				// annotations (ipam.Sharing.Aliases).
+				p.log.Info("Not recording an over-long sharing key", "service", key, "address", a, "bytes", len(e.SharedAs))
+				e.SharedAs = ""
+			}
 		}
-		parts = append(parts, entry)
+		entries = append(entries, e)
 	}
-	return strings.Join(parts, ", "), all, len(parts) > 0
-}
-
-// owners is how the condition names where v is: "node-a" (layer 2),
-// "bgp:node-a+node-b" (BGP), both as "node-a;bgp:node-a+node-b", or "-"
-// for nowhere.
-func owners(v *vip) string {
-	var parts []string
-	if len(v.announcers) > 0 {
-		parts = append(parts, strings.Join(v.announcers, "+"))
-	}
-	if len(v.advertisers) > 0 {
-		parts = append(parts, "bgp:"+strings.Join(v.advertisers, "+"))
-	}
-	if len(parts) == 0 {
-		return "-"
-	}
-	return strings.Join(parts, ";")
+	msg, err = announced.Encode(entries)
+	return msg, all, len(entries) > 0, err
 }
 
 // Record is what ConditionAnnounced says of one VIP.
@@ -144,26 +144,39 @@ type Record struct {
 }
 
 // Records reads ConditionAnnounced of a Service: where the leader that
-// wrote it announced each VIP, and under which sharing key it was held.
+// wrote it announced each VIP over layer 2, and under which sharing key it
+// was held. It reads entries only for the addresses the Service's status
+// holds: a Service's record speaks for its own VIPs, never for another's,
+// whatever its text says (announced.Decode). Entries it rejects are
+// logged.
 func Records(svc *v1.Service) map[netip.Addr]Record {
 	out := map[netip.Addr]Record{}
 	c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
 	if c == nil {
 		return out
 	}
-	for _, part := range strings.Split(c.Message, ",") {
-		addr, rest, ok := strings.Cut(strings.TrimSpace(part), "=")
-		a, err := netip.ParseAddr(addr)
-		if !ok || err != nil {
-			continue
+	entries, err := announced.Decode(c.Message, statusAddrs(svc))
+	if err != nil {
+		klog.Background().WithName("planner").Info("Ignoring entries of a Service's record of where its VIPs are announced",
+			"service", klog.KObj(svc), "condition", ConditionAnnounced, "err", err)
+	}
+	for _, e := range entries {
+		var node string
+		if len(e.Layer2) > 0 {
+			node = e.Layer2[0]
 		}
-		nodes, shared, _ := strings.Cut(rest, "@")
-		l2, _, _ := strings.Cut(nodes, ";")
-		node, _, _ := strings.Cut(l2, "+")
-		if node == "-" || strings.HasPrefix(node, "bgp:") {
-			node = "" // not announced over layer 2
+		out[e.Address] = Record{Node: node, SharedAs: e.SharedAs}
+	}
+	return out
+}
+
+// statusAddrs returns the addresses in a Service's status.
+func statusAddrs(svc *v1.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(ing.IP); err == nil {
+			out = append(out, a)
 		}
-		out[a] = Record{Node: node, SharedAs: shared}
 	}
 	return out
 }

@@ -22,20 +22,32 @@ import (
 // moves it on), at the cost of one gratuitous ARP.
 
 // seedFromRecords reads where the previous leader said each VIP was
-// announced.
+// announced. A Service's record places only that Service's own VIPs: the
+// addresses its status holds (Records reads no others) and the restore
+// gave it. Whatever a tenant manages to write into its own record, it
+// cannot place another tenant's VIP.
 func (p *Planner) seedFromRecords() {
 	svcs, err := p.services.List(labels.Everything())
 	if err != nil {
 		return
 	}
+	ignored := 0
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range svcs {
+		al, _ := p.alloc.Lookup(string(s.UID))
 		for a, r := range Records(s) {
-			if r.Node != "" {
+			switch {
+			case r.Node == "":
+			case !slices.Contains(al.Addresses, a):
+				ignored++
+			default:
 				p.seeds[a] = r.Node
 			}
 		}
+	}
+	if ignored > 0 {
+		p.log.Info("Ignored records of VIPs their Services no longer hold", "vips", ignored)
 	}
 }
 
