@@ -66,3 +66,17 @@ func (a *Allocator) Stats(pool string) (v4, v6 PoolStats, ok bool) {
 	}
 	return stats(ps.fam[0]), stats(ps.fam[1]), true
 }
+
+// Holds reports whether addr is held (allocated or reserved).
+func (a *Allocator) Holds(addr netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.holdings[keyOf(addr)] != nil
+}
+
+// Held is how many addresses are held.
+func (a *Allocator) Held() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.holdings)
+}
