@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -144,8 +145,11 @@ func clipSession(s *speakerv1.BGPSessionStatus) *speakerv1.BGPSessionStatus {
 	return c
 }
 
-// clip cuts s to at most n bytes, on a rune boundary, marking the cut.
+// clip cuts s to at most n bytes, on a rune boundary, marking the cut;
+// bytes that are not UTF-8 become U+FFFD (a metric label that is not
+// UTF-8 fails every scrape).
 func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
