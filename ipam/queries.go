@@ -74,3 +74,17 @@ func (a *Allocator) PoolContaining(addr netip.Addr) string {
 	defer a.mu.Unlock()
 	return a.poolOf(keyOf(addr), FamilyOf(addr))
 }
+
+// Holds reports whether addr is held (allocated or reserved).
+func (a *Allocator) Holds(addr netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.holdings[keyOf(addr)] != nil
+}
+
+// Held is how many addresses are held.
+func (a *Allocator) Held() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.holdings)
+}

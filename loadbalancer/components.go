@@ -77,6 +77,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	spOpts.Leader = cfg.Host
 	spOpts.Term = t.Value
 	spOpts.Valid = t.Valid
+	spOpts.Allocated = alloc
 	sp := speakers.New(klog.NewContext(ctx, klog.Background()), spOpts)
 	peers, err := bgppeers.New(cfg.Dynamic, cfg.Client, cfg.Namespace, sp, cfg.Recorder, 10*time.Minute)
 	if err != nil {

@@ -43,7 +43,7 @@ type options struct {
 	node, nodeIP, ifc, listen, health string
 	caFile, tokenFile                 string
 	port, healthPort                  int
-	allowedCIDRs                      []string
+	allowedCIDRs, ccmCIDRs            []string
 	debugEndpoints, showVersion       bool
 }
 
@@ -61,6 +61,7 @@ func main() {
 	fs.IntVar(&o.healthPort, "health-port", DefaultHealthPort, "port of the plain-HTTP endpoints, on --node-ip")
 	fs.BoolVar(&o.debugEndpoints, "debug-endpoints", false, "also serve /announcements (the VIPs this node announces) and /bgp (BGP sessions, routes per peer, last errors) on the plain-HTTP port; anyone who reaches it reads them, so leave off except while debugging")
 	fs.StringSliceVar(&o.allowedCIDRs, "allowed-cidrs", nil, "announce and advertise only addresses inside these CIDRs, whatever a CCM says (defence in depth; default: no limit)")
+	fs.StringSliceVar(&o.ccmCIDRs, "ccm-cidrs", nil, "addresses the CCM connects from (the control-plane nodes'): their connections have handshake slots no other source can take (default: none; the sources of CCMs that connected are remembered)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	logCfg := logsapi.NewLoggingConfiguration()
 	gate := featuregate.NewFeatureGate()
@@ -119,6 +120,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("--allowed-cidrs: %w", err)
 	}
+	ccm, err := speaker.ParsePrefixes(o.ccmCIDRs)
+	if err != nil {
+		return fmt.Errorf("--ccm-cidrs: %w", err)
+	}
 	creds, err := pki.NewNodeCredentials(o.node, o.caFile, o.tokenFile)
 	if err != nil {
 		return fmt.Errorf("preparing TLS: %w", err)
@@ -133,7 +138,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("listening for the CCM: %w", err)
 	}
-	srv := grpc.NewServer(serverOptions(creds.ServerTLSConfig())...)
+	srv := grpc.NewServer(serverOptions(creds.ServerTLSConfig(), ccm)...)
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis) }()
@@ -151,7 +156,7 @@ func run(ctx context.Context, o options) error {
 			}
 		}()
 	}
-	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "debugEndpoints", o.debugEndpoints, "interface", ifc, "allowedCIDRs", allowed)
+	log.Info("Speaker started", "version", version.Version, "listen", lis.Addr().String(), "health", health, "debugEndpoints", o.debugEndpoints, "interface", ifc, "allowedCIDRs", allowed, "ccmCIDRs", ccm)
 
 	select {
 	case <-ctx.Done():

@@ -300,6 +300,7 @@ type reportsModel struct {
 	capabilities                 []string
 	bgp                          []*speakerv1.BGPSessionStatus
 	fenced, stopped              bool
+	peers                        map[string]bool // configured on the speaker: only their sessions count
 
 	changes  int  // OnChange calls so far
 	draining bool // the Node was deleted while its speaker was connected
@@ -312,25 +313,32 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool) bool {
 	wasConnected, wasHealthy := m.connected, m.healthy
 	m.applied = max(m.applied, r.GetAppliedVersion())
 	if r.GetVersion() != "" || len(r.GetCapabilities()) > 0 {
-		m.version = r.GetVersion()
+		m.version = clip(r.GetVersion(), maxVersionLen)
 	}
 	m.capabilities = r.GetCapabilities()
 	if len(m.capabilities) == 0 {
 		m.capabilities = speakerv1.LegacyCapabilities
 	}
+	m.capabilities = boundCapabilities(m.capabilities)
 	m.fenced, m.stopped = false, false
 	changed := false
 	if r.GetFull() {
+		// Only addresses, each once, keyed canonically; only sessions
+		// with configured peers, each once; text clipped.
 		m.announcing = nil
 		failed := map[string]string{}
+		seen := map[netip.Addr]bool{}
 		for _, v := range r.GetVips() {
+			a, err := netip.ParseAddr(v.GetAddress())
+			if err != nil || a.Zone() != "" || seen[a] {
+				continue
+			}
+			seen[a] = true
 			switch v.GetState() {
 			case speakerv1.VIPStatus_ANNOUNCING:
-				if a, err := netip.ParseAddr(v.GetAddress()); err == nil {
-					m.announcing = append(m.announcing, a)
-				}
+				m.announcing = append(m.announcing, a)
 			case speakerv1.VIPStatus_FAILED:
-				failed[v.GetAddress()] = v.GetError()
+				failed[a.String()] = clip(v.GetError(), maxTextLen)
 			}
 		}
 		changed = !maps.Equal(failed, m.failed)
@@ -342,8 +350,14 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool) bool {
 				m.healthy = false
 			}
 		}
-		if !slices.EqualFunc(r.GetBgpSessions(), m.bgp, protoEqual) {
-			m.bgp = r.GetBgpSessions()
+		var sessions []*speakerv1.BGPSessionStatus
+		for _, s := range r.GetBgpSessions() {
+			if m.peers[s.GetPeer()] && !slices.ContainsFunc(sessions, func(o *speakerv1.BGPSessionStatus) bool { return o.GetPeer() == s.GetPeer() }) {
+				sessions = append(sessions, clipSession(s))
+			}
+		}
+		if !slices.EqualFunc(sessions, m.bgp, protoEqual) {
+			m.bgp = sessions
 			changed = true
 		}
 	}
@@ -501,7 +515,7 @@ func (h *reportsHarness) stream() {
 		h.check()
 		st.recv = h.next
 		errs := make(chan error, 1)
-		h.s.receive(st, gen, wd, errs)
+		h.s.receive(ctx, st, gen, wd, nil, errs)
 		recvErr := <-errs
 		reason := speakerv1.StreamErrorReason(recvErr)
 		err = h.s.streamError(addr, recvErr)
@@ -594,6 +608,12 @@ func (h *reportsHarness) step() (*speakerv1.Report, error) {
 				}
 			}
 			h.m.SetBGP(fuzzNode, cfg)
+			if !h.removed && !h.want.draining {
+				h.want.peers = map[string]bool{}
+				for _, p := range cfg.GetPeers() {
+					h.want.peers[p.GetAddress()] = true
+				}
+			}
 			h.send()
 		case opRemove:
 			if h.removed {

@@ -1,6 +1,7 @@
 package speakers
 
 import (
+	"net/netip"
 	"slices"
 
 	"k8s.io/component-base/metrics"
@@ -40,10 +41,40 @@ var (
 		Help:           "Times a node's Established BGP session with the peer went down, as its speaker reported.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"node", "peer"})
+	reportItemsIgnored = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "report_items_ignored_total",
+		Help:           "Parts of a node's speaker's reports the CCM did not take in: reports merged into the next because they came too fast (RateLimited), VIPs it did not allocate (UnknownVIP), BGP sessions with peers it did not configure on the node (UnknownPeer).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"node", "reason"})
 )
 
+// deletePeerSeries deletes the series of node's sessions with peers (no
+// longer configured on it).
+func deletePeerSeries(node string, peers []*speakerv1.BGPPeer) {
+	for _, p := range peers {
+		names := []string{p.GetAddress()}
+		if a, err := netip.ParseAddr(p.GetAddress()); err == nil && a.String() != p.GetAddress() {
+			names = append(names, a.String()) // as the speaker reports it
+		}
+		for _, n := range names {
+			l := map[string]string{"node": node, "peer": n}
+			bgpFlaps.Delete(l)
+			bfdFlaps.Delete(l)
+		}
+	}
+}
+
+// deleteNodeSeries deletes the series of a deleted node, configured with
+// peers.
+func deleteNodeSeries(node string, peers []*speakerv1.BGPPeer) {
+	deletePeerSeries(node, peers)
+	for _, why := range ignoreReasons {
+		reportItemsIgnored.Delete(map[string]string{"node": node, "reason": string(why)})
+	}
+}
+
 // managerMetrics reports the sessions' state at scrape time.
-var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps)
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps, reportItemsIgnored)
 
 func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {

@@ -45,10 +45,11 @@ func newTestSession(m *Manager, node string) *session {
 	return s
 }
 
-// TestBGPMetricsOfReportedSessions: the BGP metrics show each peer the
-// speaker reported once. A speaker that reports a peer twice (found by
-// FuzzReports) gets its first entry shown, as its flaps are counted:
-// a repeated series would fail every scrape of the CCM's /metrics.
+// TestBGPMetricsOfReportedSessions: the BGP metrics show each configured
+// peer the speaker reported once. A speaker that reports a peer twice
+// (found by FuzzReports) gets its first entry shown, as its flaps are
+// counted: a repeated series would fail every scrape of the CCM's
+// /metrics.
 func TestBGPMetricsOfReportedSessions(t *testing.T) {
 	const header = `
 # HELP ironlb_bgp_session_up [ALPHA] 1 while the node's BGP session with the peer is Established, as its speaker last reported.
@@ -87,6 +88,7 @@ ironlb_bgp_session_up{node="node-a",peer="2001:db8::fe"} 0
 			defer cancel()
 			m := New(ctx, Options{})
 			s := newTestSession(m, "node-a")
+			s.setPeers(&speakerv1.BGPConfig{Peers: []*speakerv1.BGPPeer{{Address: "192.0.2.254"}, {Address: "2001:db8::fe"}}})
 			s.record(1, &speakerv1.Report{Full: true, BgpSessions: tc.sessions})
 			reg := metrics.NewKubeRegistry()
 			reg.CustomMustRegister(&managerCollector{m: m})

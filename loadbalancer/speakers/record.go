@@ -2,9 +2,7 @@ package speakers
 
 import (
 	"errors"
-	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -13,37 +11,68 @@ import (
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
-// record takes in a report of stream gen; it reports whether connection,
-// health, the failed VIPs or the BGP sessions changed.
+// record takes in a report of stream gen: it is checked against what this
+// CCM configured and bounded (summarize) without the Manager's lock, then
+// the summary is applied under it. It reports whether connection, health,
+// the failed VIPs or the BGP sessions changed.
 func (s *session) record(gen uint64, r *speakerv1.Report) bool {
+	sum := summarize(r, s.acceptor())
+	var lines []logLine
+	changed := s.apply(gen, sum, &lines)
+	s.emit(lines)
+	return changed
+}
+
+// acceptor is what the session's reports may name: the VIPs this CCM
+// allocated and the peers it configured on the speaker.
+func (s *session) acceptor() acceptor {
+	acc := acceptor{peers: map[string]bool{}}
+	if p := s.peers.Load(); p != nil {
+		acc.peers = *p
+	}
+	if a := s.m.opts.Allocated; a != nil {
+		acc.vip = a.Holds
+	}
+	return acc
+}
+
+// apply takes in the summary of a report of stream gen; m.mu is taken.
+// Log lines go to lines, for after the lock.
+func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) bool {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	if gen != s.gen {
 		return false
 	}
+	for _, why := range ignoreReasons {
+		if n := sum.dropped[why]; n > 0 {
+			reportItemsIgnored.WithLabelValues(s.node, string(why)).Add(float64(n))
+			*lines = append(*lines, logLine{msg: "Ignoring parts of the speaker's report that this CCM did not configure", kv: []any{"reason", why, "count", n}})
+		}
+	}
 	now := time.Now()
 	s.lastReport = now
 	s.state.LastReport = now
 	before := s.state
-	if r.GetAppliedVersion() > s.state.Applied {
-		s.state.Applied = r.GetAppliedVersion()
+	if sum.applied > s.state.Applied {
+		s.state.Applied = sum.applied
 	}
-	if v := r.GetVersion(); v != "" || len(r.GetCapabilities()) > 0 {
-		s.state.Version = v
+	if sum.versionSet {
+		s.state.Version = sum.version
 	}
-	s.state.Capabilities = speakerv1.CapabilitiesOf(r)
-	if n := r.GetIgnoredInstructions(); n > 0 && n != s.ignored {
+	s.state.Capabilities = sum.capabilities
+	if n := sum.ignored; n > 0 && n != s.ignored {
 		s.ignored = n
-		s.log.Info("Speaker ignored instructions it does not understand; upgrade it to the CCM's version", "ignored", n, "speakerVersion", s.state.Version)
+		*lines = append(*lines, logLine{msg: "Speaker ignored instructions it does not understand; upgrade it to the CCM's version", kv: []any{"ignored", n, "speakerVersion", s.state.Version}})
 	}
 	s.state.Fenced, s.state.Stopped = false, false
 	failedChanged := false
-	if r.GetFull() {
-		failedChanged = s.recordVIPs(r)
-		s.state.Healthy, s.state.Problem = health(r)
-		if !slices.EqualFunc(r.GetBgpSessions(), s.state.BGPSessions, func(a, b *speakerv1.BGPSessionStatus) bool { return proto.Equal(a, b) }) {
-			s.recordFlaps(r.GetBgpSessions())
-			s.state.BGPSessions = r.GetBgpSessions()
+	if sum.full {
+		failedChanged = s.recordVIPs(sum, lines)
+		s.state.Healthy, s.state.Problem = sum.healthy, sum.problem
+		if !slices.EqualFunc(sum.bgp, s.state.BGPSessions, func(a, b *speakerv1.BGPSessionStatus) bool { return proto.Equal(a, b) }) {
+			*lines = append(*lines, s.recordFlaps(sum.bgp)...)
+			s.state.BGPSessions = sum.bgp
 			failedChanged = true
 		}
 	}
@@ -54,19 +83,21 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	}
 	if !before.Connected {
 		s.state.Since = now
-		s.log.Info("Speaker connected", "healthy", s.state.Healthy, "announcing", len(s.state.Announcing), "version", s.state.Version, "capabilities", s.state.Capabilities)
+		*lines = append(*lines, logLine{always: true, msg: "Speaker connected", kv: []any{"healthy", s.state.Healthy, "announcing", len(s.state.Announcing), "version", s.state.Version, "capabilities", s.state.Capabilities}})
 		return true
 	}
 	if before.Healthy != s.state.Healthy {
-		s.log.Info("Speaker health changed", "healthy", s.state.Healthy, "problem", s.state.Problem)
+		*lines = append(*lines, logLine{msg: "Speaker health changed", kv: []any{"healthy", s.state.Healthy, "problem", s.state.Problem}})
 		return true
 	}
 	return failedChanged
 }
 
 // recordFlaps counts the BGP sessions that were Established and are not
-// now, and the BFD sessions that were Up and are not now.
-func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) {
+// now, and the BFD sessions that were Up and are not now; it returns the
+// log lines to write. Both lists hold configured peers only.
+func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) []logLine {
+	var lines []logLine
 	for _, old := range s.state.BGPSessions {
 		i := slices.IndexFunc(now, func(n *speakerv1.BGPSessionStatus) bool { return n.GetPeer() == old.GetPeer() })
 		if i < 0 {
@@ -74,47 +105,28 @@ func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) {
 		}
 		if old.GetState() == "Established" && now[i].GetState() != "Established" {
 			bgpFlaps.WithLabelValues(s.node, old.GetPeer()).Inc()
-			s.log.Info("BGP session went down", "peer", old.GetPeer(), "state", now[i].GetState(), "lastError", now[i].GetLastError())
+			lines = append(lines, logLine{msg: "BGP session went down", kv: []any{"peer", old.GetPeer(), "state", now[i].GetState(), "lastError", now[i].GetLastError()}})
 		}
 		if ob, nb := old.GetBfd(), now[i].GetBfd(); ob != nil && nb != nil && nb.GetFlaps() > ob.GetFlaps() {
 			bfdFlaps.WithLabelValues(s.node, old.GetPeer()).Add(float64(nb.GetFlaps() - ob.GetFlaps()))
-			s.log.Info("BFD session went down", "peer", old.GetPeer(), "state", nb.GetState(), "reason", nb.GetReason())
+			lines = append(lines, logLine{msg: "BFD session went down", kv: []any{"peer", old.GetPeer(), "state", nb.GetState(), "reason", nb.GetReason()}})
 		}
 	}
+	return lines
 }
 
-// recordVIPs takes in the VIP list of a full report; it reports whether
-// the failed VIPs changed.
-func (s *session) recordVIPs(r *speakerv1.Report) bool {
-	s.state.Announcing = nil
-	failed := map[string]string{}
-	for _, v := range r.GetVips() {
-		if a, err := netip.ParseAddr(v.GetAddress()); err == nil && v.GetState() == speakerv1.VIPStatus_ANNOUNCING {
-			s.state.Announcing = append(s.state.Announcing, a)
-		}
-		if v.GetState() == speakerv1.VIPStatus_FAILED {
-			failed[v.GetAddress()] = v.GetError()
-			if _, known := s.state.Failed[v.GetAddress()]; !known {
-				s.log.Error(errors.New(v.GetError()), "Speaker cannot announce VIP", "address", v.GetAddress())
-			}
+// recordVIPs takes in the VIPs of a full report; it reports whether the
+// failed VIPs changed.
+func (s *session) recordVIPs(sum *summary, lines *[]logLine) bool {
+	s.state.Announcing = sum.announcing
+	for a, e := range sum.failed {
+		if _, known := s.state.Failed[a]; !known {
+			*lines = append(*lines, logLine{err: errors.New(e), msg: "Speaker cannot announce VIP", kv: []any{"address", a}})
 		}
 	}
-	changed := !maps.Equal(failed, s.state.Failed)
-	s.state.Failed = failed
+	changed := !maps.Equal(sum.failed, s.state.Failed)
+	s.state.Failed = sum.failed
 	return changed
-}
-
-// health says whether the speaker can announce: it is healthy while its
-// default interface works (older speakers mark none: then every interface
-// counts).
-func health(r *speakerv1.Report) (bool, string) {
-	hasDefault := slices.ContainsFunc(r.GetInterfaces(), (*speakerv1.InterfaceStatus).GetDefault)
-	for _, i := range r.GetInterfaces() {
-		if i.GetError() != "" && (i.GetDefault() || !hasDefault) {
-			return false, fmt.Sprintf("interface %q: %s", i.GetName(), i.GetError())
-		}
-	}
-	return true, ""
 }
 
 // closeDrained marks a deleted node's speaker as done; m.mu is held.
@@ -123,5 +135,33 @@ func (s *session) closeDrained() {
 	case <-s.drained:
 	default:
 		close(s.drained)
+	}
+}
+
+// logLine is a line a report causes, written after the Manager's lock.
+type logLine struct {
+	err    error
+	msg    string
+	kv     []any
+	always bool // not rate-limited: one per stream
+}
+
+// emit writes lines, at most logBurst at once and logRate a second
+// for the session; the others are counted in the next line written.
+func (s *session) emit(lines []logLine) {
+	for _, l := range lines {
+		if !l.always && s.logs != nil && !s.logs.Allow() {
+			s.suppressed.Add(1)
+			continue
+		}
+		kv := l.kv
+		if n := s.suppressed.Swap(0); n > 0 {
+			kv = append(slices.Clip(kv), "suppressedLines", n)
+		}
+		if l.err != nil {
+			s.log.Error(l.err, l.msg, kv...)
+		} else {
+			s.log.Info(l.msg, kv...)
+		}
 	}
 }

@@ -40,7 +40,7 @@ func TestRecordFlaps(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			node := "node-" + tc.name
 			s := &session{node: node, log: klog.Background(), state: State{BGPSessions: tc.before}}
-			s.recordFlaps(tc.after)
+			_ = s.recordFlaps(tc.after)
 			gotBGP, err := testutil.GetCounterMetricValue(bgpFlaps.WithLabelValues(node, "192.0.2.1"))
 			if err != nil {
 				t.Fatal(err)

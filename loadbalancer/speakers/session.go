@@ -9,8 +9,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
@@ -44,6 +46,28 @@ type session struct {
 	gen        uint64        // counts streams; reports of older streams are dropped
 	lastReport time.Time
 	ignored    uint64 // instructions the speaker said it ignored
+
+	// peers are the addresses of the BGP peers configured on the speaker
+	// (a copy, replaced by SetBGP): its reports are summarized without
+	// m.mu.
+	peers atomic.Pointer[map[string]bool]
+	// logs paces the log lines the speaker's reports cause (nil: no
+	// limit); suppressed counts the lines it held back.
+	logs       *rate.Limiter
+	suppressed atomic.Uint64
+}
+
+// setPeers records the peers of cfg as those the speaker may report: as
+// configured, and in the canonical form a speaker reports them in.
+func (s *session) setPeers(cfg *speakerv1.BGPConfig) {
+	peers := map[string]bool{}
+	for _, p := range cfg.GetPeers() {
+		peers[p.GetAddress()] = true
+		if a, err := netip.ParseAddr(p.GetAddress()); err == nil {
+			peers[a.String()] = true
+		}
+	}
+	s.peers.Store(&peers)
 }
 
 // poke wakes the session's sender; m.mu is held.
@@ -103,7 +127,8 @@ func (s *session) stream(ctx context.Context) error {
 	wd := newWatchdog(s.m.opts.Heartbeat, s.m.opts.Misses, s.m.isReady)
 	go wd.run(ctx, cancel, addr)
 
-	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx)
+	limit := s.reportLimit()
+	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx, grpc.MaxCallRecvMsgSize(limit))
 	if err != nil {
 		return cause(ctx, fmt.Errorf("opening stream to %s: %w", addr, err))
 	}
@@ -129,7 +154,7 @@ func (s *session) stream(ctx context.Context) error {
 		s.m.changed(s.node)
 	}
 	recvErr := make(chan error, 1)
-	go s.receive(stream, gen, wd, recvErr)
+	go s.receive(ctx, stream, gen, wd, newReportLimiter(limit), recvErr)
 	return s.sendLoop(ctx, stream, addr, recvErr, peer)
 }
 
@@ -204,8 +229,24 @@ func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_Syn
 	return nil
 }
 
-// receive records the speaker's reports until the stream fails.
-func (s *session) receive(stream speakerv1.Speaker_SyncClient, gen uint64, wd *watchdog, errs chan<- error) {
+// reportLimit is the largest report the speaker may send on a new
+// stream (see reportLimit): sized from its VIPs, or all allocated VIPs,
+// and its peers.
+func (s *session) reportLimit() int {
+	vips := defaultReportVIPs
+	if a := s.m.opts.Allocated; a != nil {
+		vips = a.Held()
+	}
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return reportLimit(max(vips, len(s.desired)+len(s.dirty)), len(s.bgp.GetPeers()))
+}
+
+// receive records the speaker's reports until the stream fails. lim
+// paces them (nil: no limit): a report that comes too soon after others
+// is merged into the next one.
+func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClient, gen uint64, wd *watchdog, lim *reportLimiter, errs chan<- error) {
+	var pending *speakerv1.Report
 	for {
 		r, err := stream.Recv()
 		if err != nil {
@@ -213,7 +254,25 @@ func (s *session) receive(stream speakerv1.Speaker_SyncClient, gen uint64, wd *w
 			return
 		}
 		wd.seen()
-		if s.record(gen, r) {
+		waited, err := lim.read(ctx, r)
+		if err != nil {
+			errs <- err
+			return
+		}
+		if waited > 0 {
+			wd.seen() // the pause is the CCM's, not the speaker's silence
+		}
+		merged := merge(pending, r)
+		if !lim.take() {
+			if pending == nil {
+				s.emit([]logLine{{msg: "Speaker reports faster than the CCM takes them in; merging its reports", kv: []any{"reportsPerSecond", reportRate}}})
+			}
+			pending = merged
+			reportItemsIgnored.WithLabelValues(s.node, string(ignoredRateLimited)).Inc()
+			continue
+		}
+		pending = nil
+		if s.record(gen, merged) {
 			s.m.changed(s.node)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2"
 
@@ -50,6 +51,11 @@ type Options struct {
 	// fails (this CCM may have lost its Lease) nothing more is sent, even
 	// before the context ends.
 	Valid func() error
+	// Allocated is what this CCM allocated (the allocator): a speaker's
+	// report counts a VIP only when it is allocated, and may be as large
+	// as a report of every allocated VIP (see reportLimit). Nil: any
+	// address counts, and reports are sized for defaultReportVIPs (tests).
+	Allocated Allocated
 	// Dial overrides how connections are made (tests).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -73,6 +79,14 @@ type Identity interface {
 }
 
 var _ Identity = (*pki.Bundle)(nil)
+
+// Allocated is what the CCM allocated; *ipam.Allocator implements it.
+type Allocated interface {
+	// Holds reports whether addr is allocated.
+	Holds(addr netip.Addr) bool
+	// Held is how many addresses are allocated.
+	Held() int
+}
 
 // State is what the CCM knows about one speaker.
 type State struct {
@@ -214,7 +228,9 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 		drained: make(chan struct{}),
 		state:   State{Problem: "not connected yet", Since: time.Now()},
 		bgp:     m.bgp[node],
+		logs:    rate.NewLimiter(logRate, logBurst),
 	}
+	s.setPeers(s.bgp)
 	m.sessions[node] = s
 	m.wg.Add(1)
 	go func() {
@@ -238,6 +254,7 @@ func (m *Manager) RemoveNode(node string) {
 		m.mu.Unlock()
 		return
 	}
+	peers := s.bgp.GetPeers()
 	connected := s.state.Connected && m.isReady()
 	if connected {
 		for a := range s.desired {
@@ -254,6 +271,7 @@ func (m *Manager) RemoveNode(node string) {
 		s.poke()
 	}
 	m.mu.Unlock()
+	deleteNodeSeries(node, peers)
 	if !connected {
 		s.cancel()
 		return
@@ -308,6 +326,10 @@ func (m *Manager) SetBGP(node string, cfg *speakerv1.BGPConfig) {
 	if s == nil || s.draining || proto.Equal(s.bgp, cfg) {
 		return
 	}
+	deletePeerSeries(node, slices.DeleteFunc(slices.Clone(s.bgp.GetPeers()), func(p *speakerv1.BGPPeer) bool {
+		return slices.ContainsFunc(cfg.GetPeers(), func(q *speakerv1.BGPPeer) bool { return q.GetAddress() == p.GetAddress() })
+	}))
+	s.setPeers(cfg)
 	s.bgp = cfg
 	s.bgpDirty = true
 	s.poke()

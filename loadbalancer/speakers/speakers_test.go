@@ -161,7 +161,7 @@ func (e *env) managerNotReady(ctx context.Context, hb time.Duration, misses int)
 
 func (e *env) managerWith(ctx context.Context, opts Options) *Manager {
 	m := New(ctx, Options{
-		Heartbeat: opts.Heartbeat, Misses: opts.Misses, Identity: e.bundle, Leader: opts.Leader, Term: opts.Term,
+		Heartbeat: opts.Heartbeat, Misses: opts.Misses, Identity: e.bundle, Leader: opts.Leader, Term: opts.Term, Allocated: opts.Allocated,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			host, _, _ := net.SplitHostPort(addr)
 			e.mu.Lock()

@@ -1,0 +1,91 @@
+package speakers
+
+import (
+	"context"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
+)
+
+// What one speaker's reports may cost the CCM. A legitimate speaker
+// reports once per heartbeat (5 a second by default) and once per update,
+// each report small unless its VIPs or sessions changed; these bounds are
+// far above that, and far below what would hurt the CCM.
+const (
+	// reportBaseBytes is a report's size without its VIPs and BGP
+	// sessions: node, version, capabilities, interfaces and their
+	// addresses.
+	reportBaseBytes = 64 << 10
+	// reportVIPBytes is the most one VIP's entry takes (address, state,
+	// interfaces, the speaker's error, which may list --allowed-cidrs).
+	reportVIPBytes = 1 << 10
+	// reportPeerBytes is the most one BGP session's entry takes.
+	reportPeerBytes = 1 << 10
+	// reportVIPHeadroom and reportPeerHeadroom are entries allowed beyond
+	// twice what is configured when the stream opens, so that VIPs and
+	// peers added while it lasts fit: the limit is set once per stream.
+	reportVIPHeadroom  = 1024
+	reportPeerHeadroom = 64
+	// defaultReportVIPs stands for the allocated VIPs when the Manager
+	// has no Options.Allocated (tests).
+	defaultReportVIPs = 4096
+
+	// reportRate and reportBurst bound the reports taken in per second
+	// (summarized and applied under the Manager's lock); reports that
+	// come faster are merged into the next one (see merge) and counted.
+	reportRate  = 50
+	reportBurst = 50
+	// reportBytesPerLimit is how many times its size limit a speaker may
+	// send per second: reading waits beyond that (the speaker is slowed
+	// by flow control), which bounds the CPU spent decoding its reports.
+	reportBytesPerLimit = 2
+
+	// logRate and logBurst bound the log lines one speaker's reports
+	// cause (VIPs it cannot announce, sessions that went down, entries
+	// ignored); lines beyond them are counted in the next one.
+	logRate  = rate.Limit(1)
+	logBurst = 20
+)
+
+// reportLimit is the largest report the CCM accepts from a speaker
+// configured with vips VIPs (or that many allocated in all, which a new
+// leader's speaker may still announce) and peers BGP peers: what a
+// legitimate report of twice that state, and the headroom, can take.
+func reportLimit(vips, peers int) int {
+	return reportBaseBytes + reportVIPBytes*(2*vips+reportVIPHeadroom) + reportPeerBytes*(2*peers+reportPeerHeadroom)
+}
+
+// reportLimiter paces one stream's reports (nil: no limit).
+type reportLimiter struct {
+	bytes   *rate.Limiter // bytes read per second
+	reports *rate.Limiter // reports taken in per second
+	limit   int
+}
+
+func newReportLimiter(limit int) *reportLimiter {
+	return &reportLimiter{
+		bytes:   rate.NewLimiter(rate.Limit(reportBytesPerLimit*limit), 2*limit),
+		reports: rate.NewLimiter(reportRate, reportBurst),
+		limit:   limit,
+	}
+}
+
+// read waits, after a report of msg's size was read, until the stream's
+// byte budget allows the next read; it says how long it waited.
+func (l *reportLimiter) read(ctx context.Context, msg proto.Message) (time.Duration, error) {
+	if l == nil {
+		return 0, nil
+	}
+	n := min(proto.Size(msg), l.bytes.Burst())
+	start := time.Now()
+	if err := l.bytes.WaitN(ctx, n); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// take says whether a report may be taken in now.
+func (l *reportLimiter) take() bool {
+	return l == nil || l.reports.Allow()
+}

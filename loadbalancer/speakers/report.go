@@ -1,0 +1,192 @@
+package speakers
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+)
+
+// A speaker's report is untrusted input: a node whose key was stolen
+// sends what it likes. Everything the CCM keeps of a report is checked
+// against what the CCM itself configured and bounded, here, outside the
+// Manager's lock (see summarize); only the small result (a summary) is
+// applied under it.
+
+// Bounds of what the CCM keeps of a report's text.
+const (
+	// maxTextLen bounds each string kept (errors, states, interface
+	// names); longer ones are cut, on a rune boundary, with "…".
+	maxTextLen = 256
+	// maxVersionLen bounds the version the speaker gives (a metric label).
+	maxVersionLen = 64
+	// maxCapabilities bounds the capabilities kept; longer ones than
+	// maxVersionLen are dropped.
+	maxCapabilities = 16
+)
+
+// ignoreReason says why part of a report was not taken in (the reason
+// label of ironlb_speaker_report_items_ignored_total).
+type ignoreReason string
+
+const (
+	// ignoredRateLimited counts reports merged into a later one because
+	// the speaker reported faster than reportRate.
+	ignoredRateLimited ignoreReason = "RateLimited"
+	// ignoredUnknownVIP counts VIP entries that are no address, repeat
+	// one, or name an address this CCM did not allocate.
+	ignoredUnknownVIP ignoreReason = "UnknownVIP"
+	// ignoredUnknownPeer counts BGP session entries for peers this CCM
+	// did not configure on the speaker, or repeating one.
+	ignoredUnknownPeer ignoreReason = "UnknownPeer"
+)
+
+var ignoreReasons = []ignoreReason{ignoredRateLimited, ignoredUnknownVIP, ignoredUnknownPeer}
+
+// summary is what the CCM keeps of one report: checked and bounded by
+// what the CCM configured (see summarize).
+type summary struct {
+	applied      uint64
+	version      string
+	versionSet   bool // the report named a version or capabilities
+	capabilities []string
+	ignored      uint64 // ignored_instructions
+	full         bool
+
+	// Of a full report only:
+	announcing []netip.Addr
+	failed     map[string]string // canonical address → clipped error
+	healthy    bool
+	problem    string
+	bgp        []*speakerv1.BGPSessionStatus // clipped copies, configured peers only
+
+	dropped map[ignoreReason]int
+}
+
+// acceptor decides which parts of a report the CCM takes in: VIPs it
+// allocated, peers it configured on this speaker.
+type acceptor struct {
+	// vip reports whether addr is a VIP the CCM allocated; nil: any
+	// address.
+	vip func(netip.Addr) bool
+	// peers are the addresses of the BGP peers configured on the
+	// speaker, as sent to it.
+	peers map[string]bool
+}
+
+// summarize checks and bounds r. It takes no lock but the acceptor's.
+func summarize(r *speakerv1.Report, acc acceptor) *summary {
+	sum := &summary{
+		applied: r.GetAppliedVersion(), ignored: r.GetIgnoredInstructions(), full: r.GetFull(),
+		version: clip(r.GetVersion(), maxVersionLen), versionSet: r.GetVersion() != "" || len(r.GetCapabilities()) > 0,
+		capabilities: boundCapabilities(speakerv1.CapabilitiesOf(r)),
+		dropped:      map[ignoreReason]int{},
+	}
+	if !sum.full {
+		return sum
+	}
+	sum.failed = map[string]string{}
+	seen := map[netip.Addr]bool{}
+	for _, v := range r.GetVips() {
+		a, err := netip.ParseAddr(v.GetAddress())
+		if err != nil || a.Zone() != "" || seen[a] || acc.vip != nil && !acc.vip(a) {
+			sum.dropped[ignoredUnknownVIP]++
+			continue
+		}
+		seen[a] = true
+		switch v.GetState() {
+		case speakerv1.VIPStatus_ANNOUNCING:
+			sum.announcing = append(sum.announcing, a)
+		case speakerv1.VIPStatus_FAILED:
+			sum.failed[a.String()] = clip(v.GetError(), maxTextLen)
+		}
+	}
+	sum.healthy, sum.problem = health(r)
+	peers := map[string]bool{}
+	for _, s := range r.GetBgpSessions() {
+		if !acc.peers[s.GetPeer()] || peers[s.GetPeer()] {
+			sum.dropped[ignoredUnknownPeer]++
+			continue
+		}
+		peers[s.GetPeer()] = true
+		sum.bgp = append(sum.bgp, clipSession(s))
+	}
+	return sum
+}
+
+// boundCapabilities keeps at most maxCapabilities short capabilities.
+func boundCapabilities(caps []string) []string {
+	out := caps[:0:0]
+	for _, c := range caps {
+		if len(c) <= maxVersionLen && len(out) < maxCapabilities {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// clipSession copies s with its text clipped (and without fields this
+// CCM does not know, which a copy of the message would keep).
+func clipSession(s *speakerv1.BGPSessionStatus) *speakerv1.BGPSessionStatus {
+	c := &speakerv1.BGPSessionStatus{
+		Peer: s.GetPeer(), State: clip(s.GetState(), maxTextLen), LastError: clip(s.GetLastError(), maxTextLen),
+		Advertised: s.GetAdvertised(), SinceUnixMs: s.GetSinceUnixMs(),
+	}
+	if b := s.GetBfd(); b != nil {
+		c.Bfd = &speakerv1.BFDStatus{
+			State: clip(b.GetState(), maxTextLen), SinceUnixMs: b.GetSinceUnixMs(), Reason: clip(b.GetReason(), maxTextLen),
+			TransmitIntervalMs: b.GetTransmitIntervalMs(), DetectTimeMs: b.GetDetectTimeMs(), Flaps: b.GetFlaps(),
+			RemoteState: clip(b.GetRemoteState(), maxTextLen),
+		}
+	}
+	return c
+}
+
+// clip cuts s to at most n bytes, on a rune boundary, marking the cut;
+// bytes that are not UTF-8 become U+FFFD (a metric label that is not
+// UTF-8 fails every scrape).
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
+// health says whether the speaker can announce: it is healthy while its
+// default interface works (older speakers mark none: then every interface
+// counts).
+func health(r *speakerv1.Report) (bool, string) {
+	hasDefault := slices.ContainsFunc(r.GetInterfaces(), (*speakerv1.InterfaceStatus).GetDefault)
+	for _, i := range r.GetInterfaces() {
+		if i.GetError() != "" && (i.GetDefault() || !hasDefault) {
+			return false, fmt.Sprintf("interface %q: %s", clip(i.GetName(), maxTextLen), clip(i.GetError(), maxTextLen))
+		}
+	}
+	return true, ""
+}
+
+// merge folds a report that came too soon (pending) into the next one,
+// r: what the CCM keeps of the two is what it would keep of both in turn,
+// but for log lines and flap counts between them.
+func merge(pending, r *speakerv1.Report) *speakerv1.Report {
+	if pending == nil {
+		return r
+	}
+	if !r.GetFull() && pending.GetFull() {
+		// r's scalar fields over pending's lists.
+		pending.AppliedVersion = max(pending.GetAppliedVersion(), r.GetAppliedVersion())
+		pending.Version, pending.Capabilities, pending.IgnoredInstructions = r.GetVersion(), r.GetCapabilities(), r.GetIgnoredInstructions()
+		return pending
+	}
+	r.AppliedVersion = max(pending.GetAppliedVersion(), r.GetAppliedVersion())
+	return r
+}
