@@ -150,7 +150,9 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
 	speaker/bfd:FuzzParsePacket speaker:FuzzAgentInstructions \
 	pki:FuzzParseCA pki:FuzzInstall loadbalancer/speakers:FuzzReports \
-	api/v1alpha1:FuzzCheckBGPPassword
+	api/v1alpha1:FuzzCheckBGPPassword loadbalancer:FuzzValidateSharingKey \
+	loadbalancer:FuzzRequestFor loadbalancer:FuzzParseAddressList \
+	loadbalancer/announced:FuzzDecode loadbalancer/announced:FuzzRoundTrip status:FuzzEscape
 .PHONY: fuzz
 fuzz: ## Each fuzz target for FUZZTIME (default 30s).
 	@set -e; for t in $(FUZZ_TARGETS); do \
