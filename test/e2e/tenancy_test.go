@@ -60,7 +60,7 @@ func TestSharingTenancy(t *testing.T) {
 			"team-b/keyless cannot use "+addr+": it is in use, and this Service has no sharing key")
 		c.noEventMentions("team-b", "team-a", "web-tls", "team-a/web")
 		// The administrator reads who holds it in the CCM's log.
-		if err := c.ccm.WaitForLog(`"Service refused an address others hold" service="team-b/guesser" address="`+addr+`" reason="InUse" holders=["team-a/web","team-a/web-tls"] sharingKey="web"`, 30*time.Second); err != nil {
+		if err := c.ccm.WaitForLog(`service="team-b/guesser" address="`+addr+`" reason="InUse" holders=["team-a/web","team-a/web-tls"] sharingKey="team-a/web"`, 30*time.Second); err != nil {
 			t.Error(err)
 		}
 		// With the same key and no address asked for, it gets its own.
