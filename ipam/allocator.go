@@ -183,6 +183,7 @@ func (a *Allocator) Ensure(req Request) (Allocation, error) {
 	al := a.allocation(next)
 	for _, err := range errs {
 		al.Warnings = append(al.Warnings, err.Error())
+		al.Taken = append(al.Taken, TakenErrors(err)...)
 	}
 	return al, nil
 }

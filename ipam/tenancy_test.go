@@ -118,6 +118,19 @@ func TestTakenErrorsNameNoHolder(t *testing.T) {
 		}
 	})
 
+	t.Run("a PreferDualStack warning", func(t *testing.T) {
+		a := newAllocator(autoPool(t, "p", "192.0.2.0/29", "2001:db8::/126"))
+		ensureGets(t, a, withAddrs(inNS(v4("web"), "team-a", "web"), "192.0.2.1"), "192.0.2.1")
+		req := b(withAddrs(dual("x", false, IPv4, IPv6), "192.0.2.1", "2001:db8::1"))
+		al := ensureGets(t, a, req, "2001:db8::1")
+		if len(al.Warnings) != 1 || strings.Contains(al.Warnings[0], "team-a") || !strings.Contains(al.Warnings[0], "it is in use") {
+			t.Errorf("Warnings = %q, want one saying 192.0.2.1 is in use, naming nobody", al.Warnings)
+		}
+		if len(al.Taken) != 1 || !slices.Equal(al.Taken[0].Holders, []string{"team-a/web"}) {
+			t.Errorf("Taken = %+v, want the holder team-a/web for the log", al.Taken)
+		}
+	})
+
 	t.Run("sharing conflicts kept at a restore", func(t *testing.T) {
 		a := newAllocator(autoPool(t, "p", "192.0.2.0/29"))
 		first := inNS(shared(v4("a"), "k", "Cluster", tcp80), "team-a", "web")

@@ -352,6 +352,9 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 		}
 		return nil, err
 	}
+	for _, te := range al.Taken {
+		b.logTaken(service, te)
+	}
 	b.report(service, before, al)
 	b.changed(service)
 	b.recheckService(service)
