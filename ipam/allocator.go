@@ -48,6 +48,9 @@ type Allocator struct {
 type poolState struct {
 	Pool
 	fam [2]famState // by famIndex
+	// overlaps are the other pools that share addresses with this one
+	// (overlap.go).
+	overlaps []*poolState
 }
 
 type famState struct {
@@ -72,6 +75,7 @@ type member struct {
 	namespace   string   // the owner's
 	namespaces  []string // Sharing.Namespaces
 	selector    string   // Sharing.Selector
+	reserved    bool     // held by Reserve, not by a Service
 }
 
 // memberOf is req as a member of a holding.
@@ -179,6 +183,7 @@ func (a *Allocator) Ensure(req Request) (Allocation, error) {
 	al := a.allocation(next)
 	for _, err := range errs {
 		al.Warnings = append(al.Warnings, err.Error())
+		al.Taken = append(al.Taken, TakenErrors(err)...)
 	}
 	return al, nil
 }
@@ -265,8 +270,8 @@ func (a *Allocator) keeps(have, explicit netip.Addr, req Request) (bool, error) 
 	if req.Sharing.Key != h.key {
 		return false, nil // the user changed the sharing key: leave the group
 	}
-	if err := h.compatibleMember(req); err != nil {
-		return false, fmt.Errorf("%w: %s cannot keep sharing %s: %v", ErrConflict, req.Name, have, err)
+	if te := h.compatibleMember(have, req); te != nil {
+		return false, fmt.Errorf("%w: %s cannot keep sharing %s: %w", ErrConflict, req.Name, have, te)
 	}
 	return true, nil
 }

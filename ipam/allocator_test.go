@@ -453,7 +453,7 @@ func TestExplicitAddresses(t *testing.T) {
 		{"missing pool named", with(explicit("x", "192.0.2.9"), func(r *Request) { r.Pool = "missing" }), ErrNoPool, `it is in pool "auto", not the requested pool "missing"`},
 		{"buggy .0", explicit("x", "198.51.100.0"), ErrNoPool, `ns/x cannot use 198.51.100.0: pool "buggy" avoids addresses ending in .0 and .255`},
 		{"buggy .255", explicit("x", "198.51.100.255"), ErrNoPool, `pool "buggy" avoids addresses ending in .0 and .255`},
-		{"held by another", explicit("x", "192.0.2.77"), ErrConflict, "address conflict: ns/x cannot use 192.0.2.77: it is held by ns/a and ns/x has no sharing key"},
+		{"held by another", explicit("x", "192.0.2.77"), ErrConflict, "address conflict: ns/x cannot use 192.0.2.77: it is in use, and this Service has no sharing key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ensureFails(t, a, tc.req, tc.target, tc.msg)
@@ -471,12 +471,21 @@ func TestExplicitAddresses(t *testing.T) {
 		b.Release("b")
 		ensureGets(t, b, v4("e"), "192.0.2.2")
 	})
-	t.Run("allowed through one of overlapping pools", func(t *testing.T) {
+	t.Run("refused by one of overlapping pools", func(t *testing.T) {
+		// Every pool that contains an address must allow the request:
+		// the open pool does not open the closed pool's addresses.
 		closed := autoPool(t, "closed", "192.0.2.0/24")
-		closed.Priority, closed.Refuses = 10, func(Subject) error { return errors.New("closed") }
+		closed.Priority, closed.Refuses = 10, func(s Subject) error {
+			if s.Namespace != "in" {
+				return errors.New("closed")
+			}
+			return nil
+		}
 		b := newAllocator(closed, Pool{Name: "open", Ranges: mustRanges(t, "192.0.2.128/25")})
 		ensureFails(t, b, explicit("a", "192.0.2.5"), ErrNoPool, `pool "closed" does not allow ns/a`)
-		al := ensureGets(t, b, explicit("a", "192.0.2.200"), "192.0.2.200")
+		ensureFails(t, b, explicit("a", "192.0.2.200"), ErrNoPool,
+			`ns/a cannot use 192.0.2.200: pool "closed" does not allow ns/a: closed; an address must be allowed by every IPPool that contains it`)
+		al := ensureGets(t, b, with(explicit("a", "192.0.2.200"), func(r *Request) { r.Subject.Namespace = "in" }), "192.0.2.200")
 		// Allocation.Pools names the first pool by priority.
 		if diff := cmp.Diff([]string{"closed"}, al.Pools); diff != "" {
 			t.Errorf("Pools mismatch (-want +got):\n%s", diff)
@@ -635,12 +644,12 @@ func TestSharing(t *testing.T) {
 		req  Request
 		msg  string
 	}{
-		{"no key", explicit(v4("x"), "192.0.2.0"), "address conflict: ns/x cannot use 192.0.2.0: it is held by ns/a, ns/b, ns/c and ns/x has no sharing key"},
-		{"other key", explicit(shared(v4("x"), "other", "Cluster"), "192.0.2.0"), `it is held by ns/a, ns/b, ns/c under sharing key "k", not "other"`},
-		{"other policy", explicit(shared(v4("x"), "k", "Local"), "192.0.2.0"), "ns/a uses externalTrafficPolicy Cluster, ns/x uses Local"},
-		{"port in use", explicit(shared(v4("x"), "k", "Cluster", Port{"SCTP", 9}, tcp443), "192.0.2.0"), "ns/b already uses TCP/443"},
-		{"exclusive holder", explicit(shared(v4("x"), "k", "Cluster"), "192.0.2.4"), `it is held by ns/nokey under sharing key "", not "k"`},
-		{"exclusive holder, no key", explicit(v4("x"), "192.0.2.4"), "it is held by ns/nokey and ns/x has no sharing key"},
+		{"no key", explicit(v4("x"), "192.0.2.0"), "address conflict: ns/x cannot use 192.0.2.0: it is in use, and this Service has no sharing key"},
+		{"other key", explicit(shared(v4("x"), "other", "Cluster"), "192.0.2.0"), `it is in use and not shared with this Service (its sharing key "other" is not the holders'`},
+		{"other policy", explicit(shared(v4("x"), "k", "Local"), "192.0.2.0"), "its sharers use externalTrafficPolicy Cluster, this Service uses Local"},
+		{"port in use", explicit(shared(v4("x"), "k", "Cluster", Port{"SCTP", 9}, tcp443), "192.0.2.0"), "a sharer already uses TCP/443"},
+		{"exclusive holder", explicit(shared(v4("x"), "k", "Cluster"), "192.0.2.4"), `it is in use and not shared with this Service (its sharing key "k" is not the holders'`},
+		{"exclusive holder, no key", explicit(v4("x"), "192.0.2.4"), "it is in use, and this Service has no sharing key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ensureFails(t, a, tc.req, ErrConflict, tc.msg)
@@ -708,11 +717,11 @@ func TestSharingKeyChanges(t *testing.T) {
 		a := newAllocator(autoPool(t, "p", "192.0.2.0/29"))
 		ensureGets(t, a, shared(v4("a"), "k", "Cluster", tcp80), "192.0.2.0")
 		ensureGets(t, a, shared(v4("b"), "k", "Cluster", tcp443), "192.0.2.0")
-		ensureFails(t, a, shared(v4("b"), "k", "Local", tcp443), ErrConflict, "ns/b cannot keep sharing 192.0.2.0: ns/a uses externalTrafficPolicy Cluster, ns/b uses Local")
-		ensureFails(t, a, shared(v4("b"), "k", "Cluster", tcp80), ErrConflict, "ns/a already uses TCP/80")
+		ensureFails(t, a, shared(v4("b"), "k", "Local", tcp443), ErrConflict, "ns/b cannot keep sharing 192.0.2.0: its sharers use externalTrafficPolicy Cluster, this Service uses Local")
+		ensureFails(t, a, shared(v4("b"), "k", "Cluster", tcp80), ErrConflict, "a sharer already uses TCP/80")
 		// Compatible changes of ports are fine.
 		ensureGets(t, a, shared(v4("b"), "k", "Cluster", udp53, tcp443), "192.0.2.0")
-		ensureFails(t, a, withAddrs(shared(v4("c"), "k", "Cluster", udp53), "192.0.2.0"), ErrConflict, "ns/b already uses UDP/53")
+		ensureFails(t, a, withAddrs(shared(v4("c"), "k", "Cluster", udp53), "192.0.2.0"), ErrConflict, "a sharer already uses UDP/53")
 	})
 }
 
@@ -783,7 +792,7 @@ func TestKeepRules(t *testing.T) {
 	}{
 		{"a missing pool named", with(v4("x"), func(r *Request) { r.Pool = "missing" }), ErrNoPool, `pool "missing" requested by ns/x does not exist`},
 		{"the address asked for, in another pool than named", with(withAddrs(v4("x"), "192.0.2.0"), func(r *Request) { r.Pool = "b" }), ErrNoPool, `it is in pool "a", not the requested pool "b"`},
-		{"another address asked for, held", withAddrs(v4("x"), "192.0.2.1"), ErrConflict, "held by ns/o"},
+		{"another address asked for, held", withAddrs(v4("x"), "192.0.2.1"), ErrConflict, "192.0.2.1: it is in use"},
 		{"another pool named, full", with(v4("x"), func(r *Request) { r.Pool = "a2" }), ErrExhausted, `pool "a2": 1 of 1 IPv4`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -920,8 +929,11 @@ func TestRestore(t *testing.T) {
 		a := newAllocator(autoPool(t, "p", "192.0.2.0/30", "2001:db8::/126"))
 		ensureGets(t, a, v4("a"), "192.0.2.0")
 		err := a.Restore(dual("b", true, IPv4, IPv6), addrs("192.0.2.0", "2001:db8::2"))
-		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ns/b cannot keep 192.0.2.0: it is held by ns/a") {
-			t.Errorf("Restore error = %v, want a conflict naming ns/a", err)
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ns/b cannot keep 192.0.2.0: it is in use") {
+			t.Errorf("Restore error = %v, want a conflict", err)
+		}
+		if te := TakenErrors(err); len(te) != 1 || !slices.Equal(te[0].Holders, []string{"ns/a"}) {
+			t.Errorf("TakenErrors(%v) = %+v, want one naming ns/a for the log", err, te)
 		}
 		wantLookup(t, a, "b", "2001:db8::2")
 		wantHolder(t, a, "192.0.2.0", "", "ns/a")
@@ -953,15 +965,16 @@ func TestRestore(t *testing.T) {
 		}
 		wantHolder(t, a, "192.0.2.3", "k", "ns/a", "ns/b", "ns/c")
 		wantLookup(t, a, "c", "192.0.2.3")
-		if got := a.SharingConflicts("c"); len(got) != 1 || !strings.Contains(got[0], "ns/c and ns/b both use TCP/443") {
-			t.Errorf("SharingConflicts(c) = %q, want the TCP/443 clash", got)
+		if got := a.SharingConflicts("c"); len(got) != 1 || got[0].Reason != ReasonPort || !strings.Contains(got[0].Detail, "ns/c and ns/b both use TCP/443") ||
+			got[0].Message != "this Service and a sharer that came before it both use TCP/443" {
+			t.Errorf("SharingConflicts(c) = %+v, want the TCP/443 clash", got)
 		}
 		// A different traffic policy under the same key is kept too.
 		if err := a.Restore(shared(v4("e"), "k", "Local", udp53), addrs("192.0.2.3")); err != nil {
 			t.Errorf("Restore of a sharer with another policy: %v, want it kept", err)
 		}
-		if got := a.SharingConflicts("e"); len(got) != 1 || !strings.Contains(got[0], "externalTrafficPolicy Local") {
-			t.Errorf("SharingConflicts(e) = %q, want the policy clash", got)
+		if got := a.SharingConflicts("e"); len(got) != 1 || got[0].Reason != ReasonTrafficPolicy || !strings.Contains(got[0].Message, "externalTrafficPolicy Local") {
+			t.Errorf("SharingConflicts(e) = %+v, want the policy clash", got)
 		}
 		if n := a.ConflictingAddresses(); n != 1 {
 			t.Errorf("ConflictingAddresses() = %d, want 1", n)
@@ -980,11 +993,11 @@ func TestRestore(t *testing.T) {
 		wantLookup(t, a, "a", "192.0.2.3")
 		// Without a common key an address is lost, with the reason.
 		err := a.Restore(shared(v4("f"), "other", "Cluster", udp53), addrs("192.0.2.3"))
-		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `under sharing key "k", not "other"`) {
+		if te := TakenErrors(err); !errors.Is(err, ErrConflict) || len(te) != 1 || !strings.Contains(te[0].Detail, `under sharing key "k", not "other"`) {
 			t.Errorf("Restore error = %v, want a key conflict", err)
 		}
 		err = a.Restore(v4("g"), addrs("192.0.2.3"))
-		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "ns/g has no sharing key") {
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "this Service has no sharing key") {
 			t.Errorf("Restore error = %v, want a conflict for a Service without a key", err)
 		}
 		wantLookup(t, a, "f")
@@ -1051,7 +1064,7 @@ func TestOverlappingPools(t *testing.T) {
 		t.Errorf("addresses mismatch (-want +got):\n%s", diff)
 	}
 	ensureFails(t, a, v4("full"), ErrExhausted, `pool "a": 4 of 4 IPv4 addresses in use; pool "b": 4 of 4 IPv4 addresses in use`)
-	ensureFails(t, a, with(withAddrs(v4("x"), "192.0.2.3"), func(r *Request) { r.Pool = "b" }), ErrConflict, "held by ns/o3")
+	ensureFails(t, a, with(withAddrs(v4("x"), "192.0.2.3"), func(r *Request) { r.Pool = "b" }), ErrConflict, "192.0.2.3: it is in use")
 	wantStats(t, a, "a", counts{"4", "4", "0"}, counts{"0", "0", "0"})
 	wantStats(t, a, "b", counts{"4", "4", "0"}, counts{"0", "0", "0"})
 
@@ -1352,8 +1365,10 @@ func TestReserve(t *testing.T) {
 	}
 	req := v4("c")
 	req.Addresses = addrs("192.0.2.2")
-	if _, err := a.Ensure(req); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "held by Node node-a") {
-		t.Errorf("Ensure(c, 192.0.2.2) = %v, want a conflict naming the node", err)
+	_, err := a.Ensure(req)
+	if te := TakenErrors(err); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "it is reserved: a Node of the cluster has this address") ||
+		len(te) != 1 || te[0].Reason != ReasonReserved || !slices.Equal(te[0].Holders, []string{"Node node-a"}) {
+		t.Errorf("Ensure(c, 192.0.2.2) = %v (%+v), want a conflict for a reserved address, naming the node in the log's details", err, te)
 	}
 	// A Service holding an address before it became a node's keeps it.
 	if refused := a.Reserve("node/node-b", "Node node-b", addrs("192.0.2.1")); !slices.Equal(refused, addrs("192.0.2.1")) {
@@ -1450,8 +1465,9 @@ func TestStaleClaims(t *testing.T) {
 	}
 	req := v4("late")
 	req.Addresses = addrs("192.0.2.0")
-	if _, err := a.Ensure(req); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "the status of ns/loser") {
-		t.Errorf("Ensure(late, 192.0.2.0) = %v, want a conflict naming the loser's status", err)
+	_, err := a.Ensure(req)
+	if te := TakenErrors(err); !errors.Is(err, ErrConflict) || len(te) != 1 || te[0].Reason != ReasonStatusClaim || !strings.Contains(te[0].Detail, "the status of ns/loser") {
+		t.Errorf("Ensure(late, 192.0.2.0) = %v (%+v), want a conflict for the loser's status", err, te)
 	}
 	wantStats(t, a, "p", counts{"2", "2", "0"}, counts{"0", "0", "0"})
 	// The loser's status now lists only its new address: the claim ends.

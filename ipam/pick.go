@@ -8,55 +8,65 @@ import (
 	"strings"
 )
 
-// checkExplicit checks a specifically requested address.
+// checkExplicit checks a specifically requested address: some pool that
+// contains it must serve req (the requested pool, when req names one), and
+// every pool that contains it must allow req's subject, so that a pool
+// open to all that overlaps a restricted pool does not open the
+// restricted pool's addresses. Pools are checked before holders, so that
+// a request no pool allows learns nothing about who holds the address.
 func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, bool, error) {
 	k, f := keyOf(addr), FamilyOf(addr)
-	var reasons []string
+	var reasons, refusals []string
 	var unknown error // a refusal for want of the namespace, kept typed
-	inPool := false
+	usable := false
 	for _, ps := range a.sorted {
 		if !ps.contains(k, f) {
 			continue
 		}
-		refused := ps.refusal(req.Subject)
-		switch {
-		case req.Pool != "" && req.Pool != ps.Name:
-			reasons = append(reasons, fmt.Sprintf("it is in pool %q, not the requested pool %q", ps.Name, req.Pool))
-		case refused != nil:
-			reasons = append(reasons, fmt.Sprintf("pool %q does not allow %s: %v", ps.Name, req.Name, refused))
+		if refused := ps.refusal(req.Subject); refused != nil {
+			refusals = append(refusals, fmt.Sprintf("pool %q does not allow %s: %v", ps.Name, req.Name, refused))
 			if errors.Is(refused, ErrUnknownNamespace) {
 				unknown = ErrUnknownNamespace
 			}
+			continue
+		}
+		switch {
+		case req.Pool != "" && req.Pool != ps.Name:
+			reasons = append(reasons, fmt.Sprintf("it is in pool %q, not the requested pool %q", ps.Name, req.Pool))
 		case ps.avoids(f) && k.buggy():
 			reasons = append(reasons, fmt.Sprintf("pool %q avoids addresses ending in .0 and .255", ps.Name))
 		default:
-			inPool = true
-		}
-		if inPool {
-			break
+			usable = true
 		}
 	}
-	if !inPool {
-		if len(reasons) == 0 {
-			reasons = append(reasons, "it is in no IP pool")
+	switch {
+	case len(refusals) > 0:
+		if usable {
+			refusals = append(refusals, "an address must be allowed by every IPPool that contains it")
 		}
-		if unknown != nil {
-			return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s (%w): %s", ErrNoPool, req.Name, addr, unknown, strings.Join(reasons, "; "))
+		reasons = refusals
+	case usable:
+		if h, held := a.holdings[k]; held {
+			if te := h.compatible(addr, req, req.Owner); te != nil {
+				return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s: %w", ErrConflict, req.Name, addr, te)
+			}
+			return addr, true, nil
 		}
-		return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s: %s", ErrNoPool, req.Name, addr, strings.Join(reasons, "; "))
+		return addr, false, nil
+	case len(reasons) == 0:
+		reasons = append(reasons, "it is in no IP pool")
 	}
-	if h, held := a.holdings[k]; held {
-		if err := h.compatible(req, req.Owner); err != nil {
-			return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s: %v", ErrConflict, req.Name, addr, err)
-		}
-		return addr, true, nil
+	if unknown != nil {
+		return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s (%w): %s", ErrNoPool, req.Name, addr, unknown, strings.Join(reasons, "; "))
 	}
-	return addr, false, nil
+	return netip.Addr{}, false, fmt.Errorf("%w: %s cannot use %s: %s", ErrNoPool, req.Name, addr, strings.Join(reasons, "; "))
 }
 
 // pick chooses an address of family f for req: a compatible address shared
 // under req's key if one is allocatable in a pool req may draw from, else the
-// lowest free address of the first pool (by priority) that has one.
+// lowest free address of the first pool (by priority) that has one. Either
+// way only addresses that every pool containing them allows req's subject
+// to use.
 func (a *Allocator) pick(f Family, req Request) (netip.Addr, bool, error) {
 	pools, err := a.candidates(f, req)
 	if err != nil {
@@ -65,12 +75,15 @@ func (a *Allocator) pick(f Family, req Request) (netip.Addr, bool, error) {
 	if req.Sharing.Key != "" {
 		var shared []key
 		for k := range a.groups[req.Sharing.Key] {
-			if h := a.holdings[k]; h.family == f && h.compatible(req, req.Owner) == nil {
+			if h := a.holdings[k]; h.family == f && h.compatible(k.addr(f), req, req.Owner) == nil {
 				shared = append(shared, k)
 			}
 		}
 		slices.SortFunc(shared, keyCompare)
 		for _, k := range shared {
+			if a.refuser(k, f, req.Subject) != nil {
+				continue
+			}
 			for _, ps := range pools {
 				if ps.allocatable(k, f) {
 					return k.addr(f), true, nil
@@ -79,13 +92,25 @@ func (a *Allocator) pick(f Family, req Request) (netip.Addr, bool, error) {
 		}
 	}
 	usage := make([]string, 0, len(pools))
+	var barredBy []string
 	for _, ps := range pools {
-		if k, ok := ps.lowestFree(f); ok {
+		barred := ps.barred(req.Subject)
+		if k, ok := ps.lowestFreeOutside(f, barred); ok {
 			return k.addr(f), false, nil
 		}
 		usage = append(usage, ps.usage(f))
+		for _, o := range barred {
+			if !slices.Contains(barredBy, o.Name) {
+				barredBy = append(barredBy, o.Name)
+			}
+		}
 	}
-	return netip.Addr{}, false, fmt.Errorf("%w: no free %s address for %s (%s)", ErrExhausted, f, req.Name, strings.Join(usage, "; "))
+	why := strings.Join(usage, "; ")
+	if len(barredBy) > 0 {
+		slices.Sort(barredBy)
+		why += fmt.Sprintf("; addresses also in IPPools that do not allow %s (%s) are not handed out to it", req.Name, strings.Join(barredBy, ", "))
+	}
+	return netip.Addr{}, false, fmt.Errorf("%w: no free %s address for %s (%s)", ErrExhausted, f, req.Name, why)
 }
 
 // candidates returns the pools req may draw new addresses of family f from.

@@ -6,21 +6,22 @@ import (
 	"slices"
 )
 
-// Refusal is an address an owner holds that the pool it lies in no longer
-// allows the owner to use (its selectors changed, or the owner's labels
-// or namespace did). The owner keeps it: pool edits never take an address
-// away.
+// Refusal is an address an owner holds that a pool it lies in no longer
+// allows the owner to use (its selectors changed, the owner's labels or
+// namespace did, or a pool that refuses the owner now overlaps it). The
+// owner keeps it: pool edits never take an address away.
 type Refusal struct {
 	Addr netip.Addr
-	// Pool is the pool the address is counted in: the first, by
-	// priority, that contains it.
+	// Pool is the first pool, by priority, that contains the address and
+	// refuses the owner.
 	Pool string
 	// Reason is why that pool refuses the owner.
 	Reason error
 }
 
-// Refusals returns the addresses owner holds that lie in some pool but in
-// none that allows subject. Addresses in no pool are left out: they are
+// Refusals returns the addresses owner holds that some pool containing
+// them does not allow subject to use: an address must be allowed by every
+// pool that contains it. Addresses in no pool are left out: they are
 // outside every pool, which Allocation.Pools reports.
 func (a *Allocator) Refusals(owner string, subject Subject) []Refusal {
 	a.mu.Lock()
@@ -31,24 +32,8 @@ func (a *Allocator) Refusals(owner string, subject Subject) []Refusal {
 	}
 	var out []Refusal
 	for _, addr := range o.addrs {
-		k, f := keyOf(addr), FamilyOf(addr)
-		var first Refusal
-		allowed := false
-		for _, ps := range a.sorted {
-			if !ps.contains(k, f) {
-				continue
-			}
-			err := ps.refusal(subject)
-			if err == nil {
-				allowed = true
-				break
-			}
-			if first.Reason == nil {
-				first = Refusal{Addr: addr, Pool: ps.Name, Reason: err}
-			}
-		}
-		if !allowed && first.Reason != nil {
-			out = append(out, first)
+		if ps := a.refuser(keyOf(addr), FamilyOf(addr), subject); ps != nil {
+			out = append(out, Refusal{Addr: addr, Pool: ps.Name, Reason: ps.refusal(subject)})
 		}
 	}
 	return out

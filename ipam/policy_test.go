@@ -157,12 +157,20 @@ func TestRefusals(t *testing.T) {
 			want: []got{{"192.0.2.0", "p", "namespace unknown: gone"}},
 		},
 		{
-			name: "an overlapping pool still allows it",
+			// Every pool containing an address must allow its holder.
+			name: "an overlapping pool allows it, the other not",
 			edit: func(a *Allocator) {
 				a.SetPool(tenantPool(t, "p", "team-x", 10, "192.0.2.0/30"))
 				a.SetPool(autoPool(t, "wide", "192.0.2.0/24"))
 			},
-			req: req,
+			req:  req,
+			want: []got{{"192.0.2.0", "p", "namespace team-a is not team-x"}},
+		},
+		{
+			name: "an overlapping pool now refuses it",
+			edit: func(a *Allocator) { a.SetPool(tenantPool(t, "other", "team-x", 0, "192.0.2.0/31")) },
+			req:  req,
+			want: []got{{"192.0.2.0", "other", "namespace team-a is not team-x"}},
 		},
 		{name: "shrunk out of every pool", edit: func(a *Allocator) { a.SetPool(tenantPool(t, "p", "team-x", 0, "192.0.2.2/31")) }, req: req},
 		{name: "not an owner", edit: func(*Allocator) {}, req: inNS(v4("nobody"), "team-a")},

@@ -188,6 +188,7 @@ func (a *Allocator) sortPools() {
 		}
 		return cmp.Compare(x.Name, y.Name)
 	})
+	a.linkOverlaps()
 }
 
 // poolOf returns the name of the first pool (by priority) that contains a.

@@ -18,8 +18,10 @@ import (
 // after every step that the allocator agrees with the model and keeps its
 // rules: an address belongs to one owner or one compatible sharing group,
 // new addresses come from pools the request may use (lowest free first,
-// compatible groups joined first), kept addresses are kept, and the pools'
-// counts match what is held.
+// compatible groups joined first) and are allowed by every pool that
+// contains them, kept addresses are kept (Refusals lists those a pool
+// containing them no longer allows), and the pools' counts match what is
+// held.
 func TestAllocatorProperties(t *testing.T) {
 	seeds, steps := 50, 2000
 	if testing.Short() {
@@ -109,6 +111,17 @@ func (mp *modelPool) allocatable(a netip.Addr) bool {
 
 func (mp *modelPool) allows(ns string) bool {
 	return mp.allowNS == nil || slices.Contains(mp.allowNS, ns)
+}
+
+// allowedEverywhere is the model's overlap rule: every pool that contains
+// a allows namespace ns.
+func (p *propRun) allowedEverywhere(a netip.Addr, ns string) bool {
+	for _, mp := range p.pools {
+		if mp.contains(a) && !mp.allows(ns) {
+			return false
+		}
+	}
+	return true
 }
 
 func (mp *modelPool) total(f Family) int {
@@ -617,7 +630,7 @@ func (p *propRun) joinable(f Family, req Request, pools []*modelPool) (netip.Add
 	}
 	for _, a := range universe(f) {
 		if p.held(a) && p.groupKey(a) == req.Sharing.Key && p.policy(a) == req.Sharing.TrafficPolicy &&
-			p.compatible(req, a) && allocatableIn(pools, a) {
+			p.compatible(req, a) && allocatableIn(pools, a) && p.allowedEverywhere(a, req.Subject.Namespace) {
 			return a, true
 		}
 	}
@@ -629,11 +642,11 @@ func (p *propRun) policy(a netip.Addr) string {
 }
 
 // lowestFree returns the lowest free address of family f of the first of
-// pools that has one.
-func (p *propRun) lowestFree(f Family, pools []*modelPool) (netip.Addr, bool) {
+// pools that has one that every pool containing it allows req.
+func (p *propRun) lowestFree(f Family, req Request, pools []*modelPool) (netip.Addr, bool) {
 	for _, mp := range pools {
 		for _, a := range universe(f) {
-			if mp.allocatable(a) && !p.held(a) {
+			if mp.allocatable(a) && !p.held(a) && p.allowedEverywhere(a, req.Subject.Namespace) {
 				return a, true
 			}
 		}
@@ -643,6 +656,9 @@ func (p *propRun) lowestFree(f Family, pools []*modelPool) (netip.Addr, bool) {
 
 // explicitOK reports whether req may use the specific address a.
 func (p *propRun) explicitOK(req Request, a netip.Addr) bool {
+	if !p.allowedEverywhere(a, req.Subject.Namespace) {
+		return false
+	}
 	for _, mp := range p.pools {
 		if mp.contains(a) && mp.allows(req.Subject.Namespace) && (req.Pool == "" || req.Pool == mp.name) && !(mp.avoid && isBuggy(a)) {
 			return true
@@ -735,7 +751,7 @@ func (p *propRun) ensure(req Request) {
 		if bad == "" && len(req.Addresses) == 0 && p.owners[req.Owner] == nil && req.Sharing.Key == "" {
 			served := true
 			for _, f := range req.Families {
-				if _, ok := p.lowestFree(f, p.candidates(f, req)); !ok {
+				if _, ok := p.lowestFree(f, req, p.candidates(f, req)); !ok {
 					served = false
 				}
 			}
@@ -761,7 +777,7 @@ func (p *propRun) someFamilyExhausted(req Request) bool {
 		if len(pools) == 0 {
 			continue
 		}
-		_, free := p.lowestFree(f, pools)
+		_, free := p.lowestFree(f, req, pools)
 		_, join := p.joinable(f, req, pools)
 		if !free && !join {
 			return true
@@ -830,6 +846,11 @@ func (p *propRun) checkAllocation(req Request, al Allocation) {
 		if slices.Contains(prev, a) {
 			continue // kept, checked above
 		}
+		// Overlapping pools: a new address is allowed by every pool that
+		// contains it.
+		if !p.allowedEverywhere(a, req.Subject.Namespace) {
+			p.fatalf("%s was handed out to namespace %s, but a pool containing it does not allow that namespace", a, req.Subject.Namespace)
+		}
 		others := slices.DeleteFunc(p.holders(a), func(o string) bool { return o == req.Owner })
 		if len(others) > 0 && (p.groupKey(a) != req.Sharing.Key || p.policy(a) != req.Sharing.TrafficPolicy || !p.compatible(req, a)) {
 			p.fatalf("%s, held by %v, was handed out to an incompatible owner", a, others)
@@ -851,7 +872,7 @@ func (p *propRun) checkAllocation(req Request, al Allocation) {
 		case !canJoin && len(others) > 0:
 			p.fatalf("joined %s, which the model does not find joinable", a)
 		case !canJoin:
-			if want, _ := p.lowestFree(f, pools); a != want {
+			if want, _ := p.lowestFree(f, req, pools); a != want {
 				p.fatalf("got %s, want the lowest free address %s of the first usable pool", a, want)
 			}
 		}
@@ -860,7 +881,7 @@ func (p *propRun) checkAllocation(req Request, al Allocation) {
 		for _, f := range wanted {
 			if !slices.Contains(got, f) && !req.addressFor(f).IsValid() {
 				pools := p.candidates(f, req)
-				_, free := p.lowestFree(f, pools)
+				_, free := p.lowestFree(f, req, pools)
 				_, join := p.joinable(f, req, pools)
 				if free || join {
 					p.fatalf("%s was not served, but the model finds an address for it", f)
@@ -1035,6 +1056,20 @@ func (p *propRun) check() {
 			if want := p.poolOf(a); al.Pools[j] != want {
 				p.fatalf("Lookup(%s).Pools[%d] = %q, want %q", o, j, al.Pools[j], want)
 			}
+		}
+		// Refusals lists exactly the held addresses some pool containing
+		// them does not allow (kept after pool edits and restores).
+		var want, got []netip.Addr
+		for _, a := range mo.addrs {
+			if !p.allowedEverywhere(a, mo.req.Subject.Namespace) {
+				want = append(want, a)
+			}
+		}
+		for _, r := range p.a.Refusals(o, mo.req.Subject) {
+			got = append(got, r.Addr)
+		}
+		if !slices.Equal(want, got) {
+			p.fatalf("Refusals(%s) = %v, the model says %v", o, got, want)
 		}
 	}
 	// Stats count the held allocatable addresses.

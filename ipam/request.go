@@ -91,6 +91,9 @@ type Allocation struct {
 	// Warnings explain families of a PreferDualStack request that got no
 	// address.
 	Warnings []string
+	// Taken details, for the administrator's log, the warnings that are
+	// about addresses others hold (the warnings name none of them).
+	Taken []*TakenError
 }
 
 // Holding describes who holds an address.

@@ -40,7 +40,11 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 		k := keyOf(addr)
 		if h, held := a.holdings[k]; held {
 			if h.key == "" || (h.key != req.Sharing.Key && !slices.Contains(req.Sharing.Aliases, h.key)) {
-				errs = append(errs, fmt.Errorf("%w: %s cannot keep %s: %v", ErrConflict, req.Name, addr, h.compatible(req, req.Owner)))
+				var why error = h.taken(addr, req, ReasonInUse, "it is in use", "it is held")
+				if te := h.compatible(addr, req, req.Owner); te != nil {
+					why = te
+				}
+				errs = append(errs, fmt.Errorf("%w: %s cannot keep %s: %w", ErrConflict, req.Name, addr, why))
 				a.claim(k, req.Owner, req.Name)
 				continue
 			}
@@ -84,6 +88,7 @@ func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr
 			continue
 		}
 		a.hold(keyOf(addr), FamilyOf(addr), req)
+		a.holdings[keyOf(addr)].members[0].reserved = true
 		kept = append(kept, addr)
 	}
 	if len(kept) == 0 {

@@ -2,8 +2,8 @@ package ipam
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
-	"strings"
 )
 
 // compatibleMember reports why req, a member of h, cannot keep sharing it.
@@ -11,13 +11,13 @@ import (
 // every other member; one that changes nothing only with the members that
 // joined before it. So the first come keep an address, and a clash (which
 // only Restore lets in) fails the latecomer or the member that caused it.
-func (h *holding) compatibleMember(req Request) error {
+func (h *holding) compatibleMember(addr netip.Addr, req Request) *TakenError {
 	i := slices.IndexFunc(h.members, func(m member) bool { return m.owner == req.Owner })
 	if i < 0 || h.members[i].changedBy(req) {
-		return h.compatible(req, req.Owner)
+		return h.compatible(addr, req, req.Owner)
 	}
 	earlier := &holding{family: h.family, key: h.key, policy: h.policy, members: h.members[:i+1]}
-	return earlier.compatible(req, req.Owner)
+	return earlier.compatible(addr, req, req.Owner)
 }
 
 // changedBy reports whether req changes the member's ports, policy,
@@ -35,43 +35,15 @@ func (m member) changedBy(req Request) bool {
 	return false
 }
 
-// compatible reports why req cannot share h, ignoring member self.
-func (h *holding) compatible(req Request, self string) error {
-	if len(h.members) == 1 && h.members[0].owner == staleOwner {
-		return fmt.Errorf("%s still lists it", h.members[0].name)
-	}
-	var others []string
-	for _, m := range h.members {
-		if m.owner != self {
-			others = append(others, m.name)
-		}
-	}
-	switch {
-	case req.Sharing.Key == "":
-		return fmt.Errorf("it is held by %s and %s has no sharing key", strings.Join(others, ", "), req.Name)
-	case h.key != req.Sharing.Key:
-		return fmt.Errorf("it is held by %s under sharing key %q, not %q", strings.Join(others, ", "), h.key, req.Sharing.Key)
-	}
-	for _, m := range h.members {
-		if m.owner == self {
-			continue
-		}
-		if m.policy != req.Sharing.TrafficPolicy {
-			return fmt.Errorf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, req.Name, req.Sharing.TrafficPolicy)
-		}
-		if m.namespace != req.Subject.Namespace && (!allows(m.namespaces, req.Subject.Namespace) || !allows(req.Sharing.Namespaces, m.namespace)) {
-			return fmt.Errorf("%s is in namespace %s and %s in namespace %s: sharing across namespaces needs both to allow the other's", m.name, m.namespace, req.Name, req.Subject.Namespace)
-		}
-		if m.policy == "Local" && m.selector != req.Sharing.Selector {
-			return fmt.Errorf("%s selects other pods (%q) than %s (%q): with externalTrafficPolicy Local, sharers must select the same pods", m.name, m.selector, req.Name, req.Sharing.Selector)
-		}
-		for _, p := range req.Sharing.Ports {
-			if slices.Contains(m.ports, p) {
-				return fmt.Errorf("%s already uses %s/%d", m.name, p.Protocol, p.Port)
-			}
-		}
-	}
-	return nil
+// SharingConflict is a clash between an owner and the sharers of one of
+// its addresses that joined before it.
+type SharingConflict struct {
+	Addr netip.Addr
+	// Reason is ReasonTrafficPolicy or ReasonPort.
+	Reason TakenReason
+	// Message says it for the owner without naming the other sharers;
+	// Detail names them, for the administrator's log.
+	Message, Detail string
 }
 
 // SharingConflicts explains, for each address the owner shares, why it
@@ -80,17 +52,18 @@ func (h *holding) compatible(req Request, self string) error {
 // addresses rather than re-addressing a Service; Ensure fails for the
 // owner until the user fixes the clash, while the earlier sharers keep
 // working.
-func (a *Allocator) SharingConflicts(owner string) []string {
+func (a *Allocator) SharingConflicts(owner string) []SharingConflict {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	o := a.owners[owner]
 	if o == nil {
 		return nil
 	}
-	var out []string
+	var out []SharingConflict
 	for _, addr := range o.addrs {
-		if msg := a.holdings[keyOf(addr)].clash(owner); msg != "" {
-			out = append(out, fmt.Sprintf("%s: %s", addr, msg))
+		if c, ok := a.holdings[keyOf(addr)].clash(owner); ok {
+			c.Addr = addr
+			out = append(out, c)
 		}
 	}
 	return out
@@ -102,7 +75,7 @@ func (a *Allocator) ConflictingAddresses() int {
 	defer a.mu.Unlock()
 	n := 0
 	for _, h := range a.holdings {
-		if len(h.members) > 1 && h.clash("") != "" {
+		if _, ok := h.clash(""); len(h.members) > 1 && ok {
 			n++
 		}
 	}
@@ -111,24 +84,32 @@ func (a *Allocator) ConflictingAddresses() int {
 
 // clash says why member owner (or, for "", any member) clashes with a
 // sharer of h that joined before it: a port both use, or another traffic
-// policy; "" if none does.
-func (h *holding) clash(owner string) string {
+// policy; false if none does.
+func (h *holding) clash(owner string) (SharingConflict, bool) {
 	for i, m := range h.members {
 		if owner != "" && m.owner != owner {
 			continue
 		}
 		for _, o := range h.members[:i] {
 			if m.policy != o.policy {
-				return fmt.Sprintf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, o.name, o.policy)
+				return SharingConflict{
+					Reason:  ReasonTrafficPolicy,
+					Message: fmt.Sprintf("this Service uses externalTrafficPolicy %s, a sharer that came before it %s", m.policy, o.policy),
+					Detail:  fmt.Sprintf("%s uses externalTrafficPolicy %s, %s uses %s", m.name, m.policy, o.name, o.policy),
+				}, true
 			}
 			for _, p := range m.ports {
 				if slices.Contains(o.ports, p) {
-					return fmt.Sprintf("%s and %s both use %s/%d", m.name, o.name, p.Protocol, p.Port)
+					return SharingConflict{
+						Reason:  ReasonPort,
+						Message: fmt.Sprintf("this Service and a sharer that came before it both use %s/%d", p.Protocol, p.Port),
+						Detail:  fmt.Sprintf("%s and %s both use %s/%d", m.name, o.name, p.Protocol, p.Port),
+					}, true
 				}
 			}
 		}
 	}
-	return ""
+	return SharingConflict{}, false
 }
 
 // allows reports whether namespaces (a Sharing's) let ns share.

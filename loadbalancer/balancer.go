@@ -296,12 +296,13 @@ func (b *Balancer) restore() (int, error) {
 		if err != nil {
 			restoreConflictsTotal.Inc()
 			b.log.Error(err, "Cannot restore address of Service", "service", klog.KObj(svc))
+			b.logTaken(svc, err)
 			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressConflict, "IronLB could not keep every address in this Service's status: %v", err)
 		}
 		for _, c := range b.alloc.SharingConflicts(string(svc.UID)) {
-			b.log.Info("Service keeps a shared address although its sharers clash", "service", klog.KObj(svc), "conflict", c)
+			b.log.Info("Service keeps a shared address although its sharers clash", "service", klog.KObj(svc), "address", c.Addr, "reason", c.Reason, "conflict", c.Detail)
 			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonSharingConflict,
-				"Keeping %s, but its sharers clash; change the ports or externalTrafficPolicy so that they can share it", c)
+				"Keeping %s, but its sharers clash: %s; change the ports or externalTrafficPolicy so that they can share it", c.Addr, c.Message)
 		}
 		if al, ok := b.alloc.Lookup(string(svc.UID)); ok {
 			b.pools.Touch(al.Pools...)
@@ -344,6 +345,7 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 	al, err := b.alloc.Ensure(req)
 	if err != nil {
 		allocationFailuresTotal.WithLabelValues(failureReason(err)).Inc()
+		b.logTaken(service, err)
 		switch {
 		case errors.Is(err, ipam.ErrNoPools):
 			return nil, api.NewRetryError(ErrNoPools.Error(), b.retry)
@@ -354,10 +356,23 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 		}
 		return nil, err
 	}
+	for _, te := range al.Taken {
+		b.logTaken(service, te)
+	}
 	b.report(service, before, al)
 	b.changed(service)
 	b.recheckService(service)
 	return statusFor(al), nil
+}
+
+// logTaken logs, for the administrator, who holds the addresses err says
+// svc cannot have. The error itself, which becomes an Event in svc's
+// namespace, names none of them (ipam.TakenError).
+func (b *Balancer) logTaken(svc *v1.Service, err error) {
+	for _, te := range ipam.TakenErrors(err) {
+		b.log.Info("Service refused an address others hold", "service", klog.KObj(svc), "address", te.Addr,
+			"reason", te.Reason, "holders", te.Holders, "sharingKey", te.SharingKey, "detail", te.Detail)
+	}
 }
 
 // report records Events and refreshes pool status after an Ensure.

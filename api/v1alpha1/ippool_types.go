@@ -31,7 +31,11 @@ type IPPool struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLength) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 4 || cidr(a).prefixLength() <= adv.aggregationLength))",message="bgp.advertisements: aggregationLength is shorter than one of the pool's IPv4 CIDRs: the aggregate would cover addresses outside the pool"
 // +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLengthV6) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 6 || cidr(a).prefixLength() <= adv.aggregationLengthV6))",message="bgp.advertisements: aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs: the aggregate would cover addresses outside the pool"
 type IPPoolSpec struct {
-	// Addresses are CIDRs and ranges, IPv4 and IPv6 mixed.
+	// Addresses are CIDRs and ranges, IPv4 and IPv6 mixed. Pools may
+	// overlap (they are then marked Conflicting); an address in several
+	// pools goes only to a Service that the serviceAllocation of every one
+	// of them allows, so a pool open to all never opens the addresses of a
+	// restricted pool it overlaps.
 	//
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=32
@@ -61,7 +65,10 @@ type IPPoolSpec struct {
 	Priority int32 `json:"priority,omitempty"`
 
 	// ServiceAllocation limits which Services may use the pool. Empty means
-	// every Service.
+	// every Service. It also holds for the pool's addresses that other
+	// pools contain: such an address goes only to a Service that every
+	// pool containing it allows. A Service refused gets an Event naming the
+	// rule that refuses it, not the namespaces or namespaceSelector listed.
 	//
 	// +optional
 	ServiceAllocation *ServiceAllocation `json:"serviceAllocation,omitempty"`
@@ -114,10 +121,13 @@ type InterfaceName string
 // ServiceAllocation selects the Services that may use a pool. A Service must
 // match everything given. When the CCM cannot look up a Service's
 // namespace, a pool with namespaces or a namespaceSelector refuses it.
-// Editing these never takes an address away: a Service that holds one the
-// pool no longer allows keeps it, gets a Warning Event
-// AddressNoLongerAllowed and is counted in
-// ironlb_services_outside_pool_policy{pool}.
+// An address that lies in several pools goes only to a Service that every
+// one of them allows. Editing these, or adding a pool that overlaps, never
+// takes an address away: a Service that holds one a pool containing it no
+// longer allows keeps it, gets a Warning Event AddressNoLongerAllowed and
+// is counted in ironlb_services_outside_pool_policy{pool}. A refused
+// Service's Event names the rule that refuses it, not the namespaces or
+// namespaceSelector the pool lists.
 type ServiceAllocation struct {
 	// Namespaces are the only namespaces whose Services may use the pool,
 	// matched on the namespace's kubernetes.io/metadata.name label, which

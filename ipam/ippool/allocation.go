@@ -3,7 +3,6 @@ package ippool
 import (
 	"fmt"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -19,6 +18,12 @@ import (
 // the namespace fail closed: when its labels are unknown (the lookup
 // failed), a pool with namespaces or a namespaceSelector refuses, so that
 // NotIn and DoesNotExist do not pass on missing labels.
+//
+// A refusal becomes an Event in the refused Service's namespace, which
+// another tenant may read: it names the rule that refuses, but not the
+// namespaces the pool lists nor its namespaceSelector (both may name other
+// tenants); the administrator reads those in the IPPool. It shows the
+// serviceSelector, which the Service's owner needs to label the Service.
 func allocationPolicy(sa *v1alpha1.ServiceAllocation) (func(ipam.Subject) error, error) {
 	if sa == nil {
 		return nil, nil
@@ -51,11 +56,11 @@ func allocationPolicy(sa *v1alpha1.ServiceAllocation) (func(ipam.Subject) error,
 			case !ok:
 				return fmt.Errorf("namespace %s has no label %s to match spec.serviceAllocation.namespaces", s.Namespace, corev1.LabelMetadataName)
 			case !slices.Contains(names, name):
-				return fmt.Errorf("namespace %s is not among spec.serviceAllocation.namespaces [%s]", name, strings.Join(names, ", "))
+				return fmt.Errorf("namespace %s is not among spec.serviceAllocation.namespaces", name)
 			}
 		}
 		if !nsSel.Matches(labels.Set(s.NamespaceLabels)) {
-			return fmt.Errorf("the labels of namespace %s do not match spec.serviceAllocation.namespaceSelector (%s)", s.Namespace, nsSel)
+			return fmt.Errorf("the labels of namespace %s do not match spec.serviceAllocation.namespaceSelector", s.Namespace)
 		}
 		if !svcSel.Matches(labels.Set(s.Labels)) {
 			return fmt.Errorf("the Service's labels do not match spec.serviceAllocation.serviceSelector (%s)", svcSel)

@@ -51,11 +51,11 @@ func TestAllocationPolicy(t *testing.T) {
 
 		{"namespaces: listed", &v1alpha1.ServiceAllocation{Namespaces: []v1alpha1.NamespaceName{"team-a", "team-c"}}, nsSubject("team-a", nil, nil), allowed},
 		{"namespaces: not listed", &v1alpha1.ServiceAllocation{Namespaces: []v1alpha1.NamespaceName{"team-c", "team-a"}}, nsSubject("team-b", nil, nil),
-			result{Msg: "namespace team-b is not among spec.serviceAllocation.namespaces [team-a, team-c]"}},
+			result{Msg: "namespace team-b is not among spec.serviceAllocation.namespaces"}},
 		{"namespaces: Service labels cannot get it in", &v1alpha1.ServiceAllocation{
 			Namespaces:      []v1alpha1.NamespaceName{"team-a"},
 			ServiceSelector: &metav1.LabelSelector{MatchLabels: public},
-		}, nsSubject("team-b", nil, public), result{Msg: "namespace team-b is not among spec.serviceAllocation.namespaces [team-a]"}},
+		}, nsSubject("team-b", nil, public), result{Msg: "namespace team-b is not among spec.serviceAllocation.namespaces"}},
 		{"namespaces: ANDed with serviceSelector", &v1alpha1.ServiceAllocation{
 			Namespaces:      []v1alpha1.NamespaceName{"team-a"},
 			ServiceSelector: &metav1.LabelSelector{MatchLabels: public},
@@ -64,7 +64,7 @@ func TestAllocationPolicy(t *testing.T) {
 			Namespaces:        []v1alpha1.NamespaceName{"team-a"},
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}},
 		}, nsSubject("team-a", map[string]string{"tier": "bronze"}, nil),
-			result{Msg: "the labels of namespace team-a do not match spec.serviceAllocation.namespaceSelector (tier=gold)"}},
+			result{Msg: "the labels of namespace team-a do not match spec.serviceAllocation.namespaceSelector"}},
 		{"namespaces: matched on the label, not on Subject.Namespace", &v1alpha1.ServiceAllocation{Namespaces: []v1alpha1.NamespaceName{"team-a"}},
 			ipam.Subject{Namespace: "team-a", NamespaceLabels: map[string]string{}},
 			result{Msg: "namespace team-a has no label kubernetes.io/metadata.name to match spec.serviceAllocation.namespaces"}},

@@ -76,7 +76,7 @@ func Status(p *v1alpha1.IPPool, others []*v1alpha1.IPPool, nodeIPs map[netip.Add
 	}
 	if len(overlaps) > 0 {
 		reason = v1alpha1.ReasonOverlap
-		msgs = append([]string{"overlaps IPPool " + strings.Join(overlaps, "; ") + "; each shared address is still handed out at most once"}, msgs...)
+		msgs = append([]string{"overlaps IPPool " + strings.Join(overlaps, "; ") + "; each shared address is still handed out at most once, and only to Services that every IPPool containing it allows"}, msgs...)
 	}
 	if len(msgs) > 0 {
 		set(v1alpha1.ConditionConflicting, true, reason, strings.Join(msgs, "; it also "))

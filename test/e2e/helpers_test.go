@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,6 +177,23 @@ func (c *cluster) stillPending(namespace, name string) {
 
 // waitEvent waits for an Event on the Service with the given reason whose
 // message contains msg.
+// noEventMentions fails if an Event in namespace mentions any of words
+// (another tenant's names and keys).
+func (c *cluster) noEventMentions(namespace string, words ...string) {
+	c.t.Helper()
+	events, err := c.cp.Client.CoreV1().Events(namespace).List(c.ctx, metav1.ListOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		for _, w := range words {
+			if strings.Contains(e.Message, w) {
+				c.t.Errorf("Event %s %s on %s in namespace %s mentions %q: %s", e.Type, e.Reason, e.InvolvedObject.Name, namespace, w, e.Message)
+			}
+		}
+	}
+}
+
 func (c *cluster) waitEvent(namespace, name, typ, reason, msg string) {
 	c.t.Helper()
 	err := rig.Eventually(30*time.Second, func() error {

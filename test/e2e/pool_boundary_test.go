@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/dynamic"
@@ -49,7 +50,7 @@ serviceAllocation:
 	t.Run("labels do not cross the namespace boundary", func(t *testing.T) {
 		c.createService(lbService("team-b", "posing", nil, public))
 		c.waitEvent("team-b", "posing", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
-			`no auto-assign pool with IPv4 addresses allows team-b/posing (pool "tenant-a": namespace team-b is not among spec.serviceAllocation.namespaces [team-a])`)
+			`no auto-assign pool with IPv4 addresses allows team-b/posing (pool "tenant-a": namespace team-b is not among spec.serviceAllocation.namespaces)`)
 		c.stillPending("team-b", "posing")
 	})
 	t.Run("the named namespace gets an address", func(t *testing.T) {
@@ -67,7 +68,7 @@ serviceAllocation:
 	t.Run("a pool edit keeps the address and says so", func(t *testing.T) {
 		c.applyPool("tenant-a", fmt.Sprintf(tenantPool, "team-z"))
 		c.waitEvent("team-a", "web", corev1.EventTypeWarning, "AddressNoLongerAllowed",
-			"Keeping "+addrA+", but IPPool tenant-a no longer allows this Service: namespace team-a is not among spec.serviceAllocation.namespaces [team-z]")
+			"Keeping "+addrA+", but IPPool tenant-a no longer allows this Service: namespace team-a is not among spec.serviceAllocation.namespaces")
 		waitMetricLines(t, metrics, outside(1))
 		// A sync of the Service (the signal: its EnsuredLoadBalancer Event
 		// counts one more) keeps the address.
@@ -95,7 +96,7 @@ serviceAllocation:
 		// Through spec.loadBalancerIP, for an address of team-a's pool.
 		c.createService(lbService("team-b", "thief", nil, public, func(s *corev1.Service) { s.Spec.LoadBalancerIP = addrA }))
 		c.waitEvent("team-b", "thief", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
-			`team-b/thief cannot use `+addrA+`: pool "tenant-a" does not allow team-b/thief: namespace team-b is not among spec.serviceAllocation.namespaces [team-a]`)
+			`team-b/thief cannot use `+addrA+`: pool "tenant-a" does not allow team-b/thief: namespace team-b is not among spec.serviceAllocation.namespaces`)
 		c.stillPending("team-b", "thief")
 
 		// Through the annotation, for an address of a pool open to both:
@@ -105,8 +106,9 @@ serviceAllocation:
 		addrOpen := c.waitIngress("team-a", "api", 1, 30*time.Second)[0]
 		c.createService(lbService("team-b", "thief-too", map[string]string{"ironlb.dev/load-balancer-ips": addrOpen}))
 		c.waitEvent("team-b", "thief-too", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
-			"team-b/thief-too cannot use "+addrOpen+": it is held by team-a/api and team-b/thief-too has no sharing key")
+			"team-b/thief-too cannot use "+addrOpen+": it is in use, and this Service has no sharing key")
 		c.stillPending("team-b", "thief-too")
+		c.noEventMentions("team-b", "team-a")
 
 		for name, want := range map[string]string{"web": addrA, "api": addrOpen} {
 			if got := c.waitIngress("team-a", name, 1, time.Second)[0]; got != want {
@@ -114,6 +116,46 @@ serviceAllocation:
 			}
 		}
 		c.checkNoSharedAddresses(nil)
+	})
+
+	t.Run("an open pool overlapping the restricted one does not open it", func(t *testing.T) {
+		// wide covers tenant-a's /29 and the next one, for everyone.
+		c.applyPool("wide", "addresses: [198.51.100.32/28]")
+		restricted := "198.51.100.33"
+		if restricted == addrA {
+			restricted = "198.51.100.34"
+		}
+		c.createService(lbService("team-b", "overlap-ip", nil, func(s *corev1.Service) { s.Spec.LoadBalancerIP = restricted }))
+		c.waitEvent("team-b", "overlap-ip", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
+			`team-b/overlap-ip cannot use `+restricted+`: pool "tenant-a" does not allow team-b/overlap-ip`)
+		c.stillPending("team-b", "overlap-ip")
+		// Candidate search, from the open pool by name and by auto-assign
+		// (team-b/posing, pending so far, gets one too).
+		c.createService(lbService("team-b", "overlap-named", map[string]string{"ironlb.dev/pool": "wide"}))
+		c.createService(lbService("team-b", "overlap-auto", nil))
+		for _, name := range []string{"overlap-named", "overlap-auto", "posing"} {
+			if got := c.waitIngress("team-b", name, 1, 30*time.Second)[0]; !inPrefix(t, got, "198.51.100.40/29") {
+				t.Errorf("team-b/%s got %s, want one of the open pool outside tenant-a's 198.51.100.32/29", name, got)
+			}
+		}
+		// team-a still gets the overlap from its own pool.
+		c.createService(lbService("team-a", "overlap-a", nil, public, func(s *corev1.Service) { s.Spec.LoadBalancerIP = restricted }))
+		if got := c.waitIngress("team-a", "overlap-a", 1, 30*time.Second)[0]; got != restricted {
+			t.Errorf("team-a/overlap-a got %s, want %s", got, restricted)
+		}
+		if err := rig.Eventually(30*time.Second, func() error {
+			if cond := meta.FindStatusCondition(c.pool("wide").Status.Conditions, v1alpha1.ConditionConflicting); cond == nil || cond.Status != metav1.ConditionTrue {
+				return fmt.Errorf("IPPool wide Conflicting = %+v, want True", cond)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		for _, name := range []string{"overlap-ip", "overlap-named", "overlap-auto", "posing"} {
+			if err := c.cp.Client.CoreV1().Services("team-b").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
 
 	t.Run("a namespace relabelled out of a pool keeps its address and says so", func(t *testing.T) {
@@ -137,7 +179,7 @@ serviceAllocation:
 		}
 		relabel("bronze")
 		c.waitEvent("team-c", "shop", corev1.EventTypeWarning, "AddressNoLongerAllowed",
-			"Keeping "+addr+", but IPPool gold no longer allows this Service: the labels of namespace team-c do not match spec.serviceAllocation.namespaceSelector (tier=gold)")
+			"Keeping "+addr+", but IPPool gold no longer allows this Service: the labels of namespace team-c do not match spec.serviceAllocation.namespaceSelector")
 		waitMetricLines(t, metrics, gold(1), outside(0))
 		relabel("gold")
 		c.waitEvent("team-c", "shop", corev1.EventTypeNormal, "AddressAllowedAgain", addr+" is no longer outside the serviceAllocation of IPPool gold")

@@ -186,9 +186,13 @@ func TestNodeAddressesNeverAllocated(t *testing.T) {
 	}
 	c.createService(lbService("default", "s3", nil))
 	c.waitEvent("default", "s3", corev1.EventTypeWarning, "SyncLoadBalancerFailed", "IP pool exhausted")
-	// Asking for the node's address names the node.
+	// Asking for the node's address says it is a node's; the CCM's log
+	// names the node.
 	c.createService(lbService("default", "greedy", map[string]string{"ironlb.dev/load-balancer-ips": "192.0.2.2"}))
-	c.waitEvent("default", "greedy", corev1.EventTypeWarning, "SyncLoadBalancerFailed", "held by Node node-a")
+	c.waitEvent("default", "greedy", corev1.EventTypeWarning, "SyncLoadBalancerFailed", "it is reserved: a Node of the cluster has this address")
+	if err := c.ccm.WaitForLog(`service="default/greedy" address="192.0.2.2" reason="Reserved" holders=["Node node-a"]`, 30*time.Second); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestBinaryDefaults: ironlb-ccm's own defaults are real, in --help and in

@@ -14,7 +14,8 @@ import (
 // Warning Event and no address of it, and cannot keep the owner from
 // adding ports; sharing across namespaces works when both sides name the
 // other, and not when only one does; with externalTrafficPolicy Local,
-// sharers must select the same pods.
+// sharers must select the same pods. No Event of a refused tenant names
+// the holder, its namespace or its key; the CCM's log does.
 func TestSharingTenancy(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -47,8 +48,21 @@ func TestSharingTenancy(t *testing.T) {
 
 	t.Run("another namespace cannot join by key", func(t *testing.T) {
 		c.createService(lbService("team-b", "intruder", key("web", "ironlb.dev/load-balancer-ips", addr), port(8080)))
-		c.waitEvent("team-b", "intruder", corev1.EventTypeWarning, "SyncLoadBalancerFailed", "is held by team-a/web")
+		c.waitEvent("team-b", "intruder", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
+			"team-b/intruder cannot use "+addr+": it is in use and not shared with this Service")
 		c.stillPending("team-b", "intruder")
+		// A key team-b does not know, and no key: the same answer.
+		c.createService(lbService("team-b", "guesser", key("guess", "ironlb.dev/load-balancer-ips", addr), port(8080)))
+		c.waitEvent("team-b", "guesser", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
+			"team-b/guesser cannot use "+addr+": it is in use and not shared with this Service")
+		c.createService(lbService("team-b", "keyless", map[string]string{"ironlb.dev/load-balancer-ips": addr}, port(8080)))
+		c.waitEvent("team-b", "keyless", corev1.EventTypeWarning, "SyncLoadBalancerFailed",
+			"team-b/keyless cannot use "+addr+": it is in use, and this Service has no sharing key")
+		c.noEventMentions("team-b", "team-a", "web-tls", "team-a/web")
+		// The administrator reads who holds it in the CCM's log.
+		if err := c.ccm.WaitForLog(`service="team-b/guesser" address="`+addr+`" reason="InUse" holders=["team-a/web","team-a/web-tls"] sharingKey="team-a/web"`, 30*time.Second); err != nil {
+			t.Error(err)
+		}
 		// With the same key and no address asked for, it gets its own.
 		c.createService(lbService("team-b", "same-key", key("web"), port(8080)))
 		if got := c.waitIngress("team-b", "same-key", 1, 30*time.Second)[0]; got == addr {
@@ -73,6 +87,7 @@ func TestSharingTenancy(t *testing.T) {
 		c.createService(lbService("team-b", "dns-too", key("dns", "ironlb.dev/sharing-cross-namespace", "infra", "ironlb.dev/load-balancer-ips", dns), port(5353)))
 		c.waitEvent("team-b", "dns-too", corev1.EventTypeWarning, "SyncLoadBalancerFailed", "sharing across namespaces needs both to allow the other's")
 		c.stillPending("team-b", "dns-too")
+		c.noEventMentions("team-b", "infra/dns", "team-a/dns-metrics")
 	})
 
 	t.Run("externalTrafficPolicy Local sharers select the same pods", func(t *testing.T) {
@@ -94,7 +109,7 @@ func TestSharingTenancy(t *testing.T) {
 	})
 
 	// The refused never got the address.
-	for _, n := range [][2]string{{"team-b", "intruder"}, {"team-b", "dns-too"}} {
+	for _, n := range [][2]string{{"team-b", "intruder"}, {"team-b", "guesser"}, {"team-b", "keyless"}, {"team-b", "dns-too"}} {
 		svc, err := c.cp.Client.CoreV1().Services(n[0]).Get(ctx, n[1], metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
