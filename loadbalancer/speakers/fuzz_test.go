@@ -501,7 +501,7 @@ func (h *reportsHarness) stream() {
 		h.check()
 		st.recv = h.next
 		errs := make(chan error, 1)
-		h.s.receive(st, gen, wd, errs)
+		h.s.receive(st, gen, wd, errs, &renewal{tokens: make(chan string, 1)})
 		recvErr := <-errs
 		reason := speakerv1.StreamErrorReason(recvErr)
 		err = h.s.streamError(addr, recvErr)
