@@ -116,6 +116,9 @@ type Bundle struct {
 	changed   chan struct{} // closed and replaced when the trusted CAs change
 
 	live *liveness // the speaker pods and Nodes certificates were issued for
+
+	distrustMu sync.Mutex
+	distrusted map[string]time.Time // certificates whose renewal was refused (DER), until they expire
 }
 
 // Changed returns a channel closed when the CAs the bundle trusts or issues

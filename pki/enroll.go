@@ -110,7 +110,10 @@ func (b *Bundle) Enroll(ctx context.Context, node string, peer *Peer, token stri
 // Renew issues a new node certificate for the key of node's enrolled peer,
 // once token proves again what enrollment proved (attest), for the same
 // pod the current certificate was issued for: a key copied out of the
-// speaker does not renew itself without the pod's current token.
+// speaker does not renew itself without the pod's current token. After a
+// refusal (not one of the API server's failures) this CCM no longer takes
+// the current certificate as proof of the node (Check, and the next
+// handshake, which then needs an enrollment).
 func (b *Bundle) Renew(ctx context.Context, node string, peer *Peer, token string) (*Credentials, error) {
 	if !peer.Enrolled() {
 		err := &EnrollmentRefusal{RefusalNotEnrolled, fmt.Sprintf("renew for node %q: the speaker is not enrolled", node)}
@@ -124,6 +127,9 @@ func (b *Bundle) Renew(ctx context.Context, node string, peer *Peer, token strin
 	}
 	if err != nil {
 		renewals.WithLabelValues(RefusalOf(err)).Inc()
+		if !Transient(err) {
+			b.distrust(peer.Leaf()) // its next handshake must enroll, with a valid token
+		}
 		return nil, err
 	}
 	creds, err := b.issueNode(node, peer.publicKey(), a)

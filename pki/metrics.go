@@ -23,7 +23,7 @@ var (
 	}, []string{"result"})
 	revocations = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "speaker", Name: "revoked_sessions_total",
-		Help:           "Speaker streams closed, or handshakes treated as not enrolled, because the pod or the Node the speaker's certificate was issued for is gone, by reason (PodGone, NodeGone, NotAttested).",
+		Help:           "Speaker streams closed, or handshakes treated as not enrolled, because the pod or the Node the speaker's certificate was issued for is gone, by reason (PodGone, NodeGone, NotAttested, RenewalRefused, Unknown).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"reason"})
 )

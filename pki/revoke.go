@@ -29,7 +29,38 @@ const (
 	// RevokedUnknown: the CCM has not listed pods and Nodes yet, so it
 	// cannot tell; the speaker must enroll (with its token) meanwhile.
 	RevokedUnknown = "Unknown"
+	// RevokedRenewalRefused: this CCM refused to renew the certificate
+	// (the speaker could not prove its node again).
+	RevokedRenewalRefused = "RenewalRefused"
 )
+
+// distrust makes this CCM treat leaf as not proving its node until it
+// expires: its renewal was refused. Entries go when their certificate
+// expires; there is at most one per certificate this CA issued.
+func (b *Bundle) distrust(leaf *x509.Certificate) {
+	if leaf == nil {
+		return
+	}
+	now := b.opts.now()
+	b.distrustMu.Lock()
+	defer b.distrustMu.Unlock()
+	if b.distrusted == nil {
+		b.distrusted = map[string]time.Time{}
+	}
+	for k, notAfter := range b.distrusted {
+		if now.After(notAfter) {
+			delete(b.distrusted, k)
+		}
+	}
+	b.distrusted[string(leaf.Raw)] = leaf.NotAfter
+}
+
+func (b *Bundle) isDistrusted(leaf *x509.Certificate) bool {
+	b.distrustMu.Lock()
+	defer b.distrustMu.Unlock()
+	_, ok := b.distrusted[string(leaf.Raw)]
+	return ok
+}
 
 // Revocation says why a node certificate no longer proves its node.
 type Revocation struct {
@@ -150,6 +181,9 @@ func (b *Bundle) Check(node string, peer *Peer) error {
 }
 
 func (b *Bundle) checkLive(node string, leaf *x509.Certificate) error {
+	if b.isDistrusted(leaf) {
+		return &Revocation{RevokedRenewalRefused, "its renewal was refused: the speaker did not prove its node again"}
+	}
 	a, ok := AttestationOf(leaf)
 	if !ok {
 		return &Revocation{RevokedNotAttested, "the certificate names no speaker pod"}
