@@ -120,3 +120,24 @@ func FuzzInstall(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAttestation: whatever URI SAN a certificate carries, parsing
+// it as an attestation never panics, and an attestation it accepts names
+// two UUIDs and prints back to the same text.
+func FuzzParseAttestation(f *testing.F) {
+	f.Add(Attestation{PodUID: "3ec3203b-dead-473c-b2cd-c5ca6d9278af", NodeUID: "dae57eca-f888-44b3-bbcd-dfc9cc0ec8f7"}.URI().String())
+	f.Add(attestationPrefix + ":node:")
+	f.Add("urn:ironlb:pod:x:node:y:node:z")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := parseAttestation(s)
+		if err != nil {
+			return
+		}
+		if !uidPattern.MatchString(string(a.PodUID)) || !uidPattern.MatchString(string(a.NodeUID)) {
+			t.Fatalf("accepted %q as %+v", s, a)
+		}
+		if got := a.URI().String(); got != s {
+			t.Fatalf("%q parsed to %+v, which prints as %q", s, a, got)
+		}
+	})
+}
