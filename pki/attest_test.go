@@ -273,4 +273,3 @@ func TestAttestationURI(t *testing.T) {
 		}
 	}
 }
-
