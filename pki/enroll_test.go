@@ -163,6 +163,17 @@ func enroll(t *testing.T, b *Bundle, tr *tokenReviewer, sp *NodeCredentials) {
 	if err := sp.Install(creds.CertPEM, creds.BundlePEM); err != nil {
 		t.Fatalf("Install(%s): %v", sp.node, err)
 	}
+	// The pod the token named was just made (ensureObjects): wait until
+	// the CCM's watch saw it, as it has long before a real pod's speaker
+	// enrolls.
+	leaf := mustParseCert(t, creds.CertPEM)
+	deadline := time.Now().Add(5 * time.Second)
+	for err := b.checkLive(sp.node, leaf); err != nil; err = b.checkLive(sp.node, leaf) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the enrolled speaker's pod is not live: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestEnroll proves that Enroll certifies the key the speaker used in the

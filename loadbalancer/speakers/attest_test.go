@@ -159,6 +159,8 @@ func TestRenewalNeedsCurrentToken(t *testing.T) {
 	if err := creds.Install(enrolled.CertPEM, enrolled.BundlePEM); err != nil {
 		t.Fatal(err)
 	}
+	// The CCM's watch has seen the pod (it was just made).
+	waitFor(t, "the enrolled speaker authenticated", 10*time.Second, func() bool { return r.handshake("node-a", creds).Enrolled() })
 	enrolledCert := presented(creds)
 	// The key and the certificate are all the holder has.
 	if err := os.WriteFile(tokenFile, []byte("not-a-token"), 0o600); err != nil {

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/pki"
@@ -25,7 +27,7 @@ import (
 // instructions it gets are counted.
 type legacySpeaker struct {
 	speakerv1.UnimplementedSpeakerServer
-	agent                       *speaker.Agent
+	agent                      *speaker.Agent
 	certs, bundleOnly, attests atomic.Int64
 }
 
@@ -118,5 +120,66 @@ func TestLegacySpeakerRenewal(t *testing.T) {
 	}
 	if st, _ := m.State("node-a"); !st.Connected {
 		t.Errorf("the legacy speaker is not connected: %s", st.Problem)
+	}
+}
+
+// chattySpeaker offers its token in every report, asked or not.
+type chattySpeaker struct {
+	speakerv1.UnimplementedSpeakerServer
+	agent *speaker.Agent
+	token string
+	sent  atomic.Int64
+}
+
+func (c *chattySpeaker) Sync(s speakerv1.Speaker_SyncServer) error {
+	return c.agent.Sync(&chattyStream{Speaker_SyncServer: s, c: c})
+}
+
+type chattyStream struct {
+	speakerv1.Speaker_SyncServer
+	c *chattySpeaker
+}
+
+func (s *chattyStream) Send(r *speakerv1.Report) error {
+	r = proto.CloneOf(r)
+	r.Enrollment = &speakerv1.Enrollment{Token: s.c.token}
+	s.c.sent.Add(1)
+	return s.Speaker_SyncServer.Send(r)
+}
+
+// TestUnaskedTokensIgnored: a speaker that sends its token in every
+// report does not make the CCM call the API server: only the enrollment
+// (and a renewal, when due, in answer to the CCM's Attest) is reviewed.
+func TestUnaskedTokensIgnored(t *testing.T) {
+	e := newEnv(t)
+	var reviews atomic.Int64
+	e.cs.PrependReactor("create", "tokenreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
+		reviews.Add(1)
+		return false, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	creds := e.credentials("node-a", "node-a")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface) (speaker.Announcer, error) {
+		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
+	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
+	chatty := &chattySpeaker{agent: agent, token: fakeTokenPrefix + "node-a"}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
+	speakerv1.RegisterSpeakerServer(srv, chatty)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	e.speakers["node-a"] = &testSpeaker{agent: agent, srv: srv, proxy: newProxy(t, lis.Addr().String())}
+
+	m := e.manager(ctx, 10*time.Millisecond, 50)
+	m.SetNode("node-a", nodeAddr("node-a"))
+	waitFor(t, "node-a connected", 5*time.Second, func() bool { st, _ := m.State("node-a"); return st.Connected })
+	start := chatty.sent.Load()
+	waitFor(t, "200 reports with a token", 10*time.Second, func() bool { return chatty.sent.Load()-start >= 200 })
+	if n := reviews.Load(); n != 1 {
+		t.Errorf("%d TokenReviews, want 1 (the enrollment)", n)
 	}
 }

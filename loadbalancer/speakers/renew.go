@@ -46,6 +46,7 @@ type renewal struct {
 	tokens  chan string // answers to Attest, from the receiver
 	results chan renewed
 	busy    bool // a renewal (or an Attest) is under way
+	asked   bool // an Attest is unanswered: the next token is its answer
 }
 
 type renewed struct {
@@ -114,9 +115,16 @@ func (r *renewal) onRevoked() error {
 func (r *renewal) onDue(ctx context.Context) (*speakerv1.Instruction, error) {
 	switch {
 	case r.busy:
+		// The speaker did not answer the Attest (or the renewal hangs):
+		// ask again, once the renewal in flight, if any, came back.
+		if r.asked {
+			r.due.Reset(renewalRetry)
+			return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Attest{Attest: &speakerv1.Attest{}}}, nil
+		}
+		r.due.Reset(renewRetry)
 		return nil, nil
 	case r.has(speakerv1.CapabilityReattest):
-		r.busy = true
+		r.busy, r.asked = true, true
 		r.due.Reset(renewalRetry) // in case the speaker never answers
 		return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Attest{Attest: &speakerv1.Attest{}}}, nil
 	case time.Since(r.opened) < freshToken:
@@ -127,8 +135,15 @@ func (r *renewal) onDue(ctx context.Context) (*speakerv1.Instruction, error) {
 	}
 }
 
-// onToken renews with the token the speaker sent.
+// onToken renews with the token the speaker sent in answer to an Attest;
+// a token it was not asked for starts nothing (a speaker cannot make the
+// CCM call the API server at its own rate).
 func (r *renewal) onToken(ctx context.Context, token string) {
+	if !r.asked {
+		r.s.log.V(2).Info("Ignoring an enrollment token the speaker was not asked for")
+		return
+	}
+	r.asked = false
 	r.start(ctx, token)
 }
 
