@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,6 +85,8 @@ const uidIndex = "uid"
 // needs, and tells sessions when one is gone.
 type liveness struct {
 	pods, nodes cache.SharedIndexInformer
+
+	gaveUp atomic.Bool // a handshake waited cacheSyncTimeout in vain: later ones do not wait
 
 	mu      sync.Mutex
 	revoked chan struct{} // closed and replaced when a pod or a Node goes
@@ -193,10 +196,15 @@ func (b *Bundle) checkLive(node string, leaf *x509.Certificate) error {
 		return &Revocation{RevokedUnknown, "the CCM does not watch speaker pods"}
 	}
 	if !l.pods.HasSynced() || !l.nodes.HasSynced() {
+		unknown := &Revocation{RevokedUnknown, "speaker pods and Nodes not listed yet (may the CCM list pods in its namespace and Nodes?)"}
+		if l.gaveUp.Load() {
+			return unknown
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), cacheSyncTimeout)
 		defer cancel()
 		if !cache.WaitForCacheSync(ctx.Done(), l.pods.HasSynced, l.nodes.HasSynced) {
-			return &Revocation{RevokedUnknown, "speaker pods and Nodes not listed yet"}
+			l.gaveUp.Store(true)
+			return unknown
 		}
 	}
 	objs, err := l.pods.GetIndexer().ByIndex(uidIndex, string(a.PodUID))

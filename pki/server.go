@@ -122,8 +122,9 @@ func selfSigned(node string, key *ecdsa.PrivateKey, now time.Time) (*tls.Certifi
 // trusted CA, is valid for client authentication and carries CCMIdentity;
 // it names the trusted CAs in its request so that a CCM in the middle of a
 // CA rotation presents a certificate this speaker accepts. It presents the
-// node certificate while that is valid and chains to a trusted CA, else
-// the self-signed one.
+// node certificate while that is valid and chains to a CA mounted or sent
+// by the CCM (whether that CA still counts is the CCM's call), else the
+// self-signed one.
 func (c *NodeCredentials) ServerTLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
