@@ -79,7 +79,7 @@ func WithClock(now func() time.Time) Option {
 }
 
 // WithLeafLifetime sets the lifetime of the CCM's client certificates.
-// Values <= 0 select DefaultLeafLifetime.
+// Values <= 0 select CCMCertLifetime.
 func WithLeafLifetime(d time.Duration) Option {
 	return func(o *options) { o.leafLifetime = d }
 }
@@ -122,6 +122,11 @@ type Bundle struct {
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced when the trusted CAs change
+
+	live *liveness // the speaker pods and Nodes certificates were issued for
+
+	distrustMu sync.Mutex
+	distrusted map[string]time.Time // certificates whose renewal was refused (DER), until they expire
 }
 
 // Changed returns a channel closed when the CAs the bundle trusts or issues
@@ -152,7 +157,8 @@ type bundleState struct {
 
 // Bootstrap reads (or creates) the CA in namespace, publishes the trust
 // bundle for the speakers and issues the CCM's client certificates in
-// memory.
+// memory. It watches the speaker pods and the Nodes until ctx ends, to
+// revoke the certificates of those deleted (Check, Revoked).
 //
 // The CA Secret is created, immutable, if missing; creation is race-safe
 // (when another CCM replica wins, its CA is used) and an existing CA Secret
@@ -171,7 +177,7 @@ func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace strin
 		o.now = time.Now
 	}
 	if o.leafLifetime <= 0 {
-		o.leafLifetime = DefaultLeafLifetime
+		o.leafLifetime = CCMCertLifetime
 	}
 	if o.nodeLifetime <= 0 {
 		o.nodeLifetime = NodeCertLifetime
@@ -191,6 +197,7 @@ func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace strin
 	b := &Bundle{client: client, namespace: namespace, opts: o, changed: make(chan struct{})}
 	b.state.Store(&bundleState{problem: "not synced yet"})
 	caMetrics.Set(b.collectMetrics)
+	b.startLiveness(ctx)
 	if err := b.Sync(ctx); err != nil {
 		klog.ErrorS(err, "ironlb pki: the CCM cannot reach speakers until the CA is usable; will retry", "secret", klog.KRef(namespace, CASecretName))
 	}
@@ -271,6 +278,15 @@ func (b *Bundle) Sync(ctx context.Context) error {
 	if err != nil {
 		next := *old
 		next.problem = err.Error()
+		if old.current != nil && !now.Before(old.ccmRenewAt) {
+			// The CA in memory still issues: the CCM's own certificates
+			// must not expire while the Secret cannot be read.
+			if certs, renewAt, rerr := b.issueCCMCerts(old.current, old.previous, now); rerr == nil {
+				next.certs, next.ccmRenewAt = certs, renewAt
+			} else {
+				klog.ErrorS(rerr, "ironlb pki: renewing the CCM's client certificates")
+			}
+		}
 		b.state.Store(&next)
 		return err
 	}
@@ -300,24 +316,45 @@ func (b *Bundle) Sync(ctx context.Context) error {
 		if old.current != nil && !old.current.cert.Equal(current.cert) {
 			klog.InfoS("ironlb pki: CA changed, adopting the new CA", "secret", klog.KRef(b.namespace, CASecretName), "subject", current.cert.Subject.String(), "previousTrusted", previous != nil)
 		}
-		for _, ca := range []*CA{current, previous} {
-			if ca == nil {
-				continue
-			}
-			cert, err := ca.issueKeyPair(CCMIdentity, b.opts.leafLifetime, now)
-			if err != nil {
-				return fmt.Errorf("issue CCM client certificate: %w", err)
-			}
-			next.certs = append(next.certs, cert)
+		next.certs, next.ccmRenewAt, err = b.issueCCMCerts(current, previous, now)
+		if err != nil {
+			return err
 		}
-		next.ccmRenewAt = renewAt(next.certs[0].Leaf)
-		klog.V(2).InfoS("ironlb pki: issued CCM client certificates", "count", len(next.certs), "notAfter", next.certs[0].Leaf.NotAfter)
 	}
 	b.state.Store(next)
 	if !sameCAs && old.current != nil {
 		b.notifyChanged()
 	}
 	return nil
+}
+
+// issueCCMCerts issues the CCM's client certificates, from current, then
+// previous, and says when they are due for renewal.
+func (b *Bundle) issueCCMCerts(current, previous *CA, now time.Time) ([]*tls.Certificate, time.Time, error) {
+	var certs []*tls.Certificate
+	for _, ca := range []*CA{current, previous} {
+		if ca == nil {
+			continue
+		}
+		cert, err := ca.issueKeyPair(CCMIdentity, b.opts.leafLifetime, now)
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("issue CCM client certificate: %w", err)
+		}
+		certs = append(certs, cert)
+	}
+	due := renewAt(certs[0].Leaf)
+	for _, c := range certs[1:] {
+		due = minTime(due, renewAt(c.Leaf))
+	}
+	klog.InfoS("ironlb pki: issued the CCM's client certificates", "count", len(certs), "notAfter", certs[0].Leaf.NotAfter, "renewAt", due)
+	return certs, due, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func sameCA(a, b *CA) bool {

@@ -287,7 +287,7 @@ func TestBootstrapCreatesCAAndBundle(t *testing.T) {
 		BundleCM:    string(ca.CertPEM()),
 		BundlePEM:   string(ca.CertPEM()),
 		BundleCA:    string(ca.CertPEM()),
-		CCMNotAfter: t0.Add(DefaultLeafLifetime),
+		CCMNotAfter: t0.Add(CCMCertLifetime),
 		// The CA create and the delete of the legacy Secret; the CCM
 		// certificate is never stored.
 		SecretsWrites: 2,

@@ -34,6 +34,10 @@ const (
 	// NodeCertLifetime is the validity of a speaker's node certificate.
 	// The CCM renews it on the speaker's stream after two thirds of it.
 	NodeCertLifetime = 24 * time.Hour
+	// CCMCertLifetime is the validity of the CCM's client certificates
+	// (kept in memory only). The running CCM renews them after two thirds
+	// of it.
+	CCMCertLifetime = 24 * time.Hour
 
 	// clockSkew is how far NotBefore is backdated so that peers whose clocks
 	// lag slightly behind still accept a freshly issued certificate.
@@ -183,6 +187,12 @@ func (ca *CA) Issue(identity string, lifetime time.Duration, now time.Time) (cer
 // IssueFor is Issue for a key the caller holds (a speaker's, which never
 // leaves its node): it certifies pub and returns the PEM certificate.
 func (ca *CA) IssueFor(identity string, pub crypto.PublicKey, lifetime time.Duration, now time.Time) ([]byte, error) {
+	return ca.issueFor(identity, pub, lifetime, now, nil)
+}
+
+// issueFor is IssueFor; extra are URI SANs after identity (a node
+// certificate's Attestation).
+func (ca *CA) issueFor(identity string, pub crypto.PublicKey, lifetime time.Duration, now time.Time, extra []*url.URL) ([]byte, error) {
 	u, err := url.Parse(identity)
 	if err != nil || u.Scheme != "spiffe" || u.Host == "" {
 		return nil, fmt.Errorf("issue certificate: identity %q is not a spiffe:// URI", identity)
@@ -217,7 +227,7 @@ func (ca *CA) IssueFor(identity string, pub crypto.PublicKey, lifetime time.Dura
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           usages,
 		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{u},
+		URIs:                  append([]*url.URL{u}, extra...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -104,6 +105,14 @@ func (b *Bundle) verifySpeaker(node string, certs []*x509.Certificate, peer *Pee
 	want := NodeIdentity(node)
 	err := verifyPeer(certs, st.pool, x509.ExtKeyUsageServerAuth, want, b.opts.now())
 	if err == nil {
+		if err := b.checkLive(node, leaf); err != nil {
+			// Its pod or Node is gone (or the certificate predates
+			// attestations): the speaker must prove its node again with
+			// a current token, as at enrollment.
+			revoked(node, err)
+			peer.set(false, leaf)
+			return nil
+		}
 		peer.set(true, leaf)
 		return nil
 	}
@@ -150,22 +159,12 @@ func (b *Bundle) RenewalDue(peer *Peer) time.Time {
 	return renewAt(leaf)
 }
 
-// Renew issues a new node certificate for the key of node's enrolled peer.
-// An enrolled peer proved its node with a certificate of a trusted CA, so
-// no token is needed.
-func (b *Bundle) Renew(node string, peer *Peer) (*Credentials, error) {
-	if !peer.Enrolled() {
-		return nil, fmt.Errorf("ironlb pki: renew for node %q: speaker is not enrolled", node)
-	}
-	return b.issueNode(node, peer.publicKey())
-}
-
-func (b *Bundle) issueNode(node string, pub crypto.PublicKey) (*Credentials, error) {
+func (b *Bundle) issueNode(node string, pub crypto.PublicKey, a Attestation) (*Credentials, error) {
 	st := b.state.Load()
 	if st.current == nil {
 		return nil, fmt.Errorf("ironlb pki: no CA to issue from: %s", st.problem)
 	}
-	certPEM, err := st.current.IssueFor(NodeIdentity(node), pub, b.opts.nodeLifetime, b.opts.now())
+	certPEM, err := st.current.issueFor(NodeIdentity(node), pub, b.opts.nodeLifetime, b.opts.now(), []*url.URL{a.URI()})
 	if err != nil {
 		return nil, err
 	}

@@ -24,11 +24,25 @@
 // every stream (only a CCM opens streams). When the CCM does not trust the
 // certificate it was shown, Bundle.Enroll checks the token with a
 // TokenReview (audience, the speakers' ServiceAccount, and the node of the
-// pod it is bound to, which must be the node dialled) and issues a node
-// certificate (NodeCertLifetime) for the key of the handshake; the CCM
-// then reconnects. On an authenticated stream the CCM renews the
-// certificate (Bundle.Renew, no token needed) after two thirds of its
-// lifetime, or at once when the CA changed.
+// pod it is bound to, which must be the node dialled), reads that pod and
+// the Node (the pod must exist with the token's UID, be on that node, of
+// that ServiceAccount, neither terminating nor finished; the Node must
+// exist) and issues a node certificate (NodeCertLifetime) for the key of
+// the handshake, naming the pod and the Node by UID (Attestation); the
+// CCM then reconnects.
+//
+// # Renewal and revocation
+//
+// On an authenticated stream the CCM renews the certificate after two
+// thirds of its lifetime, or at once when the CA changed, with the
+// speaker's current token (it asks for it with an Attest instruction):
+// Bundle.Renew repeats every check of the enrollment, for the same pod. A
+// refusal closes the stream, and the CCM no longer takes that certificate
+// as proof of the node. Bundle watches the speaker pods and the Nodes: a
+// certificate whose pod or Node is gone no longer authenticates
+// (Bundle.Check, at every handshake and whenever Revoked fires, which
+// closes the open streams of such speakers); the speaker must enroll
+// again.
 //
 // # The CA
 //
@@ -44,11 +58,14 @@
 //     streams are kept, and Run retries every 30 s and whenever the Secret
 //     changes.
 //   - The ConfigMap ironlb-ca-bundle holds, under ca.crt, every CA the CCM
-//     trusts (current first). Speakers mount it to verify the CCM, and also
-//     trust the bundle the CCM sends with each node certificate, so a CA
-//     rotation does not wait for the kubelet.
-//   - The CCM's client certificates (one per trusted CA) are issued in
-//     memory and never stored; the speaker names the CAs it trusts in its
+//     trusts (current first). Speakers mount it to verify the CCM. The CCM
+//     also sends its bundle with each node certificate and whenever its CAs
+//     change; a speaker trusts only the CAs in both (its mounted ones alone
+//     while the two share none), so the bundle sent can end trust in a CA
+//     at once but never add one the speaker does not mount.
+//   - The CCM's client certificates (one per trusted CA, CCMCertLifetime)
+//     are issued in memory, never stored, and renewed by Run after two
+//     thirds of their lifetime; the speaker names the CAs it trusts in its
 //     certificate request and the CCM presents one it accepts.
 //
 // # Rotating the CA
@@ -57,7 +74,9 @@
 // (which watches both) makes a new CA, trusts both, publishes both in
 // ironlb-ca-bundle and sends every connected speaker a certificate from the
 // new CA with the new bundle on its open stream. Once the kubelet has
-// updated the mounted bundle on every node, delete ironlb-ca-previous. The
+// updated the mounted bundle on every node, delete ironlb-ca-previous: the
+// CCM sends every connected speaker the bundle without the old CA, and
+// the speakers refuse CCM certificates of the old CA from then on. The
 // two CAs must have distinct subjects: the CCM picks the client certificate
 // to present by the issuer names the speaker lists (NewCA puts its serial
 // number in the subject).

@@ -2,7 +2,9 @@ package pki
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
@@ -11,7 +13,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/component-base/metrics/testutil"
@@ -26,6 +31,7 @@ const speakerUser = "system:serviceaccount:" + testNS + ":" + DefaultSpeakerServ
 type tokenReviewer struct {
 	mu       sync.Mutex
 	requests []authenticationv1.TokenReviewSpec
+	created  map[string]bool // pods ensureObjects created
 	review   func(spec authenticationv1.TokenReviewSpec) (authenticationv1.TokenReviewStatus, error)
 }
 
@@ -44,11 +50,52 @@ func newTokenReviewer(cs *fake.Clientset) *tokenReviewer {
 		if err != nil {
 			return true, nil, err
 		}
+		tr.ensureObjects(cs, st)
 		out := req.DeepCopy()
 		out.Status = st
 		return true, out, nil
 	})
 	return tr
+}
+
+// ensureObjects creates, the first time a token names them, the pod and
+// the Node an authenticated token is bound to, as they exist in a cluster
+// whose speaker pod got that token. Deleted later, they stay deleted.
+func (tr *tokenReviewer) ensureObjects(cs *fake.Clientset, st authenticationv1.TokenReviewStatus) {
+	pods, nodes := st.User.Extra[podNameExtra], st.User.Extra[nodeNameExtra]
+	if !st.Authenticated || len(pods) != 1 || len(nodes) != 1 {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.created == nil {
+		tr.created = map[string]bool{}
+	}
+	if tr.created[pods[0]] {
+		return
+	}
+	tr.created[pods[0]] = true
+	sa := st.User.Username[strings.LastIndex(st.User.Username, ":")+1:]
+	_ = cs.Tracker().Add(&corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: pods[0], Namespace: testNS, UID: types.UID(firstOr(st.User.Extra[podUIDExtra], string(testUID(pods[0]))))},
+		Spec:       corev1.PodSpec{NodeName: nodes[0], ServiceAccountName: sa},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	})
+	_ = cs.Tracker().Add(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodes[0], UID: types.UID(firstOr(st.User.Extra[nodeUIDExtra], string(testUID(nodes[0]))))}})
+}
+
+func firstOr(v authenticationv1.ExtraValue, def string) string {
+	if len(v) > 0 {
+		return v[0]
+	}
+	return def
+}
+
+// testUID is a UID for name, the same every time.
+func testUID(name string) types.UID {
+	h := sha256.Sum256([]byte(name))
+	x := hex.EncodeToString(h[:16])
+	return types.UID(x[:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32])
 }
 
 func (tr *tokenReviewer) set(review func(authenticationv1.TokenReviewSpec) (authenticationv1.TokenReviewStatus, error)) {
@@ -73,7 +120,9 @@ func speakerStatus(node string) authenticationv1.TokenReviewStatus {
 			Username: speakerUser,
 			Extra: map[string]authenticationv1.ExtraValue{
 				nodeNameExtra: {node},
+				nodeUIDExtra:  {string(testUID(node))},
 				podNameExtra:  {"ironlb-speaker-" + node},
+				podUIDExtra:   {string(testUID("ironlb-speaker-" + node))},
 			},
 		},
 	}
@@ -113,6 +162,17 @@ func enroll(t *testing.T, b *Bundle, tr *tokenReviewer, sp *NodeCredentials) {
 	}
 	if err := sp.Install(creds.CertPEM, creds.BundlePEM); err != nil {
 		t.Fatalf("Install(%s): %v", sp.node, err)
+	}
+	// The pod the token named was just made (ensureObjects): wait until
+	// the CCM's watch saw it, as it has long before a real pod's speaker
+	// enrolls.
+	leaf := mustParseCert(t, creds.CertPEM)
+	deadline := time.Now().Add(5 * time.Second)
+	for err := b.checkLive(sp.node, leaf); err != nil; err = b.checkLive(sp.node, leaf) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the enrolled speaker's pod is not live: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -292,7 +352,7 @@ func TestEnrollErrors(t *testing.T) {
 		b := mustBootstrap(t, cs, WithClock(fixed(t0)))
 		sp := newSpeaker(t, "node-a", b.BundlePEM(), fixed(t0))
 		peer := dial(t, b, "node-a", sp)
-		if _, err := b.Renew("node-a", peer); err == nil || !strings.Contains(err.Error(), "not enrolled") {
+		if _, err := b.Renew(context.Background(), "node-a", peer, "token:node-a"); err == nil || !strings.Contains(err.Error(), "not enrolled") {
 			t.Errorf("Renew() error = %v, want not enrolled", err)
 		}
 	})

@@ -56,7 +56,8 @@ func FuzzParseCA(f *testing.F) {
 // FuzzInstall: whatever a CCM (or something posing as one) sends a speaker
 // as its node certificate and bundle, Install never panics, and a
 // certificate it accepts certifies the speaker's own key, names its node,
-// is valid for serving and chains to a CA of the bundle sent with it.
+// is valid for serving and chains to a CA of the bundle sent with it; and
+// the bundle never makes the speaker trust a CA it does not mount.
 func FuzzInstall(f *testing.F) {
 	ca, err := NewCA(fuzzNow)
 	if err != nil {
@@ -86,6 +87,14 @@ func FuzzInstall(f *testing.F) {
 		return c
 	}
 	good := issue(ca, nodeA, sp.key.Public())
+	otherCCMPEM, _, err := other.Issue(CCMIdentity, time.Hour, fuzzNow)
+	if err != nil {
+		f.Fatal(err)
+	}
+	otherCCM, err := parseCertPEM(otherCCMPEM)
+	if err != nil {
+		f.Fatal(err)
+	}
 	both := append(ca.CertPEM(), other.CertPEM()...)
 	f.Add(good, ca.CertPEM())
 	f.Add(good, both)
@@ -117,6 +126,32 @@ func FuzzInstall(f *testing.F) {
 		}
 		if enrolled, _ := sp.Enrolled(); !enrolled || !presented(sp).Equal(leaf) {
 			t.Fatal("an accepted certificate is not presented")
+		}
+		// Whatever bundle came with it, only the mounted CA counts for
+		// the CCM.
+		if verifyPeer([]*x509.Certificate{otherCCM}, sp.pool, x509.ExtKeyUsageClientAuth, CCMIdentity, fuzzNow) == nil {
+			t.Fatal("a bundle sent to the speaker made it trust a CA it does not mount")
+		}
+	})
+}
+
+// FuzzParseAttestation: whatever URI SAN a certificate carries, parsing
+// it as an attestation never panics, and an attestation it accepts names
+// two UUIDs and prints back to the same text.
+func FuzzParseAttestation(f *testing.F) {
+	f.Add(Attestation{PodUID: "3ec3203b-dead-473c-b2cd-c5ca6d9278af", NodeUID: "dae57eca-f888-44b3-bbcd-dfc9cc0ec8f7"}.URI().String())
+	f.Add(attestationPrefix + ":node:")
+	f.Add("urn:ironlb:pod:x:node:y:node:z")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := parseAttestation(s)
+		if err != nil {
+			return
+		}
+		if !uidPattern.MatchString(string(a.PodUID)) || !uidPattern.MatchString(string(a.NodeUID)) {
+			t.Fatalf("accepted %q as %+v", s, a)
+		}
+		if got := a.URI().String(); got != s {
+			t.Fatalf("%q parsed to %+v, which prints as %q", s, a, got)
 		}
 	})
 }

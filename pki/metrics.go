@@ -13,13 +13,23 @@ var (
 		"CAs the CCM trusts: 2 during a rotation (ironlb-ca-previous present), else 1.", nil, nil, metrics.ALPHA, "")
 	enrollments = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "speaker", Name: "enrollments_total",
-		Help:           "Speaker enrollments by result: Enrolled, or the reason of the refusal (WrongNode, InvalidToken, NoToken, WrongServiceAccount, NoNodeInToken, TokenReviewFailed, IssueFailed).",
+		Help:           "Speaker enrollments by result: Enrolled, or the reason of the refusal (WrongNode, InvalidToken, NoToken, WrongServiceAccount, NoNodeInToken, NoPodInToken, PodGone, NodeGone, TokenReviewFailed, IssueFailed).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
+	renewals = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "renewals_total",
+		Help:           "Node certificate renewals by result: Renewed, or the reason of the refusal (as for enrollments, and NotEnrolled; PodGone also when the token is another pod's than the certificate's).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
+	revocations = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "revoked_sessions_total",
+		Help:           "Speaker streams closed, or handshakes treated as not enrolled, because the pod or the Node the speaker's certificate was issued for is gone, by reason (PodGone, NodeGone, NotAttested, RenewalRefused, Unknown).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"reason"})
 )
 
 // caMetrics reports the bundle's state at scrape time.
-var caMetrics = scrape.New([]*metrics.Desc{caValidDesc, caTrustedDesc}, enrollments)
+var caMetrics = scrape.New([]*metrics.Desc{caValidDesc, caTrustedDesc}, enrollments, renewals, revocations)
 
 func (b *Bundle) collectMetrics(ch chan<- metrics.Metric) {
 	st := b.state.Load()

@@ -8,11 +8,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +31,12 @@ const reloadInterval = time.Second
 // speaker presents a self-signed certificate and offers its projected
 // ServiceAccount token (EnrollmentToken) for the CCM to check; afterwards
 // it presents its node certificate, which names its node. It verifies the
-// CCM against the CA bundle mounted from the ironlb-ca-bundle ConfigMap
-// and the bundle the CCM sent with the last certificate. It is safe for
+// CCM against the CAs that are both in the bundle mounted from the
+// ironlb-ca-bundle ConfigMap (re-read every second) and in the bundle the
+// CCM sent last (Install, TrustBundle); against the mounted bundle alone
+// while the two share no CA or none was sent. So a bundle the CCM sends can
+// end trust in a CA at once (the end of a rotation's overlap), but never
+// add one: only a CA mounted now is ever trusted. It is safe for
 // concurrent use.
 type NodeCredentials struct {
 	node      string
@@ -44,9 +50,12 @@ type NodeCredentials struct {
 	lastCheck time.Time
 	fileRaw   []byte
 	fileErr   string
-	inband    []byte
-	pool      *x509.CertPool
-	cert      *tls.Certificate // the node certificate; nil before Install
+	mounted   []*x509.Certificate // the CAs of the mounted bundle
+	inband    []*x509.Certificate // the CAs the CCM sent last; nil before any
+	pool      *x509.CertPool      // trusted for CCM certificates
+	known     *x509.CertPool      // mounted and sent: may have issued the node certificate
+	trusted   int                 // CAs in pool
+	cert      *tls.Certificate    // the node certificate; nil before Install
 }
 
 // NewNodeCredentials makes node's key and self-signed certificate. caFile
@@ -113,8 +122,9 @@ func selfSigned(node string, key *ecdsa.PrivateKey, now time.Time) (*tls.Certifi
 // trusted CA, is valid for client authentication and carries CCMIdentity;
 // it names the trusted CAs in its request so that a CCM in the middle of a
 // CA rotation presents a certificate this speaker accepts. It presents the
-// node certificate while that is valid and chains to a trusted CA, else
-// the self-signed one.
+// node certificate while that is valid and chains to a CA mounted or sent
+// by the CCM (whether that CA still counts is the CCM's call), else the
+// self-signed one.
 func (c *NodeCredentials) ServerTLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -161,6 +171,7 @@ func (c *NodeCredentials) EnrollmentToken() (string, error) {
 // Install takes the node certificate the CCM issued, and the CAs it
 // trusts. The certificate must certify this speaker's key, name this node
 // and chain to a CA of bundlePEM; it is presented from the next handshake.
+// bundlePEM replaces the bundle sent before (see TrustBundle).
 func (c *NodeCredentials) Install(certPEM, bundlePEM []byte) error {
 	leaf, err := parseCertPEM(certPEM)
 	if err != nil {
@@ -169,9 +180,13 @@ func (c *NodeCredentials) Install(certPEM, bundlePEM []byte) error {
 	if !c.key.PublicKey.Equal(leaf.PublicKey) {
 		return errors.New("ironlb pki: node certificate is for another key")
 	}
+	cas, err := parseBundle(bundlePEM)
+	if err != nil {
+		return fmt.Errorf("ironlb pki: node certificate: %w", err)
+	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(bundlePEM) {
-		return errors.New("ironlb pki: node certificate: no CA in the bundle")
+	for _, ca := range cas {
+		roots.AddCert(ca)
 	}
 	if err := verifyPeer([]*x509.Certificate{leaf}, roots, x509.ExtKeyUsageServerAuth, NodeIdentity(c.node), c.now()); err != nil {
 		return err
@@ -180,10 +195,63 @@ func (c *NodeCredentials) Install(certPEM, bundlePEM []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cert = cert
-	c.inband = bytes.Clone(bundlePEM)
+	c.inband = cas
 	c.rebuildPoolLocked()
 	klog.InfoS("ironlb pki: installed node certificate", "node", c.node, "notAfter", leaf.NotAfter)
 	return nil
+}
+
+// TrustBundle takes the CAs the CCM trusts now (sent when they change):
+// they replace those sent before. The speaker trusts only the CAs both in
+// them and in its mounted bundle (or the mounted ones alone while they
+// share none), so this can end trust in a CA but never start it.
+func (c *NodeCredentials) TrustBundle(bundlePEM []byte) error {
+	cas, err := parseBundle(bundlePEM)
+	if err != nil {
+		return fmt.Errorf("ironlb pki: CA bundle: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inband = cas
+	c.rebuildPoolLocked()
+	klog.InfoS("ironlb pki: took the CCM's CA bundle", "node", c.node, "cas", len(cas), "trusted", c.trustedLocked())
+	return nil
+}
+
+// maxBundleCAs bounds the CAs of a bundle: a rotation needs two.
+const maxBundleCAs = 16
+
+// parseBundle returns the CA certificates of a PEM bundle; it refuses a
+// bundle without any, with too many, or with a certificate that is not a
+// CA.
+func parseBundle(bundlePEM []byte) ([]*x509.Certificate, error) {
+	var cas []*x509.Certificate
+	rest := bundlePEM
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != pemTypeCertificate {
+			continue
+		}
+		if len(cas) == maxBundleCAs {
+			return nil, fmt.Errorf("more than %d CAs", maxBundleCAs)
+		}
+		ca, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse CA certificate: %w", err)
+		}
+		if !ca.BasicConstraintsValid || !ca.IsCA {
+			return nil, fmt.Errorf("certificate %q is not a CA", ca.Subject)
+		}
+		cas = append(cas, ca)
+	}
+	if len(cas) == 0 {
+		return nil, errors.New("no PEM certificate of a CA in the bundle")
+	}
+	return cas, nil
 }
 
 // current returns the trusted CAs and the certificate to present.
@@ -202,7 +270,9 @@ func (c *NodeCredentials) current() (*x509.CertPool, *tls.Certificate) {
 		}
 	}
 	cert := c.self
-	if c.cert != nil && chainsTo([]*x509.Certificate{c.cert.Leaf}, c.pool, now) { // valid now, from a trusted CA
+	// Valid now, from a CA mounted or sent: the CCM decides whether it
+	// still trusts that CA (and enrolls the speaker again if not).
+	if c.cert != nil && chainsTo([]*x509.Certificate{c.cert.Leaf}, c.known, now) {
 		cert = c.cert
 	}
 	return c.pool, cert
@@ -218,23 +288,44 @@ func (c *NodeCredentials) reloadLocked() error {
 	if c.pool != nil && bytes.Equal(raw, c.fileRaw) {
 		return nil
 	}
-	if !x509.NewCertPool().AppendCertsFromPEM(raw) {
-		return fmt.Errorf("ironlb pki: %s: no PEM certificate", c.caFile)
-	}
-	if c.pool != nil {
-		klog.InfoS("ironlb pki: reloaded CA bundle", "file", c.caFile)
+	cas, err := parseBundle(raw)
+	if err != nil {
+		return fmt.Errorf("ironlb pki: %s: %w", c.caFile, err)
 	}
 	c.fileRaw = raw
+	c.mounted = cas
 	c.rebuildPoolLocked()
+	if c.known != nil {
+		klog.InfoS("ironlb pki: reloaded CA bundle", "file", c.caFile, "trusted", c.trustedLocked())
+	}
 	return nil
 }
 
+// rebuildPoolLocked computes the trusted CAs: those mounted that the CCM
+// sent too, or all mounted while none of them was sent.
 func (c *NodeCredentials) rebuildPoolLocked() {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.fileRaw)
-	pool.AppendCertsFromPEM(c.inband)
-	c.pool = pool
+	pool, known := x509.NewCertPool(), x509.NewCertPool()
+	var both []*x509.Certificate
+	for _, m := range c.mounted {
+		known.AddCert(m)
+		if slices.ContainsFunc(c.inband, m.Equal) {
+			both = append(both, m)
+		}
+	}
+	for _, s := range c.inband {
+		known.AddCert(s)
+	}
+	if len(both) == 0 {
+		both = c.mounted
+	}
+	for _, ca := range both {
+		pool.AddCert(ca)
+	}
+	c.pool, c.known, c.trusted = pool, known, len(both)
 }
+
+// trustedLocked is how many CAs the speaker trusts, for logs.
+func (c *NodeCredentials) trustedLocked() int { return c.trusted }
 
 // WriteBundle writes pemData to path the way a ConfigMap volume presents
 // it (temporary file and rename). For tests and the demo.

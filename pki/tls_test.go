@@ -355,6 +355,9 @@ func TestNodeCertificateExpiry(t *testing.T) {
 		t.Fatalf("presents %q after enrollment, want %q", got, nodeA)
 	}
 	clk.Add(NodeCertLifetime + time.Second)
+	if err := b.Sync(context.Background()); err != nil { // as Run does: the CCM's own certificates are due too
+		t.Fatal(err)
+	}
 	if diff := cmp.Diff(enrollIdentityPrefix+"node-a", IdentityOf(presented(sp))); diff != "" {
 		t.Errorf("presented after expiry (-want +got):\n%s", diff)
 	}
@@ -429,7 +432,7 @@ func TestRotationOverlap(t *testing.T) {
 	if diff := cmp.Diff(clk.Now(), b.RenewalDue(peer)); diff != "" {
 		t.Errorf("RenewalDue of a certificate of the previous CA (-want +got):\n%s", diff)
 	}
-	creds, err := b.Renew("node-a", peer)
+	creds, err := b.Renew(context.Background(), "node-a", peer, "token:node-a")
 	if err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
@@ -449,15 +452,22 @@ func TestRotationOverlap(t *testing.T) {
 		t.Error("a fresh certificate is due for renewal")
 	}
 
-	// The overlap ends: the CCM has only its certificate from the new CA,
-	// which the speaker now trusts although its file still has only the
-	// old CA.
+	// The kubelet updates the mounted bundle (both CAs), then the overlap
+	// ends: the CCM has only its certificate from the new CA and sends the
+	// speaker its bundle, which the speaker now trusts.
+	if err := WriteBundle(sp.caFile, b.BundlePEM()); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(reloadInterval)
 	deleteSecret(t, cs, PreviousCASecretName)
 	if err := b.Sync(context.Background()); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
 	if n := len(ccmCerts(b)); n != 1 {
 		t.Fatalf("CCM holds %d certificates after the overlap, want 1", n)
+	}
+	if err := sp.TrustBundle(b.BundlePEM()); err != nil {
+		t.Fatalf("TrustBundle: %v", err)
 	}
 	if _, from := connect("after the overlap"); from != "new" {
 		t.Errorf("speaker certificate issuer after the overlap = %s, want new", from)
@@ -546,7 +556,7 @@ func TestInstall(t *testing.T) {
 		{name: "another node", cert: issueFor(ca, NodeIdentity("node-b"), own, NodeCertLifetime, t0), bundle: ca.CertPEM(), wantErr: `peer identity is "spiffe://ironlb.dev/node/node-b"`},
 		{name: "CCM certificate", cert: issueFor(ca, CCMIdentity, own, NodeCertLifetime, t0), bundle: ca.CertPEM(), wantErr: "incompatible key usage"},
 		{name: "not chaining to the bundle", cert: issueFor(foreign, nodeA, own, NodeCertLifetime, t0), bundle: ca.CertPEM(), wantErr: "unknown authority"},
-		{name: "empty bundle", cert: good, bundle: nil, wantErr: "no CA in the bundle"},
+		{name: "empty bundle", cert: good, bundle: nil, wantErr: "no PEM certificate of a CA"},
 		{name: "expired", cert: issueFor(ca, nodeA, own, time.Hour, t0.Add(-2*time.Hour)), bundle: ca.CertPEM(), wantErr: "expired"},
 	}
 	for _, tc := range tests {

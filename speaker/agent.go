@@ -34,7 +34,8 @@ type Announcer interface {
 type AnnouncerFactory func(ifi *net.Interface) (Announcer, error)
 
 // Capabilities are what this speaker can do, listed in its reports (with
-// CapabilityBGP and CapabilityBGPMED when it has a BGP side).
+// CapabilityBGP and CapabilityBGPMED when it has a BGP side, and
+// CapabilityReattest and CapabilityTrustBundle when it has credentials).
 var Capabilities = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}
 
 // capabilities are what this agent can do.
@@ -42,6 +43,9 @@ func (a *Agent) capabilities() []string {
 	c := slices.Clone(Capabilities)
 	if a.bgp != nil {
 		c = append(c, speakerv1.CapabilityBGP, speakerv1.CapabilityBGPMED)
+	}
+	if a.creds != nil {
+		c = append(c, speakerv1.CapabilityReattest, speakerv1.CapabilityTrustBundle)
 	}
 	return c
 }

@@ -12,6 +12,9 @@ type Credentials interface {
 	EnrollmentToken() (string, error)
 	// Install takes a node certificate and the CAs to trust.
 	Install(certPEM, bundlePEM []byte) error
+	// TrustBundle takes the CAs the CCM trusts now, without a
+	// certificate: they replace the bundle sent before.
+	TrustBundle(bundlePEM []byte) error
 }
 
 // WithCredentials lets the agent enroll: the first report of every stream
@@ -34,10 +37,20 @@ func (a *Agent) enrollment() *speakerv1.Enrollment {
 
 // installCertificate applies a Certificate instruction. A certificate that
 // does not fit (another key, another node, no CA) is logged and ignored:
-// the speaker keeps the one it has.
+// the speaker keeps the one it has. One without certificate_pem carries
+// only the CAs the CCM trusts now.
 func (a *Agent) installCertificate(c *speakerv1.Certificate) {
 	if a.creds == nil {
 		a.log.Info("Ignoring a node certificate: this speaker has no credentials to install it in")
+		return
+	}
+	if len(c.GetCertificatePem()) == 0 {
+		if err := a.creds.TrustBundle(c.GetCaBundlePem()); err != nil {
+			instructionsTotal.WithLabelValues("certificate", "refused").Inc()
+			a.log.Error(err, "Refusing the CA bundle the CCM sent")
+			return
+		}
+		instructionsTotal.WithLabelValues("certificate", "applied").Inc()
 		return
 	}
 	if err := a.creds.Install(c.GetCertificatePem(), c.GetCaBundlePem()); err != nil {

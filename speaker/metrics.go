@@ -9,7 +9,7 @@ import (
 var (
 	instructionsTotal = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "speaker", Name: "instructions_total",
-		Help:           "Instructions received from the CCM, by kind (snapshot, update, heartbeat, unknown) and result (applied, refused, fenced: from a leader older than the one followed, ignored: a kind this speaker does not know).",
+		Help:           "Instructions received from the CCM, by kind (snapshot, update, heartbeat, certificate, attest: a request for the current enrollment token, unknown) and result (applied, refused, fenced: from a leader older than the one followed, ignored: a kind this speaker does not know).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"kind", "result"})
 	announcedDesc = metrics.NewDesc("ironlb_speaker_announced_vips",

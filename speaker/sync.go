@@ -133,6 +133,13 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 	case *speakerv1.Instruction_Certificate:
 		a.installCertificate(k.Certificate)
 		return send(a.report(id, false))
+	case *speakerv1.Instruction_Attest:
+		// Only an authenticated CCM opens streams: it gets the token it
+		// renews the node certificate with.
+		r := a.report(id, false)
+		r.Enrollment = a.enrollment()
+		instructionsTotal.WithLabelValues("attest", resultOfAttest(r.Enrollment)).Inc()
+		return send(r)
 	case *speakerv1.Instruction_Update:
 		if err := a.applyUpdate(id, k.Update); err != nil {
 			instructionsTotal.WithLabelValues("update", resultOf(err)).Inc()
@@ -163,6 +170,13 @@ func refusal(err error) error {
 		return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, err.Error())
 	}
 	return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonRefused, err.Error())
+}
+
+func resultOfAttest(e *speakerv1.Enrollment) string {
+	if e == nil {
+		return "refused"
+	}
+	return "applied"
 }
 
 func resultOf(err error) string {

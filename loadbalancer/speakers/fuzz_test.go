@@ -515,7 +515,7 @@ func (h *reportsHarness) stream() {
 		h.check()
 		st.recv = h.next
 		errs := make(chan error, 1)
-		h.s.receive(ctx, st, gen, wd, nil, errs)
+		h.s.receive(ctx, st, gen, wd, nil, errs, &renewal{tokens: make(chan string, 1)})
 		recvErr := <-errs
 		reason := speakerv1.StreamErrorReason(recvErr)
 		err = h.s.streamError(addr, recvErr)

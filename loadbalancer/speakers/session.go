@@ -90,8 +90,8 @@ func (s *session) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.stream(ctx)
-		if errors.Is(err, errEnrolled) {
-			continue // reconnect at once, with the node certificate
+		if errors.Is(err, errEnrolled) || errors.Is(err, errReattest) {
+			continue // reconnect at once, with the node certificate or for a current token
 		}
 		if s.setDown(err) {
 			s.m.changed(s.node)
@@ -143,6 +143,11 @@ func (s *session) stream(ctx context.Context) error {
 	if n := first.GetNode(); n != "" && n != s.node {
 		return fmt.Errorf("speaker at %s, authenticated as node %q, says it is node %q", addr, s.node, n)
 	}
+	rn := s.newRenewal(peer, first)
+	defer rn.stop()
+	if err := s.m.opts.Identity.Check(s.node, peer); err != nil {
+		return err // its pod went between the handshake and now
+	}
 	changed := s.takeFirstReport(gen, first)
 	if err := s.awaitReady(ctx, wd); err != nil {
 		return err
@@ -154,8 +159,8 @@ func (s *session) stream(ctx context.Context) error {
 		s.m.changed(s.node)
 	}
 	recvErr := make(chan error, 1)
-	go s.receive(ctx, stream, gen, wd, newReportLimiter(limit), recvErr)
-	return s.sendLoop(ctx, stream, addr, recvErr, peer)
+	go s.receive(ctx, stream, gen, wd, newReportLimiter(limit), recvErr, rn)
+	return s.sendLoop(ctx, stream, addr, recvErr, rn)
 }
 
 // begin starts a new stream generation.
@@ -244,8 +249,9 @@ func (s *session) reportLimit() int {
 
 // receive records the speaker's reports until the stream fails. lim
 // paces them (nil: no limit): a report that comes too soon after others
-// is merged into the next one.
-func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClient, gen uint64, wd *watchdog, lim *reportLimiter, errs chan<- error) {
+// is merged into the next one. A report's enrollment token (the answer to
+// an Attest) goes to rn before any merging.
+func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClient, gen uint64, wd *watchdog, lim *reportLimiter, errs chan<- error, rn *renewal) {
 	var pending *speakerv1.Report
 	for {
 		r, err := stream.Recv()
@@ -261,6 +267,9 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 		}
 		if waited > 0 {
 			wd.seen() // the pause is the CCM's, not the speaker's silence
+		}
+		if e := r.GetEnrollment(); e != nil {
+			rn.offerToken(e.GetToken()) // the answer to an Attest
 		}
 		merged := merge(pending, r)
 		if !lim.take() {
@@ -278,35 +287,34 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 	}
 }
 
-// sendLoop sends heartbeats and updates until the stream fails.
-func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error, peer *pki.Peer) error {
+// sendLoop sends heartbeats and updates, and keeps the speaker's identity
+// (rn), until the stream fails.
+func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error, rn *renewal) error {
 	hb := time.NewTicker(s.m.opts.Heartbeat)
 	defer hb.Stop()
-	renew := time.NewTimer(time.Until(s.m.opts.Identity.RenewalDue(peer)))
-	defer renew.Stop()
-	rotated := s.m.opts.Identity.Changed()
 	var seq uint64
 	for {
-		var in *speakerv1.Instruction
+		var (
+			in  *speakerv1.Instruction
+			err error
+		)
 		select {
-		case <-rotated:
-			rotated = s.m.opts.Identity.Changed()
-			renew.Reset(time.Until(s.m.opts.Identity.RenewalDue(peer)))
-			continue
+		case <-rn.rotated:
+			in = rn.onRotated()
+		case <-rn.revoked:
+			err = rn.onRevoked()
+		case <-rn.due.C:
+			in, err = rn.onDue(ctx)
+		case token := <-rn.tokens:
+			rn.onToken(ctx, token)
+		case res := <-rn.results:
+			in, err = rn.onResult(res)
+		case <-rn.expiry.C:
+			err = rn.onExpired()
 		case <-ctx.Done():
 			return cause(ctx, ctx.Err())
 		case err := <-recvErr:
 			return cause(ctx, s.streamError(addr, err))
-		case <-renew.C:
-			creds, err := s.m.opts.Identity.Renew(s.node, peer)
-			if err != nil {
-				s.log.Error(err, "Cannot renew the speaker's node certificate; retrying in a minute")
-				renew.Reset(time.Minute)
-				continue
-			}
-			s.log.V(2).Info("Renewing the speaker's node certificate")
-			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Certificate{Certificate: &speakerv1.Certificate{CertificatePem: creds.CertPEM, CaBundlePem: creds.BundlePEM}}}
-			renew.Reset(renewalRetry) // until the speaker reconnects with the new one, in case it refused it
 		case <-hb.C:
 			seq++
 			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: &speakerv1.Heartbeat{Seq: seq}}}
@@ -319,6 +327,12 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 				continue
 			}
 			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: upd}}
+		}
+		if err != nil {
+			return err
+		}
+		if in == nil {
+			continue
 		}
 		if err := s.maySend(ctx); err != nil {
 			return err

@@ -71,11 +71,20 @@ type Identity interface {
 	// RenewalDue is when an enrolled speaker's certificate should be
 	// replaced.
 	RenewalDue(peer *pki.Peer) time.Time
-	// Renew certifies an enrolled speaker's key again.
-	Renew(node string, peer *pki.Peer) (*pki.Credentials, error)
+	// Renew certifies an enrolled speaker's key again once token proves
+	// again what enrollment proved.
+	Renew(ctx context.Context, node string, peer *pki.Peer, token string) (*pki.Credentials, error)
 	// Changed is closed when the CAs change (a rotation): RenewalDue may
-	// then be earlier.
+	// then be earlier, and the speakers get BundlePEM.
 	Changed() <-chan struct{}
+	// BundlePEM is every CA trusted now.
+	BundlePEM() []byte
+	// Revoked is closed when a speaker pod or a Node is deleted: open
+	// streams then Check their speaker.
+	Revoked() <-chan struct{}
+	// Check reports whether an enrolled speaker's certificate still
+	// proves its node (its pod and its Node exist).
+	Check(node string, peer *pki.Peer) error
 }
 
 var _ Identity = (*pki.Bundle)(nil)

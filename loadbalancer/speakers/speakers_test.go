@@ -19,7 +19,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -60,6 +63,7 @@ type testSpeaker struct {
 
 type env struct {
 	t        *testing.T
+	cs       *fake.Clientset
 	bundle   *pki.Bundle
 	caFile   string
 	mu       sync.Mutex
@@ -82,7 +86,10 @@ func newEnv(t *testing.T) *env {
 				Authenticated: true, Audiences: []string{pki.SpeakerAudience},
 				User: authenticationv1.UserInfo{
 					Username: "system:serviceaccount:kube-system:" + pki.DefaultSpeakerServiceAccount,
-					Extra:    map[string]authenticationv1.ExtraValue{"authentication.kubernetes.io/node-name": {node}},
+					Extra: map[string]authenticationv1.ExtraValue{
+						"authentication.kubernetes.io/node-name": {node},
+						"authentication.kubernetes.io/pod-name":  {"ironlb-speaker-" + node},
+					},
 				},
 			}
 		} else {
@@ -98,13 +105,35 @@ func newEnv(t *testing.T) *env {
 	if err := pki.WriteBundle(caFile, bundle.BundlePEM()); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, bundle: bundle, caFile: caFile, speakers: map[string]*testSpeaker{}}
+	return &env{t: t, cs: cs, bundle: bundle, caFile: caFile, speakers: map[string]*testSpeaker{}}
+}
+
+// speakerPod makes the Node and the speaker pod on it that the fake
+// TokenReview binds node's tokens to, once.
+func (e *env) speakerPod(node string) {
+	e.t.Helper()
+	ctx := context.Background()
+	if _, err := e.cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+		return
+	}
+	if _, err := e.cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, UID: uuid.NewUUID()}}, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "ironlb-speaker-" + node, Namespace: "kube-system", UID: uuid.NewUUID()},
+		Spec:       corev1.PodSpec{NodeName: node, ServiceAccountName: pki.DefaultSpeakerServiceAccount},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	if _, err := e.cs.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // credentials are a speaker's for node, holding a token bound to
 // tokenNode.
 func (e *env) credentials(node, tokenNode string) *pki.NodeCredentials {
 	e.t.Helper()
+	e.speakerPod(tokenNode)
 	tokenFile := filepath.Join(e.t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(fakeTokenPrefix+tokenNode), 0o600); err != nil {
 		e.t.Fatal(err)

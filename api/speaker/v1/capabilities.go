@@ -16,6 +16,13 @@ const (
 	CapabilityBGP = "bgp"
 	// CapabilityBGPMED sends BGPAdvertisement.med with its routes.
 	CapabilityBGPMED = "bgp-med"
+	// CapabilityReattest answers an Attest with its current enrollment
+	// token, so that its node certificate is renewed on the open stream.
+	CapabilityReattest = "reattest"
+	// CapabilityTrustBundle replaces (never adds to) the CA bundle the CCM
+	// sent before, trusts only CAs also in its mounted bundle, and takes a
+	// Certificate without certificate_pem as a new bundle alone.
+	CapabilityTrustBundle = "trust-bundle"
 )
 
 // LegacyCapabilities are those of a speaker that lists none: it predates

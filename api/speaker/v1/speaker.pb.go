@@ -90,7 +90,7 @@ func (x VIPStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VIPStatus_State.Descriptor instead.
 func (VIPStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15, 0}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16, 0}
 }
 
 // Instruction is one message from the CCM.
@@ -102,6 +102,7 @@ type Instruction struct {
 	//	*Instruction_Update
 	//	*Instruction_Heartbeat
 	//	*Instruction_Certificate
+	//	*Instruction_Attest
 	Kind          isInstruction_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -180,6 +181,15 @@ func (x *Instruction) GetCertificate() *Certificate {
 	return nil
 }
 
+func (x *Instruction) GetAttest() *Attest {
+	if x != nil {
+		if x, ok := x.Kind.(*Instruction_Attest); ok {
+			return x.Attest
+		}
+	}
+	return nil
+}
+
 type isInstruction_Kind interface {
 	isInstruction_Kind()
 }
@@ -200,6 +210,10 @@ type Instruction_Certificate struct {
 	Certificate *Certificate `protobuf:"bytes,4,opt,name=certificate,proto3,oneof"`
 }
 
+type Instruction_Attest struct {
+	Attest *Attest `protobuf:"bytes,5,opt,name=attest,proto3,oneof"`
+}
+
 func (*Instruction_Snapshot) isInstruction_Kind() {}
 
 func (*Instruction_Update) isInstruction_Kind() {}
@@ -208,18 +222,67 @@ func (*Instruction_Heartbeat) isInstruction_Kind() {}
 
 func (*Instruction_Certificate) isInstruction_Kind() {}
 
+func (*Instruction_Attest) isInstruction_Kind() {}
+
+// Attest asks the speaker to prove again that it runs in a speaker pod on
+// its node: it answers with a Report whose enrollment carries its current
+// projected token. The CCM renews a node certificate only with such a
+// token (checked as at enrollment). Sent only to speakers with the
+// "reattest" capability; others are renewed with the token of the first
+// report of a fresh stream.
+type Attest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attest) Reset() {
+	*x = Attest{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attest) ProtoMessage() {}
+
+func (x *Attest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attest.ProtoReflect.Descriptor instead.
+func (*Attest) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{1}
+}
+
 // Certificate gives the speaker its node certificate: in answer to the
 // Enrollment of its first Report, or, on an authenticated stream, as a
 // renewal before the current one expires or when the CA rotates. It takes
-// effect at the speaker's next TLS handshake; the stream goes on.
+// effect at the speaker's next TLS handshake; the stream goes on. To
+// speakers with the "trust-bundle" capability the CCM also sends, whenever
+// the CAs it trusts change, a Certificate with only ca_bundle_pem.
 type Certificate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// certificate_pem certifies the speaker's own key (the one of its TLS
 	// handshake) for the identity spiffe://ironlb.dev/node/<node>.
 	CertificatePem []byte `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
-	// ca_bundle_pem is every CA the CCM trusts now (current first): the
-	// speaker trusts CCM certificates from these as well as from its
-	// mounted bundle, so a CA rotation needs no kubelet sync.
+	// ca_bundle_pem is every CA the CCM trusts now (current first). A
+	// speaker with the "trust-bundle" capability replaces the bundle it was
+	// sent before with it and trusts only the CAs that are both in it and in
+	// its mounted bundle (the ironlb-ca-bundle ConfigMap), or its mounted
+	// bundle alone when they share none: a pushed bundle can end trust in a
+	// CA at once, never add one. Older speakers trust the union of both.
 	CaBundlePem   []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -227,7 +290,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +302,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[1]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +315,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{1}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Certificate) GetCertificatePem() []byte {
@@ -291,7 +354,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +366,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[2]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +379,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{2}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Snapshot) GetVersion() uint64 {
@@ -375,7 +438,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +450,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[3]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +463,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{3}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Update) GetVersion() uint64 {
@@ -459,7 +522,7 @@ type Announcement struct {
 
 func (x *Announcement) Reset() {
 	*x = Announcement{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +534,7 @@ func (x *Announcement) String() string {
 func (*Announcement) ProtoMessage() {}
 
 func (x *Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[4]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +547,7 @@ func (x *Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announcement.ProtoReflect.Descriptor instead.
 func (*Announcement) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{4}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Announcement) GetAddress() string {
@@ -541,7 +604,7 @@ type BGPConfig struct {
 
 func (x *BGPConfig) Reset() {
 	*x = BGPConfig{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +616,7 @@ func (x *BGPConfig) String() string {
 func (*BGPConfig) ProtoMessage() {}
 
 func (x *BGPConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[5]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +629,7 @@ func (x *BGPConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPConfig.ProtoReflect.Descriptor instead.
 func (*BGPConfig) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{5}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BGPConfig) GetRouterId() string {
@@ -629,7 +692,7 @@ type BGPPeer struct {
 
 func (x *BGPPeer) Reset() {
 	*x = BGPPeer{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +704,7 @@ func (x *BGPPeer) String() string {
 func (*BGPPeer) ProtoMessage() {}
 
 func (x *BGPPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[6]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +717,7 @@ func (x *BGPPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
 func (*BGPPeer) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{6}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BGPPeer) GetName() string {
@@ -762,7 +825,7 @@ type BFD struct {
 
 func (x *BFD) Reset() {
 	*x = BFD{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +837,7 @@ func (x *BFD) String() string {
 func (*BFD) ProtoMessage() {}
 
 func (x *BFD) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[7]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +850,7 @@ func (x *BFD) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BFD.ProtoReflect.Descriptor instead.
 func (*BFD) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{7}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BFD) GetReceiveIntervalMs() uint32 {
@@ -823,7 +886,7 @@ type GracefulRestart struct {
 
 func (x *GracefulRestart) Reset() {
 	*x = GracefulRestart{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +898,7 @@ func (x *GracefulRestart) String() string {
 func (*GracefulRestart) ProtoMessage() {}
 
 func (x *GracefulRestart) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[8]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +911,7 @@ func (x *GracefulRestart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GracefulRestart.ProtoReflect.Descriptor instead.
 func (*GracefulRestart) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{8}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GracefulRestart) GetRestartTimeSeconds() uint32 {
@@ -886,7 +949,7 @@ type BGPAdvertisement struct {
 
 func (x *BGPAdvertisement) Reset() {
 	*x = BGPAdvertisement{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +961,7 @@ func (x *BGPAdvertisement) String() string {
 func (*BGPAdvertisement) ProtoMessage() {}
 
 func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[9]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +974,7 @@ func (x *BGPAdvertisement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPAdvertisement.ProtoReflect.Descriptor instead.
 func (*BGPAdvertisement) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{9}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BGPAdvertisement) GetPeer() string {
@@ -966,7 +1029,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1041,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[10]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1054,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{10}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetSeq() uint64 {
@@ -1032,10 +1095,10 @@ type Report struct {
 	// bgp_sessions is the state of every BGP session; like vips, sent in
 	// full when any changed.
 	BgpSessions []*BGPSessionStatus `protobuf:"bytes,11,rep,name=bgp_sessions,json=bgpSessions,proto3" json:"bgp_sessions,omitempty"`
-	// enrollment is sent in the first report of a stream by a speaker that
-	// has no valid node certificate (it presented a self-signed one); the
-	// CCM answers with a Certificate and reconnects. The CCM records
-	// nothing else of such a stream.
+	// enrollment is sent in the first report of every stream (the CCM
+	// enrolls a speaker that has no valid node certificate with it, answers
+	// with a Certificate and reconnects, recording nothing else of such a
+	// stream), and in the answer to an Attest.
 	Enrollment    *Enrollment `protobuf:"bytes,12,opt,name=enrollment,proto3" json:"enrollment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1043,7 +1106,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1118,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[11]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1131,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{11}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Report) GetNode() string {
@@ -1168,7 +1231,7 @@ type Enrollment struct {
 
 func (x *Enrollment) Reset() {
 	*x = Enrollment{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1243,7 @@ func (x *Enrollment) String() string {
 func (*Enrollment) ProtoMessage() {}
 
 func (x *Enrollment) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[12]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1256,7 @@ func (x *Enrollment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enrollment.ProtoReflect.Descriptor instead.
 func (*Enrollment) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{12}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Enrollment) GetToken() string {
@@ -1224,7 +1287,7 @@ type BGPSessionStatus struct {
 
 func (x *BGPSessionStatus) Reset() {
 	*x = BGPSessionStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1299,7 @@ func (x *BGPSessionStatus) String() string {
 func (*BGPSessionStatus) ProtoMessage() {}
 
 func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1312,7 @@ func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPSessionStatus.ProtoReflect.Descriptor instead.
 func (*BGPSessionStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BGPSessionStatus) GetPeer() string {
@@ -1315,7 +1378,7 @@ type BFDStatus struct {
 
 func (x *BFDStatus) Reset() {
 	*x = BFDStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1390,7 @@ func (x *BFDStatus) String() string {
 func (*BFDStatus) ProtoMessage() {}
 
 func (x *BFDStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1403,7 @@ func (x *BFDStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BFDStatus.ProtoReflect.Descriptor instead.
 func (*BFDStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BFDStatus) GetState() string {
@@ -1405,7 +1468,7 @@ type VIPStatus struct {
 
 func (x *VIPStatus) Reset() {
 	*x = VIPStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1480,7 @@ func (x *VIPStatus) String() string {
 func (*VIPStatus) ProtoMessage() {}
 
 func (x *VIPStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1493,7 @@ func (x *VIPStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatus.ProtoReflect.Descriptor instead.
 func (*VIPStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VIPStatus) GetAddress() string {
@@ -1480,7 +1543,7 @@ type InterfaceStatus struct {
 
 func (x *InterfaceStatus) Reset() {
 	*x = InterfaceStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1555,7 @@ func (x *InterfaceStatus) String() string {
 func (*InterfaceStatus) ProtoMessage() {}
 
 func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1568,7 @@ func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterfaceStatus.ProtoReflect.Descriptor instead.
 func (*InterfaceStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InterfaceStatus) GetName() string {
@@ -1554,13 +1617,15 @@ var File_api_speaker_v1_speaker_proto protoreflect.FileDescriptor
 
 const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/speaker/v1/speaker.proto\x12\x11ironlb.speaker.v1\"\x87\x02\n" +
+	"\x1capi/speaker/v1/speaker.proto\x12\x11ironlb.speaker.v1\"\xbc\x02\n" +
 	"\vInstruction\x129\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x1b.ironlb.speaker.v1.SnapshotH\x00R\bsnapshot\x123\n" +
 	"\x06update\x18\x02 \x01(\v2\x19.ironlb.speaker.v1.UpdateH\x00R\x06update\x12<\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1c.ironlb.speaker.v1.HeartbeatH\x00R\theartbeat\x12B\n" +
-	"\vcertificate\x18\x04 \x01(\v2\x1e.ironlb.speaker.v1.CertificateH\x00R\vcertificateB\x06\n" +
-	"\x04kind\"Z\n" +
+	"\vcertificate\x18\x04 \x01(\v2\x1e.ironlb.speaker.v1.CertificateH\x00R\vcertificate\x123\n" +
+	"\x06attest\x18\x05 \x01(\v2\x19.ironlb.speaker.v1.AttestH\x00R\x06attestB\x06\n" +
+	"\x04kind\"\b\n" +
+	"\x06Attest\"Z\n" +
 	"\vCertificate\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
 	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xc7\x01\n" +
@@ -1697,53 +1762,55 @@ func file_api_speaker_v1_speaker_proto_rawDescGZIP() []byte {
 }
 
 var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(VIPStatus_State)(0),     // 0: ironlb.speaker.v1.VIPStatus.State
 	(*Instruction)(nil),      // 1: ironlb.speaker.v1.Instruction
-	(*Certificate)(nil),      // 2: ironlb.speaker.v1.Certificate
-	(*Snapshot)(nil),         // 3: ironlb.speaker.v1.Snapshot
-	(*Update)(nil),           // 4: ironlb.speaker.v1.Update
-	(*Announcement)(nil),     // 5: ironlb.speaker.v1.Announcement
-	(*BGPConfig)(nil),        // 6: ironlb.speaker.v1.BGPConfig
-	(*BGPPeer)(nil),          // 7: ironlb.speaker.v1.BGPPeer
-	(*BFD)(nil),              // 8: ironlb.speaker.v1.BFD
-	(*GracefulRestart)(nil),  // 9: ironlb.speaker.v1.GracefulRestart
-	(*BGPAdvertisement)(nil), // 10: ironlb.speaker.v1.BGPAdvertisement
-	(*Heartbeat)(nil),        // 11: ironlb.speaker.v1.Heartbeat
-	(*Report)(nil),           // 12: ironlb.speaker.v1.Report
-	(*Enrollment)(nil),       // 13: ironlb.speaker.v1.Enrollment
-	(*BGPSessionStatus)(nil), // 14: ironlb.speaker.v1.BGPSessionStatus
-	(*BFDStatus)(nil),        // 15: ironlb.speaker.v1.BFDStatus
-	(*VIPStatus)(nil),        // 16: ironlb.speaker.v1.VIPStatus
-	(*InterfaceStatus)(nil),  // 17: ironlb.speaker.v1.InterfaceStatus
+	(*Attest)(nil),           // 2: ironlb.speaker.v1.Attest
+	(*Certificate)(nil),      // 3: ironlb.speaker.v1.Certificate
+	(*Snapshot)(nil),         // 4: ironlb.speaker.v1.Snapshot
+	(*Update)(nil),           // 5: ironlb.speaker.v1.Update
+	(*Announcement)(nil),     // 6: ironlb.speaker.v1.Announcement
+	(*BGPConfig)(nil),        // 7: ironlb.speaker.v1.BGPConfig
+	(*BGPPeer)(nil),          // 8: ironlb.speaker.v1.BGPPeer
+	(*BFD)(nil),              // 9: ironlb.speaker.v1.BFD
+	(*GracefulRestart)(nil),  // 10: ironlb.speaker.v1.GracefulRestart
+	(*BGPAdvertisement)(nil), // 11: ironlb.speaker.v1.BGPAdvertisement
+	(*Heartbeat)(nil),        // 12: ironlb.speaker.v1.Heartbeat
+	(*Report)(nil),           // 13: ironlb.speaker.v1.Report
+	(*Enrollment)(nil),       // 14: ironlb.speaker.v1.Enrollment
+	(*BGPSessionStatus)(nil), // 15: ironlb.speaker.v1.BGPSessionStatus
+	(*BFDStatus)(nil),        // 16: ironlb.speaker.v1.BFDStatus
+	(*VIPStatus)(nil),        // 17: ironlb.speaker.v1.VIPStatus
+	(*InterfaceStatus)(nil),  // 18: ironlb.speaker.v1.InterfaceStatus
 }
 var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
-	3,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
-	4,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
-	11, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
-	2,  // 3: ironlb.speaker.v1.Instruction.certificate:type_name -> ironlb.speaker.v1.Certificate
-	5,  // 4: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
-	6,  // 5: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	5,  // 6: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
-	6,  // 7: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	10, // 8: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
-	7,  // 9: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
-	8,  // 10: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
-	9,  // 11: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
-	16, // 12: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
-	17, // 13: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
-	14, // 14: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
-	13, // 15: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
-	15, // 16: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
-	0,  // 17: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
-	1,  // 18: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
-	12, // 19: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
-	19, // [19:20] is the sub-list for method output_type
-	18, // [18:19] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
+	5,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
+	12, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
+	3,  // 3: ironlb.speaker.v1.Instruction.certificate:type_name -> ironlb.speaker.v1.Certificate
+	2,  // 4: ironlb.speaker.v1.Instruction.attest:type_name -> ironlb.speaker.v1.Attest
+	6,  // 5: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
+	7,  // 6: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	6,  // 7: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
+	7,  // 8: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	11, // 9: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
+	8,  // 10: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
+	9,  // 11: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
+	10, // 12: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
+	17, // 13: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
+	18, // 14: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
+	15, // 15: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
+	14, // 16: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
+	16, // 17: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
+	0,  // 18: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
+	1,  // 19: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
+	13, // 20: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_api_speaker_v1_speaker_proto_init() }
@@ -1756,15 +1823,16 @@ func file_api_speaker_v1_speaker_proto_init() {
 		(*Instruction_Update)(nil),
 		(*Instruction_Heartbeat)(nil),
 		(*Instruction_Certificate)(nil),
+		(*Instruction_Attest)(nil),
 	}
-	file_api_speaker_v1_speaker_proto_msgTypes[9].OneofWrappers = []any{}
+	file_api_speaker_v1_speaker_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_speaker_v1_speaker_proto_rawDesc), len(file_api_speaker_v1_speaker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
