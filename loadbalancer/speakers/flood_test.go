@@ -117,8 +117,32 @@ type heldVIPs map[netip.Addr]bool
 func (h heldVIPs) Holds(a netip.Addr) bool { return h[a] }
 func (h heldVIPs) Held() int               { return len(h) }
 
-// lineCounter counts the log lines that name a node.
+// startStolen serves node's speaker, whose node key was stolen, with
+// impl behind a real speaker's mTLS gRPC server and a proxy; impl enrolls
+// through the returned agent (a real speaker) and credentials.
+func (e *env) startStolen(node string, impl speakerv1.SpeakerServer) (*speaker.Agent, *pki.NodeCredentials) {
+	e.t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	creds := e.credentials(node, node)
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) {
+		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
+	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
+	speakerv1.RegisterSpeakerServer(srv, impl)
+	go func() { _ = srv.Serve(lis) }()
+	e.t.Cleanup(srv.Stop)
+	e.mu.Lock()
+	e.speakers[node] = &testSpeaker{agent: agent, srv: srv, proxy: newProxy(e.t, lis.Addr().String())}
+	e.mu.Unlock()
+	return agent, creds
+}
+
+// lineCounter counts the log lines that name one of nodes.
 type lineCounter struct {
+	nodes []string
 	mu    sync.Mutex
 	lines map[string]int
 }
@@ -127,7 +151,7 @@ func (c *lineCounter) logger() logr.Logger {
 	return funcr.New(func(_, args string) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		for _, n := range []string{"node-a", "node-evil"} {
+		for _, n := range c.nodes {
 			if strings.Contains(args, `"node"="`+n+`"`) {
 				c.lines[n]++
 			}
@@ -182,25 +206,11 @@ func TestMaliciousSpeakerFlood(t *testing.T) {
 	honest := e.startSpeaker("node-a")
 
 	// The malicious speaker: a real speaker's credentials and server.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds := e.credentials("node-evil", "node-evil")
-	agent := speaker.NewAgent("node-evil", "lo", func(*net.Interface) (speaker.Announcer, error) {
-		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
-	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
-	evil := &floodSpeaker{agent: agent, creds: creds, stop: make(chan struct{})}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
-	speakerv1.RegisterSpeakerServer(srv, evil)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	evil := &floodSpeaker{stop: make(chan struct{})}
+	evil.agent, evil.creds = e.startStolen("node-evil", evil)
 	t.Cleanup(evil.halt)
-	e.mu.Lock()
-	e.speakers["node-evil"] = &testSpeaker{agent: agent, srv: srv, proxy: newProxy(t, lis.Addr().String())}
-	e.mu.Unlock()
 
-	lines := &lineCounter{lines: map[string]int{}}
+	lines := &lineCounter{nodes: []string{"node-a", "node-evil"}, lines: map[string]int{}}
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), lines.logger()))
 	defer cancel()
 	held := heldVIPs{}
