@@ -149,7 +149,7 @@ chaos: deps controlplane ## The full chaos suite, as BENCH lines.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
 	speaker/bfd:FuzzParsePacket speaker:FuzzAgentInstructions \
-	pki:FuzzParseCA pki:FuzzInstall loadbalancer/speakers:FuzzReports \
+	pki:FuzzParseCA pki:FuzzInstall pki:FuzzParseAttestation loadbalancer/speakers:FuzzReports \
 	api/v1alpha1:FuzzCheckBGPPassword loadbalancer:FuzzValidateSharingKey \
 	loadbalancer:FuzzRequestFor loadbalancer:FuzzParseAddressList \
 	loadbalancer/announced:FuzzDecode loadbalancer/announced:FuzzRoundTrip status:FuzzEscape
