@@ -73,7 +73,7 @@ var (
 	buildErr  error
 )
 
-// IronLB builds ironlb-ccm and ironlb-speaker from the working tree (once per
+// IronLB builds ironlb-ccm, ironlb-speaker and kubectl-ironlb from the working tree (once per
 // process; Go's build cache makes repeats cheap) and returns the folder that
 // holds them. $IRONLB_BIN, when set, names a folder of prebuilt binaries.
 func IronLB() (string, error) {
@@ -103,7 +103,7 @@ func IronLB() (string, error) {
 			buildErr = fmt.Errorf("locking %s: %w", lock.Name(), err)
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./cmd/ironlb-ccm", "./cmd/ironlb-speaker")
+		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./cmd/ironlb-ccm", "./cmd/ironlb-speaker", "./cmd/kubectl-ironlb")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building IronLB binaries: %w\n%s", err, out)

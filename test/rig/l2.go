@@ -67,6 +67,10 @@ type L2Options struct {
 	ExtraPrefixes []netip.Prefix
 	// SpeakerArgs are extra ironlb-speaker flags.
 	SpeakerArgs []string
+	// MetricsAuth leaves the CCMs' /metrics to their delegated
+	// authorization, as shipped: a caller needs a token allowed GET
+	// /metrics. Otherwise tests read /metrics without a token.
+	MetricsAuth bool
 	// SpeakerCapabilities, when set, are the only capabilities the
 	// speakers keep (setpriv's list, e.g. "net_raw"), as the DaemonSet
 	// grants them; otherwise they run as plain root.
@@ -235,10 +239,7 @@ func (r *L2) AddNode(ctx context.Context, name string, n int) (*L2Node, error) {
 
 // StartCCM starts ironlb-ccm in the control namespace.
 func (r *L2) StartCCM(name string, leaderElect bool) error {
-	args := []string{
-		// Tests read /metrics without a token.
-		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-	}
+	args := r.alwaysAllow()
 	if r.opts.CloudConfig != "" {
 		path := filepath.Join(r.LogDir, "cloud-config.yaml")
 		if err := os.WriteFile(path, []byte(r.opts.CloudConfig), 0o644); err != nil {
@@ -271,7 +272,7 @@ func (r *L2) StartCCM(name string, leaderElect bool) error {
 func (r *L2) StartCCMReplica(name string, securePort int) (*procs.Process, error) {
 	p, err := StartCCM(CCMOptions{
 		Name: name, Kubeconfig: r.kubeconfig, LogDir: r.LogDir, Shipped: true, Namespace: r.opts.SecretNamespace,
-		Args:       append([]string{"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"}, r.opts.CCMArgs...),
+		Args:       append(r.alwaysAllow(), r.opts.CCMArgs...),
 		SecurePort: securePort,
 		Process: procs.Options{
 			Wrap: []string{"ip", "netns", "exec", r.Ctrl.Name},
@@ -288,6 +289,16 @@ func (r *L2) StartCCMReplica(name string, securePort int) (*procs.Process, error
 	r.ccms = append(r.ccms, p)
 	r.mu.Unlock()
 	return p, nil
+}
+
+// alwaysAllow is the CCM flag that lets tests read /metrics without a
+// token, unless MetricsAuth is set (then the binary's default list,
+// /healthz, /readyz and /livez, applies).
+func (r *L2) alwaysAllow() []string {
+	if r.opts.MetricsAuth {
+		return nil
+	}
+	return []string{"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"}
 }
 
 // CCMGetFrom fetches path from the secure port of the CCM serving on port.
