@@ -79,6 +79,9 @@ type Balancer struct {
 	// but IronLB does not reserve (see nodeaddrs.go), as last reported in
 	// an Event.
 	unreserved map[string]string
+	// duplicated is, per Node, the other Nodes that list its reserved
+	// addresses (duplicates in nodeaddrs.go), as last reported.
+	duplicated map[string]string
 }
 
 var _ cloudprovider.LoadBalancer = (*Balancer)(nil)

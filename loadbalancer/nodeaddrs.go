@@ -26,6 +26,14 @@ import (
 // get a Warning Event on the Node, so that an administrator whose node
 // really holds one excludes it from the pool.
 
+// Two Nodes may list the same first InternalIP: a kubelet can copy
+// another node's address into its own status. The address is reserved
+// for the Node that was created first (creationTimestamp, then name),
+// whatever order the Nodes are seen in, so the copier (a newer Node)
+// never holds the reservation, also not after a leader change; both get
+// a Warning Event naming the other. The planner still dials each at the
+// address: the speaker there proves which node it is (its certificate).
+
 // ReasonNodeAddressInUse is the Event on a Node whose address a Service
 // holds.
 const ReasonNodeAddressInUse = "NodeAddressInUse"
@@ -34,24 +42,48 @@ const ReasonNodeAddressInUse = "NodeAddressInUse"
 // addresses inside a pool that IronLB does not reserve for it.
 const ReasonNodeAddressNotReserved = "NodeAddressNotReserved"
 
+// ReasonDuplicateNodeAddress is the Warning Event on Nodes that list the
+// same first InternalIP, naming the Node it is reserved for and the ones
+// that copied it.
+const ReasonDuplicateNodeAddress = "DuplicateNodeAddress"
+
 // maxListedAddresses bounds how many addresses one Event names.
 const maxListedAddresses = 5
 
 // reserveNodeAddresses reserves every Node's trusted addresses
-// (reservedAddresses) and releases those of Nodes that are gone.
+// (reservedAddresses), each for the oldest Node listing it, and releases
+// those of Nodes that are gone.
 func (b *Balancer) reserveNodeAddresses() {
 	nodes, err := b.nodes.List(labels.Everything())
 	if err != nil {
 		return
 	}
+	slices.SortFunc(nodes, olderNode)
+	first := map[netip.Addr]*v1.Node{} // the oldest Node listing each address
+	for _, n := range nodes {
+		for _, a := range reservedAddresses(n) {
+			if _, ok := first[a]; !ok {
+				first[a] = n
+			}
+		}
+	}
 	all := map[netip.Addr]string{}
+	for a, n := range first {
+		all[a] = n.Name
+	}
+	dups := duplicates(nodes, first)
 	seen := map[string]bool{}
 	unreserved := map[string]string{}
 	var warn []*v1.Node
-	for _, n := range nodes {
-		addrs := reservedAddresses(n)
-		for _, a := range addrs {
-			all[a] = n.Name
+	// Newest first: a copier lets go of an address before the Node it
+	// belongs to reserves it (Reserve keeps what an owner held before).
+	for _, n := range slices.Backward(nodes) {
+		listed := reservedAddresses(n)
+		var addrs []netip.Addr
+		for _, a := range listed {
+			if first[a] == n {
+				addrs = append(addrs, a)
+			}
 		}
 		seen[n.Name] = true
 		for _, a := range b.alloc.Reserve(nodeOwner(n.Name), "Node "+n.Name, addrs) {
@@ -60,7 +92,7 @@ func (b *Balancer) reserveNodeAddresses() {
 			b.recorder.Eventf(n, v1.EventTypeWarning, ReasonNodeAddressInUse,
 				"Service %v holds this node's address %s as its load-balancer IP; give the Service another address", h.Owners, a)
 		}
-		if msg := b.notReserved(n, addrs); msg != "" {
+		if msg := b.notReserved(n, listed); msg != "" {
 			unreserved[n.Name] = msg
 			warn = append(warn, n)
 		}
@@ -70,6 +102,8 @@ func (b *Balancer) reserveNodeAddresses() {
 	b.reserved = seen
 	prev := b.unreserved
 	b.unreserved = unreserved
+	prevDups := b.duplicated
+	b.duplicated = dups
 	b.mu.Unlock()
 	for _, n := range warn {
 		if msg := unreserved[n.Name]; prev[n.Name] != msg {
@@ -78,12 +112,62 @@ func (b *Balancer) reserveNodeAddresses() {
 				"This node's status lists %s, inside IronLB's pools; IronLB reserves only a node's first InternalIP of each family (its --node-ip), so these may be given to Services: if this node really holds one, exclude it from the pool", msg)
 		}
 	}
+	for _, n := range nodes {
+		if msg := dups[n.Name]; msg != "" && prevDups[n.Name] != msg {
+			b.log.Info("Nodes list the same InternalIP; it is reserved for the oldest", "node", n.Name, "duplicates", msg)
+			b.recorder.Eventf(n, v1.EventTypeWarning, ReasonDuplicateNodeAddress,
+				"Nodes list the same InternalIP: %s; IronLB reserves it for the Node created first, and the speaker at it serves only the node its certificate names: a Node that copied another's address announces nothing there (is its kubelet compromised?)", msg)
+		}
+	}
 	for _, name := range gone {
 		if !seen[name] {
 			b.alloc.Release(nodeOwner(name))
 		}
 	}
 	b.pools.SetNodeAddresses(all)
+}
+
+// olderNode orders Nodes by creation, then by name.
+func olderNode(a, b *v1.Node) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// duplicates describes, per Node, the addresses it shares with other
+// Nodes: "192.0.2.10 (reserved for Node node-a; also listed by Node
+// node-evil)", on the oldest and on each copier. nodes are oldest first;
+// first is the oldest Node listing each address.
+func duplicates(nodes []*v1.Node, first map[netip.Addr]*v1.Node) map[string]string {
+	copiers := map[netip.Addr][]string{}
+	for _, n := range nodes {
+		for _, a := range reservedAddresses(n) {
+			if first[a] != n {
+				copiers[a] = append(copiers[a], n.Name)
+			}
+		}
+	}
+	out := map[string]string{}
+	for _, a := range slices.SortedFunc(maps.Keys(copiers), netip.Addr.Compare) {
+		names := copiers[a]
+		var listed []string
+		for i, name := range names {
+			if i == maxListedAddresses {
+				listed = append(listed, fmt.Sprintf("and %d more", len(names)-i))
+				break
+			}
+			listed = append(listed, "Node "+name)
+		}
+		msg := fmt.Sprintf("%s (reserved for Node %s; also listed by %s)", a, first[a].Name, strings.Join(listed, ", "))
+		for _, name := range append([]string{first[a].Name}, names...) {
+			if out[name] != "" {
+				out[name] += ", "
+			}
+			out[name] += msg
+		}
+	}
+	return out
 }
 
 // notReserved describes n's addresses inside a pool that are not among

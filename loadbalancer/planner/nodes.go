@@ -1,9 +1,7 @@
 package planner
 
 import (
-	"fmt"
 	"net/netip"
-	"slices"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,7 +26,7 @@ func (p *Planner) syncNodes() {
 		if !a.IsValid() {
 			continue
 		}
-		if why := p.undialable(n.Name, a); why != "" {
+		if why := undialable(a); why != "" {
 			refused[n.Name] = a.String() + ": " + why
 			if p.refusedAddrs[n.Name] != refused[n.Name] {
 				p.log.Info("Not dialling a node's speaker at its InternalIP", "node", n.Name, "address", a, "reason", why)
@@ -62,15 +60,21 @@ func nodeAddress(n *v1.Node) netip.Addr {
 	return netip.Addr{}
 }
 
-// undialable says why the CCM must not dial node's speaker at a, or ""
+// undialable says why the CCM must not dial a node's speaker at a, or ""
 // when it may. A Node's status is written by its own kubelet: a
-// compromised one could point the CCM at any address. The speaker's
-// certificate must name the node (pki), so a wrong address yields no
-// session; what is left to bound is the CCM being used to reach addresses
-// that are no node's: its own loopback, link-local (cloud metadata)
-// services, broadcast and multicast, and VIPs or other nodes' addresses
-// (the allocator holds both).
-func (p *Planner) undialable(node string, a netip.Addr) string {
+// compromised one could point the CCM at any address. What is left to
+// bound is the CCM being used to reach addresses that are no node's: its
+// own loopback, link-local (cloud metadata) services, broadcast and
+// multicast.
+//
+// An address that a Service or another Node holds is dialled all the
+// same: the speaker's certificate must name the node (pki, checked by
+// speakers), so a kubelet that copies another node's InternalIP into its
+// own status gets no session at that address and takes nothing from the
+// node that has it, whichever of the two the CCM saw first; and a node
+// whose address a Service kept (NodeAddressInUse) still announces the
+// other VIPs.
+func undialable(a netip.Addr) string {
 	switch {
 	case a.IsUnspecified():
 		return "the unspecified address"
@@ -82,9 +86,6 @@ func (p *Planner) undialable(node string, a netip.Addr) string {
 		return "a multicast address"
 	case a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return "the broadcast address"
-	}
-	if h, ok := p.alloc.Holder(a); ok && !slices.Equal(h.Owners, []string{"Node " + node}) {
-		return fmt.Sprintf("held by %d other owner(s) (a load-balancer VIP or another node's address)", len(h.Owners))
 	}
 	return ""
 }

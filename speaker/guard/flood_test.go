@@ -23,8 +23,10 @@ import (
 // local on Linux).
 var ccmAddr = netip.MustParseAddr("127.0.0.2")
 
-// floodShape is how the pods flood: sources × handshakes each.
-type floodShape struct{ sources, each int }
+// floodShape is how the pods flood: sources × handshakes each, and
+// fromCCM handshakes from the CCM's own address (pods SNAT'd to the
+// control-plane node's address, or host-network pods there).
+type floodShape struct{ sources, each, fromCCM int }
 
 // TestCCMGetsInDuringFlood: pods hold every handshake slot of a speaker
 // (real TLS, real gRPC server with the speaker's limits), from a few
@@ -51,9 +53,11 @@ func TestCCMGetsInDuringFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	shapes := map[string]floodShape{
-		"8 pods at the per-source cap":  {DefaultMaxHandshakes / DefaultMaxHandshakesPerIP, DefaultMaxHandshakesPerIP},
-		"16 pods at the per-source cap": {2 * DefaultMaxHandshakes / DefaultMaxHandshakesPerIP, DefaultMaxHandshakesPerIP},
-		"a pod per slot":                {DefaultMaxHandshakes, 1},
+		"8 pods at the per-source cap":                                  {DefaultMaxHandshakes / DefaultMaxHandshakesPerIP, DefaultMaxHandshakesPerIP, 0},
+		"16 pods at the per-source cap":                                 {2 * DefaultMaxHandshakes / DefaultMaxHandshakesPerIP, DefaultMaxHandshakesPerIP, 0},
+		"a pod per slot":                                                {DefaultMaxHandshakes, 1, 0},
+		"pods at the per-source cap from the CCM's address":             {0, 0, DefaultMaxHandshakesPerIP},
+		"pods at the per-source cap from the CCM's address, and 8 pods": {DefaultMaxHandshakes / DefaultMaxHandshakesPerIP, DefaultMaxHandshakesPerIP, DefaultMaxHandshakesPerIP},
 	}
 	tests := []struct {
 		name      string
@@ -67,6 +71,9 @@ func TestCCMGetsInDuringFlood(t *testing.T) {
 		{name: "CCM address seen before", seen: true, shape: "a pod per slot"},
 		{name: "new CCM address, nothing configured", shape: "8 pods at the per-source cap"},
 		{name: "new CCM address, nothing configured", shape: "16 pods at the per-source cap"},
+		{name: "configured CCM address", configure: true, shape: "pods at the per-source cap from the CCM's address"},
+		{name: "configured CCM address", configure: true, shape: "pods at the per-source cap from the CCM's address, and 8 pods"},
+		{name: "CCM address seen before", seen: true, shape: "pods at the per-source cap from the CCM's address"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name+", "+tc.shape, func(t *testing.T) {
@@ -96,6 +103,14 @@ func TestCCMGetsInDuringFlood(t *testing.T) {
 					c.Close()
 				}
 			}()
+			for range shape.fromCCM {
+				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(ccmAddr, 0)), Timeout: time.Second}
+				c, err := d.Dial("tcp", target)
+				if err != nil {
+					t.Fatalf("flood connection from %s: %v", ccmAddr, err)
+				}
+				flood = append(flood, c) // and never a ClientHello
+			}
 			for s := range shape.sources {
 				src := netip.AddrFrom4([4]byte{127, 0, 1, byte(10 + s)})
 				for range shape.each {
@@ -107,10 +122,11 @@ func TestCCMGetsInDuringFlood(t *testing.T) {
 					flood = append(flood, c) // and never a ClientHello
 				}
 			}
+			held := min(shape.sources*shape.each, DefaultMaxHandshakes) + shape.fromCCM
 			deadline := time.Now().Add(10 * time.Second)
-			for g.InFlight() < DefaultMaxHandshakes {
+			for g.InFlight() < held {
 				if time.Now().After(deadline) {
-					t.Fatalf("the flood holds %d handshake slots after 10 s, want %d", g.InFlight(), DefaultMaxHandshakes)
+					t.Fatalf("the flood holds %d handshake slots after 10 s, want %d", g.InFlight(), held)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -118,7 +134,7 @@ func TestCCMGetsInDuringFlood(t *testing.T) {
 			if err := ccmHandshake(bundle, target); err != nil {
 				t.Fatalf("the CCM reconnecting during the flood (%d handshakes held, %d refused): %v", g.InFlight(), refusedBefore, err)
 			}
-			t.Logf("the CCM got in with %d flood handshakes held, %d flood connections refused, %d evicted", DefaultMaxHandshakes, g.Refused(), g.Evicted())
+			t.Logf("the CCM got in with %d flood handshakes held, %d flood connections refused, %d evicted", held, g.Refused(), g.Evicted())
 		})
 	}
 }

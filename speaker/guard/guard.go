@@ -17,6 +17,13 @@
 // handshake of the source holding the most, when that source holds more
 // than it does: pods cannot keep it out unless each of the floods' sources
 // holds no more than the CCM, with more sources than slots.
+//
+// Pods can share a CCM source: traffic SNAT'd to the control-plane node's
+// address (CNI masquerading) or host-network pods on that node. So a CCM
+// source at the per-source cap does not refuse a new connection: it takes
+// the slot of that source's oldest unfinished handshake (a finished one
+// holds no slot; an unfinished one would end at its deadline anyway), and
+// such pods cannot keep the CCM out.
 package guard
 
 import (
@@ -49,7 +56,7 @@ const (
 var ErrTooManyHandshakes = errors.New("too many unauthenticated connections")
 
 // errEvicted ends a handshake whose slot a fairer claim took.
-var errEvicted = errors.New("handshake slot taken by a source holding fewer")
+var errEvicted = errors.New("handshake slot taken by a source holding fewer or by a newer handshake from a CCM source")
 
 // Handshakes wraps server TransportCredentials so that at most max
 // handshakes run at once, at most perIP from one source address, and
@@ -71,12 +78,15 @@ type limits struct {
 	held   int                      // handshakes in the reserved slots
 	bySrc  map[netip.Addr]int       // handshakes per source, in both
 	flight []*attempt               // evictable handshakes (not the CCM's), oldest first
+	ccmFly []*attempt               // the CCM's sources' handshakes, oldest first
+	seq    uint64                   // numbers attempts in the order admitted
 	known  map[netip.Addr]time.Time // sources that completed a handshake, and when last
 }
 
 // attempt is one handshake in a slot.
 type attempt struct {
 	src      netip.Addr
+	seq      uint64
 	conn     net.Conn
 	reserved bool // in a reserved slot
 	evicted  bool // its slot went to another; it releases nothing
@@ -137,19 +147,32 @@ func (l *limits) ccmSource(src netip.Addr) bool {
 func (l *limits) admit(src netip.Addr, c net.Conn) (*attempt, *attempt, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.bySrc[src] >= l.perIP {
-		return nil, nil, fmt.Errorf("%w (%d handshakes in progress from %s)", ErrTooManyHandshakes, l.perIP, src)
-	}
 	ccm := l.ccmSource(src)
-	a := &attempt{src: src, conn: c}
 	var victim *attempt
+	if l.bySrc[src] >= l.perIP {
+		// Pods SNAT'd to a CCM source must not keep the CCM out: its
+		// oldest unfinished handshake gives its slot back.
+		if victim = l.oldestFrom(src); !ccm || victim == nil {
+			return nil, nil, fmt.Errorf("%w (%d handshakes in progress from %s)", ErrTooManyHandshakes, l.perIP, src)
+		}
+		victim.evicted = true
+		l.drop(victim)
+		l.evicted.Add(1)
+		if victim.reserved {
+			l.held--
+		} else {
+			l.open--
+		}
+	}
+	l.seq++
+	a := &attempt{src: src, seq: l.seq, conn: c}
 	switch {
 	case ccm && l.held < l.reserved:
 		a.reserved = true
 		l.held++
 	case l.open < l.max:
 		l.open++
-	default:
+	default: // not after an eviction above: it freed a slot a takes
 		victim = l.victim(src, ccm)
 		if victim == nil {
 			return nil, nil, fmt.Errorf("%w (%d handshakes in progress) from %s", ErrTooManyHandshakes, l.max, src)
@@ -160,10 +183,27 @@ func (l *limits) admit(src netip.Addr, c net.Conn) (*attempt, *attempt, error) {
 		// The victim's slot is a's now: open stays.
 	}
 	l.bySrc[src]++
-	if !ccm && !a.reserved {
+	if ccm {
+		l.ccmFly = append(l.ccmFly, a)
+	} else {
 		l.flight = append(l.flight, a)
 	}
 	return a, victim, nil
+}
+
+// oldestFrom returns the oldest handshake from src in a slot (nil: none);
+// l.mu is held.
+func (l *limits) oldestFrom(src netip.Addr) *attempt {
+	var v *attempt
+	for _, list := range [][]*attempt{l.flight, l.ccmFly} {
+		for _, a := range list {
+			if a.src == src && (v == nil || a.seq < v.seq) {
+				v = a
+				break // each list is oldest first
+			}
+		}
+	}
+	return v
 }
 
 // victim picks the handshake that gives its slot to a new one from src:
@@ -189,6 +229,9 @@ func (l *limits) drop(a *attempt) {
 	}
 	if i := slices.Index(l.flight, a); i >= 0 {
 		l.flight = slices.Delete(l.flight, i, i+1)
+	}
+	if i := slices.Index(l.ccmFly, a); i >= 0 {
+		l.ccmFly = slices.Delete(l.ccmFly, i, i+1)
 	}
 }
 
@@ -242,7 +285,8 @@ func (h *Handshakes) Clone() credentials.TransportCredentials {
 // Refused counts connections closed because the cap was reached.
 func (h *Handshakes) Refused() uint64 { return h.refused.Load() }
 
-// Evicted counts handshakes whose slot went to a source holding fewer.
+// Evicted counts handshakes whose slot went to a source holding fewer, or
+// to a newer handshake from the same CCM source at its per-source cap.
 func (h *Handshakes) Evicted() uint64 { return h.evicted.Load() }
 
 // InFlight is the number of handshakes running, in the shared and the
