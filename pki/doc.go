@@ -76,7 +76,11 @@
 // new CA with the new bundle on its open stream. Once the kubelet has
 // updated the mounted bundle on every node, delete ironlb-ca-previous: the
 // CCM sends every connected speaker the bundle without the old CA, and
-// the speakers refuse CCM certificates of the old CA from then on. The
+// the speakers refuse CCM certificates of the old CA from then on and end
+// the streams opened with one (NodeCredentials.VerifyCCM, checked again
+// whenever TrustGeneration changes); the CCM reconnects its own such
+// streams at once with its new-CA certificate, and sends its bundle at the
+// start of every stream, so a speaker reached later narrows too. The
 // two CAs must have distinct subjects: the CCM picks the client certificate
 // to present by the issuer names the speaker lists (NewCA puts its serial
 // number in the subject).

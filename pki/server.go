@@ -55,6 +55,7 @@ type NodeCredentials struct {
 	pool      *x509.CertPool      // trusted for CCM certificates
 	known     *x509.CertPool      // mounted and sent: may have issued the node certificate
 	trusted   int                 // CAs in pool
+	gen       uint64              // counts the rebuilds of pool
 	cert      *tls.Certificate    // the node certificate; nil before Install
 }
 
@@ -322,6 +323,27 @@ func (c *NodeCredentials) rebuildPoolLocked() {
 		pool.AddCert(ca)
 	}
 	c.pool, c.known, c.trusted = pool, known, len(both)
+	c.gen++
+}
+
+// VerifyCCM checks certs, the chain a CCM presented when its connection
+// opened, against the CAs trusted now (the mounted bundle is re-read when
+// due): a connection opened under a CA no longer trusted fails it, and so
+// does one whose certificate has expired since.
+func (c *NodeCredentials) VerifyCCM(certs []*x509.Certificate) error {
+	pool, _ := c.current()
+	return verifyPeer(certs, pool, x509.ExtKeyUsageClientAuth, CCMIdentity, c.now())
+}
+
+// TrustGeneration changes whenever the trusted CAs may have changed: a
+// bundle the CCM sent, a node certificate installed, a changed mounted
+// bundle (which it re-reads when due). Open connections must then be
+// checked again (VerifyCCM).
+func (c *NodeCredentials) TrustGeneration() uint64 {
+	_, _ = c.current()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 // trustedLocked is how many CAs the speaker trusts, for logs.

@@ -78,6 +78,7 @@ type Agent struct {
 	nextStream uint64
 	applied    uint64
 	streams    map[uint64]*streamState // open Sync streams
+	trustGen   uint64                  // the creds' TrustGeneration the streams were checked at
 	closed     bool
 	changed    chan struct{} // closed and replaced when the reported state changes
 	lastTick   time.Time     // last pass of Run, for liveness

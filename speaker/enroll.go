@@ -1,6 +1,8 @@
 package speaker
 
 import (
+	"crypto/x509"
+
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
@@ -15,6 +17,11 @@ type Credentials interface {
 	// TrustBundle takes the CAs the CCM trusts now, without a
 	// certificate: they replace the bundle sent before.
 	TrustBundle(bundlePEM []byte) error
+	// VerifyCCM checks the certificates a CCM presented when its
+	// connection opened against the CAs trusted now.
+	VerifyCCM(certs []*x509.Certificate) error
+	// TrustGeneration changes whenever the trusted CAs may have changed.
+	TrustGeneration() uint64
 }
 
 // WithCredentials lets the agent enroll: the first report of every stream

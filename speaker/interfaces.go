@@ -110,6 +110,7 @@ func (a *Agent) Run(ctx context.Context) {
 			}
 		}
 		a.mu.Unlock()
+		a.recheckTrust() // a re-read mounted bundle
 		select {
 		case <-ctx.Done():
 			return

@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -16,7 +17,8 @@ import (
 type streamState struct {
 	term    uint64 // term of the snapshot it sent, 0 before one
 	cancel  context.CancelCauseFunc
-	ignored uint64 // instructions of unknown kinds
+	ignored uint64              // instructions of unknown kinds
+	chain   []*x509.Certificate // what the CCM presented in the TLS handshake
 }
 
 // errFenced is returned for instructions of a leader older than the one
@@ -33,8 +35,15 @@ var errFenced = errors.New("fenced")
 func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	id := a.openStream(cancel)
+	chain := peerChain(stream.Context())
+	id := a.openStream(cancel, chain)
 	defer a.closeStream(id)
+	// Checked again now that the stream is registered: a trust change
+	// after the handshake but before then is not missed (recheckTrust).
+	if err := a.verifyStream(chain); err != nil {
+		a.log.Info("Refusing a CCM stream: its certificate is no longer trusted", "stream", id, "subject", subjectOf(chain), "err", err.Error())
+		return speakerv1.StreamError(codes.Unauthenticated, speakerv1.ReasonUntrusted, err.Error())
+	}
 	defer func() {
 		// Announcements and BGP sessions stay as they are: only a CCM's
 		// instruction or shutting down withdraws them.
@@ -100,6 +109,8 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
 			case errors.Is(c, errFenced):
 				return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
+			case errors.Is(c, errUntrusted):
+				return speakerv1.StreamError(codes.Unauthenticated, speakerv1.ReasonUntrusted, c.Error())
 			}
 			return nil
 		case err := <-recvErr:
@@ -132,6 +143,7 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 		return send(a.report(id, true))
 	case *speakerv1.Instruction_Certificate:
 		a.installCertificate(k.Certificate)
+		a.recheckTrust() // may end this very stream
 		return send(a.report(id, false))
 	case *speakerv1.Instruction_Attest:
 		// Only an authenticated CCM opens streams: it gets the token it
@@ -204,11 +216,11 @@ func (a *Agent) reportChanges(ctx context.Context, sendIfChanged func() error) {
 	}
 }
 
-func (a *Agent) openStream(cancel context.CancelCauseFunc) uint64 {
+func (a *Agent) openStream(cancel context.CancelCauseFunc, chain []*x509.Certificate) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.nextStream++
-	a.streams[a.nextStream] = &streamState{cancel: cancel}
+	a.streams[a.nextStream] = &streamState{cancel: cancel, chain: chain}
 	return a.nextStream
 }
 

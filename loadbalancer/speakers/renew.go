@@ -92,11 +92,20 @@ func (r *renewal) onRotated() *speakerv1.Instruction {
 	if !r.busy {
 		r.due.Reset(time.Until(id.RenewalDue(r.peer)))
 	}
+	return r.bundle()
+}
+
+// bundle is the instruction that sends the speaker the CAs the CCM trusts
+// now (a removed CA ends being trusted), nil for a speaker that cannot
+// take it. A new stream starts with it, after the snapshot: a speaker
+// that was not connected when the CAs changed, or restarted since, must
+// not keep trusting a CA removed meanwhile until its next renewal.
+func (r *renewal) bundle() *speakerv1.Instruction {
 	if !r.has(speakerv1.CapabilityTrustBundle) {
 		return nil
 	}
 	r.s.log.V(2).Info("Sending the speaker the CAs the CCM trusts now")
-	return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Certificate{Certificate: &speakerv1.Certificate{CaBundlePem: id.BundlePEM()}}}
+	return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Certificate{Certificate: &speakerv1.Certificate{CaBundlePem: r.s.m.opts.Identity.BundlePEM()}}}
 }
 
 // onRevoked checks the speaker's identity again after a pod or a Node was

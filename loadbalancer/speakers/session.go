@@ -90,8 +90,8 @@ func (s *session) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.stream(ctx)
-		if errors.Is(err, errEnrolled) || errors.Is(err, errReattest) {
-			continue // reconnect at once, with the node certificate or for a current token
+		if errors.Is(err, errEnrolled) || errors.Is(err, errReattest) || errors.Is(err, errRetrust) {
+			continue // reconnect at once, with the node certificate, for a current token or with a CCM certificate the speaker trusts
 		}
 		if s.setDown(err) {
 			s.m.changed(s.node)
@@ -154,6 +154,14 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	if err := s.sendSnapshot(ctx, stream, addr); err != nil {
 		return err
+	}
+	if in := rn.bundle(); in != nil {
+		if err := s.maySend(ctx); err != nil {
+			return err
+		}
+		if err := stream.Send(in); err != nil {
+			return cause(ctx, fmt.Errorf("sending the CA bundle to %s: %w", addr, err))
+		}
 	}
 	if changed {
 		s.m.changed(s.node)
@@ -357,6 +365,12 @@ func (s *session) maySend(ctx context.Context) error {
 	return nil
 }
 
+// errRetrust ends a stream the speaker closed because the CCM certificate
+// its connection was opened with is from a CA it no longer trusts (the end
+// of a rotation's overlap): the session reconnects at once, presenting the
+// certificate of a CA the speaker trusts, without declaring it lost.
+var errRetrust = errors.New("reconnecting with a CCM certificate the speaker trusts")
+
 // streamError explains why the speaker ended the stream: it may follow a
 // newer leader, or be shutting down (it withdrew every VIP).
 func (s *session) streamError(addr string, err error) error {
@@ -372,6 +386,9 @@ func (s *session) streamError(addr string, err error) error {
 		s.state.Stopped = true
 		s.m.mu.Unlock()
 		return fmt.Errorf("speaker at %s shut down and withdrew its VIPs: %w", addr, err)
+	case speakerv1.ReasonUntrusted:
+		s.log.Info("Speaker no longer trusts the CA of the certificate this connection was opened with; reconnecting", "err", err.Error())
+		return fmt.Errorf("speaker at %s: %w: %w", addr, errRetrust, err)
 	}
 	return fmt.Errorf("stream from %s: %w", addr, err)
 }

@@ -17,6 +17,10 @@ const (
 	ReasonShuttingDown = "SHUTTING_DOWN"
 	// ReasonRefused: an instruction did not follow the stream's order.
 	ReasonRefused = "REFUSED"
+	// ReasonUntrusted: the certificate the CCM opened the connection
+	// with no longer verifies against the CAs the speaker trusts (a CA
+	// was removed, or it expired): the CCM must connect again.
+	ReasonUntrusted = "UNTRUSTED"
 )
 
 // StreamError is the status a speaker ends a stream with.
