@@ -28,27 +28,58 @@ func TestMetalLBServiceAndExhaustion(t *testing.T) {
 	c.applyPool("default", "addresses: [192.0.2.0/24]")
 	c.applyPool("legacy", "addresses: [198.51.100.0/30]\nautoAssign: false")
 
-	var got []string
 	for i := 1; i <= 5; i++ {
 		c.createService(lbService("default", fmt.Sprintf("metallb-%d", i), map[string]string{"metallb.universe.tf/address-pool": "legacy"}))
 	}
-	for i := 1; i <= 4; i++ {
-		ip := c.waitIngress("default", fmt.Sprintf("metallb-%d", i), 1, 30*time.Second)[0]
-		if !inPrefix(t, ip, "198.51.100.0/30") {
-			t.Errorf("metallb-%d got %s, outside the legacy pool", i, ip)
+	// The service controller syncs with 10 workers, so which four of the
+	// five get the pool's four addresses is up to its scheduling: wait for
+	// any four, and for the fifth to be refused.
+	var got []string
+	pending, holder := "", ""
+	err := rig.Eventually(30*time.Second, func() error {
+		got, pending, holder = nil, "", ""
+		for i := 1; i <= 5; i++ {
+			name := fmt.Sprintf("metallb-%d", i)
+			svc, err := c.cp.Client.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			switch ips := ingress(svc); len(ips) {
+			case 0:
+				if pending != "" {
+					return fmt.Errorf("%s and %s have no address yet", pending, name)
+				}
+				pending = name
+			case 1:
+				got = append(got, ips[0])
+				holder = name
+			default:
+				return fmt.Errorf("%s has ingress %v, want 1 address", name, ips)
+			}
 		}
-		got = append(got, ip)
+		if len(got) != 4 {
+			return fmt.Errorf("%d of 5 Services have an address (%v), want 4", len(got), got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range got {
+		if !inPrefix(t, ip, "198.51.100.0/30") {
+			t.Errorf("got %s, outside the legacy pool", ip)
+		}
 	}
 	slices.Sort(got)
 	if diff := slices.Compact(slices.Clone(got)); len(diff) != 4 {
 		t.Fatalf("addresses not distinct: %v", got)
 	}
-	c.waitEvent("default", "metallb-5", corev1.EventTypeWarning, "SyncLoadBalancerFailed", `pool "legacy": 4 of 4 IPv4 addresses in use`)
-	c.stillPending("default", "metallb-5")
-	c.waitEvent("default", "metallb-1", corev1.EventTypeNormal, "IPAllocated", "from IPPool legacy")
+	c.waitEvent("default", pending, corev1.EventTypeWarning, "SyncLoadBalancerFailed", `pool "legacy": 4 of 4 IPv4 addresses in use`)
+	c.stillPending("default", pending)
+	c.waitEvent("default", holder, corev1.EventTypeNormal, "IPAllocated", "from IPPool legacy")
 
 	// The pool's status counts the usage.
-	err := rig.Eventually(10*time.Second, func() error {
+	err = rig.Eventually(10*time.Second, func() error {
 		p := c.pool("legacy")
 		if p.Status.IPv4 == nil || p.Status.IPv4.Used != 4 || p.Status.IPv4.Free != "0" || p.Status.Used != 4 {
 			return fmt.Errorf("legacy status = %+v", p.Status)
@@ -63,13 +94,13 @@ func TestMetalLBServiceAndExhaustion(t *testing.T) {
 	}
 
 	// Recovery: free one address; the pending Service gets it soon.
-	freed := c.waitIngress("default", "metallb-2", 1, time.Second)[0]
-	if err := c.cp.Client.CoreV1().Services("default").Delete(ctx, "metallb-2", metav1.DeleteOptions{}); err != nil {
+	freed := c.waitIngress("default", holder, 1, time.Second)[0]
+	if err := c.cp.Client.CoreV1().Services("default").Delete(ctx, holder, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if ip := c.waitIngress("default", "metallb-5", 1, 30*time.Second)[0]; ip != freed {
-		t.Errorf("metallb-5 got %s, want the freed %s", ip, freed)
+	if ip := c.waitIngress("default", pending, 1, 30*time.Second)[0]; ip != freed {
+		t.Errorf("%s got %s, want the freed %s", pending, ip, freed)
 	}
 	t.Logf("pending Service got the freed address %s after %s", freed, time.Since(start).Round(time.Millisecond))
 
