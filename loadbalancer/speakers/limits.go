@@ -2,9 +2,14 @@ package speakers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -54,6 +59,33 @@ const (
 // legitimate report of twice that state, and the headroom, can take.
 func reportLimit(vips, peers int) int {
 	return reportBaseBytes + reportVIPBytes*(2*vips+reportVIPHeadroom) + reportPeerBytes*(2*peers+reportPeerHeadroom)
+}
+
+// errReportTooLarge is why a stream failed on a report larger than the
+// speaker's node explains (see nodeLimit).
+var errReportTooLarge = errors.New("report larger than its node's VIPs and peers explain")
+
+// reportCodec decodes the reports of stream gen as gRPC's proto codec
+// does, but refuses, before decoding it, a report larger than the
+// speaker's node explains (nodeLimit): what a report may cost the CCM
+// once decoded grows with the node's configured state, not the
+// cluster's. The stream then fails and is opened again. (gRPC's
+// MaxCallRecvMsgSize is set once per stream, for its first report.)
+func (s *session) reportCodec(gen uint64) encoding.CodecV2 {
+	return &limitCodec{CodecV2: encoding.GetCodecV2(grpcproto.Name), limit: func() int { return s.nodeLimit(gen) }}
+}
+
+// limitCodec is a codec whose Unmarshal refuses data over limit.
+type limitCodec struct {
+	encoding.CodecV2
+	limit func() int
+}
+
+func (c *limitCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if n, limit := data.Len(), c.limit(); n > limit {
+		return fmt.Errorf("%w: %d bytes, over the limit of %d", errReportTooLarge, n, limit)
+	}
+	return c.CodecV2.Unmarshal(data, v)
 }
 
 // reportLimiter paces one stream's reports (nil: no limit).
