@@ -27,9 +27,10 @@ import (
 )
 
 // Sizes of the malicious speaker's reports: most list mediumFlood
-// invented BGP peers, every bigEvery-th bigFlood invented VIPs.
+// invented BGP peers (under the limit of a node with one peer), every
+// bigEvery-th bigFlood invented VIPs (over it).
 const (
-	mediumFlood = 5_000
+	mediumFlood = 2_000
 	bigFlood    = 100_000
 	bigEvery    = 8
 )
@@ -203,7 +204,7 @@ func heap() uint64 {
 }
 
 // TestMaliciousSpeakerFlood: a speaker whose node key was stolen sends, as
-// fast as it can, reports of 5,000 invented BGP peers whose sessions flap
+// fast as it can, reports of 2,000 invented BGP peers whose sessions flap
 // and reports of 100,000 invented VIPs that fail. The CCM takes in only
 // the peers it configured, refuses the reports of 100,000 VIPs (larger
 // than its configured state can explain: each breaks the stream; see

@@ -32,6 +32,13 @@ const (
 	// peers added while it lasts fit: the limit is set once per stream.
 	reportVIPHeadroom  = 1024
 	reportPeerHeadroom = 64
+	// nodeVIPHeadroom and nodePeerHeadroom are the entries a report may
+	// have beyond its node's VIPs and peers once its stream's first report
+	// was taken in (see nodeReportLimit): the limit follows the node's
+	// state, which is placed before an update names it, so little is
+	// needed.
+	nodeVIPHeadroom  = 16
+	nodePeerHeadroom = 16
 	// defaultReportVIPs stands for the allocated VIPs when the Manager
 	// has no Options.Allocated (tests).
 	defaultReportVIPs = 4096
@@ -59,6 +66,14 @@ const (
 // legitimate report of twice that state, and the headroom, can take.
 func reportLimit(vips, peers int) int {
 	return reportBaseBytes + reportVIPBytes*(2*vips+reportVIPHeadroom) + reportPeerBytes*(2*peers+reportPeerHeadroom)
+}
+
+// nodeReportLimit is the largest report the CCM accepts from a speaker
+// whose node has vips VIPs (placed, Initial or last reported) and peers
+// BGP peers, once its stream's first report was taken in: what a
+// legitimate report of that state can take, and the headroom.
+func nodeReportLimit(vips, peers int) int {
+	return reportBaseBytes + reportVIPBytes*(vips+nodeVIPHeadroom) + reportPeerBytes*(peers+nodePeerHeadroom)
 }
 
 // errReportTooLarge is why a stream failed on a report larger than the

@@ -205,7 +205,7 @@ func TestReportLimitFollowsNode(t *testing.T) {
 	errText := strings.Repeat("e", reportVIPBytes-64)
 	big := func() *speakerv1.Report {
 		r := sp.report(true)
-		for proto.Size(r) < 2*reportLimit(1, 0) {
+		for proto.Size(r) < 2*nodeReportLimit(1, 0) {
 			r.Vips = append(r.Vips, &speakerv1.VIPStatus{Address: addrOf(int64(100_000 + len(r.Vips))), State: speakerv1.VIPStatus_FAILED, Error: errText})
 		}
 		invented, bigSize = len(r.Vips), proto.Size(r)
@@ -273,12 +273,12 @@ func TestReportLimitFollowsNode(t *testing.T) {
 		return len(st.Failed) == len(placed)
 	})
 	t.Logf("a report of %d KiB (%d invented VIPs; node limit %d KiB, stream limit %d KiB): %d invented VIPs decoded, %d streams; the legitimate report of %d VIPs taken in on stream %d",
-		bigSize>>10, invented, reportLimit(1, 0)>>10, reportLimit(4000, 0)>>10, decoded, streams, len(placed), sp.streams.Load())
+		bigSize>>10, invented, nodeReportLimit(1, 0)>>10, reportLimit(4000, 0)>>10, decoded, streams, len(placed), sp.streams.Load())
 	if decoded > 0 {
-		t.Errorf("the CCM decoded the report of %d KiB, over what the node's VIPs explain (%d KiB): %d invented VIPs counted as ignored", bigSize>>10, reportLimit(1, 0)>>10, decoded)
+		t.Errorf("the CCM decoded the report of %d KiB, over what the node's VIPs explain (%d KiB): %d invented VIPs counted as ignored", bigSize>>10, nodeReportLimit(1, 0)>>10, decoded)
 	}
 	if streams < 2 {
-		t.Errorf("the speaker's stream survived a report of %d KiB, over its node's limit of %d KiB", bigSize>>10, reportLimit(1, 0)>>10)
+		t.Errorf("the speaker's stream survived a report of %d KiB, over its node's limit of %d KiB", bigSize>>10, nodeReportLimit(1, 0)>>10)
 	}
 	if sp.streams.Load() != streams {
 		t.Errorf("the legitimate report of the %d placed VIPs broke the stream (%d streams, were %d)", len(placed), sp.streams.Load(), streams)

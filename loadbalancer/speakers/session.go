@@ -251,7 +251,7 @@ func (s *session) reportLimit() int {
 }
 
 // nodeLimit is the largest report the speaker may send on stream gen
-// now (see reportLimit): sized from its node's VIPs (nodeVIPs) and peers
+// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPs) and peers
 // once the stream's first report was taken in; until then, no limit but
 // the stream's. It takes m.mu for a moment: the node's VIPs are placed
 // before an update names them, so a legitimate report fits.
@@ -261,7 +261,7 @@ func (s *session) nodeLimit(gen uint64) int {
 	if s.taken != gen {
 		return math.MaxInt
 	}
-	return reportLimit(s.nodeVIPCount(), len(s.bgp.GetPeers()))
+	return nodeReportLimit(s.nodeVIPCount(), len(s.bgp.GetPeers()))
 }
 
 // receive records the speaker's reports until the stream fails. lim
