@@ -60,10 +60,11 @@ const (
 	logBurst = 20
 )
 
-// reportLimit is the largest report the CCM accepts from a speaker
-// configured with vips VIPs (or that many allocated in all, which a new
-// leader's speaker may still announce) and peers BGP peers: what a
-// legitimate report of twice that state, and the headroom, can take.
+// reportLimit is the largest first report of a stream the CCM accepts
+// from a speaker configured with vips VIPs (or that many allocated in
+// all, which a new leader's speaker may still announce) and peers BGP
+// peers: what a legitimate report of twice that state, and the headroom,
+// can take. Later reports are held to nodeReportLimit.
 func reportLimit(vips, peers int) int {
 	return reportBaseBytes + reportVIPBytes*(2*vips+reportVIPHeadroom) + reportPeerBytes*(2*peers+reportPeerHeadroom)
 }
