@@ -82,6 +82,24 @@ func (a *Allocator) Holds(addr netip.Addr) bool {
 	return a.holdings[keyOf(addr)] != nil
 }
 
+// HoldsEach reports, for each of addrs, whether it is held (allocated
+// or reserved). It takes the allocator's lock once for all of them, and
+// does nothing else under it: a caller checking many addresses (a
+// speaker's report) does not compete with Ensure once per address.
+func (a *Allocator) HoldsEach(addrs []netip.Addr) []bool {
+	held := make([]bool, len(addrs))
+	keys := make([]key, len(addrs))
+	for i, addr := range addrs {
+		keys[i] = keyOf(addr)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, k := range keys {
+		held[i] = a.holdings[k] != nil
+	}
+	return held
+}
+
 // Held is how many addresses are held.
 func (a *Allocator) Held() int {
 	a.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2"
 
@@ -18,14 +19,15 @@ import (
 // speaker sends, the last one marked.
 const vipFloodRounds = 8
 
-// TestMaliciousSpeakerInventsVIPs: a speaker whose node key was stolen
-// sends reports just under the size the CCM accepts from it, each listing
-// as many invented VIPs as fit, half announced, half failed, and every VIP
-// the CCM allocated (placed on other nodes) as failed. The CCM keeps only
-// the allocated ones and counts the others as ignored: the malicious
-// node's state, metric series, log lines and the CCM's heap stay within a
-// small fixed bound, and another speaker's stream stays up and keeps
-// taking updates.
+// TestMaliciousSpeakerInventsVIPs: a speaker whose node key was stolen,
+// with one VIP placed on its node, sends reports just under the size the
+// CCM accepts from it (what its node's VIPs explain), each listing as
+// many invented VIPs as fit, half announced, half failed, and every VIP
+// the CCM allocated (the others placed on other nodes) as failed. The CCM
+// keeps only the node's VIP and counts the others as ignored: the
+// malicious node's state, metric series, log lines and the CCM's heap stay
+// within a small fixed bound, and another speaker's stream stays up and
+// keeps taking updates.
 func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 	const node = "node-vips"
 	e := newEnv(t)
@@ -38,12 +40,14 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 		held[a] = true
 		allocated = append(allocated, a)
 	}
-	// Nothing is placed on the malicious node and it has no BGP peers:
-	// its reports may be as large as the allocated VIPs explain.
-	limit := reportLimit(len(held), 0)
+	// One VIP is placed on the malicious node and it has no BGP peers:
+	// once its stream's first report is taken in, its reports may be as
+	// large as its VIP and the failed one explain.
+	own := allocated[len(allocated)-1]
+	limit := nodeReportLimit(1, 0)
 	var (
 		name     atomic.Int64 // the next invented address
-		invented atomic.Int64 // invented VIPs sent in all
+		invented atomic.Int64 // invented VIPs sent in all, and other nodes' VIPs
 		perRound atomic.Int64 // invented VIPs of the last report
 		tooBig   atomic.Int64 // reports over limit (none should be)
 		round    atomic.Int64
@@ -72,7 +76,7 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 		if proto.Size(r) > limit {
 			tooBig.Add(1)
 		}
-		invented.Add(n)
+		invented.Add(n + int64(len(allocated)-1))
 		perRound.Store(n)
 		return r
 	}
@@ -113,12 +117,13 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 	// certificate; meanwhile the honest speaker's VIP moves, and it must
 	// follow each move.
 	m.SetNode(node, nodeAddr(node))
+	m.Assign(node, ann(own.String()))
 	lastTaken := func() bool {
 		st, _ := m.State(node)
-		return st.Failed[allocated[0].String()] == "last"
+		return st.Failed[own.String()] == "last"
 	}
-	for i := 1; i < len(allocated) || !lastTaken(); i++ {
-		moveHonest(t, m, honest, allocated, i)
+	for i := 1; i < len(allocated)-1 || !lastTaken(); i++ {
+		moveHonest(t, m, honest, allocated[:len(allocated)-1], i)
 		if time.Since(start) > time.Minute {
 			t.Fatalf("after a minute the CCM has not taken in the malicious speaker's last report (%d of %d sent)", evil.sent.Load(), vipFloodRounds)
 		}
@@ -140,23 +145,17 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 	if n := tooBig.Load(); n > 0 {
 		t.Fatalf("%d of the malicious speaker's reports were over the CCM's size limit: the test must stay under it", n)
 	}
-	if perRound.Load() < 10_000 {
-		t.Fatalf("the malicious speaker's reports list %d invented VIPs, want at least 10,000", perRound.Load())
+	if perRound.Load() < 2_000 {
+		t.Fatalf("the malicious speaker's reports list %d invented VIPs, want at least 2,000", perRound.Load())
 	}
-	for a := range st.Failed {
-		if !held[netip.MustParseAddr(a)] {
-			t.Errorf("the CCM keeps the invented VIP %s as failed on %s (of %d failed)", a, node, len(st.Failed))
-			break
-		}
-	}
-	if len(st.Failed) != len(allocated) {
-		t.Errorf("the CCM keeps %d failed VIPs on %s, want the %d allocated", len(st.Failed), node, len(allocated))
+	if diff := cmp.Diff(map[string]string{own.String(): "last"}, st.Failed); diff != "" {
+		t.Errorf("failed VIPs on %s: only the one placed there counts (-want +got):\n%s", node, diff)
 	}
 	if n := slices.IndexFunc(st.Announcing, func(a netip.Addr) bool { return !held[a] }); n >= 0 {
 		t.Errorf("the CCM keeps the invented VIP %s as announced by %s (of %d announced)", st.Announcing[n], node, len(st.Announcing))
 	}
-	// Each report taken in counts its invented VIPs; a report merged into
-	// the next counts none.
+	// Each report taken in counts its invented VIPs and the other nodes';
+	// a report merged into the next counts none.
 	if lo, hi := perRound.Load(), invented.Load(); ignored < lo || ignored > hi || merged == 0 && evil.streams.Load() == 1 && ignored != hi {
 		t.Errorf("%d invented VIPs counted as ignored, want all %d sent (at least the last report's %d; %d reports merged)", ignored, hi, lo, merged)
 	}
@@ -164,9 +163,12 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 	if maxSeries := 4 + len(ignoreReasons); series > maxSeries {
 		t.Errorf("the malicious speaker made %d metric series, want at most %d", series, maxSeries)
 	}
-	// Connected and lost once per stream, the allocated VIPs' failures
-	// once, and the paced lines.
-	if maxLines := int(3*evil.streams.Load()) + len(allocated) + logBurst + int(took.Seconds()*float64(logRate)) + 1; logged > maxLines {
+	// Connected and lost once (the stream must not break), the node's
+	// VIP's failure once, and the paced lines.
+	if n := evil.streams.Load(); n != 1 {
+		t.Errorf("the malicious speaker's reports, under its limit, broke its stream: %d streams", n)
+	}
+	if maxLines := 3 + 1 + logBurst + int(took.Seconds()*float64(logRate)) + 1; logged > maxLines {
 		t.Errorf("the malicious speaker caused %d log lines, want at most %d", logged, maxLines)
 	}
 	if grown > 2<<20 {

@@ -308,8 +308,11 @@ type reportsModel struct {
 }
 
 // record takes in r as the session should; it returns whether OnChange is
-// due. dirty says whether the CCM has changes it did not send yet.
-func (m *reportsModel) record(r *speakerv1.Report, dirty bool) bool {
+// due. dirty says whether the CCM has changes it did not send yet. placed
+// are the VIPs placed on the node (desired or not yet sent); nil for the
+// first report of a stream, which may name any VIP. A later report's VIPs
+// count only when placed, or Initial, or named by the report before.
+func (m *reportsModel) record(r *speakerv1.Report, dirty bool, placed map[netip.Addr]bool) bool {
 	wasConnected, wasHealthy := m.connected, m.healthy
 	m.applied = max(m.applied, r.GetAppliedVersion())
 	if r.GetVersion() != "" || len(r.GetCapabilities()) > 0 {
@@ -325,7 +328,11 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool) bool {
 	if r.GetFull() {
 		// Only addresses, each once, keyed canonically; only sessions
 		// with configured peers, each once; text clipped.
-		m.announcing = nil
+		known := func(a netip.Addr) bool {
+			_, failed := m.failed[a.String()]
+			return placed == nil || placed[a] || failed || slices.Contains(m.initial, a) || slices.Contains(m.announcing, a)
+		}
+		var announcing []netip.Addr
 		failed := map[string]string{}
 		seen := map[netip.Addr]bool{}
 		for _, v := range r.GetVips() {
@@ -334,13 +341,17 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool) bool {
 				continue
 			}
 			seen[a] = true
+			if !known(a) {
+				continue
+			}
 			switch v.GetState() {
 			case speakerv1.VIPStatus_ANNOUNCING:
-				m.announcing = append(m.announcing, a)
+				announcing = append(announcing, a)
 			case speakerv1.VIPStatus_FAILED:
 				failed[a.String()] = clip(v.GetError(), maxTextLen)
 			}
 		}
+		m.announcing = announcing
 		changed = !maps.Equal(failed, m.failed)
 		m.failed = failed
 		m.healthy = true
@@ -489,7 +500,7 @@ func (h *reportsHarness) stream() {
 			return nil, io.EOF
 		}
 		r := h.in.report(&h.want)
-		firstChange = h.deliver(r)
+		firstChange = h.deliverFirst(r)
 		return r, nil
 	}
 	var changed bool
@@ -572,10 +583,27 @@ func (h *reportsHarness) next() (*speakerv1.Report, error) {
 func (h *reportsHarness) deliver(r *speakerv1.Report) bool {
 	h.m.mu.Lock()
 	dirty := len(h.s.dirty) > 0
+	placed := map[netip.Addr]bool{}
+	for _, a := range slices.Concat(slices.Collect(maps.Keys(h.s.desired)), slices.Collect(maps.Keys(h.s.dirty))) {
+		if addr, err := netip.ParseAddr(a); err == nil {
+			placed[addr] = true
+		}
+	}
 	h.m.mu.Unlock()
 	h.reports++
 	h.last = r
-	return h.want.record(r, dirty)
+	return h.want.record(r, dirty, placed)
+}
+
+// deliverFirst is deliver for the first report of a stream: any VIP
+// counts (the harness's Manager has no Options.Allocated).
+func (h *reportsHarness) deliverFirst(r *speakerv1.Report) bool {
+	h.m.mu.Lock()
+	dirty := len(h.s.dirty) > 0
+	h.m.mu.Unlock()
+	h.reports++
+	h.last = r
+	return h.want.record(r, dirty, nil)
 }
 
 // step runs operations until one is a report, which it returns, or the

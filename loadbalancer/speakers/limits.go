@@ -2,9 +2,14 @@ package speakers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -27,6 +32,13 @@ const (
 	// peers added while it lasts fit: the limit is set once per stream.
 	reportVIPHeadroom  = 1024
 	reportPeerHeadroom = 64
+	// nodeVIPHeadroom and nodePeerHeadroom are the entries a report may
+	// have beyond its node's VIPs and peers once its stream's first report
+	// was taken in (see nodeReportLimit): the limit follows the node's
+	// state, which is placed before an update names it, so little is
+	// needed.
+	nodeVIPHeadroom  = 16
+	nodePeerHeadroom = 16
 	// defaultReportVIPs stands for the allocated VIPs when the Manager
 	// has no Options.Allocated (tests).
 	defaultReportVIPs = 4096
@@ -48,12 +60,48 @@ const (
 	logBurst = 20
 )
 
-// reportLimit is the largest report the CCM accepts from a speaker
-// configured with vips VIPs (or that many allocated in all, which a new
-// leader's speaker may still announce) and peers BGP peers: what a
-// legitimate report of twice that state, and the headroom, can take.
+// reportLimit is the largest first report of a stream the CCM accepts
+// from a speaker configured with vips VIPs (or that many allocated in
+// all, which a new leader's speaker may still announce) and peers BGP
+// peers: what a legitimate report of twice that state, and the headroom,
+// can take. Later reports are held to nodeReportLimit.
 func reportLimit(vips, peers int) int {
 	return reportBaseBytes + reportVIPBytes*(2*vips+reportVIPHeadroom) + reportPeerBytes*(2*peers+reportPeerHeadroom)
+}
+
+// nodeReportLimit is the largest report the CCM accepts from a speaker
+// whose node has vips VIPs (placed, Initial or last reported) and peers
+// BGP peers, once its stream's first report was taken in: what a
+// legitimate report of that state can take, and the headroom.
+func nodeReportLimit(vips, peers int) int {
+	return reportBaseBytes + reportVIPBytes*(vips+nodeVIPHeadroom) + reportPeerBytes*(peers+nodePeerHeadroom)
+}
+
+// errReportTooLarge is why a stream failed on a report larger than the
+// speaker's node explains (see nodeLimit).
+var errReportTooLarge = errors.New("report larger than its node's VIPs and peers explain")
+
+// reportCodec decodes the reports of stream gen as gRPC's proto codec
+// does, but refuses, before decoding it, a report larger than the
+// speaker's node explains (nodeLimit): what a report may cost the CCM
+// once decoded grows with the node's configured state, not the
+// cluster's. The stream then fails and is opened again. (gRPC's
+// MaxCallRecvMsgSize is set once per stream, for its first report.)
+func (s *session) reportCodec(gen uint64) encoding.CodecV2 {
+	return &limitCodec{CodecV2: encoding.GetCodecV2(grpcproto.Name), limit: func() int { return s.nodeLimit(gen) }}
+}
+
+// limitCodec is a codec whose Unmarshal refuses data over limit.
+type limitCodec struct {
+	encoding.CodecV2
+	limit func() int
+}
+
+func (c *limitCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if n, limit := data.Len(), c.limit(); n > limit {
+		return fmt.Errorf("%w: %d bytes, over the limit of %d", errReportTooLarge, n, limit)
+	}
+	return c.CodecV2.Unmarshal(data, v)
 }
 
 // reportLimiter paces one stream's reports (nil: no limit).

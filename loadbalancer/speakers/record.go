@@ -3,6 +3,7 @@ package speakers
 import (
 	"errors"
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -16,24 +17,74 @@ import (
 // the summary is applied under it. It reports whether connection, health,
 // the failed VIPs or the BGP sessions changed.
 func (s *session) record(gen uint64, r *speakerv1.Report) bool {
-	sum := summarize(r, s.acceptor())
+	sum := summarize(r, s.acceptor(gen))
 	var lines []logLine
 	changed := s.apply(gen, sum, &lines)
 	s.emit(lines)
 	return changed
 }
 
-// acceptor is what the session's reports may name: the VIPs this CCM
-// allocated and the peers it configured on the speaker.
-func (s *session) acceptor() acceptor {
+// acceptor is what a report of stream gen may name: the peers configured
+// on the speaker and, in the stream's first report, the VIPs this CCM
+// allocated (a new leader learns what the speaker announces, which a
+// previous leader may have placed; see State.Initial); in later reports
+// only the VIPs of this node (see nodeVIPs).
+func (s *session) acceptor(gen uint64) acceptor {
 	acc := acceptor{peers: map[string]bool{}}
 	if p := s.peers.Load(); p != nil {
 		acc.peers = *p
 	}
-	if a := s.m.opts.Allocated; a != nil {
-		acc.vip = a.Holds
+	if !s.firstTaken(gen) {
+		if a := s.m.opts.Allocated; a != nil {
+			acc.vips = a.HoldsEach // the allocator's lock once per report
+		}
+		return acc
+	}
+	vips := s.nodeVIPs()
+	acc.vips = func(addrs []netip.Addr) []bool {
+		ok := make([]bool, len(addrs))
+		for i, a := range addrs {
+			ok[i] = vips[a]
+		}
+		return ok
 	}
 	return acc
+}
+
+// firstTaken reports whether the first report of stream gen was taken in.
+func (s *session) firstTaken(gen uint64) bool {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return s.taken == gen
+}
+
+// nodeVIPs are the VIPs a speaker's report may name once its stream's
+// first report was taken in: those placed on its node (desired, or
+// changed and not yet sent), those it announced when the stream opened
+// (State.Initial), and those its last report named (a VIP withdrawn
+// stays known while the speaker still reports it). Each was placed on the
+// node or was in its first report: a speaker cannot make the CCM keep
+// VIPs of other nodes. A copy, made under m.mu, of what the node holds.
+func (s *session) nodeVIPs() map[netip.Addr]bool {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	vips := make(map[netip.Addr]bool, s.nodeVIPCount())
+	for _, set := range []func(func(string) bool){maps.Keys(s.desired), maps.Keys(s.dirty), maps.Keys(s.state.Failed)} {
+		for a := range set {
+			if addr, err := netip.ParseAddr(a); err == nil {
+				vips[addr] = true
+			}
+		}
+	}
+	for _, a := range slices.Concat(s.state.Initial, s.state.Announcing) {
+		vips[a] = true
+	}
+	return vips
+}
+
+// nodeVIPCount bounds the number of nodeVIPs; m.mu is held.
+func (s *session) nodeVIPCount() int {
+	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + len(s.state.Announcing)
 }
 
 // apply takes in the summary of a report of stream gen; m.mu is taken.
@@ -44,6 +95,7 @@ func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) bool {
 	if gen != s.gen {
 		return false
 	}
+	s.taken = gen
 	for _, why := range ignoreReasons {
 		if n := sum.dropped[why]; n > 0 {
 			reportItemsIgnored.WithLabelValues(s.node, string(why)).Add(float64(n))

@@ -37,7 +37,8 @@ const (
 	// the speaker reported faster than reportRate.
 	ignoredRateLimited ignoreReason = "RateLimited"
 	// ignoredUnknownVIP counts VIP entries that are no address, repeat
-	// one, or name an address this CCM did not allocate.
+	// one, or name an address this CCM did not allocate (in a stream's
+	// first report) or did not place on the node (in later ones).
 	ignoredUnknownVIP ignoreReason = "UnknownVIP"
 	// ignoredUnknownPeer counts BGP session entries for peers this CCM
 	// did not configure on the speaker, or repeating one.
@@ -67,11 +68,12 @@ type summary struct {
 }
 
 // acceptor decides which parts of a report the CCM takes in: VIPs it
-// allocated, peers it configured on this speaker.
+// allocated or placed on this node, peers it configured on this speaker.
 type acceptor struct {
-	// vip reports whether addr is a VIP the CCM allocated; nil: any
-	// address.
-	vip func(netip.Addr) bool
+	// vips reports, for each of addrs, whether it is a VIP the report
+	// may name; nil: any address. It is called once per report, with
+	// every address the report names (once each).
+	vips func(addrs []netip.Addr) []bool
 	// peers are the addresses of the BGP peers configured on the
 	// speaker, as sent to it.
 	peers map[string]bool
@@ -89,19 +91,36 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 		return sum
 	}
 	sum.failed = map[string]string{}
+	// The addresses first, each once, so that the acceptor is asked
+	// once for all of them.
 	seen := map[netip.Addr]bool{}
+	var (
+		addrs   []netip.Addr
+		entries []*speakerv1.VIPStatus
+	)
 	for _, v := range r.GetVips() {
 		a, err := netip.ParseAddr(v.GetAddress())
-		if err != nil || a.Zone() != "" || seen[a] || acc.vip != nil && !acc.vip(a) {
+		if err != nil || a.Zone() != "" || seen[a] {
 			sum.dropped[ignoredUnknownVIP]++
 			continue
 		}
 		seen[a] = true
-		switch v.GetState() {
+		addrs, entries = append(addrs, a), append(entries, v)
+	}
+	var ok []bool
+	if acc.vips != nil && len(addrs) > 0 {
+		ok = acc.vips(addrs)
+	}
+	for i, a := range addrs {
+		if ok != nil && !ok[i] {
+			sum.dropped[ignoredUnknownVIP]++
+			continue
+		}
+		switch entries[i].GetState() {
 		case speakerv1.VIPStatus_ANNOUNCING:
 			sum.announcing = append(sum.announcing, a)
 		case speakerv1.VIPStatus_FAILED:
-			sum.failed[a.String()] = clip(v.GetError(), maxTextLen)
+			sum.failed[a.String()] = clip(entries[i].GetError(), maxTextLen)
 		}
 	}
 	sum.healthy, sum.problem = health(r)

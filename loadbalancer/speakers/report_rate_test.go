@@ -63,6 +63,7 @@ func TestFastReportsMerged(t *testing.T) {
 	takenBefore, mergedBefore := ignoredItems(node, ignoredUnknownVIP), ignoredItems(node, ignoredRateLimited)
 	start := time.Now()
 	m.SetNode(node, nodeAddr(node))
+	m.Assign(node, ann(vip)) // a report counts only the node's VIPs
 	waitFor(t, "the CCM took in the fast speaker's last report", 10*time.Second, func() bool {
 		st, _ := m.State(node)
 		return st.Failed[vip] == "last"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -44,6 +45,7 @@ type session struct {
 	draining   bool          // the Node was deleted: withdraw everything, then stop
 	drained    chan struct{} // closed once a draining speaker confirmed
 	gen        uint64        // counts streams; reports of older streams are dropped
+	taken      uint64        // the stream whose first report was taken in
 	lastReport time.Time
 	ignored    uint64 // instructions the speaker said it ignored
 
@@ -128,7 +130,7 @@ func (s *session) stream(ctx context.Context) error {
 	go wd.run(ctx, cancel, addr)
 
 	limit := s.reportLimit()
-	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx, grpc.MaxCallRecvMsgSize(limit))
+	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx, grpc.MaxCallRecvMsgSize(limit), grpc.ForceCodecV2(s.reportCodec(gen)))
 	if err != nil {
 		return cause(ctx, fmt.Errorf("opening stream to %s: %w", addr, err))
 	}
@@ -244,7 +246,8 @@ func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_Syn
 
 // reportLimit is the largest report the speaker may send on a new
 // stream (see reportLimit): sized from its VIPs, or all allocated VIPs,
-// and its peers.
+// and its peers. Once the stream's first report is taken in, the
+// speaker's reports are held to its node's limit (see nodeLimit).
 func (s *session) reportLimit() int {
 	vips := defaultReportVIPs
 	if a := s.m.opts.Allocated; a != nil {
@@ -253,6 +256,20 @@ func (s *session) reportLimit() int {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	return reportLimit(max(vips, len(s.desired)+len(s.dirty)), len(s.bgp.GetPeers()))
+}
+
+// nodeLimit is the largest report the speaker may send on stream gen
+// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPs) and peers
+// once the stream's first report was taken in; until then, no limit but
+// the stream's. It takes m.mu for a moment: the node's VIPs are placed
+// before an update names them, so a legitimate report fits.
+func (s *session) nodeLimit(gen uint64) int {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if s.taken != gen {
+		return math.MaxInt
+	}
+	return nodeReportLimit(s.nodeVIPCount(), len(s.bgp.GetPeers()))
 }
 
 // receive records the speaker's reports until the stream fails. lim

@@ -51,10 +51,13 @@ type Options struct {
 	// fails (this CCM may have lost its Lease) nothing more is sent, even
 	// before the context ends.
 	Valid func() error
-	// Allocated is what this CCM allocated (the allocator): a speaker's
-	// report counts a VIP only when it is allocated, and may be as large
-	// as a report of every allocated VIP (see reportLimit). Nil: any
-	// address counts, and reports are sized for defaultReportVIPs (tests).
+	// Allocated is what this CCM allocated (the allocator): the first
+	// report of a speaker's stream counts a VIP only when it is allocated,
+	// and may be as large as a report of every allocated VIP (see
+	// reportLimit); later reports count only the VIPs of the speaker's
+	// node, and are held to its size (see nodeLimit). Nil: the first
+	// report counts any address, and is sized for defaultReportVIPs
+	// (tests).
 	Allocated Allocated
 	// Dial overrides how connections are made (tests).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -91,8 +94,9 @@ var _ Identity = (*pki.Bundle)(nil)
 
 // Allocated is what the CCM allocated; *ipam.Allocator implements it.
 type Allocated interface {
-	// Holds reports whether addr is allocated.
-	Holds(addr netip.Addr) bool
+	// HoldsEach reports, for each of addrs, whether it is allocated; the
+	// allocator's lock is taken once for all of them.
+	HoldsEach(addrs []netip.Addr) []bool
 	// Held is how many addresses are allocated.
 	Held() int
 }
