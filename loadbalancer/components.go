@@ -31,6 +31,10 @@ type Config struct {
 	Lease term.Lease
 	// Host names this CCM instance.
 	Host string
+	// Liveness, if set, are the watches of the speaker pods and Nodes this
+	// replica started before it led (pki.StartLiveness); else they start
+	// with the bundle.
+	Liveness *pki.Liveness
 	// Speakers configures the control channel; Planner the planner (its
 	// Client, Recorder and Ready are filled in here).
 	Speakers speakers.Options
@@ -55,6 +59,11 @@ type Components struct {
 	ctx context.Context // ends when this CCM stops leading
 }
 
+// livenessSyncTimeout bounds how long a new leader waits for the watches
+// of the speaker pods and Nodes (warm already when the replica started
+// them before it led).
+const livenessSyncTimeout = 10 * time.Second
+
 // NewComponents builds the components; Run starts them. It reads this
 // leader's term and prepares the speakers' certificates, so it talks to
 // the API server.
@@ -63,10 +72,21 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	if err != nil {
 		return nil, err
 	}
-	bundle, err := pki.Bootstrap(ctx, cfg.Client, cfg.Namespace, pki.WithRecorder(cfg.Recorder))
+	pkiOpts := []pki.Option{pki.WithRecorder(cfg.Recorder)}
+	if cfg.Liveness != nil {
+		pkiOpts = append(pkiOpts, pki.WithLiveness(cfg.Liveness))
+	}
+	bundle, err := pki.Bootstrap(ctx, cfg.Client, cfg.Namespace, pkiOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("preparing the speakers' certificates in namespace %s: %w", cfg.Namespace, err)
 	}
+	// Before the planner's grace period for the speakers' first reports
+	// starts (Run), not inside their handshakes.
+	waitCtx, cancel := context.WithTimeout(ctx, livenessSyncTimeout)
+	if !bundle.WaitForLiveness(waitCtx) {
+		klog.InfoS("Speaker pods and Nodes not listed yet; speakers attest their certificates on their streams meanwhile (may the CCM list pods in its namespace and Nodes?)", "namespace", cfg.Namespace, "waited", livenessSyncTimeout)
+	}
+	cancel()
 	alloc := ipam.New()
 	pools, err := ippool.New(cfg.Dynamic, alloc, 10*time.Minute)
 	if err != nil {

@@ -116,8 +116,10 @@ func TestRenewRequiresAttestation(t *testing.T) {
 // TestCheckRevokes proves that deleting the speaker's pod fires Revoked
 // and fails Check for the connected speaker, and that the next handshake
 // takes the speaker as not enrolled (it must enroll with a valid token);
-// and that a certificate without an attestation (issued by an older CCM)
-// or distrusted after a refused renewal does not authenticate either.
+// that a certificate without an attestation (issued by an older CCM) keeps
+// its stream only to be attested at once (AttestationPending: Renew with a
+// current token, as enrollment takes, or nothing); and that a certificate
+// distrusted after a refused renewal does not authenticate.
 func TestCheckRevokes(t *testing.T) {
 	cs := newClient()
 	tr := newTokenReviewer(cs)
@@ -153,8 +155,37 @@ func TestCheckRevokes(t *testing.T) {
 		if err := old.Install(certPEM, b.BundlePEM()); err != nil {
 			t.Fatal(err)
 		}
+		peer := dial(t, b, "node-a", old)
+		if !peer.Enrolled() || !peer.AttestationPending() {
+			t.Fatalf("a certificate without attestation: enrolled %t, attestation pending %t; want both", peer.Enrolled(), peer.AttestationPending())
+		}
+		if !b.RenewalDue(peer).Equal(clk.Now()) {
+			t.Errorf("RenewalDue = %s, want now: the attestation is pending", b.RenewalDue(peer))
+		}
+		tr.created = nil // the pod exists again
+		creds, err := b.Renew(context.Background(), "node-a", peer, "token:node-a")
+		if err != nil {
+			t.Fatalf("Renew with the pod's token: %v", err)
+		}
+		if _, ok := AttestationOf(mustParseCert(t, creds.CertPEM)); !ok || peer.AttestationPending() {
+			t.Errorf("renewed certificate attested %t, pending %t; want attested, not pending", ok, peer.AttestationPending())
+		}
+		// The pod was made again just now: once the watch saw it, the
+		// attested certificate proves the node.
+		deadline := time.Now().Add(5 * time.Second)
+		for err := b.Check("node-a", peer); err != nil; err = b.Check("node-a", peer) {
+			if time.Now().After(deadline) {
+				t.Fatalf("Check after the attestation: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+
+		refused := dial(t, b, "node-a", old)
+		if _, err := b.Renew(context.Background(), "node-a", refused, "garbage"); RefusalOf(err) != RefusalInvalidToken {
+			t.Fatalf("Renew with garbage = %v, want %s", err, RefusalInvalidToken)
+		}
 		if dial(t, b, "node-a", old).Enrolled() {
-			t.Error("a certificate without attestation is taken as proof of the node")
+			t.Error("a certificate without attestation whose renewal was refused is taken as proof of the node")
 		}
 	})
 	t.Run("distrusted", func(t *testing.T) {
@@ -165,6 +196,49 @@ func TestCheckRevokes(t *testing.T) {
 			t.Error("a certificate whose renewal was refused is taken as proof of the node")
 		}
 	})
+}
+
+// TestRefusalDistrustsNewestCertificate is issue 20, finding 4 (review,
+// point 3): a stream opened with certificate A renews to B (the speaker
+// installs B but keeps the stream); a later renewal on the same stream is
+// refused. Then neither A nor B proves the node: B, the one the speaker
+// presents now, must not outlive the refusal.
+func TestRefusalDistrustsNewestCertificate(t *testing.T) {
+	cs := newClient()
+	tr := newTokenReviewer(cs)
+	clk := newClock(t0)
+	b := mustBootstrap(t, cs, WithClock(clk.Now))
+	sp, peer := enrolledPeer(t, cs, b, tr, clk)
+	first := peer.Leaf()
+	creds, err := b.Renew(context.Background(), "node-a", peer, "token:node-a")
+	if err != nil {
+		t.Fatalf("first renewal: %v", err)
+	}
+	if err := sp.Install(creds.CertPEM, creds.BundlePEM); err != nil {
+		t.Fatal(err)
+	}
+	newest := mustParseCert(t, creds.CertPEM)
+	if !peer.Current().Equal(newest) {
+		t.Fatal("the stream does not record the certificate it issued")
+	}
+
+	if _, err := b.Renew(context.Background(), "node-a", peer, "garbage"); RefusalOf(err) != RefusalInvalidToken {
+		t.Fatalf("second renewal = %v, want refusal %s", err, RefusalInvalidToken)
+	}
+	for _, c := range []struct {
+		name string
+		cert *x509.Certificate
+	}{{"the handshake's certificate", first}, {"the newest certificate issued on the stream", newest}} {
+		if !b.isDistrusted(c.cert) {
+			t.Errorf("%s is still trusted after the refusal", c.name)
+		}
+	}
+	if err := b.Check("node-a", peer); err == nil {
+		t.Error("Check of the refused stream passes")
+	}
+	if dial(t, b, "node-a", sp).Enrolled() {
+		t.Error("the speaker presenting the newest certificate is taken as enrolled after the refusal")
+	}
 }
 
 // TestTrustedCAs proves which CAs a speaker trusts for the CCM: those in

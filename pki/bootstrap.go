@@ -70,6 +70,7 @@ type options struct {
 	resync       time.Duration
 	recorder     record.EventRecorder
 	speakerSA    string
+	live         *Liveness
 }
 
 // WithClock sets the clock used for issuing and validating certificates.
@@ -109,6 +110,14 @@ func WithSpeakerServiceAccount(name string) Option {
 	return func(o *options) { o.speakerSA = name }
 }
 
+// WithLiveness makes the bundle use watches of the speaker pods and Nodes
+// started before (StartLiveness, for the same namespace and
+// ServiceAccount), by a replica before it leads, instead of starting its
+// own: a new leader then has them listed before its first handshake.
+func WithLiveness(l *Liveness) Option {
+	return func(o *options) { o.live = l }
+}
+
 // Bundle holds the CCM side of the mutual TLS setup: the CAs it trusts and
 // issues from, and its in-memory client certificates. It is safe for
 // concurrent use; what ClientTLSConfig presents rotates as Run renews it.
@@ -123,7 +132,7 @@ type Bundle struct {
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced when the trusted CAs change
 
-	live *liveness // the speaker pods and Nodes certificates were issued for
+	live *Liveness // the speaker pods and Nodes certificates were issued for
 
 	distrustMu sync.Mutex
 	distrusted map[string]time.Time // certificates whose renewal was refused (DER), until they expire
@@ -197,7 +206,10 @@ func Bootstrap(ctx context.Context, client kubernetes.Interface, namespace strin
 	b := &Bundle{client: client, namespace: namespace, opts: o, changed: make(chan struct{})}
 	b.state.Store(&bundleState{problem: "not synced yet"})
 	caMetrics.Set(b.collectMetrics)
-	b.startLiveness(ctx)
+	b.live = o.live
+	if b.live == nil {
+		b.live = StartLiveness(ctx, client, namespace, o.speakerSA)
+	}
 	if err := b.Sync(ctx); err != nil {
 		klog.ErrorS(err, "ironlb pki: the CCM cannot reach speakers until the CA is usable; will retry", "secret", klog.KRef(namespace, CASecretName))
 	}

@@ -27,8 +27,49 @@ var ErrWrongNode = errors.New("speaker certificate names another node")
 type Peer struct {
 	mu       sync.Mutex
 	enrolled bool
+	pending  bool // enrolled, but the certificate must be attested on the stream first
 	leaf     *x509.Certificate
+	issued   *x509.Certificate // the newest certificate Renew issued on this stream
 	pub      crypto.PublicKey
+}
+
+// AttestationPending reports whether the speaker presented a valid node
+// certificate for the node dialled that the CCM cannot check yet: it
+// names no pod (an older CCM issued it: an upgrade), or the CCM has not
+// listed the speaker pods and Nodes yet. The stream is kept, and must
+// renew the certificate at once with the token of the speaker's first
+// report (the proof enrollment takes), before anything the speaker says
+// is taken in. It is false once a renewal on this stream succeeded.
+func (p *Peer) AttestationPending() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending
+}
+
+// Current is the certificate that proves the speaker's node on this
+// stream: the newest one issued on it (Renew), else the handshake's.
+func (p *Peer) Current() *x509.Certificate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.issued != nil {
+		return p.issued
+	}
+	return p.leaf
+}
+
+// certificates are the handshake's certificate and the newest one issued
+// on this stream (nil if none).
+func (p *Peer) certificates() (leaf, issued *x509.Certificate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leaf, p.issued
+}
+
+// renewed records the certificate Renew issued on this stream.
+func (p *Peer) renewed(cert *x509.Certificate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.issued, p.pending = cert, false
 }
 
 // Enrolled reports whether the speaker presented a valid node certificate
@@ -47,9 +88,13 @@ func (p *Peer) Leaf() *x509.Certificate {
 }
 
 func (p *Peer) set(enrolled bool, leaf *x509.Certificate) {
+	p.setPending(enrolled, false, leaf)
+}
+
+func (p *Peer) setPending(enrolled, pending bool, leaf *x509.Certificate) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.enrolled, p.leaf, p.pub = enrolled, leaf, leaf.PublicKey
+	p.enrolled, p.pending, p.leaf, p.pub = enrolled, pending, leaf, leaf.PublicKey
 }
 
 func (p *Peer) publicKey() crypto.PublicKey {
@@ -106,9 +151,18 @@ func (b *Bundle) verifySpeaker(node string, certs []*x509.Certificate, peer *Pee
 	err := verifyPeer(certs, st.pool, x509.ExtKeyUsageServerAuth, want, b.opts.now())
 	if err == nil {
 		if err := b.checkLive(node, leaf); err != nil {
-			// Its pod or Node is gone (or the certificate predates
-			// attestations): the speaker must prove its node again with
-			// a current token, as at enrollment.
+			if r, ok := err.(*Revocation); ok && (r.Reason == RevokedNotAttested || r.Reason == RevokedUnknown) {
+				// Issued by an older CCM, or the pods and Nodes are not
+				// listed yet: keep the stream (an upgrade or a new
+				// leader must not reconnect every speaker), which renews
+				// the certificate at once with the token of the first
+				// report (AttestationPending).
+				peer.setPending(true, true, leaf)
+				return nil
+			}
+			// Its pod or Node is gone, or its renewal was refused: the
+			// speaker must prove its node again with a current token,
+			// as at enrollment.
 			revoked(node, err)
 			peer.set(false, leaf)
 			return nil
@@ -146,9 +200,12 @@ type Credentials struct {
 
 // RenewalDue returns when the node certificate of an enrolled peer should
 // be replaced: after two thirds of its lifetime, or now if the current CA
-// did not issue it (a rotation).
+// did not issue it (a rotation) or its attestation is pending.
 func (b *Bundle) RenewalDue(peer *Peer) time.Time {
-	leaf := peer.Leaf()
+	if peer.AttestationPending() {
+		return b.opts.now()
+	}
+	leaf := peer.Current()
 	st := b.state.Load()
 	if leaf == nil || st.current == nil {
 		return time.Time{}

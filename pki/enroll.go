@@ -112,23 +112,30 @@ func (b *Bundle) Enroll(ctx context.Context, node string, peer *Peer, token stri
 // pod the current certificate was issued for: a key copied out of the
 // speaker does not renew itself without the pod's current token. After a
 // refusal (not one of the API server's failures) this CCM no longer takes
-// the current certificate as proof of the node (Check, and the next
-// handshake, which then needs an enrollment).
+// the certificate of the stream's handshake, nor the newest one issued on
+// the stream, as proof of the node (Check, and the next handshake, which
+// then needs an enrollment). A certificate whose attestation is pending
+// (AttestationPending: it names no pod) renews for any speaker pod the
+// token proves on the node, as an enrollment would.
 func (b *Bundle) Renew(ctx context.Context, node string, peer *Peer, token string) (*Credentials, error) {
 	if !peer.Enrolled() {
 		err := &EnrollmentRefusal{RefusalNotEnrolled, fmt.Sprintf("renew for node %q: the speaker is not enrolled", node)}
 		renewals.WithLabelValues(err.Reason).Inc()
 		return nil, err
 	}
-	was, _ := AttestationOf(peer.Leaf())
+	was, attested := AttestationOf(peer.Current())
 	a, err := b.attest(ctx, node, token)
-	if err == nil && a.PodUID != was.PodUID {
+	if err == nil && attested && a.PodUID != was.PodUID {
 		err = &EnrollmentRefusal{RefusalPodGone, fmt.Sprintf("the token belongs to pod UID %s, the certificate to pod UID %s", a.PodUID, was.PodUID)}
 	}
 	if err != nil {
 		renewals.WithLabelValues(RefusalOf(err)).Inc()
 		if !Transient(err) {
-			b.distrust(peer.Leaf()) // its next handshake must enroll, with a valid token
+			// Its next handshake must enroll, with a valid token, whichever
+			// certificate it presents.
+			leaf, issued := peer.certificates()
+			b.distrust(leaf)
+			b.distrust(issued)
 		}
 		return nil, err
 	}
@@ -137,6 +144,12 @@ func (b *Bundle) Renew(ctx context.Context, node string, peer *Peer, token strin
 		renewals.WithLabelValues("IssueFailed").Inc()
 		return nil, err
 	}
+	cert, err := parseCertPEM(creds.CertPEM)
+	if err != nil {
+		renewals.WithLabelValues("IssueFailed").Inc()
+		return nil, fmt.Errorf("ironlb pki: renew for node %q: %w", node, err)
+	}
+	peer.renewed(cert)
 	renewals.WithLabelValues("Renewed").Inc()
 	return creds, nil
 }

@@ -5,13 +5,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
@@ -73,33 +73,35 @@ func (r *Revocation) Error() string {
 	return fmt.Sprintf("node certificate revoked (%s): %s", r.Reason, r.Detail)
 }
 
-// cacheSyncTimeout bounds how long a handshake waits for the first list
-// of pods and Nodes after the CCM started.
-const cacheSyncTimeout = 10 * time.Second
-
 // uidIndex indexes the speaker pods by UID.
 const uidIndex = "uid"
 
-// liveness watches the speaker pods (in the CCM's namespace, of the
+// Liveness watches the speaker pods (in the CCM's namespace, of the
 // speakers' ServiceAccount) and the Nodes, reduced to what revocation
-// needs, and tells sessions when one is gone.
-type liveness struct {
+// needs, and tells sessions when one is gone. A CCM replica starts it
+// before it leads (StartLiveness, WithLiveness), so that a new leader's
+// first handshakes find it listed.
+type Liveness struct {
 	pods, nodes cache.SharedIndexInformer
-
-	gaveUp atomic.Bool // a handshake waited cacheSyncTimeout in vain: later ones do not wait
 
 	mu      sync.Mutex
 	revoked chan struct{} // closed and replaced when a pod or a Node goes
 }
 
-// startLiveness starts the watches; they end with ctx.
-func (b *Bundle) startLiveness(ctx context.Context) {
-	podFactory := informers.NewSharedInformerFactoryWithOptions(b.client, 0, informers.WithNamespace(b.namespace),
+// StartLiveness starts watching the pods of the ServiceAccount speakerSA
+// (DefaultSpeakerServiceAccount if empty) in namespace, and the Nodes;
+// the watches end with ctx. A standby CCM replica calls it before it
+// leads and hands the result to Bootstrap (WithLiveness).
+func StartLiveness(ctx context.Context, client kubernetes.Interface, namespace, speakerSA string) *Liveness {
+	if speakerSA == "" {
+		speakerSA = DefaultSpeakerServiceAccount
+	}
+	podFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.serviceAccountName", b.opts.speakerSA).String()
+			o.FieldSelector = fields.OneTermEqualSelector("spec.serviceAccountName", speakerSA).String()
 		}))
-	nodeFactory := informers.NewSharedInformerFactory(b.client, 0)
-	l := &liveness{
+	nodeFactory := informers.NewSharedInformerFactory(client, 0)
+	l := &Liveness{
 		pods:    podFactory.Core().V1().Pods().Informer(),
 		nodes:   nodeFactory.Core().V1().Nodes().Informer(),
 		revoked: make(chan struct{}),
@@ -121,12 +123,33 @@ func (b *Bundle) startLiveness(ctx context.Context) {
 		DeleteFunc: func(any) { l.notify() },
 	})
 	_, _ = l.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(any) { l.notify() }})
-	b.live = l
 	podFactory.Start(ctx.Done())
 	nodeFactory.Start(ctx.Done())
+	return l
 }
 
-func (l *liveness) notify() {
+// synced reports whether the pods and the Nodes were listed.
+func (l *Liveness) synced() bool { return l.pods.HasSynced() && l.nodes.HasSynced() }
+
+// WaitForSync waits until the pods and the Nodes were listed, or ctx
+// ends; it reports whether they were.
+func (l *Liveness) WaitForSync(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), l.pods.HasSynced, l.nodes.HasSynced)
+}
+
+// WaitForLiveness waits until the bundle's watches of the speaker pods
+// and Nodes listed them, or ctx ends; it reports whether they did. A new
+// leader calls it before it waits for the speakers' first reports: a
+// handshake never waits for them (until they are listed a speaker renews
+// its certificate on its stream at once instead, AttestationPending).
+func (b *Bundle) WaitForLiveness(ctx context.Context) bool {
+	if b.live == nil {
+		return false
+	}
+	return b.live.WaitForSync(ctx)
+}
+
+func (l *Liveness) notify() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	close(l.revoked)
@@ -171,12 +194,19 @@ func (b *Bundle) Revoked() <-chan struct{} {
 // presented still proves its node: the pod and the Node it was issued for
 // (its Attestation) must still exist, the pod on that node and not
 // finished. It returns a *Revocation otherwise; nil for a peer that is not
-// enrolled (it can only enroll). It reads only the watch caches.
+// enrolled (it can only enroll) or whose attestation is pending (its
+// stream renews), and while the pods and Nodes are not listed yet. After
+// a renewal on the stream it checks the newest certificate issued. It reads only the watch caches.
 func (b *Bundle) Check(node string, peer *Peer) error {
-	if !peer.Enrolled() {
+	if !peer.Enrolled() || peer.AttestationPending() {
 		return nil
 	}
-	err := b.checkLive(node, peer.Leaf())
+	err := b.checkLive(node, peer.Current())
+	if r, ok := err.(*Revocation); ok && r.Reason == RevokedUnknown {
+		// Not listed yet: nothing to revoke by (the stream's handshake
+		// or its renewal proved the node); Revoked fires once they are.
+		return nil
+	}
 	if err != nil {
 		revoked(node, err)
 	}
@@ -195,17 +225,9 @@ func (b *Bundle) checkLive(node string, leaf *x509.Certificate) error {
 	if l == nil {
 		return &Revocation{RevokedUnknown, "the CCM does not watch speaker pods"}
 	}
-	if !l.pods.HasSynced() || !l.nodes.HasSynced() {
-		unknown := &Revocation{RevokedUnknown, "speaker pods and Nodes not listed yet (may the CCM list pods in its namespace and Nodes?)"}
-		if l.gaveUp.Load() {
-			return unknown
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), cacheSyncTimeout)
-		defer cancel()
-		if !cache.WaitForCacheSync(ctx.Done(), l.pods.HasSynced, l.nodes.HasSynced) {
-			l.gaveUp.Store(true)
-			return unknown
-		}
+	if !l.synced() {
+		// Never wait here: this runs inside the TLS handshake.
+		return &Revocation{RevokedUnknown, "speaker pods and Nodes not listed yet (may the CCM list pods in its namespace and Nodes?)"}
 	}
 	objs, err := l.pods.GetIndexer().ByIndex(uidIndex, string(a.PodUID))
 	if err != nil || len(objs) == 0 {

@@ -5,6 +5,7 @@
 package provider
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -27,6 +29,7 @@ import (
 	"github.com/ironlb/ironlb/loadbalancer/planner"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/loadbalancer/term"
+	"github.com/ironlb/ironlb/pki"
 )
 
 // Name is the provider name given to --cloud-provider.
@@ -49,6 +52,7 @@ func init() {
 type Cloud struct {
 	config     Config
 	election   LeaderElection
+	live       *pki.Liveness // watches started before leading (WatchSpeakers)
 	instances  *instances.Instances
 	components *loadbalancer.Components
 }
@@ -75,6 +79,18 @@ func New(cfg Config) *Cloud { return &Cloud{config: cfg} }
 // SetLeaderElection tells the Cloud how this CCM elects its leader. Call it
 // before the controller manager runs.
 func (c *Cloud) SetLeaderElection(le LeaderElection) { c.election = le }
+
+// WatchSpeakers starts watching the speaker pods and the Nodes with
+// client, for the life of the process, before this replica leads (call it
+// before the controller manager runs): a new leader then checks its
+// speakers' certificates at once, and a leader change keeps every stream
+// and every VIP where it is.
+func (c *Cloud) WatchSpeakers(client kubernetes.Interface) {
+	if client == nil {
+		return
+	}
+	c.live = pki.StartLiveness(context.Background(), client, c.secretNamespace(), pki.DefaultSpeakerServiceAccount)
+}
 
 // Initialize is called once this process leads (or right away without
 // leader election), before any controller starts. It builds the clients,
@@ -108,6 +124,7 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		Namespace: c.secretNamespace(),
 		Lease:     c.lease(),
 		Host:      hostname,
+		Liveness:  c.live,
 		Speakers: speakers.Options{
 			Port:      c.config.Speakers.Port,
 			Heartbeat: c.config.Speakers.HeartbeatInterval.Duration,

@@ -161,6 +161,11 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 			LeaseDuration: le.LeaseDuration.Duration,
 			RetryPeriod:   le.RetryPeriod.Duration,
 		})
+		// Standby replicas too: a new leader finds the speaker pods and
+		// Nodes listed (its speakers keep their streams and VIPs).
+		if c.Client != nil {
+			ironlb.WatchSpeakers(c.Client)
+		}
 	}
 	return cloud
 }

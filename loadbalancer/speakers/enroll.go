@@ -42,3 +42,31 @@ func (s *session) enroll(ctx context.Context, stream speakerv1.Speaker_SyncClien
 	s.log.Info("Speaker enrolled", "address", addr)
 	return errEnrolled
 }
+
+// attestPending renews, at once and on the open stream, the node
+// certificate of a speaker whose attestation is pending
+// (pki.Peer.AttestationPending: it was issued by an older CCM, or this
+// CCM has not listed the speaker pods yet), with the token of its first
+// report: the proof an enrollment takes. The stream goes on, so an
+// upgrade or a new leader reconnects no speaker. A refusal ends the
+// stream (the speaker must enroll); when the API server cannot be asked,
+// the stream goes on and its renewal retries (the certificate is from a
+// CA the CCM trusts, for this node).
+func (s *session) attestPending(ctx context.Context, stream speakerv1.Speaker_SyncClient, first *speakerv1.Report, peer *pki.Peer, addr string, wd *watchdog) error {
+	creds, err := s.m.opts.Identity.Renew(ctx, s.node, peer, first.GetEnrollment().GetToken())
+	wd.seen() // the TokenReview's time is not the speaker's silence
+	if err != nil {
+		if pki.Transient(err) {
+			s.log.Error(err, "Cannot attest the speaker's node certificate now; keeping its stream and retrying", "address", addr, "in", renewRetry)
+			return nil
+		}
+		s.log.Info("Refusing the speaker: its node certificate could not be attested", "address", addr, "reason", pki.RefusalOf(err), "err", err.Error())
+		return fmt.Errorf("speaker at %s did not prove it runs on node %s: %w", addr, s.node, err)
+	}
+	s.log.Info("Attested the speaker's node certificate on its stream; sending it a new one", "address", addr)
+	in := &speakerv1.Instruction{Kind: &speakerv1.Instruction_Certificate{Certificate: &speakerv1.Certificate{CertificatePem: creds.CertPEM, CaBundlePem: creds.BundlePEM}}}
+	if err := stream.Send(in); err != nil {
+		return cause(ctx, fmt.Errorf("sending the attested node certificate to %s: %w", addr, err))
+	}
+	return nil
+}

@@ -19,13 +19,21 @@ import (
 // new stream brings the current token the renewal needs.
 var errReattest = errors.New("reconnecting for the speaker's current token to renew its node certificate")
 
+// errExpired ends the stream of a speaker whose node certificate expired
+// (it never answered the CCM's Attest, or its renewals failed): the
+// session reconnects at once without declaring the speaker lost, and the
+// new stream enrolls it with the token of its first report; only if that
+// fails is it lost.
+var errExpired = errors.New("the speaker's node certificate expired; reconnecting for it to enroll again")
+
 // freshToken is how long the token of a stream's first report is taken as
 // current for a renewal (projected tokens live an hour or more).
 const freshToken = 5 * time.Minute
 
 // renewRetry is how soon a renewal that failed for want of the API server
-// is tried again.
-const renewRetry = time.Minute
+// is tried again, and how soon an Attest the speaker did not answer is
+// sent again (a variable for tests).
+var renewRetry = time.Minute
 
 // renewal keeps one authenticated stream's node certificate current and
 // its CA bundle in step with the CCM's, and ends the stream once the
@@ -59,7 +67,7 @@ func (s *session) newRenewal(peer *pki.Peer, first *speakerv1.Report) *renewal {
 	r := &renewal{
 		s: s, peer: peer, caps: speakerv1.CapabilitiesOf(first), firstToken: first.GetEnrollment().GetToken(), opened: time.Now(),
 		due:     time.NewTimer(time.Until(id.RenewalDue(peer))),
-		expiry:  time.NewTimer(time.Until(peer.Leaf().NotAfter)),
+		expiry:  time.NewTimer(time.Until(peer.Current().NotAfter)),
 		rotated: id.Changed(),
 		revoked: id.Revoked(),
 		tokens:  make(chan string, 1),
@@ -125,16 +133,17 @@ func (r *renewal) onDue(ctx context.Context) (*speakerv1.Instruction, error) {
 	switch {
 	case r.busy:
 		// The speaker did not answer the Attest (or the renewal hangs):
-		// ask again, once the renewal in flight, if any, came back.
+		// ask again soon, while the certificate is valid, once the
+		// renewal in flight, if any, came back.
 		if r.asked {
-			r.due.Reset(renewalRetry)
+			r.due.Reset(renewRetry)
 			return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Attest{Attest: &speakerv1.Attest{}}}, nil
 		}
 		r.due.Reset(renewRetry)
 		return nil, nil
 	case r.has(speakerv1.CapabilityReattest):
 		r.busy, r.asked = true, true
-		r.due.Reset(renewalRetry) // in case the speaker never answers
+		r.due.Reset(renewRetry) // in case the speaker does not answer
 		return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Attest{Attest: &speakerv1.Attest{}}}, nil
 	case time.Since(r.opened) < freshToken:
 		r.start(ctx, r.firstToken)
@@ -191,8 +200,10 @@ func (r *renewal) onResult(res renewed) (*speakerv1.Instruction, error) {
 	return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Certificate{Certificate: &speakerv1.Certificate{CertificatePem: res.creds.CertPEM, CaBundlePem: res.creds.BundlePEM}}}, nil
 }
 
-// onExpired ends the stream once the certificate it was opened with
-// expired: the speaker must connect again with a valid one (or enroll).
+// onExpired ends the stream once the certificate that proves the
+// speaker's node on it expired: the session reconnects at once, without
+// declaring the speaker lost, and the speaker must enroll (errExpired).
 func (r *renewal) onExpired() error {
-	return fmt.Errorf("the speaker's node certificate expired at %s", r.peer.Leaf().NotAfter.UTC().Format(time.RFC3339))
+	r.s.log.Info("The speaker's node certificate expired; reconnecting for it to enroll again", "notAfter", r.peer.Current().NotAfter.UTC().Format(time.RFC3339))
+	return fmt.Errorf("node certificate expired at %s: %w", r.peer.Current().NotAfter.UTC().Format(time.RFC3339), errExpired)
 }

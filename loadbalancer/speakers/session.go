@@ -92,8 +92,8 @@ func (s *session) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.stream(ctx)
-		if errors.Is(err, errEnrolled) || errors.Is(err, errReattest) || errors.Is(err, errRetrust) {
-			continue // reconnect at once, with the node certificate, for a current token or with a CCM certificate the speaker trusts
+		if errors.Is(err, errEnrolled) || errors.Is(err, errReattest) || errors.Is(err, errRetrust) || errors.Is(err, errExpired) {
+			continue // reconnect at once: with the node certificate, for a current token, with a CCM certificate the speaker trusts, or to enroll again
 		}
 		if s.setDown(err) {
 			s.m.changed(s.node)
@@ -144,6 +144,11 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	if n := first.GetNode(); n != "" && n != s.node {
 		return fmt.Errorf("speaker at %s, authenticated as node %q, says it is node %q", addr, s.node, n)
+	}
+	if peer.AttestationPending() {
+		if err := s.attestPending(ctx, stream, first, peer, addr, wd); err != nil {
+			return err
+		}
 	}
 	rn := s.newRenewal(peer, first)
 	defer rn.stop()
