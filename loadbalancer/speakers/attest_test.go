@@ -188,6 +188,7 @@ func TestRenewalNeedsCurrentToken(t *testing.T) {
 // node's speaker pod, or the Node, closes the CCM's open stream to that
 // speaker within seconds, and the speaker does not get back in with its
 // certificate (it must enroll, and its token no longer proves anything).
+// A deleted Node's speaker is told to withdraw first (the session drains).
 func TestDeletionRevokes(t *testing.T) {
 	r := newRealEnv(t)
 	r.bootstrap()
@@ -229,6 +230,16 @@ func TestDeletionRevokes(t *testing.T) {
 				return !st.Connected
 			})
 			t.Logf("stream closed %s after the deletion", took.Round(time.Millisecond))
+			if tc.wantProblem == pki.RefusalNodeGone {
+				// The Node's session was drained and removed (its speaker
+				// withdraws first, as for any deleted Node): a session for
+				// that node name again, as for a Node made anew, must not
+				// get in with the old certificate either.
+				if _, ok := m.State(tc.node); ok {
+					t.Fatal("the deleted Node still has a session")
+				}
+				m.SetNode(tc.node, nodeAddr(tc.node))
+			}
 			waitFor(t, "the speaker refused when it tries again", 10*time.Second, func() bool {
 				st, _ := m.State(tc.node)
 				return strings.Contains(st.Problem, "enrollment refused ("+tc.wantProblem+")")

@@ -117,13 +117,23 @@ func (r *renewal) bundle() *speakerv1.Instruction {
 }
 
 // onRevoked checks the speaker's identity again after a pod or a Node was
-// deleted; an error ends the stream.
+// deleted; an error ends the stream. When the Node is gone, its speaker is
+// first told to withdraw every VIP (RemoveNode drains the session, then
+// closes it, as for any deleted Node): otherwise a speaker cut off at once
+// would go on answering for VIPs that move to other nodes (invariant 4).
+// A withdrawal carries nothing secret, and the drain is bounded by
+// drainTimeout.
 func (r *renewal) onRevoked() error {
 	r.revoked = r.s.m.opts.Identity.Revoked()
-	if err := r.s.m.opts.Identity.Check(r.s.node, r.peer); err != nil {
-		return fmt.Errorf("closing the stream: %w", err)
+	err := r.s.m.opts.Identity.Check(r.s.node, r.peer)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if rv, ok := err.(*pki.Revocation); ok && rv.Reason == pki.RevokedNodeGone {
+		r.s.m.RemoveNode(r.s.node)
+		return nil
+	}
+	return fmt.Errorf("closing the stream: %w", err)
 }
 
 // onDue starts a renewal: it asks a speaker that can for its current
