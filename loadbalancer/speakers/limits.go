@@ -46,8 +46,8 @@ const (
 	// reportRate and reportBurst bound the reports taken in per second
 	// (summarized and applied under the Manager's lock); reports that
 	// come faster are merged into the next one (see merge) and counted.
-	reportRate  = 50
-	reportBurst = 50
+	reportRate  = 200
+	reportBurst = 200
 	// reportBytesPerLimit is how many times its size limit a speaker may
 	// send per second: reading waits beyond that (the speaker is slowed
 	// by flow control), which bounds the CPU spent decoding its reports.
