@@ -5,49 +5,8 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"github.com/ironlb/ironlb/test/slowclient"
 )
-
-// slowPods is a client whose lists of pods hang until release is closed
-// (a fake Clientset's reactors would block every other call too).
-type slowPods struct {
-	kubernetes.Interface
-	release <-chan struct{}
-}
-
-// IsWatchListSemanticsUnSupported is the fake Clientset's: the informers
-// list, then watch.
-func (s slowPods) IsWatchListSemanticsUnSupported() bool { return true }
-
-func (s slowPods) CoreV1() corev1client.CoreV1Interface {
-	return slowCore{CoreV1Interface: s.Interface.CoreV1(), release: s.release}
-}
-
-type slowCore struct {
-	corev1client.CoreV1Interface
-	release <-chan struct{}
-}
-
-func (c slowCore) Pods(namespace string) corev1client.PodInterface {
-	return slowPodList{PodInterface: c.CoreV1Interface.Pods(namespace), release: c.release}
-}
-
-type slowPodList struct {
-	corev1client.PodInterface
-	release <-chan struct{}
-}
-
-func (p slowPodList) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
-	select {
-	case <-p.release:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return p.PodInterface.List(ctx, opts)
-}
 
 // TestNewLeaderHandshakeDoesNotWait is issue 20, finding 4 (review, point
 // 1): a new leader whose watches of the speaker pods and Nodes have not
@@ -75,7 +34,7 @@ func TestNewLeaderHandshakeDoesNotWait(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	next, err := Bootstrap(ctx, slowPods{Interface: cs, release: release}, testNS, WithClock(clk.Now))
+	next, err := Bootstrap(ctx, slowclient.Pods(cs, release), testNS, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}

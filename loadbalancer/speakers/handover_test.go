@@ -12,14 +12,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/test/slowclient"
 )
 
 // plannerGrace is the planner's DefaultGrace (the planner imports this
@@ -97,44 +94,6 @@ func attested(creds *pki.NodeCredentials) bool {
 	return ok
 }
 
-// slowPods is a client whose lists of pods hang until release is closed:
-// a big cluster, or a slow API server, seen by a new leader.
-type slowPods struct {
-	kubernetes.Interface
-	release <-chan struct{}
-}
-
-// IsWatchListSemanticsUnSupported is the fake Clientset's: the informers
-// list, then watch.
-func (s slowPods) IsWatchListSemanticsUnSupported() bool { return true }
-
-func (s slowPods) CoreV1() corev1client.CoreV1Interface {
-	return slowCore{CoreV1Interface: s.Interface.CoreV1(), release: s.release}
-}
-
-type slowCore struct {
-	corev1client.CoreV1Interface
-	release <-chan struct{}
-}
-
-func (c slowCore) Pods(namespace string) corev1client.PodInterface {
-	return slowPodList{PodInterface: c.CoreV1Interface.Pods(namespace), release: c.release}
-}
-
-type slowPodList struct {
-	corev1client.PodInterface
-	release <-chan struct{}
-}
-
-func (p slowPodList) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
-	select {
-	case <-p.release:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return p.PodInterface.List(ctx, opts)
-}
-
 // TestLeaderHandoverKeepsSpeakers is issue 20, finding 4 (review, point
 // 1): a new leader whose watches of the speaker pods and Nodes have not
 // listed them yet (here: never, during the test) reaches every speaker
@@ -163,7 +122,7 @@ func TestLeaderHandoverKeepsSpeakers(t *testing.T) {
 	defer close(release)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	next, err := pki.Bootstrap(ctx, slowPods{Interface: e.cs, release: release}, "kube-system")
+	next, err := pki.Bootstrap(ctx, slowclient.Pods(e.cs, release), "kube-system")
 	if err != nil {
 		t.Fatal(err)
 	}
