@@ -138,6 +138,29 @@ type State struct {
 	Stopped bool
 	// BGPSessions are the speaker's BGP sessions as it last reported them.
 	BGPSessions []*speakerv1.BGPSessionStatus
+	// Restarting is true while a speaker that said it is restarting
+	// (ReasonRestarting) is expected back: its node is up (the host still
+	// refuses connections to the speaker's port rather than staying
+	// silent) and the restart grace (Options.RestartGrace) has not run
+	// out. The planner keeps the node's VIPs on it meanwhile.
+	Restarting bool
+	// DataPlane is the node's data-plane health as the speaker last
+	// reported it (Report.data_plane); nil: unknown, taken as ready.
+	DataPlane *speakerv1.DataPlane
+	// Conflicts maps the VIPs the speaker found in use by another host
+	// (VIPStatus CONFLICT) to that host's hardware address.
+	Conflicts map[string]string
+	// Claimed maps the VIPs the speaker announces (or YIELDED) that
+	// another host claimed since to that host's hardware address
+	// (VIPStatus.claimed_by).
+	Claimed map[string]string
+	// Yielded lists the VIPs the speaker gave up on its own while cut off
+	// from the CCM (VIPStatus YIELDED).
+	Yielded []netip.Addr
+	// MACs are the hardware addresses of the speaker's interfaces, as it
+	// reported them: a claim from one of them is a speaker's, not another
+	// host's.
+	MACs []string
 }
 
 // Has reports whether the speaker has capability c.
@@ -321,6 +344,10 @@ func (m *Manager) State(node string) (State, bool) {
 	st.Failed = maps.Clone(st.Failed)
 	st.Capabilities = slices.Clone(st.Capabilities)
 	st.BGPSessions = slices.Clone(st.BGPSessions)
+	st.Conflicts = maps.Clone(st.Conflicts)
+	st.Claimed = maps.Clone(st.Claimed)
+	st.Yielded = slices.Clone(st.Yielded)
+	st.MACs = slices.Clone(st.MACs)
 	return st, true
 }
 

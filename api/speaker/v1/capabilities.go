@@ -23,6 +23,20 @@ const (
 	// sent before, trusts only CAs also in its mounted bundle, and takes a
 	// Certificate without certificate_pem as a new bundle alone.
 	CapabilityTrustBundle = "trust-bundle"
+	// CapabilityProbe honours Announcement.probe (probes the LAN before
+	// answering for a new VIP, reports CONFLICT) and reports other hosts'
+	// claims of the VIPs it announces (VIPStatus.claimed_by).
+	CapabilityProbe = "probe"
+	// CapabilityYield gives a layer-2 VIP up when another host claims it
+	// while the speaker is cut off from the CCM (Snapshot.heartbeat_interval_ms).
+	CapabilityYield = "yield"
+	// CapabilityDataPlane reports the node's data-plane health
+	// (Report.data_plane).
+	CapabilityDataPlane = "data-plane"
+	// CapabilityRestart ends its streams with ReasonRestarting when it is
+	// stopped (SIGTERM) without withdrawing anything: its node goes on
+	// delivering its VIPs' traffic while a new process takes over.
+	CapabilityRestart = "restart"
 )
 
 // LegacyCapabilities are those of a speaker that lists none: it predates

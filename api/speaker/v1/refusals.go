@@ -21,6 +21,12 @@ const (
 	// with no longer verifies against the CAs the speaker trusts (a CA
 	// was removed, or it expired): the CCM must connect again.
 	ReasonUntrusted = "UNTRUSTED"
+	// ReasonRestarting: the speaker process is stopping (SIGTERM) but
+	// withdrew nothing: a planned restart, after which a new process on
+	// the same node takes over. The CCM keeps the node's VIPs on it while
+	// the node stays Ready and schedulable and its host still refuses
+	// connections (it is up), for a restart grace.
+	ReasonRestarting = "RESTARTING"
 )
 
 // StreamError is the status a speaker ends a stream with.

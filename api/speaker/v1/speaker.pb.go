@@ -50,6 +50,16 @@ const (
 	VIPStatus_ANNOUNCING VIPStatus_State = 1
 	// FAILED: could not announce; see error.
 	VIPStatus_FAILED VIPStatus_State = 2
+	// CONFLICT: a probe found another host (claimed_by) answering for
+	// the address; the speaker does not announce it and probes again
+	// periodically. The CCM keeps the VIP on the node (it does not move
+	// an address in use elsewhere) and warns on the Service.
+	VIPStatus_CONFLICT VIPStatus_State = 3
+	// YIELDED: another host (claimed_by) claimed the address while the
+	// speaker was cut off from the CCM; the speaker stopped answering for
+	// it, as the CCM had most likely moved it. A CCM's snapshot that
+	// still lists it makes the speaker announce it again.
+	VIPStatus_YIELDED VIPStatus_State = 4
 )
 
 // Enum value maps for VIPStatus_State.
@@ -58,11 +68,15 @@ var (
 		0: "STATE_UNSPECIFIED",
 		1: "ANNOUNCING",
 		2: "FAILED",
+		3: "CONFLICT",
+		4: "YIELDED",
 	}
 	VIPStatus_State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
 		"ANNOUNCING":        1,
 		"FAILED":            2,
+		"CONFLICT":          3,
+		"YIELDED":           4,
 	}
 )
 
@@ -90,7 +104,7 @@ func (x VIPStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use VIPStatus_State.Descriptor instead.
 func (VIPStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16, 0}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{17, 0}
 }
 
 // Instruction is one message from the CCM.
@@ -347,9 +361,17 @@ type Snapshot struct {
 	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	// bgp is the speaker's BGP set-up; absent means no BGP sessions. Sent
 	// only to speakers with the "bgp" capability.
-	Bgp           *BGPConfig `protobuf:"bytes,5,opt,name=bgp,proto3" json:"bgp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bgp *BGPConfig `protobuf:"bytes,5,opt,name=bgp,proto3" json:"bgp,omitempty"`
+	// heartbeat_interval_ms is how often this CCM sends a Heartbeat on the
+	// stream (0 from older CCMs). A speaker with the "yield" capability that
+	// has heard nothing from the stream it follows for one and a half
+	// intervals holds itself cut off from the CCM: the CCM may have moved
+	// its VIPs, and it gives a layer-2 VIP up as soon as another host claims
+	// it (see VIPStatus.YIELDED). While it hears the CCM, a claim is only
+	// reported (VIPStatus.claimed_by): the CCM decides.
+	HeartbeatIntervalMs uint32 `protobuf:"varint,6,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -415,6 +437,13 @@ func (x *Snapshot) GetBgp() *BGPConfig {
 		return x.Bgp
 	}
 	return nil
+}
+
+func (x *Snapshot) GetHeartbeatIntervalMs() uint32 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
 }
 
 // Update changes part of the speaker's state.
@@ -515,7 +544,18 @@ type Announcement struct {
 	// means layer 2, plus BGP where bgp lists advertisements.
 	BgpOnly bool `protobuf:"varint,4,opt,name=bgp_only,json=bgpOnly,proto3" json:"bgp_only,omitempty"`
 	// bgp lists the peers to advertise the VIP to, and how.
-	Bgp           []*BGPAdvertisement `protobuf:"bytes,5,rep,name=bgp,proto3" json:"bgp,omitempty"`
+	Bgp []*BGPAdvertisement `protobuf:"bytes,5,rep,name=bgp,proto3" json:"bgp,omitempty"`
+	// probe asks a speaker with the "probe" capability to check the LAN
+	// before it answers for the (layer-2) VIP, the way RFC 5227 (ARP) and
+	// RFC 4862 duplicate address detection (NDP) do: when another host
+	// answers for the address, the speaker does not announce it (CONFLICT),
+	// and probes again now and then until the address is free. The CCM sets
+	// it when a VIP is placed for the first time (no IronLB node announced
+	// it before), and again when a speaker reported that a host that is no
+	// speaker claimed it. A VIP the speaker answers for already is probed
+	// again only when another host claimed it since; a VIP moved from
+	// another node is not probed (its old node may still answer).
+	Probe         bool `protobuf:"varint,6,opt,name=probe,proto3" json:"probe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +623,13 @@ func (x *Announcement) GetBgp() []*BGPAdvertisement {
 		return x.Bgp
 	}
 	return nil
+}
+
+func (x *Announcement) GetProbe() bool {
+	if x != nil {
+		return x.Probe
+	}
+	return false
 }
 
 // BGPConfig is a speaker's BGP set-up: its identity and its sessions.
@@ -1099,7 +1146,12 @@ type Report struct {
 	// enrolls a speaker that has no valid node certificate with it, answers
 	// with a Certificate and reconnects, recording nothing else of such a
 	// stream), and in the answer to an Attest.
-	Enrollment    *Enrollment `protobuf:"bytes,12,opt,name=enrollment,proto3" json:"enrollment,omitempty"`
+	Enrollment *Enrollment `protobuf:"bytes,12,opt,name=enrollment,proto3" json:"enrollment,omitempty"`
+	// data_plane is whether the node can deliver VIP traffic (its
+	// kube-proxy answers its health check), from speakers with the
+	// "data-plane" capability, sent like vips; absent: unknown, and the CCM
+	// treats the node as able to.
+	DataPlane     *DataPlane `protobuf:"bytes,13,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1270,79 @@ func (x *Report) GetEnrollment() *Enrollment {
 	return nil
 }
 
+func (x *Report) GetDataPlane() *DataPlane {
+	if x != nil {
+		return x.DataPlane
+	}
+	return nil
+}
+
+// DataPlane is the health of the node's data plane as its speaker sees it.
+type DataPlane struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ready is false while the node's kube-proxy is unhealthy (and for a
+	// hold-down after it recovers, so that a flapping kube-proxy does not
+	// flap VIPs); the CCM then announces the node's VIPs elsewhere.
+	Ready bool `protobuf:"varint,1,opt,name=ready,proto3" json:"ready,omitempty"`
+	// reason says why it is not ready; empty when ready.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// since is when ready last changed, in milliseconds since the Unix epoch.
+	SinceUnixMs   int64 `protobuf:"varint,3,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPlane) Reset() {
+	*x = DataPlane{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPlane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPlane) ProtoMessage() {}
+
+func (x *DataPlane) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPlane.ProtoReflect.Descriptor instead.
+func (*DataPlane) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DataPlane) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *DataPlane) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DataPlane) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
 // Enrollment asks the CCM for a node certificate.
 type Enrollment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1231,7 +1356,7 @@ type Enrollment struct {
 
 func (x *Enrollment) Reset() {
 	*x = Enrollment{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1368,7 @@ func (x *Enrollment) String() string {
 func (*Enrollment) ProtoMessage() {}
 
 func (x *Enrollment) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[13]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1381,7 @@ func (x *Enrollment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enrollment.ProtoReflect.Descriptor instead.
 func (*Enrollment) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{13}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Enrollment) GetToken() string {
@@ -1287,7 +1412,7 @@ type BGPSessionStatus struct {
 
 func (x *BGPSessionStatus) Reset() {
 	*x = BGPSessionStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1424,7 @@ func (x *BGPSessionStatus) String() string {
 func (*BGPSessionStatus) ProtoMessage() {}
 
 func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[14]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1437,7 @@ func (x *BGPSessionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BGPSessionStatus.ProtoReflect.Descriptor instead.
 func (*BGPSessionStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{14}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BGPSessionStatus) GetPeer() string {
@@ -1378,7 +1503,7 @@ type BFDStatus struct {
 
 func (x *BFDStatus) Reset() {
 	*x = BFDStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1515,7 @@ func (x *BFDStatus) String() string {
 func (*BFDStatus) ProtoMessage() {}
 
 func (x *BFDStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[15]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1528,7 @@ func (x *BFDStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BFDStatus.ProtoReflect.Descriptor instead.
 func (*BFDStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{15}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BFDStatus) GetState() string {
@@ -1457,18 +1582,26 @@ func (x *BFDStatus) GetRemoteState() string {
 
 // VIPStatus tells how one VIP is announced.
 type VIPStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	State         VIPStatus_State        `protobuf:"varint,2,opt,name=state,proto3,enum=ironlb.speaker.v1.VIPStatus_State" json:"state,omitempty"`
-	Interfaces    []string               `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Address    string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	State      VIPStatus_State        `protobuf:"varint,2,opt,name=state,proto3,enum=ironlb.speaker.v1.VIPStatus_State" json:"state,omitempty"`
+	Interfaces []string               `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Error      string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// claimed_by is the hardware address of the last other host seen
+	// claiming the address (a gratuitous ARP or ARP packet from it, an
+	// advertisement or solicitation from it, an answer to a probe) since the
+	// speaker began to answer for it; empty when none did. Only from
+	// speakers with the "probe" capability.
+	ClaimedBy string `protobuf:"bytes,5,opt,name=claimed_by,json=claimedBy,proto3" json:"claimed_by,omitempty"`
+	// claimed_unix_ms is when, in milliseconds since the Unix epoch.
+	ClaimedUnixMs int64 `protobuf:"varint,6,opt,name=claimed_unix_ms,json=claimedUnixMs,proto3" json:"claimed_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VIPStatus) Reset() {
 	*x = VIPStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1613,7 @@ func (x *VIPStatus) String() string {
 func (*VIPStatus) ProtoMessage() {}
 
 func (x *VIPStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[16]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1626,7 @@ func (x *VIPStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VIPStatus.ProtoReflect.Descriptor instead.
 func (*VIPStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{16}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VIPStatus) GetAddress() string {
@@ -1524,6 +1657,20 @@ func (x *VIPStatus) GetError() string {
 	return ""
 }
 
+func (x *VIPStatus) GetClaimedBy() string {
+	if x != nil {
+		return x.ClaimedBy
+	}
+	return ""
+}
+
+func (x *VIPStatus) GetClaimedUnixMs() int64 {
+	if x != nil {
+		return x.ClaimedUnixMs
+	}
+	return 0
+}
+
 // InterfaceStatus tells whether an interface can carry announcements.
 type InterfaceStatus struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1543,7 +1690,7 @@ type InterfaceStatus struct {
 
 func (x *InterfaceStatus) Reset() {
 	*x = InterfaceStatus{}
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[17]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1702,7 @@ func (x *InterfaceStatus) String() string {
 func (*InterfaceStatus) ProtoMessage() {}
 
 func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_speaker_v1_speaker_proto_msgTypes[17]
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1715,7 @@ func (x *InterfaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterfaceStatus.ProtoReflect.Descriptor instead.
 func (*InterfaceStatus) Descriptor() ([]byte, []int) {
-	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{17}
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InterfaceStatus) GetName() string {
@@ -1628,19 +1775,20 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x06Attest\"Z\n" +
 	"\vCertificate\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
-	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xc7\x01\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xfb\x01\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12E\n" +
 	"\rannouncements\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\rannouncements\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12.\n" +
-	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\"\xbf\x01\n" +
+	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\"\xbf\x01\n" +
 	"\x06Update\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12;\n" +
 	"\bannounce\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\bannounce\x12\x1a\n" +
 	"\bwithdraw\x18\x03 \x03(\tR\bwithdraw\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12.\n" +
-	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\"\xb4\x01\n" +
+	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\"\xca\x01\n" +
 	"\fAnnouncement\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1e\n" +
@@ -1648,7 +1796,8 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"interfaces\x18\x03 \x03(\tR\n" +
 	"interfaces\x12\x19\n" +
 	"\bbgp_only\x18\x04 \x01(\bR\abgpOnly\x125\n" +
-	"\x03bgp\x18\x05 \x03(\v2#.ironlb.speaker.v1.BGPAdvertisementR\x03bgp\"\x8c\x01\n" +
+	"\x03bgp\x18\x05 \x03(\v2#.ironlb.speaker.v1.BGPAdvertisementR\x03bgp\x12\x14\n" +
+	"\x05probe\x18\x06 \x01(\bR\x05probe\"\x8c\x01\n" +
 	"\tBGPConfig\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x10\n" +
 	"\x03asn\x18\x02 \x01(\rR\x03asn\x120\n" +
@@ -1686,7 +1835,7 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\v_local_prefB\x06\n" +
 	"\x04_med\"\x1d\n" +
 	"\tHeartbeat\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x80\x04\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xbd\x04\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12#\n" +
@@ -1704,7 +1853,13 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\fbgp_sessions\x18\v \x03(\v2#.ironlb.speaker.v1.BGPSessionStatusR\vbgpSessions\x12=\n" +
 	"\n" +
 	"enrollment\x18\f \x01(\v2\x1d.ironlb.speaker.v1.EnrollmentR\n" +
-	"enrollment\"\"\n" +
+	"enrollment\x12;\n" +
+	"\n" +
+	"data_plane\x18\r \x01(\v2\x1c.ironlb.speaker.v1.DataPlaneR\tdataPlane\"]\n" +
+	"\tDataPlane\x12\x14\n" +
+	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\"\n" +
+	"\rsince_unix_ms\x18\x03 \x01(\x03R\vsinceUnixMs\"\"\n" +
 	"\n" +
 	"Enrollment\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\xcf\x01\n" +
@@ -1725,20 +1880,25 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x14transmit_interval_ms\x18\x04 \x01(\rR\x12transmitIntervalMs\x12$\n" +
 	"\x0edetect_time_ms\x18\x05 \x01(\rR\fdetectTimeMs\x12\x14\n" +
 	"\x05flaps\x18\x06 \x01(\x04R\x05flaps\x12!\n" +
-	"\fremote_state\x18\a \x01(\tR\vremoteState\"\xd1\x01\n" +
+	"\fremote_state\x18\a \x01(\tR\vremoteState\"\xb3\x02\n" +
 	"\tVIPStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x128\n" +
 	"\x05state\x18\x02 \x01(\x0e2\".ironlb.speaker.v1.VIPStatus.StateR\x05state\x12\x1e\n" +
 	"\n" +
 	"interfaces\x18\x03 \x03(\tR\n" +
 	"interfaces\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\":\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"claimed_by\x18\x05 \x01(\tR\tclaimedBy\x12&\n" +
+	"\x0fclaimed_unix_ms\x18\x06 \x01(\x03R\rclaimedUnixMs\"U\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
 	"ANNOUNCING\x10\x01\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x02\"\xae\x01\n" +
+	"\x06FAILED\x10\x02\x12\f\n" +
+	"\bCONFLICT\x10\x03\x12\v\n" +
+	"\aYIELDED\x10\x04\"\xae\x01\n" +
 	"\x0fInterfaceStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02up\x18\x02 \x01(\bR\x02up\x12)\n" +
@@ -1762,7 +1922,7 @@ func file_api_speaker_v1_speaker_proto_rawDescGZIP() []byte {
 }
 
 var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(VIPStatus_State)(0),     // 0: ironlb.speaker.v1.VIPStatus.State
 	(*Instruction)(nil),      // 1: ironlb.speaker.v1.Instruction
@@ -1778,11 +1938,12 @@ var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(*BGPAdvertisement)(nil), // 11: ironlb.speaker.v1.BGPAdvertisement
 	(*Heartbeat)(nil),        // 12: ironlb.speaker.v1.Heartbeat
 	(*Report)(nil),           // 13: ironlb.speaker.v1.Report
-	(*Enrollment)(nil),       // 14: ironlb.speaker.v1.Enrollment
-	(*BGPSessionStatus)(nil), // 15: ironlb.speaker.v1.BGPSessionStatus
-	(*BFDStatus)(nil),        // 16: ironlb.speaker.v1.BFDStatus
-	(*VIPStatus)(nil),        // 17: ironlb.speaker.v1.VIPStatus
-	(*InterfaceStatus)(nil),  // 18: ironlb.speaker.v1.InterfaceStatus
+	(*DataPlane)(nil),        // 14: ironlb.speaker.v1.DataPlane
+	(*Enrollment)(nil),       // 15: ironlb.speaker.v1.Enrollment
+	(*BGPSessionStatus)(nil), // 16: ironlb.speaker.v1.BGPSessionStatus
+	(*BFDStatus)(nil),        // 17: ironlb.speaker.v1.BFDStatus
+	(*VIPStatus)(nil),        // 18: ironlb.speaker.v1.VIPStatus
+	(*InterfaceStatus)(nil),  // 19: ironlb.speaker.v1.InterfaceStatus
 }
 var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
 	4,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
@@ -1798,19 +1959,20 @@ var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
 	8,  // 10: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
 	9,  // 11: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
 	10, // 12: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
-	17, // 13: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
-	18, // 14: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
-	15, // 15: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
-	14, // 16: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
-	16, // 17: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
-	0,  // 18: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
-	1,  // 19: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
-	13, // 20: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	18, // 13: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
+	19, // 14: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
+	16, // 15: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
+	15, // 16: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
+	14, // 17: ironlb.speaker.v1.Report.data_plane:type_name -> ironlb.speaker.v1.DataPlane
+	17, // 18: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
+	0,  // 19: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
+	1,  // 20: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
+	13, // 21: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_api_speaker_v1_speaker_proto_init() }
@@ -1832,7 +1994,7 @@ func file_api_speaker_v1_speaker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_speaker_v1_speaker_proto_rawDesc), len(file_api_speaker_v1_speaker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
