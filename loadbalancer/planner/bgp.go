@@ -22,7 +22,7 @@ import (
 
 // Reasons a node may not advertise a VIP over BGP (besides the layer-2
 // ones that apply: NodeNotReady, NodeExcluded, NotSelected,
-// NoLocalEndpoint, MissingCapability, NoNodeAddress).
+// NoLocalEndpoint, MissingCapability, NoNodeAddress, DataPlaneDown).
 const (
 	NoPeer             Reason = "no_bgp_peer"
 	NetworkUnavailable Reason = "network_unavailable"
@@ -50,6 +50,7 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 	}
 	why := map[string]verdict{}
 	local := p.localEndpointNodes(v)
+	var soft softChoice // the data-plane rule (soft.go)
 	for _, n := range w.nodes {
 		switch {
 		case n.node != nil:
@@ -78,8 +79,14 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 				why[n.name] = verdict{NoPeer, fmt.Sprintf("no BGPPeer of the node is selected by IPPool %s's advertisements", v.scope.pool)}
 				continue
 			}
-			adv.nodes = append(adv.nodes, n.name)
+			soft.add(n, false)
 			adv.byNode[n.name] = advs
+		}
+	}
+	adv.nodes = soft.eligible(why)
+	for n := range adv.byNode {
+		if !slices.Contains(adv.nodes, n) {
+			delete(adv.byNode, n)
 		}
 	}
 	if clientIPAffinity(v) {

@@ -37,6 +37,16 @@ const (
 	MissingCapability   Reason = "missing_capability"
 	AnnounceFailed      Reason = "announce_failed"
 	OutsidePools        Reason = "outside_pools"
+	// SpeakerRestarting: the speaker said it is restarting (a rolling
+	// update) and its node is up: the node keeps the VIPs it announces,
+	// but gets no new one until its new speaker reports (restart.go).
+	SpeakerRestarting Reason = "speaker_restarting"
+	// DataPlaneDown: the node's kube-proxy is unhealthy, as its speaker
+	// reports (soft.go).
+	DataPlaneDown Reason = "data_plane_down"
+	// NodeCordoned: the node is unschedulable or about to be removed by
+	// the cluster autoscaler: it is being drained (layer 2 only; soft.go).
+	NodeCordoned Reason = "node_cordoned"
 )
 
 // verdict is why one node may not announce one VIP.
@@ -51,6 +61,9 @@ type world struct {
 	now    time.Time
 	nodes  []*nodeView
 	byName map[string]*nodeView
+	// macs are the speakers' hardware addresses, read when first needed
+	// (speakerMAC).
+	macs map[string]bool
 }
 
 type nodeView struct {
@@ -63,6 +76,10 @@ type nodeView struct {
 	speaker *verdict // why its speaker cannot; nil if it can
 	state   speakers.State
 	session bool // a speaker session exists
+	// dataPlane and cordoned are the soft rules (soft.go): why the node
+	// should not announce if another can; nil when they do not apply.
+	dataPlane *verdict
+	cordoned  *verdict
 }
 
 // gather reads the nodes and their speakers' state.
@@ -70,7 +87,7 @@ func (p *Planner) gather() *world {
 	nodes, _ := p.nodes.List(labels.Everything())
 	w := &world{now: time.Now(), byName: make(map[string]*nodeView, len(nodes))}
 	for _, n := range nodes {
-		nv := &nodeView{name: n.Name, labels: labels.Set(n.Labels), netDown: networkUnavailable(n)}
+		nv := &nodeView{name: n.Name, labels: labels.Set(n.Labels), netDown: networkUnavailable(n), cordoned: cordoned(n)}
 		switch {
 		case !nodeReady(n):
 			nv.node = &verdict{NodeNotReady, "node is not Ready"}
@@ -84,12 +101,17 @@ func (p *Planner) gather() *world {
 			nv.speaker = &verdict{NoNodeAddress, "node has no InternalIP to reach its speaker"}
 		case !st.Connected && st.Stopped:
 			nv.speaker = &verdict{SpeakerStopped, "speaker shut down and withdrew its VIPs"}
+		case !st.Connected && st.Restarting:
+			nv.speaker = restartVerdict(n)
 		case !st.Connected && st.Fenced:
 			nv.speaker = &verdict{SpeakerLost, "speaker follows a newer CCM leader: " + st.Problem}
 		case !st.Connected:
 			nv.speaker = &verdict{SpeakerLost, "speaker not connected: " + st.Problem}
 		case !st.Healthy:
 			nv.speaker = &verdict{SpeakerUnhealthy, "speaker unhealthy: " + st.Problem}
+		}
+		if dp := st.DataPlane; ok && dp != nil && !dp.GetReady() {
+			nv.dataPlane = &verdict{DataPlaneDown, "node's data plane is not ready: " + clipText(dp.GetReason())}
 		}
 		w.nodes = append(w.nodes, nv)
 		w.byName[n.Name] = nv
@@ -98,10 +120,11 @@ func (p *Planner) gather() *world {
 }
 
 // eligibleLocked lists the nodes that may announce v, and why each other
-// node (including a deleted announcer) may not.
+// node (including a deleted announcer) may not. The soft rules (soft.go)
+// keep a node out only while a node they do not hold back is eligible.
 func (p *Planner) eligibleLocked(v *vip, w *world) ([]string, map[string]verdict) {
 	local := p.localEndpointNodes(v)
-	var out []string
+	var soft softChoice
 	why := map[string]verdict{}
 	pinned := !v.scope.known
 	for _, n := range w.nodes {
@@ -119,15 +142,20 @@ func (p *Planner) eligibleLocked(v *vip, w *world) ([]string, map[string]verdict
 			why[n.name] = *n.speaker
 		case !n.state.Has(speakerv1.CapabilityLayer2):
 			why[n.name] = verdict{MissingCapability, fmt.Sprintf("speaker %s cannot announce over layer 2 (capabilities %v); upgrade it", n.state.Version, n.state.Capabilities)}
+		case n.state.Conflicts[a] != "" && slices.Contains(v.announcers, n.name):
+			// Another host answers for it (conflict.go): it stays where
+			// it is, and is not the node's failure.
+			soft.add(n, true)
 		case n.state.Failed[a] != "":
 			p.noteFailureLocked(v.addr, n.name)
 			why[n.name] = verdict{AnnounceFailed, "speaker cannot announce it: " + n.state.Failed[a]}
 		case p.recentlyFailedLocked(v.addr, n.name, w.now):
 			why[n.name] = verdict{AnnounceFailed, fmt.Sprintf("speaker failed to announce it less than %s ago", failureBackoff)}
 		default:
-			out = append(out, n.name)
+			soft.add(n, true)
 		}
 	}
+	out := soft.eligible(why)
 	for _, n := range v.announcers {
 		if _, known := w.byName[n]; !known {
 			why[n] = verdict{NodeDeleted, "node was deleted"}
@@ -165,7 +193,8 @@ func (p *Planner) recentlyFailedLocked(a netip.Addr, node string, now time.Time)
 // nodeRelevantChange ignores heartbeat-only Node updates.
 func nodeRelevantChange(old, cur *v1.Node) bool {
 	return nodeReady(old) != nodeReady(cur) || networkUnavailable(old) != networkUnavailable(cur) || !labels.Equals(old.Labels, cur.Labels) ||
-		nodeAddress(old) != nodeAddress(cur)
+		nodeAddress(old) != nodeAddress(cur) || (cordoned(old) == nil) != (cordoned(cur) == nil) ||
+		(old.DeletionTimestamp == nil) != (cur.DeletionTimestamp == nil)
 }
 
 func networkUnavailable(n *v1.Node) bool {

@@ -20,7 +20,8 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	adv := p.planBGPLocked(v, w)
 	if v.scope.l2Off {
 		// Advertised over BGP only.
-		p.tellLocked(v, v.announcers, nil, adv)
+		v.probe, v.claimedBy, v.inUse, v.inUseNode = false, "", "", ""
+		p.tellLocked(v, w, v.announcers, nil, adv)
 		if len(v.announcers) > 0 {
 			v.announcers = nil
 			for key := range v.services {
@@ -32,8 +33,19 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	eligible, why := p.eligibleLocked(v, w)
 	want := p.chooseLocked(v, w, eligible, why)
 	old := v.announcers
+	switch {
+	case len(want) == 0 || slices.Equal(old, want):
+	case len(old) == 0:
+		v.probe = w.firstPlacement(v)
+	default:
+		// A move: the old node may still answer (conflict.go).
+		v.probe, v.claimedBy = false, ""
+	}
+	if len(want) > 0 {
+		p.watchLANLocked(v, w, want[0])
+	}
 	if slices.Equal(old, want) {
-		p.tellLocked(v, old, want, adv) // no-op unless an announcement changed
+		p.tellLocked(v, w, old, want, adv) // no-op unless an announcement changed
 		if len(want) == 0 && !v.warned {
 			v.warned = true
 			p.log.Info("No eligible node for VIP", "address", v.addr, "reasons", summarize(why))
@@ -45,7 +57,7 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	for key := range v.services {
 		p.enqueue(recPrefix + key)
 	}
-	p.tellLocked(v, old, want, adv)
+	p.tellLocked(v, w, old, want, adv)
 	if len(want) == 0 {
 		if len(old) > 0 {
 			v.last = old[0]
@@ -91,14 +103,14 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 	}
 	for _, n := range v.announcers {
 		if slices.Contains(eligible, n) {
-			if counts != nil {
+			if counts != nil && v.inUse == "" { // an address in use stays put (conflict.go)
 				if to := p.rebalanceLocked(v, w, n, eligible, counts, why, &v.uneven); to != "" {
 					return []string{to}
 				}
 			}
 			return []string{n}
 		}
-		if r, ok := why[n]; ok && r.reason == SpeakerLost && (p.settle.active || len(eligible) == 0) {
+		if r, ok := why[n]; ok && (r.reason == SpeakerRestarting || r.reason == SpeakerLost && (p.settle.active || len(eligible) == 0)) {
 			return []string{n}
 		}
 	}
@@ -171,11 +183,13 @@ func mostEndpoints(eligible []string, counts map[string]int) []string {
 // announcement, and withdraws v from the nodes of oldL2 and the previous
 // advertisers that have no part any more. The speakers are sent only what
 // changed.
-func (p *Planner) tellLocked(v *vip, oldL2, l2 []string, adv advertised) {
+func (p *Planner) tellLocked(v *vip, w *world, oldL2, l2 []string, adv advertised) {
 	oldAdv := v.advertisers
 	v.advertisers = adv.nodes
 	for _, n := range union(l2, adv.nodes) {
-		p.speakers.Assign(n, p.announcement(v, slices.Contains(l2, n), adv.byNode[n]))
+		a := p.announcement(v, slices.Contains(l2, n), adv.byNode[n])
+		a.Probe = !a.BgpOnly && w.probeOn(v, n)
+		p.speakers.Assign(n, a)
 	}
 	for _, n := range union(oldL2, oldAdv) {
 		if !slices.Contains(l2, n) && !slices.Contains(adv.nodes, n) {

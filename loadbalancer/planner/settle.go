@@ -43,7 +43,7 @@ func (p *Planner) updateSettleLocked(w *world) {
 		}
 		known++
 		switch {
-		case !st.Connected && st.Stopped:
+		case !st.Connected && (st.Stopped || st.Restarting):
 			// It shut down on purpose (a rolling update): a node event.
 		case !st.Connected && w.now.Sub(st.Since) <= window:
 			down++

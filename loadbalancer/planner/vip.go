@@ -50,6 +50,16 @@ type vip struct {
 	warned bool
 	// outside: an AddressOutsidePools Event was sent for the current gap.
 	outside bool
+	// probe: v was placed for the first time and its announcer has not
+	// reported it announced yet (conflict.go).
+	probe bool
+	// claimedBy is the hardware address of a host that is no speaker and
+	// claimed v from its announcer, until the announcer answers for v
+	// again with no such claim ("" for none).
+	claimedBy string
+	// inUse is the hardware address of the host its announcer (inUseNode)
+	// found answering for v, "" when none: an AddressInUse episode.
+	inUse, inUseNode string
 }
 
 // scope is where a VIP may be announced.
