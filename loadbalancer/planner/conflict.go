@@ -52,7 +52,9 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) {
 	}
 	a := v.addr.String()
 	st := nv.state
-	answers := st.Connected && slices.Contains(st.Announcing, v.addr)
+	// answers: the announcer reports that it answers for v; read only for
+	// a VIP with a probe or conflict outstanding (most have none).
+	answers := func() bool { return st.Connected && slices.Contains(st.Announcing, v.addr) }
 	if mac := st.Conflicts[a]; mac != "" {
 		mac = canonicalMAC(mac)
 		switch {
@@ -67,7 +69,7 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) {
 			p.log.V(2).Info("VIP still in use on the LAN", "address", v.addr, "node", node, "mac", mac)
 		}
 		v.inUse, v.inUseNode = mac, node
-	} else if v.inUse != "" && answers {
+	} else if v.inUse != "" && answers() {
 		p.log.Info("VIP no longer in use by another host; announcing it", "address", v.addr, "services", v.serviceKeys(), "node", node, "was", v.inUse)
 		p.event(v, v1.EventTypeNormal, ReasonAddressInUseResolved, fmt.Sprintf(
 			"%s is no longer in use by another host on the LAN (MAC %s); node %s announces it", v.addr, v.inUse, node))
@@ -82,10 +84,10 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) {
 			"address", v.addr, "services", v.serviceKeys(), "node", node, "mac", v.claimedBy)
 	case foreign:
 		v.claimedBy = canonicalMAC(claim)
-	case v.claimedBy != "" && answers:
+	case v.claimedBy != "" && answers():
 		v.claimedBy = ""
 	}
-	if v.probe && answers && v.inUse == "" && !foreign {
+	if v.probe && v.inUse == "" && !foreign && answers() {
 		v.probe = false // placed: the first probe found the address free
 	}
 }
