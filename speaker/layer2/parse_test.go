@@ -138,6 +138,9 @@ func TestFilters(t *testing.T) {
 	reply[21] = 2
 	ns := nsFrame(t, theirMAC, ip6B, vip6, nil)
 	na := ipv6Frame(t, theirMAC, multicastMAC(allNodes), ip6B, allNodes, &ndp.NeighborAdvertisement{TargetAddress: vip6})
+	rs := ipv6Frame(t, theirMAC, multicastMAC(allNodes), ip6B, allNodes, &ndp.RouterSolicitation{})
+	rarp := slices.Clone(req)
+	rarp[21] = 3
 	for _, c := range []struct {
 		name  string
 		prog  []bpf.RawInstruction
@@ -145,11 +148,13 @@ func TestFilters(t *testing.T) {
 		want  bool
 	}{
 		{"ARP request", arpFilter, req, true},
-		{"ARP reply", arpFilter, reply, false},
+		{"ARP reply", arpFilter, reply, true},
+		{"ARP operation 3", arpFilter, rarp, false},
 		{"NS to ARP filter", arpFilter, ns, false},
-		{"NS", nsFilter, ns, true},
-		{"NA", nsFilter, na, false},
-		{"ARP to NS filter", nsFilter, req, false},
+		{"NS", ndpFilter, ns, true},
+		{"NA", ndpFilter, na, true},
+		{"router solicitation", ndpFilter, rs, false},
+		{"ARP to NDP filter", ndpFilter, req, false},
 	} {
 		if got := run(c.prog, c.frame); got != c.want {
 			t.Errorf("%s: accepted %t, want %t", c.name, got, c.want)
