@@ -214,4 +214,3 @@ func icmpv6Checksum(src, dst netip.Addr, msg []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
-
