@@ -4,24 +4,38 @@
 // and it sends gratuitous ARP and unsolicited Neighbor Advertisements when it
 // takes a VIP over, so that neighbors switch to this node immediately.
 //
+// It also watches the LAN for other hosts claiming those addresses (claims.go:
+// ARP requests and replies from the address, Neighbor Advertisements of it,
+// Neighbor Solicitations from it, sent from another MAC) and reports them to
+// the WithClaims callback, coalesced and bounded; and it probes addresses
+// before they are announced (probe.go: RFC 5227 ARP probes and RFC 4862
+// duplicate address detection), reporting the addresses another host
+// answers for, claims or probes at the same time. Frames sent from the
+// interface's own MAC are never claims.
+//
 // A Responder opens its sockets lazily, per address family, on the first
-// Announce of an address of that family:
+// Announce or Probe of an address of that family:
 //
 //   - IPv4: an AF_PACKET socket bound to the interface for ARP (EtherType
-//     0x0806), filtered in the kernel to ARP requests. It works whether or not
-//     the interface has an IPv4 address.
+//     0x0806), filtered in the kernel to ARP requests and replies (arp.go).
+//     It works whether or not the interface has an IPv4 address. It also
+//     sends the ARP probes.
 //   - IPv6: an AF_PACKET socket bound to the interface for IPv6 frames,
-//     filtered in the kernel to Neighbor Solicitations, which sees both the
-//     multicast solicitations sent to the solicited-node group of a VIP and
-//     the unicast ones (neighbor unreachability detection probes) that the
-//     kernel itself would drop because the VIP is not a local address; and an
-//     ICMPv6 socket (github.com/mdlayher/ndp) used to send the advertisements
-//     and to join the solicited-node multicast group of every announced VIP,
-//     so that the interface (and MLD-snooping switches) deliver them. That
-//     socket receives nothing: its ICMPv6 filter blocks every type.
+//     filtered in the kernel to Neighbor Solicitations and Advertisements
+//     (ndp.go), which sees both the multicast solicitations sent to the
+//     solicited-node group of a VIP and the unicast ones (neighbor
+//     unreachability detection probes) that the kernel itself would drop
+//     because the VIP is not a local address, and the advertisements sent to
+//     all nodes (answers to duplicate address detection); it also sends the
+//     duplicate address detection probes, hand-built, since they come from
+//     ::. And an ICMPv6 socket (github.com/mdlayher/ndp) used to send the
+//     advertisements and to join the solicited-node multicast group of every
+//     announced or probed VIP, so that the interface (and MLD-snooping
+//     switches) deliver them. That socket receives nothing: its ICMPv6 filter
+//     blocks every type.
 //
 // The sockets belong to the network namespace of the thread that opens them,
-// that is of the goroutine calling Announce.
+// that is of the goroutine calling Announce or Probe.
 package layer2
 
 import (
@@ -65,9 +79,13 @@ var ErrClosed = errors.New("layer2: responder closed")
 type Option func(*config)
 
 type config struct {
-	log          logr.Logger
-	garpCount    int
-	garpInterval time.Duration
+	log           logr.Logger
+	garpCount     int
+	garpInterval  time.Duration
+	claimFn       func(Claim)
+	probeRounds   int
+	probeInterval time.Duration
+	probeWait     time.Duration
 }
 
 // WithLogger sets the logger of the Responder. The default discards logs.
@@ -92,10 +110,14 @@ func WithGratuitous(count int, interval time.Duration) Option {
 // Responder answers ARP requests and Neighbor Solicitations for the addresses
 // it announces on one interface. It is safe for concurrent use.
 type Responder struct {
-	ifi          *net.Interface
-	log          logr.Logger
-	garpCount    int
-	garpInterval time.Duration
+	ifi           *net.Interface
+	log           logr.Logger
+	garpCount     int
+	garpInterval  time.Duration
+	probeRounds   int
+	probeInterval time.Duration
+	probeWait     time.Duration
+	claims        *claimQueue // nil without WithClaims
 
 	// mu guards the fields below. It is read-held while an answer or a
 	// gratuitous announcement is being sent, so that Withdraw (which
@@ -106,6 +128,10 @@ type Responder struct {
 	closed bool
 	arp    *arpConn
 	ndp    *ndpConn
+	// probing holds the running Probe calls of each address probed.
+	probing map[netip.Addr][]*probeSession
+	// claimsStarted records that the claims delivery goroutine runs.
+	claimsStarted bool
 
 	done chan struct{} // closed by Close
 	wg   sync.WaitGroup
@@ -133,9 +159,12 @@ func NewResponder(ifi *net.Interface, opts ...Option) (*Responder, error) {
 		return nil, fmt.Errorf("layer2: new responder on %s: not an Ethernet interface (hardware address %q)", ifi.Name, ifi.HardwareAddr)
 	}
 	c := config{
-		log:          logr.Discard(),
-		garpCount:    DefaultGratuitousCount,
-		garpInterval: DefaultGratuitousInterval,
+		log:           logr.Discard(),
+		garpCount:     DefaultGratuitousCount,
+		garpInterval:  DefaultGratuitousInterval,
+		probeRounds:   DefaultProbeRounds,
+		probeInterval: DefaultProbeInterval,
+		probeWait:     DefaultProbeWait,
 	}
 	for _, o := range opts {
 		o(&c)
@@ -143,16 +172,28 @@ func NewResponder(ifi *net.Interface, opts ...Option) (*Responder, error) {
 	if c.garpCount < 0 || c.garpInterval < 0 {
 		return nil, fmt.Errorf("layer2: new responder on %s: invalid gratuitous settings (count %d, interval %v)", ifi.Name, c.garpCount, c.garpInterval)
 	}
+	if c.probeRounds < 1 || c.probeInterval < 0 || c.probeWait < 0 {
+		return nil, fmt.Errorf("layer2: new responder on %s: invalid probe settings (rounds %d, interval %v, wait %v)", ifi.Name, c.probeRounds, c.probeInterval, c.probeWait)
+	}
+	var claims *claimQueue
+	if c.claimFn != nil {
+		claims = newClaimQueue(c.claimFn)
+	}
 	// Copy the interface: the caller may reuse its value.
 	cp := *ifi
 	cp.HardwareAddr = slices.Clone(ifi.HardwareAddr)
 	return &Responder{
-		ifi:          &cp,
-		log:          c.log.WithValues("interface", ifi.Name),
-		garpCount:    c.garpCount,
-		garpInterval: c.garpInterval,
-		addrs:        make(map[netip.Addr]*announcement),
-		done:         make(chan struct{}),
+		ifi:           &cp,
+		log:           c.log.WithValues("interface", ifi.Name),
+		garpCount:     c.garpCount,
+		garpInterval:  c.garpInterval,
+		probeRounds:   c.probeRounds,
+		probeInterval: c.probeInterval,
+		probeWait:     c.probeWait,
+		claims:        claims,
+		addrs:         make(map[netip.Addr]*announcement),
+		probing:       make(map[netip.Addr][]*probeSession),
+		done:          make(chan struct{}),
 	}, nil
 }
 
@@ -238,10 +279,19 @@ func (r *Responder) Announce(addr netip.Addr) error {
 // openLocked opens the sockets of the family of a, if not open yet, and
 // prepares them for a (solicited-node group membership). r.mu is held.
 func (r *Responder) openLocked(a netip.Addr) error {
-	if a.Is4() {
-		if r.arp != nil {
-			return nil
-		}
+	if err := r.openFamilyLocked(a.Is4()); err != nil {
+		return err
+	}
+	if a.Is6() {
+		return r.ndp.join(a)
+	}
+	return nil
+}
+
+// openFamilyLocked opens the sockets of IPv4 (v4) or IPv6, if not open yet,
+// and starts their read loops and the delivery of claims. r.mu is held.
+func (r *Responder) openFamilyLocked(v4 bool) error {
+	if v4 && r.arp == nil {
 		c, err := openARP(r.ifi)
 		r.health.set(opOpenARP, err)
 		if err != nil {
@@ -250,9 +300,8 @@ func (r *Responder) openLocked(a netip.Addr) error {
 		r.arp = c
 		r.wg.Add(1)
 		go r.arpLoop(c)
-		return nil
 	}
-	if r.ndp == nil {
+	if !v4 && r.ndp == nil {
 		c, err := openNDP(r.ifi)
 		r.health.set(opOpenNDP, err)
 		if err != nil {
@@ -262,7 +311,8 @@ func (r *Responder) openLocked(a netip.Addr) error {
 		r.wg.Add(1)
 		go r.ndpLoop(c)
 	}
-	return r.ndp.join(a)
+	r.startClaimsLocked()
+	return nil
 }
 
 // gratuitous sends one round of gratuitous announcements for a, unless a has

@@ -1,7 +1,6 @@
 package layer2
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,15 +25,18 @@ const (
 	nsMinLen = 24
 )
 
-// nsFilter accepts Ethernet frames carrying an ICMPv6 Neighbor Solicitation
-// (directly after the IPv6 header, as RFC 4861 messages are) only.
-var nsFilter = mustAssemble([]bpf.Instruction{
+// ndpFilter accepts Ethernet frames carrying an ICMPv6 Neighbor Solicitation
+// or Neighbor Advertisement (directly after the IPv6 header, as RFC 4861
+// messages are) only: solicitations are answered, and both may claim an
+// address.
+var ndpFilter = mustAssemble([]bpf.Instruction{
 	bpf.LoadAbsolute{Off: 12, Size: 2}, // EtherType
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IPV6, SkipTrue: 5},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IPV6, SkipTrue: 6},
 	bpf.LoadAbsolute{Off: ethHeaderLen + 6, Size: 1}, // Next Header
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_ICMPV6, SkipTrue: 3},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_ICMPV6, SkipTrue: 4},
 	bpf.LoadAbsolute{Off: icmpOffset, Size: 1}, // ICMPv6 type
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ipv6.ICMPTypeNeighborSolicitation), SkipTrue: 1},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(ipv6.ICMPTypeNeighborSolicitation), SkipTrue: 1},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(ipv6.ICMPTypeNeighborAdvertisement), SkipTrue: 1},
 	bpf.RetConstant{Val: 0xffff},
 	bpf.RetConstant{Val: 0},
 })
@@ -47,7 +49,9 @@ type ndpConn struct {
 	// c sends Neighbor Advertisements and holds the solicited-node multicast
 	// group memberships; it receives nothing.
 	c *ndp.Conn
-	// pc receives Neighbor Solicitations, multicast and unicast.
+	// pc receives Neighbor Solicitations, multicast and unicast, and
+	// Neighbor Advertisements; it sends duplicate address detection probes
+	// (from ::, which c cannot send).
 	pc *packet.Conn
 	hw net.HardwareAddr
 	// groups counts the announced addresses of each solicited-node group
@@ -68,16 +72,16 @@ func openNDP(ifi *net.Interface) (*ndpConn, error) {
 			return nil, fmt.Errorf("open NDP socket: %w", errors.Join(err, err2))
 		}
 	}
-	// Receive nothing on c: solicitations are read from pc. Failing to set
+	// Receive nothing on c: NDP messages are read from pc. Failing to set
 	// the filter only costs some memory.
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
 	_ = c.SetICMPFilter(&f)
 
-	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: nsFilter})
+	pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, &packet.Config{Filter: ndpFilter})
 	if err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("open Neighbor Solicitation socket: %w", err)
+		return nil, fmt.Errorf("open NDP packet socket: %w", err)
 	}
 	ignoreOutgoing(pc)
 	return &ndpConn{c: c, pc: pc, hw: ifi.HardwareAddr, groups: make(map[netip.Addr]int)}, nil
@@ -124,96 +128,61 @@ func (c *ndpConn) leave(vip netip.Addr) error {
 	return nil
 }
 
-// nsRequest is a received Neighbor Solicitation.
-type nsRequest struct {
-	src, dst netip.Addr // IPv6 source and destination
-	target   netip.Addr
+// multicastMAC returns the Ethernet address of IPv6 multicast group g.
+func multicastMAC(g netip.Addr) net.HardwareAddr {
+	b := g.As16()
+	return net.HardwareAddr{0x33, 0x33, b[12], b[13], b[14], b[15]}
 }
 
-// parseNS parses an Ethernet frame received on an interface whose address is
-// hw. It reports false for anything but a valid (RFC 4861, section 7.1.1)
-// Neighbor Solicitation from another host, addressed to hw or multicast.
-func parseNS(frame []byte, hw net.HardwareAddr) (nsRequest, bool) {
-	if len(frame) < icmpOffset+nsMinLen {
-		return nsRequest{}, false
-	}
-	dstMAC, srcMAC := frame[0:6], frame[6:12]
-	if bytes.Equal(srcMAC, hw) || !(dstMAC[0]&1 == 1 || bytes.Equal(dstMAC, hw)) {
-		return nsRequest{}, false
-	}
-	ip := frame[ethHeaderLen:]
-	if binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IPV6 || ip[0]>>4 != 6 ||
-		ip[6] != unix.IPPROTO_ICMPV6 || ip[7] != ndp.HopLimit {
-		return nsRequest{}, false
-	}
-	plen := int(binary.BigEndian.Uint16(ip[4:6]))
-	if plen < nsMinLen || len(ip) < ipv6HeaderLen+plen {
-		return nsRequest{}, false
-	}
-	src := netip.AddrFrom16([16]byte(ip[8:24]))
-	dst := netip.AddrFrom16([16]byte(ip[24:40]))
-	msg := ip[ipv6HeaderLen : ipv6HeaderLen+plen]
-	if msg[0] != byte(ipv6.ICMPTypeNeighborSolicitation) || msg[1] != 0 ||
-		icmpv6Checksum(src, dst, msg) != 0 {
-		return nsRequest{}, false
-	}
-	m, err := ndp.ParseMessage(msg)
-	if err != nil {
-		return nsRequest{}, false
-	}
-	ns, ok := m.(*ndp.NeighborSolicitation)
-	if !ok || !ns.TargetAddress.Is6() || ns.TargetAddress.Is4In6() || ns.TargetAddress.IsMulticast() {
-		return nsRequest{}, false
-	}
-	target := ns.TargetAddress.WithZone("")
-	snm, err := ndp.SolicitedNodeMulticast(target)
-	if err != nil || (dst != snm && dst != target) {
-		return nsRequest{}, false
-	}
-	if src.IsUnspecified() {
-		// Duplicate address detection: must go to the solicited-node group
-		// and carry no source link-layer address.
-		if dst != snm {
-			return nsRequest{}, false
-		}
-		for _, o := range ns.Options {
-			if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == ndp.Source {
-				return nsRequest{}, false
-			}
-		}
-	}
-	if src.IsMulticast() {
-		return nsRequest{}, false
-	}
-	return nsRequest{src: src, dst: dst, target: target}, true
-}
-
-// icmpv6Checksum returns the ICMPv6 checksum of msg sent from src to dst: the
-// value to store in a message whose checksum field is zero, or 0 for a
-// message with a valid checksum.
-func icmpv6Checksum(src, dst netip.Addr, msg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for len(b) >= 2 {
-			sum += uint32(binary.BigEndian.Uint16(b))
-			b = b[2:]
-		}
-		if len(b) == 1 {
-			sum += uint32(b[0]) << 8
-		}
-	}
+// icmpv6Frame returns an Ethernet frame from mac to ethDst carrying the
+// ICMPv6 message msg (checksum already set) from src to dst, with NDP's hop
+// limit.
+func icmpv6Frame(mac, ethDst net.HardwareAddr, src, dst netip.Addr, msg []byte) []byte {
+	b := make([]byte, icmpOffset, icmpOffset+len(msg))
+	copy(b[0:6], ethDst)
+	copy(b[6:12], mac)
+	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IPV6)
+	ip := b[ethHeaderLen:]
+	ip[0] = 6 << 4
+	binary.BigEndian.PutUint16(ip[4:6], uint16(len(msg)))
+	ip[6] = unix.IPPROTO_ICMPV6
+	ip[7] = ndp.HopLimit
 	s, d := src.As16(), dst.As16()
-	add(s[:])
-	add(d[:])
-	var l [8]byte
-	binary.BigEndian.PutUint32(l[:4], uint32(len(msg)))
-	l[7] = unix.IPPROTO_ICMPV6
-	add(l[:])
-	add(msg)
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
+	copy(ip[8:24], s[:])
+	copy(ip[24:40], d[:])
+	return append(b, msg...)
+}
+
+// dadFrame returns the Ethernet frame of a duplicate address detection probe
+// for target from hw (RFC 4862, section 5.4.2): a Neighbor Solicitation from
+// :: to the solicited-node group of target, without a source link-layer
+// address option.
+func dadFrame(hw net.HardwareAddr, target netip.Addr) ([]byte, error) {
+	snm, err := ndp.SolicitedNodeMulticast(target)
+	if err != nil {
+		return nil, fmt.Errorf("solicited-node multicast group of %s: %w", target, err)
 	}
-	return ^uint16(sum)
+	msg, err := ndp.MarshalMessageChecksum(&ndp.NeighborSolicitation{TargetAddress: target}, netip.IPv6Unspecified(), snm)
+	if err != nil {
+		return nil, fmt.Errorf("build Neighbor Solicitation for %s: %w", target, err)
+	}
+	return icmpv6Frame(hw, multicastMAC(snm), netip.IPv6Unspecified(), snm, msg), nil
+}
+
+// dad sends a duplicate address detection probe for target, through the
+// packet socket (the ICMPv6 socket cannot send from ::).
+func (c *ndpConn) dad(target netip.Addr) error {
+	frame, err := dadFrame(c.hw, target)
+	if err != nil {
+		return err
+	}
+	if err := c.pc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	if _, err := c.pc.WriteTo(frame, &packet.Addr{HardwareAddr: frame[0:6]}); err != nil {
+		return fmt.Errorf("send duplicate address detection probe for %s: %w", target, err)
+	}
+	return nil
 }
 
 // advertise sends a Neighbor Advertisement for vip, at c.hw, to dst.
@@ -256,12 +225,31 @@ func (c *ndpConn) unsolicited(vip netip.Addr) error {
 	return nil
 }
 
-// ndpLoop answers the Neighbor Solicitations received on c until the
-// Responder is closed.
+// ndpLoop answers the Neighbor Solicitations received on c and reports the
+// claims they and the Neighbor Advertisements make, until the Responder is
+// closed.
 func (r *Responder) ndpLoop(c *ndpConn) {
-	r.readLoop(c.pc, max(r.ifi.MTU, 1500)+ethHeaderLen, opReadNDP, "Neighbor Solicitations", func(frame []byte) {
-		if req, ok := parseNS(frame, c.hw); ok {
-			r.answerNS(c, req)
+	r.readLoop(c.pc, max(r.ifi.MTU, 1500)+ethHeaderLen, opReadNDP, "NDP", func(frame []byte) {
+		if len(frame) <= icmpOffset {
+			return
+		}
+		switch ipv6.ICMPType(frame[icmpOffset]) {
+		case ipv6.ICMPTypeNeighborSolicitation:
+			m, ok := parseNSFrame(frame, c.hw)
+			if !ok {
+				return
+			}
+			r.answerNS(c, m.nsRequest)
+			if cl, ok := nsClaim(m, c.hw); ok {
+				cl.At = time.Now()
+				r.claimed(cl)
+			}
+		case ipv6.ICMPTypeNeighborAdvertisement:
+			if m, ok := parseAdvert(frame, c.hw); ok {
+				cl := naClaim(m)
+				cl.At = time.Now()
+				r.claimed(cl)
+			}
 		}
 	})
 }

@@ -47,7 +47,7 @@ type testNet struct {
 }
 
 // requireNetNS skips the test unless it may create network namespaces.
-func requireNetNS(t *testing.T) {
+func requireNetNS(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("skipping network namespace test in -short mode")
@@ -63,7 +63,7 @@ func requireNetNS(t *testing.T) {
 // newTestNet creates the namespaces, the veth pair and the addresses
 // (192.0.2.1/24 and 2001:db8::1/64 in A, .2 and ::2 in B), and registers
 // their removal with t.Cleanup.
-func newTestNet(t *testing.T) *testNet {
+func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	requireNetNS(t)
 	sweep(t)
@@ -105,7 +105,7 @@ func newTestNet(t *testing.T) *testNet {
 
 // waitUp waits until vethName is running in ns, with a link-local address,
 // and returns it.
-func (tn *testNet) waitUp(t *testing.T, ns string) *net.Interface {
+func (tn *testNet) waitUp(t testing.TB, ns string) *net.Interface {
 	t.Helper()
 	var ifi *net.Interface
 	deadline := time.Now().Add(5 * time.Second)
@@ -141,7 +141,7 @@ func (tn *testNet) waitUp(t *testing.T, ns string) *net.Interface {
 }
 
 // linkLocal returns the link-local address of ifi in ns.
-func linkLocal(t *testing.T, ns string, ifi *net.Interface) netip.Addr {
+func linkLocal(t testing.TB, ns string, ifi *net.Interface) netip.Addr {
 	t.Helper()
 	var ll netip.Addr
 	err := netrig.Do(ns, func() error {
@@ -164,7 +164,7 @@ func linkLocal(t *testing.T, ns string, ifi *net.Interface) netip.Addr {
 }
 
 // inA runs fn in namespace A, failing the test on error.
-func (tn *testNet) inA(t *testing.T, fn func() error) {
+func (tn *testNet) inA(t testing.TB, fn func() error) {
 	t.Helper()
 	if err := netrig.Do(tn.a, fn); err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func (tn *testNet) inA(t *testing.T, fn func() error) {
 
 // neighbor returns the link-layer address and state of the neighbor entry of
 // addr in ns ("" if none).
-func neighbor(t *testing.T, ns string, addr netip.Addr) (lladdr, state string) {
+func neighbor(t testing.TB, ns string, addr netip.Addr) (lladdr, state string) {
 	t.Helper()
 	out, err := runIP("-n", ns, "-j", "neigh", "show", "to", addr.String(), "dev", vethName)
 	if err != nil {
@@ -200,7 +200,7 @@ func neighbor(t *testing.T, ns string, addr netip.Addr) (lladdr, state string) {
 
 // waitNeighbor waits until the neighbor entry of addr in ns has link-layer
 // address want, and returns its state.
-func waitNeighbor(t *testing.T, ns string, addr netip.Addr, want net.HardwareAddr, timeout time.Duration) string {
+func waitNeighbor(t testing.TB, ns string, addr netip.Addr, want net.HardwareAddr, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -216,7 +216,7 @@ func waitNeighbor(t *testing.T, ns string, addr netip.Addr, want net.HardwareAdd
 }
 
 // mustSysctls sets sysctls (dotted names) in ns.
-func mustSysctls(t *testing.T, ns string, kv map[string]string) {
+func mustSysctls(t testing.TB, ns string, kv map[string]string) {
 	t.Helper()
 	err := netrig.Do(ns, func() error {
 		for k, v := range kv {
@@ -241,7 +241,7 @@ func runIP(args ...string) (string, error) {
 	return string(out), nil
 }
 
-func mustIP(t *testing.T, args ...string) string {
+func mustIP(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := runIP(args...)
 	if err != nil {
@@ -254,7 +254,7 @@ var nsNameRE = regexp.MustCompile(`^` + nsPrefix + `([0-9]+)-[0-9]+-[ab]$`)
 
 // sweep deletes the namespaces left by test processes that died before their
 // cleanup ran.
-func sweep(t *testing.T) {
+func sweep(t testing.TB) {
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {
 		return

@@ -1,6 +1,7 @@
 package layer2
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"slices"
@@ -138,6 +139,9 @@ func TestFilters(t *testing.T) {
 	reply[21] = 2
 	ns := nsFrame(t, theirMAC, ip6B, vip6, nil)
 	na := ipv6Frame(t, theirMAC, multicastMAC(allNodes), ip6B, allNodes, &ndp.NeighborAdvertisement{TargetAddress: vip6})
+	rs := ipv6Frame(t, theirMAC, multicastMAC(allNodes), ip6B, allNodes, &ndp.RouterSolicitation{})
+	rarp := slices.Clone(req)
+	rarp[21] = 3
 	for _, c := range []struct {
 		name  string
 		prog  []bpf.RawInstruction
@@ -145,11 +149,13 @@ func TestFilters(t *testing.T) {
 		want  bool
 	}{
 		{"ARP request", arpFilter, req, true},
-		{"ARP reply", arpFilter, reply, false},
+		{"ARP reply", arpFilter, reply, true},
+		{"ARP operation 3", arpFilter, rarp, false},
 		{"NS to ARP filter", arpFilter, ns, false},
-		{"NS", nsFilter, ns, true},
-		{"NA", nsFilter, na, false},
-		{"ARP to NS filter", nsFilter, req, false},
+		{"NS", ndpFilter, ns, true},
+		{"NA", ndpFilter, na, true},
+		{"router solicitation", ndpFilter, rs, false},
+		{"ARP to NDP filter", ndpFilter, req, false},
 	} {
 		if got := run(c.prog, c.frame); got != c.want {
 			t.Errorf("%s: accepted %t, want %t", c.name, got, c.want)
@@ -219,12 +225,21 @@ func FuzzParse(f *testing.F) {
 	f.Add(nsFrame(f, theirMAC, ip6B, vip6, nil))
 	f.Add(nsFrame(f, theirMAC, netip.IPv6Unspecified(), vip6, nil))
 	f.Add(arpRequestFrame(f, theirMAC, ipB, vip4, ethernet.Broadcast))
+	f.Add(naFrame(f, ip6B, netip.Addr{}, vip6, false, theirMAC))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if req, ok := parseARPRequest(b, ourMAC); ok && (!req.pkt.TargetIP.Is4() || req.pkt.TargetIP == req.pkt.SenderIP) {
 			t.Errorf("bad ARP request accepted: %+v", req.pkt)
 		}
 		if req, ok := parseNS(b, ourMAC); ok && (!req.target.Is6() || req.target.IsMulticast()) {
 			t.Errorf("bad NS accepted: %+v", req)
+		}
+		if m, ok := parseARPFrame(b, ourMAC); ok {
+			if c, ok := arpClaim(m, ourMAC); ok && (!c.Addr.Is4() || bytes.Equal(c.MAC, ourMAC)) {
+				t.Errorf("bad ARP claim: %+v", c)
+			}
+		}
+		if m, ok := parseAdvert(b, ourMAC); ok && (!m.target.Is6() || m.target.IsMulticast() || bytes.Equal(m.tlla, ourMAC)) {
+			t.Errorf("bad NA accepted: %+v", m)
 		}
 	})
 }

@@ -174,12 +174,6 @@ func (p *prober) gratuitousARPs(t *testing.T, vip netip.Addr, mac net.HardwareAd
 	return out
 }
 
-// multicastMAC returns the Ethernet address of IPv6 multicast group g.
-func multicastMAC(g netip.Addr) net.HardwareAddr {
-	b := g.As16()
-	return net.HardwareAddr{0x33, 0x33, b[12], b[13], b[14], b[15]}
-}
-
 // nsFrame returns an Ethernet frame carrying a Neighbor Solicitation for
 // target from mac/src. It is sent to the solicited-node group of target,
 // unless unicastTo is set (then to target at unicastTo). A source link-layer
@@ -209,24 +203,6 @@ func ipv6Frame(t testing.TB, mac, ethDst net.HardwareAddr, src, dst netip.Addr, 
 		t.Fatal(err)
 	}
 	return icmpv6Frame(mac, ethDst, src, dst, msg)
-}
-
-// icmpv6Frame returns an Ethernet frame carrying the ICMPv6 message msg
-// (checksum already set) from src to dst, with NDP's hop limit.
-func icmpv6Frame(mac, ethDst net.HardwareAddr, src, dst netip.Addr, msg []byte) []byte {
-	b := make([]byte, icmpOffset, icmpOffset+len(msg))
-	copy(b[0:6], ethDst)
-	copy(b[6:12], mac)
-	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IPV6)
-	ip := b[ethHeaderLen:]
-	ip[0] = 6 << 4
-	binary.BigEndian.PutUint16(ip[4:6], uint16(len(msg)))
-	ip[6] = unix.IPPROTO_ICMPV6
-	ip[7] = ndp.HopLimit
-	s, d := src.As16(), dst.As16()
-	copy(ip[8:24], s[:])
-	copy(ip[24:40], d[:])
-	return append(b, msg...)
 }
 
 // advert is a received Neighbor Advertisement.
