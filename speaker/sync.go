@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -19,7 +20,16 @@ type streamState struct {
 	cancel  context.CancelCauseFunc
 	ignored uint64              // instructions of unknown kinds
 	chain   []*x509.Certificate // what the CCM presented in the TLS handshake
+	// lastHeard is when the stream last sent an instruction (heartbeats
+	// included).
+	lastHeard time.Time
 }
+
+// instructionQueue bounds the instructions read from a stream but not yet
+// applied: the receive goroutine answers heartbeats while an apply runs,
+// and stops reading (gRPC flow control then holds the CCM) only when this
+// many wait.
+const instructionQueue = 256
 
 // errFenced is returned for instructions of a leader older than the one
 // the speaker follows.
@@ -84,7 +94,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	sendMu.Unlock()
 	go a.reportChanges(ctx, sendIfChanged)
 
-	instructions := make(chan *speakerv1.Instruction)
+	instructions := make(chan *speakerv1.Instruction, instructionQueue)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -92,6 +102,19 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			a.heardFrom(id)
+			if hb, ok := in.GetKind().(*speakerv1.Instruction_Heartbeat); ok {
+				// Answered at once, never behind an apply: the CCM
+				// counts a late answer as a lost speaker.
+				instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
+				r := a.report(id, false)
+				r.HeartbeatSeq = hb.Heartbeat.GetSeq()
+				if err := send(r); err != nil {
+					recvErr <- err
+					return
+				}
+				continue
 			}
 			select {
 			case instructions <- in:
@@ -107,6 +130,8 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 			switch c := context.Cause(ctx); {
 			case errors.Is(c, errClosing):
 				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
+			case errors.Is(c, errRestarting):
+				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonRestarting, c.Error())
 			case errors.Is(c, errFenced):
 				return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
 			case errors.Is(c, errUntrusted):
@@ -126,14 +151,10 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	}
 }
 
-// handle applies one instruction and answers it.
+// handle applies one instruction and answers it (heartbeats are answered
+// by Sync's receive goroutine).
 func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv1.Report) error) error {
 	switch k := in.GetKind().(type) {
-	case *speakerv1.Instruction_Heartbeat:
-		instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
-		r := a.report(id, false)
-		r.HeartbeatSeq = k.Heartbeat.GetSeq()
-		return send(r)
 	case *speakerv1.Instruction_Snapshot:
 		if err := a.applySnapshot(id, k.Snapshot); err != nil {
 			instructionsTotal.WithLabelValues("snapshot", resultOf(err)).Inc()
