@@ -79,6 +79,8 @@ type Agent struct {
 	now        func() time.Time
 	dataPlane  *DataPlaneHealth // nil: not checked
 	yieldKick  chan struct{}    // wakes the timers goroutine (see timers)
+	probeMin   time.Duration    // first re-probe of a VIP in CONFLICT
+	probeMax   time.Duration    // longest wait between its probes
 
 	// applyMu serializes what changes the announcers and the BGP side:
 	// applying instructions, Run's maintenance, yields and re-probes. Their
@@ -189,6 +191,8 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 		now:        time.Now,
 		yieldKick:  make(chan struct{}, 1),
 		toYield:    map[netip.Addr]bool{},
+		probeMin:   probeBackoffMin,
+		probeMax:   probeBackoffMax,
 	}
 	for _, o := range opts {
 		o(a)

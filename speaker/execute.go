@@ -203,10 +203,10 @@ func (a *Agent) recordLocked(ops []vipOp) {
 			yieldsTotal.Inc()
 		case op.claim != nil:
 			if v.state != stateConflict {
-				v.backoff = probeBackoffMin
+				v.backoff = a.probeMin
 				a.log.Info("VIP address is in use by another host; not announcing it, probing again later", "address", op.addr, "service", v.service, "claimedBy", op.claim.MAC.String(), "kind", op.claim.Kind)
 			} else {
-				v.backoff = min(2*v.backoff, probeBackoffMax)
+				v.backoff = min(2*v.backoff, a.probeMax)
 			}
 			v.state = stateConflict
 			v.claim = op.claim

@@ -83,6 +83,9 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	}
 	// The first report offers the enrollment token; later ones compare
 	// with it as if it had none.
+	a.mu.Lock()
+	changed := a.changed // before the first report: no change is missed
+	a.mu.Unlock()
 	first := a.report(id, true)
 	offer := proto.CloneOf(first)
 	offer.Enrollment = a.enrollment()
@@ -92,7 +95,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	sendMu.Lock()
 	lastFull = first
 	sendMu.Unlock()
-	go a.reportChanges(ctx, sendIfChanged)
+	go a.reportChanges(ctx, changed, sendIfChanged)
 
 	instructions := make(chan *speakerv1.Instruction, instructionQueue)
 	recvErr := make(chan error, 1)
@@ -219,18 +222,20 @@ func resultOf(err error) string {
 	return "refused"
 }
 
-// reportChanges sends a report whenever the agent's state changes, until
-// ctx ends.
-func (a *Agent) reportChanges(ctx context.Context, sendIfChanged func() error) {
+// reportChanges sends a report whenever the agent's state changes (ch,
+// then the channels that replace it, close), until ctx ends.
+func (a *Agent) reportChanges(ctx context.Context, ch <-chan struct{}, sendIfChanged func() error) {
 	for {
-		a.mu.Lock()
-		ch := a.changed
-		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
 		}
+		// The next channel before the report: a change after the report
+		// was taken closes it, and is not missed.
+		a.mu.Lock()
+		ch = a.changed
+		a.mu.Unlock()
 		if err := sendIfChanged(); err != nil {
 			return
 		}
