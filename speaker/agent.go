@@ -101,6 +101,7 @@ type Agent struct {
 	streams    map[uint64]*streamState // open Sync streams
 	trustGen   uint64                  // the creds' TrustGeneration the streams were checked at
 	closed     bool
+	ending     error         // why closed: errClosing or errRestarting
 	changed    chan struct{} // closed and replaced when the reported state changes
 	lastTick   time.Time     // last pass of Run, for liveness
 	heard      time.Time     // last instruction of the followed stream
@@ -234,7 +235,7 @@ func (a *Agent) Close() error {
 		a.mu.Unlock()
 		return nil
 	}
-	a.closed = true
+	a.closed, a.ending = true, errClosing
 	var ops []vipOp
 	for addr, v := range a.vips {
 		ops = append(ops, vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)})
@@ -282,7 +283,7 @@ func (a *Agent) Restart() {
 	if a.closed {
 		return
 	}
-	a.closed = true
+	a.closed, a.ending = true, errRestarting
 	a.log.Info("Restarting: ending the CCM streams, withdrawing nothing", "vips", len(a.vips))
 	for _, s := range a.streams {
 		s.cancel(errRestarting)

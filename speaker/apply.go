@@ -220,4 +220,3 @@ func (a *Agent) heldLocked() map[netip.Addr]string {
 	}
 	return a.held
 }
-

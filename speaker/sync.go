@@ -46,8 +46,11 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	chain := peerChain(stream.Context())
-	id := a.openStream(cancel, chain)
+	id, ending := a.openStream(cancel, chain)
 	defer a.closeStream(id)
+	if ending != nil {
+		return endStatus(ending) // stopping: no new streams
+	}
 	// Checked again now that the stream is registered: a trust change
 	// after the handshake but before then is not missed (recheckTrust).
 	if err := a.verifyStream(chain); err != nil {
@@ -130,17 +133,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 		var in *speakerv1.Instruction
 		select {
 		case <-ctx.Done():
-			switch c := context.Cause(ctx); {
-			case errors.Is(c, errClosing):
-				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
-			case errors.Is(c, errRestarting):
-				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonRestarting, c.Error())
-			case errors.Is(c, errFenced):
-				return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
-			case errors.Is(c, errUntrusted):
-				return speakerv1.StreamError(codes.Unauthenticated, speakerv1.ReasonUntrusted, c.Error())
-			}
-			return nil
+			return endStatus(context.Cause(ctx))
 		case err := <-recvErr:
 			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 				return nil
@@ -152,6 +145,21 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 			return err
 		}
 	}
+}
+
+// endStatus is the status a stream ended by cause ends with.
+func endStatus(cause error) error {
+	switch c := cause; {
+	case errors.Is(c, errClosing):
+		return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
+	case errors.Is(c, errRestarting):
+		return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonRestarting, c.Error())
+	case errors.Is(c, errFenced):
+		return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
+	case errors.Is(c, errUntrusted):
+		return speakerv1.StreamError(codes.Unauthenticated, speakerv1.ReasonUntrusted, c.Error())
+	}
+	return nil
 }
 
 // handle applies one instruction and answers it (heartbeats are answered
@@ -242,12 +250,14 @@ func (a *Agent) reportChanges(ctx context.Context, ch <-chan struct{}, sendIfCha
 	}
 }
 
-func (a *Agent) openStream(cancel context.CancelCauseFunc, chain []*x509.Certificate) uint64 {
+// openStream registers a stream; ending is why the agent no longer takes
+// streams (Close, Restart), nil while it does.
+func (a *Agent) openStream(cancel context.CancelCauseFunc, chain []*x509.Certificate) (id uint64, ending error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.nextStream++
 	a.streams[a.nextStream] = &streamState{cancel: cancel, chain: chain}
-	return a.nextStream
+	return a.nextStream, a.ending
 }
 
 func (a *Agent) closeStream(id uint64) {
