@@ -28,33 +28,11 @@ func WithBGP(b BGPSpeaker) Option { return func(a *Agent) { a.bgp = b } }
 // bgpTimeout bounds one reconciliation of the BGP side.
 const bgpTimeout = 10 * time.Second
 
-// applyBGPLocked brings the BGP side to what the instructions say: the
-// CCM's BGP set-up and the BGP advertisements of every VIP the node may
-// announce. An error is kept (and reported with the sessions) until a
-// later pass of Run succeeds.
-func (a *Agent) applyBGPLocked() {
-	if a.bgp == nil {
-		return
-	}
-	d, err := a.desiredBGPLocked()
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
-		err = a.bgp.Apply(ctx, d)
-		cancel()
-	}
-	if (err == nil) != (a.bgpErr == nil) || err != nil && err.Error() != a.bgpErr.Error() {
-		if err != nil {
-			a.log.Error(err, "Cannot apply the BGP set-up; retrying")
-		} else {
-			a.log.Info("BGP set-up applied", "peers", len(d.Peers), "routes", len(d.Exports))
-		}
-		a.notifyLocked()
-	}
-	a.bgpErr = err
-}
-
 // desiredBGPLocked is what the BGP side should hold.
 func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
+	if a.bgp == nil {
+		return bgp.Desired{}, nil
+	}
 	cfg := a.bgpCfg
 	if cfg == nil || len(cfg.GetPeers()) == 0 {
 		return bgp.Desired{}, nil
@@ -145,18 +123,27 @@ func bgpPeer(p *speakerv1.BGPPeer) (bgp.Peer, error) {
 	return peer, nil
 }
 
-// pollBGPLocked refreshes the reported sessions (and retries a failed
-// apply); it reports whether they changed.
-func (a *Agent) pollBGPLocked() bool {
+// pollBGP refreshes the reported sessions (and retries a failed apply);
+// it reports whether they changed. The caller holds a.applyMu, not a.mu.
+func (a *Agent) pollBGP() bool {
 	if a.bgp == nil {
 		return false
 	}
-	if a.bgpErr != nil {
-		a.applyBGPLocked()
+	a.mu.Lock()
+	failed := a.bgpErr != nil
+	d, derr := a.desiredBGPLocked()
+	a.mu.Unlock()
+	if failed {
+		berr := a.applyBGP(d, derr)
+		a.mu.Lock()
+		a.recordBGPLocked(d, berr)
+		a.mu.Unlock()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
 	ss, err := a.bgp.Sessions(ctx)
 	cancel()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var out []*speakerv1.BGPSessionStatus
 	if err != nil {
 		a.log.Error(err, "Cannot read the BGP sessions")

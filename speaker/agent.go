@@ -28,15 +28,22 @@ type Announcer interface {
 	Err() error
 	// Close withdraws everything and releases the interface.
 	Close() error
+	// Probe asks the LAN whether another host uses any of addrs (ARP
+	// probes, IPv6 duplicate address detection), all together, and
+	// returns the claims of those in use.
+	Probe(ctx context.Context, addrs []netip.Addr) (map[netip.Addr]Claim, error)
 }
 
-// AnnouncerFactory opens an Announcer on an interface.
-type AnnouncerFactory func(ifi *net.Interface) (Announcer, error)
+// AnnouncerFactory opens an Announcer on an interface; the announcer calls
+// onClaim when another host claims an address (never under its locks).
+type AnnouncerFactory func(ifi *net.Interface, onClaim func(Claim)) (Announcer, error)
 
 // Capabilities are what this speaker can do, listed in its reports (with
-// CapabilityBGP and CapabilityBGPMED when it has a BGP side, and
-// CapabilityReattest and CapabilityTrustBundle when it has credentials).
-var Capabilities = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}
+// CapabilityBGP and CapabilityBGPMED when it has a BGP side,
+// CapabilityReattest and CapabilityTrustBundle when it has credentials, and
+// CapabilityDataPlane when it checks the data plane).
+var Capabilities = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing,
+	speakerv1.CapabilityProbe, speakerv1.CapabilityYield, speakerv1.CapabilityRestart}
 
 // capabilities are what this agent can do.
 func (a *Agent) capabilities() []string {
@@ -46,6 +53,9 @@ func (a *Agent) capabilities() []string {
 	}
 	if a.creds != nil {
 		c = append(c, speakerv1.CapabilityReattest, speakerv1.CapabilityTrustBundle)
+	}
+	if a.dataPlane != nil {
+		c = append(c, speakerv1.CapabilityDataPlane)
 	}
 	return c
 }
@@ -66,6 +76,17 @@ type Agent struct {
 	allowed    []netip.Prefix // --allowed-cidrs; none: no limit
 	interfaces func(name string) (*net.Interface, error)
 	creds      Credentials // nil: no enrollment (tests)
+	now        func() time.Time
+	dataPlane  *DataPlaneHealth // nil: not checked
+	yieldKick  chan struct{}    // wakes the timers goroutine (see timers)
+	probeMin   time.Duration    // first re-probe of a VIP in CONFLICT
+	probeMax   time.Duration    // longest wait between its probes
+
+	// applyMu serializes what changes the announcers and the BGP side:
+	// applying instructions, Run's maintenance, yields and re-probes. Their
+	// socket writes, probes and gobgp calls run under applyMu but never
+	// under mu, so that heartbeats, reports and claims wait for no I/O.
+	applyMu sync.Mutex
 
 	mu         sync.Mutex
 	vips       map[netip.Addr]*vip
@@ -80,8 +101,13 @@ type Agent struct {
 	streams    map[uint64]*streamState // open Sync streams
 	trustGen   uint64                  // the creds' TrustGeneration the streams were checked at
 	closed     bool
+	ending     error         // why closed: errClosing or errRestarting
 	changed    chan struct{} // closed and replaced when the reported state changes
 	lastTick   time.Time     // last pass of Run, for liveness
+	heard      time.Time     // last instruction of the followed stream
+	hbInterval time.Duration // the followed stream's heartbeat interval; 0: never cut off
+	wasCut     bool          // cut off at the timers goroutine's last look
+	toYield    map[netip.Addr]bool
 
 	bgp         BGPSpeaker           // nil: no BGP
 	bgpCfg      *speakerv1.BGPConfig // the CCM's BGP set-up; nil: none
@@ -97,7 +123,28 @@ type vip struct {
 	refused    bool // the node must not announce it at all (see refuse)
 	bgpOnly    bool // no layer 2
 	bgp        []*speakerv1.BGPAdvertisement
+	state      vipState
+	claim      *Claim        // the last other host's claim since answering began (reported); nil: none
+	lastClaim  time.Time     // when another host last claimed it (claim is refreshed less often)
+	backoff    time.Duration // CONFLICT: wait before the next probe
+	probeAt    time.Time     // CONFLICT: when to probe again
 }
+
+// vipState is what a VIP's layer-2 side does besides answering.
+type vipState int
+
+const (
+	// stateAnnouncing: answered for (or FAILED when err is set).
+	stateAnnouncing vipState = iota
+	// stateConflict: a probe found the address in use; probed again at
+	// probeAt.
+	stateConflict
+	// stateYielded: given up to another host's claim while cut off.
+	stateYielded
+)
+
+// answering reports whether v is answered for over layer 2 somewhere.
+func (v *vip) answering() bool { return v.state == stateAnnouncing && len(v.announced) > 0 }
 
 // announcement is v as the CCM sent it, to apply again.
 func (v *vip) announcement(addr netip.Addr) *speakerv1.Announcement {
@@ -142,6 +189,11 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 		streams:    map[uint64]*streamState{},
 		changed:    make(chan struct{}),
 		lastTick:   time.Now(),
+		now:        time.Now,
+		yieldKick:  make(chan struct{}, 1),
+		toYield:    map[netip.Addr]bool{},
+		probeMin:   probeBackoffMin,
+		probeMax:   probeBackoffMax,
 	}
 	for _, o := range opts {
 		o(a)
@@ -162,7 +214,7 @@ func (a *Agent) Addresses() []netip.Addr {
 	defer a.mu.Unlock()
 	var out []netip.Addr
 	for addr, v := range a.vips {
-		if v.err == nil {
+		if v.err == nil && v.state == stateAnnouncing {
 			out = append(out, addr)
 		}
 	}
@@ -176,22 +228,32 @@ func (a *Agent) Addresses() []netip.Addr {
 // notification), the others are sent the withdrawals before their
 // sessions close. Later instructions are ignored.
 func (a *Agent) Close() error {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed {
+		a.mu.Unlock()
 		return nil
 	}
-	a.closed = true
-	for addr := range a.vips {
-		a.withdrawLocked(addr)
+	a.closed, a.ending = true, errClosing
+	var ops []vipOp
+	for addr, v := range a.vips {
+		ops = append(ops, vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)})
 	}
+	a.vips = map[netip.Addr]*vip{}
+	a.mu.Unlock()
+
+	a.perform(ops)
+	a.mu.Lock()
+	anns := a.announcers
+	a.announcers = map[string]*openAnnouncer{}
+	a.mu.Unlock()
 	var errs []error
-	for name, ann := range a.announcers {
+	for name, ann := range anns {
 		if err := ann.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing announcer on %s: %w", name, err))
 		}
 	}
-	a.announcers = map[string]*openAnnouncer{}
 	if a.bgp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
 		// A planned stop: peers with graceful restart keep the routes.
@@ -200,12 +262,36 @@ func (a *Agent) Close() error {
 		}
 		cancel()
 	}
+	a.mu.Lock()
 	for _, s := range a.streams {
 		s.cancel(errClosing)
 	}
 	a.notifyLocked()
+	a.mu.Unlock()
 	return errors.Join(errs...)
 }
+
+// Restart ends every stream with ReasonRestarting and ignores later
+// instructions, withdrawing nothing: the speaker process is about to exit
+// for a planned restart, and a new one on the same node takes over. Layer
+// 2 stops answering when the process exits; BGP sessions close with it,
+// without a notification, so that peers with graceful restart keep the
+// node's routes. It does not wait for an apply in progress.
+func (a *Agent) Restart() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	a.closed, a.ending = true, errRestarting
+	a.log.Info("Restarting: ending the CCM streams, withdrawing nothing", "vips", len(a.vips))
+	for _, s := range a.streams {
+		s.cancel(errRestarting)
+	}
+	a.notifyLocked()
+}
+
+var errRestarting = errors.New("the speaker is restarting; it withdrew nothing")
 
 var errClosing = errors.New("the speaker is shutting down")
 
@@ -233,14 +319,26 @@ func (a *Agent) reportLocked(id uint64, full bool) *speakerv1.Report {
 	for _, addr := range slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare) {
 		v := a.vips[addr]
 		st := &speakerv1.VIPStatus{Address: addr.String(), Interfaces: v.announced, State: speakerv1.VIPStatus_ANNOUNCING}
-		if v.err != nil {
+		switch {
+		case v.err != nil:
 			st.State = speakerv1.VIPStatus_FAILED
 			st.Error = v.err.Error()
+		case v.state == stateConflict:
+			st.State = speakerv1.VIPStatus_CONFLICT
+		case v.state == stateYielded:
+			st.State = speakerv1.VIPStatus_YIELDED
+		}
+		if c := v.claim; c != nil {
+			st.ClaimedBy = c.MAC.String()
+			st.ClaimedUnixMs = c.At.UnixMilli()
 		}
 		r.Vips = append(r.Vips, st)
 	}
 	r.Interfaces = a.interfacesLocked()
 	r.BgpSessions = a.bgpSessions
+	if a.dataPlane != nil {
+		r.DataPlane = a.dataPlane.Status()
+	}
 	return r
 }
 

@@ -27,9 +27,69 @@ type fakeAnnouncer struct {
 	addrs  map[netip.Addr]bool
 	fail   map[netip.Addr]error
 	closed bool
+
+	// inUse are the addresses other hosts answer probes for.
+	inUse     map[netip.Addr]net.HardwareAddr
+	probes    [][]netip.Addr // every Probe call's addresses
+	withdrawn int            // Withdraw calls
+	onClaim   func(Claim)
+	// block, when set, makes Announce wait until it is closed (after
+	// sending on blocked).
+	block   chan struct{}
+	blocked chan struct{}
+}
+
+func (f *fakeAnnouncer) Probe(_ context.Context, addrs []netip.Addr) (map[netip.Addr]Claim, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.probes = append(f.probes, slices.Clone(addrs))
+	out := map[netip.Addr]Claim{}
+	for _, a := range addrs {
+		if mac, ok := f.inUse[a]; ok {
+			out[a] = Claim{Addr: a, MAC: mac, Kind: "arp-reply", At: time.Now()}
+		}
+	}
+	return out, nil
+}
+
+// claim delivers another host's claim, as the responder's receiving
+// goroutine would.
+func (f *fakeAnnouncer) claim(addr string, mac net.HardwareAddr) {
+	f.mu.Lock()
+	fn := f.onClaim
+	f.mu.Unlock()
+	fn(Claim{Addr: netip.MustParseAddr(addr), MAC: mac, Kind: "arp-request", At: time.Now()})
+}
+
+func (f *fakeAnnouncer) probeCalls() [][]netip.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.probes)
+}
+
+// factory opens f on any interface.
+func (f *fakeAnnouncer) factory(_ *net.Interface, onClaim func(Claim)) (Announcer, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onClaim = onClaim
+	return f, nil
+}
+
+func newFakeAnnouncer() *fakeAnnouncer {
+	return &fakeAnnouncer{addrs: map[netip.Addr]bool{}, fail: map[netip.Addr]error{}, inUse: map[netip.Addr]net.HardwareAddr{}}
 }
 
 func (f *fakeAnnouncer) Announce(a netip.Addr) error {
+	f.mu.Lock()
+	block, blocked := f.block, f.blocked
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case blocked <- struct{}{}:
+		default:
+		}
+		<-block
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.fail[a]; err != nil {
@@ -42,6 +102,7 @@ func (f *fakeAnnouncer) Announce(a netip.Addr) error {
 func (f *fakeAnnouncer) Withdraw(a netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.withdrawn++
 	delete(f.addrs, a)
 	return nil
 }
@@ -73,9 +134,9 @@ func noLocalAddresses() (map[netip.Addr]string, error) { return map[netip.Addr]s
 // runs until the test ends.
 func newTestAgent(t *testing.T, opts ...Option) (*Agent, *fakeAnnouncer, speakerv1.SpeakerClient) {
 	t.Helper()
-	fa := &fakeAnnouncer{addrs: map[netip.Addr]bool{}, fail: map[netip.Addr]error{}}
+	fa := newFakeAnnouncer()
 	opts = append([]Option{WithLocalAddresses(noLocalAddresses)}, opts...)
-	agent := NewAgent("node-a", "lo", func(*net.Interface) (Announcer, error) { return fa, nil }, logr.Discard(), opts...)
+	agent := NewAgent("node-a", "lo", fa.factory, logr.Discard(), opts...)
 	return agent, fa, serve(t, agent)
 }
 

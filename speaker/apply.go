@@ -5,17 +5,21 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
 func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed {
+		a.mu.Unlock()
 		return nil
 	}
 	if err := a.acceptTermLocked(id, s.GetTerm(), s.GetLeader()); err != nil {
+		a.mu.Unlock()
 		a.log.Info("Refusing a snapshot of an older CCM leader", "leader", s.GetLeader(), "term", s.GetTerm(), "following", a.leader, "followingTerm", a.term)
 		return err
 	}
@@ -23,6 +27,9 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 		a.log.Info("CCM took over the speaker", "leader", s.GetLeader(), "term", s.GetTerm(), "version", s.GetVersion())
 	}
 	a.stream = id
+	a.heard = a.now()
+	a.hbInterval = time.Duration(s.GetHeartbeatIntervalMs()) * time.Millisecond
+	a.kick() // the cut-off deadline moved
 	want := map[netip.Addr]*speakerv1.Announcement{}
 	for _, an := range s.GetAnnouncements() {
 		addr, err := netip.ParseAddr(an.GetAddress())
@@ -32,43 +39,61 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 		}
 		want[addr] = an
 	}
+	var ops []vipOp
 	for addr := range a.vips {
 		if _, ok := want[addr]; !ok {
-			a.withdrawLocked(addr)
+			ops = append(ops, a.planWithdrawLocked(addr))
 		}
 	}
 	for addr, an := range want {
-		a.announceLocked(addr, an)
+		ops = append(ops, a.planAnnounceLocked(addr, an))
 	}
 	a.bgpCfg = s.GetBgp()
-	a.applyBGPLocked()
+	d, derr := a.desiredBGPLocked()
+	a.mu.Unlock()
+
+	a.perform(ops)
+	berr := a.applyBGP(d, derr)
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recordLocked(ops)
+	a.recordBGPLocked(d, berr)
 	a.applied = s.GetVersion()
 	a.notifyLocked()
 	return nil
 }
 
 func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed {
+		a.mu.Unlock()
 		return nil
 	}
 	if u.GetTerm() != 0 && u.GetTerm() < a.term {
+		a.mu.Unlock()
 		return fmt.Errorf("%w: update of term %d, but this speaker follows term %d of leader %q", errFenced, u.GetTerm(), a.term, a.leader)
 	}
 	if a.stream != id {
+		a.mu.Unlock()
 		return errors.New("another CCM has taken over this speaker; send a snapshot first")
 	}
 	if u.GetVersion() != a.applied+1 {
+		a.mu.Unlock()
 		return fmt.Errorf("update version %d does not follow applied version %d", u.GetVersion(), a.applied)
 	}
+	var ops []vipOp
 	for _, w := range u.GetWithdraw() {
 		addr, err := netip.ParseAddr(w)
 		if err != nil {
 			a.log.Error(err, "Ignoring withdrawal of a bad address", "address", w)
 			continue
 		}
-		a.withdrawLocked(addr)
+		if a.vips[addr] != nil {
+			ops = append(ops, a.planWithdrawLocked(addr))
+		}
 	}
 	for _, an := range u.GetAnnounce() {
 		addr, err := netip.ParseAddr(an.GetAddress())
@@ -76,21 +101,34 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 			a.log.Error(err, "Ignoring announcement with a bad address", "address", an.GetAddress(), "service", an.GetService())
 			continue
 		}
-		a.announceLocked(addr, an)
+		ops = append(ops, a.planAnnounceLocked(addr, an))
 	}
 	if u.GetBgp() != nil {
 		a.bgpCfg = u.GetBgp()
 	}
-	a.applyBGPLocked()
+	d, derr := a.desiredBGPLocked()
+	a.mu.Unlock()
+
+	a.perform(ops)
+	berr := a.applyBGP(d, derr)
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recordLocked(ops)
+	a.recordBGPLocked(d, berr)
 	a.applied = u.GetVersion()
 	a.notifyLocked()
 	return nil
 }
 
-// announceLocked makes addr announced exactly on the interfaces an names.
-// An address the speaker must not announce (an IPv4-mapped spelling, one
-// of this node's own addresses) is recorded as FAILED with the reason.
-func (a *Agent) announceLocked(addr netip.Addr, an *speakerv1.Announcement) {
+// planAnnounceLocked records an as what addr should be and plans making it
+// announced exactly on the interfaces an names: after a probe when an asks
+// for one and the VIP is not answered for now (or another host claimed it
+// since), not at all while it is in CONFLICT (the timers goroutine probes
+// it again), again after a yield. An address the speaker must not
+// announce (an IPv4-mapped spelling, one of this node's own addresses) is
+// recorded as FAILED with the reason.
+func (a *Agent) planAnnounceLocked(addr netip.Addr, an *speakerv1.Announcement) vipOp {
 	ifcs := slices.Clone(an.GetInterfaces())
 	if len(ifcs) == 0 {
 		ifcs = []string{a.defaultIfc}
@@ -109,39 +147,48 @@ func (a *Agent) announceLocked(addr netip.Addr, an *speakerv1.Announcement) {
 	v.bgp = an.GetBgp()
 	v.err = nil
 	v.refused = false
+	op := vipOp{addr: addr, v: v, service: v.service, answered: v.answering()}
 	if err := errors.Join(a.refuse(addr), a.refuseOutside(addr, v.bgp)); err != nil {
-		a.withdrawFromLocked(addr, v, nil)
-		v.announced = nil
+		op.withdraw = slices.Clone(v.announced)
 		v.err = err
 		v.refused = true
+		v.state, v.claim = stateAnnouncing, nil
 		a.log.Error(err, "Refusing to announce VIP", "address", addr, "service", v.service)
-		return
+		return op
 	}
 	if v.bgpOnly {
-		// Advertised over BGP only (applyBGPLocked): no ARP/NDP.
-		a.withdrawFromLocked(addr, v, nil)
-		v.announced = nil
-		return
+		// Advertised over BGP only (applyBGP): no ARP/NDP.
+		op.withdraw = slices.Clone(v.announced)
+		v.state, v.claim = stateAnnouncing, nil
+		return op
 	}
-	a.withdrawFromLocked(addr, v, ifcs)
-	var announced []string
-	var errs []error
-	for _, name := range ifcs {
-		ann, err := a.announcerLocked(name)
-		if err == nil {
-			err = ann.Announce(addr)
+	if v.state == stateConflict {
+		return op // not answered; probed again at v.probeAt
+	}
+	for _, name := range v.announced {
+		if slices.Contains(ifcs, name) {
+			op.keep = append(op.keep, name)
+		} else {
+			op.withdraw = append(op.withdraw, name)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("interface %s: %w", name, err))
-			continue
-		}
-		announced = append(announced, name)
 	}
-	v.announced = announced
-	if len(errs) > 0 {
-		v.err = errors.Join(errs...)
-		a.log.Error(v.err, "Cannot announce VIP", "address", addr, "service", v.service)
+	op.announce = true
+	op.ifcs = ifcs
+	// A yielded VIP the CCM still wants is announced again at once.
+	op.probe = an.GetProbe() && v.state != stateYielded && (!op.answered || v.claim != nil)
+	return op
+}
+
+// planWithdrawLocked forgets addr and plans its withdrawal.
+func (a *Agent) planWithdrawLocked(addr netip.Addr) vipOp {
+	v := a.vips[addr]
+	if v == nil {
+		return vipOp{addr: addr}
 	}
+	delete(a.vips, addr)
+	delete(a.toYield, addr)
+	a.log.Info("Withdrew VIP", "address", addr, "service", v.service)
+	return vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)}
 }
 
 // refuse says why addr must not be announced by this node, nil if it may.
@@ -172,29 +219,4 @@ func (a *Agent) heldLocked() map[netip.Addr]string {
 		a.held = held
 	}
 	return a.held
-}
-
-// withdrawFromLocked stops announcing addr on the interfaces it is
-// announced on but keep does not list.
-func (a *Agent) withdrawFromLocked(addr netip.Addr, v *vip, keep []string) {
-	for _, name := range v.announced {
-		if slices.Contains(keep, name) {
-			continue
-		}
-		if ann := a.announcers[name]; ann != nil {
-			if err := ann.Withdraw(addr); err != nil {
-				a.log.Error(err, "Withdrawing VIP", "address", addr, "interface", name)
-			}
-		}
-	}
-}
-
-func (a *Agent) withdrawLocked(addr netip.Addr) {
-	v := a.vips[addr]
-	if v == nil {
-		return
-	}
-	a.withdrawFromLocked(addr, v, nil)
-	delete(a.vips, addr)
-	a.log.Info("Withdrew VIP", "address", addr, "service", v.service)
 }

@@ -36,8 +36,9 @@ var fuzzAgent struct {
 // startFuzzAgent starts the agent and its gRPC server on loopback, for the
 // life of the process.
 func startFuzzAgent() {
-	fa := &fakeAnnouncer{addrs: map[netip.Addr]bool{}, fail: map[netip.Addr]error{fuzzFailing: errors.New("injected failure")}}
-	agent := NewAgent("node-a", "lo", func(*net.Interface) (Announcer, error) { return fa, nil }, logr.Discard(), WithLocalAddresses(noLocalAddresses))
+	fa := newFakeAnnouncer()
+	fa.fail[fuzzFailing] = errors.New("injected failure")
+	agent := NewAgent("node-a", "lo", fa.factory, logr.Discard(), WithLocalAddresses(noLocalAddresses))
 	go agent.Run(context.Background())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,7 +97,7 @@ func FuzzAgentInstructions(f *testing.F) {
 			if err := s.Send(in); err != nil {
 				return
 			}
-			r, err := settle(s, uint64(i+1), last)
+			r, err := settle(s, version)
 			if err != nil {
 				return // refused: the stream ended
 			}
@@ -127,24 +128,18 @@ func pick(b, i uint8) []string {
 	return out
 }
 
-// settle sends heartbeat seq after an instruction and reads up to its
-// answer: reports come in order, so the last full one before it (or prev,
-// when the instruction changed nothing) is the agent's state after the
-// instruction.
-func settle(s speakerv1.Speaker_SyncClient, seq uint64, prev *speakerv1.Report) (*speakerv1.Report, error) {
-	if err := s.Send(&speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: &speakerv1.Heartbeat{Seq: seq}}}); err != nil {
-		return nil, err
-	}
+// settle reads up to the answer to the instruction of version v (the
+// first full report that applied it): the agent's state after it.
+// Heartbeats are answered at once, even while an instruction is applied,
+// so they cannot tell when it is done.
+func settle(s speakerv1.Speaker_SyncClient, v uint64) (*speakerv1.Report, error) {
 	for {
 		r, err := s.Recv()
 		if err != nil {
 			return nil, err
 		}
-		if r.GetFull() {
-			prev = r
-		}
-		if r.GetHeartbeatSeq() == seq {
-			return prev, nil
+		if r.GetFull() && r.GetAppliedVersion() == v {
+			return r, nil
 		}
 	}
 }

@@ -2,7 +2,6 @@ package speaker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -51,30 +50,6 @@ func NodeAddresses() (map[netip.Addr]string, error) {
 	return out, nil
 }
 
-// announcerLocked returns the announcer of interface name, opening it if
-// needed.
-func (a *Agent) announcerLocked(name string) (Announcer, error) {
-	if ann := a.announcers[name]; ann != nil {
-		return ann, nil
-	}
-	if name == "" {
-		return nil, errors.New("no interface: the speaker found no interface holding the node IP; set --interface")
-	}
-	ifi, err := a.interfaces(name)
-	if err != nil {
-		a.openErr[name] = err
-		return nil, err
-	}
-	ann, err := a.open(ifi)
-	if err != nil {
-		a.openErr[name] = err
-		return nil, err
-	}
-	delete(a.openErr, name)
-	a.announcers[name] = &openAnnouncer{Announcer: ann, index: ifi.Index}
-	return ann, nil
-}
-
 // maintainInterval is how often Run checks the interfaces.
 const maintainInterval = 500 * time.Millisecond
 
@@ -85,37 +60,57 @@ const maintainInterval = 500 * time.Millisecond
 // node's addresses changed, and reports interface health changes to the
 // CCM. Live fails when Run stops making passes.
 func (a *Agent) Run(ctx context.Context) {
+	go a.timers(ctx)
 	t := time.NewTicker(maintainInterval)
 	defer t.Stop()
 	var last string
 	var lastHealth []*speakerv1.InterfaceStatus
 	for {
 		fp := fingerprint()
-		a.mu.Lock()
-		a.lastTick = time.Now()
-		if !a.closed {
-			reopened := a.reopenLocked()
-			if fp != last || reopened || a.returnedLocked() {
-				a.held = nil
-				a.retryFailedLocked()
-				last = fp
-			}
-			health := a.interfacesLocked()
-			if !equalStatuses(health, lastHealth) {
-				lastHealth = health
-				a.notifyLocked()
-			}
-			if a.pollBGPLocked() {
-				a.notifyLocked()
-			}
-		}
-		a.mu.Unlock()
+		a.maintain(fp, &last, &lastHealth)
 		a.recheckTrust() // a re-read mounted bundle
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// maintain is one pass of Run. Like an apply it holds a.applyMu
+// throughout and a.mu only between its I/O.
+func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.InterfaceStatus) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	a.mu.Lock()
+	a.lastTick = time.Now()
+	closed := a.closed
+	a.mu.Unlock()
+	if closed {
+		return
+	}
+	reopened := a.reopen()
+	a.mu.Lock()
+	returned := a.returnedLocked()
+	a.mu.Unlock()
+	if fp != *last || reopened || returned {
+		a.mu.Lock()
+		a.held = nil
+		a.mu.Unlock()
+		a.retryFailed()
+		*last = fp
+	}
+	a.mu.Lock()
+	health := a.interfacesLocked()
+	if !equalStatuses(health, *lastHealth) {
+		*lastHealth = health
+		a.notifyLocked()
+	}
+	a.mu.Unlock()
+	if a.pollBGP() {
+		a.mu.Lock()
+		a.notifyLocked()
+		a.mu.Unlock()
 	}
 }
 
@@ -140,12 +135,15 @@ func fingerprint() string {
 	return b.String()
 }
 
-// reopenLocked closes the announcers whose interface is gone or was
+// reopen closes the announcers whose interface is gone or was
 // re-created, and announces their VIPs again on the new interface. It
-// reports whether it closed any.
-func (a *Agent) reopenLocked() bool {
-	closed := false
-	for name, ann := range a.announcers {
+// reports whether it closed any. The caller holds a.applyMu, not a.mu.
+func (a *Agent) reopen() bool {
+	a.mu.Lock()
+	anns := maps.Clone(a.announcers)
+	a.mu.Unlock()
+	var gone []string
+	for name, ann := range anns {
 		ifi, err := a.interfaces(name)
 		if err == nil && ifi.Index == ann.index {
 			continue
@@ -158,16 +156,29 @@ func (a *Agent) reopenLocked() bool {
 		if cerr := ann.Close(); cerr != nil {
 			a.log.Error(cerr, "Closing announcer", "interface", name)
 		}
+		gone = append(gone, name)
+	}
+	if len(gone) == 0 {
+		return false
+	}
+	a.mu.Lock()
+	var ops []vipOp
+	for _, name := range gone {
 		delete(a.announcers, name)
-		closed = true
-		for addr, v := range a.vips {
-			if slices.Contains(v.announced, name) {
-				v.announced = slices.DeleteFunc(slices.Clone(v.announced), func(n string) bool { return n == name })
-				a.announceLocked(addr, v.announcement(addr))
-			}
+	}
+	for addr, v := range a.vips {
+		kept := slices.DeleteFunc(slices.Clone(v.announced), func(n string) bool { return slices.Contains(gone, n) })
+		if len(kept) != len(v.announced) {
+			v.announced = kept
+			ops = append(ops, a.planAnnounceLocked(addr, v.announcement(addr)))
 		}
 	}
-	return closed
+	a.mu.Unlock()
+	a.perform(ops)
+	a.mu.Lock()
+	a.recordLocked(ops)
+	a.mu.Unlock()
+	return true
 }
 
 // returnedLocked reports whether an interface that could not be opened
@@ -181,18 +192,30 @@ func (a *Agent) returnedLocked() bool {
 	return false
 }
 
-// retryFailedLocked announces again the VIPs that failed.
-func (a *Agent) retryFailedLocked() {
+// retryFailed announces again the VIPs that failed, and applies the BGP
+// side again (a VIP no longer refused is advertised now). The caller
+// holds a.applyMu, not a.mu.
+func (a *Agent) retryFailed() {
+	a.mu.Lock()
+	var ops []vipOp
 	for addr, v := range a.vips {
-		if v.err == nil {
-			continue
-		}
-		a.announceLocked(addr, v.announcement(addr))
-		if v.err == nil {
-			a.log.Info("VIP recovered", "address", addr, "service", v.service)
+		if v.err != nil && v.state == stateAnnouncing {
+			ops = append(ops, a.planAnnounceLocked(addr, v.announcement(addr)))
 		}
 	}
-	a.applyBGPLocked() // a VIP no longer refused is advertised now
+	d, derr := a.desiredBGPLocked()
+	a.mu.Unlock()
+	a.perform(ops)
+	berr := a.applyBGP(d, derr)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recordLocked(ops)
+	for _, op := range ops {
+		if op.v != nil && op.v.err == nil {
+			a.log.Info("VIP recovered", "address", op.addr, "service", op.service)
+		}
+	}
+	a.recordBGPLocked(d, berr)
 	a.notifyLocked()
 }
 

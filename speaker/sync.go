@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -19,7 +20,16 @@ type streamState struct {
 	cancel  context.CancelCauseFunc
 	ignored uint64              // instructions of unknown kinds
 	chain   []*x509.Certificate // what the CCM presented in the TLS handshake
+	// lastHeard is when the stream last sent an instruction (heartbeats
+	// included).
+	lastHeard time.Time
 }
+
+// instructionQueue bounds the instructions read from a stream but not yet
+// applied: the receive goroutine answers heartbeats while an apply runs,
+// and stops reading (gRPC flow control then holds the CCM) only when this
+// many wait.
+const instructionQueue = 256
 
 // errFenced is returned for instructions of a leader older than the one
 // the speaker follows.
@@ -36,8 +46,11 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	chain := peerChain(stream.Context())
-	id := a.openStream(cancel, chain)
+	id, ending := a.openStream(cancel, chain)
 	defer a.closeStream(id)
+	if ending != nil {
+		return endStatus(ending) // stopping: no new streams
+	}
 	// Checked again now that the stream is registered: a trust change
 	// after the handshake but before then is not missed (recheckTrust).
 	if err := a.verifyStream(chain); err != nil {
@@ -73,6 +86,9 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	}
 	// The first report offers the enrollment token; later ones compare
 	// with it as if it had none.
+	a.mu.Lock()
+	changed := a.changed // before the first report: no change is missed
+	a.mu.Unlock()
 	first := a.report(id, true)
 	offer := proto.CloneOf(first)
 	offer.Enrollment = a.enrollment()
@@ -82,9 +98,9 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	sendMu.Lock()
 	lastFull = first
 	sendMu.Unlock()
-	go a.reportChanges(ctx, sendIfChanged)
+	go a.reportChanges(ctx, changed, sendIfChanged)
 
-	instructions := make(chan *speakerv1.Instruction)
+	instructions := make(chan *speakerv1.Instruction, instructionQueue)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -92,6 +108,19 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			a.heardFrom(id)
+			if hb, ok := in.GetKind().(*speakerv1.Instruction_Heartbeat); ok {
+				// Answered at once, never behind an apply: the CCM
+				// counts a late answer as a lost speaker.
+				instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
+				r := a.report(id, false)
+				r.HeartbeatSeq = hb.Heartbeat.GetSeq()
+				if err := send(r); err != nil {
+					recvErr <- err
+					return
+				}
+				continue
 			}
 			select {
 			case instructions <- in:
@@ -104,15 +133,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 		var in *speakerv1.Instruction
 		select {
 		case <-ctx.Done():
-			switch c := context.Cause(ctx); {
-			case errors.Is(c, errClosing):
-				return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
-			case errors.Is(c, errFenced):
-				return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
-			case errors.Is(c, errUntrusted):
-				return speakerv1.StreamError(codes.Unauthenticated, speakerv1.ReasonUntrusted, c.Error())
-			}
-			return nil
+			return endStatus(context.Cause(ctx))
 		case err := <-recvErr:
 			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 				return nil
@@ -126,14 +147,25 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	}
 }
 
-// handle applies one instruction and answers it.
+// endStatus is the status a stream ended by cause ends with.
+func endStatus(cause error) error {
+	switch c := cause; {
+	case errors.Is(c, errClosing):
+		return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonShuttingDown, c.Error())
+	case errors.Is(c, errRestarting):
+		return speakerv1.StreamError(codes.Unavailable, speakerv1.ReasonRestarting, c.Error())
+	case errors.Is(c, errFenced):
+		return speakerv1.StreamError(codes.FailedPrecondition, speakerv1.ReasonFenced, c.Error())
+	case errors.Is(c, errUntrusted):
+		return speakerv1.StreamError(codes.Unauthenticated, speakerv1.ReasonUntrusted, c.Error())
+	}
+	return nil
+}
+
+// handle applies one instruction and answers it (heartbeats are answered
+// by Sync's receive goroutine).
 func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv1.Report) error) error {
 	switch k := in.GetKind().(type) {
-	case *speakerv1.Instruction_Heartbeat:
-		instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
-		r := a.report(id, false)
-		r.HeartbeatSeq = k.Heartbeat.GetSeq()
-		return send(r)
 	case *speakerv1.Instruction_Snapshot:
 		if err := a.applySnapshot(id, k.Snapshot); err != nil {
 			instructionsTotal.WithLabelValues("snapshot", resultOf(err)).Inc()
@@ -198,30 +230,34 @@ func resultOf(err error) string {
 	return "refused"
 }
 
-// reportChanges sends a report whenever the agent's state changes, until
-// ctx ends.
-func (a *Agent) reportChanges(ctx context.Context, sendIfChanged func() error) {
+// reportChanges sends a report whenever the agent's state changes (ch,
+// then the channels that replace it, close), until ctx ends.
+func (a *Agent) reportChanges(ctx context.Context, ch <-chan struct{}, sendIfChanged func() error) {
 	for {
-		a.mu.Lock()
-		ch := a.changed
-		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
 		}
+		// The next channel before the report: a change after the report
+		// was taken closes it, and is not missed.
+		a.mu.Lock()
+		ch = a.changed
+		a.mu.Unlock()
 		if err := sendIfChanged(); err != nil {
 			return
 		}
 	}
 }
 
-func (a *Agent) openStream(cancel context.CancelCauseFunc, chain []*x509.Certificate) uint64 {
+// openStream registers a stream; ending is why the agent no longer takes
+// streams (Close, Restart), nil while it does.
+func (a *Agent) openStream(cancel context.CancelCauseFunc, chain []*x509.Certificate) (id uint64, ending error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.nextStream++
 	a.streams[a.nextStream] = &streamState{cancel: cancel, chain: chain}
-	return a.nextStream
+	return a.nextStream, a.ending
 }
 
 func (a *Agent) closeStream(id uint64) {

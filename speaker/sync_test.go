@@ -192,10 +192,10 @@ func TestReopensRecreatedInterface(t *testing.T) {
 	var mu sync.Mutex
 	var opened []*fakeAnnouncer
 	var indexes []int
-	openFn := func(ifi *net.Interface) (Announcer, error) {
+	openFn := func(ifi *net.Interface, _ func(Claim)) (Announcer, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		fa := &fakeAnnouncer{addrs: map[netip.Addr]bool{}, fail: map[netip.Addr]error{}}
+		fa := newFakeAnnouncer()
 		opened = append(opened, fa)
 		indexes = append(indexes, ifi.Index)
 		return fa, nil

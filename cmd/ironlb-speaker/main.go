@@ -28,7 +28,6 @@ import (
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/bgp"
-	"github.com/ironlb/ironlb/speaker/layer2"
 )
 
 // DefaultPort is where speakers listen for the CCM; DefaultHealthPort
@@ -42,6 +41,7 @@ const (
 type options struct {
 	node, nodeIP, ifc, listen, health string
 	caFile, tokenFile                 string
+	kubeProxyHealthz                  string
 	port, healthPort                  int
 	allowedCIDRs, ccmCIDRs            []string
 	debugEndpoints, showVersion       bool
@@ -62,6 +62,7 @@ func main() {
 	fs.BoolVar(&o.debugEndpoints, "debug-endpoints", false, "also serve /announcements (the VIPs this node announces) and /bgp (BGP sessions, routes per peer, last errors) on the plain-HTTP port; anyone who reaches it reads them, so leave off except while debugging")
 	fs.StringSliceVar(&o.allowedCIDRs, "allowed-cidrs", nil, "announce and advertise only addresses inside these CIDRs, whatever a CCM says (defence in depth; default: no limit)")
 	fs.StringSliceVar(&o.ccmCIDRs, "ccm-cidrs", nil, "addresses the CCM connects from (the control-plane nodes'): their connections have handshake slots no other source can take (default: none; the sources of CCMs that connected are remembered)")
+	fs.StringVar(&o.kubeProxyHealthz, "kube-proxy-healthz-url", speaker.DefaultKubeProxyHealthzURL, `kube-proxy's health check: once it has answered healthy, the CCM moves this node's VIPs elsewhere while it does not (the node cannot deliver their traffic); "" turns the check off`)
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	logCfg := logsapi.NewLoggingConfiguration()
 	gate := featuregate.NewFeatureGate()
@@ -85,14 +86,32 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ironlb-speaker:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-sigs
+		signal.Stop(sigs)
+		if sig == syscall.SIGTERM {
+			cancel(errTerminated)
+		} else {
+			cancel(errInterrupted)
+		}
+	}()
 	if err := run(ctx, o); err != nil {
 		klog.ErrorS(err, "Speaker failed")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	klog.Flush()
 }
+
+// The causes of ctx's end in run: SIGTERM (the kubelet stops the pod: a
+// rolling restart, most often) or SIGINT (stopped by hand).
+var (
+	errTerminated  = errors.New("SIGTERM")
+	errInterrupted = errors.New("SIGINT")
+)
 
 func run(ctx context.Context, o options) error {
 	log := klog.Background().WithValues("node", o.node)
@@ -128,11 +147,20 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("preparing TLS: %w", err)
 	}
-	agent := speaker.NewAgent(o.node, ifc, func(ifi *net.Interface) (speaker.Announcer, error) {
-		return layer2.NewResponder(ifi, layer2.WithLogger(log.WithName("layer2").WithValues("interface", ifi.Name)))
-	}, log, speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed), speaker.WithCredentials(creds))
+	agentOpts := []speaker.Option{speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed), speaker.WithCredentials(creds)}
+	var dataPlane *speaker.DataPlaneHealth
+	if o.kubeProxyHealthz != "" {
+		dataPlane = speaker.NewDataPlaneHealth(o.kubeProxyHealthz, log.WithName("data-plane"))
+		agentOpts = append(agentOpts, speaker.WithDataPlane(dataPlane))
+	} else {
+		log.Info("kube-proxy health check off (--kube-proxy-healthz-url=\"\"): the node's data plane is not checked")
+	}
+	agent := speaker.NewAgent(o.node, ifc, layer2Factory(log), log, agentOpts...)
 
 	go agent.Run(ctx)
+	if dataPlane != nil {
+		go dataPlane.Run(ctx)
+	}
 
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -160,13 +188,22 @@ func run(ctx context.Context, o options) error {
 
 	select {
 	case <-ctx.Done():
-		log.Info("Shutting down: withdrawing every VIP")
 	case err = <-serveErr:
 	}
-	// Withdraw first: once the process is gone nobody answers anyway, and
-	// the CCM sees the stream end and moves the VIPs.
-	if cerr := agent.Close(); cerr != nil {
-		log.Error(cerr, "Withdrawing")
+	if errors.Is(context.Cause(ctx), errTerminated) {
+		// A planned stop (a rolling restart, most often): withdraw
+		// nothing; the CCM keeps the VIPs here while the node is up and
+		// the new process takes over. Layer 2 stops answering as the
+		// process exits; BGP sessions close without a notification.
+		log.Info("SIGTERM: restarting; ending the CCM streams, withdrawing nothing")
+		agent.Restart()
+	} else {
+		// Withdraw first: once the process is gone nobody answers
+		// anyway, and the CCM sees the stream end and moves the VIPs.
+		log.Info("Shutting down: withdrawing every VIP", "cause", context.Cause(ctx))
+		if cerr := agent.Close(); cerr != nil {
+			log.Error(cerr, "Withdrawing")
+		}
 	}
 	// Let the streams end with their status (the CCM learns the speaker
 	// shut down and withdrew, rather than that it was lost), but do not

@@ -63,7 +63,7 @@ func TestBGPSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := e.credentials("node-a", "node-a")
-	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface) (speaker.Announcer, error) {
+	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
 	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithBGP(fb), speaker.WithCredentials(creds))
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))

@@ -136,7 +136,7 @@ func (e *env) startStolen(node string, impl speakerv1.SpeakerServer) (*speaker.A
 		e.t.Fatal(err)
 	}
 	creds := e.credentials(node, node)
-	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) {
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
 	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))

@@ -69,7 +69,7 @@ func (e *env) startCounted(node string, creds *pki.NodeCredentials, deaf bool) *
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) {
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
 	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 	c := &countingSpeaker{agent: agent, deaf: deaf}

@@ -80,7 +80,7 @@ func TestLegacySpeakerRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface) (speaker.Announcer, error) {
+	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
 	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 	legacy := &legacySpeaker{agent: agent}
@@ -164,7 +164,7 @@ func TestUnaskedTokensIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface) (speaker.Announcer, error) {
+	agent := speaker.NewAgent("node-a", "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
 	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 	chatty := &chattySpeaker{agent: agent, token: fakeTokenPrefix + "node-a"}

@@ -53,6 +53,11 @@ func (f *fakeAnnouncer) Withdraw(a netip.Addr) error {
 func (f *fakeAnnouncer) Err() error   { return nil }
 func (f *fakeAnnouncer) Close() error { return nil }
 
+// Probe finds every address free.
+func (f *fakeAnnouncer) Probe(context.Context, []netip.Addr) (map[netip.Addr]speaker.Claim, error) {
+	return nil, nil
+}
+
 // testSpeaker is a real speaker.Agent behind a real mTLS gRPC server on
 // loopback, reached through a proxy that can go silent.
 type testSpeaker struct {
@@ -159,7 +164,7 @@ func (e *env) startSpeakerWith(node string, creds *pki.NodeCredentials) *testSpe
 		e.t.Fatal(err)
 	}
 	ann := &fakeAnnouncer{addrs: map[netip.Addr]bool{}}
-	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) { return ann, nil }, logr.Discard(),
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) { return ann, nil }, logr.Discard(),
 		speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
 	speakerv1.RegisterSpeakerServer(srv, agent)
