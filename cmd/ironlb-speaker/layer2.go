@@ -1,5 +1,3 @@
-// TEMPORARY build tag: remove the line above (and delete layer2_tmp.go)
-// once speaker/layer2 has WithClaims and Responder.Probe (issue 21, WP-A).
 
 package main
 
