@@ -27,6 +27,7 @@ type scriptedSpeaker struct {
 	node  string
 	first func() *speakerv1.Report
 	next  func() *speakerv1.Report
+	caps  []string // reported on heartbeat answers; nil: layer2 and fencing
 
 	stop    chan struct{}
 	once    sync.Once
@@ -86,7 +87,11 @@ func (s *scriptedSpeaker) Sync(stream speakerv1.Speaker_SyncServer) error {
 // report is a report of a speaker that works: full or not, nothing else
 // set.
 func (s *scriptedSpeaker) report(full bool) *speakerv1.Report {
-	r := &speakerv1.Report{Node: s.node, Version: "v0.0.0", Capabilities: []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}}
+	caps := s.caps
+	if caps == nil {
+		caps = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}
+	}
+	r := &speakerv1.Report{Node: s.node, Version: "v0.0.0", Capabilities: caps}
 	if full {
 		r.Full = true
 		r.Interfaces = []*speakerv1.InterfaceStatus{{Name: "eth0", Up: true, Default: true}}
