@@ -208,7 +208,9 @@ func TestRestartingSpeaker(t *testing.T) {
 // TestClassifyDial: what a failed dial says of a restarting speaker's
 // host, by the error's type.
 func TestClassifyDial(t *testing.T) {
-	op := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)} }
+	op := func(err error) error {
+		return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+	}
 	for _, tc := range []struct {
 		name string
 		err  error
