@@ -133,15 +133,14 @@ func TestClaimsReachState(t *testing.T) {
 	e := newEnv(t)
 	_, held := allocatedVIPs(5)
 	next := make(chan *speakerv1.Report, 4)
-	sp := e.startScripted(node, claimsReport, func() *speakerv1.Report {
+	e.startScripted(node, claimsReport, func() *speakerv1.Report {
 		select {
 		case r := <-next:
 			return r
 		default:
 			return nil
 		}
-	})
-	sp.caps = claimsReport().GetCapabilities()
+	}, claimsReport().GetCapabilities()...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m := e.managerWith(ctx, Options{Heartbeat: 50 * time.Millisecond, Misses: 5, Leader: "test", Allocated: held})

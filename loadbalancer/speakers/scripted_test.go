@@ -99,11 +99,12 @@ func (s *scriptedSpeaker) report(full bool) *speakerv1.Report {
 	return r
 }
 
-// startScripted starts node's scripted speaker; halted at the end of the
+// startScripted starts node's scripted speaker, reporting caps on its
+// heartbeat answers (none: layer2 and fencing); halted at the end of the
 // test.
-func (e *env) startScripted(node string, first, next func() *speakerv1.Report) *scriptedSpeaker {
+func (e *env) startScripted(node string, first, next func() *speakerv1.Report, caps ...string) *scriptedSpeaker {
 	e.t.Helper()
-	s := &scriptedSpeaker{node: node, first: first, next: next, stop: make(chan struct{})}
+	s := &scriptedSpeaker{node: node, first: first, next: next, caps: caps, stop: make(chan struct{})}
 	s.agent, s.creds = e.startStolen(node, s)
 	e.t.Cleanup(s.halt)
 	return s
