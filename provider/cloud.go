@@ -126,9 +126,10 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		Host:      hostname,
 		Liveness:  c.live,
 		Speakers: speakers.Options{
-			Port:      c.config.Speakers.Port,
-			Heartbeat: c.config.Speakers.HeartbeatInterval.Duration,
-			Misses:    c.config.Speakers.HeartbeatMisses,
+			Port:         c.config.Speakers.Port,
+			Heartbeat:    c.config.Speakers.HeartbeatInterval.Duration,
+			Misses:       c.config.Speakers.HeartbeatMisses,
+			RestartGrace: c.config.Speakers.RestartGrace.Duration,
 		},
 		Planner: planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration, LocalRebalanceDelay: c.config.Speakers.LocalRebalanceDelay.Duration},
 	})

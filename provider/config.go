@@ -24,8 +24,9 @@ import (
 //	  defaultInstanceType: bare-metal
 //	speakers:
 //	  port: 7473
-//	  heartbeatInterval: 200ms
-//	  heartbeatMisses: 5
+//	  heartbeatInterval: 75ms
+//	  heartbeatMisses: 3
+//	  restartGrace: 30s
 //	  settleWindow: 5s
 //	  localRebalanceDelay: 30s
 //	  secretNamespace: ironlb-system
@@ -40,11 +41,16 @@ type Config struct {
 type SpeakersConfig struct {
 	// Port the speakers listen on (default 7473).
 	Port int `json:"port,omitempty"`
-	// HeartbeatInterval between heartbeats on each stream (default 200ms).
+	// HeartbeatInterval between heartbeats on each stream (default 75ms).
 	HeartbeatInterval metav1.Duration `json:"heartbeatInterval,omitempty"`
 	// HeartbeatMisses is how many intervals a speaker may stay silent
-	// before its VIPs move (default 5: a lost node is detected in ~1 s).
+	// before its VIPs move (default 3: a lost node is detected after
+	// 225 ms of silence).
 	HeartbeatMisses int `json:"heartbeatMisses,omitempty"`
+	// RestartGrace is how long the VIPs of a speaker that said it is
+	// restarting stay on its node while its host refuses connections
+	// (default 30s).
+	RestartGrace metav1.Duration `json:"restartGrace,omitempty"`
 	// SettleWindow is how long VIPs stay on their speakers when most
 	// speakers are lost at once (likely the CCM's own network), before
 	// those still lost lose their VIPs (default 5s).
@@ -114,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if d := sp.HeartbeatInterval.Duration; d < 0 || (d > 0 && d < 10*time.Millisecond) || d > time.Minute {
 		problems = append(problems, fmt.Sprintf("speakers.heartbeatInterval %s: must be between 10ms and 1m", d))
+	}
+	if d := sp.RestartGrace.Duration; d < 0 || (d > 0 && d < time.Second) || d > 10*time.Minute {
+		problems = append(problems, fmt.Sprintf("speakers.restartGrace %s: must be between 1s and 10m", d))
 	}
 	if sp.HeartbeatMisses < 0 || sp.HeartbeatMisses > 100 {
 		problems = append(problems, fmt.Sprintf("speakers.heartbeatMisses %d: must be between 1 and 100", sp.HeartbeatMisses))

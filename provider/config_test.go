@@ -38,6 +38,13 @@ func TestParseConfig(t *testing.T) {
 			want:  Config{Speakers: SpeakersConfig{LocalRebalanceDelay: metav1.Duration{Duration: -time.Second}}},
 		},
 		{name: "local rebalance too soon", input: "speakers:\n  localRebalanceDelay: 100ms\n", wantErr: "speakers.localRebalanceDelay 100ms: must be between 1s and 1h"},
+		{
+			name:  "restart grace",
+			input: "speakers:\n  restartGrace: 45s\n",
+			want:  Config{Speakers: SpeakersConfig{RestartGrace: metav1.Duration{Duration: 45 * time.Second}}},
+		},
+		{name: "restart grace too short", input: "speakers:\n  restartGrace: 100ms\n", wantErr: "speakers.restartGrace 100ms: must be between 1s and 10m"},
+		{name: "restart grace too long", input: "speakers:\n  restartGrace: 1h\n", wantErr: "speakers.restartGrace 1h0m0s: must be between 1s and 10m"},
 		{name: "bad heartbeat", input: "speakers:\n  heartbeatInterval: 1ms\n", wantErr: "speakers.heartbeatInterval 1ms: must be between 10ms and 1m"},
 		{name: "bad duration", input: "speakers:\n  heartbeatInterval: soon\n", wantErr: "parsing cloud config"},
 		{name: "bad port", input: "speakers:\n  port: 70000\n", wantErr: "speakers.port 70000"},

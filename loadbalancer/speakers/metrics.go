@@ -41,6 +41,16 @@ var (
 		Help:           "Times a node's Established BGP session with the peer went down, as its speaker reported.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"node", "peer"})
+	heartbeatsSent = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "heartbeats_sent_total",
+		Help:           "Heartbeats the CCM wrote on its streams to the speakers (every speaker answers each with a report).",
+		StabilityLevel: metrics.ALPHA,
+	})
+	reportsReceived = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "reports_received_total",
+		Help:           "Reports the CCM read from the speakers' streams (heartbeat answers included).",
+		StabilityLevel: metrics.ALPHA,
+	})
 	reportItemsIgnored = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "speaker", Name: "report_items_ignored_total",
 		Help:           "Parts of a node's speaker's reports the CCM did not take in: reports merged into the next because they came too fast (RateLimited), VIPs it did not allocate (UnknownVIP), BGP sessions with peers it did not configure on the node (UnknownPeer).",
@@ -74,7 +84,7 @@ func deleteNodeSeries(node string, peers []*speakerv1.BGPPeer) {
 }
 
 // managerMetrics reports the sessions' state at scrape time.
-var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps, reportItemsIgnored)
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps, reportItemsIgnored, heartbeatsSent, reportsReceived)
 
 func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {

@@ -69,14 +69,14 @@ func (s *session) nodeVIPs() map[netip.Addr]bool {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	vips := make(map[netip.Addr]bool, s.nodeVIPCount())
-	for _, set := range []func(func(string) bool){maps.Keys(s.desired), maps.Keys(s.dirty), maps.Keys(s.state.Failed)} {
+	for _, set := range []func(func(string) bool){maps.Keys(s.desired), maps.Keys(s.dirty), maps.Keys(s.state.Failed), maps.Keys(s.state.Conflicts), maps.Keys(s.state.Claimed)} {
 		for a := range set {
 			if addr, err := netip.ParseAddr(a); err == nil {
 				vips[addr] = true
 			}
 		}
 	}
-	for _, a := range slices.Concat(s.state.Initial, s.state.Announcing) {
+	for _, a := range slices.Concat(s.state.Initial, s.state.Announcing, s.state.Yielded) {
 		vips[a] = true
 	}
 	return vips
@@ -84,7 +84,8 @@ func (s *session) nodeVIPs() map[netip.Addr]bool {
 
 // nodeVIPCount bounds the number of nodeVIPs; m.mu is held.
 func (s *session) nodeVIPCount() int {
-	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + len(s.state.Announcing)
+	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + len(s.state.Announcing) +
+		len(s.state.Conflicts) + len(s.state.Claimed) + len(s.state.Yielded)
 }
 
 // apply takes in the summary of a report of stream gen; m.mu is taken.
@@ -130,6 +131,10 @@ func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) bool {
 	}
 	s.state.Connected = true
 	s.state.Reported = true
+	if s.state.Restarting {
+		s.state.Restarting = false
+		*lines = append(*lines, logLine{always: true, msg: "Restarted speaker is back"})
+	}
 	if s.draining && s.state.Applied >= s.state.Sent && len(s.dirty) == 0 && len(s.state.Announcing) == 0 {
 		s.closeDrained()
 	}
@@ -167,17 +172,57 @@ func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) []logLine {
 	return lines
 }
 
-// recordVIPs takes in the VIPs of a full report; it reports whether the
-// failed VIPs changed.
+// recordVIPs takes in the VIPs, data plane and hardware addresses of a
+// full report; it reports whether the failed VIPs, conflicts, claims,
+// yielded VIPs, data plane or hardware addresses changed.
 func (s *session) recordVIPs(sum *summary, lines *[]logLine) bool {
 	s.state.Announcing = sum.announcing
+	changed := s.recordClaims(sum, lines)
+	if !proto.Equal(sum.dataPlane, s.state.DataPlane) {
+		if sum.dataPlane != nil {
+			*lines = append(*lines, logLine{msg: "Speaker's data plane changed", kv: []any{"ready", sum.dataPlane.GetReady(), "reason", sum.dataPlane.GetReason()}})
+		}
+		s.state.DataPlane = sum.dataPlane
+		changed = true
+	}
+	if !slices.Equal(sum.macs, s.state.MACs) {
+		s.state.MACs = sum.macs
+		changed = true
+	}
 	for a, e := range sum.failed {
 		if _, known := s.state.Failed[a]; !known {
 			*lines = append(*lines, logLine{err: errors.New(e), msg: "Speaker cannot announce VIP", kv: []any{"address", a}})
 		}
 	}
-	changed := !maps.Equal(sum.failed, s.state.Failed)
+	changed = changed || !maps.Equal(sum.failed, s.state.Failed)
 	s.state.Failed = sum.failed
+	return changed
+}
+
+// recordClaims takes in the conflicts, claims and yielded VIPs of a full
+// report; it reports whether any changed.
+func (s *session) recordClaims(sum *summary, lines *[]logLine) bool {
+	for a, mac := range sum.conflicts {
+		if old, known := s.state.Conflicts[a]; !known || old != mac {
+			*lines = append(*lines, logLine{msg: "Speaker found VIP in use by another host", kv: []any{"address", a, "mac", mac}})
+		}
+	}
+	for a, mac := range sum.claimed {
+		if old, known := s.state.Claimed[a]; !known || old != mac {
+			*lines = append(*lines, logLine{msg: "Another host claimed a VIP the speaker announces", kv: []any{"address", a, "mac", mac}})
+		}
+	}
+	was := make(map[netip.Addr]bool, len(s.state.Yielded))
+	for _, a := range s.state.Yielded {
+		was[a] = true
+	}
+	for _, a := range sum.yielded {
+		if !was[a] {
+			*lines = append(*lines, logLine{msg: "Speaker yielded VIP while cut off from the CCM", kv: []any{"address", a, "mac", sum.claimed[a.String()]}})
+		}
+	}
+	changed := !maps.Equal(sum.conflicts, s.state.Conflicts) || !maps.Equal(sum.claimed, s.state.Claimed) || !slices.Equal(sum.yielded, s.state.Yielded)
+	s.state.Conflicts, s.state.Claimed, s.state.Yielded = sum.conflicts, sum.claimed, sum.yielded
 	return changed
 }
 

@@ -2,6 +2,7 @@ package speakers
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -26,6 +27,9 @@ const (
 	// maxCapabilities bounds the capabilities kept; longer ones than
 	// maxVersionLen are dropped.
 	maxCapabilities = 16
+	// maxMACs bounds the hardware addresses kept of a speaker's
+	// interfaces (State.MACs).
+	maxMACs = 64
 )
 
 // ignoreReason says why part of a report was not taken in (the reason
@@ -63,6 +67,11 @@ type summary struct {
 	healthy    bool
 	problem    string
 	bgp        []*speakerv1.BGPSessionStatus // clipped copies, configured peers only
+	dataPlane  *speakerv1.DataPlane          // clipped copy; nil: not reported
+	conflicts  map[string]string             // canonical address → claiming MAC ("" when it named none usable)
+	claimed    map[string]string             // canonical address → claiming MAC
+	yielded    []netip.Addr
+	macs       []string // canonical, sorted, at most maxMACs
 
 	dropped map[ignoreReason]int
 }
@@ -91,6 +100,7 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 		return sum
 	}
 	sum.failed = map[string]string{}
+	sum.conflicts, sum.claimed = map[string]string{}, map[string]string{}
 	// The addresses first, each once, so that the acceptor is asked
 	// once for all of them.
 	seen := map[netip.Addr]bool{}
@@ -116,14 +126,28 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 			sum.dropped[ignoredUnknownVIP]++
 			continue
 		}
-		switch entries[i].GetState() {
+		v := entries[i]
+		by, byOK := parseMAC(v.GetClaimedBy())
+		switch v.GetState() {
 		case speakerv1.VIPStatus_ANNOUNCING:
 			sum.announcing = append(sum.announcing, a)
 		case speakerv1.VIPStatus_FAILED:
-			sum.failed[a.String()] = clip(entries[i].GetError(), maxTextLen)
+			sum.failed[a.String()] = clip(v.GetError(), maxTextLen)
+		case speakerv1.VIPStatus_CONFLICT:
+			sum.conflicts[a.String()] = by
+		case speakerv1.VIPStatus_YIELDED:
+			sum.yielded = append(sum.yielded, a)
+		}
+		if byOK && (v.GetState() == speakerv1.VIPStatus_ANNOUNCING || v.GetState() == speakerv1.VIPStatus_YIELDED) {
+			sum.claimed[a.String()] = by
 		}
 	}
+	slices.SortFunc(sum.yielded, netip.Addr.Compare)
 	sum.healthy, sum.problem = health(r)
+	sum.macs = interfaceMACs(r.GetInterfaces())
+	if d := r.GetDataPlane(); d != nil {
+		sum.dataPlane = &speakerv1.DataPlane{Ready: d.GetReady(), Reason: clip(d.GetReason(), maxTextLen), SinceUnixMs: d.GetSinceUnixMs()}
+	}
 	peers := map[string]bool{}
 	for _, s := range r.GetBgpSessions() {
 		if !acc.peers[s.GetPeer()] || peers[s.GetPeer()] {
@@ -134,6 +158,36 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 		sum.bgp = append(sum.bgp, clipSession(s))
 	}
 	return sum
+}
+
+// parseMAC parses a hardware address a speaker reported into its
+// canonical (lower-case, colon-separated) form; ok is false for anything
+// else (the empty string included).
+func parseMAC(s string) (string, bool) {
+	if s == "" || len(s) > 64 {
+		return "", false
+	}
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return "", false
+	}
+	return hw.String(), true
+}
+
+// interfaceMACs are the distinct, valid hardware addresses of ifaces,
+// sorted, at most maxMACs of them.
+func interfaceMACs(ifaces []*speakerv1.InterfaceStatus) []string {
+	var macs []string
+	for _, i := range ifaces {
+		if mac, ok := parseMAC(i.GetHardwareAddress()); ok && !slices.Contains(macs, mac) {
+			macs = append(macs, mac)
+			if len(macs) == maxMACs {
+				break
+			}
+		}
+	}
+	slices.Sort(macs)
+	return macs
 }
 
 // boundCapabilities keeps at most maxCapabilities short capabilities.

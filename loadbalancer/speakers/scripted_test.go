@@ -27,6 +27,7 @@ type scriptedSpeaker struct {
 	node  string
 	first func() *speakerv1.Report
 	next  func() *speakerv1.Report
+	caps  []string // reported on heartbeat answers; nil: layer2 and fencing
 
 	stop    chan struct{}
 	once    sync.Once
@@ -86,7 +87,11 @@ func (s *scriptedSpeaker) Sync(stream speakerv1.Speaker_SyncServer) error {
 // report is a report of a speaker that works: full or not, nothing else
 // set.
 func (s *scriptedSpeaker) report(full bool) *speakerv1.Report {
-	r := &speakerv1.Report{Node: s.node, Version: "v0.0.0", Capabilities: []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}}
+	caps := s.caps
+	if caps == nil {
+		caps = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing}
+	}
+	r := &speakerv1.Report{Node: s.node, Version: "v0.0.0", Capabilities: caps}
 	if full {
 		r.Full = true
 		r.Interfaces = []*speakerv1.InterfaceStatus{{Name: "eth0", Up: true, Default: true}}
@@ -94,11 +99,12 @@ func (s *scriptedSpeaker) report(full bool) *speakerv1.Report {
 	return r
 }
 
-// startScripted starts node's scripted speaker; halted at the end of the
+// startScripted starts node's scripted speaker, reporting caps on its
+// heartbeat answers (none: layer2 and fencing); halted at the end of the
 // test.
-func (e *env) startScripted(node string, first, next func() *speakerv1.Report) *scriptedSpeaker {
+func (e *env) startScripted(node string, first, next func() *speakerv1.Report, caps ...string) *scriptedSpeaker {
 	e.t.Helper()
-	s := &scriptedSpeaker{node: node, first: first, next: next, stop: make(chan struct{})}
+	s := &scriptedSpeaker{node: node, first: first, next: next, caps: caps, stop: make(chan struct{})}
 	s.agent, s.creds = e.startStolen(node, s)
 	e.t.Cleanup(s.halt)
 	return s

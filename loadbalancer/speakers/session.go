@@ -48,6 +48,9 @@ type session struct {
 	taken      uint64        // the stream whose first report was taken in
 	lastReport time.Time
 	ignored    uint64 // instructions the speaker said it ignored
+	// restartUntil is when the restart grace of a restarting speaker
+	// runs out (see State.Restarting).
+	restartUntil time.Time
 
 	// peers are the addresses of the BGP peers configured on the speaker
 	// (a copy, replaced by SetBGP): its reports are summarized without
@@ -90,16 +93,30 @@ const (
 func (s *session) run(ctx context.Context) {
 	backoff := minBackoff
 	for ctx.Err() == nil {
+		s.awaitRestart(ctx) // paces the dials while the speaker restarts
+		if ctx.Err() != nil {
+			return
+		}
 		start := time.Now()
 		err := s.stream(ctx)
 		if errors.Is(err, errEnrolled) || errors.Is(err, errReattest) || errors.Is(err, errRetrust) || errors.Is(err, errExpired) {
 			continue // reconnect at once: with the node certificate, for a current token, with a CCM certificate the speaker trusts, or to enroll again
+		}
+		if errors.Is(err, errRestarting) && ctx.Err() == nil {
+			if s.startRestart(err) {
+				s.m.changed(s.node)
+			}
+			backoff = minBackoff
+			continue
 		}
 		if s.setDown(err) {
 			s.m.changed(s.node)
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if on, _, _ := s.restarting(); on {
+			continue // its new process is not serving yet: awaitRestart paces
 		}
 		if time.Since(start) > 5*time.Second {
 			backoff = minBackoff // it worked for a while
@@ -175,7 +192,7 @@ func (s *session) stream(ctx context.Context) error {
 	}
 	recvErr := make(chan error, 1)
 	go s.receive(ctx, stream, gen, wd, newReportLimiter(limit), recvErr, rn)
-	return s.sendLoop(ctx, stream, addr, recvErr, rn)
+	return s.sendLoop(ctx, stream, addr, recvErr, rn, wd)
 }
 
 // begin starts a new stream generation.
@@ -231,7 +248,7 @@ func (s *session) awaitReady(ctx context.Context, wd *watchdog) error {
 // sendSnapshot sends everything desired now, as version 1 of this stream.
 func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string) error {
 	s.m.mu.Lock()
-	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp}
+	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp, HeartbeatIntervalMs: uint32(s.m.opts.Heartbeat.Milliseconds())}
 	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
 		snap.Announcements = append(snap.Announcements, s.desired[a])
 	}
@@ -290,6 +307,8 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 			return
 		}
 		wd.seen()
+		s.m.reportsReceived.Add(1)
+		reportsReceived.Inc()
 		waited, err := lim.read(ctx, r)
 		if err != nil {
 			errs <- err
@@ -318,8 +337,8 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 }
 
 // sendLoop sends heartbeats and updates, and keeps the speaker's identity
-// (rn), until the stream fails.
-func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error, rn *renewal) error {
+// (rn), until the stream fails. It tells wd of every heartbeat written.
+func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error, rn *renewal, wd *watchdog) error {
 	hb := time.NewTicker(s.m.opts.Heartbeat)
 	defer hb.Stop()
 	var seq uint64
@@ -367,8 +386,16 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 		if err := s.maySend(ctx); err != nil {
 			return err
 		}
-		if err := stream.Send(in); err != nil {
+		wd.sendBegins()
+		err = stream.Send(in)
+		wd.sendEnds()
+		if err != nil {
 			return cause(ctx, fmt.Errorf("sending to %s: %w", addr, err))
+		}
+		if in.GetHeartbeat() != nil {
+			wd.sentHeartbeat()
+			s.m.heartbeatsSent.Add(1)
+			heartbeatsSent.Inc()
 		}
 	}
 }
@@ -403,6 +430,13 @@ func (s *session) streamError(addr string, err error) error {
 		s.m.mu.Unlock()
 		s.log.Info("Speaker follows a newer CCM leader and refused this one", "err", err.Error())
 		return fmt.Errorf("speaker at %s refused this CCM: %w", addr, err)
+	case speakerv1.ReasonRestarting:
+		s.m.mu.Lock()
+		restart := s.state.Has(speakerv1.CapabilityRestart)
+		s.m.mu.Unlock()
+		if restart {
+			return fmt.Errorf("speaker at %s is restarting: %w: %w", addr, errRestarting, err)
+		}
 	case speakerv1.ReasonShuttingDown:
 		s.m.mu.Lock()
 		s.state.Stopped = true

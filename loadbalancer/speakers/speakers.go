@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -26,9 +27,14 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultPort      = 7473
-	DefaultHeartbeat = 200 * time.Millisecond
-	DefaultMisses    = 5
+	DefaultPort = 7473
+	// DefaultHeartbeat and DefaultMisses declare a silent speaker lost
+	// after 225 ms: its layer-2 VIPs move within 0.3 s.
+	DefaultHeartbeat = 75 * time.Millisecond
+	DefaultMisses    = 3
+	// DefaultRestartGrace bounds how long a restarting speaker's VIPs
+	// stay on its node (see State.Restarting).
+	DefaultRestartGrace = 30 * time.Second
 )
 
 // Options configures a Manager.
@@ -39,6 +45,10 @@ type Options struct {
 	// nothing for Heartbeat×Misses is declared lost.
 	Heartbeat time.Duration
 	Misses    int
+	// RestartGrace is how long a speaker that ended its stream with
+	// ReasonRestarting may take to come back before its VIPs move (see
+	// State.Restarting); default DefaultRestartGrace.
+	RestartGrace time.Duration
 	// Identity authenticates speakers (each by its node certificate) and
 	// certifies them: pki.Bundle.
 	Identity Identity
@@ -180,6 +190,16 @@ type Manager struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+
+	// heartbeatsSent and reportsReceived count the messages of every
+	// stream (see Traffic).
+	heartbeatsSent, reportsReceived atomic.Uint64
+}
+
+// Traffic returns the heartbeats this Manager wrote and the reports it
+// read, on all streams, since it started.
+func (m *Manager) Traffic() (heartbeats, reports uint64) {
+	return m.heartbeatsSent.Load(), m.reportsReceived.Load()
 }
 
 // New returns a Manager; sessions start as nodes are added with SetNode and
@@ -193,6 +213,9 @@ func New(ctx context.Context, opts Options) *Manager {
 	}
 	if opts.Misses <= 0 {
 		opts.Misses = DefaultMisses
+	}
+	if opts.RestartGrace <= 0 {
+		opts.RestartGrace = DefaultRestartGrace
 	}
 	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, bgp: map[string]*speakerv1.BGPConfig{}, ready: make(chan struct{})}
 	managerMetrics.Set(m.collectMetrics)

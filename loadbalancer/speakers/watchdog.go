@@ -3,6 +3,7 @@ package speakers
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,52 +13,165 @@ import (
 // the watchdog to have had its chance.
 var watchdogPasses atomic.Uint64
 
+// recheckPause is how long the watchdog lets the CCM's other goroutines
+// run (a receive goroutine holding a report it has not recorded yet)
+// before it re-checks a speaker that seems silent.
+const recheckPause = 3 * time.Millisecond
+
 // watchdog ends a stream whose speaker is silent too long: at first while
 // connecting (with a grace for the TLS handshake), then between reports.
 // Before the leader is ready no heartbeats flow, so silence does not count.
+//
+// Only the speaker's silence counts, not the CCM's own stalls (a CPU
+// starved by other work, a long garbage collection): once heartbeats
+// flow, a speaker is lost only when (a) it has been silent longer than
+// the limit, (b) at least misses heartbeats were written on its stream
+// since its last report (the send loop tells, see sentHeartbeat), and (c)
+// it is still silent after the watchdog yielded for a moment, so that a
+// receive goroutine holding its report could record it. A watchdog tick
+// that comes late (the CCM stalled) does not count the stall as the
+// speaker's silence.
 type watchdog struct {
 	heartbeat, limit time.Duration
 	misses           int
 	ready            func() bool
+	// now and pause are the clock and the yield before a re-check
+	// (tests replace them).
+	now   func() time.Time
+	pause func()
 
-	mu   sync.Mutex
-	last time.Time
+	mu       sync.Mutex
+	last     time.Time // the speaker's last report, moved on by the CCM's own stalls
+	beating  bool      // heartbeats flow (the send loop runs)
+	sent     int       // heartbeats written since the last report
+	sending  time.Time // when the Send in progress began; zero: none
+	lastTick time.Time // the previous check; zero before the first
 }
 
 func newWatchdog(heartbeat time.Duration, misses int, ready func() bool) *watchdog {
-	limit := heartbeat * time.Duration(misses)
-	return &watchdog{
-		heartbeat: heartbeat, misses: misses, limit: limit, ready: ready,
-		last: time.Now().Add(max(2*time.Second, limit) - limit), // grace for the handshake
-	}
+	return newWatchdogAt(heartbeat, misses, ready, time.Now, yield)
 }
 
+// newWatchdogAt is newWatchdog with its clock and its pause before a
+// re-check.
+func newWatchdogAt(heartbeat time.Duration, misses int, ready func() bool, now func() time.Time, pause func()) *watchdog {
+	w := &watchdog{heartbeat: heartbeat, misses: misses, limit: heartbeat * time.Duration(misses), ready: ready, now: now, pause: pause}
+	w.last = now().Add(max(2*time.Second, w.limit) - w.limit) // grace for the handshake
+	return w
+}
+
+// yield lets the other goroutines run, then waits recheckPause.
+func yield() {
+	runtime.Gosched()
+	time.Sleep(recheckPause)
+}
+
+// seen records a report (or a pause that is the CCM's, not the speaker's).
 func (w *watchdog) seen() {
 	w.mu.Lock()
-	w.last = time.Now()
+	w.last = w.now()
+	w.sent = 0
 	w.mu.Unlock()
 }
 
+// sentHeartbeat records a heartbeat written on the stream: from then on
+// a loss needs misses of them unanswered.
+func (w *watchdog) sentHeartbeat() {
+	w.mu.Lock()
+	w.beating = true
+	w.sent++
+	w.mu.Unlock()
+}
+
+// sendBegins and sendEnds bracket every Send on the stream. A Send
+// blocked (by flow control: the speaker reads nothing) counts one
+// heartbeat per interval it lasts, since the heartbeats it holds back
+// would have gone unanswered too.
+func (w *watchdog) sendBegins() {
+	w.mu.Lock()
+	w.sending = w.now()
+	w.mu.Unlock()
+}
+
+func (w *watchdog) sendEnds() {
+	w.mu.Lock()
+	w.sending = time.Time{}
+	w.mu.Unlock()
+}
+
+// tick is one periodic check at now, every interval; it reports how long
+// the speaker has been silent when it seems lost (zero otherwise). A tick
+// later than two intervals moves the speaker's last report on by the
+// delay: the CCM stalled, the speaker's answers may wait unread.
+func (w *watchdog) tick(now time.Time, interval time.Duration) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.lastTick.IsZero() {
+		if late := now.Sub(w.lastTick) - interval; late > interval {
+			w.last = w.last.Add(late)
+		}
+	}
+	w.lastTick = now
+	return w.silentLocked(now)
+}
+
+// recheck is the check after the pause: it reports the silence when the
+// speaker still seems lost.
+func (w *watchdog) recheck(now time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.silentLocked(now)
+}
+
+// silentLocked is the speaker's silence at now when it breaks the rules
+// above, zero otherwise; w.mu is held.
+func (w *watchdog) silentLocked(now time.Time) time.Duration {
+	silent := now.Sub(w.last)
+	sent := w.sent
+	if !w.sending.IsZero() {
+		sent += int(now.Sub(w.sending) / w.heartbeat)
+	}
+	if silent <= w.limit || w.beating && sent < w.misses {
+		return 0
+	}
+	return silent
+}
+
 func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr string) {
-	t := time.NewTicker(w.heartbeat / 4)
+	interval := w.heartbeat / 4
+	t := time.NewTicker(interval)
 	defer t.Stop()
+	w.watch(ctx, t.C, interval, cancel, addr)
+}
+
+// watch checks at every tick until ctx ends or it cancels the stream.
+func (w *watchdog) watch(ctx context.Context, ticks <-chan time.Time, interval time.Duration, cancel context.CancelCauseFunc, addr string) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-ticks:
 		}
-		watchdogPasses.Add(1)
-		if !w.ready() {
-			w.seen()
-			continue
-		}
-		w.mu.Lock()
-		silent := time.Since(w.last)
-		w.mu.Unlock()
-		if silent > w.limit {
-			cancel(fmt.Errorf("speaker at %s silent for %s (heartbeat %s × %d misses)", addr, silent.Round(time.Millisecond), w.heartbeat, w.misses))
+		if err := w.check(interval, addr); err != nil {
+			cancel(err)
 			return
 		}
 	}
+}
+
+// check is one pass, every interval: an error when the speaker is lost.
+func (w *watchdog) check(interval time.Duration, addr string) error {
+	watchdogPasses.Add(1)
+	if !w.ready() {
+		w.seen()
+		return nil
+	}
+	if w.tick(w.now(), interval) == 0 {
+		return nil
+	}
+	w.pause()
+	if silent := w.recheck(w.now()); silent > 0 {
+		return fmt.Errorf("speaker at %s silent for %s (heartbeat %s × %d misses)", addr, silent.Round(time.Millisecond), w.heartbeat, w.misses)
+	}
+	return nil
 }

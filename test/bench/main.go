@@ -29,11 +29,12 @@ func main() {
 		}
 	}
 	groups := map[string]func(context.Context, int) error{
-		"services": benchServices,
-		"l2":       benchL2,
-		"chaos":    benchChaos,
-		"bgp":      benchBGP,
-		"bfd":      benchBFD,
+		"services":  benchServices,
+		"l2":        benchL2,
+		"chaos":     benchChaos,
+		"bgp":       benchBGP,
+		"bfd":       benchBFD,
+		"heartbeat": benchHeartbeat,
 	}
 	names := make([]string, 0, len(groups))
 	for name := range groups {

@@ -1,0 +1,93 @@
+package speakers
+
+import (
+	"testing"
+	"time"
+)
+
+// TestWatchdogRules: the watchdog's rules on a simulated clock (heartbeat
+// 80 ms × 3 misses: a limit of 240 ms, a check every 20 ms). Each case
+// reports once, writes heartbeats, then checks at the times given; want
+// is the first check (its time) that declares the speaker lost, 0 for
+// none.
+func TestWatchdogRules(t *testing.T) {
+	const (
+		hb       = 80 * time.Millisecond
+		misses   = 3
+		interval = hb / 4
+	)
+	every := func(from, to time.Duration) []time.Duration {
+		var out []time.Duration
+		for at := from; at <= to; at += interval {
+			out = append(out, at)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name       string
+		notReady   bool
+		heartbeats int  // written after the report at 0
+		noReport   bool // connecting: no report yet, no heartbeat
+		// blockedSend: a Send begins right after the report and never
+		// ends.
+		blockedSend bool
+		checks      []time.Duration
+		// answerInPause: the receive goroutine records a report while
+		// the watchdog yields.
+		answerInPause bool
+		want          time.Duration
+	}{
+		{name: "silent speaker: lost once silent beyond the limit", heartbeats: 3, checks: every(interval, 400*time.Millisecond), want: 260 * time.Millisecond},
+		{name: "silent at the limit exactly: not yet", heartbeats: 3, checks: every(interval, 240*time.Millisecond)},
+		{name: "fewer heartbeats written than misses (the CCM's sender stalled)", heartbeats: 2, checks: every(interval, time.Second)},
+		{name: "heartbeats flow, none written since the report", heartbeats: 0, checks: every(interval, time.Second)},
+		{name: "a Send blocked (flow control) counts its intervals as heartbeats", heartbeats: 1, blockedSend: true, checks: every(interval, 400*time.Millisecond), want: 260 * time.Millisecond},
+		{name: "a report waits unread: recorded while the watchdog yields", heartbeats: 3, answerInPause: true, checks: every(interval, time.Second)},
+		{
+			name: "a late check (the CCM stalled) does not count the stall", heartbeats: 3,
+			// On time until 100 ms, then 300 ms late: 280 ms of stall are
+			// not the speaker's; it is lost once silent 240 ms beyond them.
+			checks: append(append(every(interval, 100*time.Millisecond), 400*time.Millisecond), every(420*time.Millisecond, 700*time.Millisecond)...),
+			want:   540 * time.Millisecond,
+		},
+		{name: "leader not ready: silence never counts", notReady: true, heartbeats: 3, checks: every(interval, 3*time.Second)},
+		{name: "connecting: silence alone counts, after the handshake grace", noReport: true, checks: every(interval, 2100*time.Millisecond), want: 2020 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Unix(1000, 0)
+			now := start
+			var w *watchdog
+			pause := func() {
+				now = now.Add(recheckPause)
+				if tc.answerInPause {
+					w.seen()
+				}
+			}
+			w = newWatchdogAt(hb, misses, func() bool { return !tc.notReady }, func() time.Time { return now }, pause)
+			if !tc.noReport {
+				w.seen()
+				for range tc.heartbeats {
+					w.sentHeartbeat()
+				}
+				if tc.blockedSend {
+					w.sendBegins()
+				}
+				if tc.heartbeats == 0 {
+					w.beating = true // heartbeats flow; none written since the report
+				}
+			}
+			var got time.Duration
+			for _, at := range tc.checks {
+				now = start.Add(at)
+				if err := w.check(interval, "192.0.2.1:7473"); err != nil {
+					got = at
+					t.Logf("lost at %s: %v", at, err)
+					break
+				}
+			}
+			if got != tc.want {
+				t.Errorf("declared lost at check %s, want %s (0: never)", got, tc.want)
+			}
+		})
+	}
+}
