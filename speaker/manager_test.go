@@ -270,4 +270,4 @@ func testPKI(t *testing.T, node string) (*pki.Bundle, *pki.NodeCredentials) {
 // of this branch still declares the speaker lost a few times, once the
 // apply is done and the 1,000-VIP reports are exchanged: the CCM's own
 // stall, which its watchdog is to tell apart (issue 21, item 4).
-var burnersPerCore = 1
+var burnersPerCore = 2

@@ -298,6 +298,9 @@ func (noopAnnouncer) Announce(netip.Addr) error { return nil }
 func (noopAnnouncer) Withdraw(netip.Addr) error { return nil }
 func (noopAnnouncer) Err() error                { return nil }
 func (noopAnnouncer) Close() error              { return nil }
+func (noopAnnouncer) Probe(context.Context, []netip.Addr) (map[netip.Addr]speaker.Claim, error) {
+	return nil, nil
+}
 
 // serveSpeakers is the child process: count real speaker.Agents, each on
 // its loopback address and the port, until stdin closes.
@@ -327,7 +330,7 @@ func serveSpeakers(spec string) error {
 		if err != nil {
 			return err
 		}
-		agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) { return noopAnnouncer{}, nil }, logr.Discard(),
+		agent := speaker.NewAgent(node, "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) { return noopAnnouncer{}, nil }, logr.Discard(),
 			speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 		lis, err := net.Listen("tcp", netip.AddrPortFrom(benchNodeAddr(i), uint16(port)).String())
 		if err != nil {
