@@ -81,7 +81,7 @@ func serveRestart(t *testing.T, node, addr string, creds *pki.NodeCredentials, c
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := speaker.NewAgent(node, "lo", func(*net.Interface) (speaker.Announcer, error) {
+	agent := speaker.NewAgent(node, "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) {
 		return &fakeAnnouncer{addrs: map[netip.Addr]bool{}}, nil
 	}, logr.Discard(), speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds))
 	sp := &restartSpeaker{agent: agent, creds: creds, node: node, caps: caps, stopping: make(chan struct{})}
