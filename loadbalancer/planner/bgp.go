@@ -43,7 +43,7 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 		if len(v.advertisers) > 0 {
 			p.log.Info("VIP no longer advertised over BGP", "address", v.addr, "nodes", v.advertisers)
 			for key := range v.services {
-				p.enqueue(recPrefix + key)
+				p.enqueueRecord(key)
 			}
 		}
 		return adv
@@ -97,7 +97,7 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 	slices.Sort(adv.nodes)
 	if !slices.Equal(adv.nodes, v.advertisers) {
 		for key := range v.services {
-			p.enqueue(recPrefix + key)
+			p.enqueueRecord(key)
 		}
 		if len(adv.nodes) == 0 {
 			p.log.Info("No node can advertise VIP over BGP", "address", v.addr, "reasons", summarize(why))

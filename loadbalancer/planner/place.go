@@ -25,7 +25,7 @@ func (p *Planner) planLocked(v *vip, w *world) {
 		if len(v.announcers) > 0 {
 			v.announcers = nil
 			for key := range v.services {
-				p.enqueue(recPrefix + key)
+				p.enqueueRecord(key)
 			}
 		}
 		return
@@ -55,7 +55,7 @@ func (p *Planner) planLocked(v *vip, w *world) {
 	}
 	v.announcers = want
 	for key := range v.services {
-		p.enqueue(recPrefix + key)
+		p.enqueueRecord(key)
 	}
 	p.tellLocked(v, w, old, want, adv)
 	if len(want) == 0 {

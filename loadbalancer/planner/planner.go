@@ -15,7 +15,6 @@ package planner
 import (
 	"context"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -125,6 +124,10 @@ type Planner struct {
 	synced   []cache.InformerSynced
 	factory  informers.SharedInformerFactory
 	queue    workqueue.TypedRateLimitingInterface[string]
+	// records holds the Services whose Announced condition is to be
+	// written: API writes, served by their own workers (records.go) so
+	// that planning (a lost speaker's VIPs moving) never waits behind them.
+	records workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
 	vips     map[netip.Addr]*vip
@@ -154,7 +157,7 @@ type Planner struct {
 const (
 	allKey    = "*all*"   // re-plan every VIP
 	poolsKey  = "*pools*" // a pool changed: refresh every Service's VIPs
-	recPrefix = "record:" // refresh a Service's Announced condition
+	recPrefix = "record:" // pending: a Service's Announced condition to write
 )
 
 // New returns a Planner; SetInformers and Run start it.
@@ -176,6 +179,8 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 		log: klog.Background().WithName("planner"),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-planner"}),
+		records: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-planner-records"}),
 		vips:     map[netip.Addr]*vip{},
 		failures: map[netip.Addr]map[string]time.Time{},
 		bySvc:    map[string][]netip.Addr{},
@@ -246,6 +251,7 @@ func (p *Planner) notifyDelivered(obj any) {
 // a leader change), then plans until ctx ends.
 func (p *Planner) Run(ctx context.Context) {
 	defer p.queue.ShutDown()
+	defer p.records.ShutDown()
 	p.factory.Start(ctx.Done())
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, p.synced...) {
 		return
@@ -271,6 +277,7 @@ func (p *Planner) Run(ctx context.Context) {
 	p.mu.Lock()
 	p.started = true
 	p.mu.Unlock()
+	p.startRecordWorkers()
 	// Plan everything once before the speakers get their snapshots, so
 	// that no VIP is withdrawn for lack of a plan.
 	svcs, _ := p.services.List(labels.Everything())
@@ -285,6 +292,7 @@ func (p *Planner) Run(ctx context.Context) {
 	go func() {
 		<-ctx.Done()
 		p.queue.ShutDown()
+		p.records.ShutDown()
 	}()
 	for p.processNext() {
 	}
@@ -322,8 +330,6 @@ func (p *Planner) processNext() bool {
 		p.planAll()
 	case key == poolsKey:
 		p.syncAllServices()
-	case strings.HasPrefix(key, recPrefix):
-		err = p.recordAnnouncers(strings.TrimPrefix(key, recPrefix))
 	default:
 		err = p.syncService(key)
 	}

@@ -119,7 +119,7 @@ func (p *Planner) syncService(key string) error {
 		}
 	}
 	if !slices.Equal(old, addrs) {
-		p.enqueue(recPrefix + key)
+		p.enqueueRecord(key)
 	}
 	if len(addrs) == 0 {
 		delete(p.bySvc, key)
