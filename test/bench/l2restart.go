@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -18,8 +19,12 @@ import (
 // each VIP during a rolling restart (the BGP figure holds 12 too).
 const rollingHolders = 12
 
+// rollingGap is how long no speaker runs on a node during its restart:
+// about what the kubelet takes to start the new pod.
+const rollingGap = time.Second
+
 // benchRollingRestart prints what a rolling restart of every speaker
-// (SIGTERM, new process, next node: a DaemonSet rollout with
+// (SIGTERM, a new process 1 s after the old one exited, next node: a DaemonSet rollout with
 // maxUnavailable 1) does to a client opening a connection every 10 ms to
 // one VIP per node and holding 12 long-lived connections to each:
 // l2_rolling_restart_failed_connections and
@@ -39,7 +44,7 @@ func benchRollingRestart(ctx context.Context, cp *controlplane.ControlPlane, r *
 		if err != nil {
 			return err
 		}
-		res, err := r.RollingRestart(ctx, vips, rollingHolders)
+		res, err := r.RollingRestart(ctx, vips, rollingHolders, rollingGap)
 		fmt.Fprintf(os.Stderr, "bench: rolling restart %d: %d of %d connections failed, %d of %d long-lived broken, %v VIP moves by the CCM, client saw %v; per node %v\n",
 			trial+1, res.FailedConnections, res.Attempts, res.BrokenHolders, res.Holders, res.Moves.Total, res.ClientMoves, res.PerNode)
 		for _, b := range res.Breaks[:min(len(res.Breaks), 5)] {

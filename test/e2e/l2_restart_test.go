@@ -37,7 +37,7 @@ func TestLayer2RollingRestart(t *testing.T) {
 	}
 
 	t.Run("a rolling restart of every speaker fails nothing and moves nothing", func(t *testing.T) {
-		res, err := r.RollingRestart(ctx, vips, 12)
+		res, err := r.RollingRestart(ctx, vips, 12, time.Second)
 		t.Logf("%d restarts: %d of %d new connections failed, %d of %d long-lived connections broke, %v moves by the CCM %v, client saw %v; per node %v",
 			res.Restarts, res.FailedConnections, res.Attempts, res.BrokenHolders, res.Holders, res.Moves.Total, res.Moves.Logged, res.ClientMoves, res.PerNode)
 		if err != nil {

@@ -141,12 +141,12 @@ spec:
 	return l, nil
 }
 
+// newName names a new Service; it joins live once created.
 func (l *Load) newName() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	name := fmt.Sprintf("load-%05d", l.next)
 	l.next++
-	l.live = append(l.live, name)
 	return name
 }
 
@@ -169,8 +169,7 @@ func (l *Load) createAll(ctx context.Context, names []string) error {
 	sem := make(chan struct{}, 20)
 	var (
 		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
+		errs []error // under l.mu
 	)
 	for _, name := range names {
 		sem <- struct{}{}
@@ -178,13 +177,14 @@ func (l *Load) createAll(ctx context.Context, names []string) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			_, err := l.r.CP.Client.CoreV1().Services(l.opts.Namespace).Create(ctx, loadService(l.opts.Namespace, name), metav1.CreateOptions{})
-			mu.Lock()
-			defer mu.Unlock()
+			l.mu.Lock()
+			defer l.mu.Unlock()
 			if err != nil && !apierrors.IsAlreadyExists(err) {
 				errs = append(errs, fmt.Errorf("creating Service %s: %w", name, err))
 				return
 			}
 			l.stats.Created++
+			l.live = append(l.live, name)
 		}()
 	}
 	wg.Wait()
@@ -219,6 +219,7 @@ func (l *Load) churn(ctx context.Context) {
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Seeded: every run churns the same way.
 	rng := rand.New(rand.NewPCG(21, 21))
 	for {
 		select {
@@ -232,6 +233,11 @@ func (l *Load) churn(ctx context.Context) {
 			continue // the API is slower than the churn: skip a beat
 		}
 		l.mu.Lock()
+		if len(l.live) == 0 {
+			l.mu.Unlock()
+			<-sem
+			continue
+		}
 		i := rng.IntN(len(l.live))
 		old := l.live[i]
 		l.live = append(l.live[:i], l.live[i+1:]...)
@@ -256,6 +262,7 @@ func (l *Load) churn(ctx context.Context) {
 			}
 			if cerr == nil {
 				l.stats.Created++
+				l.live = append(l.live, name)
 			}
 		}()
 	}

@@ -73,8 +73,10 @@ func (res L2RollingResult) VIPsMoved() int {
 // flags, wait until the CCM took it over and every probed VIP is announced
 // by one speaker, next node. Meanwhile the client opens a connection to
 // each of vips every 10 ms and holds holders long-lived connections to
-// each (echo every 50 ms, 1 s timeout).
-func (r *L2) RollingRestart(ctx context.Context, vips []netip.Addr, holders int) (L2RollingResult, error) {
+// each (echo every 50 ms, 1 s timeout). gap is how long no speaker runs on
+// the node between the old process's exit and the new one's start (the
+// kubelet starting the new pod takes about a second).
+func (r *L2) RollingRestart(ctx context.Context, vips []netip.Addr, holders int, gap time.Duration) (L2RollingResult, error) {
 	var res L2RollingResult
 	if err := r.StartEcho(); err != nil {
 		return res, err
@@ -155,7 +157,7 @@ func (r *L2) RollingRestart(ctx context.Context, vips []netip.Addr, holders int)
 	for _, n := range nodes {
 		at := time.Now()
 		phases = append(phases, phase{n.Name, at})
-		if err := r.restartSpeaker(ctx, n); err != nil {
+		if err := r.restartSpeaker(ctx, n, gap); err != nil {
 			return res, errors.Join(fmt.Errorf("rolling restart: %w", err), finish())
 		}
 		res.Restarts++
@@ -171,10 +173,16 @@ func (r *L2) RollingRestart(ctx context.Context, vips []netip.Addr, holders int)
 
 // restartSpeaker stops n's speaker with SIGTERM, as the kubelet does when
 // a DaemonSet rollout replaces its pod, and starts a new one with the same
-// flags once it exited; it returns when the CCM took the new one over.
-func (r *L2) restartSpeaker(ctx context.Context, n *L2Node) error {
+// flags gap after it exited; it returns when the CCM took the new one
+// over.
+func (r *L2) restartSpeaker(ctx context.Context, n *L2Node, gap time.Duration) error {
 	if err := r.StopSpeaker(n); err != nil {
 		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(gap):
 	}
 	return r.StartNewSpeaker(ctx, n)
 }
