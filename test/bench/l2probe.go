@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,12 +16,14 @@ import (
 // (ARP probes / DAD before a VIP is first announced).
 const probeMetric = "ironlb_speaker_probe_duration_seconds"
 
-// benchConflictProbe prints l2_conflict_probe_ms: the median duration of
-// the speakers' address-in-use probes, from their own histogram (every
-// speaker's buckets summed, the median interpolated inside its bucket as
-// Prometheus' histogram_quantile does). It runs after the Services of
-// service_create_to_reachable were created, each a first placement, so
-// probed, on an idle machine.
+// benchConflictProbe prints l2_conflict_probe_ms: the mean duration of the
+// speakers' address-in-use probes, from their own histogram (_sum over
+// _count, every speaker's summed). The mean, not the median: the probes
+// last about the same (≈40 ms by design) and the histogram's buckets
+// around it (40 and 50 ms) only bound a median to within 10 ms; the
+// median histogram_quantile would show is printed on stderr. It runs
+// after the Services of service_create_to_reachable were created, each a
+// first placement, so probed, on an idle machine.
 func benchConflictProbe(ctx context.Context, r *rig.L2) error {
 	var expositions []string
 	for _, n := range r.Nodes {
@@ -37,7 +40,12 @@ func benchConflictProbe(ctx context.Context, r *rig.L2) error {
 	if count == 0 {
 		return fmt.Errorf("the speakers recorded no probe in %s", probeMetric)
 	}
-	report("l2_conflict_probe_ms", q*1000, "ms")
+	sum := 0.0
+	for _, e := range expositions {
+		sum += rig.SumMetric(e, probeMetric+"_sum")
+	}
+	fmt.Fprintf(os.Stderr, "bench: %v probes, median by histogram_quantile %.1f ms\n", count, q*1000)
+	report("l2_conflict_probe_ms", sum/count*1000, "ms")
 	return nil
 }
 
