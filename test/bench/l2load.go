@@ -59,6 +59,8 @@ func benchUnderLoad(ctx context.Context, r *rig.L2, vip netip.Addr, trials int) 
 		if err != nil {
 			return err
 		}
+		fmt.Fprintf(os.Stderr, "bench: silent failover under load %s → %s: client cut off %s (%d failed connections), %v VIPs moved\n",
+			f.From, f.To, f.Outage.Round(time.Millisecond), f.Failed, mv.Total)
 		if n := mv.Except(f.From); n > 0 {
 			spurious += n
 			fmt.Fprintf(os.Stderr, "bench: %d spurious moves during the silent failover of %s: %v\n", n, f.From, mv.Others(f.From)[:min(len(mv.Others(f.From)), 10)])
