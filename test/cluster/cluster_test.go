@@ -155,6 +155,9 @@ func TestRealCluster(t *testing.T) {
 			t.Fatalf("VIP %s is not on the LAN %s", vip, cluster.LAN)
 		}
 		reach(t, ctx, c, vip)
+		t.Run("kube-proxy stopped moves the VIP", func(t *testing.T) {
+			testKubeProxyStopped(t, ctx, c, cs, "web-l2", vip)
+		})
 	})
 }
 

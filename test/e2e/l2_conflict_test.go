@@ -94,7 +94,7 @@ func TestLayer2AddressInUse(t *testing.T) {
 				bits = 64
 			}
 			p := netip.PrefixFrom(vip, bits)
-			squatter, err := r.AddForeignHost("squatter"+fam[len(fam)-1:])
+			squatter, err := r.AddForeignHost("squatter" + fam[len(fam)-1:])
 			if err != nil {
 				t.Fatal(err)
 			}
