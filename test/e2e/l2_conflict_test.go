@@ -52,7 +52,7 @@ func TestLayer2AddressInUse(t *testing.T) {
 			if vip := c.vip("default", name); vip != addr {
 				t.Fatalf("%s got %s, want the requested %s", name, vip, addr)
 			}
-			c.waitEvent("default", name, corev1.EventTypeWarning, "AddressInUse", server.MAC.String())
+			waitEventOf(t, ctx, c, "default", name, "AddressInUse", server.MAC.String(), corev1.EventTypeWarning)
 			waitGauge(t, ctx, r, "ironlb_vips_address_in_use", 1)
 			// Not taken over, again and again: only the server answers.
 			for range 5 {
@@ -75,7 +75,7 @@ func TestLayer2AddressInUse(t *testing.T) {
 			freed := time.Now()
 			node := waitNodeAnswers(t, ctx, r, addr, 30*time.Second)
 			t.Logf("%s announced by %s %s after the server let it go", addr, node.Name, time.Since(freed).Round(time.Millisecond))
-			waitEventAnyType(t, ctx, c, "default", name, "AddressInUseResolved", addr.String())
+			waitEventOf(t, ctx, c, "default", name, "AddressInUseResolved", addr.String(), corev1.EventTypeNormal, corev1.EventTypeWarning)
 			waitGauge(t, ctx, r, "ironlb_vips_address_in_use", 0)
 			_ = r.Client.FlushNeighbors()
 			if got := checkAnnouncer(t, ctx, r, addr); got != node.Name {
@@ -104,7 +104,7 @@ func TestLayer2AddressInUse(t *testing.T) {
 			if err := squatter.Announce(vip); err != nil {
 				t.Fatal(err)
 			}
-			c.waitEvent("default", name, corev1.EventTypeWarning, "AddressInUse", squatter.MAC.String())
+			waitEventOf(t, ctx, c, "default", name, "AddressInUse", squatter.MAC.String(), corev1.EventTypeWarning)
 			waitGauge(t, ctx, r, "ironlb_vips_address_in_use", 1)
 			// The node stops answering: only the squatter does.
 			waitOnlyMAC(t, ctx, r, vip, squatter.MAC, 10*time.Second)
@@ -120,7 +120,7 @@ func TestLayer2AddressInUse(t *testing.T) {
 			}
 			node := waitNodeAnswers(t, ctx, r, vip, 70*time.Second)
 			t.Logf("%s announced by %s again once the squatter left", vip, node.Name)
-			waitEventAnyType(t, ctx, c, "default", name, "AddressInUseResolved", vip.String())
+			waitEventOf(t, ctx, c, "default", name, "AddressInUseResolved", vip.String(), corev1.EventTypeNormal, corev1.EventTypeWarning)
 			waitGauge(t, ctx, r, "ironlb_vips_address_in_use", 0)
 		})
 	}
@@ -197,17 +197,17 @@ func waitGauge(t *testing.T, ctx context.Context, r *rig.L2, name string, want f
 	}
 }
 
-// waitEventAnyType waits for an Event of either type with reason on the
-// Service whose message contains msg.
-func waitEventAnyType(t *testing.T, ctx context.Context, c *cluster, namespace, name, reason, msg string) {
+// waitEventOf waits for an Event of one of types with reason on the
+// Service whose message contains msg (failing t, the subtest, not the
+// cluster's test).
+func waitEventOf(t *testing.T, ctx context.Context, c *cluster, namespace, name, reason, msg string, types ...string) {
 	t.Helper()
 	err := rig.Eventually(30*time.Second, func() error {
-		err := findEvent(ctx, c.cp, "Service", name, namespace, corev1.EventTypeNormal, reason, msg)
-		if err == nil {
-			return nil
-		}
-		if findEvent(ctx, c.cp, "Service", name, namespace, corev1.EventTypeWarning, reason, msg) == nil {
-			return nil
+		var err error
+		for _, typ := range types {
+			if err = findEvent(ctx, c.cp, "Service", name, namespace, typ, reason, msg); err == nil {
+				return nil
+			}
 		}
 		return err
 	})
