@@ -44,11 +44,15 @@ const (
 
 // watchLANLocked takes in what v's layer-2 announcer (node, "" for none)
 // reports of other hosts on the LAN: conflicts and claims. It is called
-// on every planning pass of v, after placement.
-func (p *Planner) watchLANLocked(v *vip, w *world, node string) {
+// on every planning pass of v, after placement. It reports whether a host
+// that is no speaker has just begun claiming v: the announcer must then be
+// sent its announcement again even if it asked for a probe already (the
+// first placement's probe may still be asked for), as a speaker probes
+// only when it receives an instruction.
+func (p *Planner) watchLANLocked(v *vip, w *world, node string) (reprobe bool) {
 	nv := w.byName[node]
 	if nv == nil {
-		return
+		return false
 	}
 	a := v.addr.String()
 	st := nv.state
@@ -82,6 +86,7 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) {
 		v.claimedBy = canonicalMAC(claim)
 		p.log.Info("A host that is no speaker claims a VIP; its announcer probes the LAN again",
 			"address", v.addr, "services", v.serviceKeys(), "node", node, "mac", v.claimedBy)
+		reprobe = true
 	case foreign:
 		v.claimedBy = canonicalMAC(claim)
 	case v.claimedBy != "" && answers():
@@ -90,6 +95,7 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) {
 	if v.probe && v.inUse == "" && !foreign && answers() {
 		v.probe = false // placed: the first probe found the address free
 	}
+	return reprobe
 }
 
 // probing reports whether v's announcement asks for a probe (see above).

@@ -212,6 +212,38 @@ func TestForeignClaimProbesAgain(t *testing.T) {
 	e.probed(owner, vip, false)
 }
 
+// TestForeignClaimResends: a claim from a host that is no speaker
+// reported in the same report as the first announcement (the first
+// placement's probe still asked for, so the announcement does not change)
+// sends the announcer its announcement again, once per claim: a speaker
+// probes only on receiving an instruction.
+func TestForeignClaimResends(t *testing.T) {
+	e := probeEnv(t, 3)
+	vip := e.service("web", false)
+	owner := e.owner(vip, "node-a", "node-b", "node-c")
+	e.probed(owner, vip, true)
+	resends := func(want int) {
+		t.Helper()
+		e.idle()
+		if got := e.sp.resends(owner, vip.String()); got != want {
+			t.Errorf("node %s was sent its announcement of %s again %d times, want %d", owner, vip, got, want)
+		}
+	}
+	claimed := func(st *speakers.State) { st.Claimed = map[string]string{vip.String(): foreignMAC} }
+	e.report(owner, claimed, vip)
+	e.probed(owner, vip, true)
+	resends(1)
+	// The same claim reported again is no new instruction.
+	e.report(owner, claimed, vip)
+	resends(1)
+	// Free, then claimed again: once more.
+	e.report(owner, nil, vip)
+	e.probed(owner, vip, false)
+	e.report(owner, claimed, vip)
+	e.probed(owner, vip, true)
+	resends(2)
+}
+
 // inUseGauge reads ironlb_vips_address_in_use as /metrics serves it (of
 // the planner started last).
 func inUseGauge(t *testing.T) float64 {

@@ -41,8 +41,10 @@ func (p *Planner) planLocked(v *vip, w *world) {
 		// A move: the old node may still answer (conflict.go).
 		v.probe, v.claimedBy = false, ""
 	}
-	if len(want) > 0 {
-		p.watchLANLocked(v, w, want[0])
+	if len(want) > 0 && p.watchLANLocked(v, w, want[0]) {
+		// After the announcement is told below (unchanged when it asked
+		// for a probe already): the announcer probes on receiving it.
+		defer p.speakers.Resend(want[0], v.addr.String())
 	}
 	if slices.Equal(old, want) {
 		p.tellLocked(v, w, old, want, adv) // no-op unless an announcement changed

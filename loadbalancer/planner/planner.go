@@ -62,6 +62,7 @@ type Speakers interface {
 	State(node string) (speakers.State, bool)
 	Assign(node string, a *speakerv1.Announcement)
 	Unassign(node, addr string)
+	Resend(node, addr string)
 	SetReady()
 	OnChange(fn func(node string))
 	LossLimit() time.Duration

@@ -35,12 +35,13 @@ type fakeSpeakers struct {
 	states   map[string]speakers.State
 	assigned map[string]map[string]bool
 	anns     map[string]map[string]*speakerv1.Announcement // node → address → last announcement
+	resent   map[string]map[string]int                     // node → address → Resend calls
 	onChange []func(string)
 }
 
 func newFakeSpeakers() *fakeSpeakers {
 	return &fakeSpeakers{addrs: map[string]netip.Addr{}, states: map[string]speakers.State{}, assigned: map[string]map[string]bool{},
-		anns: map[string]map[string]*speakerv1.Announcement{}}
+		anns: map[string]map[string]*speakerv1.Announcement{}, resent: map[string]map[string]int{}}
 }
 
 func up() speakers.State {
@@ -112,6 +113,21 @@ func (f *fakeSpeakers) Unassign(node, addr string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.assigned[node], addr)
+}
+func (f *fakeSpeakers) Resend(node, addr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.resent[node] == nil {
+		f.resent[node] = map[string]int{}
+	}
+	f.resent[node][addr]++
+}
+
+// resends returns how often node was sent its announcement of addr again.
+func (f *fakeSpeakers) resends(node, addr string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.resent[node][addr]
 }
 func (f *fakeSpeakers) SetReady() {}
 func (f *fakeSpeakers) OnChange(fn func(string)) {

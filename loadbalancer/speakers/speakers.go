@@ -415,6 +415,23 @@ func (m *Manager) Assign(node string, a *speakerv1.Announcement) {
 	s.poke()
 }
 
+// Resend sends node's speaker its announcement of addr again, unchanged
+// (nothing when addr is not assigned to it). A speaker acts on some of an
+// announcement's fields only when it receives one: a probe is run when it
+// is asked for and the VIP was claimed since the speaker began answering
+// for it, so a new claim needs a new instruction even when the
+// announcement already asked for a probe.
+func (m *Manager) Resend(node, addr string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[node]
+	if s == nil || s.draining || s.desired[addr] == nil {
+		return
+	}
+	s.dirty[addr] = true
+	s.poke()
+}
+
 // Unassign makes node's speaker withdraw addr. Only this speaker is sent an
 // update; the speaker's reports tell when it applied it (State.Applied).
 func (m *Manager) Unassign(node, addr string) {
