@@ -7,12 +7,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/ironlb/ironlb/test/netrig"
 	"github.com/ironlb/ironlb/test/rig"
@@ -130,12 +130,12 @@ func TestLayer2Reliability(t *testing.T) {
 		// At once, not at the next resync of the Service.
 		c.waitEvent("default", "scoped", corev1.EventTypeWarning, "AddressOutsidePools", vip.String()+" is in no IPPool any more")
 		waitMetrics(t, ctx, r, 10*time.Second, `ironlb_addresses_outside_pools 1`)
-		// Its nodes go away one after the other: it moves to the other
-		// selected node, then to none, never to node-a.
+		// Its nodes go away (turn NotReady) one after the other: it moves
+		// to the other selected node, then to none, never to node-a.
 		second := map[string]string{"node-b": "node-c", "node-c": "node-b"}[first]
-		stopSpeaker(t, r, first)
+		setNodeReady(t, ctx, c, first, false)
 		waitAnnouncer(t, ctx, r, vip, second)
-		stopSpeaker(t, r, second)
+		setNodeReady(t, ctx, c, second, false)
 		c.waitEvent("default", "scoped", corev1.EventTypeWarning, "NoAnnouncingNode", "node-a: node does not match IPPool bc's layer2.nodeSelector")
 		if _, err := r.Reach(ctx, vip, time.Second); err == nil {
 			_ = r.Client.FlushNeighbors()
@@ -144,9 +144,7 @@ func TestLayer2Reliability(t *testing.T) {
 			}
 		}
 		for _, n := range []string{first, second} {
-			if err := r.StartSpeaker(ctx, r.Node(n)); err != nil {
-				t.Fatal(err)
-			}
+			setNodeReady(t, ctx, c, n, true)
 		}
 		waitAnnouncer(t, ctx, r, vip, "node-b", "node-c")
 	})
@@ -184,14 +182,33 @@ func TestLayer2Reliability(t *testing.T) {
 	})
 }
 
-func stopSpeaker(t *testing.T, r *rig.L2, node string) {
+// setNodeReady sets the Ready condition of node, as its kubelet would (a
+// node that goes away turns NotReady). It is how the tests take a node out:
+// a speaker's SIGTERM is a restart, whose VIPs stay on the node, and a
+// crashed speaker's VIPs stay where they are when no other node may take
+// them (issue 21, item 6).
+func setNodeReady(t *testing.T, ctx context.Context, c *cluster, node string, ready bool) {
 	t.Helper()
-	n := r.Node(node)
-	if err := n.Speaker.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
 	}
-	if err := n.Speaker.Wait(10 * time.Second); err != nil {
-		t.Fatal(err)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := c.cp.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for i := range n.Status.Conditions {
+			if n.Status.Conditions[i].Type == corev1.NodeReady {
+				n.Status.Conditions[i].Status = status
+				n.Status.Conditions[i].LastTransitionTime = metav1.Now()
+			}
+		}
+		_, err = c.cp.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("setting node %s Ready=%v: %v", node, ready, err)
 	}
 }
 
