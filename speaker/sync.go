@@ -129,22 +129,48 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 			}
 		}
 	}()
+	var next *speakerv1.Instruction
 	for {
-		var in *speakerv1.Instruction
-		select {
-		case <-ctx.Done():
-			return endStatus(context.Cause(ctx))
-		case err := <-recvErr:
-			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
-				return nil
+		in := next
+		next = nil
+		if in == nil {
+			select {
+			case <-ctx.Done():
+				return endStatus(context.Cause(ctx))
+			case err := <-recvErr:
+				if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+					return nil
+				}
+				return err
+			case in = <-instructions:
 			}
-			return err
-		case in = <-instructions:
 		}
-		if err := a.handle(id, in, send); err != nil {
+		// A snapshot or update followed by an update already queued is
+		// answered by the later one's report (its applied version covers
+		// both): when the CCM moves many VIPs at once, a full report per
+		// update would slow applying them down.
+		answer := true
+		if isApply(in) {
+			select {
+			case next = <-instructions:
+				_, isUpdate := next.GetKind().(*speakerv1.Instruction_Update)
+				answer = !isUpdate
+			default:
+			}
+		}
+		if err := a.handle(id, in, send, answer); err != nil {
 			return err
 		}
 	}
+}
+
+// isApply reports whether in is a Snapshot or an Update.
+func isApply(in *speakerv1.Instruction) bool {
+	switch in.GetKind().(type) {
+	case *speakerv1.Instruction_Snapshot, *speakerv1.Instruction_Update:
+		return true
+	}
+	return false
 }
 
 // endStatus is the status a stream ended by cause ends with.
@@ -163,8 +189,9 @@ func endStatus(cause error) error {
 }
 
 // handle applies one instruction and answers it (heartbeats are answered
-// by Sync's receive goroutine).
-func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv1.Report) error) error {
+// by Sync's receive goroutine); a snapshot or update only when answer is
+// true.
+func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv1.Report) error, answer bool) error {
 	switch k := in.GetKind().(type) {
 	case *speakerv1.Instruction_Snapshot:
 		if err := a.applySnapshot(id, k.Snapshot); err != nil {
@@ -172,6 +199,9 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 			return refusal(err)
 		}
 		instructionsTotal.WithLabelValues("snapshot", "applied").Inc()
+		if !answer {
+			return nil
+		}
 		return send(a.report(id, true))
 	case *speakerv1.Instruction_Certificate:
 		a.installCertificate(k.Certificate)
@@ -190,6 +220,9 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 			return refusal(err)
 		}
 		instructionsTotal.WithLabelValues("update", "applied").Inc()
+		if !answer {
+			return nil
+		}
 		return send(a.report(id, true))
 	default:
 		// A newer CCM sent something this speaker does not know: ignore

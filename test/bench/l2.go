@@ -39,7 +39,7 @@ func benchL2(ctx context.Context, trials int) error {
 	if err := netrig.Usable(); err != nil {
 		return fmt.Errorf("network namespaces: %w", err)
 	}
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: os.Getenv("IRONLB_BENCH_DIR")})
 	if err != nil {
 		return err
 	}
