@@ -148,6 +148,7 @@ chaos: deps controlplane ## The full chaos suite, as BENCH lines.
 # the package's testdata/fuzz, where make test replays it from then on.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
+	speaker/layer2:FuzzParseARPFrame speaker/layer2:FuzzParseAdvert \
 	speaker/bfd:FuzzParsePacket speaker:FuzzAgentInstructions \
 	pki:FuzzParseCA pki:FuzzInstall pki:FuzzParseAttestation loadbalancer/speakers:FuzzReports \
 	api/v1alpha1:FuzzCheckBGPPassword loadbalancer:FuzzValidateSharingKey \
