@@ -20,8 +20,8 @@ const DefaultKubeProxyHealthzURL = "http://127.0.0.1:10256/healthz"
 
 // How the data plane is checked.
 const (
-	dataPlanePoll        = 200 * time.Millisecond
-	dataPlaneTimeout     = 300 * time.Millisecond
+	dataPlanePoll        = 100 * time.Millisecond
+	dataPlaneTimeout     = 200 * time.Millisecond
 	dataPlaneFailures    = 2 // consecutive failures that make it not ready
 	dataPlaneHoldDown    = 3 * time.Second
 	dataPlaneHoldDownMax = 60 * time.Second
