@@ -1,7 +1,6 @@
 package speaker
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -41,8 +40,13 @@ const claimRefresh = time.Second
 const recentClaim = time.Second
 
 // cutOffFactor times the heartbeat interval is how long the speaker may
-// hear nothing from the stream it follows before it holds itself cut off.
-const cutOffFactor = 1.5
+// hear nothing from the stream it follows before it holds itself cut off:
+// two intervals (150 ms at the default 75 ms) leave a heartbeat late by
+// up to one interval unnoticed, and are still well before the CCM
+// declares the node lost and moves its VIPs (three intervals unanswered,
+// plus planning), so the new owner's gratuitous ARP / NA always finds the
+// old node cut off.
+const cutOffFactor = 2
 
 // claimed takes another host's claim of an address, seen on interface
 // ifc. Claims of addresses the agent does not answer for on ifc are
@@ -66,7 +70,9 @@ func (a *Agent) claimed(ifc string, c Claim) {
 	}
 	claimsTotal.WithLabelValues(kind).Inc()
 	v.lastClaim = now
-	if v.claim == nil || !bytes.Equal(v.claim.MAC, c.MAC) || at.Sub(v.claim.At) >= claimRefresh {
+	// At most one new record (and report) per VIP per claimRefresh, even
+	// from hosts that take turns: claims must not drive reports.
+	if v.claim == nil || at.Sub(v.claim.At) >= claimRefresh {
 		v.claim = &Claim{Addr: addr, MAC: slices.Clone(c.MAC), Kind: kind, At: at}
 		a.notifyLocked()
 	}
@@ -97,6 +103,9 @@ func (a *Agent) heardFrom(id uint64) {
 	}
 	if id == a.stream {
 		a.heard = now
+		if a.wasCut {
+			a.kick() // the timers goroutine notes the end of the cut-off, and watches for the next
+		}
 	}
 }
 

@@ -47,6 +47,7 @@ type DataPlaneHealth struct {
 
 	mu           sync.Mutex
 	seenHealthy  bool
+	toldUnseen   bool // logged that kube-proxy has not answered yet
 	ready        bool
 	reason       string
 	since        time.Time
@@ -142,6 +143,9 @@ func (h *DataPlaneHealth) observeLocked(ok, refused bool, reason string) bool {
 		if ok {
 			h.seenHealthy = true
 			h.log.Info("kube-proxy answers its health check: VIPs leave this node while it is unhealthy", "url", h.url)
+		} else if !h.toldUnseen {
+			h.toldUnseen = true
+			h.log.Info("kube-proxy has not answered its health check (yet): this node's VIPs are not gated on it until it does", "url", h.url, "reason", reason)
 		}
 		return false
 	}

@@ -200,7 +200,8 @@ func (s *session) recordVIPs(sum *summary, lines *[]logLine) bool {
 }
 
 // recordClaims takes in the conflicts, claims and yielded VIPs of a full
-// report; it reports whether any changed.
+// report; it reports whether any changed. A VIP the speaker yielded that
+// is still desired on its node is sent again. m.mu is held.
 func (s *session) recordClaims(sum *summary, lines *[]logLine) bool {
 	for a, mac := range sum.conflicts {
 		if old, known := s.state.Conflicts[a]; !known || old != mac {
@@ -217,8 +218,16 @@ func (s *session) recordClaims(sum *summary, lines *[]logLine) bool {
 		was[a] = true
 	}
 	for _, a := range sum.yielded {
-		if !was[a] {
-			*lines = append(*lines, logLine{msg: "Speaker yielded VIP while cut off from the CCM", kv: []any{"address", a, "mac", sum.claimed[a.String()]}})
+		if was[a] {
+			continue
+		}
+		*lines = append(*lines, logLine{msg: "Speaker yielded VIP while cut off from the CCM", kv: []any{"address", a, "mac", sum.claimed[a.String()]}})
+		if _, wanted := s.desired[a.String()]; wanted {
+			// The CCM still places it here (the speaker only seemed cut
+			// off, or another host claimed it meanwhile): tell it again,
+			// which makes the speaker answer for it again.
+			s.dirty[a.String()] = true
+			s.poke()
 		}
 	}
 	changed := !maps.Equal(sum.conflicts, s.state.Conflicts) || !maps.Equal(sum.claimed, s.state.Claimed) || !slices.Equal(sum.yielded, s.state.Yielded)

@@ -68,7 +68,7 @@ type summary struct {
 	problem    string
 	bgp        []*speakerv1.BGPSessionStatus // clipped copies, configured peers only
 	dataPlane  *speakerv1.DataPlane          // clipped copy; nil: not reported
-	conflicts  map[string]string             // canonical address → claiming MAC ("" when it named none usable)
+	conflicts  map[string]string             // canonical address → claiming MAC (unknownMAC when it named none usable)
 	claimed    map[string]string             // canonical address → claiming MAC
 	yielded    []netip.Addr
 	macs       []string // canonical, sorted, at most maxMACs
@@ -134,6 +134,9 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 		case speakerv1.VIPStatus_FAILED:
 			sum.failed[a.String()] = clip(v.GetError(), maxTextLen)
 		case speakerv1.VIPStatus_CONFLICT:
+			if !byOK {
+				by = unknownMAC // still a conflict: the VIP stays put and is reported
+			}
 			sum.conflicts[a.String()] = by
 		case speakerv1.VIPStatus_YIELDED:
 			sum.yielded = append(sum.yielded, a)
@@ -263,3 +266,7 @@ func merge(pending, r *speakerv1.Report) *speakerv1.Report {
 	r.AppliedVersion = max(pending.GetAppliedVersion(), r.GetAppliedVersion())
 	return r
 }
+
+// unknownMAC stands for the other host of a CONFLICT reported without a
+// valid hardware address.
+const unknownMAC = "unknown"

@@ -390,6 +390,14 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 		err = stream.Send(in)
 		wd.sendEnds()
 		if err != nil {
+			// The speaker may have ended the stream (restarting, shutting
+			// down): its reason comes with Recv's error, not Send's.
+			select {
+			case rerr := <-recvErr:
+				return cause(ctx, s.streamError(addr, rerr))
+			case <-time.After(s.m.LossLimit()):
+			case <-ctx.Done():
+			}
 			return cause(ctx, fmt.Errorf("sending to %s: %w", addr, err))
 		}
 		if in.GetHeartbeat() != nil {

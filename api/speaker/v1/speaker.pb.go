@@ -364,7 +364,7 @@ type Snapshot struct {
 	Bgp *BGPConfig `protobuf:"bytes,5,opt,name=bgp,proto3" json:"bgp,omitempty"`
 	// heartbeat_interval_ms is how often this CCM sends a Heartbeat on the
 	// stream (0 from older CCMs). A speaker with the "yield" capability that
-	// has heard nothing from the stream it follows for one and a half
+	// has heard nothing from the stream it follows for two
 	// intervals holds itself cut off from the CCM: the CCM may have moved
 	// its VIPs, and it gives a layer-2 VIP up as soon as another host claims
 	// it (see VIPStatus.YIELDED). While it hears the CCM, a claim is only
