@@ -158,6 +158,9 @@ func TestRealCluster(t *testing.T) {
 		t.Run("kube-proxy stopped moves the VIP", func(t *testing.T) {
 			testKubeProxyStopped(t, ctx, c, cs, "web-l2", vip)
 		})
+		t.Run("rollout restart of the speakers moves no VIP", func(t *testing.T) {
+			testRolloutRestart(t, ctx, c, cs, "web-l2", vip)
+		})
 	})
 }
 
