@@ -22,6 +22,7 @@ type fakeBGP struct {
 	applied  int
 	sessions []bgp.Session
 	stopped  bool
+	graceful bool // the last Stop was a planned one
 }
 
 func (f *fakeBGP) Apply(_ context.Context, d bgp.Desired) error {
@@ -38,10 +39,10 @@ func (f *fakeBGP) Sessions(context.Context) ([]bgp.Session, error) {
 	return slices.Clone(f.sessions), nil
 }
 
-func (f *fakeBGP) Stop(context.Context, bool) error {
+func (f *fakeBGP) Stop(_ context.Context, graceful bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.stopped = true
+	f.stopped, f.graceful = true, graceful
 	return nil
 }
 

@@ -272,15 +272,17 @@ func (a *Agent) Close() error {
 }
 
 // Restart ends every stream with ReasonRestarting and ignores later
-// instructions, withdrawing nothing: the speaker process is about to exit
-// for a planned restart, and a new one on the same node takes over. Layer
-// 2 stops answering when the process exits; BGP sessions close with it,
-// without a notification, so that peers with graceful restart keep the
-// node's routes. It does not wait for an apply in progress.
+// instructions, withdrawing nothing over layer 2: the speaker process is
+// about to exit for a planned restart, and a new one on the same node
+// takes over. Layer 2 stops answering when the process exits. BGP stops
+// as a planned stop: peers with graceful restart keep the node's routes
+// (their sessions close with the process, without a notification), the
+// others are sent the withdrawals first. It does not wait for an apply in
+// progress.
 func (a *Agent) Restart() {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed {
+		a.mu.Unlock()
 		return
 	}
 	a.closed, a.ending = true, errRestarting
@@ -289,6 +291,18 @@ func (a *Agent) Restart() {
 		s.cancel(errRestarting)
 	}
 	a.notifyLocked()
+	b := a.bgp
+	a.mu.Unlock()
+	if b != nil {
+		// A planned stop, outside a.mu: peers with graceful restart are
+		// sent nothing and keep the node's routes; the others get the
+		// withdrawals before their sessions close (as before issue 21).
+		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
+		defer cancel()
+		if err := b.Stop(ctx, true); err != nil {
+			a.log.Error(err, "Stopping BGP for the restart")
+		}
+	}
 }
 
 var errRestarting = errors.New("the speaker is restarting; it withdrew nothing")

@@ -57,7 +57,7 @@ func TestHeartbeatAnsweredWhileApplying(t *testing.T) {
 }
 
 // TestRestart: Restart ends every stream with ReasonRestarting and
-// withdraws nothing, over layer 2 or BGP.
+// withdraws nothing over layer 2 and stops BGP as a planned stop.
 func TestRestart(t *testing.T) {
 	fb := &fakeBGP{}
 	agent, fa, c := newTestAgent(t, WithBGP(fb))
@@ -80,10 +80,10 @@ func TestRestart(t *testing.T) {
 		t.Errorf("answered for after Restart (-want +got):\n%s", diff)
 	}
 	fb.mu.Lock()
-	stopped := fb.stopped
+	stopped, graceful := fb.stopped, fb.graceful
 	fb.mu.Unlock()
-	if stopped {
-		t.Error("BGP was stopped; it must exit with the process, without a notification")
+	if !stopped || !graceful {
+		t.Errorf("BGP stopped %v, graceful %v; want a planned (graceful) stop: peers with graceful restart keep the routes, the others get withdrawals", stopped, graceful)
 	}
 	// No new stream is taken.
 	s3, err := c.Sync(t.Context())
