@@ -310,19 +310,13 @@ var errRestarting = errors.New("the speaker is restarting; it withdrew nothing")
 var errClosing = errors.New("the speaker is shutting down")
 
 // report describes the current state as stream id sees it.
-// The interfaces of a full report are looked at before a.mu is taken
-// (interfaceStatuses).
 func (a *Agent) report(id uint64, full bool) *speakerv1.Report {
-	var ifcs []*speakerv1.InterfaceStatus
-	if full {
-		ifcs = a.interfaceStatuses()
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.reportLocked(id, full, ifcs)
+	return a.reportLocked(id, full)
 }
 
-func (a *Agent) reportLocked(id uint64, full bool, ifcs []*speakerv1.InterfaceStatus) *speakerv1.Report {
+func (a *Agent) reportLocked(id uint64, full bool) *speakerv1.Report {
 	r := &speakerv1.Report{
 		Node: a.node, Full: full, Version: version.Version, Capabilities: a.capabilities(),
 		Term: a.term,
@@ -354,7 +348,7 @@ func (a *Agent) reportLocked(id uint64, full bool, ifcs []*speakerv1.InterfaceSt
 		}
 		r.Vips = append(r.Vips, st)
 	}
-	r.Interfaces = ifcs
+	r.Interfaces = a.interfacesLocked()
 	r.BgpSessions = a.bgpSessions
 	if a.dataPlane != nil {
 		r.DataPlane = a.dataPlane.Status()
@@ -365,7 +359,9 @@ func (a *Agent) reportLocked(id uint64, full bool, ifcs []*speakerv1.InterfaceSt
 // Healthy reports whether the default interface can announce. A broken
 // interface named only by some announcements fails those VIPs alone.
 func (a *Agent) Healthy() error {
-	for _, st := range a.interfaceStatuses() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, st := range a.interfacesLocked() {
 		if st.Default && st.Error != "" {
 			return fmt.Errorf("interface %q: %s", st.Name, st.Error)
 		}

@@ -100,8 +100,8 @@ func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.Inter
 		a.retryFailed()
 		*last = fp
 	}
-	health := a.interfaceStatuses()
 	a.mu.Lock()
+	health := a.interfacesLocked()
 	if !equalStatuses(health, *lastHealth) {
 		*lastHealth = health
 		a.notifyLocked()
@@ -223,18 +223,9 @@ func equalStatuses(x, y []*speakerv1.InterfaceStatus) bool {
 	return slices.EqualFunc(x, y, func(a, b *speakerv1.InterfaceStatus) bool { return proto.Equal(a, b) })
 }
 
-// interfaceStatuses reports the health of the default interface and of
-// every interface a VIP should be announced on. It takes a.mu only to read
-// which interfaces those are: the lookups (netlink dumps of every link and
-// address) run outside it, so that a heartbeat's answer never waits for
-// them.
-func (a *Agent) interfaceStatuses() []*speakerv1.InterfaceStatus {
-	type ifcWant struct {
-		name    string
-		ann     Announcer // nil: not opened
-		openErr error
-	}
-	a.mu.Lock()
+// interfacesLocked reports the health of the default interface and of
+// every interface a VIP should be announced on.
+func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
 	names := map[string]bool{a.defaultIfc: true}
 	for _, v := range a.vips {
 		for _, name := range v.interfaces {
@@ -246,28 +237,18 @@ func (a *Agent) interfaceStatuses() []*speakerv1.InterfaceStatus {
 			delete(a.openErr, name) // no longer wanted
 		}
 	}
-	wants := make([]ifcWant, 0, len(names))
+	var out []*speakerv1.InterfaceStatus
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		w := ifcWant{name: name, openErr: a.openErr[name]}
-		if ann := a.announcers[name]; ann != nil {
-			w.ann = ann.Announcer
-		}
-		wants = append(wants, w)
-	}
-	defaultIfc := a.defaultIfc
-	a.mu.Unlock()
-
-	out := make([]*speakerv1.InterfaceStatus, 0, len(wants))
-	for _, w := range wants {
-		st := &speakerv1.InterfaceStatus{Name: w.name, Default: w.name == defaultIfc}
-		out = append(out, st)
-		if w.name == "" {
+		st := &speakerv1.InterfaceStatus{Name: name, Default: name == a.defaultIfc}
+		if name == "" {
 			st.Error = "no interface holds the node IP; set --interface"
+			out = append(out, st)
 			continue
 		}
-		ifi, err := a.interfaces(w.name)
+		ifi, err := a.interfaces(name)
 		if err != nil {
 			st.Error = err.Error()
+			out = append(out, st)
 			continue
 		}
 		st.Up = ifi.Flags&net.FlagUp != 0
@@ -277,17 +258,17 @@ func (a *Agent) interfaceStatuses() []*speakerv1.InterfaceStatus {
 				st.Addresses = append(st.Addresses, ad.String())
 			}
 		}
-		switch {
-		case w.ann != nil:
-			if err := w.ann.Err(); err != nil {
+		if ann := a.announcers[name]; ann != nil {
+			if err := ann.Err(); err != nil {
 				st.Error = err.Error()
 			}
-		case w.openErr != nil:
-			st.Error = w.openErr.Error()
+		} else if err := a.openErr[name]; err != nil {
+			st.Error = err.Error()
 		}
 		if !st.Up && st.Error == "" {
 			st.Error = "interface is down"
 		}
+		out = append(out, st)
 	}
 	return out
 }

@@ -49,7 +49,6 @@ var agentMetrics = scrape.New([]*metrics.Desc{announcedDesc, streamsDesc, applie
 func RegisterMetrics(a *Agent) { agentMetrics.Set(a.collectMetrics) }
 
 func (a *Agent) collectMetrics(ch chan<- metrics.Metric) {
-	ifcs := a.interfaceStatuses() // before a.mu: netlink lookups
 	a.mu.Lock()
 	ok, failed, conflicts := 0, 0, 0
 	for _, v := range a.vips {
@@ -63,6 +62,7 @@ func (a *Agent) collectMetrics(ch chan<- metrics.Metric) {
 		}
 	}
 	streams, applied := len(a.streams), a.applied
+	ifcs := a.interfacesLocked()
 	a.mu.Unlock()
 	ch <- metrics.NewLazyConstMetric(announcedDesc, metrics.GaugeValue, float64(ok), "announcing")
 	ch <- metrics.NewLazyConstMetric(announcedDesc, metrics.GaugeValue, float64(failed), "failed")
