@@ -30,6 +30,12 @@ const kubeadmDir = "/etc/kubeadm"
 //   - The kubelet uses the cgroupfs driver and accepts cgroup v1, which is
 //     what this machine mounts; containerd 1.6 lacks the CRI RuntimeConfig
 //     call, so the kubelet falls back to its own cgroupDriver.
+//   - The kubelet's disk eviction thresholds are 1 %: every node's
+//     filesystems are the host's one disk, shared with everything else on
+//     it, and the defaults (15 % for images, 10 % for the node) tainted
+//     every node node.kubernetes.io/disk-pressure, leaving test pods
+//     Pending, once the host disk was about 85 % full. (Setting
+//     evictionHard replaces all its defaults, so memory stays at 100Mi.)
 //   - kube-proxy runs in nftables mode (the kernel has no IPVS) and leaves
 //     the conntrack table size alone: nf_conntrack_max is global, and the
 //     nodes share one kernel.
@@ -52,6 +58,12 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
 failCgroupV1: false
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%%
+  nodefs.inodesFree: 1%%
+  imagefs.available: 1%%
+  imagefs.inodesFree: 1%%
 ---
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
