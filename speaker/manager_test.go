@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,17 +17,15 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/pki/pkitest"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/bgp"
 )
@@ -216,24 +213,7 @@ func testPKI(t *testing.T, node string) (*pki.Bundle, *pki.NodeCredentials) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
 	const prefix = "speaker-on:"
-	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, kruntime.Object, error) {
-		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
-		if n, ok := strings.CutPrefix(tr.Spec.Token, prefix); ok && slices.Contains(tr.Spec.Audiences, pki.SpeakerAudience) {
-			tr.Status = authenticationv1.TokenReviewStatus{
-				Authenticated: true, Audiences: []string{pki.SpeakerAudience},
-				User: authenticationv1.UserInfo{
-					Username: "system:serviceaccount:kube-system:" + pki.DefaultSpeakerServiceAccount,
-					Extra: map[string]authenticationv1.ExtraValue{
-						"authentication.kubernetes.io/node-name": {n},
-						"authentication.kubernetes.io/pod-name":  {"ironlb-speaker-" + n},
-					},
-				},
-			}
-		} else {
-			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
-		}
-		return true, tr, nil
-	})
+	cs.PrependReactor("create", "tokenreviews", pkitest.TokenReview(prefix))
 	bundle, err := pki.Bootstrap(ctx, cs, "kube-system")
 	if err != nil {
 		t.Fatal(err)

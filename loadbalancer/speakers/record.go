@@ -222,13 +222,9 @@ func (s *session) recordClaims(sum *summary, lines *[]logLine) bool {
 			continue
 		}
 		*lines = append(*lines, logLine{msg: "Speaker yielded VIP while cut off from the CCM", kv: []any{"address", a, "mac", sum.claimed[a.String()]}})
-		if _, wanted := s.desired[a.String()]; wanted {
-			// The CCM still places it here (the speaker only seemed cut
-			// off, or another host claimed it meanwhile): tell it again,
-			// which makes the speaker answer for it again.
-			s.dirty[a.String()] = true
-			s.poke()
-		}
+		// The CCM still places it here (the speaker only seemed cut off):
+		// telling it again makes the speaker answer for it again.
+		s.resendLocked(a.String())
 	}
 	changed := !maps.Equal(sum.conflicts, s.state.Conflicts) || !maps.Equal(sum.claimed, s.state.Claimed) || !slices.Equal(sum.yielded, s.state.Yielded)
 	s.state.Conflicts, s.state.Claimed, s.state.Yielded = sum.conflicts, sum.claimed, sum.yielded

@@ -424,8 +424,15 @@ func (m *Manager) Assign(node string, a *speakerv1.Announcement) {
 func (m *Manager) Resend(node, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.sessions[node]
-	if s == nil || s.draining || s.desired[addr] == nil {
+	if s := m.sessions[node]; s != nil {
+		s.resendLocked(addr)
+	}
+}
+
+// resendLocked sends the speaker its announcement of addr again, if it is
+// desired (see Resend); m.mu is held.
+func (s *session) resendLocked(addr string) {
+	if s.draining || s.desired[addr] == nil {
 		return
 	}
 	s.dirty[addr] = true

@@ -18,17 +18,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/component-base/metrics/legacyregistry"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/pki/pkitest"
 	"github.com/ironlb/ironlb/speaker"
 )
 
@@ -84,24 +82,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	cs := fake.NewClientset()
-	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
-		if node, ok := strings.CutPrefix(tr.Spec.Token, fakeTokenPrefix); ok && slices.Contains(tr.Spec.Audiences, pki.SpeakerAudience) {
-			tr.Status = authenticationv1.TokenReviewStatus{
-				Authenticated: true, Audiences: []string{pki.SpeakerAudience},
-				User: authenticationv1.UserInfo{
-					Username: "system:serviceaccount:kube-system:" + pki.DefaultSpeakerServiceAccount,
-					Extra: map[string]authenticationv1.ExtraValue{
-						"authentication.kubernetes.io/node-name": {node},
-						"authentication.kubernetes.io/pod-name":  {"ironlb-speaker-" + node},
-					},
-				},
-			}
-		} else {
-			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
-		}
-		return true, tr, nil
-	})
+	cs.PrependReactor("create", "tokenreviews", pkitest.TokenReview(fakeTokenPrefix))
 	bundle, err := pki.Bootstrap(ctx, cs, "kube-system")
 	if err != nil {
 		t.Fatal(err)

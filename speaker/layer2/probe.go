@@ -225,35 +225,32 @@ func (r *Responder) probeRound(ctx context.Context, s *probeSession, arpc *arpCo
 		_, err := r.probeSleep(ctx, nil, probePause)
 		return err
 	}
-	for _, a := range v4 {
-		if s.claimed(a) {
-			continue
-		}
-		err := arpc.probe(a)
-		r.health.set(opWriteARP, err)
-		if err != nil {
-			if r.isClosed() {
-				return ErrClosed
+	send := func(addrs []netip.Addr, probe func(netip.Addr) error, o op) error {
+		for _, a := range addrs {
+			if s.claimed(a) {
+				continue
 			}
-			return err
+			err := probe(a)
+			r.health.set(o, err)
+			if err != nil {
+				if r.isClosed() {
+					return ErrClosed
+				}
+				return err
+			}
+			if err := pace(); err != nil {
+				return err
+			}
 		}
-		if err := pace(); err != nil {
+		return nil
+	}
+	if len(v4) > 0 {
+		if err := send(v4, arpc.probe, opWriteARP); err != nil {
 			return err
 		}
 	}
-	for _, a := range v6 {
-		if s.claimed(a) {
-			continue
-		}
-		err := ndpc.dad(a)
-		r.health.set(opWriteNDP, err)
-		if err != nil {
-			if r.isClosed() {
-				return ErrClosed
-			}
-			return err
-		}
-		if err := pace(); err != nil {
+	if len(v6) > 0 {
+		if err := send(v6, ndpc.dad, opWriteNDP); err != nil {
 			return err
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,18 +18,16 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/pki"
+	"github.com/ironlb/ironlb/pki/pkitest"
 	"github.com/ironlb/ironlb/speaker"
 )
 
@@ -66,7 +63,7 @@ func benchHeartbeat(ctx context.Context, _ int) error {
 	waitQuiet(ctx)
 	ctx = klog.NewContext(ctx, logr.Discard())
 	cs := fake.NewClientset()
-	cs.PrependReactor("create", "tokenreviews", fakeTokenReview)
+	cs.PrependReactor("create", "tokenreviews", pkitest.TokenReview(heartbeatToken))
 	bundle, err := pki.Bootstrap(ctx, cs, "kube-system")
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
@@ -225,26 +222,6 @@ func freePort() (int, error) {
 	}
 	defer lis.Close()
 	return lis.Addr().(*net.TCPAddr).Port, nil
-}
-
-// fakeTokenReview authenticates heartbeatToken+node as node's speaker.
-func fakeTokenReview(a k8stesting.Action) (bool, runtime.Object, error) {
-	tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
-	if node, ok := strings.CutPrefix(tr.Spec.Token, heartbeatToken); ok && slices.Contains(tr.Spec.Audiences, pki.SpeakerAudience) {
-		tr.Status = authenticationv1.TokenReviewStatus{
-			Authenticated: true, Audiences: []string{pki.SpeakerAudience},
-			User: authenticationv1.UserInfo{
-				Username: "system:serviceaccount:kube-system:" + pki.DefaultSpeakerServiceAccount,
-				Extra: map[string]authenticationv1.ExtraValue{
-					"authentication.kubernetes.io/node-name": {node},
-					"authentication.kubernetes.io/pod-name":  {"ironlb-speaker-" + node},
-				},
-			},
-		}
-	} else {
-		tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
-	}
-	return true, tr, nil
 }
 
 // benchSpeakerPod makes node's Node and speaker pod, which its token is

@@ -18,32 +18,13 @@ import (
 // every address routed locally there, so on the VIPs).
 const EchoPort = 8081
 
-// echoes holds each BGP rig's echo servers (*BGP -> *echoState).
+// echoes holds each rig's echo servers (*L2 -> *echoState; a BGP rig's
+// are its L2's): see (*L2).StartEcho.
 var echoes sync.Map
 
 type echoState struct {
 	mu      sync.Mutex
 	servers map[string]*netrig.EchoServer // by node name
-}
-
-// StartEcho starts an echo server on EchoPort on every node that has none
-// yet. The servers are closed with the LAN.
-func (b *BGP) StartEcho() error {
-	v, _ := echoes.LoadOrStore(b, &echoState{servers: map[string]*netrig.EchoServer{}})
-	st := v.(*echoState)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for _, n := range b.Nodes {
-		if st.servers[n.Name] != nil {
-			continue
-		}
-		s, err := n.Host.ServeEcho(EchoPort)
-		if err != nil {
-			return fmt.Errorf("echo server on %s: %w", n.Name, err)
-		}
-		st.servers[n.Name] = s
-	}
-	return nil
 }
 
 // BGPFailover is one measured silent failure of a node advertising a VIP.
