@@ -190,11 +190,13 @@ func (r *cpRig) status(node *cpNode) (cpvip.Status, error) {
 		return cpvip.Status{}, err
 	}
 	var st cpvip.Status
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
+	if err := jsonUnmarshal(body, &st); err != nil {
 		return cpvip.Status{}, fmt.Errorf("%s's /status: %w", node.name, err)
 	}
 	return st, nil
 }
+
+func jsonUnmarshal(body string, v any) error { return json.Unmarshal([]byte(body), v) }
 
 // metric reads the sum of a metric from node's /metrics.
 func (r *cpRig) metric(node *cpNode, name string) (float64, error) {
@@ -207,11 +209,14 @@ func (r *cpRig) metric(node *cpNode, name string) (float64, error) {
 	return rig.SumMetric(body, name), nil
 }
 
-// takeovers is the sum of every running speaker's takeovers_total.
-func (r *cpRig) takeovers() float64 {
+// takeovers is the sum of the takeovers_total of every speaker but skip.
+func (r *cpRig) takeovers(skip ...*cpNode) float64 {
 	r.t.Helper()
 	var sum float64
 	for _, n := range r.nodes {
+		if contains(skip, n) {
+			continue
+		}
 		v, err := r.metric(n, "ironlb_control_plane_vip_takeovers_total")
 		if err != nil {
 			r.t.Fatal(err)
@@ -221,8 +226,8 @@ func (r *cpRig) takeovers() float64 {
 	return sum
 }
 
-// servers returns the nodes whose /status says they serve the VIP (nodes
-// that cannot be asked count as not serving unless in assume).
+// servers returns the nodes (but skip) whose /status says they serve the
+// VIP; nodes that cannot be asked count as not serving.
 func (r *cpRig) servers(skip ...*cpNode) []*cpNode {
 	var out []*cpNode
 	for _, n := range r.nodes {
