@@ -153,7 +153,8 @@ FUZZ_TARGETS := speaker/layer2:FuzzParseARPRequest speaker/layer2:FuzzParseNS \
 	pki:FuzzParseCA pki:FuzzInstall pki:FuzzParseAttestation loadbalancer/speakers:FuzzReports \
 	api/v1alpha1:FuzzCheckBGPPassword loadbalancer:FuzzValidateSharingKey \
 	loadbalancer:FuzzRequestFor loadbalancer:FuzzParseAddressList \
-	loadbalancer/announced:FuzzDecode loadbalancer/announced:FuzzRoundTrip status:FuzzEscape
+	loadbalancer/announced:FuzzDecode loadbalancer/announced:FuzzRoundTrip status:FuzzEscape \
+	cpvip:FuzzParse
 .PHONY: fuzz
 fuzz: ## Each fuzz target for FUZZTIME (default 30s).
 	@set -e; for t in $(FUZZ_TARGETS); do \
