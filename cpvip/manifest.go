@@ -28,8 +28,8 @@ const (
 	podName            = "ironlb-control-plane"
 	podKeyFile         = "/etc/kubernetes/pki/sa.key"
 	podAPIServerCAFile = "/etc/kubernetes/pki/ca.crt"
-	podPort            = 7477
-	podHealthPort      = 7476
+	podPort            = DefaultPort
+	podHealthPort      = DefaultHealthPort
 	// podPriority is system-node-critical's value; kubeadm writes it into
 	// its own static pods too, next to the class's name.
 	podPriority = 2000001000
