@@ -36,30 +36,12 @@ type cpOptions struct {
 // code.
 func controlPlaneMain(args []string) int {
 	var o cpOptions
-	host, _ := os.Hostname()
-	node := os.Getenv("NODE_NAME")
-	if node == "" {
-		node = host
-	}
-	fs := pflag.NewFlagSet("ironlb-speaker control-plane", pflag.ContinueOnError)
-	fs.StringVar(&o.vip, "vip", "", "the control-plane VIP (IPv4 or IPv6; required)")
-	fs.StringVar(&o.mode, "mode", "l2", `"l2": elect one holder over the LAN; "bgp": every ready node advertises the VIP`)
-	fs.StringVar(&o.ifc, "interface", "", "interface of the election and the ARP/NDP answers (default: the one whose subnet contains the VIP)")
-	fs.StringVar(&o.node, "node-name", node, "this node's name (default $NODE_NAME, else the hostname)")
-	fs.StringVar(&o.readyzURL, "apiserver-readyz-url", "https://127.0.0.1:6443/readyz", "the local kube-apiserver's readiness URL")
-	fs.StringVar(&o.caFile, "apiserver-ca-file", "/etc/kubernetes/pki/ca.crt", "CA of the kube-apiserver's certificate (missing: not ready, retried)")
-	fs.StringVar(&o.serverName, "apiserver-server-name", "kubernetes", "name the kube-apiserver's certificate must hold")
-	fs.StringArrayVar(&o.keyFiles, "key-file", []string{"/etc/kubernetes/pki/sa.key"}, "file of at least 32 bytes the election key is derived from (repeatable: the first signs, every one verifies; missing: waited for)")
-	fs.IntVar(&o.port, "port", cpvip.DefaultPort, "UDP port of the election messages")
-	fs.IntVar(&o.healthPort, "health-port", cpvip.DefaultHealthPort, "port of /healthz, /readyz, /status and /metrics over plain HTTP, on the node IP")
-	fs.StringSliceVar(&o.peers, "peers", nil, "other control-plane nodes' IPs to send the election messages to by unicast as well as by broadcast")
 	logCfg := logsapi.NewLoggingConfiguration()
+	fs := controlPlaneFlags(&o, logCfg)
 	gate := featuregate.NewFeatureGate()
 	if err := logsapi.AddFeatureGates(gate); err != nil {
 		panic(err)
 	}
-	logsapi.AddFlags(logCfg, fs)
-	fs.SetNormalizeFunc(flag.WordSepNormalizeFunc)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -95,6 +77,32 @@ func controlPlaneMain(args []string) int {
 	log.Info("Control-plane speaker stopped")
 	klog.Flush()
 	return 0
+}
+
+// controlPlaneFlags returns the control-plane subcommand's flags, which set
+// o and logCfg. The static pod's arguments (cpvip.StaticPod) are checked
+// against it.
+func controlPlaneFlags(o *cpOptions, logCfg *logsapi.LoggingConfiguration) *pflag.FlagSet {
+	host, _ := os.Hostname()
+	node := os.Getenv("NODE_NAME")
+	if node == "" {
+		node = host
+	}
+	fs := pflag.NewFlagSet("ironlb-speaker control-plane", pflag.ContinueOnError)
+	fs.StringVar(&o.vip, "vip", "", "the control-plane VIP (IPv4 or IPv6; required)")
+	fs.StringVar(&o.mode, "mode", "l2", `"l2": elect one holder over the LAN; "bgp": every ready node advertises the VIP`)
+	fs.StringVar(&o.ifc, "interface", "", "interface of the election and the ARP/NDP answers (default: the one whose subnet contains the VIP)")
+	fs.StringVar(&o.node, "node-name", node, "this node's name (default $NODE_NAME, else the hostname)")
+	fs.StringVar(&o.readyzURL, "apiserver-readyz-url", "https://127.0.0.1:6443/readyz", "the local kube-apiserver's readiness URL")
+	fs.StringVar(&o.caFile, "apiserver-ca-file", "/etc/kubernetes/pki/ca.crt", "CA of the kube-apiserver's certificate (missing: not ready, retried)")
+	fs.StringVar(&o.serverName, "apiserver-server-name", "kubernetes", "name the kube-apiserver's certificate must hold")
+	fs.StringArrayVar(&o.keyFiles, "key-file", []string{"/etc/kubernetes/pki/sa.key"}, "file of at least 32 bytes the election key is derived from (repeatable: the first signs, every one verifies; missing: waited for)")
+	fs.IntVar(&o.port, "port", cpvip.DefaultPort, "UDP port of the election messages")
+	fs.IntVar(&o.healthPort, "health-port", cpvip.DefaultHealthPort, "port of /healthz, /readyz, /status and /metrics over plain HTTP, on the node IP")
+	fs.StringSliceVar(&o.peers, "peers", nil, "other control-plane nodes' IPs to send the election messages to by unicast as well as by broadcast")
+	logsapi.AddFlags(logCfg, fs)
+	fs.SetNormalizeFunc(flag.WordSepNormalizeFunc)
+	return fs
 }
 
 // layer2Config checks the options and works out the interface, node IP and
