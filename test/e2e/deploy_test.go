@@ -518,7 +518,8 @@ func TestChartLintTemplateDryRun(t *testing.T) {
 		}
 
 		// Namespaced objects follow the release namespace, except the
-		// binding to the built-in role in kube-system.
+		// binding to the built-in role in kube-system and the reader of
+		// kube-system/kubeadm-config (the control-plane VIP).
 		for _, o := range objs {
 			switch o.GetKind() {
 			case "ClusterRole", "ClusterRoleBinding", "IPPool":
@@ -527,7 +528,7 @@ func TestChartLintTemplateDryRun(t *testing.T) {
 				}
 			default:
 				want := ns
-				if o.GetName() == "ironlb-ccm-authentication-reader" {
+				if o.GetName() == "ironlb-ccm-authentication-reader" || o.GetName() == "ironlb-ccm-kubeadm-config-reader" {
 					want = "kube-system"
 				}
 				if o.GetNamespace() != want {
