@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -61,6 +62,11 @@ type BGP struct {
 	afterFunc func(time.Duration) <-chan time.Time
 	onLocal   bool // the VIP may be a local address (the runner's only)
 
+	// lastLoop is when the runner's loop last went round (unix ns);
+	// applied says the sessions were set up once.
+	lastLoop atomic.Int64
+	applied  atomic.Bool
+
 	mu       sync.Mutex
 	serving  bool
 	sessions []BGPSessionStatus
@@ -106,6 +112,7 @@ func (b *BGP) Run(ctx context.Context, ready <-chan bool) error {
 	retry := time.NewTicker(bgpRetry)
 	defer retry.Stop()
 	for {
+		b.lastLoop.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return b.stop()
@@ -171,6 +178,7 @@ func (b *BGP) withdraw(ctx context.Context, drainC *<-chan time.Time) {
 		b.log.Error(err, "Cannot withdraw the VIP (retrying)", "vip", b.vip)
 		return // the VIP stays local until the route is gone
 	}
+	b.applied.Store(true)
 	if wasServing {
 		b.log.Info("The apiserver is not ready: VIP withdrawn", "vip", b.vip)
 	}
