@@ -105,7 +105,7 @@ func StartCPBGP(ctx context.Context, lan, upstream *netrig.LAN, logDir string, s
 	if _, err := r.WaitNextHops(r.Hops(), 60*time.Second); err != nil {
 		return r, err
 	}
-	return r, nil
+	return r, r.WaitBFDUp(30 * time.Second)
 }
 
 // StartSpeaker starts the node's control-plane speaker (again).

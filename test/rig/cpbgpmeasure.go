@@ -2,12 +2,14 @@ package rig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ironlb/ironlb/test/standin"
@@ -16,6 +18,12 @@ import (
 // RequestStats counts the client's requests through the control-plane VIP.
 type RequestStats struct {
 	OK, Failed int
+	// Refused counts the failures whose connection was refused: the
+	// router sent it to a node whose apiserver no longer listened. The
+	// other failures broke after connecting (reset, timed out): a
+	// change of the router's ECMP next hops moves flows in flight
+	// (Linux's hash-threshold re-hashes about half of them).
+	Refused int
 	// ByNode counts the answers by the node that gave them.
 	ByNode map[string]int
 	// Errors are the first failures.
@@ -57,6 +65,9 @@ func (r *CPBGP) StartRequests(interval time.Duration) *Requests {
 				defer q.mu.Unlock()
 				if err != nil {
 					q.st.Failed++
+					if errors.Is(err, syscall.ECONNREFUSED) {
+						q.st.Refused++
+					}
 					if len(q.st.Errors) < 10 {
 						q.st.Errors = append(q.st.Errors, time.Now().Format("15:04:05.000")+" "+err.Error())
 					}
@@ -129,7 +140,23 @@ func (r *CPBGP) MeasureNodeLoss(n *CPBGPNode) (time.Duration, error) {
 	if _, err := r.WaitNextHops(r.Hops(), 60*time.Second); err != nil {
 		return took, fmt.Errorf("%s's link back: %w", n.Name, err)
 	}
-	return took, nil
+	return took, r.WaitBFDUp(30 * time.Second)
+}
+
+// WaitBFDUp waits until the router's BFD session with every node is up.
+func (r *CPBGP) WaitBFDUp(timeout time.Duration) error {
+	return Eventually(timeout, func() error {
+		peers, err := r.Router.BFDPeers(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, n := range r.Nodes {
+			if p := peers[n.IP.String()]; p.Status != "up" {
+				return fmt.Errorf("the router's BFD session with %s is %q", n.Name, p.Status)
+			}
+		}
+		return nil
+	})
 }
 
 // PlannedStop stops n's stand-in apiserver as kube-apiserver stops with
@@ -159,7 +186,7 @@ func (r *CPBGP) PlannedStop(n *CPBGPNode, delay, interval, lead time.Duration) (
 
 // String is the counts in one line.
 func (s RequestStats) String() string {
-	out := fmt.Sprintf("%d ok, %d failed, by node", s.OK, s.Failed)
+	out := fmt.Sprintf("%d ok, %d failed (%d refused), by node", s.OK, s.Failed, s.Refused)
 	for _, n := range []string{"cp-a", "cp-b", "cp-c"} {
 		out += " " + n + "=" + strconv.Itoa(s.ByNode[n])
 	}
