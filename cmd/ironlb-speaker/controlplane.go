@@ -30,6 +30,13 @@ type cpOptions struct {
 	readyzURL, caFile, serverName string
 	keyFiles, peers               []string
 	port, healthPort              int
+	bgp                           cpvip.BGPConfig
+}
+
+// cpSpeaker is a control-plane speaker of either mode.
+type cpSpeaker interface {
+	Run(ctx context.Context) error
+	ListenAndServe(ctx context.Context, addr string) error
 }
 
 // controlPlaneMain runs the control-plane subcommand and returns the exit
@@ -53,19 +60,36 @@ func controlPlaneMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "ironlb-speaker control-plane:", err)
 		return 2
 	}
-	cfg, health, err := o.layer2Config()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "ironlb-speaker control-plane:", err)
-		return 2
+	log := klog.Background().WithName("control-plane").WithValues("node", o.node)
+	var s cpSpeaker
+	var health string
+	if o.mode == "bgp" {
+		cfg, h, err := o.bgpConfig()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlb-speaker control-plane:", err)
+			return 2
+		}
+		health = h
+		log.Info("Control-plane speaker starting", "version", version.Version, "mode", o.mode, "vip", cfg.VIP, "nodeIP", cfg.NodeIP, "peers", cfg.BGP.Peers, "bfd", cfg.BGP.BFD, "health", health)
+		if s, err = cpvip.NewBGPMode(cfg, log); err != nil {
+			fmt.Fprintln(os.Stderr, "ironlb-speaker control-plane:", err)
+			return 2
+		}
+	} else {
+		cfg, h, err := o.layer2Config()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ironlb-speaker control-plane:", err)
+			return 2
+		}
+		health = h
+		log.Info("Control-plane speaker starting", "version", version.Version, "mode", o.mode, "vip", cfg.VIP, "interface", cfg.Interface, "nodeIP", cfg.NodeIP, "health", health)
+		s = cpvip.NewSpeaker(cfg, log)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	log := klog.Background().WithName("control-plane").WithValues("node", cfg.Node)
-	log.Info("Control-plane speaker starting", "version", version.Version, "mode", o.mode, "vip", cfg.VIP, "interface", cfg.Interface, "nodeIP", cfg.NodeIP, "health", health)
-	s := cpvip.NewSpeaker(cfg, log)
 	errc := make(chan error, 1)
 	go func() { errc <- s.ListenAndServe(ctx, health) }()
-	err = s.Run(ctx)
+	err := s.Run(ctx)
 	cancel()
 	if herr := <-errc; err == nil {
 		err = herr
@@ -91,7 +115,7 @@ func controlPlaneFlags(o *cpOptions, logCfg *logsapi.LoggingConfiguration) *pfla
 	fs := pflag.NewFlagSet("ironlb-speaker control-plane", pflag.ContinueOnError)
 	fs.StringVar(&o.vip, "vip", "", "the control-plane VIP (IPv4 or IPv6; required)")
 	fs.StringVar(&o.mode, "mode", "l2", `"l2": elect one holder over the LAN; "bgp": every ready node advertises the VIP`)
-	fs.StringVar(&o.ifc, "interface", "", "interface of the election and the ARP/NDP answers (default: the one whose subnet contains the VIP)")
+	fs.StringVar(&o.ifc, "interface", "", "interface of the election and the ARP/NDP answers (default: the one whose subnet contains the VIP); in mode bgp, the interface whose address the sessions come from (default: the one routing to the first --bgp-peer)")
 	fs.StringVar(&o.node, "node-name", node, "this node's name (default $NODE_NAME, else the hostname)")
 	fs.StringVar(&o.readyzURL, "apiserver-readyz-url", "https://127.0.0.1:6443/readyz", "the local kube-apiserver's readiness URL")
 	fs.StringVar(&o.caFile, "apiserver-ca-file", "/etc/kubernetes/pki/ca.crt", "CA of the kube-apiserver's certificate (missing: not ready, retried)")
@@ -100,6 +124,7 @@ func controlPlaneFlags(o *cpOptions, logCfg *logsapi.LoggingConfiguration) *pfla
 	fs.IntVar(&o.port, "port", cpvip.DefaultPort, "UDP port of the election messages")
 	fs.IntVar(&o.healthPort, "health-port", cpvip.DefaultHealthPort, "port of /healthz, /readyz, /status and /metrics over plain HTTP, on the node IP")
 	fs.StringSliceVar(&o.peers, "peers", nil, "other control-plane nodes' IPs to send the election messages to by unicast as well as by broadcast")
+	cpvip.AddBGPFlags(fs, &o.bgp)
 	logsapi.AddFlags(logCfg, fs)
 	fs.SetNormalizeFunc(flag.WordSepNormalizeFunc)
 	return fs
@@ -112,7 +137,7 @@ func (o cpOptions) layer2Config() (cpvip.Layer2Config, string, error) {
 	switch o.mode {
 	case "l2":
 	case "bgp":
-		return cfg, "", errors.New("--mode bgp is not built into this binary yet")
+		return cfg, "", errors.New("--mode bgp has no layer-2 configuration")
 	default:
 		return cfg, "", fmt.Errorf("--mode %q: want l2 or bgp", o.mode)
 	}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	logsapi "k8s.io/component-base/logs/api/v1"
 
 	"github.com/ironlb/ironlb/cpvip"
@@ -28,7 +30,8 @@ func TestStaticPodArgs(t *testing.T) {
 	}, {
 		name: "BGP",
 		opts: cpvip.ManifestOptions{VIP: "198.51.100.62", Mode: "bgp", BGPPeers: []string{"192.0.2.1"}, BGPPeerASN: 64512, BGPASN: 64513},
-		want: cpOptions{vip: "198.51.100.62", mode: "bgp", keyFiles: []string{"/etc/kubernetes/pki/sa.key"}},
+		want: cpOptions{vip: "198.51.100.62", mode: "bgp", keyFiles: []string{"/etc/kubernetes/pki/sa.key"},
+			bgp: cpvip.BGPConfig{Peers: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, PeerASN: 64512, ASN: 64513}},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, err := cpvip.Args(tc.opts)
@@ -41,9 +44,6 @@ func TestStaticPodArgs(t *testing.T) {
 			t.Setenv("NODE_NAME", "cp-1")
 			var o cpOptions
 			fs := controlPlaneFlags(&o, logsapi.NewLoggingConfiguration())
-			if tc.opts.Mode == cpvip.ModeBGP && fs.Lookup("bgp-peer") == nil {
-				t.Skip("this ironlb-speaker has no BGP flags yet (cpvip.AddBGPFlags)")
-			}
 			if err := fs.Parse(args[1:]); err != nil {
 				t.Fatalf("ironlb-speaker control-plane does not take the static pod's arguments %q: %v", args[1:], err)
 			}
@@ -57,7 +57,9 @@ func TestStaticPodArgs(t *testing.T) {
 			// What the pod mounts and declares.
 			want.caFile = "/etc/kubernetes/pki/ca.crt"
 			want.port, want.healthPort = 7477, 7476
-			if diff := cmp.Diff(want, o, cmp.AllowUnexported(cpOptions{})); diff != "" {
+			// BFD's defaults, which the manifest leaves alone.
+			want.bgp.BFD, want.bgp.BFDInterval, want.bgp.BFDMultiplier = true, cpvip.DefaultBFDInterval, cpvip.DefaultBFDMultiplier
+			if diff := cmp.Diff(want, o, cmp.AllowUnexported(cpOptions{}), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 				t.Errorf("options (-want +got):\n%s", diff)
 			}
 		})

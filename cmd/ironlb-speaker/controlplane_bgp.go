@@ -1,0 +1,50 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/ironlb/ironlb/cpvip"
+)
+
+// bgpConfig checks the options of mode bgp and works out the interface and
+// node IP (the sessions' source); it returns the health endpoint's address
+// too.
+func (o cpOptions) bgpConfig() (cpvip.BGPModeConfig, string, error) {
+	var cfg cpvip.BGPModeConfig
+	vip, err := netip.ParseAddr(o.vip)
+	if err != nil {
+		return cfg, "", fmt.Errorf("--vip %q: want an IPv4 or IPv6 address", o.vip)
+	}
+	vip = vip.Unmap()
+	if o.node == "" {
+		return cfg, "", errors.New("--node-name: empty, and neither $NODE_NAME nor the hostname is set")
+	}
+	if o.healthPort <= 0 || o.healthPort > 65535 {
+		return cfg, "", errors.New("--health-port must be 1-65535")
+	}
+	if len(o.peers) > 0 {
+		return cfg, "", errors.New("--peers is the layer-2 election's; mode bgp takes --bgp-peer")
+	}
+	if err := o.bgp.Validate(); err != nil {
+		return cfg, "", err
+	}
+	ifc := o.ifc
+	if ifc == "" {
+		if ifc, err = cpvip.InterfaceToward(o.bgp.Peers[0]); err != nil {
+			return cfg, "", fmt.Errorf("%w: set --interface", err)
+		}
+	}
+	_, prefix, err := vipInterface(vip, ifc)
+	if err != nil {
+		return cfg, "", err
+	}
+	cfg = cpvip.BGPModeConfig{
+		VIP: vip, Node: o.node, NodeIP: prefix.Addr(), BGP: o.bgp,
+		Readiness: cpvip.ReadinessConfig{URL: o.readyzURL, CAFile: o.caFile, ServerName: o.serverName},
+	}
+	return cfg, net.JoinHostPort(prefix.Addr().String(), strconv.Itoa(o.healthPort)), nil
+}

@@ -1,0 +1,122 @@
+package cpvip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/ironlb/ironlb/internal/scrape"
+)
+
+// BGPModeConfig is a BGP control-plane speaker's configuration.
+type BGPModeConfig struct {
+	VIP       netip.Addr
+	Node      string
+	NodeIP    netip.Addr
+	BGP       BGPConfig
+	Readiness ReadinessConfig
+}
+
+// BGPMode is a BGP control-plane speaker: the local apiserver's readiness
+// (Readiness, the same checks as layer 2) drives the BGP runner.
+type BGPMode struct {
+	cfg     BGPModeConfig
+	b       *BGP
+	ready   *Readiness
+	readyCh chan bool // holds the latest readiness not yet taken
+}
+
+// NewBGPMode returns a BGP control-plane speaker; Run runs it.
+func NewBGPMode(cfg BGPModeConfig, log logr.Logger) (*BGPMode, error) {
+	b, err := NewBGP(log, cfg.BGP, cfg.VIP, cfg.NodeIP)
+	if err != nil {
+		return nil, err
+	}
+	m := &BGPMode{cfg: cfg, b: b, readyCh: make(chan bool, 1)}
+	m.ready = NewReadiness(cfg.Readiness, log.WithName("apiserver"), m.readyChanged)
+	speakerMetrics.Set(func(ch chan<- metrics.Metric) {
+		st := m.Status()
+		ch <- metrics.NewLazyConstMetric(holdingDesc, metrics.GaugeValue, scrape.Bool(st.Serving))
+		ch <- metrics.NewLazyConstMetric(apiserverReadyDesc, metrics.GaugeValue, scrape.Bool(st.APIServerReady))
+	})
+	return m, nil
+}
+
+// readyChanged hands the latest readiness to the runner, replacing one it
+// has not taken yet (Readiness calls it from one goroutine).
+func (m *BGPMode) readyChanged(st ReadyState) {
+	for {
+		select {
+		case m.readyCh <- st.Ready:
+			return
+		default:
+			select {
+			case <-m.readyCh:
+			default:
+			}
+		}
+	}
+}
+
+// Run checks the apiserver and advertises the VIP while it is ready, until
+// ctx ends; then withdraws it (see BGP.Run).
+func (m *BGPMode) Run(ctx context.Context) error {
+	go m.ready.Run(ctx)
+	return m.b.Run(ctx, m.readyCh)
+}
+
+// Status returns the speaker's current view.
+func (m *BGPMode) Status() Status {
+	rs := m.ready.State()
+	st := Status{VIP: m.cfg.VIP.String(), Node: m.cfg.Node, NodeIP: m.cfg.NodeIP.String(),
+		APIServerReady: rs.Ready, APIServerError: rs.Err}
+	m.b.Fill(&st)
+	return st
+}
+
+// HTTPHandler serves /healthz (the runner's loop goes round), /readyz (the
+// BGP sessions are set up), /status and /metrics.
+func (m *BGPMode) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if last := m.b.lastLoop.Load(); last != 0 && time.Since(time.Unix(0, last)) > 10*time.Second {
+			http.Error(w, "BGP loop stalled", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.b.applied.Load() {
+			http.Error(w, "BGP sessions not set up yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(m.Status())
+	})
+	mux.Handle("/metrics", legacyregistry.Handler())
+	return mux
+}
+
+// ListenAndServe serves the HTTP endpoints on addr until ctx ends.
+func (m *BGPMode) ListenAndServe(ctx context.Context, addr string) error {
+	hs := &http.Server{Addr: addr, Handler: m.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = hs.Close()
+	}()
+	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("health endpoint %s: %w", addr, err)
+	}
+	return nil
+}
