@@ -66,10 +66,12 @@ type ElectionConfig struct {
 	Dead time.Duration
 }
 
-// heardPeer is a peer's last accepted message and when it arrived.
+// heardPeer is a peer's last accepted message, when it arrived, and since
+// when the peer has been heard without a break of a dead interval.
 type heardPeer struct {
 	msg   Message
 	heard time.Time
+	since time.Time
 }
 
 // Election is the layer-2 election of one speaker as a pure state machine:
@@ -83,8 +85,20 @@ type heardPeer struct {
 // it released, the ready speaker with the lowest node IP among the ready
 // speakers heard within the dead interval (itself included) takes the VIP
 // with epoch = highest epoch seen + 1; when two holders hear each other,
-// the higher epoch keeps it (ties: the lower node IP) and the other
-// releases at once; a holder that hears nobody keeps holding.
+// the one with the larger support keeps it, then the higher epoch, then
+// the lower node IP, and the other releases at once; a holder that hears
+// nobody keeps holding.
+//
+// Support is how many ready speakers a speaker has heard without a break
+// for at least the dead interval, itself included: the size of its side of
+// the LAN before the two holders met. It is what keeps a heal from moving
+// the VIP: a speaker cut off alone takes the VIP (it cannot tell a cut from
+// a dead holder), but when its link returns it has support 1 against the
+// holder that served the rest of the LAN all along, so it gives way (the
+// epochs would have let it win: it took over last). When the holder itself
+// was the one cut off, the successor has the larger support and keeps it.
+// Peers heard again after the heal count only after a dead interval, by
+// which time one holder has given way.
 type Election struct {
 	cfg      ElectionConfig
 	started  time.Time
@@ -118,7 +132,11 @@ func (e *Election) Receive(m Message, now time.Time) Decision {
 		return e.decision(None, "")
 	}
 	m.NodeIP = m.NodeIP.Unmap()
-	e.peers[m.Node] = heardPeer{msg: m, heard: now}
+	since := now
+	if p, ok := e.peers[m.Node]; ok && now.Sub(p.heard) < e.cfg.Dead {
+		since = p.since
+	}
+	e.peers[m.Node] = heardPeer{msg: m, heard: now, since: since}
 	e.maxEpoch = max(e.maxEpoch, m.Epoch)
 	return e.step(now, &m)
 }
@@ -144,27 +162,55 @@ func (e *Election) Leave(now time.Time) Decision {
 func (e *Election) Holding() bool { return e.holding }
 
 // Outgoing is this speaker's own message now (without VIP and time).
-func (e *Election) Outgoing() Message {
+func (e *Election) Outgoing(now time.Time) Message {
 	epoch := e.maxEpoch
 	if e.holding {
 		epoch = e.epoch
 	}
-	return Message{Node: e.cfg.Node, NodeIP: e.cfg.NodeIP, Ready: e.ready && !e.leaving, Holding: e.holding, Epoch: epoch}
+	return Message{Node: e.cfg.Node, NodeIP: e.cfg.NodeIP, Ready: e.ready && !e.leaving, Holding: e.holding, Epoch: epoch, Support: e.support(now)}
 }
+
+// support counts the ready speakers heard without a break for at least the
+// dead interval, itself included when ready (saturating at 255).
+func (e *Election) support(now time.Time) uint8 {
+	n := 0
+	if e.ready && !e.leaving {
+		n++
+	}
+	for _, p := range e.live(now) {
+		if p.msg.Ready && now.Sub(p.since) >= e.cfg.Dead {
+			n++
+		}
+	}
+	return uint8(min(n, 255))
+}
+
+// claim is a holder's standing when two holders meet.
+type claim struct {
+	support uint8
+	epoch   uint64
+	ip      netip.Addr
+}
+
+func (e *Election) own(now time.Time) claim {
+	return claim{support: e.support(now), epoch: e.epoch, ip: e.cfg.NodeIP}
+}
+
+func peerClaim(m Message) claim { return claim{support: m.Support, epoch: m.Epoch, ip: m.NodeIP} }
 
 // Holder returns the holder as this speaker sees it (itself, or the winning
 // live peer that says it holds) and its epoch; "" when none.
 func (e *Election) Holder(now time.Time) (string, uint64) {
-	name, epoch, ip := "", uint64(0), netip.Addr{}
+	name, best := "", claim{}
 	if e.holding {
-		name, epoch, ip = e.cfg.Node, e.epoch, e.cfg.NodeIP
+		name, best = e.cfg.Node, e.own(now)
 	}
 	for _, p := range e.live(now) {
-		if p.msg.Holding && (name == "" || beats(p.msg.Epoch, p.msg.NodeIP, epoch, ip)) {
-			name, epoch, ip = p.msg.Node, p.msg.Epoch, p.msg.NodeIP
+		if c := peerClaim(p.msg); p.msg.Holding && (name == "" || beats(c, best)) {
+			name, best = p.msg.Node, c
 		}
 	}
-	return name, epoch
+	return name, best.epoch
 }
 
 // Peers returns the peers heard within the last minute, by name.
@@ -191,13 +237,16 @@ func (e *Election) live(now time.Time) []heardPeer {
 	return out
 }
 
-// beats says whether holder a (epoch, IP) keeps the VIP against holder b:
-// the higher epoch, then the lower IP.
-func beats(aEpoch uint64, aIP netip.Addr, bEpoch uint64, bIP netip.Addr) bool {
-	if aEpoch != bEpoch {
-		return aEpoch > bEpoch
+// beats says whether holder a keeps the VIP against holder b: the larger
+// support, then the higher epoch, then the lower IP.
+func beats(a, b claim) bool {
+	if a.support != b.support {
+		return a.support > b.support
 	}
-	return aIP.Less(bIP)
+	if a.epoch != b.epoch {
+		return a.epoch > b.epoch
+	}
+	return a.ip.Less(b.ip)
 }
 
 func (e *Election) decision(a Action, why string) Decision {
@@ -220,8 +269,9 @@ func (e *Election) step(now time.Time, got *Message) Decision {
 			e.holding = false
 			return e.decision(Release, "apiserver not ready")
 		}
+		own := e.own(now)
 		for _, p := range live {
-			if p.msg.Holding && beats(p.msg.Epoch, p.msg.NodeIP, e.epoch, e.cfg.NodeIP) {
+			if p.msg.Holding && beats(peerClaim(p.msg), own) {
 				e.holding = false
 				return e.decision(Release, "holder "+p.msg.Node+" has precedence")
 			}

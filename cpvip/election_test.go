@@ -32,6 +32,12 @@ func peer(n int, ready, holding bool, epoch uint64) *Message {
 	return &Message{Node: "n" + string(rune('0'+n)), NodeIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + n)}), Ready: ready, Holding: holding, Epoch: epoch}
 }
 
+// supported returns m with support n.
+func supported(m *Message, n uint8) *Message {
+	m.Support = n
+	return m
+}
+
 func TestElection(t *testing.T) {
 	// Self is n2 (192.0.2.12): n1 has a lower IP, n3 a higher one.
 	tests := []struct {
@@ -132,9 +138,9 @@ func TestElection(t *testing.T) {
 		steps: []step{
 			{at: 0, ready: yes},
 			{at: 500, want: Take, wantEpoch: 1},
-			{at: 700, msg: peer(3, true, true, 5), want: Release, wantEpoch: 5},
+			{at: 700, msg: supported(peer(3, true, true, 5), 1), want: Release, wantEpoch: 5},
 			{at: 800, want: None},
-			{at: 900, msg: peer(3, true, true, 5), want: None},
+			{at: 900, msg: supported(peer(3, true, true, 5), 1), want: None},
 		},
 	}, {
 		name: "heal: this one has the higher epoch, keeps it and re-announces",
@@ -142,7 +148,7 @@ func TestElection(t *testing.T) {
 			{at: 0, ready: yes},
 			{at: 100, msg: peer(3, true, false, 4)},
 			{at: 500, want: Take, wantEpoch: 5},
-			{at: 700, msg: peer(1, true, true, 2), want: Reassert, wantEpoch: 5},
+			{at: 700, msg: supported(peer(1, true, true, 2), 1), want: Reassert, wantEpoch: 5},
 			{at: 800, msg: peer(1, true, false, 5), want: None},
 			{at: 900, want: None},
 		},
@@ -152,8 +158,37 @@ func TestElection(t *testing.T) {
 			{at: 0, ready: yes},
 			{at: 100, msg: peer(3, true, false, 4)},
 			{at: 500, want: Take, wantEpoch: 5},
-			{at: 700, msg: peer(3, true, true, 5), want: Reassert},
-			{at: 750, msg: peer(1, true, true, 5), want: Release},
+			{at: 700, msg: supported(peer(3, true, true, 5), 1), want: Reassert},
+			{at: 750, msg: supported(peer(1, true, true, 5), 1), want: Release},
+		},
+	}, {
+		name: "heal: cut off alone, this one took over last but gives way to the holder the rest of the LAN kept",
+		steps: []step{
+			{at: 0, ready: yes},
+			{at: 100, msg: supported(peer(1, true, true, 4), 2)},
+			// n1 goes silent (this node's link is down): take-over.
+			{at: 600, want: Take, wantEpoch: 5},
+			// The link is back: n1 held all along with n3 beside it.
+			{at: 5000, msg: supported(peer(1, true, true, 4), 2), want: Release, wantEpoch: 5},
+			{at: 5100, want: None},
+		},
+	}, {
+		name: "heal: the holder that was cut off alone gives way to this successor, heard steadily by n3",
+		steps: []step{
+			{at: 0, ready: yes},
+			{at: 0, msg: peer(3, true, false, 2)},
+			{at: 100, msg: supported(peer(1, true, true, 2), 3)},
+			{at: 200, msg: peer(3, true, false, 2)},
+			{at: 300, msg: peer(3, true, false, 2)},
+			{at: 400, msg: peer(3, true, false, 2)},
+			{at: 500, msg: peer(3, true, false, 2)},
+			// n1 went silent at 100: take-over at 600, with n3 heard
+			// steadily since 0 (support 2).
+			{at: 600, msg: peer(3, true, false, 2), want: Take, wantEpoch: 3},
+			{at: 700, msg: peer(3, true, false, 3)},
+			// n1's link is back: alone all along, support 1.
+			{at: 750, msg: supported(peer(1, true, true, 2), 1), want: Reassert, wantEpoch: 3},
+			{at: 800, msg: peer(1, true, false, 3), want: None},
 		},
 	}, {
 		name: "leave releases and never takes again",
@@ -229,6 +264,41 @@ func holdingAfter(e *Election, d Decision) bool {
 	return e.Holding()
 }
 
+func TestElectionSupport(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	e := NewElection(ElectionConfig{Node: "n2", NodeIP: netip.MustParseAddr("192.0.2.12")}, t0)
+	for _, tc := range []struct {
+		name string
+		do   func()
+		now  int
+		want uint8
+	}{
+		{"not ready, nobody heard", func() {}, 0, 0},
+		{"ready counts itself", func() { e.SetReady(true, at(0)) }, 0, 1},
+		{"a peer heard just now is not steady", func() { e.Receive(*peer(1, true, false, 0), at(100)) }, 100, 1},
+		{"heard every 100 ms for the dead interval: steady", func() {
+			for ms := 200; ms <= 600; ms += 100 {
+				e.Receive(*peer(1, true, false, 0), at(ms))
+			}
+		}, 600, 2},
+		{"an unready peer does not count", func() {
+			for ms := 100; ms <= 600; ms += 100 {
+				e.Receive(*peer(3, false, false, 0), at(ms))
+			}
+		}, 600, 2},
+		{"silent for the dead interval: gone", func() {}, 1100, 1},
+		{"heard again: the streak starts over", func() { e.Receive(*peer(1, true, false, 0), at(1200)) }, 1200, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.do()
+			if got := e.Outgoing(at(tc.now)).Support; got != tc.want {
+				t.Errorf("support %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestElectionOutgoingAndStatus(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	e := NewElection(ElectionConfig{Node: "n2", NodeIP: netip.MustParseAddr("192.0.2.12")}, t0)
@@ -238,8 +308,9 @@ func TestElectionOutgoingAndStatus(t *testing.T) {
 		t.Fatalf("action %s, want take", d.Action)
 	}
 	now := t0.Add(600 * time.Millisecond)
-	want := Message{Node: "n2", NodeIP: netip.MustParseAddr("192.0.2.12"), Ready: true, Holding: true, Epoch: 7}
-	if diff := cmp.Diff(want, e.Outgoing(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+	// n3, heard once 500 ms ago, is not steady: support 1.
+	want := Message{Node: "n2", NodeIP: netip.MustParseAddr("192.0.2.12"), Ready: true, Holding: true, Epoch: 7, Support: 1}
+	if diff := cmp.Diff(want, e.Outgoing(now), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("Outgoing (-want +got):\n%s", diff)
 	}
 	if h, ep := e.Holder(now); h != "n2" || ep != 7 {
@@ -250,7 +321,7 @@ func TestElectionOutgoingAndStatus(t *testing.T) {
 		t.Errorf("Peers (-want +got):\n%s", diff)
 	}
 	e.Leave(now)
-	if m := e.Outgoing(); m.Ready || m.Holding {
+	if m := e.Outgoing(now); m.Ready || m.Holding {
 		t.Errorf("after Leave the message says ready %v holding %v, want neither", m.Ready, m.Holding)
 	}
 	if ps := e.Peers(now.Add(2 * time.Minute)); len(ps) != 1 {

@@ -16,6 +16,7 @@ import (
 //	magic    4  "ILCP"
 //	version  1  1
 //	flags    1  bit 0: apiserver ready, bit 1: holding; other bits 0
+//	support  1  ready speakers the sender has heard steadily, itself included
 //	epoch    8  the holder's term (a non-holder: the highest it saw)
 //	time     8  sender's clock, unix ns, strictly increasing per sender
 //	vip      1+n  length (4 or 16) and address
@@ -29,7 +30,7 @@ const (
 	messageVersion = 1
 	macSize        = sha256.Size
 	// MaxMessageSize bounds a message; longer datagrams are dropped
-	// unread. The largest valid message is 342 bytes.
+	// unread. The largest valid message is 343 bytes.
 	MaxMessageSize = 512
 	// MaxFutureSkew is how far a message's timestamp may be from the
 	// receiver's clock, either way.
@@ -52,6 +53,10 @@ type Message struct {
 	Ready bool
 	// Holding says whether the sender holds the VIP.
 	Holding bool
+	// Support is how many ready speakers the sender has heard without a
+	// break for at least the dead interval, itself included when ready:
+	// the size of its side of the LAN (see Election).
+	Support uint8
 	// Epoch is the holder's term: a holder sends the epoch it took the VIP
 	// with, any other speaker the highest it has seen.
 	Epoch uint64
@@ -121,7 +126,7 @@ func (m Message) Marshal(key Key) ([]byte, error) {
 	if m.Holding {
 		flags |= flagHolding
 	}
-	b = append(b, flags)
+	b = append(b, flags, m.Support)
 	b = binary.BigEndian.AppendUint64(b, m.Epoch)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time.UnixNano()))
 	b = appendAddr(b, m.VIP)
@@ -167,6 +172,7 @@ func Parse(b []byte, keys []Key) (Message, error) {
 		return m, reject(ReasonMalformed, "unknown flags %#x", flags)
 	}
 	m.Ready, m.Holding = flags&flagReady != 0, flags&flagHolding != 0
+	m.Support = r.byte()
 	m.Epoch = binary.BigEndian.Uint64(r.next(8))
 	ts := binary.BigEndian.Uint64(r.next(8))
 	m.VIP = r.addr()

@@ -218,7 +218,7 @@ func (l *loop) send(now time.Time) {
 		now = l.lastSent.Add(time.Microsecond)
 	}
 	keys := l.s.keys.Keys()
-	m := l.el.Outgoing()
+	m := l.el.Outgoing(now)
 	m.VIP, m.Time = l.s.cfg.VIP, now
 	b, err := m.Marshal(keys[0])
 	if err == nil {
