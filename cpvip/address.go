@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -27,6 +28,26 @@ func AddLocal(vip netip.Addr) error {
 	}
 	if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("adding %s to %s: %w", vip, LocalInterface, err)
+	}
+	return nil
+}
+
+// AddLocalFor makes vip a local address of this node that the kernel removes
+// by itself after lifetime (rounded up to whole seconds) unless it is added
+// again before: the layer-2 holder refreshes it every Interval. A holder
+// that dies without releasing (killed, out of memory) so leaves no address
+// behind for long, and with it no kernel answering ARP/NDP for the VIP
+// beside the successor: the kernel answers for every local address, on
+// every interface, unless the node sets arp_ignore.
+func AddLocalFor(vip netip.Addr, lifetime time.Duration) error {
+	link, addr, err := localAddr(vip)
+	if err != nil {
+		return err
+	}
+	secs := int((lifetime + time.Second - 1) / time.Second)
+	addr.ValidLft, addr.PreferedLft = secs, secs
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("adding %s to %s for %s: %w", vip, LocalInterface, lifetime, err)
 	}
 	return nil
 }

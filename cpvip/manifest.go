@@ -204,7 +204,7 @@ func (v validOptions) pod() *corev1.Pod {
 				Ports: ports,
 				LivenessProbe: &corev1.Probe{
 					ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-						Path: "/healthz", Port: intstr.FromString("health"),
+						Host: "127.0.0.1", Path: "/healthz", Port: intstr.FromString("health"),
 					}},
 					InitialDelaySeconds: 5,
 					PeriodSeconds:       10,

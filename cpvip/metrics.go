@@ -22,6 +22,11 @@ var (
 		Help:           "Election messages dropped, by reason (size, malformed, signature, vip, replay, clock, peers, rate, no-key).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"reason"})
+	reassertsTotal = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "control_plane_vip", Name: "reasserts_total",
+		Help:           "Times this speaker, holding the control-plane VIP, heard another holder with a weaker claim and announced the VIP again (at most once per dead interval): a healed partition, or, if it keeps rising, a node that hears no election message (a firewall on UDP 7477) and answers for the VIP beside this one.",
+		StabilityLevel: metrics.ALPHA,
+	})
 	receivedTotal = metrics.NewCounter(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "control_plane_vip", Name: "messages_accepted_total",
 		Help:           "Election messages from other speakers accepted.",
@@ -36,7 +41,7 @@ var (
 )
 
 var speakerMetrics = scrape.New([]*metrics.Desc{holdingDesc, apiserverReadyDesc, epochDesc},
-	takeoversTotal, releasesTotal, rejectedTotal, receivedTotal)
+	takeoversTotal, releasesTotal, reassertsTotal, rejectedTotal, receivedTotal)
 
 // registerMetrics makes s the source of the gauges, served at /metrics.
 func registerMetrics(s *Speaker) {

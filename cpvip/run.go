@@ -160,9 +160,10 @@ type loop struct {
 	el       *Election
 	// served says whether the VIP is on lo and answered for (it lags the
 	// election's Holding when taking it failed; retried every tick).
-	served   bool
-	lastSent time.Time
-	sendErr  string
+	served       bool
+	lastSent     time.Time
+	lastReassert time.Time
+	sendErr      string
 }
 
 func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error) error {
@@ -172,8 +173,7 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 	l.setReady(time.Now())
 	l.send(time.Now())
 	for {
-		now := time.Now()
-		s.lastLoop.Store(now.UnixNano())
+		s.lastLoop.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			l.shutdown()
@@ -182,6 +182,7 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 			l.shutdown()
 			return err
 		case <-s.readyCh:
+			now := time.Now()
 			if d := l.setReady(now); d.Action != None {
 				l.send(now)
 			}
@@ -198,10 +199,12 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 			}
 			receivedTotal.Inc()
 			if d := l.apply(l.el.Receive(m, r.at), r.at); d.Action == Release || d.Action == Take {
-				l.send(now)
+				l.send(time.Now())
 			}
 		case <-tick.C:
+			now := time.Now()
 			l.apply(l.el.Tick(now), now)
+			l.refresh()
 			l.send(now)
 		}
 	}
@@ -211,9 +214,12 @@ func (l *loop) setReady(now time.Time) Decision {
 	return l.apply(l.el.SetReady(l.s.ready.State().Ready, now), now)
 }
 
-// send broadcasts this speaker's message (at most once per millisecond:
-// timestamps must increase).
+// send broadcasts this speaker's message. Its timestamps must increase on
+// the wire, which carries the wall clock: compared without the monotonic
+// reading, so that a clock stepped back (NTP) does not make the receivers
+// drop this speaker's messages as replays.
 func (l *loop) send(now time.Time) {
+	now = now.Round(0)
 	if !now.After(l.lastSent) {
 		now = l.lastSent.Add(time.Microsecond)
 	}
@@ -248,6 +254,14 @@ func (l *loop) apply(d Decision, now time.Time) Decision {
 		s.log.Info("Releasing the control-plane VIP", "vip", s.cfg.VIP, "epoch", d.Epoch, "why", d.Why)
 		l.unserve()
 	case Reassert:
+		// A rival that keeps claiming (it hears nobody: a firewall drops
+		// its inbound messages) would otherwise have the VIP re-announced
+		// at every one of its messages: once per dead interval at most.
+		if now.Sub(l.lastReassert) < DeadInterval {
+			break
+		}
+		l.lastReassert = now
+		reassertsTotal.Inc()
 		s.log.Info("Another holder heard; keeping the control-plane VIP and announcing it again", "why", d.Why)
 		if err := l.resp.Withdraw(s.cfg.VIP); err != nil {
 			s.log.Error(err, "Re-announcing the VIP")
@@ -281,9 +295,25 @@ func releaseReason(d Decision) string {
 	}
 }
 
+// addressLifetime is how long the VIP stays on lo without a refresh: a
+// holder refreshes it every Interval, and a holder that died without
+// releasing leaves it behind for at most this long (plus the kernel's
+// expiry check, about a second).
+const addressLifetime = 2 * time.Second
+
+// refresh renews the VIP's lifetime on lo while this speaker serves it.
+func (l *loop) refresh() {
+	if !l.served {
+		return
+	}
+	if err := AddLocalFor(l.s.cfg.VIP, addressLifetime); err != nil {
+		l.s.log.Error(err, "Refreshing the VIP on lo")
+	}
+}
+
 func (l *loop) serve() {
 	vip := l.s.cfg.VIP
-	if err := AddLocal(vip); err != nil {
+	if err := AddLocalFor(vip, addressLifetime); err != nil {
 		l.s.log.Error(err, "Taking the VIP over: adding it to lo")
 		return
 	}

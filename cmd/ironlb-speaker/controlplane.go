@@ -87,12 +87,21 @@ func controlPlaneMain(args []string) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- s.ListenAndServe(ctx, health) }()
+	// The endpoints are served on the node IP (kubectl ironlb status reads
+	// /status there through the API server's node proxy) and on loopback,
+	// where the static pod's liveness probe asks, whichever address the
+	// kubelet takes for the pod's.
+	listen := []string{health, net.JoinHostPort("127.0.0.1", strconv.Itoa(o.healthPort))}
+	errc := make(chan error, len(listen))
+	for _, addr := range listen {
+		go func() { errc <- s.ListenAndServe(ctx, addr) }()
+	}
 	err := s.Run(ctx)
 	cancel()
-	if herr := <-errc; err == nil {
-		err = herr
+	for range listen {
+		if herr := <-errc; err == nil {
+			err = herr
+		}
 	}
 	if err != nil {
 		log.Error(err, "Control-plane speaker failed")

@@ -215,6 +215,44 @@ func TestControlPlaneVIP(t *testing.T) {
 	})
 }
 
+// TestControlPlaneVIPKilledHolder: a holder killed without a chance to
+// release (SIGKILL, out of memory) leaves the VIP on its lo only until the
+// address's lifetime runs out, so the kernel does not keep answering for
+// the VIP beside the successor.
+func TestControlPlaneVIPKilledHolder(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := newCPRig(t, ctx, 3)
+	old := r.waitOneHolder(15 * time.Second)
+	if has, err := r.hasVIPOnLo(old); err != nil || !has {
+		t.Fatalf("the holder %s has no VIP on lo (%v)", old.name, err)
+	}
+	start := time.Now()
+	if err := old.speaker.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	got, d := r.waitReachedOtherThan(old, start, 10*time.Second)
+	t.Logf("holder's speaker SIGKILLed: %s reached after %s", got, d.Round(time.Millisecond))
+	err := rig.Eventually(10*time.Second, func() error {
+		has, err := r.hasVIPOnLo(old)
+		if err != nil {
+			return err
+		}
+		if has {
+			return fmt.Errorf("%s still has the VIP on lo", old.name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the killed holder's VIP left its lo %s after the kill", time.Since(start).Round(100*time.Millisecond))
+	if h := r.waitOneHolder(5*time.Second, old); h.name != got {
+		t.Errorf("holder %s, but the client reached %s", h.name, got)
+	}
+}
+
 // p50 is the median of ds.
 func p50(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
