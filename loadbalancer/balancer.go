@@ -237,6 +237,9 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.reserveControlPlane()
 	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
 	close(b.ready)
+	// A control-plane VIP source that synced between reserveControlPlane
+	// and close(b.ready) saw the balancer not ready and reserved nothing.
+	b.reserveControlPlane()
 	go b.runPolicy(ctx)
 	go b.runControlPlane(ctx)
 	go func() {

@@ -130,3 +130,53 @@ func (p *cpPools) get() map[netip.Addr]string {
 	defer p.mu.Unlock()
 	return p.vips
 }
+
+// TestControlPlaneVIPAfterNodeLetsGo: a Node that lists the control-plane
+// VIP as its own address holds the reservation first; when the Node goes
+// away the VIP is reserved as the control-plane VIP again, never left for
+// a Service to take.
+func TestControlPlaneVIPAfterNodeLetsGo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	vip := netip.MustParseAddr("192.0.2.2")
+	node := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "copier"},
+		Status:     v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: vip.String()}}},
+	}
+	client := fake.NewClientset(node)
+	factory := informers.NewSharedInformerFactory(client, 0)
+	alloc, pools, rec := ipam.New(), &cpPools{}, record.NewFakeRecorder(100)
+	b := New(alloc, pools, rec, WithClient(client), WithControlPlaneVIPs([]netip.Addr{vip}))
+	b.SetInformers(factory)
+	pools.set(t, alloc, "lan", v1alpha1.IPPoolSpec{Addresses: []v1alpha1.AddressRange{"192.0.2.0/29"}})
+	factory.Start(ctx.Done())
+	go func() { _ = b.Run(ctx) }()
+
+	holder := func() []string {
+		h, ok := alloc.Holder(vip)
+		if !ok {
+			return nil
+		}
+		return h.Owners
+	}
+	if err := rig.Eventually(10*time.Second, func() error {
+		if !b.Ready() || len(holder()) == 0 {
+			return fmt.Errorf("192.0.2.2 held by %v, ready %v", holder(), b.Ready())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("while the Node lists it, 192.0.2.2 is held by %v", holder())
+	if err := client.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(10*time.Second, func() error {
+		if got := holder(); !cmp.Equal(got, []string{"the control-plane VIP"}) {
+			return fmt.Errorf("after the Node's deletion 192.0.2.2 is held by %v, want the control-plane VIP", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
