@@ -125,12 +125,6 @@ func (b *Balancer) reserveNodeAddresses() {
 		}
 	}
 	b.pools.SetNodeAddresses(all)
-	// A Node that listed a control-plane VIP as its own address kept the
-	// VIP's reservation out; once it lets go (deleted, address changed)
-	// the VIP must be reserved again before any Service can get it.
-	if b.Ready() {
-		b.reserveControlPlane()
-	}
 }
 
 // olderNode orders Nodes by creation, then by name.
