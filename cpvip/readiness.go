@@ -21,9 +21,12 @@ const (
 	ReadyInterval = 100 * time.Millisecond
 	// ReadyTimeout bounds one /readyz request.
 	ReadyTimeout = 250 * time.Millisecond
-	// UnreadyAfter failed checks in a row make the apiserver unready; one
-	// success makes it ready.
+	// UnreadyAfter failed checks in a row make the apiserver unready;
+	// ReadinessConfig.ReadyAfter successes make it ready again.
 	UnreadyAfter = 3
+	// BGPReadyAfter is ReadyAfter in BGP mode: ready for a second before
+	// the route is advertised again.
+	BGPReadyAfter = 10
 	// maxReadyzBody bounds what is read of an answer.
 	maxReadyzBody = 4096
 )
@@ -38,6 +41,12 @@ type ReadinessConfig struct {
 	ServerName string
 	// Interval and Timeout default to ReadyInterval and ReadyTimeout.
 	Interval, Timeout time.Duration
+	// ReadyAfter is how many successful checks in a row turn an unready
+	// apiserver ready (default 1). BGP mode asks for BGPReadyAfter, so
+	// that an apiserver whose /readyz flickers does not have its route
+	// advertised and withdrawn several times a second (routers damp
+	// flapping routes).
+	ReadyAfter int
 }
 
 // ReadyState is the apiserver's readiness as last judged.
@@ -73,6 +82,9 @@ func NewReadiness(cfg ReadinessConfig, log logr.Logger, onChange func(ReadyState
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = ReadyTimeout
 	}
+	if cfg.ReadyAfter <= 0 {
+		cfg.ReadyAfter = 1
+	}
 	return &Readiness{cfg: cfg, log: log, onChange: onChange, state: ReadyState{Err: "not checked yet"}}
 }
 
@@ -87,7 +99,8 @@ func (r *Readiness) State() ReadyState {
 func (r *Readiness) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
-	failures := UnreadyAfter // unready until the first success
+	failures := UnreadyAfter // unready until the first successes
+	successes := 0
 	var lastLogged string
 	for {
 		err := r.check(ctx)
@@ -98,8 +111,12 @@ func (r *Readiness) Run(ctx context.Context) {
 		was := r.state.Ready
 		if err == nil {
 			failures = 0
-			r.state = ReadyState{Ready: true}
+			successes = min(successes+1, r.cfg.ReadyAfter)
+			if r.state.Ready || successes >= r.cfg.ReadyAfter {
+				r.state = ReadyState{Ready: true}
+			}
 		} else {
+			successes = 0
 			failures = min(failures+1, UnreadyAfter)
 			r.state.Err = err.Error()
 			if failures >= UnreadyAfter {

@@ -21,6 +21,7 @@ type readyzServer struct {
 	*httptest.Server
 	ok       atomic.Bool
 	failures atomic.Int32
+	oks      atomic.Int32
 }
 
 func newReadyzServer(t *testing.T) (*readyzServer, string) {
@@ -32,6 +33,7 @@ func newReadyzServer(t *testing.T) (*readyzServer, string) {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		s.oks.Add(1)
 		_, _ = w.Write([]byte("ok"))
 	}))
 	t.Cleanup(s.Close)
@@ -79,6 +81,30 @@ func TestReadiness(t *testing.T) {
 	}
 	srv.ok.Store(true)
 	wait(true)
+}
+
+// TestReadinessReadyAfter: with ReadyAfter (BGP mode) an unready
+// apiserver turns ready only after that many successes in a row.
+func TestReadinessReadyAfter(t *testing.T) {
+	srv, ca := newReadyzServer(t)
+	srv.ok.Store(true)
+	changes := make(chan ReadyState, 16)
+	r := NewReadiness(ReadinessConfig{URL: srv.URL + "/readyz", CAFile: ca, ServerName: "example.com", Interval: 5 * time.Millisecond, ReadyAfter: 4},
+		logr.Discard(), func(s ReadyState) { changes <- s })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	select {
+	case s := <-changes:
+		if !s.Ready {
+			t.Fatalf("changed to unready (%s)", s.Err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("never ready")
+	}
+	if n := srv.oks.Load(); n < 4 {
+		t.Errorf("ready after %d successful checks, want at least 4", n)
+	}
 }
 
 func TestReadinessRefuses(t *testing.T) {

@@ -44,7 +44,7 @@ func (o cpOptions) bgpConfig() (cpvip.BGPModeConfig, string, error) {
 	}
 	cfg = cpvip.BGPModeConfig{
 		VIP: vip, Node: o.node, NodeIP: prefix.Addr(), BGP: o.bgp,
-		Readiness: cpvip.ReadinessConfig{URL: o.readyzURL, CAFile: o.caFile, ServerName: o.serverName},
+		Readiness: cpvip.ReadinessConfig{URL: o.readyzURL, CAFile: o.caFile, ServerName: o.serverName, ReadyAfter: cpvip.BGPReadyAfter},
 	}
 	return cfg, net.JoinHostPort(prefix.Addr().String(), strconv.Itoa(o.healthPort)), nil
 }
