@@ -1,0 +1,140 @@
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ironlb/ironlb/test/binaries"
+	"github.com/ironlb/ironlb/test/cluster"
+)
+
+// TestRealClusterHA brings up the highly available control plane as
+// IronLB's README has a user do it: three kubeadm control-plane nodes
+// behind IronLB's control-plane VIP (the speaker's control-plane static
+// pod on each, layer 2), kubeadm init --upload-certs on node-1 and kubeadm
+// join --control-plane through the VIP on the others; then, from the
+// client behind the router and through the VIP, it measures the API
+// server's outage when the VIP's holder loses its kube-apiserver, its
+// network, and when it restarts, and checks that the VIP does not move
+// back when the old holder returns.
+func TestRealClusterHA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a real cluster")
+	}
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools := os.Getenv("IRONLB_TOOLS_BIN")
+	if tools == "" {
+		tools = filepath.Join(root, ".cache", "bin")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	imgs := buildIronLBImages(t, ctx, root)
+
+	start := time.Now()
+	c, err := cluster.Up(ctx, cluster.Options{
+		Dir:           filepath.Join(t.TempDir(), "cluster"),
+		Nodes:         3,
+		ControlPlanes: 3,
+		ToolsBin:      tools,
+		ImageCache:    filepath.Join(root, ".cache", "cluster-images"),
+		RepoRoot:      root,
+		IronLBImages:  imgs,
+		NoCoreDNS:     true,
+		Log:           logWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the HA cluster came up in %s", time.Since(start).Round(time.Second))
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, c)
+			for _, v := range c.SpeakerViews(context.Background()) {
+				b, _ := json.Marshal(v.Status)
+				t.Logf("%s /status: %s %v", v.Node, b, v.Err)
+			}
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("tearing the cluster down: %v", err)
+		}
+	})
+
+	t.Run("up through the VIP", func(t *testing.T) {
+		want := "https://" + cluster.ControlPlaneVIP.String() + ":6443"
+		// The admin's kubeconfig, and every node's kubelet (kubeadm join
+		// writes the endpoint it joined through), name the VIP.
+		paths := map[string]string{"admin": c.Kubeconfig}
+		for _, m := range c.Nodes {
+			paths[m.Spec.Name+" kubelet"] = m.HostPath("/etc/kubernetes/kubelet.conf")
+		}
+		for name, path := range paths {
+			cfg, err := clientcmd.LoadFromFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, cl := range cfg.Clusters {
+				if cl.Server != want {
+					t.Errorf("%s kubeconfig: server %s, want %s", name, cl.Server, want)
+				}
+			}
+		}
+		out, err := c.Kubectl(ctx, nil, "get", "nodes", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nodes corev1.NodeList
+		if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+			t.Fatal(err)
+		}
+		var ready []string
+		for _, n := range nodes.Items {
+			_, cp := n.Labels["node-role.kubernetes.io/control-plane"]
+			for _, cond := range n.Status.Conditions {
+				if cp && cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready = append(ready, n.Name)
+				}
+			}
+		}
+		if got := strings.Join(ready, ","); got != "node-1,node-2,node-3" {
+			t.Errorf("Ready control-plane nodes through the VIP: %q, want node-1,node-2,node-3", got)
+		}
+	})
+
+	t.Run("one holder", func(t *testing.T) {
+		holder, epoch, err := c.WaitHolder(ctx, 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cluster.Serving(c.SpeakerViews(ctx)); len(got) != 1 || got[0] != holder {
+			t.Fatalf("nodes serving the VIP: %v, want only %s", got, holder)
+		}
+		t.Logf("%s holds %s (epoch %d)", holder, cluster.ControlPlaneVIP, epoch)
+	})
+
+	for _, d := range []cluster.Disruption{cluster.APIServerStop, cluster.NodeLoss, cluster.NodeRestart} {
+		t.Run(string(d), func(t *testing.T) {
+			f, err := c.MeasureFailover(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s", f)
+			if f.MovesOnRejoin != 0 {
+				t.Errorf("the VIP moved %d times when %s came back, want 0", f.MovesOnRejoin, f.From)
+			}
+			if got := cluster.Serving(c.SpeakerViews(ctx)); len(got) != 1 || got[0] != f.To {
+				t.Errorf("after %s came back, nodes serving the VIP: %v, want only %s", f.From, got, f.To)
+			}
+		})
+	}
+}
