@@ -1,6 +1,6 @@
 // Package cli is the command tree of the kubectl plugin kubectl-ironlb:
 // flags and exit statuses only; the work is in migrate/metallb (convert)
-// and status (status).
+// status (status) and cpvip (control-plane manifest).
 package cli
 
 import (
@@ -36,7 +36,7 @@ func (e *exitError) Error() string { return e.msg }
 func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
 		Use:           "kubectl-ironlb",
-		Short:         "IronLB's kubectl plugin: migrate from MetalLB, show what IronLB does",
+		Short:         "IronLB's kubectl plugin: migrate from MetalLB, show what IronLB does, set up the control-plane VIP",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version.Version,
@@ -45,7 +45,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(convertCommand(), statusCommand())
+	root.AddCommand(convertCommand(), statusCommand(), controlPlaneCommand())
 	err := root.Execute()
 	if err == nil {
 		return ExitOK
