@@ -128,9 +128,13 @@ test: deps controlplane tools vet cluster-tools ## Unit, integration, end-to-end
 	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Benchmarks print one line per figure: BENCH <name> <value> <unit>.
+# Group cp (go run ./test/bench -only cp) brings up the real kubeadm
+# cluster with three control-plane nodes behind the control-plane VIP
+# (make cluster CONTROL_PLANES=3) and measures its failovers: it needs
+# cluster-tools.
 BENCH_COUNT ?= 5
 .PHONY: bench
-bench: deps controlplane ## Allocator micro-benchmarks and end-to-end figures.
+bench: deps controlplane cluster-tools ## Allocator micro-benchmarks and end-to-end figures.
 	@mkdir -p $(CACHE)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt

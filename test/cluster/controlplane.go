@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ironlb/ironlb/cpvip"
 	"github.com/ironlb/ironlb/test/cluster/machine"
 )
 
 // controlPlaneManifestPath is where the control-plane VIP's static pod
 // lies on a control-plane node; the kubelet runs what is in the folder.
-const controlPlaneManifestPath = "/etc/kubernetes/manifests/ironlb-control-plane.yaml"
+const controlPlaneManifestPath = cpvip.ManifestPath
 
 // Endpoint is the control-plane endpoint's address (port 6443): the
 // control-plane VIP when the cluster has one, else node-1's address.
@@ -43,11 +44,7 @@ func (c *Cluster) phaseControlPlaneVIP(ctx context.Context) error {
 	if !c.opts.VIP {
 		return nil
 	}
-	image, err := speakerImage(c.opts.RepoRoot)
-	if err != nil {
-		return err
-	}
-	manifest, err := controlPlaneManifest(ControlPlaneVIP, c.net.nodes[0].Interface, image)
+	manifest, err := controlPlaneManifest(ControlPlaneVIP, c.net.nodes[0].Interface, c.opts.RepoRoot)
 	if err != nil {
 		return err
 	}
@@ -66,13 +63,17 @@ func (c *Cluster) phaseControlPlaneVIP(ctx context.Context) error {
 	return nil
 }
 
-// speakerImage is the speaker image deploy/ runs, which the rig imports
-// (IronLBImages): ghcr.io/ironlb/ironlb-speaker:<appVersion>, what kubectl
-// ironlb of that release names by default.
-func speakerImage(repoRoot string) (string, error) {
+// controlPlaneManifest is the control-plane speaker's static pod, made by
+// the product's own generator: the bytes kubectl ironlb control-plane
+// manifest --vip <vip> --interface <ifname> prints. Its default image must
+// be the speaker image deploy/ runs, which the rig imports.
+func controlPlaneManifest(vip netip.Addr, ifname, repoRoot string) ([]byte, error) {
 	version, err := AppVersion(repoRoot)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return "ghcr.io/ironlb/ironlb-speaker:" + version, nil
+	if want := "ghcr.io/ironlb/ironlb-speaker:" + version; cpvip.DefaultImage() != want {
+		return nil, fmt.Errorf("the control-plane static pod's image %s is not %s, which the rig imports", cpvip.DefaultImage(), want)
+	}
+	return cpvip.StaticPod(cpvip.ManifestOptions{VIP: vip.String(), Interface: ifname})
 }
