@@ -1,6 +1,10 @@
 // Command ironlb-speaker is IronLB's node agent. It announces the virtual IPs
 // the CCM assigns to its node. It holds no Kubernetes credentials: the CCM
 // leader dials it over mutually authenticated gRPC.
+//
+// "ironlb-speaker control-plane [flags]" serves the kube-apiserver's own VIP
+// instead (controlplane.go, package cpvip), as a static pod on every
+// control-plane node.
 package main
 
 import (
@@ -48,6 +52,9 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == controlPlaneCommand {
+		os.Exit(controlPlaneMain(os.Args[2:]))
+	}
 	var o options
 	fs := pflag.NewFlagSet("ironlb-speaker", pflag.ContinueOnError)
 	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")

@@ -1,0 +1,351 @@
+package cpvip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+
+	"github.com/ironlb/ironlb/speaker/layer2"
+)
+
+// Receive bounds: datagrams accepted for verification per second (a
+// handful of speakers send 10 each) and the queue to the election loop.
+const (
+	receiveRate  = 500
+	receiveBurst = 100
+	receiveQueue = 64
+	// keyReload is how often the key files are checked for changes.
+	keyReload = time.Second
+)
+
+// Layer2Config is a layer-2 control-plane speaker's configuration.
+type Layer2Config struct {
+	VIP       netip.Addr
+	Interface string
+	Node      string
+	NodeIP    netip.Addr
+	// Broadcast and Peers are where the messages go (see TransportConfig).
+	Broadcast netip.Addr
+	Peers     []netip.Addr
+	Port      int
+	KeyFiles  []string
+	Readiness ReadinessConfig
+}
+
+// Speaker is a layer-2 control-plane speaker.
+type Speaker struct {
+	cfg  Layer2Config
+	log  logr.Logger
+	keys *KeyRing
+
+	ready *Readiness
+	// readyCh wakes the loop when readiness changes.
+	readyCh chan struct{}
+
+	electing atomic.Bool
+	lastLoop atomic.Int64
+
+	mu     sync.Mutex
+	status Status
+}
+
+// NewSpeaker returns a layer-2 control-plane speaker; Run runs it.
+func NewSpeaker(cfg Layer2Config, log logr.Logger) *Speaker {
+	s := &Speaker{cfg: cfg, log: log, keys: NewKeyRing(cfg.KeyFiles, log.WithName("keys")), readyCh: make(chan struct{}, 1)}
+	s.ready = NewReadiness(cfg.Readiness, log.WithName("apiserver"), func(ReadyState) {
+		select {
+		case s.readyCh <- struct{}{}:
+		default:
+		}
+	})
+	s.status = Status{VIP: cfg.VIP.String(), Mode: "l2", Node: cfg.Node, NodeIP: cfg.NodeIP.String(), APIServerError: "not checked yet"}
+	registerMetrics(s)
+	return s
+}
+
+// Status returns the speaker's current view.
+func (s *Speaker) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Peers = append([]PeerStatus(nil), st.Peers...)
+	return st
+}
+
+// received is one datagram for the loop.
+type received struct {
+	b  []byte
+	at time.Time
+}
+
+// Run takes part in the election until ctx ends, then, if it holds the VIP,
+// tells the others it released it and withdraws it. It removes a VIP left
+// on lo by an earlier run before it starts.
+func (s *Speaker) Run(ctx context.Context) error {
+	if err := DelLocal(s.cfg.VIP); err != nil {
+		return fmt.Errorf("removing a VIP left by an earlier run: %w", err)
+	}
+	go s.ready.Run(ctx)
+	keysReady := make(chan struct{})
+	go s.keys.Run(ctx, keyReload, keysReady)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-keysReady:
+	}
+
+	ifi, err := net.InterfaceByName(s.cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("finding interface %s: %w", s.cfg.Interface, err)
+	}
+	resp, err := layer2.NewResponder(ifi, layer2.WithLogger(s.log.WithName("layer2")))
+	if err != nil {
+		return fmt.Errorf("opening the layer-2 responder on %s: %w", s.cfg.Interface, err)
+	}
+	defer resp.Close()
+	tr, err := OpenTransport(ctx, TransportConfig{Interface: s.cfg.Interface, Port: s.cfg.Port, Broadcast: s.cfg.Broadcast, Peers: s.cfg.Peers})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+
+	in := make(chan received, receiveQueue)
+	readErr := make(chan error, 1)
+	go s.readLoop(tr, in, readErr)
+
+	l := &loop{s: s, tr: tr, resp: resp, verifier: NewVerifier(s.cfg.VIP),
+		el: NewElection(ElectionConfig{Node: s.cfg.Node, NodeIP: s.cfg.NodeIP}, time.Now())}
+	s.electing.Store(true)
+	s.log.Info("Taking part in the control-plane VIP election", "vip", s.cfg.VIP, "interface", s.cfg.Interface, "nodeIP", s.cfg.NodeIP, "port", s.cfg.Port)
+	return l.run(ctx, in, readErr)
+}
+
+// readLoop hands datagrams to the loop, rate-bounded.
+func (s *Speaker) readLoop(tr *Transport, in chan<- received, errc chan<- error) {
+	lim := rate.NewLimiter(receiveRate, receiveBurst)
+	buf := make([]byte, MaxMessageSize+1)
+	for {
+		n, _, err := tr.Receive(buf)
+		if err != nil {
+			errc <- err
+			return
+		}
+		if !lim.Allow() {
+			rejectedTotal.WithLabelValues(string(ReasonRate)).Inc()
+			continue
+		}
+		select {
+		case in <- received{b: append([]byte(nil), buf[:n]...), at: time.Now()}:
+		default:
+			rejectedTotal.WithLabelValues(string(ReasonRate)).Inc()
+		}
+	}
+}
+
+// loop is the election loop's state; it belongs to one goroutine.
+type loop struct {
+	s        *Speaker
+	tr       *Transport
+	resp     *layer2.Responder
+	verifier *Verifier
+	el       *Election
+	// served says whether the VIP is on lo and answered for (it lags the
+	// election's Holding when taking it failed; retried every tick).
+	served   bool
+	lastSent time.Time
+	sendErr  string
+}
+
+func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error) error {
+	s := l.s
+	tick := time.NewTicker(Interval)
+	defer tick.Stop()
+	l.setReady(time.Now())
+	l.send(time.Now())
+	for {
+		now := time.Now()
+		s.lastLoop.Store(now.UnixNano())
+		select {
+		case <-ctx.Done():
+			l.shutdown()
+			return nil
+		case err := <-readErr:
+			l.shutdown()
+			return err
+		case <-s.readyCh:
+			if d := l.setReady(now); d.Action != None {
+				l.send(now)
+			}
+		case r := <-in:
+			m, err := l.verifier.Verify(r.b, s.keys.Keys(), r.at)
+			if err != nil {
+				reason := ReasonOf(err)
+				rejectedTotal.WithLabelValues(string(reason)).Inc()
+				s.log.V(2).Info("Dropped an election message", "reason", reason, "error", err)
+				break
+			}
+			if m.Node == s.cfg.Node {
+				break // our own broadcast, looped back
+			}
+			receivedTotal.Inc()
+			if d := l.apply(l.el.Receive(m, r.at), r.at); d.Action == Release || d.Action == Take {
+				l.send(now)
+			}
+		case <-tick.C:
+			l.apply(l.el.Tick(now), now)
+			l.send(now)
+		}
+	}
+}
+
+func (l *loop) setReady(now time.Time) Decision {
+	return l.apply(l.el.SetReady(l.s.ready.State().Ready, now), now)
+}
+
+// send broadcasts this speaker's message (at most once per millisecond:
+// timestamps must increase).
+func (l *loop) send(now time.Time) {
+	if !now.After(l.lastSent) {
+		now = l.lastSent.Add(time.Microsecond)
+	}
+	keys := l.s.keys.Keys()
+	m := l.el.Outgoing()
+	m.VIP, m.Time = l.s.cfg.VIP, now
+	b, err := m.Marshal(keys[0])
+	if err == nil {
+		err = l.tr.Send(b)
+	}
+	l.lastSent = now
+	if err != nil {
+		if err.Error() != l.sendErr {
+			l.s.log.Error(err, "Sending the election message")
+		}
+		l.sendErr = err.Error()
+	} else {
+		l.sendErr = ""
+	}
+}
+
+// apply carries a decision out and refreshes the status.
+func (l *loop) apply(d Decision, now time.Time) Decision {
+	s := l.s
+	switch d.Action {
+	case Take:
+		takeoversTotal.Inc()
+		s.log.Info("Taking the control-plane VIP over", "vip", s.cfg.VIP, "epoch", d.Epoch, "why", d.Why)
+		l.serve()
+	case Release:
+		releasesTotal.WithLabelValues(releaseReason(d)).Inc()
+		s.log.Info("Releasing the control-plane VIP", "vip", s.cfg.VIP, "epoch", d.Epoch, "why", d.Why)
+		l.unserve()
+	case Reassert:
+		s.log.Info("Another holder heard; keeping the control-plane VIP and announcing it again", "why", d.Why)
+		if err := l.resp.Withdraw(s.cfg.VIP); err != nil {
+			s.log.Error(err, "Re-announcing the VIP")
+		}
+		l.served = false
+		l.serve()
+	default:
+		if l.el.Holding() && !l.served {
+			l.serve() // retry a failed take-over
+		}
+	}
+	holder, epoch := l.el.Holder(now)
+	rs := s.ready.State()
+	s.mu.Lock()
+	s.status.APIServerReady, s.status.APIServerError = rs.Ready, rs.Err
+	s.status.Serving = l.served
+	s.status.Holder, s.status.Epoch = holder, epoch
+	s.status.Peers = l.el.Peers(now)
+	s.mu.Unlock()
+	return d
+}
+
+func releaseReason(d Decision) string {
+	switch d.Why {
+	case "apiserver not ready":
+		return "unready"
+	case "shutting down":
+		return "shutdown"
+	default:
+		return "precedence"
+	}
+}
+
+func (l *loop) serve() {
+	vip := l.s.cfg.VIP
+	if err := AddLocal(vip); err != nil {
+		l.s.log.Error(err, "Taking the VIP over: adding it to lo")
+		return
+	}
+	if err := l.resp.Announce(vip); err != nil && !isGratuitousOnly(l.resp, vip) {
+		l.s.log.Error(err, "Taking the VIP over: answering ARP/NDP")
+		return
+	} else if err != nil {
+		l.s.log.Error(err, "Taking the VIP over: gratuitous announcement failed (answering anyway)")
+	}
+	l.served = true
+}
+
+// isGratuitousOnly says whether vip is answered for although Announce
+// failed (only its gratuitous announcement did).
+func isGratuitousOnly(r *layer2.Responder, vip netip.Addr) bool {
+	for _, a := range r.Addresses() {
+		if a == vip {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *loop) unserve() {
+	vip := l.s.cfg.VIP
+	var errs []error
+	if err := l.resp.Withdraw(vip); err != nil {
+		errs = append(errs, err)
+	}
+	if err := DelLocal(vip); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		l.s.log.Error(err, "Releasing the VIP")
+	}
+	l.served = false
+}
+
+// shutdown tells the others this speaker released the VIP, then withdraws
+// it, so that a successor takes over at once.
+func (l *loop) shutdown() {
+	now := time.Now()
+	d := l.el.Leave(now)
+	l.send(now)
+	if d.Action == Release {
+		releasesTotal.WithLabelValues("shutdown").Inc()
+		l.s.log.Info("Shutting down: released the control-plane VIP", "vip", l.s.cfg.VIP)
+		l.unserve()
+	}
+	l.s.electing.Store(false)
+}
+
+// ListenAndServe serves the HTTP endpoints on addr until
+// ctx ends.
+func (s *Speaker) ListenAndServe(ctx context.Context, addr string) error {
+	hs := &http.Server{Addr: addr, Handler: s.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = hs.Close()
+	}()
+	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("health endpoint %s: %w", addr, err)
+	}
+	return nil
+}
