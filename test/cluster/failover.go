@@ -254,7 +254,9 @@ func (c *Cluster) ShutdownNode(ctx context.Context, node string) error {
 	if err := unix.Kill(m.Pid, unix.SIGSTOP); err != nil {
 		return fmt.Errorf("shutting %s down: %w", node, err)
 	}
-	if _, err := m.Run(ctx, "kill", "-TERM", "-1"); err != nil {
+	// The shell's kill: procps' kill -1 exits 1 even when kill(2)
+	// succeeded.
+	if _, err := m.Run(ctx, "sh", "-c", "kill -TERM -1"); err != nil {
 		_ = unix.Kill(m.Pid, unix.SIGCONT)
 		return fmt.Errorf("shutting %s down: %w", node, err)
 	}

@@ -72,11 +72,13 @@ func TestRealClusterHA(t *testing.T) {
 
 	t.Run("up through the VIP", func(t *testing.T) {
 		want := "https://" + cluster.ControlPlaneVIP.String() + ":6443"
-		// The admin's kubeconfig, and every node's kubelet (kubeadm join
-		// writes the endpoint it joined through), name the VIP.
-		paths := map[string]string{"admin": c.Kubeconfig}
+		// The admin's kubeconfig of every control-plane node (kubeadm
+		// join --control-plane writes the endpoint it joined through)
+		// names the VIP. (kubeadm v1.37 points a control-plane node's
+		// own kubelet at its local API server.)
+		paths := map[string]string{"client's admin": c.Kubeconfig}
 		for _, m := range c.Nodes {
-			paths[m.Spec.Name+" kubelet"] = m.HostPath("/etc/kubernetes/kubelet.conf")
+			paths[m.Spec.Name+" admin.conf"] = m.HostPath("/etc/kubernetes/admin.conf")
 		}
 		for name, path := range paths {
 			cfg, err := clientcmd.LoadFromFile(path)
