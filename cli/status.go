@@ -18,13 +18,21 @@ func statusCommand() *cobra.Command {
 	overrides := &clientcmd.ConfigOverrides{}
 	var output, namespace string
 	var metrics metricsOptions
+	var cp status.ControlPlaneOptions
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Pools and their usage, VIPs and the nodes announcing them, speakers, BGP sessions",
 		Long: `Shows what IronLB writes to the API: IPPools (usage, readiness), every
 LoadBalancer VIP with the node(s) announcing it (the Services'
 ironlb.dev/Announced condition), the speaker pods and their versions, and
-each node's BGP session with each BGPPeer. With --metrics-url it also reads
+each node's BGP session with each BGPPeer, and the control-plane VIP: its
+holder (layer 2) or advertisers (BGP) and each control-plane node's
+kube-apiserver health, read from every control-plane node's speaker
+(/status on port 7476, through the API server's node proxy: this needs
+get on nodes/proxy). A node whose speaker does not answer is shown as
+unreachable; nodes that disagree about the holder are flagged (a
+partition). The section is left out when no control-plane speaker answers
+and kube-system/kubeadm-config names no VIP. With --metrics-url it also reads
 the leading CCM's /metrics (which speakers the CCM is connected to); an
 unreachable URL is reported and the rest is still shown.
 
@@ -51,6 +59,9 @@ port-forward) only.`,
 			if output != "table" && output != "json" {
 				return fmt.Errorf("--output must be table or json, not %q", output)
 			}
+			if cp.Port < 1 || cp.Port > 65535 || cp.Timeout <= 0 || cp.Timeout > time.Minute {
+				return fmt.Errorf("--control-plane-port must be 1-65535 and --control-plane-timeout more than 0 and at most 1m")
+			}
 			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, overrides).ClientConfig()
 			if err != nil {
 				return err
@@ -63,7 +74,7 @@ port-forward) only.`,
 			if err != nil {
 				return err
 			}
-			opts := status.Options{Namespace: namespace, MetricsURL: metrics.url}
+			opts := status.Options{Namespace: namespace, MetricsURL: metrics.url, ControlPlane: cp}
 			if metrics.url != "" {
 				if opts.HTTPClient, err = metricsClient(metrics); err != nil {
 					return err
@@ -88,6 +99,8 @@ port-forward) only.`,
 	f.StringVar(&metrics.tokenFile, "metrics-token-file", "", "file with a bearer token for --metrics-url only, such as one of the ServiceAccount ironlb-metrics-reader (never the kubeconfig's)")
 	f.StringVar(&metrics.caFile, "metrics-ca-file", "", "CA certificates (PEM) to verify --metrics-url's certificate with (default: the system's)")
 	f.BoolVar(&metrics.insecure, "metrics-insecure-skip-tls-verify", false, "do not verify --metrics-url's certificate; a token is then sent to a loopback address only")
+	f.IntVar(&cp.Port, "control-plane-port", status.DefaultControlPlanePort, "the control-plane speakers' health port, which serves /status")
+	f.DurationVar(&cp.Timeout, "control-plane-timeout", status.DefaultControlPlaneWait, "how long each control-plane node's speaker may take to answer")
 	f.StringVar(&loading.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file")
 	clientcmd.BindOverrideFlags(overrides, f, clientcmd.RecommendedConfigOverrideFlags(""))
 	return cmd

@@ -72,10 +72,10 @@ type member struct {
 	owner, name string
 	ports       []Port
 	policy      string
-	namespace   string   // the owner's
-	namespaces  []string // Sharing.Namespaces
-	selector    string   // Sharing.Selector
-	reserved    bool     // held by Reserve, not by a Service
+	namespace   string      // the owner's
+	namespaces  []string    // Sharing.Namespaces
+	selector    string      // Sharing.Selector
+	reserved    TakenReason // why it is held by Reserve or ReserveControlPlane, not by a Service ("": a Service's)
 }
 
 // memberOf is req as a member of a holding.

@@ -60,45 +60,6 @@ func (a *Allocator) Restore(req Request, addrs []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
-// Reserve records the addresses owner holds outside the allocator (a
-// Node's InternalIPs), named name in messages ("Node node-a"), so that no
-// Service is given them. It replaces what owner reserved before, and
-// returns the addresses it could not reserve because Services hold them
-// already (they keep them; the caller reports the clash).
-func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var kept, refused []netip.Addr
-	if cur := a.owners[owner]; cur != nil {
-		for _, old := range cur.addrs {
-			if slices.Contains(addrs, old) {
-				kept = append(kept, old)
-			} else {
-				a.leave(keyOf(old), owner)
-			}
-		}
-	}
-	req := Request{Owner: owner, Name: name}
-	for _, addr := range addrs {
-		if slices.Contains(kept, addr) || checkHeld(addr) != nil {
-			continue
-		}
-		if _, held := a.holdings[keyOf(addr)]; held {
-			refused = append(refused, addr)
-			continue
-		}
-		a.hold(keyOf(addr), FamilyOf(addr), req)
-		a.holdings[keyOf(addr)].members[0].reserved = true
-		kept = append(kept, addr)
-	}
-	if len(kept) == 0 {
-		delete(a.owners, owner)
-	} else {
-		a.owners[owner] = &ownerState{name: name, addrs: kept}
-	}
-	return refused
-}
-
 // Restoration is what one owner held before a restart: its request and
 // the addresses it held (a Service's status).
 type Restoration struct {

@@ -23,6 +23,9 @@ const (
 	// ReasonReserved: the address is reserved outside the allocator (a
 	// Node's address).
 	ReasonReserved TakenReason = "Reserved"
+	// ReasonControlPlaneVIP: the address is the cluster's control-plane
+	// VIP, the kube-apiserver's own address (ReserveControlPlane).
+	ReasonControlPlaneVIP TakenReason = "ControlPlaneVIP"
 	// ReasonStatusClaim: only the status of another owner still lists it
 	// (it lost the address at a restore); it is free once that status
 	// changes.
@@ -115,7 +118,11 @@ func (h *holding) compatible(addr netip.Addr, req Request, self string) *TakenEr
 			continue
 		}
 		switch {
-		case m.reserved:
+		case m.reserved == ReasonControlPlaneVIP:
+			return h.taken(addr, req, ReasonControlPlaneVIP,
+				"it is reserved: it is the cluster's control-plane VIP (the kube-apiserver's address), which IronLB never gives to a Service",
+				fmt.Sprintf("it is the %s", m.name))
+		case m.reserved != "":
 			return h.taken(addr, req, ReasonReserved, "it is reserved: a Node of the cluster has this address",
 				fmt.Sprintf("%s has it", m.name))
 		case req.Sharing.Key == "":

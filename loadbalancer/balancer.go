@@ -48,6 +48,9 @@ type PoolWatcher interface {
 	Touch(pools ...string)
 	HasSynced() bool
 	SetNodeAddresses(map[netip.Addr]string)
+	// SetControlPlaneVIPs tells the control-plane VIPs (address → where
+	// IronLB learnt it), which a pool must not cover.
+	SetControlPlaneVIPs(map[netip.Addr]string)
 	OnChange(fn func(pool string))
 	// Pools returns the names of all pools.
 	Pools() []string
@@ -72,8 +75,15 @@ type Balancer struct {
 	// serviceAllocation (policy.go).
 	policy      *policyState
 	policyQueue workqueue.TypedRateLimitingInterface[string]
+	// cpQueue holds the Services that lost the control-plane VIP, to be
+	// given another address (controlplane.go); cpSynced are the sources
+	// of control-plane VIPs Run waits for.
+	cpQueue  workqueue.TypedRateLimitingInterface[string]
+	cpSynced []cache.InformerSynced
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// cpVIPs are the control-plane VIPs by source (controlplane.go).
+	cpVIPs   map[string][]netip.Addr
 	reserved map[string]bool // Nodes whose addresses are reserved
 	// unreserved is, per Node, the addresses inside pools that it lists
 	// but IronLB does not reserve (see nodeaddrs.go), as last reported in
@@ -111,6 +121,8 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 		dualStack:   workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
 		policy:      newPolicyState(),
 		policyQueue: newPolicyQueue(),
+		cpQueue:     newControlPlaneQueue(),
+		cpVIPs:      map[string][]netip.Addr{},
 	}
 	for _, o := range opts {
 		o(b)
@@ -205,7 +217,8 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 }
 
 // Run waits for the caches, rebuilds every allocation from the Services'
-// status, reserves the Nodes' addresses and then lets calls through; it
+// status, reserves the Nodes' addresses and the control-plane VIPs (taking
+// those from Services that held them) and then lets calls through; it
 // then completes PreferDualStack Services when pools change, until ctx
 // ends.
 func (b *Balancer) Run(ctx context.Context) error {
@@ -220,9 +233,12 @@ func (b *Balancer) Run(ctx context.Context) error {
 		return err
 	}
 	b.reserveNodeAddresses()
+	b.waitControlPlaneSources(ctx)
+	b.reserveControlPlane()
 	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
 	close(b.ready)
 	go b.runPolicy(ctx)
+	go b.runControlPlane(ctx)
 	go func() {
 		<-ctx.Done()
 		b.dualStack.ShutDown()
@@ -349,6 +365,7 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 	if err != nil {
 		allocationFailuresTotal.WithLabelValues(failureReason(err)).Inc()
 		b.logTaken(service, err)
+		b.warnControlPlaneRequest(service, err)
 		switch {
 		case errors.Is(err, ipam.ErrNoPools):
 			return nil, api.NewRetryError(ErrNoPools.Error(), b.retry)

@@ -3,6 +3,7 @@ package loadbalancer
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"k8s.io/client-go/dynamic"
@@ -14,6 +15,7 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
+	"github.com/ironlb/ironlb/loadbalancer/kubeadm"
 	"github.com/ironlb/ironlb/loadbalancer/planner"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/loadbalancer/term"
@@ -39,6 +41,9 @@ type Config struct {
 	// Client, Recorder and Ready are filled in here).
 	Speakers speakers.Options
 	Planner  planner.Options
+	// ControlPlaneVIPs are the control-plane VIPs of the cloud config,
+	// never given to Services (nor the one of kube-system/kubeadm-config).
+	ControlPlaneVIPs []netip.Addr
 }
 
 // Components are the parts of IronLB's load balancer, wired together:
@@ -55,6 +60,8 @@ type Components struct {
 	Peers     *bgppeers.Controller
 	Term      *term.Term
 	Bundle    *pki.Bundle
+	// KubeadmConfig follows kube-system/kubeadm-config.
+	KubeadmConfig *kubeadm.Watcher
 
 	ctx context.Context // ends when this CCM stops leading
 }
@@ -88,7 +95,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	}
 	cancel()
 	alloc := ipam.New()
-	pools, err := ippool.New(cfg.Dynamic, alloc, 10*time.Minute)
+	pools, err := ippool.New(cfg.Dynamic, alloc, 10*time.Minute, ippool.WithRecorder(cfg.Recorder))
 	if err != nil {
 		return nil, fmt.Errorf("starting the IPPool controller: %w", err)
 	}
@@ -103,14 +110,27 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the BGPPeer controller: %w", err)
 	}
-	bal := New(alloc, pools, cfg.Recorder, WithClient(cfg.Client))
+	balOpts := []Option{WithClient(cfg.Client), WithControlPlaneVIPs(cfg.ControlPlaneVIPs)}
+	var bal *Balancer // set before the watcher runs (Run)
+	kubeadmConfig, err := kubeadm.NewWatcher(cfg.Client, func(vip netip.Addr) {
+		var vips []netip.Addr
+		if vip.IsValid() {
+			vips = append(vips, vip)
+		}
+		bal.SetControlPlaneVIPs(ControlPlaneFromKubeadm, vips)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watching kube-system/kubeadm-config: %w", err)
+	}
+	balOpts = append(balOpts, WithControlPlaneSource(kubeadmConfig.HasSynced))
+	bal = New(alloc, pools, cfg.Recorder, balOpts...)
 	plOpts := cfg.Planner
 	plOpts.Client, plOpts.Recorder, plOpts.Ready, plOpts.Peers = cfg.Client, cfg.Recorder, bal.Ready, peers
 	pl := planner.New(alloc, pools, sp, plOpts)
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{
 		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Term: t, Bundle: bundle,
-		ctx: ctx,
+		KubeadmConfig: kubeadmConfig, ctx: ctx,
 	}, nil
 }
 
@@ -125,6 +145,7 @@ func (c *Components) SetInformers(factory informers.SharedInformerFactory) {
 // Run starts every component; they stop when this CCM stops leading.
 func (c *Components) Run() {
 	go c.Bundle.Run(c.ctx)
+	go c.KubeadmConfig.Run(c.ctx)
 	go c.Pools.Run(c.ctx)
 	go c.Peers.Run(c.ctx)
 	go c.Planner.Run(c.ctx)

@@ -98,9 +98,13 @@ func (b *Balancer) writeStatus(ctx context.Context, svc *v1.Service, st *v1.Load
 	if b.client == nil {
 		return nil
 	}
+	var lb any = st
+	if len(st.Ingress) == 0 {
+		lb = map[string]any{"ingress": nil} // a merge patch removes it only so
+	}
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"resourceVersion": svc.ResourceVersion},
-		"status":   map[string]any{"loadBalancer": st},
+		"status":   map[string]any{"loadBalancer": lb},
 	})
 	if err != nil {
 		return err

@@ -249,6 +249,7 @@ func nodeAddresses(n *v1.Node) []netip.Addr {
 func (b *Balancer) nodesChanged() {
 	if b.Ready() {
 		b.reserveNodeAddresses()
+		b.reserveControlPlane() // a Node may have let go of a control-plane VIP
 	}
 }
 

@@ -29,9 +29,10 @@ type fakePools struct {
 	names []string
 }
 
-func (f *fakePools) Touch(...string)                        {}
-func (f *fakePools) HasSynced() bool                        { return true }
-func (f *fakePools) SetNodeAddresses(map[netip.Addr]string) {}
+func (f *fakePools) Touch(...string)                           {}
+func (f *fakePools) HasSynced() bool                           { return true }
+func (f *fakePools) SetNodeAddresses(map[netip.Addr]string)    {}
+func (f *fakePools) SetControlPlaneVIPs(map[netip.Addr]string) {}
 func (f *fakePools) OnChange(fn func(string)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -131,7 +131,8 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 			Misses:       c.config.Speakers.HeartbeatMisses,
 			RestartGrace: c.config.Speakers.RestartGrace.Duration,
 		},
-		Planner: planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration, LocalRebalanceDelay: c.config.Speakers.LocalRebalanceDelay.Duration},
+		ControlPlaneVIPs: c.config.ControlPlane.Addresses(),
+		Planner:          planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration, LocalRebalanceDelay: c.config.Speakers.LocalRebalanceDelay.Duration},
 	})
 	if err != nil {
 		klog.Fatalf("Starting IronLB: %v", err)

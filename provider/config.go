@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -30,11 +31,86 @@ import (
 //	  settleWindow: 5s
 //	  localRebalanceDelay: 30s
 //	  secretNamespace: ironlb-system
+//	controlPlane:
+//	  vips: [192.0.2.250]
+//
+// controlPlane.vips are the cluster's control-plane VIPs (the
+// kube-apiserver's own address, kubeadm's --control-plane-endpoint),
+// IP addresses, at most 4, each once: IronLB never gives them to a
+// Service. An IPPool that covers one hands out everything else and gets a
+// Warning Event; a Service that asks for one stays pending with a Warning
+// Event; a Service that held one (in its status, from before) loses it
+// with a Warning Event. IronLB also reserves, without being told, the
+// controlPlaneEndpoint of kube-system/kubeadm-config when its host is an
+// IP address; list the VIP here when that endpoint is a DNS name or the
+// cluster was not built with kubeadm.
 type Config struct {
 	// Instances configures node initialization.
 	Instances InstancesConfig `json:"instances,omitempty"`
 	// Speakers configures the control channel to the node speakers.
 	Speakers SpeakersConfig `json:"speakers,omitempty"`
+	// ControlPlane names the control-plane VIPs, never given to Services.
+	ControlPlane ControlPlaneConfig `json:"controlPlane,omitempty"`
+}
+
+// ControlPlaneConfig names the cluster's control-plane VIPs.
+type ControlPlaneConfig struct {
+	// VIPs are the kube-apiserver's VIPs: IPv4 or IPv6 addresses, at most
+	// maxControlPlaneVIPs, no duplicates.
+	VIPs []string `json:"vips,omitempty"`
+}
+
+// maxControlPlaneVIPs bounds controlPlane.vips: one per family, and room
+// for a move from one VIP to another.
+const maxControlPlaneVIPs = 4
+
+// Addresses returns the VIPs as addresses; call it on a validated
+// Config (it skips what does not parse).
+func (c ControlPlaneConfig) Addresses() []netip.Addr {
+	var out []netip.Addr
+	for _, s := range c.VIPs {
+		if a, err := parseVIP(s); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// parseVIP parses a control-plane VIP: a plain IPv4 or IPv6 address
+// (no zone, not IPv4-mapped) that a host could hold.
+func parseVIP(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return a, errors.New("not an IP address")
+	case a.Zone() != "":
+		return a, errors.New("an address with a zone")
+	case a.Is4In6():
+		return a, errors.New("an IPv4-mapped IPv6 address (write the IPv4 address)")
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():
+		return a, errors.New("not a unicast address a host can serve (unspecified, loopback, multicast or link-local)")
+	}
+	return a, nil
+}
+
+func (c ControlPlaneConfig) problems() []string {
+	var problems []string
+	if len(c.VIPs) > maxControlPlaneVIPs {
+		problems = append(problems, fmt.Sprintf("controlPlane.vips: %d addresses, at most %d", len(c.VIPs), maxControlPlaneVIPs))
+	}
+	seen := map[netip.Addr]bool{}
+	for _, s := range c.VIPs {
+		a, err := parseVIP(s)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("controlPlane.vips %q: %v", s, err))
+			continue
+		}
+		if seen[a] {
+			problems = append(problems, fmt.Sprintf("controlPlane.vips %q: listed twice", s))
+		}
+		seen[a] = true
+	}
+	return problems
 }
 
 // SpeakersConfig configures how the CCM leader reaches the speakers.
@@ -138,6 +214,7 @@ func (c Config) Validate() error {
 			problems = append(problems, fmt.Sprintf("speakers.secretNamespace %q: %s", ns, msg))
 		}
 	}
+	problems = append(problems, c.ControlPlane.problems()...)
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		return fmt.Errorf("invalid cloud config: %s", strings.Join(problems, "; "))

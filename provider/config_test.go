@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,21 @@ func TestParseConfig(t *testing.T) {
 		{name: "duplicate key", input: "instances:\n  defaultZone: a\n  defaultZone: b\n", wantErr: "already set"},
 		{name: "wrong type", input: "instances: 3\n", wantErr: "parsing cloud config"},
 		{
+			name:  "control-plane VIPs",
+			input: "controlPlane:\n  vips: [192.0.2.250, \"2001:db8::250\"]\n",
+			want:  Config{ControlPlane: ControlPlaneConfig{VIPs: []string{"192.0.2.250", "2001:db8::250"}}},
+		},
+		{name: "control-plane VIP not an address", input: "controlPlane:\n  vips: [cp.example.com]\n", wantErr: `controlPlane.vips "cp.example.com": not an IP address`},
+		{name: "control-plane VIP with a prefix", input: "controlPlane:\n  vips: [192.0.2.250/32]\n", wantErr: `controlPlane.vips "192.0.2.250/32": not an IP address`},
+		{name: "control-plane VIP with a port", input: "controlPlane:\n  vips: [\"192.0.2.250:6443\"]\n", wantErr: "not an IP address"},
+		{name: "control-plane VIP with a zone", input: "controlPlane:\n  vips: [\"fe80::1%eth0\"]\n", wantErr: "with a zone"},
+		{name: "control-plane VIP IPv4-mapped", input: "controlPlane:\n  vips: [\"::ffff:192.0.2.250\"]\n", wantErr: "IPv4-mapped"},
+		{name: "control-plane VIP loopback", input: "controlPlane:\n  vips: [127.0.0.1]\n", wantErr: "not a unicast address"},
+		{name: "control-plane VIP unspecified", input: "controlPlane:\n  vips: [\"::\"]\n", wantErr: "not a unicast address"},
+		{name: "control-plane VIP twice", input: "controlPlane:\n  vips: [192.0.2.250, 192.0.2.250]\n", wantErr: "listed twice"},
+		{name: "control-plane VIPs too many", input: "controlPlane:\n  vips: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4, 192.0.2.5]\n", wantErr: "5 addresses, at most 4"},
+		{name: "control-plane unknown field", input: "controlPlane:\n  vip: 192.0.2.250\n", wantErr: `unknown field "controlPlane.vip"`},
+		{
 			name:    "invalid label values reported together",
 			input:   "instances:\n  defaultZone: \"rack a\"\n  defaultRegion: \"-dc\"\n",
 			wantErr: `instances.defaultRegion "-dc"`,
@@ -80,7 +96,7 @@ func TestParseConfig(t *testing.T) {
 
 func TestParseConfigNil(t *testing.T) {
 	got, err := ParseConfig(nil)
-	if err != nil || got != (Config{}) {
+	if err != nil || !cmp.Equal(got, Config{}) {
 		t.Fatalf("ParseConfig(nil) = %+v, %v; want defaults", got, err)
 	}
 }
@@ -89,5 +105,17 @@ func TestInvalidValuesListedTogether(t *testing.T) {
 	_, err := ParseConfig(strings.NewReader("instances:\n  defaultZone: \"rack a\"\n  defaultRegion: \"-dc\"\n"))
 	if err == nil || !strings.Contains(err.Error(), "defaultZone") || !strings.Contains(err.Error(), "defaultRegion") {
 		t.Fatalf("error = %v, want both fields named", err)
+	}
+}
+
+func TestControlPlaneAddresses(t *testing.T) {
+	cfg, err := ParseConfig(strings.NewReader("controlPlane:\n  vips: [192.0.2.250, \"2001:DB8::250\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.ControlPlane.Addresses()
+	want := []netip.Addr{netip.MustParseAddr("192.0.2.250"), netip.MustParseAddr("2001:db8::250")}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Errorf("Addresses (-want +got):\n%s", diff)
 	}
 }

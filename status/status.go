@@ -39,6 +39,8 @@ type Options struct {
 	MetricsURL string
 	// HTTPClient fetches MetricsURL.
 	HTTPClient *http.Client
+	// ControlPlane says how to read the control-plane speakers.
+	ControlPlane ControlPlaneOptions
 }
 
 // Status is what the command shows.
@@ -49,6 +51,9 @@ type Status struct {
 	Sessions []Session `json:"bgpSessions"`
 	// Metrics says whether the CCM's metrics were read.
 	Metrics *Metrics `json:"metrics,omitempty"`
+	// ControlPlane is the control-plane VIP (nil when the cluster runs
+	// no control-plane speaker).
+	ControlPlane *ControlPlane `json:"controlPlane,omitempty"`
 }
 
 // Pool is one IPPool.
@@ -160,6 +165,7 @@ func Gather(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interfac
 		a, b := st.Sessions[i], st.Sessions[j]
 		return a.Peer < b.Peer || a.Peer == b.Peer && a.Node < b.Node
 	})
+	st.ControlPlane = GatherControlPlane(ctx, kube, opts.ControlPlane)
 	if opts.MetricsURL != "" {
 		st.Metrics = &Metrics{URL: opts.MetricsURL}
 		conn, err := scrape(ctx, opts.HTTPClient, opts.MetricsURL)

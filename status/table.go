@@ -18,7 +18,7 @@ func (st *Status) WriteJSON(w io.Writer) error {
 	return enc.Encode(st)
 }
 
-// WriteTable writes st as four tables; ages are relative to now. Every
+// WriteTable writes st as four tables (five with a control-plane VIP); ages are relative to now. Every
 // cell is escaped (Escape): names, messages and errors come from the API,
 // where tenants, nodes and speakers write them.
 func (st *Status) WriteTable(w io.Writer, now time.Time) error {
@@ -64,6 +64,9 @@ func (st *Status) WriteTable(w io.Writer, now time.Time) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if st.ControlPlane != nil {
+		st.ControlPlane.write(w)
 	}
 	switch {
 	case st.Metrics == nil:

@@ -182,8 +182,9 @@ type IPPoolStatus struct {
 	IPv6 *AddressCounts `json:"ipv6,omitempty"`
 
 	// Conditions: Ready (the pool hands out addresses) and Conflicting (it
-	// overlaps another pool, or holds a Node's InternalIP; no address is
-	// ever handed out twice, and a Node's address never).
+	// overlaps another pool, or holds a Node's InternalIP or the
+	// control-plane VIP; no address is ever handed out twice, and a Node's
+	// address or the control-plane VIP never).
 	//
 	// +listType=map
 	// +listMapKey=type
@@ -211,6 +212,7 @@ const (
 	ReasonInvalid         = "Invalid"
 	ReasonOverlap         = "Overlap"
 	ReasonNodeAddress     = "NodeAddress"
+	ReasonControlPlaneVIP = "ControlPlaneVIP"
 	ReasonNoOverlap       = "NoOverlap"
 	ReasonInvalidSelector = "InvalidSelector"
 )

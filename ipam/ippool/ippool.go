@@ -9,11 +9,14 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -23,6 +26,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -48,8 +52,20 @@ type Controller struct {
 	bgp      map[string]BGP
 	applied  map[string]applied // what each pool's spec last was, to skip status-only updates
 	nodeIPs  map[netip.Addr]string
+	cpVIPs   map[netip.Addr]string
 	onChange []func(pool string)
+	recorder record.EventRecorder
 }
+
+// ReasonControlPlaneVIPReserved is the Warning Event on an IPPool that
+// covers the control-plane VIP.
+const ReasonControlPlaneVIPReserved = "ControlPlaneVIPReserved"
+
+// Option configures a Controller.
+type Option func(*Controller)
+
+// WithRecorder has the Controller record Events on IPPools.
+func WithRecorder(r record.EventRecorder) Option { return func(c *Controller) { c.recorder = r } }
 
 // applied identifies the spec of a pool the allocator has.
 type applied struct {
@@ -132,8 +148,28 @@ func (c *Controller) nodeAddresses() map[netip.Addr]string {
 	return c.nodeIPs
 }
 
+// SetControlPlaneVIPs tells the controller the control-plane VIPs
+// (address → where IronLB learnt it): a pool covering one is marked
+// Conflicting and gets a Warning Event. The caller also reserves them in
+// the allocator, so they are never handed out.
+func (c *Controller) SetControlPlaneVIPs(vips map[netip.Addr]string) {
+	c.mu.Lock()
+	same := maps.Equal(c.cpVIPs, vips)
+	c.cpVIPs = maps.Clone(vips)
+	c.mu.Unlock()
+	if !same {
+		c.touchAll()
+	}
+}
+
+func (c *Controller) controlPlaneVIPs() map[netip.Addr]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cpVIPs
+}
+
 // New returns a Controller that feeds alloc. Call Run to start it.
-func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) (*Controller, error) {
+func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration, opts ...Option) (*Controller, error) {
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(client, resync)
 	c := &Controller{
 		client:   client.Resource(v1alpha1.IPPoolResource),
@@ -146,6 +182,9 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration) 
 		layer2:  map[string]Layer2{},
 		bgp:     map[string]BGP{},
 		applied: map[string]applied{},
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	var err error
 	c.handler, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -287,10 +326,12 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 		}
 	}
 	v4, v6, _ := c.alloc.Stats(name)
-	status := Status(pool, others, c.nodeAddresses(), v4, v6)
+	cpVIPs := c.controlPlaneVIPs()
+	status := Status(pool, others, c.nodeAddresses(), cpVIPs, v4, v6)
 	if equality.Semantic.DeepEqual(status, pool.Status) {
 		return nil
 	}
+	c.warnControlPlane(pool, cpVIPs)
 	pool.Status = status
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
 	if err != nil {
@@ -305,4 +346,23 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 		return nil
 	}
 	return err
+}
+
+// warnControlPlane records a Warning Event on pool when it covers a
+// control-plane VIP its status (as written before) does not name yet:
+// once per change, also across leader changes.
+func (c *Controller) warnControlPlane(pool *v1alpha1.IPPool, cpVIPs map[netip.Addr]string) {
+	p, err := ToPool(pool)
+	if err != nil || c.recorder == nil {
+		return
+	}
+	msg := ControlPlaneMessage(p, cpVIPs)
+	if msg == "" {
+		return
+	}
+	if old := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionConflicting); old != nil && strings.Contains(old.Message, msg) {
+		return
+	}
+	c.log.Info("IPPool covers the control-plane VIP; it is never handed out", "ippool", pool.Name, "detail", msg)
+	c.recorder.Event(pool, v1.EventTypeWarning, ReasonControlPlaneVIPReserved, "This pool "+msg)
 }

@@ -103,7 +103,7 @@ func TestStatus(t *testing.T) {
 	other := pool("b", "192.0.2.2/31", "198.51.100.0/24")
 	unrelated := pool("c", "203.0.113.0/24")
 
-	got := Status(p, []*v1alpha1.IPPool{other, unrelated}, nil, stats(4, 3), stats(4, 1))
+	got := Status(p, []*v1alpha1.IPPool{other, unrelated}, nil, nil, stats(4, 3), stats(4, 1))
 	wantCounts := v1alpha1.IPPoolStatus{
 		ObservedGeneration: 3,
 		Used:               4,
@@ -122,7 +122,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("Conflicting = %+v, want True naming pool b and its overlap only", conflict)
 	}
 
-	alone := Status(unrelated, []*v1alpha1.IPPool{p, other}, map[netip.Addr]string{netip.MustParseAddr("192.0.2.11"): "node-a"}, stats(256, 0), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
+	alone := Status(unrelated, []*v1alpha1.IPPool{p, other}, map[netip.Addr]string{netip.MustParseAddr("192.0.2.11"): "node-a"}, map[netip.Addr]string{netip.MustParseAddr("192.0.2.250"): "the cloud config"}, stats(256, 0), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
 	if c := meta.FindStatusCondition(alone.Conditions, v1alpha1.ConditionConflicting); c == nil || c.Status != metav1.ConditionFalse {
 		t.Errorf("Conflicting = %+v, want False", c)
 	}
@@ -130,20 +130,20 @@ func TestStatus(t *testing.T) {
 		t.Errorf("IPv6 counts %+v for a pool without IPv6", alone.IPv6)
 	}
 
-	big6 := Status(pool("wide", "2001:db8::/48"), nil, nil, ipam.PoolStats{Total: new(big.Int)}, ipam.PoolStats{Total: new(big.Int).Lsh(big.NewInt(1), 80), Used: 2, Free: new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(2))})
+	big6 := Status(pool("wide", "2001:db8::/48"), nil, nil, nil, ipam.PoolStats{Total: new(big.Int)}, ipam.PoolStats{Total: new(big.Int).Lsh(big.NewInt(1), 80), Used: 2, Free: new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(2))})
 	if big6.IPv6 == nil || big6.IPv6.Total != "1208925819614629174706176" || big6.IPv6.Free != "1208925819614629174706174" {
 		t.Errorf("IPv6 /48 counts = %+v", big6.IPv6)
 	}
 
 	// A pool holding a Node's InternalIP conflicts with it.
 	nodes := map[netip.Addr]string{netip.MustParseAddr("203.0.113.7"): "node-c", netip.MustParseAddr("192.0.2.11"): "node-a"}
-	withNode := Status(unrelated, nil, nodes, stats(256, 1), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
+	withNode := Status(unrelated, nil, nodes, nil, stats(256, 1), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
 	if c := meta.FindStatusCondition(withNode.Conditions, v1alpha1.ConditionConflicting); c == nil || c.Status != metav1.ConditionTrue ||
 		c.Reason != v1alpha1.ReasonNodeAddress || !strings.Contains(c.Message, "203.0.113.7 of Node node-c") || strings.Contains(c.Message, "node-a") {
 		t.Errorf("Conflicting of a pool holding a node address = %+v, want True/NodeAddress naming node-c only", c)
 	}
 
-	invalid := Status(pool("broken", "192.0.2.9-192.0.2.1"), nil, nil, ipam.PoolStats{}, ipam.PoolStats{})
+	invalid := Status(pool("broken", "192.0.2.9-192.0.2.1"), nil, nil, nil, ipam.PoolStats{}, ipam.PoolStats{})
 	if c := meta.FindStatusCondition(invalid.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonInvalid {
 		t.Errorf("Ready of an invalid pool = %+v, want False/Invalid", c)
 	}
@@ -223,6 +223,39 @@ func TestToBGPAggregation(t *testing.T) {
 			_, _, err := ToBGP(tc.p)
 			if (err == nil) != tc.valid {
 				t.Errorf("ToBGP: %v, want valid=%t", err, tc.valid)
+			}
+		})
+	}
+}
+
+// TestStatusControlPlaneVIP: a pool covering the control-plane VIP is
+// Conflicting with reason ControlPlaneVIP, naming the VIP and where IronLB
+// learnt it; a pool that does not cover it is not.
+func TestStatusControlPlaneVIP(t *testing.T) {
+	cp := map[netip.Addr]string{netip.MustParseAddr("192.0.2.250"): "kube-system/kubeadm-config"}
+	for _, tc := range []struct {
+		name       string
+		pool       *v1alpha1.IPPool
+		nodes      map[netip.Addr]string
+		wantStatus metav1.ConditionStatus
+		wantReason string
+		wantMsg    string
+	}{
+		{"covers the VIP", pool("lan", "192.0.2.200-192.0.2.254"), nil, metav1.ConditionTrue, v1alpha1.ReasonControlPlaneVIP,
+			"contains the control-plane VIP 192.0.2.250 (from kube-system/kubeadm-config); IronLB never hands it out (exclude it from the pool)"},
+		{"covers the VIP and a node", pool("lan", "192.0.2.0/24"), map[netip.Addr]string{netip.MustParseAddr("192.0.2.11"): "node-1"}, metav1.ConditionTrue, v1alpha1.ReasonControlPlaneVIP,
+			"contains the InternalIP 192.0.2.11 of Node node-1; IronLB never hands it out; it also contains the control-plane VIP 192.0.2.250 (from kube-system/kubeadm-config); IronLB never hands it out (exclude it from the pool)"},
+		{"does not cover it", pool("lan", "192.0.2.200-192.0.2.239"), nil, metav1.ConditionFalse, v1alpha1.ReasonNoOverlap,
+			"no overlap with other IPPools or Nodes' addresses"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Status(tc.pool, nil, tc.nodes, cp, stats(55, 0), ipam.PoolStats{Total: new(big.Int), Free: new(big.Int)})
+			c := meta.FindStatusCondition(got.Conditions, v1alpha1.ConditionConflicting)
+			if c == nil {
+				t.Fatal("no Conflicting condition")
+			}
+			if diff := cmp.Diff([]string{string(tc.wantStatus), tc.wantReason, tc.wantMsg}, []string{string(c.Status), c.Reason, c.Message}); diff != "" {
+				t.Errorf("Conflicting [status, reason, message] (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package ippool
 
 import (
 	"fmt"
+	"maps"
 	"math/big"
 	"net/netip"
 	"slices"
@@ -15,8 +16,9 @@ import (
 )
 
 // Status computes a pool's status from the allocator's counts, the other
-// pools and the Nodes' InternalIPs (address → node name).
-func Status(p *v1alpha1.IPPool, others []*v1alpha1.IPPool, nodeIPs map[netip.Addr]string, v4, v6 ipam.PoolStats) v1alpha1.IPPoolStatus {
+// pools, the Nodes' InternalIPs (address → node name) and the
+// control-plane VIPs (address → where IronLB learnt it).
+func Status(p *v1alpha1.IPPool, others []*v1alpha1.IPPool, nodeIPs, cpVIPs map[netip.Addr]string, v4, v6 ipam.PoolStats) v1alpha1.IPPoolStatus {
 	status := v1alpha1.IPPoolStatus{
 		ObservedGeneration: p.Generation,
 		Conditions:         slices.Clone(p.Status.Conditions),
@@ -74,6 +76,10 @@ func Status(p *v1alpha1.IPPool, others []*v1alpha1.IPPool, nodeIPs map[netip.Add
 		reason = v1alpha1.ReasonNodeAddress
 		msgs = append(msgs, "contains the InternalIP "+strings.Join(nodes, ", ")+"; IronLB never hands it out")
 	}
+	if cp := ControlPlaneMessage(pool, cpVIPs); cp != "" {
+		reason = v1alpha1.ReasonControlPlaneVIP
+		msgs = append(msgs, cp)
+	}
 	if len(overlaps) > 0 {
 		reason = v1alpha1.ReasonOverlap
 		msgs = append([]string{"overlaps IPPool " + strings.Join(overlaps, "; ") + "; each shared address is still handed out at most once, and only to Services that every IPPool containing it allows"}, msgs...)
@@ -84,6 +90,21 @@ func Status(p *v1alpha1.IPPool, others []*v1alpha1.IPPool, nodeIPs map[netip.Add
 		set(v1alpha1.ConditionConflicting, false, reason, "no overlap with other IPPools or Nodes' addresses")
 	}
 	return status
+}
+
+// ControlPlaneMessage says which control-plane VIPs (address → where
+// IronLB learnt it) pool covers; "" for none.
+func ControlPlaneMessage(pool ipam.Pool, cpVIPs map[netip.Addr]string) string {
+	var vips []string
+	for _, a := range slices.SortedFunc(maps.Keys(cpVIPs), netip.Addr.Compare) {
+		if slices.ContainsFunc(pool.Ranges, func(r ipam.Range) bool { return r.Contains(a) }) {
+			vips = append(vips, fmt.Sprintf("%s (from %s)", a, cpVIPs[a]))
+		}
+	}
+	if len(vips) == 0 {
+		return ""
+	}
+	return "contains the control-plane VIP " + strings.Join(vips, ", ") + "; IronLB never hands it out (exclude it from the pool)"
 }
 
 func counts(s ipam.PoolStats) *v1alpha1.AddressCounts {
