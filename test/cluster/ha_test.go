@@ -4,14 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ironlb/ironlb/status"
 	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/cluster"
 )
@@ -124,6 +127,21 @@ func TestRealClusterHA(t *testing.T) {
 		t.Logf("%s holds %s (epoch %d)", holder, cluster.ControlPlaneVIP, epoch)
 	})
 
+	plugin := filepath.Join(t.TempDir(), "kubectl-ironlb")
+	build := exec.CommandContext(ctx, "go", "build", "-o", plugin, "./cmd/kubectl-ironlb")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building kubectl-ironlb: %v\n%s", err, out)
+	}
+	t.Run("kubectl ironlb status", func(t *testing.T) {
+		holder, _, err := c.WaitHolder(ctx, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkIronLBStatus(t, ctx, c, plugin, holder)
+	})
+
+	last := ""
 	for _, d := range []cluster.Disruption{cluster.APIServerStop, cluster.NodeLoss, cluster.NodeRestart} {
 		t.Run(string(d), func(t *testing.T) {
 			f, err := c.MeasureFailover(ctx, d)
@@ -137,6 +155,56 @@ func TestRealClusterHA(t *testing.T) {
 			if got := cluster.Serving(c.SpeakerViews(ctx)); len(got) != 1 || got[0] != f.To {
 				t.Errorf("after %s came back, nodes serving the VIP: %v, want only %s", f.From, got, f.To)
 			}
+			last = f.To
 		})
+	}
+	t.Run("kubectl ironlb status after the failovers", func(t *testing.T) {
+		if last == "" {
+			t.Skip("no failover measured")
+		}
+		checkIronLBStatus(t, ctx, c, plugin, last)
+	})
+}
+
+// checkIronLBStatus runs kubectl ironlb status (built from the tree) from
+// the client as the admin, through the VIP, and checks its control-plane
+// section: the VIP, holder the one node serving it and every node's
+// apiserver ready.
+func checkIronLBStatus(t *testing.T, ctx context.Context, c *cluster.Cluster, plugin, holder string) {
+	t.Helper()
+	run := func(args ...string) []byte {
+		argv := append([]string{"netns", "exec", c.Client.Name, plugin, "status", "--kubeconfig", c.Kubeconfig}, args...)
+		out, err := exec.CommandContext(ctx, "ip", argv...).Output()
+		if err != nil {
+			t.Fatalf("kubectl ironlb status %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	t.Logf("kubectl ironlb status:\n%s", run())
+	var st status.Status
+	if err := json.Unmarshal(run("-o", "json"), &st); err != nil {
+		t.Fatal(err)
+	}
+	cp := st.ControlPlane
+	if cp == nil {
+		t.Fatal("kubectl ironlb status has no control-plane section")
+	}
+	if diff := cmp.Diff([]string{cluster.ControlPlaneVIP.String()}, cp.VIPs); diff != "" {
+		t.Errorf("control-plane VIPs (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{holder}, cp.Serving); diff != "" {
+		t.Errorf("nodes serving the control-plane VIP (-want +got):\n%s", diff)
+	}
+	if cp.Disagreement != "" {
+		t.Errorf("the speakers disagree: %s", cp.Disagreement)
+	}
+	var ready []string
+	for _, n := range cp.Nodes {
+		if n.Error == "" && n.Status != nil && n.Status.APIServerReady {
+			ready = append(ready, n.Node)
+		}
+	}
+	if diff := cmp.Diff([]string{"node-1", "node-2", "node-3"}, ready); diff != "" {
+		t.Errorf("control-plane nodes with a ready API server (-want +got):\n%s", diff)
 	}
 }
