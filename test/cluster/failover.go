@@ -57,13 +57,15 @@ type Failover struct {
 	// the design wants none.
 	MovesOnRejoin uint64
 	// RejoinFailures counts the failed attempts from the restore until
-	// the rejoin.
+	// the rejoin; RejoinFailure is the first one's error.
 	RejoinFailures int
+	RejoinFailure  string
 }
 
 func (f Failover) String() string {
 	return fmt.Sprintf("%s: %s → %s, outage %s (%d failed probes), %s back in %s, %d moves on its rejoin (%d failed probes meanwhile)",
-		f.Disruption, f.From, f.To, f.Outage.Round(time.Millisecond), f.FailedProbes, f.From, f.Rejoin.Round(100*time.Millisecond), f.MovesOnRejoin, f.RejoinFailures)
+		f.Disruption, f.From, f.To, f.Outage.Round(time.Millisecond), f.FailedProbes, f.From, f.Rejoin.Round(100*time.Millisecond), f.MovesOnRejoin, f.RejoinFailures) +
+		map[bool]string{true: ", the first: " + f.RejoinFailure}[f.RejoinFailures > 0]
 }
 
 // MeasureFailover disrupts the node that holds the control-plane VIP and
@@ -161,6 +163,9 @@ func (c *Cluster) MeasureFailover(ctx context.Context, d Disruption) (f Failover
 	}
 	for _, r := range probe.Stop() {
 		if !r.OK && !r.At.Before(tRestore) {
+			if f.RejoinFailures == 0 && r.Err != nil {
+				f.RejoinFailure = r.Err.Error()
+			}
 			f.RejoinFailures++
 		}
 	}

@@ -67,6 +67,7 @@ func TestRealClusterHA(t *testing.T) {
 				b, _ := json.Marshal(v.Status)
 				t.Logf("%s /status: %s %v", v.Node, b, v.Err)
 			}
+			dumpControlPlaneSpeakerLogs(t, c)
 		}
 		if err := c.Close(); err != nil {
 			t.Errorf("tearing the cluster down: %v", err)
@@ -206,5 +207,23 @@ func checkIronLBStatus(t *testing.T, ctx context.Context, c *cluster.Cluster, pl
 	}
 	if diff := cmp.Diff([]string{"node-1", "node-2", "node-3"}, ready); diff != "" {
 		t.Errorf("control-plane nodes with a ready API server (-want +got):\n%s", diff)
+	}
+}
+
+// dumpControlPlaneSpeakerLogs shows the end of every control-plane
+// speaker container's log (read from the node's /var/log/pods, which
+// outlives the container and a restart of the node).
+func dumpControlPlaneSpeakerLogs(t *testing.T, c *cluster.Cluster) {
+	for _, m := range c.ControlPlaneNodes() {
+		logs, _ := filepath.Glob(m.HostPath("/var/log/pods/kube-system_ironlb-control-plane-*/speaker/*.log"))
+		for _, l := range logs {
+			b, err := os.ReadFile(l)
+			if err != nil {
+				t.Logf("%s: %v", l, err)
+				continue
+			}
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			t.Logf("%s %s (last 60 lines):\n%s", m.Spec.Name, filepath.Base(l), strings.Join(lines[max(0, len(lines)-60):], "\n"))
+		}
 	}
 }
