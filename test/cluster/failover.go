@@ -63,9 +63,12 @@ type Failover struct {
 }
 
 func (f Failover) String() string {
-	return fmt.Sprintf("%s: %s → %s, outage %s (%d failed probes), %s back in %s, %d moves on its rejoin (%d failed probes meanwhile)",
-		f.Disruption, f.From, f.To, f.Outage.Round(time.Millisecond), f.FailedProbes, f.From, f.Rejoin.Round(100*time.Millisecond), f.MovesOnRejoin, f.RejoinFailures) +
-		map[bool]string{true: ", the first: " + f.RejoinFailure}[f.RejoinFailures > 0]
+	s := fmt.Sprintf("%s: %s → %s, outage %s (%d failed probes), %s back in %s, %d moves on its rejoin (%d failed probes meanwhile)",
+		f.Disruption, f.From, f.To, f.Outage.Round(time.Millisecond), f.FailedProbes, f.From, f.Rejoin.Round(100*time.Millisecond), f.MovesOnRejoin, f.RejoinFailures)
+	if f.RejoinFailures > 0 {
+		s += ", the first: " + f.RejoinFailure
+	}
+	return s
 }
 
 // MeasureFailover disrupts the node that holds the control-plane VIP and
