@@ -65,6 +65,9 @@ func benchCP(ctx context.Context, trials int) error {
 				return fmt.Errorf("trial %d, %s: %w", trial+1, d, err)
 			}
 			fmt.Fprintf(os.Stderr, "bench: cp trial %d: %s\n", trial+1, f)
+			for _, l := range f.MoveLog {
+				fmt.Fprintf(os.Stderr, "bench: cp   %s\n", l)
+			}
 			outages[d] = append(outages[d], f.Outage.Seconds())
 			moves += f.MovesOnRejoin
 		}

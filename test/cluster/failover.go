@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -60,6 +61,10 @@ type Failover struct {
 	// the rejoin; RejoinFailure is the first one's error.
 	RejoinFailures int
 	RejoinFailure  string
+	// MoveLog are the control-plane speakers' log lines about the VIP and
+	// their API servers' readiness from the restore on, when the VIP
+	// moved during the rejoin: why it moved.
+	MoveLog []string
 }
 
 func (f Failover) String() string {
@@ -163,6 +168,9 @@ func (c *Cluster) MeasureFailover(ctx context.Context, d Disruption) (f Failover
 	f.MovesOnRejoin = epoch2 - epoch
 	if final != f.To && f.MovesOnRejoin == 0 {
 		f.MovesOnRejoin = 1
+	}
+	if f.MovesOnRejoin > 0 {
+		f.MoveLog = c.speakerLog(tRestore)
 	}
 	for _, r := range probe.Stop() {
 		if !r.OK && !r.At.Before(tRestore) {
@@ -318,4 +326,33 @@ func (c *Cluster) BootNode(node string) error {
 	}
 	c.Nodes[i] = m
 	return nil
+}
+
+// speakerLog returns the control-plane speakers' log lines since since
+// that are about the VIP or the local API server's readiness, each
+// prefixed with its node, from the containers' logs in the nodes'
+// /var/log/pods (CRI format: "<RFC 3339 time> <stream> <tag> <line>").
+func (c *Cluster) speakerLog(since time.Time) []string {
+	var out []string
+	for _, m := range c.ControlPlaneNodes() {
+		files, _ := filepath.Glob(m.HostPath("/var/log/pods/kube-system_ironlb-control-plane-*/speaker/*.log"))
+		for _, name := range files {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				out = append(out, fmt.Sprintf("%s: %v", m.Spec.Name, err))
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				ts, rest, ok := strings.Cut(line, " ")
+				at, err := time.Parse(time.RFC3339Nano, ts)
+				if !ok || err != nil || at.Before(since) {
+					continue
+				}
+				if strings.Contains(rest, "control-plane VIP") || strings.Contains(rest, "readiness changed") {
+					out = append(out, m.Spec.Name+" "+line)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -150,6 +150,9 @@ func TestRealClusterHA(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s", f)
+			for _, l := range f.MoveLog {
+				t.Logf("  %s", l)
+			}
 			if f.MovesOnRejoin != 0 {
 				t.Errorf("the VIP moved %d times when %s came back, want 0", f.MovesOnRejoin, f.From)
 			}
