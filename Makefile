@@ -128,9 +128,13 @@ test: deps controlplane tools vet cluster-tools ## Unit, integration, end-to-end
 	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Benchmarks print one line per figure: BENCH <name> <value> <unit>.
+# Group cp (go run ./test/bench -only cp) brings up the real kubeadm
+# cluster with three control-plane nodes behind the control-plane VIP
+# (make cluster CONTROL_PLANES=3) and measures its failovers: it needs
+# cluster-tools.
 BENCH_COUNT ?= 5
 .PHONY: bench
-bench: deps controlplane ## Allocator micro-benchmarks and end-to-end figures.
+bench: deps controlplane cluster-tools ## Allocator micro-benchmarks and end-to-end figures.
 	@mkdir -p $(CACHE)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
@@ -258,12 +262,18 @@ manifests: $(KUBECTL) $(HELM) ## bin/manifests: ironlb.yaml and the Helm chart, 
 # for BGP (CLUSTER_CONFIG=l2: a layer-2 pool). It stays up, held by a
 # daemon, until make cluster-down; bin/ironlb-cluster uses it (README, "A
 # real cluster"). About 1 min once the tools are built.
+# CONTROL_PLANES=3: a highly available control plane, the kube-apiserver
+# behind IronLB's own control-plane VIP 192.0.2.250:6443 (the speaker's
+# control-plane static pod on each control-plane node; kubeadm init
+# --upload-certs on node-1, kubeadm join --control-plane through the VIP
+# on the others): make cluster CONTROL_PLANES=3 (NODES=4: and a worker).
 NODES ?= 3
+CONTROL_PLANES ?= 1
 CLUSTER_CONFIG ?= bgp
 APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' deploy/chart/ironlb/Chart.yaml)
 .PHONY: cluster cluster-down cluster-image
 cluster: cluster-tools $(TOOLS_BIN)/coredns cluster-image bin/ironlb-cluster ## A real kubeadm cluster with IronLB installed, kept up until make cluster-down.
-	bin/ironlb-cluster up -nodes $(NODES) -config $(CLUSTER_CONFIG)
+	bin/ironlb-cluster up -nodes $(NODES) -control-planes $(CONTROL_PLANES) -config $(CLUSTER_CONFIG)
 cluster-down: bin/ironlb-cluster ## Tear down what make cluster made.
 	bin/ironlb-cluster down
 cluster-image:

@@ -19,7 +19,7 @@ import (
 
 func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
-	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, services, heartbeat, cp-bgp, chaos); empty runs all but chaos (make chaos)")
+	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, chaos); empty runs all but chaos (make chaos)")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
 	flag.Parse()
 
@@ -35,6 +35,7 @@ func main() {
 		"bgp":       benchBGP,
 		"bfd":       benchBFD,
 		"heartbeat": benchHeartbeat,
+		"cp":        benchCP,
 		"cp-bgp":    benchCPBGP,
 	}
 	names := make([]string, 0, len(groups))

@@ -41,9 +41,21 @@ type Options struct {
 	// Dir is the cluster's folder: machines, kubeconfigs, logs. Close
 	// removes it.
 	Dir string
-	// Nodes is how many nodes: node-1 (control plane) and Nodes-1 workers
-	// (default 3, at most MaxNodes).
+	// Nodes is how many nodes: ControlPlanes control-plane nodes (node-1
+	// first) and the rest workers (default 3, at most MaxNodes).
 	Nodes int
+	// ControlPlanes is how many of the nodes run the control plane
+	// (default 1). More than one is a highly available control plane
+	// behind IronLB's control-plane VIP (ControlPlaneVIP): kubeadm init on
+	// node-1 with --upload-certs, kubeadm join --control-plane on the
+	// others through the VIP. It needs IronLBImages (the speaker image
+	// runs the VIP).
+	ControlPlanes int
+	// VIP makes the control-plane endpoint IronLB's control-plane VIP
+	// (ControlPlaneVIP:6443, held by the ironlb-speaker control-plane
+	// static pod on every control-plane node) even with one control-plane
+	// node; more than one control-plane node implies it.
+	VIP bool
 	// ToolsBin holds the Kubernetes binaries (make controlplane): kubeadm,
 	// kubelet, kubectl, kube-apiserver, kube-controller-manager,
 	// kube-scheduler, kube-proxy, etcd, agnhost, and pause; coredns too
@@ -70,7 +82,8 @@ type Options struct {
 type Cluster struct {
 	// Dir is the cluster's folder.
 	Dir string
-	// Nodes are the node machines; Nodes[0] is the control plane.
+	// Nodes are the node machines; the first ControlPlanes of them run
+	// the control plane.
 	Nodes []*machine.Machine
 	// Client is the outside host behind the router (203.0.113.10), from
 	// where the cluster is administered.
@@ -84,6 +97,7 @@ type Cluster struct {
 	cgroupBase string
 	net        *network
 	token      string
+	certKey    string            // kubeadm's certificate key, of --upload-certs (HA only)
 	layouts    map[string]string // image ref → OCI layout, of the images phase
 
 	closeOnce sync.Once
@@ -102,7 +116,9 @@ var Phases = []Phase{
 	{"images", (*Cluster).phaseImages},
 	{"machines", (*Cluster).phaseMachines},
 	{"load-images", (*Cluster).phaseLoadImages},
+	{"control-plane-vip", (*Cluster).phaseControlPlaneVIP},
 	{"kubeadm-init", (*Cluster).phaseInit},
+	{"kubeadm-join-control-plane", (*Cluster).phaseJoinControlPlane},
 	{"kubeadm-join", (*Cluster).phaseJoin},
 	{"pod-network", (*Cluster).phasePodNetwork},
 	{"ironlb", (*Cluster).phaseIronLB},
@@ -117,6 +133,18 @@ func Up(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	if opts.Nodes < 1 || opts.Nodes > MaxNodes {
 		return nil, fmt.Errorf("nodes: %d, want 1 to %d", opts.Nodes, MaxNodes)
+	}
+	if opts.ControlPlanes == 0 {
+		opts.ControlPlanes = 1
+	}
+	if opts.ControlPlanes < 1 || opts.ControlPlanes > opts.Nodes {
+		return nil, fmt.Errorf("control-plane nodes: %d, want 1 to the number of nodes (%d)", opts.ControlPlanes, opts.Nodes)
+	}
+	if opts.ControlPlanes > 1 {
+		opts.VIP = true
+	}
+	if opts.VIP && opts.IronLBImages == "" {
+		return nil, fmt.Errorf("the control-plane VIP runs in IronLB's speaker image: IronLBImages is needed")
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -164,21 +163,13 @@ func TestRealCluster(t *testing.T) {
 	})
 }
 
-// buildIronLBImages builds IronLB's images from this tree as make image
-// does (linux/amd64 only), tagged as deploy/ names them.
+// buildIronLBImages builds IronLB's images from this tree
+// (cluster.BuildIronLBImages) into a temporary folder.
 func buildIronLBImages(t *testing.T, ctx context.Context, root string) string {
 	t.Helper()
-	version, err := cluster.AppVersion(root)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(t.TempDir(), "images")
-	cmd := exec.CommandContext(ctx, "go", "run", "./build/mkimage", "build", "-out", out, "-platforms", "linux/amd64",
-		"-tag", version, "-version", version, "-revision", "test", "-epoch", "0",
-		"-ldflags", "-s -w -X github.com/ironlb/ironlb/internal/version.Version="+version)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building IronLB's images: %v\n%s", err, b)
+	if err := cluster.BuildIronLBImages(ctx, root, out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -285,6 +286,24 @@ func checkIronLBImages(dir, repoRoot string) error {
 		if !strings.Contains(string(b), `"`+want+`"`) {
 			return fmt.Errorf("%s/%s is not %s, which deploy/ runs: build it with make image IMAGE_TAG=%s", dir, name, want, version)
 		}
+	}
+	return nil
+}
+
+// BuildIronLBImages builds IronLB's images from the checkout in repoRoot
+// into out as make image does (linux/amd64 only), tagged as deploy/ names
+// them: the IronLBImages of Options.
+func BuildIronLBImages(ctx context.Context, repoRoot, out string) error {
+	version, err := AppVersion(repoRoot)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", "run", "./build/mkimage", "build", "-out", out, "-platforms", "linux/amd64",
+		"-tag", version, "-version", version, "-revision", "test", "-epoch", "0",
+		"-ldflags", "-s -w -X github.com/ironlb/ironlb/internal/version.Version="+version)
+	cmd.Dir = repoRoot
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building IronLB's images: %w\n%s", err, b)
 	}
 	return nil
 }

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ironlb/ironlb/test/cluster/images"
 	"github.com/ironlb/ironlb/test/cluster/machine"
@@ -39,7 +41,11 @@ const kubeadmDir = "/etc/kubeadm"
 //   - kube-proxy runs in nftables mode (the kernel has no IPVS) and leaves
 //     the conntrack table size alone: nf_conntrack_max is global, and the
 //     nodes share one kernel.
-func clusterConfig() string {
+//
+// endpoint is the control-plane endpoint (Cluster.Endpoint): node-1's
+// address, or the control-plane VIP; kubeadm puts it in every kubeconfig
+// and in the API servers' certificates.
+func clusterConfig(endpoint netip.Addr) string {
 	return fmt.Sprintf(`apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 clusterName: ironlb
@@ -70,7 +76,7 @@ kind: KubeProxyConfiguration
 mode: nftables
 conntrack:
   maxPerCore: 0
-`, images.KubernetesVersion, NodeIP(1), PodCIDR, ServiceCIDR, PodCIDRBits)
+`, images.KubernetesVersion, endpoint, PodCIDR, ServiceCIDR, PodCIDRBits)
 }
 
 // nodeRegistration is the part of kubeadm's Init- and JoinConfiguration
@@ -108,8 +114,15 @@ func ignoredPreflight() string {
 	return b.String()
 }
 
-// initConfig is node-1's InitConfiguration plus the cluster's.
-func initConfig(token string) string {
+// initConfig is node-1's InitConfiguration plus the cluster's. certKey,
+// when not empty, is the key kubeadm init --upload-certs encrypts the
+// control plane's certificates with (in the kubeadm-certs Secret), for
+// kubeadm join --control-plane on the other control-plane nodes.
+func initConfig(token string, endpoint netip.Addr, certKey string) string {
+	var key string
+	if certKey != "" {
+		key = fmt.Sprintf("certificateKey: %q\n", certKey)
+	}
 	return fmt.Sprintf(`apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
 bootstrapTokens:
@@ -120,13 +133,26 @@ bootstrapTokens:
 localAPIEndpoint:
   advertiseAddress: "%s"
   bindPort: 6443
-%s---
-%s`, token, NodeIP(1), nodeRegistration(1), clusterConfig())
+%s%s---
+%s`, token, NodeIP(1), key, nodeRegistration(1), clusterConfig(endpoint))
 }
 
-// joinConfig is node n's JoinConfiguration: it finds the API server with
-// the bootstrap token and pins its CA by the hash of its public key.
-func joinConfig(n int, token, caHash string) string {
+// joinConfig is node n's JoinConfiguration: it finds the API server at the
+// control-plane endpoint with the bootstrap token and pins its CA by the
+// hash of its public key. certKey, when not empty, makes node n a
+// control-plane node (kubeadm join --control-plane): its API server
+// advertises its own address, and it fetches the control plane's
+// certificates from the kubeadm-certs Secret with the key.
+func joinConfig(n int, endpoint netip.Addr, token, caHash, certKey string) string {
+	var cp string
+	if certKey != "" {
+		cp = fmt.Sprintf(`controlPlane:
+  localAPIEndpoint:
+    advertiseAddress: "%s"
+    bindPort: 6443
+  certificateKey: %q
+`, NodeIP(n), certKey)
+	}
 	return fmt.Sprintf(`apiVersion: kubeadm.k8s.io/v1beta4
 kind: JoinConfiguration
 discovery:
@@ -134,7 +160,18 @@ discovery:
     apiServerEndpoint: "%s:6443"
     token: %s
     caCertHashes: ["%s"]
-%s`, NodeIP(1), token, caHash, nodeRegistration(n))
+%s%s`, endpoint, token, caHash, cp, nodeRegistration(n))
+}
+
+// newCertificateKey returns a key for kubeadm's --upload-certs as kubeadm
+// init phase upload-certs and kubeadm certs certificate-key make one: 32
+// random bytes (AES-256), hex.
+func newCertificateKey() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("certificate key: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // kubeletPatch is the kubeadm patch of node n's KubeletConfiguration: its
@@ -219,17 +256,27 @@ func lastLines(path string, n int) string {
 }
 
 // phaseInit runs kubeadm init on node-1 and keeps its admin kubeconfig.
+// With more than one control-plane node it uploads the control plane's
+// certificates (--upload-certs) for the others to join with.
 func (c *Cluster) phaseInit(ctx context.Context) error {
 	token, err := newToken()
 	if err != nil {
 		return err
 	}
 	c.token = token
+	if c.opts.ControlPlanes > 1 {
+		if c.certKey, err = newCertificateKey(); err != nil {
+			return err
+		}
+	}
 	m := c.Nodes[0]
-	if err := writeKubeadmFiles(m, initConfig(token)); err != nil {
+	if err := writeKubeadmFiles(m, initConfig(token, c.Endpoint(), c.certKey)); err != nil {
 		return err
 	}
 	args := []string{"init", "--config", kubeadmDir + "/config.yaml"}
+	if c.certKey != "" {
+		args = append(args, "--upload-certs")
+	}
 	if c.opts.NoCoreDNS {
 		args = append(args, "--skip-phases=addon/coredns")
 	}
@@ -243,20 +290,55 @@ func (c *Cluster) phaseInit(ctx context.Context) error {
 	return os.WriteFile(c.Kubeconfig, admin, 0o600)
 }
 
-// phaseJoin runs kubeadm join on every other node, at once.
-func (c *Cluster) phaseJoin(ctx context.Context) error {
+// caHash is the pin of the cluster CA that kubeadm init made.
+func (c *Cluster) caHash() (string, error) {
 	ca, err := os.ReadFile(c.Nodes[0].HostPath("/etc/kubernetes/pki/ca.crt"))
 	if err != nil {
-		return err
+		return "", err
 	}
-	hash, err := caCertHash(ca)
+	return caCertHash(ca)
+}
+
+// phaseJoinControlPlane runs kubeadm join --control-plane on control-plane
+// nodes 2 to ControlPlanes, one after the other (each adds an etcd member,
+// and etcd admits one new member at a time), through the control-plane
+// endpoint: the VIP.
+func (c *Cluster) phaseJoinControlPlane(ctx context.Context) error {
+	if c.opts.ControlPlanes < 2 {
+		return nil
+	}
+	hash, err := c.caHash()
 	if err != nil {
 		return err
 	}
-	errs := make(chan error, len(c.Nodes))
-	for i, m := range c.Nodes[1:] {
+	for i, m := range c.Nodes[1:c.opts.ControlPlanes] {
+		t := time.Now()
+		if err := writeKubeadmFiles(m, joinConfig(i+2, c.Endpoint(), c.token, hash, c.certKey)); err != nil {
+			return err
+		}
+		if err := c.kubeadm(ctx, m, "join", "--config", kubeadmDir+"/config.yaml"); err != nil {
+			return err
+		}
+		c.logf("%s joined the control plane in %s", m.Spec.Name, time.Since(t).Round(100*time.Millisecond))
+	}
+	return nil
+}
+
+// phaseJoin runs kubeadm join on every worker, at once.
+func (c *Cluster) phaseJoin(ctx context.Context) error {
+	workers := c.Nodes[c.opts.ControlPlanes:]
+	if len(workers) == 0 {
+		return nil
+	}
+	hash, err := c.caHash()
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, len(workers))
+	for i, m := range workers {
+		n := c.opts.ControlPlanes + i + 1
 		go func() {
-			if err := writeKubeadmFiles(m, joinConfig(i+2, c.token, hash)); err != nil {
+			if err := writeKubeadmFiles(m, joinConfig(n, c.Endpoint(), c.token, hash, "")); err != nil {
 				errs <- err
 				return
 			}
@@ -264,7 +346,7 @@ func (c *Cluster) phaseJoin(ctx context.Context) error {
 		}()
 	}
 	var all []error
-	for range c.Nodes[1:] {
+	for range workers {
 		if err := <-errs; err != nil {
 			all = append(all, err)
 		}

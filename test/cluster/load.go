@@ -36,7 +36,7 @@ func (c *Cluster) phaseImages(ctx context.Context) error {
 
 // phaseLoadImages imports the images into every node's containerd, as an
 // administrator without a registry would (ctr images import); the control
-// plane's only into node-1.
+// plane's only into the control-plane nodes.
 func (c *Cluster) phaseLoadImages(ctx context.Context) error {
 	cp := map[string]bool{images.EtcdRef: true}
 	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
@@ -45,7 +45,7 @@ func (c *Cluster) phaseLoadImages(ctx context.Context) error {
 	for ref, dir := range c.layouts {
 		targets := c.Nodes
 		if cp[ref] {
-			targets = c.Nodes[:1]
+			targets = c.ControlPlaneNodes()
 		}
 		if err := LoadImage(ctx, dir, targets...); err != nil {
 			return err

@@ -10,7 +10,8 @@ import (
 
 // The cluster's addresses: documentation ranges only (RIG.md).
 //
-//	192.0.2.0/24       the LAN: router .1, node-N .1N, layer-2 VIPs .200-.239
+//	192.0.2.0/24       the LAN: router .1, node-N .1N, layer-2 VIPs .200-.239,
+//	                   the control-plane VIP .250
 //	203.0.113.0/24     behind the router: the outside client .10 (off the nodes' /16)
 //	198.51.100.0/26    BGP VIPs (routed by the router to the nodes)
 //	198.51.100.64/26   Services' cluster IPs
@@ -29,8 +30,12 @@ var (
 	PodCIDRBits = 27
 	// L2PoolRange are the layer-2 VIPs, on the nodes' LAN.
 	L2PoolRange = "192.0.2.200-192.0.2.239"
-	RouterASN   = uint32(64512)
-	NodeASN     = uint32(64513)
+	// ControlPlaneVIP is the API server's address when the control plane
+	// sits behind IronLB's control-plane VIP (Options.VIP, more than one
+	// control-plane node): on the LAN, off the layer-2 pool.
+	ControlPlaneVIP = netip.MustParseAddr("192.0.2.250")
+	RouterASN       = uint32(64512)
+	NodeASN         = uint32(64513)
 	// MaxNodes is how many nodes the pod range holds.
 	MaxNodes = 1 << (PodCIDRBits - PodCIDR.Bits())
 )
@@ -38,7 +43,8 @@ var (
 // NodeIP is the address of node n (1-based) on the LAN.
 func NodeIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + n)}) }
 
-// NodeName is the name of node n (1-based): node-1 is the control plane.
+// NodeName is the name of node n (1-based): node-1 is the (first)
+// control-plane node.
 func NodeName(n int) string { return fmt.Sprintf("node-%d", n) }
 
 // network is the LAN, the router with FRR between it and the outside

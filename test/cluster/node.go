@@ -48,7 +48,13 @@ state = "/run/containerd"
 // the flags it puts in /var/lib/kubelet/kubeadm-flags.env and the user's
 // /etc/default/kubelet; restarted a second after it exits (kubeadm's unit:
 // 10 s), so that it starts as soon as kubeadm has written its
-// configuration.
+// configuration. kubeadm-flags.env is required (systemd's unit has it
+// optional): there is no systemctl here for kubeadm to restart the kubelet
+// once it wrote everything, and kubeadm writes config.yaml first, so a
+// kubelet started between the two files ran without
+// --cloud-provider=external and --node-ip, registered its Node without
+// the uninitialized taint, and the CCM never initialized it (seen once
+// in six HA bring-ups, on a kubeadm join --control-plane node).
 var kubeletService = machine.Service{
 	Name:    "kubelet",
 	Command: []string{"/usr/bin/kubelet", "$KUBELET_KUBECONFIG_ARGS", "$KUBELET_CONFIG_ARGS", "$KUBELET_KUBEADM_ARGS", "$KUBELET_EXTRA_ARGS"},
@@ -56,7 +62,7 @@ var kubeletService = machine.Service{
 		"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf",
 		"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml",
 	},
-	EnvFiles:     []string{"-/var/lib/kubelet/kubeadm-flags.env", "-/etc/default/kubelet"},
+	EnvFiles:     []string{"/var/lib/kubelet/kubeadm-flags.env", "-/etc/default/kubelet"},
 	RestartDelay: machine.Duration(1e9),
 }
 

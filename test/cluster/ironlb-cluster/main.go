@@ -2,7 +2,10 @@
 // test/cluster): make cluster runs "ironlb-cluster up", make cluster-down
 // "ironlb-cluster down".
 //
-//	ironlb-cluster up [-nodes 3] [-config bgp|l2|none]   start a cluster (a daemon holds it) and print how to use it
+//	ironlb-cluster up [-nodes 3] [-control-planes 1] [-config bgp|l2|none]
+//	                                                    start a cluster (a daemon holds it) and print how to use it;
+//	                                                    -control-planes 3: a highly available control plane behind
+//	                                                    IronLB's control-plane VIP, 192.0.2.250:6443
 //	ironlb-cluster down                                 tear it down
 //	ironlb-cluster status                               nodes, pods, the Services' addresses
 //	ironlb-cluster exec node-2|client|router -- cmd...   run a command on a node, the outside client or the router
@@ -60,8 +63,9 @@ func run(args []string) error {
 	fs.StringVar(&s.images, "ironlb-images", filepath.Join(root, "bin", "images"), "IronLB's OCI image layouts (make image)")
 	fs.StringVar(&s.imageCache, "image-cache", filepath.Join(root, ".cache", "cluster-images"), "where the cluster's own images are kept")
 	fs.StringVar(&s.repo, "repo", root, "IronLB's checkout (deploy/)")
-	nodes := fs.Int("nodes", 3, "up: how many nodes (node-1 is the control plane)")
-	config := fs.String("config", cluster.BGPConfig, "up: IronLB's configuration: bgp, l2 or none")
+	nodes := fs.Int("nodes", 3, "up: how many nodes (node-1 to node-<control-planes> run the control plane, the rest are workers)")
+	controlPlanes := fs.Int("control-planes", 1, "up: how many of the nodes run the control plane; more than 1 puts it behind IronLB's control-plane VIP ("+cluster.ControlPlaneVIP.String()+":6443, held by the ironlb-speaker control-plane static pod)")
+	config := fs.String("config", cluster.BGPConfig, "up: IronLB's configuration: bgp, l2 or none (no IronLB; with -control-planes > 1, IronLB without a pool)")
 	fs.BoolVar(&s.keep, "keep", false, "up: leave a cluster that failed to come up, to look at")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -70,9 +74,9 @@ func run(args []string) error {
 	defer stop()
 	switch args[0] {
 	case "up":
-		return up(ctx, s, *nodes, *config)
+		return up(ctx, s, *nodes, *controlPlanes, *config)
 	case "serve":
-		return serve(ctx, s, *nodes, *config)
+		return serve(ctx, s, *nodes, *controlPlanes, *config)
 	case "down":
 		return down(s)
 	case "status":
@@ -133,7 +137,7 @@ func daemon(dir string) (int, bool) {
 // up starts "ironlb-cluster serve" as a daemon that builds the cluster and
 // holds it (its namespaces carry its pid; it relays the API server to
 // this host's loopback), shows its progress and waits until it is ready.
-func up(ctx context.Context, s settings, nodes int, config string) error {
+func up(ctx context.Context, s settings, nodes, controlPlanes int, config string) error {
 	if _, ok := daemon(s.dir); ok {
 		if _, err := os.Stat(readyPath(s.dir)); err == nil {
 			fmt.Printf("A cluster is already running in %s.\n", s.dir)
@@ -159,7 +163,8 @@ func up(ctx context.Context, s settings, nodes int, config string) error {
 		return err
 	}
 	cmd := exec.Command(self, "serve", "-dir", s.dir, "-tools", s.tools, "-ironlb-images", s.images,
-		"-image-cache", s.imageCache, "-repo", s.repo, "-nodes", strconv.Itoa(nodes), "-config", config, "-keep="+strconv.FormatBool(s.keep))
+		"-image-cache", s.imageCache, "-repo", s.repo, "-nodes", strconv.Itoa(nodes), "-control-planes", strconv.Itoa(controlPlanes),
+		"-config", config, "-keep="+strconv.FormatBool(s.keep))
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -195,12 +200,12 @@ func up(ctx context.Context, s settings, nodes int, config string) error {
 // serve builds the cluster, then holds it until SIGTERM: it relays
 // 127.0.0.1:<port> to the API server for this host's kubectl, and tears
 // everything down when told to stop.
-func serve(ctx context.Context, s settings, nodes int, config string) error {
+func serve(ctx context.Context, s settings, nodes, controlPlanes int, config string) error {
 	opts := cluster.Options{
-		Dir: s.dir, Nodes: nodes, ToolsBin: s.tools, ImageCache: s.imageCache, RepoRoot: s.repo,
+		Dir: s.dir, Nodes: nodes, ControlPlanes: controlPlanes, ToolsBin: s.tools, ImageCache: s.imageCache, RepoRoot: s.repo,
 		IronLBImages: s.images, Log: os.Stdout, KeepOnFailure: s.keep,
 	}
-	if config == "none" {
+	if config == "none" && controlPlanes <= 1 {
 		opts.IronLBImages = ""
 	}
 	c, err := cluster.Up(ctx, opts)
@@ -234,7 +239,7 @@ func serve(ctx context.Context, s settings, nodes int, config string) error {
 	if err := writeHostKubeconfig(c, ln.Addr().String()); err != nil {
 		return err
 	}
-	go relay(ctx, ln, c, net.JoinHostPort(cluster.NodeIP(1).String(), "6443"))
+	go relay(ctx, ln, c, net.JoinHostPort(c.Endpoint().String(), "6443"))
 	if err := os.WriteFile(readyPath(s.dir), nil, 0o644); err != nil {
 		return err
 	}
@@ -314,11 +319,15 @@ func down(s settings) error {
 func usage(s settings) error {
 	self := "bin/ironlb-cluster"
 	routerDir := "<dir>"
+	shape := "node-1 (control plane) and workers"
 	if c, err := cluster.Attach(s.dir); err == nil {
 		routerDir = c.RouterDir()
+		if cps := len(c.ControlPlaneNodes()); cps > 1 {
+			shape = fmt.Sprintf("node-1 to node-%d control plane behind the control-plane VIP https://%s:6443 (kubectl ironlb status shows who holds it), the rest workers", cps, c.Endpoint())
+		}
 	}
 	fmt.Printf(`
-The cluster is up: Kubernetes %s, kubeadm, node-1 (control plane) and workers, IronLB installed.
+The cluster is up: Kubernetes %s, kubeadm, %s, IronLB installed.
   export KUBECONFIG=%s    # kubectl from this host (through a relay on loopback)
   kubectl get nodes -o wide; kubectl -n ironlb-system get pods
   %s exec node-2 -- ctr -n k8s.io containers ls              # a command on a node (its namespaces and root)
@@ -329,7 +338,7 @@ The cluster is up: Kubernetes %s, kubeadm, node-1 (control plane) and workers, I
   %s status
   make cluster-down
 Logs: %s (kubelet, containerd and kubeadm logs under <node>/log/).
-`, "v1.37.2", filepath.Join(s.dir, "kubeconfig-host"), self, self, cluster.ClientIP, self, routerDir, self, self, self, s.dir)
+`, "v1.37.2", shape, filepath.Join(s.dir, "kubeconfig-host"), self, self, cluster.ClientIP, self, routerDir, self, self, self, s.dir)
 	return nil
 }
 
