@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -21,9 +22,17 @@ const (
 	ReadyInterval = 100 * time.Millisecond
 	// ReadyTimeout bounds one /readyz request.
 	ReadyTimeout = 250 * time.Millisecond
-	// UnreadyAfter failed checks in a row make the apiserver unready;
-	// ReadinessConfig.ReadyAfter successes make it ready again.
-	UnreadyAfter = 3
+	// UnreadyAfter failed checks in a row make the apiserver unready when
+	// one of them was a definite failure (an answer other than 200, a
+	// refused connection, a bad certificate): a stopping kube-apiserver
+	// fails /readyz at once. Checks that only timed out are ambiguous (a
+	// busy node: an apiserver starting beside it, etcd catching up) and
+	// make it unready only after UnreadyAfterTimeouts in a row, about
+	// three seconds, so that a starved but working holder does not give
+	// the VIP away. ReadinessConfig.ReadyAfter successes make it ready
+	// again.
+	UnreadyAfter         = 3
+	UnreadyAfterTimeouts = 9
 	// BGPReadyAfter is ReadyAfter in BGP mode: ready for a second before
 	// the route is advertised again.
 	BGPReadyAfter = 10
@@ -99,7 +108,8 @@ func (r *Readiness) State() ReadyState {
 func (r *Readiness) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
-	failures := UnreadyAfter // unready until the first successes
+	failures := UnreadyAfterTimeouts // unready until the first successes
+	definite := true                 // the current run of failures has a definite one
 	successes := 0
 	var lastLogged string
 	for {
@@ -110,16 +120,17 @@ func (r *Readiness) Run(ctx context.Context) {
 		r.mu.Lock()
 		was := r.state.Ready
 		if err == nil {
-			failures = 0
+			failures, definite = 0, false
 			successes = min(successes+1, r.cfg.ReadyAfter)
 			if r.state.Ready || successes >= r.cfg.ReadyAfter {
 				r.state = ReadyState{Ready: true}
 			}
 		} else {
 			successes = 0
-			failures = min(failures+1, UnreadyAfter)
+			failures = min(failures+1, UnreadyAfterTimeouts)
+			definite = definite || !isTimeout(err)
 			r.state.Err = err.Error()
-			if failures >= UnreadyAfter {
+			if failures >= UnreadyAfterTimeouts || (definite && failures >= UnreadyAfter) {
 				r.state.Ready = false
 			}
 		}
@@ -145,6 +156,15 @@ func (r *Readiness) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// isTimeout says whether a check failed only by running out of time.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // check does one /readyz request.

@@ -20,6 +20,7 @@ import (
 type readyzServer struct {
 	*httptest.Server
 	ok       atomic.Bool
+	hang     atomic.Bool
 	failures atomic.Int32
 	oks      atomic.Int32
 }
@@ -28,6 +29,11 @@ func newReadyzServer(t *testing.T) (*readyzServer, string) {
 	t.Helper()
 	s := &readyzServer{}
 	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.hang.Load() {
+			s.failures.Add(1)
+			<-r.Context().Done()
+			return
+		}
 		if r.URL.Path != "/readyz" || !s.ok.Load() {
 			s.failures.Add(1)
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
@@ -104,6 +110,36 @@ func TestReadinessReadyAfter(t *testing.T) {
 	}
 	if n := srv.oks.Load(); n < 4 {
 		t.Errorf("ready after %d successful checks, want at least 4", n)
+	}
+}
+
+// TestReadinessTimeouts: checks that only time out (a starved node) make
+// the apiserver unready only after UnreadyAfterTimeouts of them, not after
+// UnreadyAfter.
+func TestReadinessTimeouts(t *testing.T) {
+	srv, ca := newReadyzServer(t)
+	srv.ok.Store(true)
+	changes := make(chan ReadyState, 16)
+	r := NewReadiness(ReadinessConfig{URL: srv.URL + "/readyz", CAFile: ca, ServerName: "example.com", Interval: 5 * time.Millisecond, Timeout: 20 * time.Millisecond},
+		logr.Discard(), func(s ReadyState) { changes <- s })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	if s := <-changes; !s.Ready {
+		t.Fatalf("changed to unready (%s)", s.Err)
+	}
+	srv.failures.Store(0)
+	srv.hang.Store(true)
+	select {
+	case s := <-changes:
+		if s.Ready {
+			t.Fatal("changed to ready")
+		}
+		if n := srv.failures.Load(); n < UnreadyAfterTimeouts || n <= UnreadyAfter {
+			t.Errorf("unready after %d timed-out checks, want at least %d", n, UnreadyAfterTimeouts)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("timeouts never made it unready")
 	}
 }
 
