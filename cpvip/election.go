@@ -158,6 +158,14 @@ func (e *Election) Leave(now time.Time) Decision {
 	return e.step(now, nil)
 }
 
+// Stalled tells the election that this speaker itself did not run for a
+// while (its loop woke up late: a starved node). Silence it saw meanwhile
+// may be its own: messages may still wait unread. It listens for a dead
+// interval again before it may take the VIP over; a holder keeps holding.
+func (e *Election) Stalled(now time.Time) {
+	e.started = now
+}
+
 // Holding says whether this speaker holds the VIP.
 func (e *Election) Holding() bool { return e.holding }
 

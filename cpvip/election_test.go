@@ -15,6 +15,7 @@ type step struct {
 	ready *bool // SetReady
 	msg   *Message
 	leave bool
+	stall bool // Stalled, then Tick
 	// tick when neither ready, msg nor leave.
 	want      Action
 	wantEpoch uint64 // checked when non-zero
@@ -191,6 +192,17 @@ func TestElection(t *testing.T) {
 			{at: 800, msg: peer(1, true, false, 3), want: None},
 		},
 	}, {
+		name: "a speaker that was stalled listens a dead interval again before it takes over",
+		steps: []step{
+			{at: 0, ready: yes},
+			{at: 100, msg: peer(3, true, true, 7)},
+			// This speaker's loop wakes up 700 ms late: the holder's
+			// messages may still wait unread.
+			{at: 800, stall: true, want: None},
+			{at: 1299, want: None},
+			{at: 1300, want: Take, wantEpoch: 8},
+		},
+	}, {
 		name: "leave releases and never takes again",
 		steps: []step{
 			{at: 0, ready: yes},
@@ -235,6 +247,9 @@ func TestElection(t *testing.T) {
 					d = e.Receive(*s.msg, now)
 				case s.leave:
 					d = e.Leave(now)
+				case s.stall:
+					e.Stalled(now)
+					d = e.Tick(now)
 				default:
 					d = e.Tick(now)
 				}

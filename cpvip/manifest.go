@@ -210,9 +210,12 @@ func (v validOptions) pod() *corev1.Pod {
 					PeriodSeconds:       10,
 					FailureThreshold:    3,
 				},
+				// 100m of CPU: its weight against the kube-apiserver
+				// (250m) and etcd (100m) beside it when the node is busy,
+				// so that a message is not late by a dead interval.
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{
-						corev1.ResourceCPU:    resource.MustParse("10m"),
+						corev1.ResourceCPU:    resource.MustParse("100m"),
 						corev1.ResourceMemory: resource.MustParse("32Mi"),
 					},
 					Limits: corev1.ResourceList{

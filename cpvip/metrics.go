@@ -27,6 +27,11 @@ var (
 		Help:           "Times this speaker, holding the control-plane VIP, heard another holder with a weaker claim and announced the VIP again (at most once per dead interval): a healed partition, or, if it keeps rising, a node that hears no election message (a firewall on UDP 7477) and answers for the VIP beside this one.",
 		StabilityLevel: metrics.ALPHA,
 	})
+	stallsTotal = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "ironlb", Subsystem: "control_plane_vip", Name: "loop_stalls_total",
+		Help:           "Times the election loop woke up more than 300 ms late (a starved node) and listened a dead interval again before any take-over.",
+		StabilityLevel: metrics.ALPHA,
+	})
 	receivedTotal = metrics.NewCounter(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "control_plane_vip", Name: "messages_accepted_total",
 		Help:           "Election messages from other speakers accepted.",
@@ -41,7 +46,7 @@ var (
 )
 
 var speakerMetrics = scrape.New([]*metrics.Desc{holdingDesc, apiserverReadyDesc, epochDesc},
-	takeoversTotal, releasesTotal, reassertsTotal, rejectedTotal, receivedTotal)
+	takeoversTotal, releasesTotal, reassertsTotal, stallsTotal, rejectedTotal, receivedTotal)
 
 // registerMetrics makes s the source of the gauges, served at /metrics.
 func registerMetrics(s *Speaker) {

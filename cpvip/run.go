@@ -161,6 +161,7 @@ type loop struct {
 	// served says whether the VIP is on lo and answered for (it lags the
 	// election's Holding when taking it failed; retried every tick).
 	served       bool
+	lastTick     time.Time
 	lastSent     time.Time
 	lastReassert time.Time
 	sendErr      string
@@ -187,25 +188,54 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 				l.send(now)
 			}
 		case r := <-in:
-			m, err := l.verifier.Verify(r.b, s.keys.Keys(), r.at)
-			if err != nil {
-				reason := ReasonOf(err)
-				rejectedTotal.WithLabelValues(string(reason)).Inc()
-				s.log.V(2).Info("Dropped an election message", "reason", reason, "error", err)
-				break
-			}
-			if m.Node == s.cfg.Node {
-				break // our own broadcast, looped back
-			}
-			receivedTotal.Inc()
-			if d := l.apply(l.el.Receive(m, r.at), r.at); d.Action == Release || d.Action == Take {
-				l.send(time.Now())
-			}
+			l.receive(r)
 		case <-tick.C:
 			now := time.Now()
+			// Messages already read count before silence is judged.
+			l.drain(in)
+			if !l.lastTick.IsZero() && now.Sub(l.lastTick) > stallAfter {
+				stallsTotal.Inc()
+				s.log.Info("The election loop was stalled; listening a dead interval again before any take-over", "stalled", now.Sub(l.lastTick).Round(time.Millisecond))
+				l.el.Stalled(now)
+			}
+			l.lastTick = now
 			l.apply(l.el.Tick(now), now)
 			l.refresh()
 			l.send(now)
+		}
+	}
+}
+
+// receive verifies one datagram and hands it to the election.
+func (l *loop) receive(r received) {
+	s := l.s
+	m, err := l.verifier.Verify(r.b, s.keys.Keys(), r.at)
+	if err != nil {
+		reason := ReasonOf(err)
+		rejectedTotal.WithLabelValues(string(reason)).Inc()
+		s.log.V(2).Info("Dropped an election message", "reason", reason, "error", err)
+		return
+	}
+	if m.Node == s.cfg.Node {
+		return // our own broadcast, looped back
+	}
+	receivedTotal.Inc()
+	if d := l.apply(l.el.Receive(m, r.at), r.at); d.Action == Release || d.Action == Take {
+		l.send(time.Now())
+	}
+}
+
+// stallAfter is how late a tick may be before the loop counts as stalled.
+const stallAfter = 3 * Interval
+
+// drain handles every message already queued, without waiting.
+func (l *loop) drain(in <-chan received) {
+	for {
+		select {
+		case r := <-in:
+			l.receive(r)
+		default:
+			return
 		}
 	}
 }
