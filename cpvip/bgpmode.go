@@ -2,16 +2,11 @@ package cpvip
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/ironlb/ironlb/internal/scrape"
 )
@@ -85,38 +80,20 @@ func (m *BGPMode) Status() Status {
 // HTTPHandler serves /healthz (the runner's loop goes round), /readyz (the
 // BGP sessions are set up), /status and /metrics.
 func (m *BGPMode) HTTPHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if last := m.b.lastLoop.Load(); last != 0 && time.Since(time.Unix(0, last)) > 10*time.Second {
-			http.Error(w, "BGP loop stalled", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !m.b.applied.Load() {
-			http.Error(w, "BGP sessions not set up yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(m.Status())
-	})
-	mux.Handle("/metrics", legacyregistry.Handler())
-	return mux
+	return endpoints{
+		loop:     "BGP loop",
+		lastLoop: m.b.lastLoop.Load,
+		ready: func() string {
+			if !m.b.applied.Load() {
+				return "BGP sessions not set up yet"
+			}
+			return ""
+		},
+		status: m.Status,
+	}.handler()
 }
 
 // ListenAndServe serves the HTTP endpoints on addr until ctx ends.
 func (m *BGPMode) ListenAndServe(ctx context.Context, addr string) error {
-	hs := &http.Server{Addr: addr, Handler: m.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = hs.Close()
-	}()
-	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("health endpoint %s: %w", addr, err)
-	}
-	return nil
+	return serveHTTP(ctx, addr, m.HTTPHandler())
 }

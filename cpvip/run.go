@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -394,18 +393,4 @@ func (l *loop) shutdown() {
 		l.unserve()
 	}
 	l.s.electing.Store(false)
-}
-
-// ListenAndServe serves the HTTP endpoints on addr until
-// ctx ends.
-func (s *Speaker) ListenAndServe(ctx context.Context, addr string) error {
-	hs := &http.Server{Addr: addr, Handler: s.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = hs.Close()
-	}()
-	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("health endpoint %s: %w", addr, err)
-	}
-	return nil
 }

@@ -139,6 +139,19 @@ func controlPlaneFlags(o *cpOptions, logCfg *logsapi.LoggingConfiguration) *pfla
 	return fs
 }
 
+// vipOnNode checks the options both modes share: the VIP and the node's
+// name; it returns the VIP.
+func (o cpOptions) vipOnNode() (netip.Addr, error) {
+	vip, err := netip.ParseAddr(o.vip)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("--vip %q: want an IPv4 or IPv6 address", o.vip)
+	}
+	if o.node == "" {
+		return netip.Addr{}, errors.New("--node-name: empty, and neither $NODE_NAME nor the hostname is set")
+	}
+	return vip.Unmap(), nil
+}
+
 // layer2Config checks the options and works out the interface, node IP and
 // broadcast address; it returns the health endpoint's address too.
 func (o cpOptions) layer2Config() (cpvip.Layer2Config, string, error) {
@@ -150,13 +163,9 @@ func (o cpOptions) layer2Config() (cpvip.Layer2Config, string, error) {
 	default:
 		return cfg, "", fmt.Errorf("--mode %q: want l2 or bgp", o.mode)
 	}
-	vip, err := netip.ParseAddr(o.vip)
+	vip, err := o.vipOnNode()
 	if err != nil {
-		return cfg, "", fmt.Errorf("--vip %q: want an IPv4 or IPv6 address", o.vip)
-	}
-	vip = vip.Unmap()
-	if o.node == "" {
-		return cfg, "", errors.New("--node-name: empty, and neither $NODE_NAME nor the hostname is set")
+		return cfg, "", err
 	}
 	if len(o.keyFiles) == 0 {
 		return cfg, "", errors.New("--key-file: at least one is required (the election is never unauthenticated)")

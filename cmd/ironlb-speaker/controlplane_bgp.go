@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strconv"
 
 	"github.com/ironlb/ironlb/cpvip"
@@ -15,13 +14,9 @@ import (
 // too.
 func (o cpOptions) bgpConfig() (cpvip.BGPModeConfig, string, error) {
 	var cfg cpvip.BGPModeConfig
-	vip, err := netip.ParseAddr(o.vip)
+	vip, err := o.vipOnNode()
 	if err != nil {
-		return cfg, "", fmt.Errorf("--vip %q: want an IPv4 or IPv6 address", o.vip)
-	}
-	vip = vip.Unmap()
-	if o.node == "" {
-		return cfg, "", errors.New("--node-name: empty, and neither $NODE_NAME nor the hostname is set")
+		return cfg, "", err
 	}
 	if o.healthPort <= 0 || o.healthPort > 65535 {
 		return cfg, "", errors.New("--health-port must be 1-65535")
