@@ -161,6 +161,9 @@ func TestRealCluster(t *testing.T) {
 			testRolloutRestart(t, ctx, c, cs, "web-l2", vip)
 		})
 	})
+	t.Run("MetalLB migration", func(t *testing.T) {
+		testMetalLBMigration(t, ctx, c, cs)
+	})
 }
 
 // buildIronLBImages builds IronLB's images from this tree
