@@ -193,6 +193,31 @@ func TestLoadBalancerClassOnly(t *testing.T) {
 	if !strings.Contains(c.ccm.Log(), "Not starting the service controller") {
 		t.Errorf("the CCM did not say it leaves the service controller off")
 	}
+
+	// A Service of the configured class that another load balancer served
+	// (MetalLB run with --lb-class=example.net/lb, stopped) is taken over
+	// unedited, keeping its address, when IronLB starts.
+	c.ccm.Stop(10 * time.Second)
+	c.createService(lbService("default", "handed-over", nil, withClass("example.net/lb")))
+	setIngress(t, ctx, c, "handed-over", "192.0.2.3")
+	rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-2", Kubeconfig: c.kubeconfig, LeaderElect: true, Args: []string{"--cloud-config=" + cloudConfig}})
+	if err := rig.Eventually(30*time.Second, func() error {
+		s, err := c.cp.Client.CoreV1().Services("default").Get(ctx, "handed-over", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(s.Finalizers, []string{lbclass.Finalizer}) || !slices.Equal(ingress(s), []string{"192.0.2.3"}) {
+			return fmt.Errorf("handed-over: finalizers %v, ingress %v; want IronLB's finalizer and 192.0.2.3 kept", s.Finalizers, ingress(s))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitEvent("default", "handed-over", corev1.EventTypeNormal, "EnsuredLoadBalancer", "Ensured load balancer")
+	if n := eventCount(t, ctx, c, "handed-over", "IPAllocated"); n != 0 {
+		t.Errorf("handed-over: %d IPAllocated Events; its address was restored, not assigned", n)
+	}
+	checkUntouched(t, ctx, c, "plain", "192.0.2.0")
 }
 
 // setIngress writes a Service's status.loadBalancer as another load
