@@ -17,6 +17,18 @@ func (a *Allocator) Reserve(owner, name string, addrs []netip.Addr) []netip.Addr
 	return refused
 }
 
+// ReserveForeign records the addresses that a Service IronLB does not
+// serve lists in its status (another load balancer gave them), named name
+// in messages, so that no Service of IronLB's is given them. Like Reserve
+// it replaces what owner reserved before and returns the addresses IronLB's
+// Services hold already (they keep them).
+func (a *Allocator) ReserveForeign(owner, name string, addrs []netip.Addr) []netip.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	refused, _ := a.reserve(owner, name, addrs, ReasonOtherLoadBalancer, false)
+	return refused
+}
+
 // Eviction is an address ReserveControlPlane took from the Services that
 // held it.
 type Eviction struct {

@@ -3,10 +3,12 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // cpOwner and cpName reserve the control-plane VIP in these tests.
@@ -173,4 +175,60 @@ func TestReserveControlPlaneRequested(t *testing.T) {
 	wantHolder(t, a, "192.0.2.3", "")
 	wantStats(t, a, "p", counts{"4", "1", "3"}, counts{"0", "0", "0"})
 	checkInternalConsistency(t, a)
+}
+
+// TestReserveForeign: an address another load balancer's Service lists is
+// never handed out while it is reserved, a Service asking for it is refused
+// with the typed reason OtherLoadBalancer, a Service of IronLB's that held
+// it first keeps it (it is refused to the reservation), and releasing the
+// reservation frees it.
+func TestReserveForeign(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		setup       func(t *testing.T, a *Allocator)
+		wantRefused []string
+		wantHolders []string
+	}{{
+		name:        "free address: reserved",
+		setup:       func(*testing.T, *Allocator) {},
+		wantHolders: []string{"Service x/other"},
+	}, {
+		name: "an IronLB Service holds it: it keeps it",
+		setup: func(t *testing.T, a *Allocator) {
+			if err := a.Restore(v4("svc"), addrs("192.0.2.2")); err != nil {
+				t.Fatal(err)
+			}
+		},
+		wantRefused: []string{"192.0.2.2"},
+		wantHolders: []string{"ns/svc"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAllocator(autoPool(t, "p", "192.0.2.0/30", "2001:db8::/126"))
+			tc.setup(t, a)
+			refused := a.ReserveForeign("foreign:1", "Service x/other", addrs("192.0.2.2"))
+			if diff := cmp.Diff(tc.wantRefused, strs(refused), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("refused (-want +got):\n%s", diff)
+			}
+			wantHolder(t, a, "192.0.2.2", "", tc.wantHolders...)
+			req := v4("asks")
+			req.Addresses = addrs("192.0.2.2")
+			_, err := a.Ensure(req)
+			var te *TakenError
+			if !errors.As(err, &te) {
+				t.Fatalf("Ensure of the reserved address: %v, want a TakenError", err)
+			}
+			if len(tc.wantRefused) == 0 && te.Reason != ReasonOtherLoadBalancer {
+				t.Errorf("reason %s, want %s", te.Reason, ReasonOtherLoadBalancer)
+			}
+			if refused := a.ReserveForeign("foreign:1", "Service x/other", nil); len(refused) > 0 {
+				t.Fatalf("releasing refused %v", refused)
+			}
+			if len(tc.wantRefused) == 0 {
+				if al, err := a.Ensure(req); err != nil || !slices.Equal(strs(al.Addresses), []string{"192.0.2.2"}) {
+					t.Errorf("after the release: %v %v, want 192.0.2.2", strs(al.Addresses), err)
+				}
+			}
+			checkInternalConsistency(t, a)
+		})
+	}
 }

@@ -26,6 +26,10 @@ const (
 	// ReasonControlPlaneVIP: the address is the cluster's control-plane
 	// VIP, the kube-apiserver's own address (ReserveControlPlane).
 	ReasonControlPlaneVIP TakenReason = "ControlPlaneVIP"
+	// ReasonOtherLoadBalancer: a Service IronLB does not serve (of
+	// another loadBalancerClass) lists the address in its status: another
+	// load balancer handed it out (ReserveForeign).
+	ReasonOtherLoadBalancer TakenReason = "OtherLoadBalancer"
 	// ReasonStatusClaim: only the status of another owner still lists it
 	// (it lost the address at a restore); it is free once that status
 	// changes.
@@ -122,6 +126,10 @@ func (h *holding) compatible(addr netip.Addr, req Request, self string) *TakenEr
 			return h.taken(addr, req, ReasonControlPlaneVIP,
 				"it is reserved: it is the cluster's control-plane VIP (the kube-apiserver's address), which IronLB never gives to a Service",
 				fmt.Sprintf("it is the %s", m.name))
+		case m.reserved == ReasonOtherLoadBalancer:
+			return h.taken(addr, req, ReasonOtherLoadBalancer,
+				"it is in use by another load balancer: a Service of a loadBalancerClass IronLB does not serve lists it in its status",
+				fmt.Sprintf("%s lists it", m.name))
 		case m.reserved != "":
 			return h.taken(addr, req, ReasonReserved, "it is reserved: a Node of the cluster has this address",
 				fmt.Sprintf("%s has it", m.name))

@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/loadbalancer/planner"
 )
 
@@ -80,6 +81,9 @@ type Balancer struct {
 	// of control-plane VIPs Run waits for.
 	cpQueue  workqueue.TypedRateLimitingInterface[string]
 	cpSynced []cache.InformerSynced
+	// class says which Services are IronLB's; the others' addresses are
+	// kept from IronLB's (foreign.go).
+	class lbclass.Policy
 
 	mu sync.Mutex
 	// cpVIPs are the control-plane VIPs by source (controlplane.go).
@@ -92,6 +96,9 @@ type Balancer struct {
 	// duplicated is, per Node, the other Nodes that list its reserved
 	// addresses (duplicates in nodeaddrs.go), as last reported.
 	duplicated map[string]string
+	// foreign is, per Service UID, the addresses it reserves for another
+	// load balancer (foreign.go).
+	foreign map[string][]netip.Addr
 }
 
 var _ cloudprovider.LoadBalancer = (*Balancer)(nil)
@@ -108,6 +115,10 @@ func WithRetry(d time.Duration) Option { return func(b *Balancer) { b.retry = d 
 // pool completes a PreferDualStack Service that got one family only.
 func WithClient(c kubernetes.Interface) Option { return func(b *Balancer) { b.client = c } }
 
+// WithClass sets which Services are IronLB's by their loadBalancerClass
+// (default: class-less ones and ironlb.dev/ironlb).
+func WithClass(p lbclass.Policy) Option { return func(b *Balancer) { b.class = p } }
+
 // New returns a Balancer handing out addresses from alloc. It answers no
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
@@ -123,6 +134,7 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 		policyQueue: newPolicyQueue(),
 		cpQueue:     newControlPlaneQueue(),
 		cpVIPs:      map[string][]netip.Addr{},
+		foreign:     map[string][]netip.Addr{},
 	}
 	for _, o := range opts {
 		o(b)
@@ -157,9 +169,17 @@ func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
 	// A Service that lost an address at the restore still lists it in its
 	// status until it is synced; the address is kept from others until then.
 	_, _ = svc.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if s, ok := obj.(*v1.Service); ok && b.Ready() {
+				b.reserveForeign(s)
+			}
+		},
 		UpdateFunc: func(old, cur any) {
 			b.statusChanged(cur)
 			b.serviceLabelsChanged(old, cur)
+			if s, ok := cur.(*v1.Service); ok && b.Ready() {
+				b.reserveForeign(s)
+			}
 		},
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -186,6 +206,7 @@ func (b *Balancer) deleted(svc *v1.Service) {
 	if !b.Ready() {
 		return
 	}
+	b.unreserveForeign(svc)
 	if before, ok := b.alloc.Lookup(string(svc.UID)); ok {
 		b.alloc.Release(string(svc.UID))
 		b.report(svc, before, ipam.Allocation{})
@@ -235,11 +256,14 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.reserveNodeAddresses()
 	b.waitControlPlaneSources(ctx)
 	b.reserveControlPlane()
-	b.log.Info("Restored allocations from Service status", "services", n, "duration", time.Since(start))
+	foreign := b.reserveAllForeign()
+	b.log.Info("Restored allocations from Service status", "services", n, "otherLoadBalancers", foreign, "duration", time.Since(start))
 	close(b.ready)
 	// A control-plane VIP source that synced between reserveControlPlane
-	// and close(b.ready) saw the balancer not ready and reserved nothing.
+	// and close(b.ready) saw the balancer not ready and reserved nothing;
+	// so did a Service of another load balancer that changed meanwhile.
 	b.reserveControlPlane()
+	b.reserveAllForeign()
 	go b.runPolicy(ctx)
 	go b.runControlPlane(ctx)
 	go func() {
@@ -292,7 +316,7 @@ func (b *Balancer) restore() (int, error) {
 	}
 	var svcs []*v1.Service
 	for _, s := range all {
-		if planner.Managed(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
+		if b.class.Owns(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
 			svcs = append(svcs, s)
 		}
 	}
@@ -354,6 +378,11 @@ func (b *Balancer) GetLoadBalancerName(ctx context.Context, clusterName string, 
 // EnsureLoadBalancer gives the Service its addresses, or keeps those it
 // has, and returns them as its status.
 func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, service *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
+	if !b.class.Serves(service) {
+		// Another implementation's (a class IronLB does not serve, or
+		// class-less while IronLB serves only its class).
+		return nil, cloudprovider.ImplementedElsewhere
+	}
 	if err := b.waitReady(ctx); err != nil {
 		return nil, err
 	}
@@ -363,6 +392,9 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 		return nil, err
 	}
 	req.Subject = b.subjectOf(service)
+	// A Service that became IronLB's (e.g. moved from another load
+	// balancer keeping its address) no longer reserves it for the other.
+	b.reserveForeign(service)
 	before, _ := b.alloc.Lookup(req.Owner)
 	al, err := b.alloc.Ensure(req)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
 	"github.com/ironlb/ironlb/loadbalancer/kubeadm"
+	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/loadbalancer/planner"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/loadbalancer/term"
@@ -44,6 +45,11 @@ type Config struct {
 	// ControlPlaneVIPs are the control-plane VIPs of the cloud config,
 	// never given to Services (nor the one of kube-system/kubeadm-config).
 	ControlPlaneVIPs []netip.Addr
+	// Class says which Services IronLB serves by loadBalancerClass.
+	Class lbclass.Policy
+	// ClassWorkers is how many Services of IronLB's class are synced at
+	// once (the service controller's --concurrent-service-syncs).
+	ClassWorkers int
 }
 
 // Components are the parts of IronLB's load balancer, wired together:
@@ -62,6 +68,14 @@ type Components struct {
 	Bundle    *pki.Bundle
 	// KubeadmConfig follows kube-system/kubeadm-config.
 	KubeadmConfig *kubeadm.Watcher
+	// Classes serves the Services of IronLB's loadBalancerClass (made by
+	// SetInformers).
+	Classes *lbclass.Controller
+
+	class        lbclass.Policy
+	classWorkers int
+	client       kubernetes.Interface
+	recorder     record.EventRecorder
 
 	ctx context.Context // ends when this CCM stops leading
 }
@@ -110,7 +124,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the BGPPeer controller: %w", err)
 	}
-	balOpts := []Option{WithClient(cfg.Client), WithControlPlaneVIPs(cfg.ControlPlaneVIPs)}
+	balOpts := []Option{WithClient(cfg.Client), WithControlPlaneVIPs(cfg.ControlPlaneVIPs), WithClass(cfg.Class)}
 	var bal *Balancer // set before the watcher runs (Run)
 	kubeadmConfig, err := kubeadm.NewWatcher(cfg.Client, func(vip netip.Addr) {
 		var vips []netip.Addr
@@ -126,18 +140,21 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	bal = New(alloc, pools, cfg.Recorder, balOpts...)
 	plOpts := cfg.Planner
 	plOpts.Client, plOpts.Recorder, plOpts.Ready, plOpts.Peers = cfg.Client, cfg.Recorder, bal.Ready, peers
+	plOpts.Class = cfg.Class
 	pl := planner.New(alloc, pools, sp, plOpts)
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{
 		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Term: t, Bundle: bundle,
 		KubeadmConfig: kubeadmConfig, ctx: ctx,
+		class: cfg.Class, classWorkers: cfg.ClassWorkers, client: cfg.Client, recorder: cfg.Recorder,
 	}, nil
 }
 
 // SetInformers hands the controller manager's shared informers to the
-// Balancer and the Planner.
+// Balancer, the Planner and the loadBalancerClass controller.
 func (c *Components) SetInformers(factory informers.SharedInformerFactory) {
 	c.Balancer.SetInformers(factory)
+	c.Classes = lbclass.New(c.class, c.Balancer, c.client, c.recorder, factory, c.classWorkers)
 	c.Planner.SetInformers(factory)
 	c.Peers.SetNodeInformer(factory)
 }
@@ -149,6 +166,7 @@ func (c *Components) Run() {
 	go c.Pools.Run(c.ctx)
 	go c.Peers.Run(c.ctx)
 	go c.Planner.Run(c.ctx)
+	go c.Classes.Run(c.ctx)
 	go func() {
 		if err := c.Balancer.Run(c.ctx); err != nil {
 			klog.ErrorS(err, "Load balancer did not start")

@@ -11,8 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
-
-	"github.com/ironlb/ironlb/loadbalancer/planner"
 )
 
 // dualStackKey is the one key of the dual-stack queue.
@@ -61,7 +59,7 @@ func (b *Balancer) completeAll(ctx context.Context) completion {
 	}
 	result := completed
 	for _, svc := range svcs {
-		if !lacksFamily(svc) {
+		if !b.class.Serves(svc) || !lacksFamily(svc) {
 			continue
 		}
 		st, err := b.EnsureLoadBalancer(ctx, "", svc, nil)
@@ -84,10 +82,10 @@ func (b *Balancer) completeAll(ctx context.Context) completion {
 	return result
 }
 
-// lacksFamily reports whether svc is a PreferDualStack LoadBalancer with
+// lacksFamily reports whether svc (one IronLB serves) is a PreferDualStack LoadBalancer with
 // fewer addresses than families.
 func lacksFamily(svc *v1.Service) bool {
-	return planner.Managed(svc) && svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.DeletionTimestamp == nil &&
+	return svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.DeletionTimestamp == nil &&
 		svc.Spec.IPFamilyPolicy != nil && *svc.Spec.IPFamilyPolicy == v1.IPFamilyPolicyPreferDualStack &&
 		len(svc.Status.LoadBalancer.Ingress) > 0 && len(svc.Status.LoadBalancer.Ingress) < len(svc.Spec.IPFamilies)
 }

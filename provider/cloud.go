@@ -52,6 +52,9 @@ func init() {
 type Cloud struct {
 	config     Config
 	election   LeaderElection
+	// serviceWorkers is --concurrent-service-syncs, for the Services of
+	// IronLB's class too.
+	serviceWorkers int
 	live       *pki.Liveness // watches started before leading (WatchSpeakers)
 	instances  *instances.Instances
 	components *loadbalancer.Components
@@ -79,6 +82,17 @@ func New(cfg Config) *Cloud { return &Cloud{config: cfg} }
 // SetLeaderElection tells the Cloud how this CCM elects its leader. Call it
 // before the controller manager runs.
 func (c *Cloud) SetLeaderElection(le LeaderElection) { c.election = le }
+
+// SetServiceWorkers sets how many Services of IronLB's loadBalancerClass
+// are synced at once (the service controller's --concurrent-service-syncs).
+// Call it before the controller manager runs.
+func (c *Cloud) SetServiceWorkers(n int) { c.serviceWorkers = n }
+
+// ServesClassless reports whether IronLB serves Services without a
+// loadBalancerClass, which the cloud-provider service controller hands it:
+// false when the cloud config says loadBalancerClass.only, and the
+// service controller must not run.
+func (c *Cloud) ServesClassless() bool { return c.config.LoadBalancerClass.Policy().Classless() }
 
 // WatchSpeakers starts watching the speaker pods and the Nodes with
 // client, for the life of the process, before this replica leads (call it
@@ -132,6 +146,8 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 			RestartGrace: c.config.Speakers.RestartGrace.Duration,
 		},
 		ControlPlaneVIPs: c.config.ControlPlane.Addresses(),
+		Class:            c.config.LoadBalancerClass.Policy(),
+		ClassWorkers:     c.serviceWorkers,
 		Planner:          planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration, LocalRebalanceDelay: c.config.Speakers.LocalRebalanceDelay.Duration},
 	})
 	if err != nil {

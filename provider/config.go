@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 )
 
 // Config is the optional YAML file passed with --cloud-config. Unknown fields
@@ -33,6 +35,9 @@ import (
 //	  secretNamespace: ironlb-system
 //	controlPlane:
 //	  vips: [192.0.2.250]
+//	loadBalancerClass:
+//	  name: ironlb.dev/ironlb
+//	  only: false
 //
 // controlPlane.vips are the cluster's control-plane VIPs (the
 // kube-apiserver's own address, kubeadm's --control-plane-endpoint),
@@ -44,6 +49,13 @@ import (
 // controlPlaneEndpoint of kube-system/kubeadm-config when its host is an
 // IP address; list the VIP here when that endpoint is a DNS name or the
 // cluster was not built with kubeadm.
+//
+// loadBalancerClass.name is the spec.loadBalancerClass whose Services
+// IronLB serves (default ironlb.dev/ironlb; a qualified name, as the API
+// server requires of the field), besides the Services without a class;
+// with loadBalancerClass.only IronLB serves only that class and leaves
+// class-less Services to another implementation (it does not run the
+// service controller then). Services of any other class are never touched.
 type Config struct {
 	// Instances configures node initialization.
 	Instances InstancesConfig `json:"instances,omitempty"`
@@ -51,6 +63,22 @@ type Config struct {
 	Speakers SpeakersConfig `json:"speakers,omitempty"`
 	// ControlPlane names the control-plane VIPs, never given to Services.
 	ControlPlane ControlPlaneConfig `json:"controlPlane,omitempty"`
+	// LoadBalancerClass says which Services IronLB serves.
+	LoadBalancerClass LoadBalancerClassConfig `json:"loadBalancerClass,omitempty"`
+}
+
+// LoadBalancerClassConfig says which Services IronLB serves by their
+// spec.loadBalancerClass.
+type LoadBalancerClassConfig struct {
+	// Name is IronLB's class (default ironlb.dev/ironlb).
+	Name string `json:"name,omitempty"`
+	// Only makes IronLB serve only Services of class Name.
+	Only bool `json:"only,omitempty"`
+}
+
+// Policy returns the class policy the load balancer follows.
+func (c LoadBalancerClassConfig) Policy() lbclass.Policy {
+	return lbclass.Policy{Name: c.Name, Only: c.Only}
 }
 
 // ControlPlaneConfig names the cluster's control-plane VIPs.
@@ -215,6 +243,9 @@ func (c Config) Validate() error {
 		}
 	}
 	problems = append(problems, c.ControlPlane.problems()...)
+	if err := c.LoadBalancerClass.Policy().Validate(); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		return fmt.Errorf("invalid cloud config: %s", strings.Join(problems, "; "))

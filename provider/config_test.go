@@ -70,6 +70,14 @@ func TestParseConfig(t *testing.T) {
 		{name: "control-plane VIPs too many", input: "controlPlane:\n  vips: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4, 192.0.2.5]\n", wantErr: "5 addresses, at most 4"},
 		{name: "control-plane unknown field", input: "controlPlane:\n  vip: 192.0.2.250\n", wantErr: `unknown field "controlPlane.vip"`},
 		{
+			name:  "loadBalancerClass",
+			input: "loadBalancerClass:\n  name: example.net/lb\n  only: true\n",
+			want:  Config{LoadBalancerClass: LoadBalancerClassConfig{Name: "example.net/lb", Only: true}},
+		},
+		{name: "loadBalancerClass not a qualified name", input: "loadBalancerClass:\n  name: a/b/c\n", wantErr: `loadBalancerClass.name "a/b/c"`},
+		{name: "loadBalancerClass only not a bool", input: "loadBalancerClass:\n  only: sometimes\n", wantErr: "parsing cloud config"},
+		{name: "loadBalancerClass unknown field", input: "loadBalancerClass:\n  class: x\n", wantErr: `unknown field "loadBalancerClass.class"`},
+		{
 			name:    "invalid label values reported together",
 			input:   "instances:\n  defaultZone: \"rack a\"\n  defaultRegion: \"-dc\"\n",
 			wantErr: `instances.defaultRegion "-dc"`,

@@ -70,6 +70,7 @@ func main() {
 			}
 		},
 	}
+	controllers[names.ServiceLBController] = classlessOnly(controllers[names.ServiceLBController])
 	cmd := app.NewCloudControllerManagerCommand(opts, initCloud, controllers,
 		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, stopOnSignal())
 	cmd.Use = "ironlb-ccm"
@@ -81,6 +82,26 @@ func main() {
 	}
 	printVersion(cmd)
 	os.Exit(cli.Run(cmd))
+}
+
+// classlessOnly wraps the service controller's constructor: the service
+// controller serves only class-less Services, and does not start when the
+// cloud config says IronLB serves only its loadBalancerClass (those
+// Services belong to another implementation, which must not find IronLB's
+// finalizer on them). IronLB's own controller serves its class either way.
+func classlessOnly(c app.ControllerInitFuncConstructor) app.ControllerInitFuncConstructor {
+	construct := c.Constructor
+	c.Constructor = func(initContext app.ControllerInitContext, completed *config.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
+		start := construct(initContext, completed, cloud)
+		return func(ctx context.Context, cctx genericcontrollermanager.ControllerContext) (controller.Interface, bool, error) {
+			if c, ok := cloud.(*provider.Cloud); ok && !c.ServesClassless() {
+				klog.InfoS("Not starting the service controller: IronLB serves only its loadBalancerClass (cloud config loadBalancerClass.only)")
+				return nil, false, nil
+			}
+			return start(ctx, cctx)
+		}
+	}
+	return c
 }
 
 // IronLB's defaults for the framework's throughput and leader-election
@@ -161,6 +182,7 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 			LeaseDuration: le.LeaseDuration.Duration,
 			RetryPeriod:   le.RetryPeriod.Duration,
 		})
+		ironlb.SetServiceWorkers(int(c.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
 		// Standby replicas too: a new leader finds the speaker pods and
 		// Nodes listed (its speakers keep their streams and VIPs).
 		if c.Client != nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 )
 
@@ -98,6 +99,9 @@ type Options struct {
 	// Peers tells each node's BGP peers; nil: no VIP is advertised over
 	// BGP.
 	Peers Peers
+	// Class says which Services are IronLB's (by loadBalancerClass); the
+	// zero value serves class-less Services and ironlb.dev/ironlb.
+	Class lbclass.Policy
 }
 
 // Peers tells which BGP peers each node holds a session with.

@@ -86,7 +86,7 @@ func (p *Planner) syncService(key string) error {
 	}
 	var addrs []netip.Addr
 	var pools []string
-	if svc != nil && Managed(svc) && svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.DeletionTimestamp == nil {
+	if svc != nil && p.opts.Class.Owns(svc) && svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.DeletionTimestamp == nil {
 		if al, ok := p.alloc.Lookup(string(svc.UID)); ok {
 			addrs, pools = al.Addresses, al.Pools
 		}
@@ -199,15 +199,3 @@ func (p *Planner) planAll() {
 		p.planLocked(v, w)
 	}
 }
-
-// Managed reports whether IronLB serves svc: a LoadBalancer without a
-// loadBalancerClass, or one still holding the service controller's cleanup
-// finalizer.
-func Managed(svc *v1.Service) bool {
-	if svc.Spec.LoadBalancerClass != nil {
-		return false
-	}
-	return svc.Spec.Type == v1.ServiceTypeLoadBalancer || slices.Contains(svc.Finalizers, loadBalancerCleanupFin)
-}
-
-const loadBalancerCleanupFin = "service.kubernetes.io/load-balancer-cleanup"

@@ -9,11 +9,13 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
+	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/controlplane"
 	"github.com/ironlb/ironlb/test/rig"
@@ -27,11 +29,13 @@ const services = 1000
 // on): the time from the last of 1,000 concurrent create calls until every
 // Service has an address, the p50 and p99 latency from each create call to
 // a watch seeing its address, the API writes made per Service, and the
-// CCM's peak RSS.
+// CCM's peak RSS. Then the same for Services of IronLB's
+// loadBalancerClass, served by IronLB's own controller instead of the
+// cloud-provider service controller.
 func benchServices(ctx context.Context, trials int) error {
 	var after, p50, p99, rss, writes []float64
 	for trial := range trials {
-		r, peak, w, err := servicesTrial(ctx)
+		r, peak, w, err := servicesTrial(ctx, "")
 		if err != nil {
 			return fmt.Errorf("trial %d: %w", trial+1, err)
 		}
@@ -46,13 +50,29 @@ func benchServices(ctx context.Context, trials int) error {
 	report(fmt.Sprintf("services_%d_latency_p99_defaults", services), median(p99), "s")
 	report(fmt.Sprintf("services_%d_api_writes_per_service_defaults", services), median(writes), "requests")
 	report(fmt.Sprintf("ccm_peak_rss_services_%d_defaults", services), median(rss), "MiB")
+	after, p50, p99, writes = nil, nil, nil, nil
+	for trial := range trials {
+		r, _, w, err := servicesTrial(ctx, lbclass.DefaultName)
+		if err != nil {
+			return fmt.Errorf("loadBalancerClass trial %d: %w", trial+1, err)
+		}
+		after = append(after, r.AfterLastCreate.Seconds())
+		p50 = append(p50, r.Quantile(0.50).Seconds())
+		p99 = append(p99, r.Quantile(0.99).Seconds())
+		writes = append(writes, w)
+	}
+	report(fmt.Sprintf("services_%d_class_all_assigned_defaults_s", services), median(after), "s")
+	report(fmt.Sprintf("services_%d_class_latency_p50_defaults", services), median(p50), "s")
+	report(fmt.Sprintf("services_%d_class_latency_p99_defaults", services), median(p99), "s")
+	report(fmt.Sprintf("services_%d_class_api_writes_per_service_defaults", services), median(writes), "requests")
 	return nil
 }
 
-// servicesTrial runs one measurement on a fresh control plane. It returns
-// the result, the CCM's peak RSS and the API writes per Service made by
-// anyone but the test's own creates (the CCM's writes and Events).
-func servicesTrial(ctx context.Context) (scale.Result, int64, float64, error) {
+// servicesTrial runs one measurement on a fresh control plane, with
+// Services of loadBalancerClass class ("": none). It returns the result,
+// the CCM's peak RSS and the API writes per Service made by anyone but the
+// test's own creates (the CCM's writes and Events).
+func servicesTrial(ctx context.Context, class string) (scale.Result, int64, float64, error) {
 	cp, err := controlplane.Start(ctx, controlplane.Options{})
 	if err != nil {
 		return scale.Result{}, 0, 0, err
@@ -89,7 +109,11 @@ func servicesTrial(ctx context.Context) (scale.Result, int64, float64, error) {
 	if err != nil {
 		return scale.Result{}, 0, 0, err
 	}
-	res, err := scale.Measure(ctx, cp.Client, "default", "bench", services)
+	var mutate []func(*corev1.Service)
+	if class != "" {
+		mutate = append(mutate, func(s *corev1.Service) { s.Spec.LoadBalancerClass = &class })
+	}
+	res, err := scale.Measure(ctx, cp.Client, "default", "bench", services, mutate...)
 	if err != nil {
 		return scale.Result{}, 0, 0, fmt.Errorf("%w\nCCM log tail:\n%s", err, ccm.Tail(20))
 	}

@@ -42,12 +42,13 @@ func Service(namespace, prefix string, i int) *corev1.Service {
 
 // CreateServices creates n Services with 8 concurrent clients and returns
 // when all exist. The returned times are when each create call was sent.
-func CreateServices(ctx context.Context, client kubernetes.Interface, namespace, prefix string, n int) error {
-	_, err := createServices(ctx, client, namespace, prefix, n)
+// Each mutate changes every Service before it is created.
+func CreateServices(ctx context.Context, client kubernetes.Interface, namespace, prefix string, n int, mutate ...func(*corev1.Service)) error {
+	_, err := createServices(ctx, client, namespace, prefix, n, mutate)
 	return err
 }
 
-func createServices(ctx context.Context, client kubernetes.Interface, namespace, prefix string, n int) (map[string]time.Time, error) {
+func createServices(ctx context.Context, client kubernetes.Interface, namespace, prefix string, n int, mutate []func(*corev1.Service)) (map[string]time.Time, error) {
 	var mu sync.Mutex
 	sent := make(map[string]time.Time, n)
 	next := make(chan int)
@@ -57,6 +58,9 @@ func createServices(ctx context.Context, client kubernetes.Interface, namespace,
 		wg.Go(func() {
 			for i := range next {
 				svc := Service(namespace, prefix, i)
+				for _, m := range mutate {
+					m(svc)
+				}
 				mu.Lock()
 				sent[svc.Name] = time.Now()
 				mu.Unlock()
@@ -123,8 +127,9 @@ func (r Result) Quantile(q float64) time.Duration {
 	return r.Latencies[i]
 }
 
-// Measure creates n Services and watches until all have addresses.
-func Measure(ctx context.Context, client kubernetes.Interface, namespace, prefix string, n int) (Result, error) {
+// Measure creates n Services (each changed by mutate) and watches until
+// all have addresses.
+func Measure(ctx context.Context, client kubernetes.Interface, namespace, prefix string, n int, mutate ...func(*corev1.Service)) (Result, error) {
 	w, err := client.CoreV1().Services(namespace).Watch(ctx, metav1.ListOptions{})
 	if err != nil {
 		return Result{}, err
@@ -137,7 +142,7 @@ func Measure(ctx context.Context, client kubernetes.Interface, namespace, prefix
 	}
 	done := make(chan created, 1)
 	go func() {
-		sent, err := createServices(ctx, client, namespace, prefix, n)
+		sent, err := createServices(ctx, client, namespace, prefix, n, mutate)
 		done <- created{sent, err}
 	}()
 	seen := make(map[string]time.Time, n)
