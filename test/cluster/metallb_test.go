@@ -19,13 +19,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ironlb/ironlb/loadbalancer"
+	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/test/cluster"
 )
 
 // The migration walkthrough's names and addresses.
 const (
-	ironlbClass     = "ironlb.dev/ironlb"
-	ironlbFinalizer = "ironlb.dev/load-balancer-cleanup"
 	// metallbRange is MetalLB's pool, on the LAN off IronLB's layer-2
 	// pool (cluster.L2PoolRange) and off the nodes, the router and the
 	// control-plane VIP; IronLB's pool "metallb" covers it too from step
@@ -70,6 +69,11 @@ func testMetalLBMigration(t *testing.T, ctx context.Context, c *cluster.Cluster,
 		t.Fatal(err)
 	}
 	applyYAML(t, ctx, c, fmt.Sprintf(metallbPool, "true"))
+	// MetalLB's validating webhook answers: it refuses a second pool over
+	// the same range (only the webhook checks overlaps).
+	if _, err := c.Kubectl(ctx, strings.NewReader(metallbOverlapPool), "create", "--dry-run=server", "-f", "-"); err == nil || !strings.Contains(err.Error(), "ipaddresspoolvalidationwebhook.metallb.io") {
+		t.Fatalf("a pool overlapping MetalLB's: %v; want a denial by MetalLB's webhook", err)
+	}
 	t.Logf("a. MetalLB %s installed with its pool %s-%s (%s)", cluster.MetalLBVersion, metallbFirst, metallbLast, time.Since(step).Round(time.Second))
 
 	// b. A foreign class first, then one Service for each: once both
@@ -83,11 +87,13 @@ func testMetalLBMigration(t *testing.T, ctx context.Context, c *cluster.Cluster,
 	if !mlbRange(mlbVIP) {
 		t.Fatalf("web-metallb got %s, outside MetalLB's pool %s-%s", mlbVIP, metallbFirst, metallbLast)
 	}
-	ilbVIP := createService(t, ctx, cs, "web-ironlb", withClass(ironlbClass))
+	ilbVIP := createService(t, ctx, cs, "web-ironlb", withClass(lbclass.DefaultName))
 	if !l2Range(ilbVIP) {
 		t.Fatalf("web-ironlb got %s, outside IronLB's pool %s", ilbVIP, cluster.L2PoolRange)
 	}
 	checkNotIronLBs(t, ctx, cs, "web-metallb")
+	checkMetalLBs(t, ctx, cs, "web-metallb")
+	waitMetalLBAnnounces(t, ctx, c, "web-metallb", true)
 	checkIronLBs(t, ctx, cs, "web-ironlb")
 	reach(t, ctx, c, mlbVIP)
 	reach(t, ctx, c, ilbVIP)
@@ -99,7 +105,7 @@ func testMetalLBMigration(t *testing.T, ctx context.Context, c *cluster.Cluster,
 	// which IronLB would give first).
 	applyYAML(t, ctx, c, fmt.Sprintf(metallbPool, "false"))
 	applyYAML(t, ctx, c, ironlbMetalLBPool)
-	newVIP := createService(t, ctx, cs, "web-new", withClass(ironlbClass), withAnnotation(loadbalancer.AnnotationPool, "metallb"))
+	newVIP := createService(t, ctx, cs, "web-new", withClass(lbclass.DefaultName), withAnnotation(loadbalancer.AnnotationPool, "metallb"))
 	if !mlbRange(newVIP) || newVIP == mlbVIP {
 		t.Fatalf("web-new got %s from IronLB's pool over %s-%s: want another address than web-metallb's %s", newVIP, metallbFirst, metallbLast, mlbVIP)
 	}
@@ -113,23 +119,13 @@ func testMetalLBMigration(t *testing.T, ctx context.Context, c *cluster.Cluster,
 	// d. web-metallb moves to IronLB with its address.
 	prober := startCurlProber(c, mlbVIP, 50*time.Millisecond)
 	step = time.Now()
+	// The API server clears the status with the type; MetalLB's speaker
+	// withdraws (its ServiceL2Status goes) once MetalLB saw the change.
 	patchService(t, ctx, cs, "web-metallb", `{"spec":{"type":"ClusterIP"}}`)
-	err := eventually(ctx, time.Minute, func() error {
-		s, err := cs.CoreV1().Services("default").Get(ctx, "web-metallb", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if len(s.Status.LoadBalancer.Ingress) > 0 {
-			return fmt.Errorf("web-metallb still has %v", s.Status.LoadBalancer.Ingress)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("MetalLB never cleared web-metallb's status: %v", err)
-	}
+	waitMetalLBAnnounces(t, ctx, c, "web-metallb", false)
 	patch, _ := json.Marshal(map[string]any{
 		"metadata": map[string]any{"annotations": map[string]string{loadbalancer.AnnotationIPs: mlbVIP.String()}},
-		"spec":     map[string]any{"type": "LoadBalancer", "loadBalancerClass": ironlbClass},
+		"spec":     map[string]any{"type": "LoadBalancer", "loadBalancerClass": lbclass.DefaultName},
 	})
 	patchService(t, ctx, cs, "web-metallb", string(patch))
 	if got := waitServiceVIP(t, ctx, cs, "web-metallb"); got != mlbVIP {
@@ -139,6 +135,9 @@ func testMetalLBMigration(t *testing.T, ctx context.Context, c *cluster.Cluster,
 	reach(t, ctx, c, mlbVIP)
 	moved := time.Since(step)
 	outage, failed, probes := prober.stop()
+	if failed > 0 && outage == 0 {
+		t.Errorf("the client's requests to %s failed from some point on and never succeeded again (%d of %d failed)", mlbVIP, failed, probes)
+	}
 	t.Logf("d. web-metallb moved to IronLB keeping %s in %s; the client's outage: %s (%d of %d requests failed)", mlbVIP, moved.Round(time.Millisecond), outage.Round(time.Millisecond), failed, probes)
 
 	// e. The CCM leader's pod deleted: the new leader keeps every
@@ -148,7 +147,7 @@ func testMetalLBMigration(t *testing.T, ctx context.Context, c *cluster.Cluster,
 	restartCCMLeader(t, ctx, c, cs)
 	// Once the new leader served a Service created now, it went through
 	// the ones before.
-	afterVIP := createService(t, ctx, cs, "web-after-restart", withClass(ironlbClass))
+	afterVIP := createService(t, ctx, cs, "web-after-restart", withClass(lbclass.DefaultName))
 	for name, vip := range want {
 		if got := serviceVIP(t, ctx, cs, name); got != vip {
 			t.Errorf("after the CCM's restart %s has %s, want %s", name, got, vip)
@@ -182,6 +181,16 @@ metadata:
   namespace: metallb-system
 spec:
   ipAddressPools: [lan]
+`
+
+// metallbOverlapPool overlaps metallbPool's pool.
+const metallbOverlapPool = `apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: overlap
+  namespace: metallb-system
+spec:
+  addresses: ["` + metallbFirst + `/32"]
 `
 
 // ironlbMetalLBPool is IronLB's layer-2 pool over MetalLB's range.
@@ -317,8 +326,8 @@ func serviceEvents(t *testing.T, ctx context.Context, cs kubernetes.Interface, n
 func checkIronLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) {
 	t.Helper()
 	s := getService(t, ctx, cs, name)
-	if !slices.Contains(s.Finalizers, ironlbFinalizer) {
-		t.Errorf("%s: finalizers %v, want %s", name, s.Finalizers, ironlbFinalizer)
+	if !slices.Contains(s.Finalizers, lbclass.Finalizer) {
+		t.Errorf("%s: finalizers %v, want %s", name, s.Finalizers, lbclass.Finalizer)
 	}
 	for _, in := range s.Status.LoadBalancer.Ingress {
 		if in.IPMode == nil || *in.IPMode != corev1.LoadBalancerIPModeVIP {
@@ -327,7 +336,7 @@ func checkIronLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface, na
 	}
 	ensured := false
 	for _, e := range serviceEvents(t, ctx, cs, name) {
-		ensured = ensured || e.Reason == "EnsuredLoadBalancer" && e.Source.Component == "ironlb-ccm"
+		ensured = ensured || e.Reason == lbclass.ReasonEnsured && e.Source.Component == "ironlb-ccm"
 	}
 	if !ensured {
 		t.Errorf("%s: no EnsuredLoadBalancer Event from ironlb-ccm", name)
@@ -340,7 +349,7 @@ func checkNotIronLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface,
 	t.Helper()
 	s := getService(t, ctx, cs, name)
 	for _, f := range s.Finalizers {
-		if strings.HasPrefix(f, "ironlb.dev/") || f == "service.kubernetes.io/load-balancer-cleanup" {
+		if strings.HasPrefix(f, "ironlb.dev/") || f == lbclass.StandardFinalizer {
 			t.Errorf("%s: finalizer %s: IronLB took it", name, f)
 		}
 	}
@@ -353,6 +362,45 @@ func checkNotIronLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface,
 		if e.Source.Component == "ironlb-ccm" || e.Source.Component == "service-controller" {
 			t.Errorf("%s: Event %s %q from %s", name, e.Reason, e.Message, e.Source.Component)
 		}
+	}
+}
+
+// checkMetalLBs checks that MetalLB's controller gave the Service its
+// address (an IPAllocated Event from MetalLB).
+func checkMetalLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) {
+	t.Helper()
+	var seen []string
+	for _, e := range serviceEvents(t, ctx, cs, name) {
+		if e.Reason == "IPAllocated" && strings.HasPrefix(e.Source.Component, "metallb") {
+			return
+		}
+		seen = append(seen, e.Source.Component+"/"+e.Reason)
+	}
+	t.Errorf("%s: no IPAllocated Event from MetalLB, only %v", name, seen)
+}
+
+// waitMetalLBAnnounces waits until MetalLB's speakers announce the
+// Service (a ServiceL2Status names it) or, with want false, none does.
+func waitMetalLBAnnounces(t *testing.T, ctx context.Context, c *cluster.Cluster, name string, want bool) {
+	t.Helper()
+	err := eventually(ctx, time.Minute, func() error {
+		out, err := c.Kubectl(ctx, nil, "-n", "metallb-system", "get", "servicel2statuses", "-o", `jsonpath={range .items[*]}{.status.serviceNamespace}/{.status.serviceName} {.status.node}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		var on []string
+		for _, line := range strings.Split(out, "\n") {
+			if svc, node, ok := strings.Cut(line, " "); ok && svc == "default/"+name {
+				on = append(on, node)
+			}
+		}
+		if got := len(on) > 0; got != want {
+			return fmt.Errorf("MetalLB announces %s on %v, want announced: %v", name, on, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
