@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
@@ -104,17 +105,20 @@ func (c *Controller) handles(svc *v1.Service) bool {
 }
 
 // needsSync reports whether an update can change what the controller
-// does: not one of status conditions only (IronLB's Announced record) nor
-// an informer resync.
+// does: not an informer resync, nor the controller's own writes (its
+// finalizer added, status.loadBalancer written: a sync would only
+// repeat itself), nor status conditions (IronLB's Announced record).
+// Like the service controller it does not rewrite a status another
+// writer changed.
 func needsSync(old, cur *v1.Service) bool {
 	if old.ResourceVersion == cur.ResourceVersion {
 		return false
 	}
-	return old.Generation != cur.Generation || old.UID != cur.UID ||
-		!slices.Equal(old.Finalizers, cur.Finalizers) ||
+	finalizerRemoved := slices.Contains(old.Finalizers, Finalizer) && !slices.Contains(cur.Finalizers, Finalizer)
+	// Services get no metadata.generation: compare the spec itself.
+	return !apiequality.Semantic.DeepEqual(old.Spec, cur.Spec) || old.UID != cur.UID || finalizerRemoved ||
 		!old.DeletionTimestamp.Equal(cur.DeletionTimestamp) ||
-		!maps.Equal(old.Annotations, cur.Annotations) || !maps.Equal(old.Labels, cur.Labels) ||
-		!servicehelper.LoadBalancerStatusEqual(&old.Status.LoadBalancer, &cur.Status.LoadBalancer)
+		!maps.Equal(old.Annotations, cur.Annotations) || !maps.Equal(old.Labels, cur.Labels)
 }
 
 func (c *Controller) enqueue(svc *v1.Service) {
