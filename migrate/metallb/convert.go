@@ -82,8 +82,8 @@ func Convert(in *Input) *Result {
 		c.note(in.bfdProfiles[name].src, "", "no BGPPeer of the input uses it: nothing to convert (IronLB sets BFD on each BGPPeer)")
 	}
 	for _, p := range in.pools {
-		if ip := c.ipPools[p.Name]; ip != nil {
-			c.out.Pools = append(c.out.Pools, ip)
+		if ip := c.ipPools[p.Name]; ip != nil && c.byName[p.Name] == p {
+			c.out.Pools = append(c.out.Pools, ip) // once: a second pool of the name is not converted
 		}
 	}
 	sort.Slice(c.out.Pools, func(i, j int) bool { return c.out.Pools[i].Name < c.out.Pools[j].Name })
