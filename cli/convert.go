@@ -16,7 +16,7 @@ func convertCommand() *cobra.Command {
 		Short: "Convert another load balancer's configuration to IronLB objects",
 	}
 	var file string
-	var allowPartial bool
+	var allowPartial, sideBySide bool
 	m := &cobra.Command{
 		Use:   "metallb -f FILE|-",
 		Short: "Convert MetalLB's CRDs or legacy ConfigMap to IPPools and BGPPeers (YAML on stdout)",
@@ -27,21 +27,35 @@ IronLB objects to stdout. Whatever has no equivalent is reported on stderr,
 one line per item ("unsupported: <object>: <field>: ..."), and makes the exit
 status 2 unless --allow-partial; "note:" lines need no decision.
 
+--side-by-side is for moving one Service at a time with MetalLB still
+running: the IPPools cover MetalLB's ranges (IronLB never hands out an
+address a MetalLB Service holds), and the output starts with each
+converted IPAddressPool (or the legacy ConfigMap) "frozen" with autoAssign
+false, to apply to MetalLB: it keeps the addresses it gave and hands out no
+new ones. IronLB then runs with the cloud config loadBalancerClass:
+{name: ironlb.dev/ironlb, only: true}, and a Service moves with two patches
+(type: ClusterIP, then type: LoadBalancer with loadBalancerClass
+ironlb.dev/ironlb and ironlb.dev/load-balancer-ips: <its address>). BGP
+peers are reported: MetalLB's speakers already hold the nodes' sessions.
+
   kubectl get -n metallb-system ipaddresspools,l2advertisements,bgpadvertisements,bgppeers,bfdprofiles,communities -o yaml \
-    | kubectl ironlb convert metallb -f - > ironlb.yaml`,
+    | kubectl ironlb convert metallb -f - > ironlb.yaml
+
+  kubectl ironlb convert metallb --side-by-side -f metallb.yaml > side-by-side.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runConvert(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), file, allowPartial)
+			return runConvert(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), file, allowPartial, sideBySide)
 		},
 	}
 	m.Flags().StringVarP(&file, "filename", "f", "", "file to read, - for stdin")
 	m.Flags().BoolVar(&allowPartial, "allow-partial", false, "exit 0 even when some of the input has no IronLB equivalent")
+	m.Flags().BoolVar(&sideBySide, "side-by-side", false, "for moving one Service at a time with MetalLB running: also write MetalLB's pools with autoAssign false, to apply to MetalLB")
 	_ = m.MarkFlagRequired("filename")
 	conv.AddCommand(m)
 	return conv
 }
 
-func runConvert(stdin io.Reader, stdout, stderr io.Writer, file string, allowPartial bool) error {
+func runConvert(stdin io.Reader, stdout, stderr io.Writer, file string, allowPartial, sideBySide bool) error {
 	r := stdin
 	if file != "-" {
 		f, err := os.Open(file)
@@ -55,7 +69,11 @@ func runConvert(stdin io.Reader, stdout, stderr io.Writer, file string, allowPar
 	if err != nil {
 		return err
 	}
-	res := metallb.Convert(in)
+	convert := metallb.Convert
+	if sideBySide {
+		convert = metallb.ConvertSideBySide
+	}
+	res := convert(in)
 	if in.Empty() {
 		for _, rep := range res.Reports {
 			fmt.Fprintln(stderr, rep)

@@ -48,6 +48,7 @@ func TestStatusCommand(t *testing.T) {
 	wantVIPs := []status.VIP{
 		{Service: "default/api", Address: "198.51.100.7", Pool: "public", BGP: []string{"node-a"}, State: "NoAnnouncingNode"},
 		{Service: "default/api", Address: "192.0.2.2", Pool: "lan", SharingKey: "shared", State: "NoAnnouncingNode"},
+		{Service: "default/moved", Class: "ironlb.dev/ironlb", Address: "192.0.2.3", Pool: "lan", Layer2: []string{"node-b"}, State: "Announced"},
 		{Service: "default/pending", State: "Pending"},
 		{Service: "default/web", Address: "192.0.2.1", Pool: "lan", Layer2: []string{"node-a"}, State: "Announced"},
 	}
@@ -73,9 +74,60 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("table:\n%s", out.String())
 	}
 
+	// The class flags reach Gather.
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  []string
+	}{
+		{"--only-class", []string{"--only-class"}, []string{"default/moved"}},
+		{"--load-balancer-class", []string{"--load-balancer-class", "example.com/other"}, []string{"default/api", "default/api", "default/other-class", "default/pending", "default/web"}},
+		{"both", []string{"--load-balancer-class=example.com/other", "--only-class"}, []string{"default/other-class"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := Run(append([]string{"status", "--kubeconfig", cp.KubeconfigPath, "-o", "json"}, tc.flags...), nil, &out, &errOut); code != ExitOK {
+				t.Fatalf("exit status %d: %s", code, errOut.String())
+			}
+			var st status.Status
+			if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			var got []string
+			for _, v := range st.VIPs {
+				got = append(got, v.Service)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("VIPs' Services (-want +got):\n%s", diff)
+			}
+		})
+	}
+
 	errOut.Reset()
 	if code := Run([]string{"status", "--kubeconfig", cp.KubeconfigPath, "-o", "yaml"}, nil, &out, &errOut); code != ExitError ||
 		errOut.String() != "error: --output must be table or json, not \"yaml\"\n" {
 		t.Errorf("-o yaml: exit status %d, stderr %q", code, errOut.String())
+	}
+}
+
+// TestStatusClassFlag: a --load-balancer-class no Service can have is
+// refused before anything is read (the reason after the prefix is the
+// API machinery's own validation text).
+func TestStatusClassFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name, class, want string
+	}{
+		{"empty", "", `error: --load-balancer-class "" is not a class a Service can have: `},
+		{"space", "bad class", `error: --load-balancer-class "bad class" is not a class a Service can have: `},
+		{"two slashes", "a/b/c", `error: --load-balancer-class "a/b/c" is not a class a Service can have: `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			// No kubeconfig is needed: the flag is checked first.
+			code := Run([]string{"status", "--kubeconfig", "/nonexistent", "--load-balancer-class", tc.class}, nil, &out, &errOut)
+			if code != ExitError || !strings.HasPrefix(errOut.String(), tc.want) {
+				t.Errorf("exit status %d, stderr %q, want %d and a stderr starting %q", code, errOut.String(), ExitError, tc.want)
+			}
+		})
 	}
 }

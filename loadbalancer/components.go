@@ -1,6 +1,7 @@
 package loadbalancer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -50,6 +51,9 @@ type Config struct {
 	// ClassWorkers is how many Services of IronLB's class are synced at
 	// once (the service controller's --concurrent-service-syncs).
 	ClassWorkers int
+	// ClassClient is the loadBalancerClass controller's own client (as
+	// the service controller has its own); nil: Client.
+	ClassClient kubernetes.Interface
 }
 
 // Components are the parts of IronLB's load balancer, wired together:
@@ -74,8 +78,7 @@ type Components struct {
 
 	class        lbclass.Policy
 	classWorkers int
-	client       kubernetes.Interface
-	recorder     record.EventRecorder
+	classClient  kubernetes.Interface
 
 	ctx context.Context // ends when this CCM stops leading
 }
@@ -146,7 +149,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	return &Components{
 		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Term: t, Bundle: bundle,
 		KubeadmConfig: kubeadmConfig, ctx: ctx,
-		class: cfg.Class, classWorkers: cfg.ClassWorkers, client: cfg.Client, recorder: cfg.Recorder,
+		class: cfg.Class, classWorkers: cfg.ClassWorkers, classClient: cmp.Or(cfg.ClassClient, cfg.Client),
 	}, nil
 }
 
@@ -154,7 +157,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 // Balancer, the Planner and the loadBalancerClass controller.
 func (c *Components) SetInformers(factory informers.SharedInformerFactory) {
 	c.Balancer.SetInformers(factory)
-	c.Classes = lbclass.New(c.class, c.Balancer, c.client, c.recorder, factory, c.classWorkers)
+	c.Classes = lbclass.New(c.class, c.Balancer, c.classClient, factory, c.classWorkers)
 	c.Planner.SetInformers(factory)
 	c.Peers.SetNodeInformer(factory)
 }

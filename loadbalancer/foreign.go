@@ -141,3 +141,17 @@ func (b *Balancer) reserveAllForeign() int {
 	}
 	return n
 }
+
+// foreignAddresses counts the distinct addresses Services of other load
+// balancers list.
+func (b *Balancer) foreignAddresses() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := map[netip.Addr]bool{}
+	for _, addrs := range b.foreign {
+		for _, a := range addrs {
+			seen[a] = true
+		}
+	}
+	return len(seen)
+}

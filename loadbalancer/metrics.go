@@ -29,14 +29,17 @@ var (
 		"Shared addresses whose sharers clash (a port used twice, different externalTrafficPolicy): kept across a restart, reported by a SharingConflict Event; fix the Services.", nil, nil, metrics.ALPHA, "")
 	outsidePolicyDesc = metrics.NewDesc("ironlb_services_outside_pool_policy",
 		"Services keeping an address of the pool that its spec.serviceAllocation no longer allows (see the AddressNoLongerAllowed Event), by pool.", []string{"pool"}, nil, metrics.ALPHA, "")
+	otherLoadBalancersDesc = metrics.NewDesc("ironlb_other_load_balancer_addresses",
+		"Addresses that Services IronLB does not serve (another loadBalancerClass) list in their status, which IronLB never hands out.", nil, nil, metrics.ALPHA, "")
 )
 
 // balancerMetrics reports the allocator's state at scrape time.
-var balancerMetrics = scrape.New([]*metrics.Desc{sharingConflictsDesc, outsidePolicyDesc},
+var balancerMetrics = scrape.New([]*metrics.Desc{sharingConflictsDesc, outsidePolicyDesc, otherLoadBalancersDesc},
 	allocationsTotal, allocationFailuresTotal, restoreConflictsTotal)
 
 func (b *Balancer) collectMetrics(ch chan<- metrics.Metric) {
 	ch <- metrics.NewLazyConstMetric(sharingConflictsDesc, metrics.GaugeValue, float64(b.alloc.ConflictingAddresses()))
+	ch <- metrics.NewLazyConstMetric(otherLoadBalancersDesc, metrics.GaugeValue, float64(b.foreignAddresses()))
 	outside := b.policy.outside()
 	for _, p := range b.pools.Pools() {
 		if _, ok := outside[p]; !ok {

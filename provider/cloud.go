@@ -38,6 +38,10 @@ const Name = "ironlb"
 // component names IronLB's client and the source of its Events.
 const component = "ironlb-ccm"
 
+// classComponent names the client of IronLB's loadBalancerClass
+// controller.
+const classComponent = "ironlb-class-controller"
+
 func init() {
 	cloudprovider.RegisterCloudProvider(Name, func(config io.Reader) (cloudprovider.Interface, error) {
 		cfg, err := ParseConfig(config)
@@ -116,6 +120,12 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 	if err != nil {
 		klog.Fatalf("Building the %s client: %v", component, err)
 	}
+	// The loadBalancerClass controller gets a client of its own, as the
+	// service controller does.
+	classClient, err := clientBuilder.Client(classComponent)
+	if err != nil {
+		klog.Fatalf("Building the %s client: %v", classComponent, err)
+	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
@@ -148,6 +158,7 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		ControlPlaneVIPs: c.config.ControlPlane.Addresses(),
 		Class:            c.config.LoadBalancerClass.Policy(),
 		ClassWorkers:     c.serviceWorkers,
+		ClassClient:      classClient,
 		Planner:          planner.Options{SettleWindow: c.config.Speakers.SettleWindow.Duration, LocalRebalanceDelay: c.config.Speakers.LocalRebalanceDelay.Duration},
 	})
 	if err != nil {

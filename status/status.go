@@ -31,10 +31,21 @@ const ConditionAnnounced = "ironlb.dev/Announced"
 // SpeakerSelector selects the speaker pods of the shipped manifests.
 const SpeakerSelector = "app.kubernetes.io/name=ironlb-speaker"
 
+// DefaultLoadBalancerClass is the class IronLB serves unless its cloud
+// config names another (loadBalancerClass.name).
+const DefaultLoadBalancerClass = "ironlb.dev/ironlb"
+
 // Options says where to look.
 type Options struct {
 	// Namespace is IronLB's namespace, where the speaker pods run.
 	Namespace string
+	// LoadBalancerClass is the class IronLB serves, as its cloud config's
+	// loadBalancerClass.name says: Services of that class are listed
+	// besides class-less ones. "" is DefaultLoadBalancerClass.
+	LoadBalancerClass string
+	// OnlyClass mirrors the cloud config's loadBalancerClass.only: IronLB
+	// serves no class-less Service, so none is listed.
+	OnlyClass bool
 	// MetricsURL is the CCM's /metrics; empty skips it.
 	MetricsURL string
 	// HTTPClient fetches MetricsURL.
@@ -80,6 +91,8 @@ type Pool struct {
 // pending).
 type VIP struct {
 	Service string `json:"service"`
+	// Class is the Service's spec.loadBalancerClass ("" for none).
+	Class   string `json:"loadBalancerClass,omitempty"`
 	Address string `json:"address"`
 	Pool    string `json:"pool,omitempty"`
 	// Layer2 are the nodes answering ARP/NDP for it, BGP the nodes
@@ -137,8 +150,14 @@ func Gather(ctx context.Context, kube kubernetes.Interface, dyn dynamic.Interfac
 	if err != nil {
 		return nil, fmt.Errorf("listing Services: %w", err)
 	}
+	class := opts.LoadBalancerClass
+	if class == "" {
+		class = DefaultLoadBalancerClass
+	}
 	for i := range svcs.Items {
-		st.VIPs = append(st.VIPs, vips(&svcs.Items[i], pools)...)
+		if served(&svcs.Items[i], class, opts.OnlyClass) {
+			st.VIPs = append(st.VIPs, vips(&svcs.Items[i], pools)...)
+		}
 	}
 	if err := st.speakers(ctx, kube, opts); err != nil {
 		return nil, err
@@ -225,14 +244,28 @@ func pool(p *v1alpha1.IPPool) Pool {
 	return out
 }
 
+// served is true for a Service of type LoadBalancer that IronLB serves:
+// one of its class, or a class-less one unless it serves only its class.
+// Services of other classes are another load balancer's.
+func served(svc *corev1.Service, class string, only bool) bool {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	if svc.Spec.LoadBalancerClass == nil {
+		return !only
+	}
+	return *svc.Spec.LoadBalancerClass == class
+}
+
 // vips lists a LoadBalancer Service's addresses with their announcers.
 func vips(svc *corev1.Service, pools []*v1alpha1.IPPool) []VIP {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.LoadBalancerClass != nil {
-		return nil // another load balancer's (IronLB handles no class)
-	}
 	key := svc.Namespace + "/" + svc.Name
+	var class string
+	if svc.Spec.LoadBalancerClass != nil {
+		class = *svc.Spec.LoadBalancerClass
+	}
 	if len(svc.Status.LoadBalancer.Ingress) == 0 {
-		return []VIP{{Service: key, State: "Pending"}}
+		return []VIP{{Service: key, Class: class, State: "Pending"}}
 	}
 	var own []netip.Addr
 	for _, in := range svc.Status.LoadBalancer.Ingress {
@@ -250,7 +283,7 @@ func vips(svc *corev1.Service, pools []*v1alpha1.IPPool) []VIP {
 		if in.IP == "" {
 			continue
 		}
-		v := VIP{Service: key, Address: in.IP, Pool: poolOf(in.IP, pools), State: "Unknown"}
+		v := VIP{Service: key, Class: class, Address: in.IP, Pool: poolOf(in.IP, pools), State: "Unknown"}
 		ip, err := netip.ParseAddr(in.IP)
 		if a, ok := ann[ip]; ok && err == nil {
 			v.Layer2, v.BGP, v.SharingKey = a.Layer2, a.BGP, a.SharingKey

@@ -49,6 +49,7 @@ VIPS
 SERVICE          ADDRESS                     POOL    LAYER 2 NODE  BGP NODES  STATE
 default/api      198.51.100.7                public  -             node-a     NoAnnouncingNode
 default/api      192.0.2.2 (shared: shared)  lan     -             -          NoAnnouncingNode
+default/moved    192.0.2.3                   lan     node-b        -          Announced
 default/pending  <pending>                   -       -             -          Pending
 default/web      192.0.2.1                   lan     node-a        -          Announced
 
@@ -103,6 +104,35 @@ func TestStatusTable(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, out.String()); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// Which Services are listed: IronLB's class (the option, or its
+	// default) and class-less ones unless OnlyClass; never another class.
+	for _, tc := range []struct {
+		name  string
+		opts  status.Options
+		wants []string
+	}{
+		{"default class and class-less", status.Options{}, []string{"default/api", "default/api", "default/moved", "default/pending", "default/web"}},
+		{"only the default class", status.Options{OnlyClass: true}, []string{"default/moved"}},
+		{"another class and class-less", status.Options{LoadBalancerClass: "example.com/other"}, []string{"default/api", "default/api", "default/other-class", "default/pending", "default/web"}},
+		{"only another class", status.Options{LoadBalancerClass: "example.com/other", OnlyClass: true}, []string{"default/other-class"}},
+		{"only a class no Service has", status.Options{LoadBalancerClass: "example.com/none", OnlyClass: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Namespace = "ironlb-system"
+			st, err := status.Gather(ctx, kube, dyn, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, v := range st.VIPs {
+				got = append(got, v.Service)
+			}
+			if diff := cmp.Diff(tc.wants, got); diff != "" {
+				t.Errorf("VIPs' Services (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -10,10 +10,13 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -59,11 +62,14 @@ type Controller struct {
 }
 
 // New returns a Controller for the Services of policy's class, served by
-// balancer; Run starts it.
-func New(policy Policy, balancer cloudprovider.LoadBalancer, client kubernetes.Interface, recorder record.EventRecorder, factory informers.SharedInformerFactory, workers int) *Controller {
+// balancer; Run starts it. Like the service controller it should have a
+// client of its own: its writes and its Events (sent by a broadcaster of
+// its own, which drops Events beyond a queue of 1,000) must not wait
+// behind the rest of IronLB's.
+func New(policy Policy, balancer cloudprovider.LoadBalancer, client kubernetes.Interface, factory informers.SharedInformerFactory, workers int) *Controller {
 	inf := factory.Core().V1().Services()
 	c := &Controller{
-		policy: policy, balancer: balancer, client: client, recorder: recorder,
+		policy: policy, balancer: balancer, client: client,
 		services: inf.Lister(), synced: inf.Informer().HasSynced,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute),
@@ -104,17 +110,20 @@ func (c *Controller) handles(svc *v1.Service) bool {
 }
 
 // needsSync reports whether an update can change what the controller
-// does: not one of status conditions only (IronLB's Announced record) nor
-// an informer resync.
+// does: not an informer resync, nor the controller's own writes (its
+// finalizer added, status.loadBalancer written: a sync would only
+// repeat itself), nor status conditions (IronLB's Announced record).
+// Like the service controller it does not rewrite a status another
+// writer changed.
 func needsSync(old, cur *v1.Service) bool {
 	if old.ResourceVersion == cur.ResourceVersion {
 		return false
 	}
-	return old.Generation != cur.Generation || old.UID != cur.UID ||
-		!slices.Equal(old.Finalizers, cur.Finalizers) ||
+	finalizerRemoved := slices.Contains(old.Finalizers, Finalizer) && !slices.Contains(cur.Finalizers, Finalizer)
+	// Services get no metadata.generation: compare the spec itself.
+	return !apiequality.Semantic.DeepEqual(old.Spec, cur.Spec) || old.UID != cur.UID || finalizerRemoved ||
 		!old.DeletionTimestamp.Equal(cur.DeletionTimestamp) ||
-		!maps.Equal(old.Annotations, cur.Annotations) || !maps.Equal(old.Labels, cur.Labels) ||
-		!servicehelper.LoadBalancerStatusEqual(&old.Status.LoadBalancer, &cur.Status.LoadBalancer)
+		!maps.Equal(old.Annotations, cur.Annotations) || !maps.Equal(old.Labels, cur.Labels)
 }
 
 func (c *Controller) enqueue(svc *v1.Service) {
@@ -127,13 +136,21 @@ func (c *Controller) forget(svc *v1.Service) {
 	c.mu.Unlock()
 }
 
+// Component is the source of the Controller's Events.
+const Component = "ironlb-ccm"
+
 // Run processes Services until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
 	defer c.queue.ShutDown()
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	c.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: Component})
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced) {
 		return
 	}
-	c.log.Info("Serving Services of loadBalancerClass", "class", c.policy.Class(), "classless", c.policy.Classless())
+	c.log.Info("Serving Services of loadBalancerClass", "class", c.policy.Class(), "classless", c.policy.Classless(), "workers", c.workers)
 	for range c.workers {
 		go wait.UntilWithContext(ctx, c.worker, time.Second)
 	}

@@ -1,7 +1,9 @@
 package metallb
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,6 +66,44 @@ func TestApplyDryRun(t *testing.T) {
 			}
 			if n := strings.Count(got, "serverside-applied (server dry run)"); n != objects {
 				t.Errorf("%d objects applied, want %d:\n%s", n, objects, got)
+			}
+		})
+		applied++
+	}
+	// Side-by-side: MetalLB's frozen objects too, against MetalLB's own
+	// CRD (from the same module as the samples).
+	crd := filepath.Join(filepath.Dir(dir), "config", "crd", "bases", "metallb.io_ipaddresspools.yaml")
+	if out, err := cp.Kubectl(ctx, "apply", "--server-side", "-f", crd); err != nil {
+		t.Fatalf("installing MetalLB's IPAddressPool CRD: %v\n%s", err, out)
+	}
+	if out, err := cp.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/ipaddresspools.metallb.io"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := cp.Kubectl(ctx, "create", "namespace", "metallb-system"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, name := range []string{"side-by-side.yaml", "legacy-configmap.yaml"} {
+		t.Run("side-by-side "+name, func(t *testing.T) {
+			f, err := os.Open(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			in, err := Read(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := ConvertSideBySide(in)
+			var out bytes.Buffer
+			if err := res.WriteYAML(&out); err != nil {
+				t.Fatal(err)
+			}
+			got, err := apply(t, out.String())
+			if err != nil {
+				t.Fatalf("%v\n%s\ninput:\n%s", err, got, out.String())
+			}
+			if n, want := strings.Count(got, "serverside-applied (server dry run)"), len(res.MetalLB)+len(res.Pools)+len(res.Peers)+len(res.Secrets); n != want || len(res.MetalLB) == 0 {
+				t.Errorf("%d objects applied, want %d (%d of MetalLB):\n%s", n, want, len(res.MetalLB), got)
 			}
 		})
 		applied++

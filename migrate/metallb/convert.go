@@ -19,6 +19,9 @@ import (
 // Result is the IronLB configuration equivalent to an Input, and what it
 // does not reproduce.
 type Result struct {
+	// MetalLB are objects to apply to MetalLB (side-by-side mode only):
+	// its pools with autoAssign false. They are written first.
+	MetalLB []map[string]any
 	Pools   []*v1alpha1.IPPool
 	Peers   []*v1alpha1.BGPPeer
 	Secrets []*corev1.Secret
@@ -55,9 +58,12 @@ type converter struct {
 	usedBFD map[string]bool
 }
 
-// Convert converts MetalLB's configuration. It never fails: what it cannot
-// convert is in the Result's Reports.
-func Convert(in *Input) *Result {
+// Convert converts MetalLB's configuration for a switch of every Service
+// at once. It never fails: what it cannot convert is in the Result's
+// Reports.
+func Convert(in *Input) *Result { return convert(in, false) }
+
+func convert(in *Input, sideBySide bool) *Result {
 	c := &converter{in: in, out: &Result{Reports: append([]Report(nil), in.reports...)},
 		byName: map[string]*ipAddressPool{}, ipPools: map[string]*v1alpha1.IPPool{}, peerLabelled: map[string]bool{}, usedBFD: map[string]bool{}}
 	c.pools()
@@ -82,9 +88,12 @@ func Convert(in *Input) *Result {
 		c.note(in.bfdProfiles[name].src, "", "no BGPPeer of the input uses it: nothing to convert (IronLB sets BFD on each BGPPeer)")
 	}
 	for _, p := range in.pools {
-		if ip := c.ipPools[p.Name]; ip != nil {
-			c.out.Pools = append(c.out.Pools, ip)
+		if ip := c.ipPools[p.Name]; ip != nil && c.byName[p.Name] == p {
+			c.out.Pools = append(c.out.Pools, ip) // once: a second pool of the name is not converted
 		}
+	}
+	if sideBySide {
+		c.sideBySide()
 	}
 	sort.Slice(c.out.Pools, func(i, j int) bool { return c.out.Pools[i].Name < c.out.Pools[j].Name })
 	sort.Slice(c.out.Peers, func(i, j int) bool { return c.out.Peers[i].Name < c.out.Peers[j].Name })

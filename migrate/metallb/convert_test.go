@@ -349,3 +349,17 @@ spec:
 `,
 	reports: []string{"note: BGPPeer metallb-system/old: spec.passwordSecret: copy Secret metallb-system/pw (key password) into namespace ironlb-system as type ironlb.dev/bgp-password, the only Secrets IronLB reads BGP passwords from"},
 }}
+
+// TestSecondPoolOfAName: two IPAddressPools of one name (in two
+// namespaces) make one IPPool, written once.
+func TestSecondPoolOfAName(t *testing.T) {
+	out, reps, _ := run(t, pool1+"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p1, namespace: other}\nspec: {addresses: [203.0.113.0/28]}\n---\n"+
+		obj("L2Advertisement", "l2", "interfaces: [eth0]"))
+	want := "apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata:\n  name: p1\nspec:\n  addresses:\n  - 192.0.2.0/28\n  layer2:\n    interfaces:\n    - eth0\n"
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("output (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"unsupported: IPAddressPool other/p1: metadata.name: a second pool of this name: IPPools are cluster-scoped; only the first is converted"}, reps); diff != "" {
+		t.Errorf("reports (-want +got):\n%s", diff)
+	}
+}

@@ -65,7 +65,7 @@ func (in *Input) add(doc map[string]any) error {
 		if err != nil {
 			return err
 		}
-		return in.addLegacy("legacy config", string(b))
+		return in.addLegacy(&legacyConfigMap{id: "legacy config"}, string(b))
 	}
 	if apiVersion == "v1" && kind == "ConfigMap" {
 		data, _ := doc["data"].(map[string]any)
@@ -74,7 +74,8 @@ func (in *Input) add(doc map[string]any) error {
 			in.reports = append(in.reports, Report{Object: id, Note: true, Message: "ConfigMap without a \"config\" key: not MetalLB's configuration, skipped"})
 			return nil
 		}
-		return in.addLegacy(id, cfg)
+		return in.addLegacy(&legacyConfigMap{id: id, name: name, namespace: namespace,
+			labels: stringMap(meta["labels"]), annotations: stringMap(meta["annotations"]), data: data}, cfg)
 	}
 	group, version, _ := strings.Cut(apiVersion, "/")
 	if group != "metallb.io" {
@@ -85,17 +86,15 @@ func (in *Input) add(doc map[string]any) error {
 		return fmt.Errorf("%s without metadata.name", kind)
 	}
 	src := source{object: id}
-	labels := map[string]string{}
-	if l, ok := meta["labels"].(map[string]any); ok {
-		for k, v := range l {
-			labels[k], _ = v.(string)
-		}
+	labels := stringMap(meta["labels"])
+	if labels == nil {
+		labels = map[string]string{}
 	}
 	spec, _ := doc["spec"].(map[string]any)
 	var target any
 	switch kind {
 	case "IPAddressPool":
-		p := &ipAddressPool{src: src, Name: name, Labels: labels}
+		p := &ipAddressPool{src: src, Name: name, Labels: labels, Namespace: namespace, Annotations: stringMap(meta["annotations"]), rawSpec: spec}
 		in.pools, target = append(in.pools, p), &p.Spec
 	case "L2Advertisement":
 		a := &l2Advertisement{src: src, Name: name}
@@ -140,6 +139,20 @@ func (in *Input) add(doc map[string]any) error {
 		in.reports = append(in.reports, Report{Object: id, Field: f, Message: "field not known to the converter: not converted"})
 	}
 	return nil
+}
+
+// stringMap is a metadata map (labels, annotations) of a generic object;
+// nil when absent.
+func stringMap(v any) map[string]string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, x := range m {
+		out[k], _ = x.(string)
+	}
+	return out
 }
 
 // remarshal decodes a generic map into a typed value.

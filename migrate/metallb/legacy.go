@@ -68,6 +68,19 @@ type legacyBFD struct {
 	MinimumTTL       *uint32 `json:"minimum-ttl"`
 }
 
+// legacyConfigMap is a legacy ConfigMap as read, for its frozen copy in
+// side-by-side mode.
+type legacyConfigMap struct {
+	id string
+	// name and namespace are "" for the config text alone.
+	name, namespace     string
+	labels, annotations map[string]string
+	// data are the ConfigMap's keys as read; config is its config key
+	// decoded as generic YAML.
+	data   map[string]any
+	config map[string]any
+}
+
 // Legacy spellings of the CRD fields the conversion reports on.
 var (
 	legacyPeerFields = map[string]string{
@@ -94,11 +107,16 @@ var (
 // configmaptocrs does: a layer2 pool gets an L2Advertisement, a bgp pool
 // a BGPAdvertisement per bgp-advertisements entry (one with defaults when
 // there is none), peers are named peer1, peer2...
-func (in *Input) addLegacy(id, text string) error {
+func (in *Input) addLegacy(cm *legacyConfigMap, text string) error {
+	id := cm.id
 	var cfg legacyConfig
 	if err := yaml.UnmarshalStrict([]byte(text), &cfg); err != nil {
 		return fmt.Errorf("%s: key config: %w", id, err)
 	}
+	if err := yaml.Unmarshal([]byte(text), &cm.config); err != nil {
+		return fmt.Errorf("%s: key config: %w", id, err)
+	}
+	in.legacyMaps = append(in.legacyMaps, cm)
 	for alias, value := range cfg.BGPCommunities {
 		in.communities[alias] = communityAlias{src: source{object: id + " (bgp-communities." + alias + ")"}, Value: value}
 	}
@@ -133,7 +151,7 @@ func (in *Input) addLegacy(id, text string) error {
 	}
 	for i, lp := range cfg.Pools {
 		prefix := fmt.Sprintf("address-pools[%d].", i)
-		p := &ipAddressPool{Name: lp.Name, src: source{object: id, legacy: legacyPoolFields, prefix: prefix}}
+		p := &ipAddressPool{Name: lp.Name, src: source{object: id, legacy: legacyPoolFields, prefix: prefix}, legacy: cm, legacyIndex: i}
 		p.Spec.Addresses, p.Spec.AutoAssign = lp.Addresses, lp.AutoAssign
 		p.Spec.AvoidBuggyIPs = lp.AvoidBuggyIPs != nil && *lp.AvoidBuggyIPs
 		in.pools = append(in.pools, p)

@@ -9,9 +9,14 @@ import (
 )
 
 // WriteYAML writes the Result's objects as multi-document YAML, ready for
-// `kubectl apply -f -`: password Secrets, IPPools, BGPPeers.
+// `kubectl apply -f -`: in side-by-side mode MetalLB's frozen pools first
+// (kubectl applies in order, so MetalLB stops handing out addresses
+// before IronLB's pools exist), then password Secrets, IPPools, BGPPeers.
 func (r *Result) WriteYAML(w io.Writer) error {
 	var objs []any
+	for _, o := range r.MetalLB {
+		objs = append(objs, o)
+	}
 	for _, s := range r.Secrets {
 		objs = append(objs, s)
 	}

@@ -75,7 +75,16 @@ type ipAddressPool struct {
 	src    source
 	Name   string
 	Labels map[string]string
-	Spec   struct {
+	// Namespace, Annotations and rawSpec are the object as read, for the
+	// frozen copy of side-by-side mode (rawSpec keeps fields the
+	// converter does not know); legacy is the ConfigMap a pool of the
+	// legacy format comes from, at index legacyIndex of address-pools.
+	Namespace   string
+	Annotations map[string]string
+	rawSpec     map[string]any
+	legacy      *legacyConfigMap
+	legacyIndex int
+	Spec        struct {
 		Addresses         []string           `json:"addresses"`
 		AutoAssign        *bool              `json:"autoAssign,omitempty"`
 		AvoidBuggyIPs     bool               `json:"avoidBuggyIPs,omitempty"`
@@ -180,6 +189,8 @@ type Input struct {
 	peers       []*bgpPeer
 	bfdProfiles map[string]*bfdProfile
 	communities map[string]communityAlias
+	// legacyMaps are the legacy ConfigMaps (or config texts) read.
+	legacyMaps []*legacyConfigMap
 	// reports are made while reading (skipped objects, unknown fields).
 	reports []Report
 }

@@ -26,7 +26,8 @@ import (
 
 // Fixture creates, on a real API server, what a running IronLB writes:
 // two pools with status, Services with addresses and the Announced
-// condition as the CCM writes it, a BGPPeer with sessions, and speaker
+// condition as the CCM writes it (class-less ones, one of IronLB's class,
+// and a pending one of another class), a BGPPeer with sessions, and speaker
 // pods. It returns the time the ages are relative to.
 func Fixture(t *testing.T, ctx context.Context, cp *controlplane.ControlPlane) time.Time {
 	t.Helper()
@@ -85,9 +86,9 @@ func Fixture(t *testing.T, ctx context.Context, cp *controlplane.ControlPlane) t
 	}
 
 	kube := cp.Client
-	svc := func(name string, ips []string, cond *metav1.Condition) {
+	svc := func(name string, class *string, ips []string, cond *metav1.Condition) {
 		s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Spec: corev1.ServiceSpec{
-			Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}
+			Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: class, Ports: []corev1.ServicePort{{Port: 80}}}}
 		s, err := kube.CoreV1().Services("default").Create(ctx, s, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -102,11 +103,14 @@ func Fixture(t *testing.T, ctx context.Context, cp *controlplane.ControlPlane) t
 			t.Fatal(err)
 		}
 	}
-	svc("web", []string{"192.0.2.1"}, &metav1.Condition{Type: status.ConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Announced",
+	svc("web", nil, []string{"192.0.2.1"}, &metav1.Condition{Type: status.ConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Announced",
 		Message: "192.0.2.1=node-a", LastTransitionTime: ago(time.Minute)})
-	svc("api", []string{"198.51.100.7", "192.0.2.2"}, &metav1.Condition{Type: status.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: "NoAnnouncingNode",
+	svc("api", nil, []string{"198.51.100.7", "192.0.2.2"}, &metav1.Condition{Type: status.ConditionAnnounced, Status: metav1.ConditionFalse, Reason: "NoAnnouncingNode",
 		Message: "198.51.100.7=bgp:node-a, 192.0.2.2=-@shared", LastTransitionTime: ago(time.Minute)})
-	svc("pending", nil, nil)
+	svc("pending", nil, nil, nil)
+	// Of IronLB's class: served as class-less ones are.
+	svc("moved", ptr.To(status.DefaultLoadBalancerClass), []string{"192.0.2.3"}, &metav1.Condition{Type: status.ConditionAnnounced, Status: metav1.ConditionTrue,
+		Reason: "Announced", Message: "192.0.2.3=node-b", LastTransitionTime: ago(time.Minute)})
 	if _, err := kube.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "internal"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

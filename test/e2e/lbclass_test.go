@@ -39,7 +39,7 @@ func TestLoadBalancerClass(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := newCluster(t, ctx)
+	c, metrics := newClusterWithMetrics(t, ctx)
 	c.applyPool("lan", "addresses: [192.0.2.0/29]")
 	svcs := c.cp.Client.CoreV1().Services("default")
 
@@ -72,6 +72,7 @@ func TestLoadBalancerClass(t *testing.T) {
 	c.createService(lbService("default", "wants", map[string]string{"ironlb.dev/load-balancer-ips": taken}, withClass(lbclass.DefaultName)))
 	c.waitEvent("default", "wants", corev1.EventTypeWarning, "SyncLoadBalancerFailed", "in use by another load balancer")
 	c.stillPending("default", "wants")
+	waitMetricLines(t, metrics, "ironlb_other_load_balancer_addresses 1")
 	c.noEventMentions("default", "example.com/other", "foreign")
 	checkUntouched(t, ctx, c, "foreign", taken)
 
