@@ -336,7 +336,7 @@ func checkIronLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface, na
 	}
 	ensured := false
 	for _, e := range serviceEvents(t, ctx, cs, name) {
-		ensured = ensured || e.Reason == lbclass.ReasonEnsured && e.Source.Component == "ironlb-ccm"
+		ensured = ensured || e.Reason == lbclass.ReasonEnsured && e.Source.Component == lbclass.Component
 	}
 	if !ensured {
 		t.Errorf("%s: no EnsuredLoadBalancer Event from ironlb-ccm", name)
@@ -359,7 +359,7 @@ func checkNotIronLBs(t *testing.T, ctx context.Context, cs kubernetes.Interface,
 		}
 	}
 	for _, e := range serviceEvents(t, ctx, cs, name) {
-		if e.Source.Component == "ironlb-ccm" || e.Source.Component == "service-controller" {
+		if e.Source.Component == lbclass.Component || e.Source.Component == "service-controller" {
 			t.Errorf("%s: Event %s %q from %s", name, e.Reason, e.Message, e.Source.Component)
 		}
 	}
