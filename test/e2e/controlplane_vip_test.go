@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -29,11 +27,7 @@ func TestControlPlaneVIPReserved(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cloudConfig := filepath.Join(t.TempDir(), "cloud.yaml")
-	if err := os.WriteFile(cloudConfig, []byte("controlPlane:\n  vips: [192.0.2.251]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := newCluster(t, ctx, "--cloud-config="+cloudConfig)
+	c := newCluster(t, ctx, cloudConfigFlag(t, "controlPlane:\n  vips: [192.0.2.251]\n"))
 	c.applyPool("lan", "addresses: [192.0.2.248/29]")
 
 	c.waitPoolConflict("lan", "contains the control-plane VIP 192.0.2.251 (from the cloud config)")

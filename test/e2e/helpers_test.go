@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +43,17 @@ func newCluster(t *testing.T, ctx context.Context, ccmArgs ...string) *cluster {
 	c.pools = dynamic.NewForConfigOrDie(cp.Config).Resource(v1alpha1.IPPoolResource)
 	c.ccm = rig.StartCCMForTest(t, rig.CCMOptions{Kubeconfig: c.kubeconfig, LeaderElect: true, Args: ccmArgs})
 	return c
+}
+
+// cloudConfigFlag writes a cloud config and returns the CCM flag naming
+// it.
+func cloudConfigFlag(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cloud.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "--cloud-config=" + path
 }
 
 // applyPool creates or replaces an IPPool from YAML of its spec.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -172,11 +170,8 @@ func TestLoadBalancerClassOnly(t *testing.T) {
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cloudConfig := filepath.Join(t.TempDir(), "cloud.yaml")
-	if err := os.WriteFile(cloudConfig, []byte("loadBalancerClass:\n  name: example.net/lb\n  only: true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := newCluster(t, ctx, "--cloud-config="+cloudConfig)
+	cloudConfig := cloudConfigFlag(t, "loadBalancerClass:\n  name: example.net/lb\n  only: true\n")
+	c := newCluster(t, ctx, cloudConfig)
 	c.applyPool("lan", "addresses: [192.0.2.0/30]")
 
 	c.createService(lbService("default", "plain", nil))
@@ -201,7 +196,7 @@ func TestLoadBalancerClassOnly(t *testing.T) {
 	c.ccm.Stop(10 * time.Second)
 	c.createService(lbService("default", "handed-over", nil, withClass("example.net/lb")))
 	setIngress(t, ctx, c, "handed-over", "192.0.2.3")
-	rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-2", Kubeconfig: c.kubeconfig, LeaderElect: true, Args: []string{"--cloud-config=" + cloudConfig}})
+	rig.StartCCMForTest(t, rig.CCMOptions{Name: "ccm-2", Kubeconfig: c.kubeconfig, LeaderElect: true, Args: []string{cloudConfig}})
 	if err := rig.Eventually(30*time.Second, func() error {
 		s, err := c.cp.Client.CoreV1().Services("default").Get(ctx, "handed-over", metav1.GetOptions{})
 		if err != nil {
