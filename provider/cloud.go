@@ -54,14 +54,14 @@ func init() {
 
 // Cloud is IronLB's cloudprovider.Interface.
 type Cloud struct {
-	config     Config
-	election   LeaderElection
+	config   Config
+	election LeaderElection
 	// serviceWorkers is --concurrent-service-syncs, for the Services of
 	// IronLB's class too.
 	serviceWorkers int
-	live       *pki.Liveness // watches started before leading (WatchSpeakers)
-	instances  *instances.Instances
-	components *loadbalancer.Components
+	live           *pki.Liveness // watches started before leading (WatchSpeakers)
+	instances      *instances.Instances
+	components     *loadbalancer.Components
 }
 
 // LeaderElection is the CCM's leader-election setting, from which the
