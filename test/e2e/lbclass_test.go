@@ -270,3 +270,62 @@ func checkUntouched(t *testing.T, ctx context.Context, c *cluster, name, addr st
 		t.Errorf("Event on %s, which is another load balancer's: %s %s: %s (from %s)", name, e.Type, e.Reason, e.Message, e.Source.Component)
 	}
 }
+
+// TestLoadBalancerClassLegacy: an install switched to
+// loadBalancerClass.only keeps serving the class-less Service it served
+// before (announced by a real speaker; DESIGN invariant 3), tells so once
+// with a Warning, takes no new class-less Service, and releases the old one
+// (its address, the service controller's finalizer, its announcement) when
+// it is deleted, although the service controller no longer runs.
+func TestLoadBalancerClassLegacy(t *testing.T) {
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c, r := newL2(t, ctx, rig.L2Options{})
+	c.applyPool("lan", l2Pool)
+	c.createService(lbService("default", "old", nil))
+	vip := c.vip("default", "old")
+	node := checkAnnouncer(t, ctx, r, vip)
+	c.waitEvent("default", "old", corev1.EventTypeNormal, "VIPAnnounced", vip.String()+" announced from node "+node)
+
+	if err := r.CCM.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.SetCloudConfig("loadBalancerClass:\n  only: true\n")
+	if err := r.StartCCM("ccm-only", false); err != nil {
+		t.Fatal(err)
+	}
+	c.ccm = r.CCM
+	c.waitEvent("default", "old", corev1.EventTypeWarning, lbclass.ReasonLegacyService, "IronLB serves only loadBalancerClass ironlb.dev/ironlb now")
+	c.createService(lbService("default", "new", nil))
+	// The signal that the new CCM planned and sent its snapshots: a
+	// Service of the class announced.
+	c.createService(lbService("default", "fresh", nil, withClass(lbclass.DefaultName)))
+	fresh := c.vip("default", "fresh")
+	checkAnnouncer(t, ctx, r, fresh)
+	if got := c.vip("default", "old"); got != vip {
+		t.Fatalf("old changed from %s to %s", vip, got)
+	}
+	checkAnnouncer(t, ctx, r, vip)
+	checkUntouched(t, ctx, c, "new", "")
+
+	if err := c.cp.Client.CoreV1().Services("default").Delete(ctx, "old", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.Eventually(30*time.Second, func() error {
+		_, err := c.cp.Client.CoreV1().Services("default").Get(ctx, "old", metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("old still exists (the service controller's finalizer not removed?): %v", err)
+		}
+		if err := r.Client.FlushNeighbors(); err != nil {
+			return err
+		}
+		if n, err := r.Reach(ctx, vip, 500*time.Millisecond); err == nil {
+			return fmt.Errorf("%s still answered by %s", vip, n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitEvent("default", "old", corev1.EventTypeNormal, "IPReleased", "Released "+vip.String())
+}

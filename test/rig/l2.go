@@ -237,6 +237,10 @@ func (r *L2) AddNode(ctx context.Context, name string, n int) (*L2Node, error) {
 	return node, nil
 }
 
+// SetCloudConfig sets the cloud config that CCMs started from now on get
+// (StartCCM), e.g. before a restart with another configuration.
+func (r *L2) SetCloudConfig(yaml string) { r.opts.CloudConfig = yaml }
+
 // StartCCM starts ironlb-ccm in the control namespace.
 func (r *L2) StartCCM(name string, leaderElect bool) error {
 	args := r.alwaysAllow()
