@@ -32,6 +32,7 @@ import (
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/bgp"
+	"github.com/ironlb/ironlb/speaker/guard"
 )
 
 // DefaultPort is where speakers listen for the CCM; DefaultHealthPort
@@ -173,7 +174,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("listening for the CCM: %w", err)
 	}
-	srv := grpc.NewServer(serverOptions(creds.ServerTLSConfig(), ccm)...)
+	srv := grpc.NewServer(guard.ServerOptions(creds.ServerTLSConfig(), ccm)...)
 	speakerv1.RegisterSpeakerServer(srv, agent)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis) }()
