@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/ironlb/ironlb/pki"
@@ -55,8 +56,16 @@ func (r *L2) speakerCredentials(ctx context.Context, n *L2Node, dir string) erro
 // audience pki.SpeakerAudience, bound to a Pod named for pod, on node, of
 // the speakers' ServiceAccount (both created if missing).
 func (r *L2) SpeakerToken(ctx context.Context, pod, node string) (string, error) {
-	ns := r.opts.SecretNamespace
-	cs := r.CP.Client.CoreV1()
+	return SpeakerToken(ctx, r.CP.Client, r.opts.SecretNamespace, pod, node)
+}
+
+// SpeakerToken returns a token like the speaker pod on node gets: for the
+// audience pki.SpeakerAudience, bound to a Pod "ironlb-speaker-<pod>" on
+// node in namespace ns, of the speakers' ServiceAccount (both created if
+// missing). The Pod is only an API object and never runs: the TokenReview
+// the CCM makes of the token names its node.
+func SpeakerToken(ctx context.Context, client kubernetes.Interface, ns, pod, node string) (string, error) {
+	cs := client.CoreV1()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: pki.DefaultSpeakerServiceAccount, Namespace: ns}, AutomountServiceAccountToken: ptr.To(false)}
 	if _, err := cs.ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating ServiceAccount %s/%s: %w", ns, sa.Name, err)

@@ -1,0 +1,161 @@
+package simspeakers
+
+import (
+	"context"
+	"maps"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/speaker/bgp"
+)
+
+// Recorder is a simulated speaker's layer-2 side: a speaker.Announcer that
+// sends nothing and records, for every address it answers for now, when
+// it started to, and how many announces and withdrawals it was asked for.
+// Its probes find every address free. It is safe for concurrent use.
+type Recorder struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	announced map[netip.Addr]time.Time
+	announces int
+	withdraws int
+	closed    bool
+}
+
+var _ speaker.Announcer = (*Recorder)(nil)
+
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{now: time.Now, announced: map[netip.Addr]time.Time{}}
+}
+
+// Announce records addr as answered for from now on, unless it already is.
+func (r *Recorder) Announce(addr netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.announces++
+	if _, ok := r.announced[addr]; !ok {
+		r.announced[addr] = r.now()
+	}
+	return nil
+}
+
+// Withdraw records that addr is no longer answered for.
+func (r *Recorder) Withdraw(addr netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.withdraws++
+	delete(r.announced, addr)
+	return nil
+}
+
+// Err is always nil: the simulated interface always works.
+func (r *Recorder) Err() error { return nil }
+
+// Close withdraws everything.
+func (r *Recorder) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.withdraws += len(r.announced)
+	clear(r.announced)
+	r.closed = true
+	return nil
+}
+
+// Probe finds no other host using any address.
+func (r *Recorder) Probe(context.Context, []netip.Addr) (map[netip.Addr]speaker.Claim, error) {
+	return nil, nil
+}
+
+// Announced returns the addresses answered for now, each with when its
+// announcement began.
+func (r *Recorder) Announced() map[netip.Addr]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.announced)
+}
+
+// Counts returns how many Announce and Withdraw calls were made.
+func (r *Recorder) Counts() (announces, withdraws int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.announces, r.withdraws
+}
+
+// BGP is a simulated speaker's BGP side: it holds what the agent asks for
+// and reports every configured peer Established, advertising the prefixes
+// exported to it. It opens no session. It is safe for concurrent use.
+type BGP struct {
+	mu      sync.Mutex
+	desired bgp.Desired
+	since   map[netip.Addr]time.Time
+	applies int
+}
+
+var _ speaker.BGPSpeaker = (*BGP)(nil)
+
+// NewBGP returns a BGP side with no peers.
+func NewBGP() *BGP { return &BGP{since: map[netip.Addr]time.Time{}} }
+
+// Apply takes d as the state to hold; sessions to new peers are
+// Established at once.
+func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.applies++
+	b.desired = d
+	now := time.Now()
+	seen := map[netip.Addr]bool{}
+	for _, p := range d.Peers {
+		seen[p.Address] = true
+		if _, ok := b.since[p.Address]; !ok {
+			b.since[p.Address] = now
+		}
+	}
+	maps.DeleteFunc(b.since, func(a netip.Addr, _ time.Time) bool { return !seen[a] })
+	return nil
+}
+
+// Sessions reports every peer of the last Apply as Established.
+func (b *BGP) Sessions(context.Context) ([]bgp.Session, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	count := map[netip.Addr]int{}
+	for e := range b.desired.Exports {
+		count[e.Peer]++
+	}
+	out := make([]bgp.Session, 0, len(b.desired.Peers))
+	for _, p := range b.desired.Peers {
+		out = append(out, bgp.Session{Peer: p.Address, State: "Established", Since: b.since[p.Address], Advertised: count[p.Address]})
+	}
+	return out, nil
+}
+
+// Stop forgets every peer.
+func (b *BGP) Stop(context.Context, bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.desired = bgp.Desired{}
+	clear(b.since)
+	return nil
+}
+
+// Advertised returns the prefixes exported to any peer now.
+func (b *BGP) Advertised() map[netip.Prefix]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[netip.Prefix]bool{}
+	for e := range b.desired.Exports {
+		out[e.Prefix] = true
+	}
+	return out
+}
+
+// Applies counts the Apply calls.
+func (b *BGP) Applies() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.applies
+}
