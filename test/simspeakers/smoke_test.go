@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +44,10 @@ func TestSmoke(t *testing.T) {
 		t.Skipf("network namespaces: %v", err)
 	}
 	start := time.Now()
-	const nodes, services = 20, 40
+	nodes, services := 20, 40
+	if n, err := strconv.Atoi(os.Getenv("SIMSPEAKERS_NODES")); err == nil && n > 0 && n < 254 {
+		nodes = n // a capacity run: how many speakers one process hosts
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cp, err := controlplane.Start(ctx, controlplane.Options{})
@@ -66,6 +72,7 @@ func TestSmoke(t *testing.T) {
 		Kubeconfig: ccmKubeconfig, Shipped: true,
 		Process: procs.Options{Wrap: []string{"ip", "netns", "exec", host.Name}, Env: []string{"POD_NAMESPACE=ironlb-system"}},
 	})
+	base := usage()
 	fleet, err := simspeakers.Start(ctx, simspeakers.Options{
 		Client: cp.Client, Namespace: "ironlb-system", Nodes: nodes,
 		FirstAddr: nodePrefix.Addr().Next(), Listen: host.Listen,
@@ -93,6 +100,11 @@ func TestSmoke(t *testing.T) {
 	vips := waitVIPs(ctx, t, cp, services)
 	owners := waitOwners(t, fleet, vips, nil, ccm)
 	t.Logf("%d VIPs announced, each by one speaker, after %s", len(vips), time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second) // heartbeats flowing, steady state
+	now := usage()
+	t.Logf("%d speakers: %d goroutines (%.1f per speaker), heap %.1f MiB (%.2f MiB per speaker), RSS %.1f MiB",
+		nodes, now.goroutines, float64(now.goroutines-base.goroutines)/float64(nodes),
+		now.heapMiB, (now.heapMiB-base.heapMiB)/float64(nodes), now.rssMiB)
 
 	victim := owners[vips[0]]
 	var moved []netip.Addr
@@ -123,6 +135,29 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("smoke test wall time %s", time.Since(start).Round(time.Millisecond))
+}
+
+// resources is what the test process uses.
+type resources struct {
+	goroutines      int
+	heapMiB, rssMiB float64
+}
+
+// usage measures the test process (RSS from /proc/self/status).
+func usage() resources {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	r := resources{goroutines: runtime.NumGoroutine(), heapMiB: float64(m.HeapInuse) / (1 << 20)}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				r.rssMiB = kb / 1024
+			}
+		}
+	}
+	return r
 }
 
 // relayKubeconfig writes a copy of kubeconfig pointing at a relay to the
