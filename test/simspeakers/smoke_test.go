@@ -100,6 +100,17 @@ func TestSmoke(t *testing.T) {
 	vips := waitVIPs(ctx, t, cp, services)
 	owners := waitOwners(t, fleet, vips, nil, ccm)
 	t.Logf("%d VIPs announced, each by one speaker, after %s", len(vips), time.Since(start).Round(time.Millisecond))
+	if err := rig.Eventually(60*time.Second, func() error {
+		for _, s := range fleet.Speakers() {
+			if fleet.Received(s.Node) == 0 {
+				return fmt.Errorf("speaker %s received no instruction", s.Node)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\nCCM log tail:\n%s", err, ccm.Tail(30))
+	}
+	t.Logf("every speaker had its snapshot after %s", time.Since(start).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // heartbeats flowing, steady state
 	now := usage()
 	t.Logf("%d speakers: %d goroutines (%.1f per speaker), heap %.1f MiB (%.2f MiB per speaker), RSS %.1f MiB",
@@ -127,11 +138,6 @@ func TestSmoke(t *testing.T) {
 	for _, a := range vips {
 		if !slices.Contains(moved, a) && after[a] != owners[a] {
 			t.Errorf("%s moved from %s to %s, though %s did not die", a, owners[a], after[a], owners[a])
-		}
-	}
-	for _, s := range fleet.Speakers() {
-		if got := fleet.Received(s.Node); got == 0 {
-			t.Errorf("speaker %s received no instruction", s.Node)
 		}
 	}
 	t.Logf("smoke test wall time %s", time.Since(start).Round(time.Millisecond))
