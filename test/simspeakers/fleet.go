@@ -42,6 +42,11 @@ type Options struct {
 	// local route in a network namespace): the CCM refuses to dial
 	// loopback addresses.
 	FirstAddr netip.Addr
+	// Prefixes, if set, replace FirstAddr: node addresses are taken in
+	// order from each (without its network and IPv4 broadcast
+	// addresses), so a fleet can outgrow one /24. The caller makes every
+	// prefix bindable where Listen listens.
+	Prefixes []netip.Prefix
 	// Port is where speakers listen: the CCM's speakers.port (default 7473).
 	Port int
 	// CABundle is the CAs the speakers trust for the CCM (the
@@ -79,8 +84,8 @@ func NodeName(prefix string, i int) string { return fmt.Sprintf("%s-%04d", prefi
 // a speaker Pod bound to each and a token for it, and starts their
 // speakers. On error, what was started is stopped.
 func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
-	if opts.Client == nil || opts.Namespace == "" || opts.Nodes <= 0 || !opts.FirstAddr.IsValid() {
-		return nil, errors.New("simspeakers: Client, Namespace, Nodes and FirstAddr are required")
+	if opts.Client == nil || opts.Namespace == "" || opts.Nodes <= 0 || !opts.FirstAddr.IsValid() && len(opts.Prefixes) == 0 {
+		return nil, errors.New("simspeakers: Client, Namespace, Nodes and FirstAddr or Prefixes are required")
 	}
 	if opts.Port == 0 {
 		opts.Port = DefaultPort
@@ -116,12 +121,9 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 	if err := pki.WriteBundle(caFile, bundle); err != nil {
 		return f, fmt.Errorf("simspeakers: writing the CA bundle: %w", err)
 	}
-	addrs := make([]netip.Addr, opts.Nodes)
-	for i, a := 0, opts.FirstAddr; i < opts.Nodes; i, a = i+1, a.Next() {
-		if !a.IsValid() {
-			return f, fmt.Errorf("simspeakers: no address for node %d after %s", i, opts.FirstAddr)
-		}
-		addrs[i] = a
+	addrs, err := nodeAddrs(opts.FirstAddr, opts.Prefixes, opts.Nodes)
+	if err != nil {
+		return f, err
 	}
 	f.speakers = make([]*Speaker, opts.Nodes)
 	var wg sync.WaitGroup

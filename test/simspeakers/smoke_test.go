@@ -25,12 +25,13 @@ import (
 	"github.com/ironlb/ironlb/test/simspeakers"
 )
 
-// The smoke test's addresses: the simulated nodes' (a local route in the
-// namespace the CCM and the speakers' listeners share) and the pool's.
+// The smoke test's addresses: the simulated nodes' (local routes in the
+// namespace the CCM and the speakers' listeners share: 508 nodes at most),
+// the namespace's own and the pool's, disjoint from the nodes'.
 var (
-	nodePrefix = netip.MustParsePrefix("198.51.100.0/24")
-	hostPrefix = netip.MustParsePrefix("203.0.113.1/24")
-	poolRange  = "203.0.113.100-203.0.113.199"
+	nodePrefixes = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("192.0.2.0/24")}
+	hostPrefix   = netip.MustParsePrefix("203.0.113.1/24")
+	poolRange    = "203.0.113.100-203.0.113.199"
 )
 
 // TestSmoke runs the real CCM as deploy/ ships it against a real API server
@@ -45,7 +46,7 @@ func TestSmoke(t *testing.T) {
 	}
 	start := time.Now()
 	nodes, services := 20, 40
-	if n, err := strconv.Atoi(os.Getenv("SIMSPEAKERS_NODES")); err == nil && n > 0 && n < 254 {
+	if n, err := strconv.Atoi(os.Getenv("SIMSPEAKERS_NODES")); err == nil && n > 0 && n <= 508 {
 		nodes = n // a capacity run: how many speakers one process hosts
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -64,8 +65,10 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := host.AddLocalRoute(nodePrefix); err != nil {
-		t.Fatal(err)
+	for _, p := range nodePrefixes {
+		if err := host.AddLocalRoute(p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ccmKubeconfig := relayKubeconfig(t, host, cp, kubeconfig)
 	ccm := rig.StartCCMForTest(t, rig.CCMOptions{
@@ -75,7 +78,7 @@ func TestSmoke(t *testing.T) {
 	base := usage()
 	fleet, err := simspeakers.Start(ctx, simspeakers.Options{
 		Client: cp.Client, Namespace: "ironlb-system", Nodes: nodes,
-		FirstAddr: nodePrefix.Addr().Next(), Listen: host.Listen,
+		Prefixes: nodePrefixes, Listen: host.Listen,
 	})
 	if err != nil {
 		t.Fatalf("%v\nCCM log tail:\n%s", err, ccm.Tail(30))
