@@ -266,3 +266,18 @@ func (f *Fleet) Stop() {
 		_ = os.RemoveAll(f.opts.Dir)
 	}
 }
+
+// Arrivals returns, for every speaker (killed ones too) told about address,
+// when the latest instruction announcing or withdrawing it arrived there.
+func (f *Fleet) Arrivals(address string) map[string]Arrival {
+	out := map[string]Arrival{}
+	for _, s := range f.speakers {
+		if s == nil {
+			continue
+		}
+		if a, ok := s.Arrival(address); ok {
+			out[s.Node] = a
+		}
+	}
+	return out
+}

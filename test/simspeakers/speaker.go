@@ -37,6 +37,7 @@ type Speaker struct {
 	mu         sync.Mutex
 	received   map[string]int // instructions by kind
 	lastAt     time.Time      // when the last instruction other than a heartbeat arrived
+	arrivals   *arrivals
 	killed     bool
 	runStopped chan struct{}
 }
@@ -48,7 +49,7 @@ func startSpeaker(node string, addr netip.Addr, index int, caFile, tokenFile str
 	if err != nil {
 		return nil, fmt.Errorf("credentials of %s: %w", node, err)
 	}
-	s := &Speaker{Node: node, Addr: addr, Recorder: NewRecorder(), BGP: NewBGP(), received: map[string]int{}, runStopped: make(chan struct{})}
+	s := &Speaker{Node: node, Addr: addr, Recorder: NewRecorder(), BGP: NewBGP(), received: map[string]int{}, arrivals: newArrivals(), runStopped: make(chan struct{})}
 	ifi := &net.Interface{
 		// An index no real interface has: its Addrs are empty.
 		Index: 1<<24 + index, MTU: 1500, Name: simInterface, Flags: net.FlagUp | net.FlagBroadcast | net.FlagMulticast,
@@ -79,7 +80,8 @@ func startSpeaker(node string, addr netip.Addr, index int, caFile, tokenFile str
 }
 
 // count is a stream interceptor that counts the instructions the stream
-// receives, by kind, and notes when the last one that is not a heartbeat
+// receives, by kind, notes when the last one that is not a heartbeat
+// arrived, and records per address when the latest instruction about it
 // arrived.
 func (s *Speaker) count(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	return handler(srv, &countingStream{ServerStream: ss, s: s})
@@ -97,10 +99,14 @@ func (c *countingStream) RecvMsg(m any) error {
 	}
 	if in, ok := m.(*speakerv1.Instruction); ok {
 		kind := instructionKind(in)
+		now := time.Now()
+		if kind == "snapshot" || kind == "update" {
+			c.s.arrivals.record(in, now)
+		}
 		c.s.mu.Lock()
 		c.s.received[kind]++
 		if kind != "heartbeat" {
-			c.s.lastAt = time.Now()
+			c.s.lastAt = now
 		}
 		c.s.mu.Unlock()
 	}
@@ -143,6 +149,15 @@ func (s *Speaker) LastInstruction() time.Time {
 	defer s.mu.Unlock()
 	return s.lastAt
 }
+
+// Arrival returns when the latest instruction that announced or withdrew
+// address (its text form, as the instructions carry it) arrived; false if
+// none did.
+func (s *Speaker) Arrival(address string) (Arrival, bool) { return s.arrivals.get(address) }
+
+// Arrivals returns the latest Arrival of every address the speaker was
+// told about.
+func (s *Speaker) Arrivals() map[string]Arrival { return s.arrivals.all() }
 
 // Agent returns the speaker's agent (for its reports and addresses).
 func (s *Speaker) Agent() *speaker.Agent { return s.agent }
