@@ -19,7 +19,7 @@ import (
 
 func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
-	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, chaos); empty runs all but chaos (make chaos)")
+	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, chaos, scale); empty runs all but chaos (make chaos) and scale")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
 	flag.Parse()
 
@@ -37,6 +37,7 @@ func main() {
 		"heartbeat": benchHeartbeat,
 		"cp":        benchCP,
 		"cp-bgp":    benchCPBGP,
+		"scale":     benchScale,
 	}
 	names := make([]string, 0, len(groups))
 	for name := range groups {
@@ -44,7 +45,7 @@ func main() {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) || *only == "" && name == "chaos" {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), name) || *only == "" && (name == "chaos" || name == "scale") {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
