@@ -161,8 +161,14 @@ func (r *scaleRig) stop() {
 	}
 }
 
-// ipv6 makes a Service single-stack IPv6 (the pool's family).
-func ipv6(s *corev1.Service) { s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol} }
+// ipv6 makes a Service single-stack IPv6 (the pool's family) without node
+// ports: the API server's default range (30000-32767) holds 2,768, so
+// more LoadBalancer Services than that need
+// allocateLoadBalancerNodePorts: false, as IronLB's VIPs do not use them.
+func ipv6(s *corev1.Service) {
+	s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
+	s.Spec.AllocateLoadBalancerNodePorts = new(false)
+}
 
 // relayKubeconfig writes a copy of kubeconfig pointing at a relay to the
 // API server inside host's namespace.
