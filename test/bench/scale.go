@@ -134,6 +134,21 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 		return r, fmt.Errorf("%w\nCCM log tail:\n%s", err, r.ccm.Tail(30))
 	}
 	fmt.Fprintf(os.Stderr, "bench: %d simulated speakers started in %s\n", n, time.Since(start).Round(time.Millisecond))
+	// Every speaker is a candidate before the Services come: a speaker
+	// that connects later gets only new VIPs (assignments stay), which
+	// skews the spread and the busiest node's loss.
+	err = rig.Eventually(5*time.Minute, func() error {
+		for _, s := range r.fleet.Speakers() {
+			if s.Received()["snapshot"] == 0 {
+				return fmt.Errorf("speaker %s has no snapshot", s.Node)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("%w\nCCM log tail:\n%s", err, r.ccm.Tail(30))
+	}
+	fmt.Fprintf(os.Stderr, "bench: every speaker had its snapshot %s after the fleet started\n", time.Since(start).Round(time.Millisecond))
 	pool := "apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata: {name: scale}\nspec:\n  addresses: [\"" + scalePool + "\"]\n"
 	err = rig.Eventually(30*time.Second, func() error {
 		out, err := r.cp.KubectlStdin(ctx, pool, "apply", "-f", "-")
