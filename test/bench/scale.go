@@ -24,20 +24,37 @@ import (
 
 // The scale group's point: simulated nodes and layer-2 Services.
 var (
-	scaleNodes    = flag.Int("scale-nodes", 50, "scale group: simulated nodes (at most 508)")
+	scaleNodes    = flag.Int("scale-nodes", 50, "scale group: simulated nodes (as many as -scale-node-prefixes hold)")
 	scaleServices = flag.Int("scale-services", 500, "scale group: layer-2 Services created at once")
+	scaleNodeNets = flag.String("scale-node-prefixes", "198.51.100.0/24,192.0.2.0/24", "scale group: comma-separated documentation prefixes the simulated nodes' addresses come from, in order (IPv6 ones, e.g. 2001:db8:100::/112, for more than 508 nodes)")
 )
 
-// The scale group's addresses. The simulated nodes take 198.51.100.0/24,
-// then 192.0.2.0/24 (local routes in the namespace the CCM and the
+// The scale group's addresses. The simulated nodes take
+// -scale-node-prefixes (local routes in the namespace the CCM and the
 // speakers' listeners share); the namespace itself has 203.0.113.1; the
 // Services' pool is IPv6 (enough addresses for 10,000 Services), disjoint
 // from all of them.
 var (
-	scaleNodePrefixes = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("192.0.2.0/24")}
-	scaleHostPrefix   = netip.MustParsePrefix("203.0.113.1/24")
-	scalePool         = "2001:db8:1000::/112"
+	scaleHostPrefix = netip.MustParsePrefix("203.0.113.1/24")
+	scalePool       = netip.MustParsePrefix("2001:db8:1000::/112")
 )
+
+// scaleNodePrefixes parses -scale-node-prefixes; each must be disjoint
+// from the namespace's own prefix and the pool.
+func scaleNodePrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(*scaleNodeNets, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("-scale-node-prefixes: %w", err)
+		}
+		if p.Overlaps(scaleHostPrefix) || p.Overlaps(scalePool) {
+			return nil, fmt.Errorf("-scale-node-prefixes: %s overlaps %s or the pool %s", p, scaleHostPrefix, scalePool)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
 
 // scaleRig is one scale point's running system: a control plane, the
 // shipped CCM in a network namespace and a fleet of simulated speakers.
@@ -110,7 +127,11 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 	if err != nil {
 		return r, err
 	}
-	for _, p := range scaleNodePrefixes {
+	prefixes, err := scaleNodePrefixes()
+	if err != nil {
+		return r, err
+	}
+	for _, p := range prefixes {
 		if err := host.AddLocalRoute(p); err != nil {
 			return r, err
 		}
@@ -128,7 +149,7 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 	}
 	start := time.Now()
 	r.fleet, err = simspeakers.Start(ctx, simspeakers.Options{
-		Client: r.cp.Client, Namespace: "ironlb-system", Nodes: n, Prefixes: scaleNodePrefixes, Listen: host.Listen,
+		Client: r.cp.Client, Namespace: "ironlb-system", Nodes: n, Prefixes: prefixes, Listen: host.Listen,
 	})
 	if err != nil {
 		return r, fmt.Errorf("%w\nCCM log tail:\n%s", err, r.ccm.Tail(30))
@@ -149,7 +170,7 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 		return r, fmt.Errorf("%w\nCCM log tail:\n%s", err, r.ccm.Tail(30))
 	}
 	fmt.Fprintf(os.Stderr, "bench: every speaker had its snapshot %s after the fleet started\n", time.Since(start).Round(time.Millisecond))
-	pool := "apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata: {name: scale}\nspec:\n  addresses: [\"" + scalePool + "\"]\n"
+	pool := "apiVersion: ironlb.dev/v1alpha1\nkind: IPPool\nmetadata: {name: scale}\nspec:\n  addresses: [\"" + scalePool.String() + "\"]\n"
 	err = rig.Eventually(30*time.Second, func() error {
 		out, err := r.cp.KubectlStdin(ctx, pool, "apply", "-f", "-")
 		if err != nil {
