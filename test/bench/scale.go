@@ -140,6 +140,13 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 		if err := host.AddLocalRoute(p); err != nil {
 			return r, err
 		}
+		if p.Addr().Is6() {
+			// Linux binds IPv4 addresses of a local route, IPv6 ones only
+			// with non-local binding.
+			if _, err := host.Run("sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1"); err != nil {
+				return r, err
+			}
+		}
 	}
 	ccmKubeconfig, err := relayKubeconfig(host, r.cp, kubeconfig)
 	if err != nil {
