@@ -55,9 +55,11 @@ func (b *Balancer) foreignAddrs(svc *v1.Service) []netip.Addr {
 }
 
 // reserveForeign reserves (or releases) what svc, a Service that exists,
-// holds for another load balancer.
-func (b *Balancer) reserveForeign(svc *v1.Service) {
-	b.setForeign(svc, b.foreignAddrs(svc))
+// holds for another load balancer, and returns how many addresses that is.
+func (b *Balancer) reserveForeign(svc *v1.Service) int {
+	addrs := b.foreignAddrs(svc)
+	b.setForeign(svc, addrs)
+	return len(addrs)
 }
 
 // unreserveForeign releases what a deleted Service reserved.
@@ -134,8 +136,7 @@ func (b *Balancer) reserveAllForeign() int {
 	}
 	n := 0
 	for _, s := range all {
-		b.reserveForeign(s)
-		if len(b.foreignAddrs(s)) > 0 {
+		if b.reserveForeign(s) > 0 {
 			n++
 		}
 	}

@@ -18,6 +18,10 @@ var watchdogPasses atomic.Uint64
 // before it re-checks a speaker that seems silent.
 const recheckPause = 3 * time.Millisecond
 
+// stallSlack is how much longer than recheckPause the pause may take
+// before the watchdog takes the CCM for starved (see check).
+const stallSlack = 10 * time.Millisecond
+
 // watchdog ends a stream whose speaker is silent too long: at first while
 // connecting (with a grace for the TLS handshake), then between reports.
 // Before the leader is ready no heartbeats flow, so silence does not count.
@@ -28,7 +32,9 @@ const recheckPause = 3 * time.Millisecond
 // the limit, (b) at least misses heartbeats were written on its stream
 // since its last report (the send loop tells, see sentHeartbeat), and (c)
 // it is still silent after the watchdog yielded for a moment, so that a
-// receive goroutine holding its report could record it. A watchdog tick
+// receive goroutine holding its report could record it, and that moment
+// was not much longer than asked for (else the CCM is starved: the
+// overrun is its stall, and the next check decides). A watchdog tick
 // that comes late (the CCM stalled) does not count the stall as the
 // speaker's silence.
 type watchdog struct {
@@ -115,6 +121,14 @@ func (w *watchdog) tick(now time.Time, interval time.Duration) time.Duration {
 	return w.silentLocked(now)
 }
 
+// stalled moves the speaker's last report on by d, a stall of the CCM's
+// own.
+func (w *watchdog) stalled(d time.Duration) {
+	w.mu.Lock()
+	w.last = w.last.Add(d)
+	w.mu.Unlock()
+}
+
 // recheck is the check after the pause: it reports the silence when the
 // speaker still seems lost.
 func (w *watchdog) recheck(now time.Time) time.Duration {
@@ -169,8 +183,17 @@ func (w *watchdog) check(interval time.Duration, addr string) error {
 	if w.tick(w.now(), interval) == 0 {
 		return nil
 	}
+	before := w.now()
 	w.pause()
-	if silent := w.recheck(w.now()); silent > 0 {
+	after := w.now()
+	if over := after.Sub(before) - recheckPause; over > stallSlack {
+		// The pause overran: the CCM itself is starved, and the
+		// speaker's answer may wait unread. Its silence does not count
+		// the stall; the next check decides.
+		w.stalled(over)
+		return nil
+	}
+	if silent := w.recheck(after); silent > 0 {
 		return fmt.Errorf("speaker at %s silent for %s (heartbeat %s × %d misses)", addr, silent.Round(time.Millisecond), w.heartbeat, w.misses)
 	}
 	return nil

@@ -35,7 +35,10 @@ func TestWatchdogRules(t *testing.T) {
 		// answerInPause: the receive goroutine records a report while
 		// the watchdog yields.
 		answerInPause bool
-		want          time.Duration
+		// pauseTakes, when set, is how long the first pause before a
+		// re-check lasts (the CCM starved) instead of recheckPause.
+		pauseTakes time.Duration
+		want       time.Duration
 	}{
 		{name: "silent speaker: lost once silent beyond the limit", heartbeats: 3, checks: every(interval, 400*time.Millisecond), want: 260 * time.Millisecond},
 		{name: "silent at the limit exactly: not yet", heartbeats: 3, checks: every(interval, 240*time.Millisecond)},
@@ -50,6 +53,13 @@ func TestWatchdogRules(t *testing.T) {
 			checks: append(append(every(interval, 100*time.Millisecond), 400*time.Millisecond), every(420*time.Millisecond, 700*time.Millisecond)...),
 			want:   540 * time.Millisecond,
 		},
+		{
+			// The first pause, at the check of 260 ms, overruns by 50 ms:
+			// the silence is counted from 50 ms later, so the speaker is
+			// lost at the first check beyond 240 + 50 ms.
+			name: "a pause that overruns (the CCM starved) counts as the CCM's stall", heartbeats: 3, pauseTakes: 53 * time.Millisecond,
+			checks: every(interval, 700*time.Millisecond), want: 300 * time.Millisecond,
+		},
 		{name: "leader not ready: silence never counts", notReady: true, heartbeats: 3, checks: every(interval, 3*time.Second)},
 		{name: "connecting: silence alone counts, after the handshake grace", noReport: true, checks: every(interval, 2100*time.Millisecond), want: 2020 * time.Millisecond},
 	} {
@@ -57,7 +67,13 @@ func TestWatchdogRules(t *testing.T) {
 			start := time.Unix(1000, 0)
 			now := start
 			var w *watchdog
+			overran := false
 			pause := func() {
+				if tc.pauseTakes > 0 && !overran {
+					overran = true
+					now = now.Add(tc.pauseTakes)
+					return
+				}
 				now = now.Add(recheckPause)
 				if tc.answerInPause {
 					w.seen()

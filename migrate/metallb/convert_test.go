@@ -25,11 +25,18 @@ const pool1 = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {n
 
 func run(t *testing.T, input string) (string, []string, bool) {
 	t.Helper()
+	return runWith(t, input, Convert)
+}
+
+// runWith reads input, converts it with convert and returns the YAML, the
+// report lines and whether the result is partial.
+func runWith(t *testing.T, input string, convert func(*Input) *Result) (string, []string, bool) {
+	t.Helper()
 	in, err := Read(strings.NewReader(input))
 	if err != nil {
 		t.Fatalf("Read: %v", err)
 	}
-	res := Convert(in)
+	res := convert(in)
 	var out bytes.Buffer
 	if err := res.WriteYAML(&out); err != nil {
 		t.Fatal(err)

@@ -34,20 +34,7 @@ func peerReport(object, field, addr, peer string) string {
 
 func runSideBySide(t *testing.T, input string) (string, []string, bool) {
 	t.Helper()
-	in, err := Read(strings.NewReader(input))
-	if err != nil {
-		t.Fatalf("Read: %v", err)
-	}
-	res := ConvertSideBySide(in)
-	var out bytes.Buffer
-	if err := res.WriteYAML(&out); err != nil {
-		t.Fatal(err)
-	}
-	var reps []string
-	for _, r := range res.Reports {
-		reps = append(reps, r.String())
-	}
-	return out.String(), reps, res.Partial()
+	return runWith(t, input, ConvertSideBySide)
 }
 
 // TestSideBySide: the frozen MetalLB objects come first, the IronLB

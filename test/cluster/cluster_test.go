@@ -35,28 +35,9 @@ func TestRealCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a real cluster")
 	}
-	root, err := binaries.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tools := os.Getenv("IRONLB_TOOLS_BIN")
-	if tools == "" {
-		tools = filepath.Join(root, ".cache", "bin")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	imgs := buildIronLBImages(t, ctx, root)
-
-	c, err := cluster.Up(ctx, cluster.Options{
-		Dir:          filepath.Join(t.TempDir(), "cluster"),
-		Nodes:        3,
-		ToolsBin:     tools,
-		ImageCache:   filepath.Join(root, ".cache", "cluster-images"),
-		RepoRoot:     root,
-		IronLBImages: imgs,
-		NoCoreDNS:    true,
-		Log:          logWriter{t},
-	})
+	c, err := cluster.Up(ctx, realClusterOptions(t, ctx, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +145,31 @@ func TestRealCluster(t *testing.T) {
 	t.Run("MetalLB migration", func(t *testing.T) {
 		testMetalLBMigration(t, ctx, c, cs)
 	})
+}
+
+// realClusterOptions are the options of the real-cluster tests: nodes
+// nodes without CoreDNS, the tools of $IRONLB_TOOLS_BIN (default
+// .cache/bin), IronLB's images built from this tree.
+func realClusterOptions(t *testing.T, ctx context.Context, nodes int) cluster.Options {
+	t.Helper()
+	root, err := binaries.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools := os.Getenv("IRONLB_TOOLS_BIN")
+	if tools == "" {
+		tools = filepath.Join(root, ".cache", "bin")
+	}
+	return cluster.Options{
+		Dir:          filepath.Join(t.TempDir(), "cluster"),
+		Nodes:        nodes,
+		ToolsBin:     tools,
+		ImageCache:   filepath.Join(root, ".cache", "cluster-images"),
+		RepoRoot:     root,
+		IronLBImages: buildIronLBImages(t, ctx, root),
+		NoCoreDNS:    true,
+		Log:          logWriter{t},
+	}
 }
 
 // buildIronLBImages builds IronLB's images from this tree

@@ -15,7 +15,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ironlb/ironlb/status"
-	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/cluster"
 )
 
@@ -32,30 +31,12 @@ func TestRealClusterHA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a real cluster")
 	}
-	root, err := binaries.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tools := os.Getenv("IRONLB_TOOLS_BIN")
-	if tools == "" {
-		tools = filepath.Join(root, ".cache", "bin")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	imgs := buildIronLBImages(t, ctx, root)
-
+	opts := realClusterOptions(t, ctx, 3)
+	opts.ControlPlanes = 3
 	start := time.Now()
-	c, err := cluster.Up(ctx, cluster.Options{
-		Dir:           filepath.Join(t.TempDir(), "cluster"),
-		Nodes:         3,
-		ControlPlanes: 3,
-		ToolsBin:      tools,
-		ImageCache:    filepath.Join(root, ".cache", "cluster-images"),
-		RepoRoot:      root,
-		IronLBImages:  imgs,
-		NoCoreDNS:     true,
-		Log:           logWriter{t},
-	})
+	c, err := cluster.Up(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +111,7 @@ func TestRealClusterHA(t *testing.T) {
 
 	plugin := filepath.Join(t.TempDir(), "kubectl-ironlb")
 	build := exec.CommandContext(ctx, "go", "build", "-o", plugin, "./cmd/kubectl-ironlb")
-	build.Dir = root
+	build.Dir = opts.RepoRoot
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building kubectl-ironlb: %v\n%s", err, out)
 	}
