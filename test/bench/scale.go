@@ -59,11 +59,15 @@ func scaleNodePrefixes() ([]netip.Prefix, error) {
 // scaleRig is one scale point's running system: a control plane, the
 // shipped CCM in a network namespace and a fleet of simulated speakers.
 type scaleRig struct {
-	cp    *controlplane.ControlPlane
-	lan   *netrig.LAN
-	ccm   *procs.Process
-	fleet *simspeakers.Fleet
-	name  string // the figures' prefix, scale_<N>n_<M>s
+	cp   *controlplane.ControlPlane
+	lan  *netrig.LAN
+	ccm  *procs.Process
+	host *netrig.Host // the namespace of the CCM and the speakers
+	// ccmPort is the CCM's secure port (on 127.0.0.1 in host's
+	// namespace).
+	ccmPort int
+	fleet   *simspeakers.Fleet
+	name    string // the figures' prefix, scale_<N>n_<M>s
 }
 
 // benchScale measures one scale point (-scale-nodes, -scale-services) with
@@ -98,6 +102,9 @@ func benchScale(ctx context.Context, _ int) error {
 	// the CCM took live speakers for lost, which moves their VIPs and
 	// spoils the figures above.
 	report(r.name+"_speaker_reconnects", float64(r.reconnects()), "streams")
+	if err := r.idle(ctx, 20*time.Second); err != nil {
+		return fail(err)
+	}
 	if err := r.nodeLoss(); err != nil {
 		return fail(err)
 	}
@@ -132,6 +139,7 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 	if err != nil {
 		return r, err
 	}
+	r.host = host
 	prefixes, err := scaleNodePrefixes()
 	if err != nil {
 		return r, err
@@ -152,8 +160,11 @@ func startScale(ctx context.Context, n int) (r *scaleRig, err error) {
 	if err != nil {
 		return r, err
 	}
+	if r.ccmPort, err = freePort(); err != nil {
+		return r, err
+	}
 	r.ccm, err = rig.StartCCM(rig.CCMOptions{
-		Name: "ironlb-ccm", Kubeconfig: ccmKubeconfig, LogDir: r.cp.Dir, Shipped: true, Args: extraCCMArgs(),
+		SecurePort: r.ccmPort, Name: "ironlb-ccm", Kubeconfig: ccmKubeconfig, LogDir: r.cp.Dir, Shipped: true, Args: extraCCMArgs(),
 		Process: procs.Options{Wrap: []string{"ip", "netns", "exec", host.Name}, Env: []string{"POD_NAMESPACE=ironlb-system"}},
 	})
 	if err != nil {

@@ -358,6 +358,9 @@ func (cp *ControlPlane) KubectlStdin(ctx context.Context, stdin string, args ...
 
 // Stop stops kube-apiserver and etcd and, when Start made the folder,
 // deletes it.
+// APIServerPid is the kube-apiserver's process ID.
+func (cp *ControlPlane) APIServerPid() int { return cp.apiserver.Pid() }
+
 func (cp *ControlPlane) Stop() error {
 	var errs []error
 	for _, p := range []*procs.Process{cp.apiserver, cp.etcd} {
