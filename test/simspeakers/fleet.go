@@ -242,6 +242,35 @@ func (f *Fleet) Owners() map[netip.Addr][]string {
 	return out
 }
 
+// Advertised returns the addresses node's speaker exports over BGP now
+// (to any peer), each with when its export began; nil for an unknown node.
+func (f *Fleet) Advertised(node string) map[netip.Addr]time.Time {
+	s := f.byNode[node]
+	if s == nil {
+		return nil
+	}
+	out := map[netip.Addr]time.Time{}
+	for p, at := range s.BGP.Exported() {
+		out[p.Addr()] = at
+	}
+	return out
+}
+
+// Advertisers returns, for every address a live speaker exports over BGP,
+// the nodes exporting it.
+func (f *Fleet) Advertisers() map[netip.Addr][]string {
+	out := map[netip.Addr][]string{}
+	for _, s := range f.speakers {
+		if s == nil || s.Killed() {
+			continue
+		}
+		for p := range s.BGP.Exported() {
+			out[p.Addr()] = append(out[p.Addr()], s.Node)
+		}
+	}
+	return out
+}
+
 // Kill stops node's speaker as if its process died (Speaker.Kill).
 func (f *Fleet) Kill(node string) error {
 	s := f.byNode[node]

@@ -86,18 +86,23 @@ func (r *Recorder) Counts() (announces, withdraws int) {
 
 // BGP is a simulated speaker's BGP side: it holds what the agent asks for
 // and reports every configured peer Established, advertising the prefixes
-// exported to it. It opens no session. It is safe for concurrent use.
+// exported to it, and records since when each prefix is exported (to any
+// peer). It opens no session. It is safe for concurrent use.
 type BGP struct {
-	mu      sync.Mutex
-	desired bgp.Desired
-	since   map[netip.Addr]time.Time
-	applies int
+	mu       sync.Mutex
+	now      func() time.Time
+	desired  bgp.Desired
+	since    map[netip.Addr]time.Time
+	exported map[netip.Prefix]time.Time
+	applies  int
 }
 
 var _ speaker.BGPSpeaker = (*BGP)(nil)
 
 // NewBGP returns a BGP side with no peers.
-func NewBGP() *BGP { return &BGP{since: map[netip.Addr]time.Time{}} }
+func NewBGP() *BGP {
+	return &BGP{now: time.Now, since: map[netip.Addr]time.Time{}, exported: map[netip.Prefix]time.Time{}}
+}
 
 // Apply takes d as the state to hold; sessions to new peers are
 // Established at once.
@@ -106,7 +111,7 @@ func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 	defer b.mu.Unlock()
 	b.applies++
 	b.desired = d
-	now := time.Now()
+	now := b.now()
 	seen := map[netip.Addr]bool{}
 	for _, p := range d.Peers {
 		seen[p.Address] = true
@@ -115,7 +120,23 @@ func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 		}
 	}
 	maps.DeleteFunc(b.since, func(a netip.Addr, _ time.Time) bool { return !seen[a] })
+	b.recordExportsLocked(now)
 	return nil
+}
+
+// recordExportsLocked notes when each prefix exported to a configured peer
+// began to be, and forgets those no longer exported.
+func (b *BGP) recordExportsLocked(now time.Time) {
+	out := map[netip.Prefix]bool{}
+	for e := range b.desired.Exports {
+		if _, ok := b.since[e.Peer]; ok {
+			out[e.Prefix] = true
+			if _, ok := b.exported[e.Prefix]; !ok {
+				b.exported[e.Prefix] = now
+			}
+		}
+	}
+	maps.DeleteFunc(b.exported, func(p netip.Prefix, _ time.Time) bool { return !out[p] })
 }
 
 // Sessions reports every peer of the last Apply as Established.
@@ -139,6 +160,7 @@ func (b *BGP) Stop(context.Context, bool) error {
 	defer b.mu.Unlock()
 	b.desired = bgp.Desired{}
 	clear(b.since)
+	clear(b.exported)
 	return nil
 }
 
@@ -151,6 +173,14 @@ func (b *BGP) Advertised() map[netip.Prefix]bool {
 		out[e.Prefix] = true
 	}
 	return out
+}
+
+// Exported returns the prefixes exported to a configured peer now, each
+// with when its export began.
+func (b *BGP) Exported() map[netip.Prefix]time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.exported)
 }
 
 // Applies counts the Apply calls.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +39,7 @@ type Speaker struct {
 	received   map[string]int // instructions by kind
 	lastAt     time.Time      // when the last instruction other than a heartbeat arrived
 	arrivals   *arrivals
+	snapshots  []SnapshotArrival
 	killed     bool
 	runStopped chan struct{}
 }
@@ -104,6 +106,9 @@ func (c *countingStream) RecvMsg(m any) error {
 			c.s.arrivals.record(in, now)
 		}
 		c.s.mu.Lock()
+		if snap := in.GetSnapshot(); snap != nil {
+			c.s.snapshots = append(c.s.snapshots, SnapshotArrival{Leader: snap.GetLeader(), Term: snap.GetTerm(), At: now})
+		}
 		c.s.received[kind]++
 		if kind != "heartbeat" {
 			c.s.lastAt = now
@@ -148,6 +153,22 @@ func (s *Speaker) LastInstruction() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastAt
+}
+
+// SnapshotArrival is when a snapshot reached a speaker, and from which
+// leader and term.
+type SnapshotArrival struct {
+	Leader string
+	Term   uint64
+	At     time.Time
+}
+
+// Snapshots returns every snapshot the speaker received, in order of
+// arrival (one per stream the CCM opened: a handful).
+func (s *Speaker) Snapshots() []SnapshotArrival {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.snapshots)
 }
 
 // Arrival returns when the latest instruction that announced or withdrew
