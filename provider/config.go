@@ -29,6 +29,7 @@ import (
 //	  port: 7473
 //	  heartbeatInterval: 75ms
 //	  heartbeatMisses: 3
+//	  heartbeatRate: 2000
 //	  restartGrace: 30s
 //	  settleWindow: 5s
 //	  localRebalanceDelay: 30s
@@ -151,6 +152,14 @@ type SpeakersConfig struct {
 	// before its VIPs move (default 3: a lost node is detected after
 	// 225 ms of silence).
 	HeartbeatMisses int `json:"heartbeatMisses,omitempty"`
+	// HeartbeatRate bounds the heartbeats per second the CCM sends,
+	// summed over all speakers (default 2000). With more speakers than
+	// it allows at heartbeatInterval (150 at the defaults), every stream
+	// gets the smallest multiple of heartbeatInterval that stays within
+	// it, and a silent node is detected after that × heartbeatMisses
+	// (1.6 s at 1,000 nodes): the idle CCM's CPU then stays flat as
+	// nodes are added.
+	HeartbeatRate int `json:"heartbeatRate,omitempty"`
 	// RestartGrace is how long the VIPs of a speaker that said it is
 	// restarting stay on its node while its host refuses connections
 	// (default 30s).
@@ -230,6 +239,9 @@ func (c Config) Validate() error {
 	}
 	if sp.HeartbeatMisses < 0 || sp.HeartbeatMisses > 100 {
 		problems = append(problems, fmt.Sprintf("speakers.heartbeatMisses %d: must be between 1 and 100", sp.HeartbeatMisses))
+	}
+	if sp.HeartbeatRate < 0 || sp.HeartbeatRate > 1_000_000 {
+		problems = append(problems, fmt.Sprintf("speakers.heartbeatRate %d: must be between 1 and 1000000 heartbeats per second", sp.HeartbeatRate))
 	}
 	if d := sp.SettleWindow.Duration; d < 0 || (d > 0 && d < 100*time.Millisecond) || d > 10*time.Minute {
 		problems = append(problems, fmt.Sprintf("speakers.settleWindow %s: must be between 100ms and 10m", d))

@@ -46,6 +46,12 @@ func TestParseConfig(t *testing.T) {
 		},
 		{name: "restart grace too short", input: "speakers:\n  restartGrace: 100ms\n", wantErr: "speakers.restartGrace 100ms: must be between 1s and 10m"},
 		{name: "restart grace too long", input: "speakers:\n  restartGrace: 1h\n", wantErr: "speakers.restartGrace 1h0m0s: must be between 1s and 10m"},
+		{
+			name:  "heartbeat rate",
+			input: "speakers:\n  heartbeatRate: 500\n",
+			want:  Config{Speakers: SpeakersConfig{HeartbeatRate: 500}},
+		},
+		{name: "negative heartbeat rate", input: "speakers:\n  heartbeatRate: -1\n", wantErr: "speakers.heartbeatRate -1: must be between 1 and 1000000"},
 		{name: "bad heartbeat", input: "speakers:\n  heartbeatInterval: 1ms\n", wantErr: "speakers.heartbeatInterval 1ms: must be between 10ms and 1m"},
 		{name: "bad duration", input: "speakers:\n  heartbeatInterval: soon\n", wantErr: "parsing cloud config"},
 		{name: "bad port", input: "speakers:\n  port: 70000\n", wantErr: "speakers.port 70000"},

@@ -43,7 +43,8 @@ type AnnouncerFactory func(ifi *net.Interface, onClaim func(Claim)) (Announcer, 
 // CapabilityReattest and CapabilityTrustBundle when it has credentials, and
 // CapabilityDataPlane when it checks the data plane).
 var Capabilities = []string{speakerv1.CapabilityLayer2, speakerv1.CapabilityFencing,
-	speakerv1.CapabilityProbe, speakerv1.CapabilityYield, speakerv1.CapabilityRestart}
+	speakerv1.CapabilityProbe, speakerv1.CapabilityYield, speakerv1.CapabilityRestart,
+	speakerv1.CapabilityHeartbeatInterval}
 
 // capabilities are what this agent can do.
 func (a *Agent) capabilities() []string {
@@ -400,4 +401,13 @@ func (a *Agent) Streams() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.streams)
+}
+
+// HeartbeatInterval is the heartbeat interval of the CCM stream the agent
+// follows (its snapshot's, or the latest Heartbeat.interval_ms); 0 before
+// a snapshot.
+func (a *Agent) HeartbeatInterval() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hbInterval
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
 // Claim is another host's packet claiming an address: an ARP request or
@@ -93,19 +95,28 @@ func (a *Agent) cutOffAfterLocked() time.Duration {
 	return time.Duration(cutOffFactor * float64(a.hbInterval))
 }
 
-// heardFrom notes that stream id sent an instruction.
-func (a *Agent) heardFrom(id uint64) {
+// heardFrom notes that stream id sent instruction in (a heartbeat may
+// carry a new interval).
+func (a *Agent) heardFrom(id uint64, in *speakerv1.Instruction) {
 	now := a.now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s := a.streams[id]; s != nil {
 		s.lastHeard = now
 	}
-	if id == a.stream {
-		a.heard = now
-		if a.wasCut {
-			a.kick() // the timers goroutine notes the end of the cut-off, and watches for the next
-		}
+	if id != a.stream {
+		return
+	}
+	a.heard = now
+	kick := a.wasCut // the timers goroutine notes the end of the cut-off, and watches for the next
+	if ms := in.GetHeartbeat().GetIntervalMs(); ms > 0 && time.Duration(ms)*time.Millisecond != a.hbInterval {
+		// The CCM paces its heartbeats anew (Heartbeat.interval_ms): the
+		// cut-off deadline follows.
+		a.hbInterval = time.Duration(ms) * time.Millisecond
+		kick = true
+	}
+	if kick {
+		a.kick()
 	}
 }
 

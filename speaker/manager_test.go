@@ -115,21 +115,9 @@ func TestManagerKeepsSlowSpeakerWhileBusy(t *testing.T) {
 	agent := speaker.NewAgent(node, "lo", func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) { return ann, nil }, logr.Discard(),
 		speaker.WithLocalAddresses(func() (map[netip.Addr]string, error) { return nil, nil }), speaker.WithCredentials(creds), speaker.WithBGP(fb))
 	go agent.Run(ctx)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
-	speakerv1.RegisterSpeakerServer(srv, agent)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
-
 	m := speakers.New(ctx, speakers.Options{
 		Heartbeat: 75 * time.Millisecond, Misses: 3, Identity: bundle, Leader: "test",
-		Dial: func(ctx context.Context, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", lis.Addr().String())
-		},
+		Dial: serveAgent(t, agent, creds),
 	})
 	var (
 		mu        sync.Mutex
@@ -202,6 +190,25 @@ func TestManagerKeepsSlowSpeakerWhileBusy(t *testing.T) {
 	defer mu.Unlock()
 	if len(losses) != 0 {
 		t.Errorf("the Manager declared the speaker lost %d times while it applied: %s", len(losses), strings.Join(losses, "; "))
+	}
+}
+
+// serveAgent serves agent's Speaker API over mutual TLS on loopback until
+// the test ends, and returns a Manager's Dial that reaches it for any
+// node address.
+func serveAgent(t *testing.T, agent *speaker.Agent, creds *pki.NodeCredentials) func(context.Context, string) (net.Conn, error) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
+	speakerv1.RegisterSpeakerServer(srv, agent)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", lis.Addr().String())
 	}
 }
 

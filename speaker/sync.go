@@ -109,7 +109,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 				recvErr <- err
 				return
 			}
-			a.heardFrom(id)
+			a.heardFrom(id, in)
 			if hb, ok := in.GetKind().(*speakerv1.Instruction_Heartbeat); ok {
 				// Answered at once, never behind an apply: the CCM
 				// counts a late answer as a lost speaker.

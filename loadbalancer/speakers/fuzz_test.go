@@ -515,7 +515,7 @@ func (h *reportsHarness) stream() {
 		err = h.awaitReady()
 	}
 	if err == nil {
-		if err := h.s.sendSnapshot(ctx, st, addr); err != nil {
+		if err := h.s.sendSnapshot(ctx, st, addr, h.s.m.Heartbeat()); err != nil {
 			h.t.Fatalf("sendSnapshot: %v", err)
 		}
 		h.want.sent, h.want.applied, h.floor, h.sending = 1, 0, 0, true

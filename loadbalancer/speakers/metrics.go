@@ -46,6 +46,11 @@ var (
 		Help:           "Heartbeats the CCM wrote on its streams to the speakers (every speaker answers each with a report).",
 		StabilityLevel: metrics.ALPHA,
 	})
+	heartbeatIntervalSeconds = metrics.NewGauge(&metrics.GaugeOpts{
+		Namespace: "ironlb", Subsystem: "speaker", Name: "heartbeat_interval_seconds",
+		Help:           "Interval between heartbeats on each speaker stream now: speakers.heartbeatInterval, or a multiple of it that keeps all streams within speakers.heartbeatRate.",
+		StabilityLevel: metrics.ALPHA,
+	})
 	reportsReceived = metrics.NewCounter(&metrics.CounterOpts{
 		Namespace: "ironlb", Subsystem: "speaker", Name: "reports_received_total",
 		Help:           "Reports the CCM read from the speakers' streams (heartbeat answers included).",
@@ -84,7 +89,7 @@ func deleteNodeSeries(node string, peers []*speakerv1.BGPPeer) {
 }
 
 // managerMetrics reports the sessions' state at scrape time.
-var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps, reportItemsIgnored, heartbeatsSent, reportsReceived)
+var managerMetrics = scrape.New([]*metrics.Desc{connectedDesc, healthyDesc, infoDesc, lagDesc, bgpUpDesc, bgpRoutesDesc, bfdUpDesc}, lossDetection, bgpFlaps, bfdFlaps, reportItemsIgnored, heartbeatsSent, heartbeatIntervalSeconds, reportsReceived)
 
 func (m *Manager) collectMetrics(ch chan<- metrics.Metric) {
 	for _, n := range m.Nodes() {

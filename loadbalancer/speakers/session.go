@@ -143,7 +143,7 @@ func (s *session) stream(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	wd := newWatchdog(s.m.opts.Heartbeat, s.m.opts.Misses, s.m.isReady)
+	wd := newWatchdog(s.m.Heartbeat(), s.m.opts.Misses, s.m.isReady)
 	go wd.run(ctx, cancel, addr)
 
 	limit := s.reportLimit()
@@ -176,7 +176,7 @@ func (s *session) stream(ctx context.Context) error {
 	if err := s.awaitReady(ctx, wd); err != nil {
 		return err
 	}
-	if err := s.sendSnapshot(ctx, stream, addr); err != nil {
+	if err := s.sendSnapshot(ctx, stream, addr, wd.interval()); err != nil {
 		return err
 	}
 	if in := rn.bundle(); in != nil {
@@ -246,9 +246,10 @@ func (s *session) awaitReady(ctx context.Context, wd *watchdog) error {
 }
 
 // sendSnapshot sends everything desired now, as version 1 of this stream.
-func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string) error {
+// It names the stream's heartbeat interval.
+func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, interval time.Duration) error {
 	s.m.mu.Lock()
-	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp, HeartbeatIntervalMs: uint32(s.m.opts.Heartbeat.Milliseconds())}
+	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp, HeartbeatIntervalMs: uint32(interval.Milliseconds())}
 	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
 		snap.Announcements = append(snap.Announcements, s.desired[a])
 	}
@@ -337,9 +338,10 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 }
 
 // sendLoop sends heartbeats and updates, and keeps the speaker's identity
-// (rn), until the stream fails. It tells wd of every heartbeat written.
+// (rn), until the stream fails. It tells wd of every heartbeat written,
+// and of a new interval (see repace).
 func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, recvErr <-chan error, rn *renewal, wd *watchdog) error {
-	hb := time.NewTicker(s.m.opts.Heartbeat)
+	hb := time.NewTicker(wd.interval())
 	defer hb.Stop()
 	var seq uint64
 	for {
@@ -366,7 +368,7 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 			return cause(ctx, s.streamError(addr, err))
 		case <-hb.C:
 			seq++
-			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: &speakerv1.Heartbeat{Seq: seq}}}
+			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: s.repace(seq, hb, wd)}}
 		case <-s.wake:
 			upd, redial := s.update()
 			if redial {
@@ -517,4 +519,26 @@ func cause(ctx context.Context, err error) error {
 		return c
 	}
 	return err
+}
+
+// repace is the heartbeat seq: at the Manager's interval now, and saying
+// so, when it changed and the speaker takes it (hb and wd move to it);
+// else at the stream's interval.
+func (s *session) repace(seq uint64, hb *time.Ticker, wd *watchdog) *speakerv1.Heartbeat {
+	h := &speakerv1.Heartbeat{Seq: seq}
+	iv := s.m.Heartbeat()
+	if iv == wd.interval() || !s.takesInterval() {
+		return h
+	}
+	hb.Reset(iv)
+	wd.setInterval(iv)
+	h.IntervalMs = uint32(iv.Milliseconds())
+	return h
+}
+
+// takesInterval says whether the speaker takes Heartbeat.interval_ms.
+func (s *session) takesInterval() bool {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return s.state.Has(speakerv1.CapabilityHeartbeatInterval)
 }

@@ -45,6 +45,11 @@ type Options struct {
 	// nothing for Heartbeat×Misses is declared lost.
 	Heartbeat time.Duration
 	Misses    int
+	// HeartbeatRate bounds the heartbeats per second summed over all
+	// streams: with more speakers than it allows at Heartbeat, each stream
+	// uses a multiple of Heartbeat (see DefaultHeartbeatRate). 0 means
+	// DefaultHeartbeatRate; negative means no bound.
+	HeartbeatRate int
 	// RestartGrace is how long a speaker that ended its stream with
 	// ReasonRestarting may take to come back before its VIPs move (see
 	// State.Restarting); default DefaultRestartGrace.
@@ -191,6 +196,10 @@ type Manager struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	// interval is the heartbeat interval of every stream now (see
+	// repaceLocked), a time.Duration.
+	interval atomic.Int64
+
 	// heartbeatsSent and reportsReceived count the messages of every
 	// stream (see Traffic).
 	heartbeatsSent, reportsReceived atomic.Uint64
@@ -214,10 +223,14 @@ func New(ctx context.Context, opts Options) *Manager {
 	if opts.Misses <= 0 {
 		opts.Misses = DefaultMisses
 	}
+	if opts.HeartbeatRate == 0 {
+		opts.HeartbeatRate = DefaultHeartbeatRate
+	}
 	if opts.RestartGrace <= 0 {
 		opts.RestartGrace = DefaultRestartGrace
 	}
 	m := &Manager{opts: opts, ctx: ctx, log: klog.FromContext(ctx).WithName("speakers"), sessions: map[string]*session{}, bgp: map[string]*speakerv1.BGPConfig{}, ready: make(chan struct{})}
+	m.repaceLocked()
 	managerMetrics.Set(m.collectMetrics)
 	return m
 }
@@ -239,15 +252,6 @@ func (m *Manager) changed(node string) {
 		fn(node)
 	}
 }
-
-// LossLimit is how long a speaker may stay silent before it is declared
-// lost.
-func (m *Manager) LossLimit() time.Duration {
-	return m.opts.Heartbeat * time.Duration(m.opts.Misses)
-}
-
-// Heartbeat is the interval between heartbeats.
-func (m *Manager) Heartbeat() time.Duration { return m.opts.Heartbeat }
 
 // SetReady lets sessions send their snapshots. Until then they connect and
 // record the speakers' first reports (what each announces now) but send
@@ -291,6 +295,7 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 	}
 	s.setPeers(s.bgp)
 	m.sessions[node] = s
+	m.repaceLocked()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -313,6 +318,7 @@ func (m *Manager) RemoveNode(node string) {
 		m.mu.Unlock()
 		return
 	}
+	m.repaceLocked()
 	peers := s.bgp.GetPeers()
 	connected := s.state.Connected && m.isReady()
 	if connected {

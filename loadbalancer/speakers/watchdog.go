@@ -66,6 +66,22 @@ func newWatchdogAt(heartbeat time.Duration, misses int, ready func() bool, now f
 	return w
 }
 
+// interval is the heartbeat interval the watchdog watches.
+func (w *watchdog) interval() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.heartbeat
+}
+
+// setInterval watches heartbeats every d from now on (the stream's
+// interval changed, see session.repace); the limit becomes d × misses.
+func (w *watchdog) setInterval(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.heartbeat = d
+	w.limit = d * time.Duration(w.misses)
+}
+
 // yield lets the other goroutines run, then waits recheckPause.
 func yield() {
 	runtime.Gosched()
@@ -151,24 +167,25 @@ func (w *watchdog) silentLocked(now time.Time) time.Duration {
 	return silent
 }
 
+// run checks four times per heartbeat interval (following a change of
+// the interval) until ctx ends or it cancels the stream.
 func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr string) {
-	interval := w.heartbeat / 4
+	interval := w.interval() / 4
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	w.watch(ctx, t.C, interval, cancel, addr)
-}
-
-// watch checks at every tick until ctx ends or it cancels the stream.
-func (w *watchdog) watch(ctx context.Context, ticks <-chan time.Time, interval time.Duration, cancel context.CancelCauseFunc, addr string) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticks:
+		case <-t.C:
 		}
 		if err := w.check(interval, addr); err != nil {
 			cancel(err)
 			return
+		}
+		if iv := w.interval() / 4; iv != interval {
+			interval = iv
+			t.Reset(interval)
 		}
 	}
 }

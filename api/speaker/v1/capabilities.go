@@ -37,6 +37,9 @@ const (
 	// stopped (SIGTERM) without withdrawing anything: its node goes on
 	// delivering its VIPs' traffic while a new process takes over.
 	CapabilityRestart = "restart"
+	// CapabilityHeartbeatInterval takes Heartbeat.interval_ms as the
+	// stream's heartbeat interval from then on.
+	CapabilityHeartbeatInterval = "heartbeat-interval"
 )
 
 // LegacyCapabilities are those of a speaker that lists none: it predates

@@ -1068,8 +1068,15 @@ func (x *BGPAdvertisement) GetMed() uint32 {
 
 // Heartbeat proves the CCM and the stream are alive; the speaker answers at once.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// interval_ms, when not 0, is the stream's heartbeat interval from now
+	// on, replacing Snapshot.heartbeat_interval_ms: the CCM spreads its
+	// heartbeats over more speakers by sending each fewer (see the CCM's
+	// speakers.heartbeatRate), and says so in the first heartbeat at the
+	// new interval. Sent only to speakers with the "heartbeat-interval"
+	// capability; others keep their snapshot's interval on that stream.
+	IntervalMs    uint32 `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1114,13 @@ func (*Heartbeat) Descriptor() ([]byte, []int) {
 func (x *Heartbeat) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetIntervalMs() uint32 {
+	if x != nil {
+		return x.IntervalMs
 	}
 	return 0
 }
@@ -1833,9 +1847,11 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"local_pref\x18\x05 \x01(\rH\x00R\tlocalPref\x88\x01\x01\x12\x15\n" +
 	"\x03med\x18\x06 \x01(\rH\x01R\x03med\x88\x01\x01B\r\n" +
 	"\v_local_prefB\x06\n" +
-	"\x04_med\"\x1d\n" +
+	"\x04_med\">\n" +
 	"\tHeartbeat\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xbd\x04\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
+	"\vinterval_ms\x18\x02 \x01(\rR\n" +
+	"intervalMs\"\xbd\x04\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12#\n" +
