@@ -212,7 +212,10 @@ func (s *session) end() {
 }
 
 func (s *session) dial(addr string, peer *pki.Peer) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.Identity.ClientTLSConfig(s.node, peer)))}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.Identity.ClientTLSConfig(s.node, peer))),
+		grpc.WithInitialWindowSize(speakerv1.StreamWindow), grpc.WithInitialConnWindowSize(speakerv1.StreamWindow),
+	}
 	if s.m.opts.Dial != nil {
 		opts = append(opts, grpc.WithContextDialer(s.m.opts.Dial))
 	}

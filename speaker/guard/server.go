@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
 // ServerOptions are the speaker's gRPC server options: mutual TLS (tlsCfg)
@@ -26,5 +28,6 @@ func ServerOptions(tlsCfg *tls.Config, ccm []netip.Prefix) []grpc.ServerOption {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second}),
 		grpc.MaxConcurrentStreams(16),
+		grpc.InitialWindowSize(speakerv1.StreamWindow), grpc.InitialConnWindowSize(speakerv1.StreamWindow),
 	}
 }

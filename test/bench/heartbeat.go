@@ -17,7 +17,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
@@ -29,6 +28,7 @@ import (
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/pki/pkitest"
 	"github.com/ironlb/ironlb/speaker"
+	"github.com/ironlb/ironlb/speaker/guard"
 )
 
 // The heartbeat group measures what the CCM's heartbeats cost at 500
@@ -317,7 +317,7 @@ func serveSpeakers(spec string) error {
 		if err != nil {
 			return err
 		}
-		srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(creds.ServerTLSConfig())))
+		srv := grpc.NewServer(guard.ServerOptions(creds.ServerTLSConfig(), nil)...) // as ironlb-speaker serves
 		speakerv1.RegisterSpeakerServer(srv, agent)
 		go func() { _ = srv.Serve(lis) }()
 	}
