@@ -40,8 +40,8 @@ func (s *session) acceptor(gen uint64) acceptor {
 		}
 		return acc
 	}
-	vips := s.nodeVIPs()
 	acc.vips = func(addrs []netip.Addr) []bool {
+		vips := s.nodeVIPs() // only for a report naming VIPs: not for heartbeat answers
 		ok := make([]bool, len(addrs))
 		for i, a := range addrs {
 			ok[i] = vips[a]

@@ -34,9 +34,9 @@ const stallSlack = 10 * time.Millisecond
 // it is still silent after the watchdog yielded for a moment, so that a
 // receive goroutine holding its report could record it, and that moment
 // was not much longer than asked for (else the CCM is starved: the
-// overrun is its stall, and the next check decides). A watchdog tick
-// that comes late (the CCM stalled) does not count the stall as the
-// speaker's silence.
+// overrun is its stall, and the next check decides). A pass that comes
+// late (the CCM stalled) does not count the stall as the speaker's
+// silence.
 type watchdog struct {
 	heartbeat, limit time.Duration
 	misses           int
@@ -51,7 +51,6 @@ type watchdog struct {
 	beating  bool      // heartbeats flow (the send loop runs)
 	sent     int       // heartbeats written since the last report
 	sending  time.Time // when the Send in progress began; zero: none
-	lastTick time.Time // the previous check; zero before the first
 }
 
 func newWatchdog(heartbeat time.Duration, misses int, ready func() bool) *watchdog {
@@ -121,20 +120,31 @@ func (w *watchdog) sendEnds() {
 	w.mu.Unlock()
 }
 
-// tick is one periodic check at now, every interval; it reports how long
-// the speaker has been silent when it seems lost (zero otherwise). A tick
-// later than two intervals moves the speaker's last report on by the
+// tick is the check at now of a pass due at due; it reports how long the
+// speaker has been silent when it seems lost (zero otherwise). A pass
+// later than a quarter interval moves the speaker's last report on by the
 // delay: the CCM stalled, the speaker's answers may wait unread.
-func (w *watchdog) tick(now time.Time, interval time.Duration) time.Duration {
+func (w *watchdog) tick(now, due time.Time) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.lastTick.IsZero() {
-		if late := now.Sub(w.lastTick) - interval; late > interval {
-			w.last = w.last.Add(late)
-		}
+	if late := now.Sub(due); late > w.heartbeat/4 {
+		w.last = w.last.Add(late)
 	}
-	w.lastTick = now
 	return w.silentLocked(now)
+}
+
+// next is when the pass after one at now is due: when the speaker's
+// silence would pass the limit, and no sooner than a quarter interval
+// from now (a silent speaker whose heartbeats are not all written yet is
+// checked again at that pace).
+func (w *watchdog) next(now time.Time) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	due := w.last.Add(w.limit + time.Millisecond)
+	if soonest := now.Add(w.heartbeat / 4); due.Before(soonest) {
+		return soonest
+	}
+	return due
 }
 
 // stalled moves the speaker's last report on by d, a stall of the CCM's
@@ -167,11 +177,13 @@ func (w *watchdog) silentLocked(now time.Time) time.Duration {
 	return silent
 }
 
-// run checks four times per heartbeat interval (following a change of
-// the interval) until ctx ends or it cancels the stream.
+// run makes a pass whenever the speaker's silence could pass the limit
+// (see next), not on a fixed tick: a speaker that answers every heartbeat
+// costs the CCM one timer wake-up per limit, not one per quarter
+// interval. It ends when ctx does or it cancels the stream.
 func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr string) {
-	interval := w.interval() / 4
-	t := time.NewTicker(interval)
+	due := w.next(w.now())
+	t := time.NewTimer(time.Until(due))
 	defer t.Stop()
 	for {
 		select {
@@ -179,25 +191,24 @@ func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr
 			return
 		case <-t.C:
 		}
-		if err := w.check(interval, addr); err != nil {
+		if err := w.check(due, addr); err != nil {
 			cancel(err)
 			return
 		}
-		if iv := w.interval() / 4; iv != interval {
-			interval = iv
-			t.Reset(interval)
-		}
+		now := w.now()
+		due = w.next(now)
+		t.Reset(due.Sub(now))
 	}
 }
 
-// check is one pass, every interval: an error when the speaker is lost.
-func (w *watchdog) check(interval time.Duration, addr string) error {
+// check is the pass due at due: an error when the speaker is lost.
+func (w *watchdog) check(due time.Time, addr string) error {
 	watchdogPasses.Add(1)
 	if !w.ready() {
 		w.seen()
 		return nil
 	}
-	if w.tick(w.now(), interval) == 0 {
+	if w.tick(w.now(), due) == 0 {
 		return nil
 	}
 	before := w.now()

@@ -93,9 +93,15 @@ func TestWatchdogRules(t *testing.T) {
 				}
 			}
 			var got time.Duration
-			for _, at := range tc.checks {
+			for i, at := range tc.checks {
 				now = start.Add(at)
-				if err := w.check(interval, "192.0.2.1:7473"); err != nil {
+				// Each pass was due a quarter interval after the one
+				// before (on time unless the checks skip ahead).
+				due := now
+				if i > 0 {
+					due = start.Add(tc.checks[i-1] + interval)
+				}
+				if err := w.check(due, "192.0.2.1:7473"); err != nil {
 					got = at
 					t.Logf("lost at %s: %v", at, err)
 					break
@@ -103,6 +109,31 @@ func TestWatchdogRules(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("declared lost at check %s, want %s (0: never)", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWatchdogNext: a pass is due when the silence would pass the limit
+// (heartbeat 80 ms × 3), no sooner than a quarter interval from now.
+func TestWatchdogNext(t *testing.T) {
+	start := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name      string
+		reportAt  time.Duration // the speaker's last report
+		now, want time.Duration
+	}{
+		{name: "just reported", reportAt: 0, now: 0, want: 241 * time.Millisecond},
+		{name: "reported a while ago", reportAt: 100 * time.Millisecond, now: 200 * time.Millisecond, want: 341 * time.Millisecond},
+		{name: "silent past the limit: a quarter interval on", reportAt: 0, now: 300 * time.Millisecond, want: 320 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := start.Add(tc.reportAt)
+			w := newWatchdogAt(80*time.Millisecond, 3, func() bool { return true }, func() time.Time { return now }, func() {})
+			w.seen()
+			now = start.Add(tc.now)
+			if got := w.next(now).Sub(start); got != tc.want {
+				t.Errorf("next(%s) = %s, want %s", tc.now, got, tc.want)
 			}
 		})
 	}

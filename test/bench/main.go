@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -21,7 +22,18 @@ func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
 	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, chaos, scale); empty runs all but chaos (make chaos) and scale")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to the file (for groups measured in-process, such as heartbeat)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	if *gobench != "" {
 		if err := summarizeGoBench(*gobench); err != nil {
