@@ -69,6 +69,8 @@ func (a *Agent) capabilities() []string {
 type Agent struct {
 	speakerv1.UnimplementedSpeakerServer
 
+	maintainEvery time.Duration // Run's pass interval (WithMaintainInterval)
+
 	node       string
 	defaultIfc string
 	open       AnnouncerFactory
@@ -178,23 +180,24 @@ func WithInterfaceLookup(fn func(name string) (*net.Interface, error)) Option {
 // interface are announced on defaultInterface.
 func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Logger, opts ...Option) *Agent {
 	a := &Agent{
-		node:       node,
-		defaultIfc: defaultInterface,
-		open:       open,
-		log:        log,
-		local:      NodeAddresses,
-		interfaces: net.InterfaceByName,
-		vips:       map[netip.Addr]*vip{},
-		announcers: map[string]*openAnnouncer{},
-		openErr:    map[string]error{},
-		streams:    map[uint64]*streamState{},
-		changed:    make(chan struct{}),
-		lastTick:   time.Now(),
-		now:        time.Now,
-		yieldKick:  make(chan struct{}, 1),
-		toYield:    map[netip.Addr]bool{},
-		probeMin:   probeBackoffMin,
-		probeMax:   probeBackoffMax,
+		node:          node,
+		defaultIfc:    defaultInterface,
+		open:          open,
+		log:           log,
+		local:         NodeAddresses,
+		interfaces:    net.InterfaceByName,
+		vips:          map[netip.Addr]*vip{},
+		announcers:    map[string]*openAnnouncer{},
+		openErr:       map[string]error{},
+		streams:       map[uint64]*streamState{},
+		changed:       make(chan struct{}),
+		lastTick:      time.Now(),
+		maintainEvery: maintainInterval,
+		now:           time.Now,
+		yieldKick:     make(chan struct{}, 1),
+		toYield:       map[netip.Addr]bool{},
+		probeMin:      probeBackoffMin,
+		probeMax:      probeBackoffMax,
 	}
 	for _, o := range opts {
 		o(a)
