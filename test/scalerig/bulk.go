@@ -30,7 +30,7 @@ func (r *Rig) Bulk(ctx context.Context, m int) error {
 	if err := scale.CreateServices(ctx, r.CP.Client, Namespace, "bulk", m, shape); err != nil {
 		return err
 	}
-	wants, at, err := r.waitAnnounced(ctx, 10*time.Minute)
+	wants, at, err := r.waitAnnounced(ctx, time.Minute+time.Duration(m)*50*time.Millisecond)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,11 @@ const (
 	// peerAddress is the BGPPeer's router: nobody listens there, the
 	// simulated speakers report the session Established.
 	peerAddress = "203.0.113.254"
+	// routerID is every node's BGP identifier: nodes beyond 508 have
+	// only IPv6 addresses, and the default (the node's IPv4 InternalIP)
+	// would leave them without one. The simulated sessions reach no
+	// router, so one identifier for all does no harm.
+	routerID = "203.0.113.2"
 	// Namespace holds the rig's Services.
 	Namespace = "default"
 	// localEvery: every localEvery-th Service is a BGP one with
@@ -88,8 +93,8 @@ spec:
 apiVersion: ironlb.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: scale-router}
-spec: {peerAddress: "%s", peerASN: 64512, myASN: 64513}
-`, l2PoolName, L2Pool, bgpPoolName, BGPPool, peerAddress)
+spec: {peerAddress: "%s", peerASN: 64512, myASN: 64513, routerID: "%s"}
+`, l2PoolName, L2Pool, bgpPoolName, BGPPool, peerAddress, routerID)
 	return rig.Eventually(30*time.Second, func() error {
 		out, err := r.CP.KubectlStdin(ctx, objs, "apply", "-f", "-")
 		if err != nil {
