@@ -2,12 +2,14 @@ package scalerig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -61,13 +63,17 @@ func (r *Rig) measureCPU(ctx context.Context, what string, d time.Duration, work
 		return err
 	}
 	profiled := make(chan error, 1)
+	stopOwn := func() error { return nil }
 	if r.opts.ProfileDir != "" {
 		go func() { profiled <- r.profileCCM(ctx, d, r.Name+"_"+what+".pprof") }()
+		if stopOwn, err = profileOwn(filepath.Join(r.opts.ProfileDir, r.Name+"_"+what+"_rig.pprof")); err != nil {
+			return err
+		}
 	} else {
 		profiled <- nil
 	}
 	werr := work()
-	perr := <-profiled
+	perr := errors.Join(<-profiled, stopOwn())
 	if werr != nil {
 		return werr
 	}
@@ -82,6 +88,26 @@ func (r *Rig) measureCPU(ctx context.Context, what string, d time.Duration, work
 	r.report("apiserver_cpu_"+what+"_pct", pct[1], "%")
 	r.logf("%s over %s: CCM %.1f%%, kube-apiserver %.1f%%, simulated speakers (and the rig) %.1f%% of one core", what, d, pct[0], pct[1], pct[2])
 	return nil
+}
+
+// profileOwn starts a CPU profile of this process (the simulated
+// speakers and the rig) into path; the returned func stops it.
+func profileOwn(path string) (func() error, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("profiling the rig: %w", err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("profiling the rig: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("profiling the rig: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // Idle reports the CCM's and the API server's CPU (percent of one core)
