@@ -3,7 +3,10 @@ package scalerig
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,23 +43,23 @@ func (r *Rig) placed() placement {
 	return out
 }
 
-// moved counts the VIPs of before whose placement differs in after.
-func moved(before, after placement) int {
-	n := 0
-	for a, b := range before {
-		c := after[a]
-		if len(c) != len(b) {
-			n++
-			continue
-		}
+// moved returns the VIPs of before whose placement differs in after,
+// each described.
+func moved(before, after placement) []string {
+	var out []string
+	for _, a := range slices.SortedFunc(maps.Keys(before), netip.Addr.Compare) {
+		b, c := before[a], after[a]
+		same := len(c) == len(b)
 		for node, at := range b {
 			if got, ok := c[node]; !ok || !got.Equal(at) {
-				n++
-				break
+				same = false
 			}
 		}
+		if !same {
+			out = append(out, fmt.Sprintf("%s on %v, then %v", a, slices.Sorted(maps.Keys(b)), slices.Sorted(maps.Keys(c))))
+		}
 	}
-	return n
+	return out
 }
 
 // Handover stops the leading CCM gracefully (SIGTERM) with the standby
@@ -120,7 +123,11 @@ func (r *Rig) Handover(ctx context.Context) (int, error) {
 	if _, err := r.touched(r.counts()); err != nil {
 		return 0, err
 	}
-	n := moved(before, r.placed())
+	m := moved(before, r.placed())
+	n := len(m)
+	if n > 0 {
+		r.logf("moved or announced again: %s", strings.Join(m[:min(n, 5)], "; "))
+	}
 	r.logf("handover to %s (Lease acquired %s after SIGTERM): every speaker had its snapshot %s after SIGTERM; %d VIPs moved",
 		leader, acquired.Sub(stopped).Round(time.Millisecond), last.Sub(stopped).Round(time.Millisecond), n)
 	r.report("handover_s", last.Sub(stopped).Seconds(), "s")
