@@ -139,6 +139,25 @@ bench: deps controlplane cluster-tools ## Allocator micro-benchmarks and end-to-
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
 
+# The scale figures (test/scalerig: the shipped CCM and a standby, simulated
+# speakers, half the Services layer 2 and half BGP) at each point of
+# SCALE_POINTS, <nodes>x<Services>. Issue 24's grid is 100, 300 and 1000
+# nodes × 1000, 3000 and 10000 Services; the default runs its diagonal (a
+# 300×1000 point takes about 2 minutes, 1000×10000 much longer). The BENCH
+# lines also go to $(CACHE)/scale.txt. Nodes beyond 508 take IPv6
+# addresses. make test runs a short version (TestScale in test/scalerig).
+SCALE_POINTS ?= 100x1000 300x3000 1000x10000
+.PHONY: scale
+scale: deps controlplane cluster-tools ## Scale figures at SCALE_POINTS (nodes x Services), as BENCH lines.
+	@mkdir -p $(CACHE)
+	$(GO) build -o $(CACHE)/scalebench ./test/bench
+	@: > $(CACHE)/scale.txt
+	@set -eo pipefail; for p in $(SCALE_POINTS); do \
+		echo "scale: $${p%x*} nodes, $${p#*x} Services" >&2; \
+		$(CACHE)/scalebench -only scale -scale-nodes $${p%x*} -scale-services $${p#*x} \
+			-scale-node-prefixes 198.51.100.0/24,192.0.2.0/24,2001:db8:100::/112 | tee -a $(CACHE)/scale.txt; \
+	done
+
 # The full chaos suite: 100 kills of the leading CCM during churn of ~500
 # Services on ~600 addresses, ten blips of the CCM's network, a 60 s
 # kube-apiserver outage and leader handovers (about 30 minutes). make test

@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ironlb/ironlb/test/procs"
 	"github.com/ironlb/ironlb/test/rig"
 )
 
@@ -338,36 +337,15 @@ func bfdCPU(ctx context.Context, x *bgpBench) error {
 
 // cpuFraction is the share of one core process pid used over d.
 func cpuFraction(pid int, d time.Duration) (float64, error) {
-	t0, err := cpuTime(pid)
+	t0, err := procs.CPUTime(pid)
 	if err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	time.Sleep(d)
-	t1, err := cpuTime(pid)
+	t1, err := procs.CPUTime(pid)
 	if err != nil {
 		return 0, err
 	}
 	return (t1 - t0).Seconds() / time.Since(start).Seconds(), nil
-}
-
-// cpuTime is the user and system time of process pid.
-func cpuTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command (which may hold spaces) in parentheses.
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
-	}
-	const hz = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / hz, nil
 }

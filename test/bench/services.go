@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/controlplane"
+	"github.com/ironlb/ironlb/test/procs"
 	"github.com/ironlb/ironlb/test/rig"
 	"github.com/ironlb/ironlb/test/scale"
 )
@@ -134,23 +134,8 @@ func servicesTrial(ctx context.Context, class string) (scale.Result, int64, floa
 		}
 		total += v
 	}
-	peak, err := peakRSS(ccm.Pid())
+	peak, err := procs.PeakRSS(ccm.Pid())
 	return res, peak, total / services, err
-}
-
-// peakRSS reads a process's peak resident set size (VmHWM) in bytes.
-func peakRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
 // extraCCMArgs are flags added to the shipped ones from $IRONLB_BENCH_CCM_ARGS,
