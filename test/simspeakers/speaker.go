@@ -44,6 +44,9 @@ type Speaker struct {
 	runStopped chan struct{}
 }
 
+// maintainEvery is the simulated agents' Run pass interval.
+const maintainEvery = 5 * time.Second
+
 // startSpeaker starts node's speaker: its agent, and a gRPC server on
 // lis. caFile and tokenFile are what its pod would have mounted.
 func startSpeaker(node string, addr netip.Addr, index int, caFile, tokenFile string, lis net.Listener, log logr.Logger) (*Speaker, error) {
@@ -60,6 +63,10 @@ func startSpeaker(node string, addr netip.Addr, index int, caFile, tokenFile str
 	open := func(*net.Interface, func(speaker.Claim)) (speaker.Announcer, error) { return s.Recorder, nil }
 	s.agent = speaker.NewAgent(node, simInterface, open, log,
 		speaker.WithBGP(s.BGP), speaker.WithCredentials(creds),
+		// A thousand agents share one host: a pass each per 500 ms (the
+		// interfaces listed, BGP polled) would load the machine more
+		// than the CCM under test. Their interfaces never change.
+		speaker.WithMaintainInterval(maintainEvery),
 		speaker.WithInterfaceLookup(func(name string) (*net.Interface, error) {
 			if name != simInterface {
 				return nil, fmt.Errorf("route ip+net: no such network interface %q", name)
