@@ -106,6 +106,7 @@ type Agent struct {
 	closed     bool
 	ending     error         // why closed: errClosing or errRestarting
 	changed    chan struct{} // closed and replaced when the reported state changes
+	gen        uint64        // counts the reported state's changes (notifyLocked)
 	lastTick   time.Time     // last pass of Run, for liveness
 	heard      time.Time     // last instruction of the followed stream
 	hbInterval time.Duration // the followed stream's heartbeat interval; 0: never cut off
@@ -208,6 +209,7 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 // notifyLocked wakes the streams so they report the new state; a.mu is
 // held.
 func (a *Agent) notifyLocked() {
+	a.gen++
 	close(a.changed)
 	a.changed = make(chan struct{})
 }
@@ -327,6 +329,9 @@ func (a *Agent) reportLocked(id uint64, full bool) *speakerv1.Report {
 	}
 	if s := a.streams[id]; s != nil {
 		r.IgnoredInstructions = s.ignored
+		if full {
+			s.fullGen = a.gen
+		}
 	}
 	if a.stream == id {
 		r.AppliedVersion = a.applied

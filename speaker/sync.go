@@ -23,6 +23,9 @@ type streamState struct {
 	// lastHeard is when the stream last sent an instruction (heartbeats
 	// included).
 	lastHeard time.Time
+	// fullGen is the agent's state generation (Agent.gen) when the
+	// stream's latest full report was taken.
+	fullGen uint64
 }
 
 // instructionQueue bounds the instructions read from a stream but not yet
@@ -98,7 +101,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 	sendMu.Lock()
 	lastFull = first
 	sendMu.Unlock()
-	go a.reportChanges(ctx, changed, sendIfChanged)
+	go a.reportChanges(ctx, id, changed, sendIfChanged)
 
 	instructions := make(chan *speakerv1.Instruction, instructionQueue)
 	recvErr := make(chan error, 1)
@@ -263,9 +266,11 @@ func resultOf(err error) string {
 	return "refused"
 }
 
-// reportChanges sends a report whenever the agent's state changes (ch,
-// then the channels that replace it, close), until ctx ends.
-func (a *Agent) reportChanges(ctx context.Context, ch <-chan struct{}, sendIfChanged func() error) {
+// reportChanges sends stream id a report whenever the agent's state
+// changes (ch, then the channels that replace it, close), until ctx ends;
+// not when the stream's latest full report already shows the state of
+// now (an apply's answer does): building one is O(VIPs).
+func (a *Agent) reportChanges(ctx context.Context, id uint64, ch <-chan struct{}, sendIfChanged func() error) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -276,7 +281,12 @@ func (a *Agent) reportChanges(ctx context.Context, ch <-chan struct{}, sendIfCha
 		// was taken closes it, and is not missed.
 		a.mu.Lock()
 		ch = a.changed
+		s := a.streams[id]
+		current := s != nil && s.fullGen == a.gen
 		a.mu.Unlock()
+		if current {
+			continue
+		}
 		if err := sendIfChanged(); err != nil {
 			return
 		}
