@@ -127,6 +127,12 @@ func (a *Agent) heardFrom(id uint64, in *speakerv1.Instruction) {
 func (a *Agent) timers(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	// The VIPs are scanned for due probes only when kicked (a new
+	// conflict kicks) or when the earliest known probe is due, not at
+	// every wake-up for the cut-off deadline, which every heartbeat moves:
+	// a scan is O(VIPs).
+	scan := true
+	var probeDue time.Time // the earliest probe found by the last scan; zero: none
 	for {
 		now := a.now()
 		a.mu.Lock()
@@ -151,17 +157,24 @@ func (a *Agent) timers(ctx context.Context) {
 		if !cut && a.hbInterval > 0 {
 			next = a.heard.Add(a.cutOffAfterLocked() + time.Millisecond)
 		}
-		for addr, v := range a.vips {
-			if v.state != stateConflict || a.closed {
-				continue
-			}
-			if !v.probeAt.After(now) {
-				due = append(due, addr)
-			} else if next.IsZero() || v.probeAt.Before(next) {
-				next = v.probeAt
+		if scan || !probeDue.IsZero() && !probeDue.After(now) {
+			probeDue = time.Time{}
+			for addr, v := range a.vips {
+				if v.state != stateConflict || a.closed {
+					continue
+				}
+				if !v.probeAt.After(now) {
+					due = append(due, addr)
+				} else if probeDue.IsZero() || v.probeAt.Before(probeDue) {
+					probeDue = v.probeAt
+				}
 			}
 		}
+		if !probeDue.IsZero() && (next.IsZero() || probeDue.Before(next)) {
+			next = probeDue
+		}
 		a.mu.Unlock()
+		scan = false
 		if len(yield) > 0 {
 			a.yield(yield)
 		}
@@ -169,6 +182,7 @@ func (a *Agent) timers(ctx context.Context) {
 			a.reprobe(due)
 		}
 		if len(yield) > 0 || len(due) > 0 {
+			scan = true
 			continue
 		}
 		wait := time.Hour
@@ -180,6 +194,7 @@ func (a *Agent) timers(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.yieldKick:
+			scan = true
 			if !t.Stop() {
 				select {
 				case <-t.C:
