@@ -39,6 +39,7 @@ type Speakers interface {
 	State(node string) (speakers.State, bool)
 	SetBGP(node string, cfg *speakerv1.BGPConfig)
 	OnChange(fn func(node string))
+	OnBGPChange(fn func(node string))
 }
 
 // statusDelay batches status writes: sessions of many nodes coming up at
@@ -112,7 +113,10 @@ func New(dyn dynamic.Interface, client kubernetes.Interface, namespace string, s
 	if _, err := c.secretsI.AddEventHandler(resyncAll); err != nil {
 		return nil, fmt.Errorf("watching Secrets in %s: %w", namespace, err)
 	}
+	// Connection changes and the sessions' own changes (states, routes)
+	// both show in the status.
 	sp.OnChange(func(string) { c.touchAll() })
+	sp.OnBGPChange(func(string) { c.touchAll() })
 	return c, nil
 }
 

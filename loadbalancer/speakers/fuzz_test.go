@@ -40,8 +40,8 @@ import (
 // and record's say the reports make it (see reportsModel), State must return
 // copies, reports of other streams must change nothing, the speaker's
 // metrics must gather as /metrics does, OnChange must fire
-// exactly when connection, health, the failed VIPs or the BGP sessions
-// changed, and a deleted node's session must close exactly when its speaker
+// exactly when connection, health or the failed VIPs changed, OnBGPChange
+// exactly when the BGP sessions changed, and a deleted node's session must close exactly when its speaker
 // confirmed it withdrew everything.
 func FuzzReports(f *testing.F) {
 	for _, seed := range reportSeeds() {
@@ -295,6 +295,8 @@ type reportsModel struct {
 	connected, reported, healthy bool
 	announcing, initial          []netip.Addr
 	failed                       map[string]string
+	conflicts                    map[string]string // canonical address → claimant (unknownMAC: the reader names none)
+	yielded                      []netip.Addr
 	applied, sent                uint64
 	version                      string
 	capabilities                 []string
@@ -302,9 +304,10 @@ type reportsModel struct {
 	fenced, stopped              bool
 	peers                        map[string]bool // configured on the speaker: only their sessions count
 
-	changes  int  // OnChange calls so far
-	draining bool // the Node was deleted while its speaker was connected
-	drained  bool // a report confirmed that the draining speaker withdrew everything
+	changes    int  // OnChange calls so far
+	bgpChanges int  // OnBGPChange calls so far
+	draining   bool // the Node was deleted while its speaker was connected
+	drained    bool // a report confirmed that the draining speaker withdrew everything
 }
 
 // record takes in r as the session should; it returns whether OnChange is
@@ -330,10 +333,11 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool, placed map[netip.
 		// with configured peers, each once; text clipped.
 		known := func(a netip.Addr) bool {
 			_, failed := m.failed[a.String()]
-			return placed == nil || placed[a] || failed || slices.Contains(m.initial, a) || slices.Contains(m.announcing, a)
+			_, conflict := m.conflicts[a.String()]
+			return placed == nil || placed[a] || failed || conflict || slices.Contains(m.initial, a) || slices.Contains(m.announcing, a) || slices.Contains(m.yielded, a)
 		}
-		var announcing []netip.Addr
-		failed := map[string]string{}
+		var announcing, yielded []netip.Addr
+		failed, conflicts := map[string]string{}, map[string]string{}
 		seen := map[netip.Addr]bool{}
 		for _, v := range r.GetVips() {
 			a, err := netip.ParseAddr(v.GetAddress())
@@ -349,10 +353,16 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool, placed map[netip.
 				announcing = append(announcing, a)
 			case speakerv1.VIPStatus_FAILED:
 				failed[a.String()] = clip(v.GetError(), maxTextLen)
+			case speakerv1.VIPStatus_CONFLICT:
+				conflicts[a.String()] = unknownMAC // the reader names no claimant
+			case speakerv1.VIPStatus_YIELDED:
+				yielded = append(yielded, a)
 			}
 		}
 		m.announcing = announcing
-		changed = !maps.Equal(failed, m.failed)
+		slices.SortFunc(yielded, netip.Addr.Compare)
+		changed = !maps.Equal(failed, m.failed) || !maps.Equal(conflicts, m.conflicts) || !slices.Equal(yielded, m.yielded)
+		m.conflicts, m.yielded = conflicts, yielded
 		m.failed = failed
 		m.healthy = true
 		hasDefault := slices.ContainsFunc(r.GetInterfaces(), (*speakerv1.InterfaceStatus).GetDefault)
@@ -369,7 +379,7 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool, placed map[netip.
 		}
 		if !slices.EqualFunc(sessions, m.bgp, protoEqual) {
 			m.bgp = sessions
-			changed = true
+			m.bgpChanges++
 		}
 	}
 	m.connected, m.reported = true, true
@@ -444,15 +454,16 @@ type reportsHarness struct {
 	s    *session
 	stop context.CancelFunc
 
-	want     reportsModel
-	changes  int                 // OnChange calls seen
-	sending  bool                // the snapshot went out: CCM changes are sent at once
-	removed  bool                // RemoveNode was called
-	over     bool                // the session ended
-	floor    uint64              // Applied at the last check: it must not go back on a stream
-	reports  int                 // reports taken in, for messages
-	awaiting []*speakerv1.Report // reports that arrived before the leader was ready
-	last     *speakerv1.Report   // the last report, for messages
+	want       reportsModel
+	changes    int                 // OnChange calls seen
+	bgpChanges int                 // OnBGPChange calls seen
+	sending    bool                // the snapshot went out: CCM changes are sent at once
+	removed    bool                // RemoveNode was called
+	over       bool                // the session ended
+	floor      uint64              // Applied at the last check: it must not go back on a stream
+	reports    int                 // reports taken in, for messages
+	awaiting   []*speakerv1.Report // reports that arrived before the leader was ready
+	last       *speakerv1.Report   // the last report, for messages
 }
 
 func newReportsHarness(t *testing.T, data []byte) *reportsHarness {
@@ -471,6 +482,7 @@ func newReportsHarness(t *testing.T, data []byte) *reportsHarness {
 		}
 		h.changes++
 	})
+	h.m.OnBGPChange(func(string) { h.bgpChanges++ })
 	if in.byte()&1 != 0 {
 		h.m.SetReady()
 	}
@@ -759,6 +771,9 @@ func (h *reportsHarness) check() {
 	}
 	if h.changes != h.want.changes {
 		h.t.Fatalf("after report %d (%v): %d OnChange calls, want %d", h.reports, h.last, h.changes, h.want.changes)
+	}
+	if h.bgpChanges != h.want.bgpChanges {
+		h.t.Fatalf("after report %d (%v): %d OnBGPChange calls, want %d", h.reports, h.last, h.bgpChanges, h.want.bgpChanges)
 	}
 	select {
 	case <-h.s.drained:

@@ -14,13 +14,17 @@ import (
 
 // record takes in a report of stream gen: it is checked against what this
 // CCM configured and bounded (summarize) without the Manager's lock, then
-// the summary is applied under it. It reports whether connection, health,
-// the failed VIPs or the BGP sessions changed.
+// the summary is applied under it. It reports whether connection, health
+// or the failed VIPs changed (see OnChange); a change of the BGP sessions
+// alone goes to the OnBGPChange functions, which it calls.
 func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 	sum := summarize(r, s.acceptor(gen))
 	var lines []logLine
-	changed := s.apply(gen, sum, &lines)
+	changed, bgp := s.apply(gen, sum, &lines)
 	s.emit(lines)
+	if bgp {
+		s.m.bgpChanged(s.node)
+	}
 	return changed
 }
 
@@ -89,12 +93,14 @@ func (s *session) nodeVIPCount() int {
 }
 
 // apply takes in the summary of a report of stream gen; m.mu is taken.
-// Log lines go to lines, for after the lock.
-func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) bool {
+// Log lines go to lines, for after the lock. It reports whether
+// connection, health or the failed VIPs changed, and whether the BGP
+// sessions did.
+func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) (changed, bgp bool) {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	if gen != s.gen {
-		return false
+		return false, false
 	}
 	s.taken = gen
 	for _, why := range ignoreReasons {
@@ -126,7 +132,7 @@ func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) bool {
 		if !slices.EqualFunc(sum.bgp, s.state.BGPSessions, func(a, b *speakerv1.BGPSessionStatus) bool { return proto.Equal(a, b) }) {
 			*lines = append(*lines, s.recordFlaps(sum.bgp)...)
 			s.state.BGPSessions = sum.bgp
-			failedChanged = true
+			bgp = true
 		}
 	}
 	s.state.Connected = true
@@ -141,13 +147,13 @@ func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) bool {
 	if !before.Connected {
 		s.state.Since = now
 		*lines = append(*lines, logLine{always: true, msg: "Speaker connected", kv: []any{"healthy", s.state.Healthy, "announcing", len(s.state.Announcing), "version", s.state.Version, "capabilities", s.state.Capabilities}})
-		return true
+		return true, bgp
 	}
 	if before.Healthy != s.state.Healthy {
 		*lines = append(*lines, logLine{msg: "Speaker health changed", kv: []any{"healthy", s.state.Healthy, "problem", s.state.Problem}})
-		return true
+		return true, bgp
 	}
-	return failedChanged
+	return failedChanged, bgp
 }
 
 // recordFlaps counts the BGP sessions that were Established and are not

@@ -191,6 +191,7 @@ type Manager struct {
 	sessions map[string]*session
 	bgp      map[string]*speakerv1.BGPConfig // each node's BGP set-up, kept for sessions not made yet
 	onChange []func(node string)
+	onBGP    []func(node string)
 	wg       sync.WaitGroup
 
 	ready     chan struct{}
@@ -242,6 +243,26 @@ func (m *Manager) OnChange(fn func(node string)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.onChange = append(m.onChange, fn)
+}
+
+// OnBGPChange registers fn to be called (like OnChange's) when the BGP
+// sessions a speaker reports changed: their states, and the routes they
+// advertise, which change with every BGP VIP. OnChange does not fire for
+// those: a planner that re-planned every VIP on each would do O(VIPs) work
+// per node for every BGP Service created.
+func (m *Manager) OnBGPChange(fn func(node string)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onBGP = append(m.onBGP, fn)
+}
+
+func (m *Manager) bgpChanged(node string) {
+	m.mu.Lock()
+	fns := slices.Clone(m.onBGP)
+	m.mu.Unlock()
+	for _, fn := range fns {
+		fn(node)
+	}
 }
 
 func (m *Manager) changed(node string) {
