@@ -131,7 +131,13 @@ func (a *Agent) pollBGP() bool {
 	}
 	a.mu.Lock()
 	failed := a.bgpErr != nil
-	d, derr := a.desiredBGPLocked()
+	var (
+		d    bgp.Desired
+		derr error
+	)
+	if failed { // retried; else nothing to build (O(VIPs))
+		d, derr = a.desiredBGPLocked()
+	}
 	a.mu.Unlock()
 	if failed {
 		berr := a.applyBGP(d, derr)

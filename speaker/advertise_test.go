@@ -144,3 +144,54 @@ func TestAgentAdvertisesOverBGP(t *testing.T) {
 		t.Errorf("peers %v after an empty set-up", d.Peers)
 	}
 }
+
+// TestUpdatesReachBGPSideOnlyWhenTheyTouchIt: an update that changes
+// nothing advertised over BGP (a layer-2 VIP added or withdrawn) leaves the
+// BGP side alone (its desired state is O(VIPs) to build and to apply); one
+// that adds, changes or withdraws an advertised VIP, or changes the set-up,
+// applies it.
+func TestUpdatesReachBGPSideOnlyWhenTheyTouchIt(t *testing.T) {
+	fb := &fakeBGP{}
+	_, _, c := newTestAgent(t, WithBGP(fb))
+	s, _ := open(t, c)
+	bgpVIP := func(addr string) *speakerv1.Announcement {
+		return &speakerv1.Announcement{Address: addr, BgpOnly: true, Bgp: []*speakerv1.BGPAdvertisement{{Peer: "192.0.2.1"}}}
+	}
+	send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: &speakerv1.Snapshot{
+		Version: 1, Leader: "test", Bgp: bgpConfig, Announcements: []*speakerv1.Announcement{bgpVIP("198.51.100.1")},
+	}}})
+	version := uint64(1)
+	for _, tc := range []struct {
+		name        string
+		update      *speakerv1.Update
+		wantBGP     bool
+		wantExports int // exports after the update
+	}{
+		{name: "a layer-2 VIP added", update: &speakerv1.Update{Announce: []*speakerv1.Announcement{{Address: "198.51.100.7"}}}, wantExports: 1},
+		{name: "a layer-2 VIP withdrawn", update: &speakerv1.Update{Withdraw: []string{"198.51.100.7"}}, wantExports: 1},
+		{name: "a BGP VIP added", update: &speakerv1.Update{Announce: []*speakerv1.Announcement{bgpVIP("198.51.100.2")}}, wantBGP: true, wantExports: 2},
+		{name: "a BGP VIP made layer 2", update: &speakerv1.Update{Announce: []*speakerv1.Announcement{{Address: "198.51.100.2"}}}, wantBGP: true, wantExports: 1},
+		{name: "a BGP VIP withdrawn", update: &speakerv1.Update{Withdraw: []string{"198.51.100.1"}}, wantBGP: true, wantExports: 0},
+		{name: "the set-up changed", update: &speakerv1.Update{Bgp: bgpConfig}, wantBGP: true, wantExports: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fb.mu.Lock()
+			before := fb.applied
+			fb.mu.Unlock()
+			version++
+			tc.update.Version = version
+			if r := send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: tc.update}}); r.GetAppliedVersion() != version {
+				t.Fatalf("applied version %d, want %d", r.GetAppliedVersion(), version)
+			}
+			fb.mu.Lock()
+			applied := fb.applied - before
+			fb.mu.Unlock()
+			if got := applied > 0; got != tc.wantBGP {
+				t.Errorf("the BGP side applied %d times, want applied: %v", applied, tc.wantBGP)
+			}
+			if got := len(fb.desired().Exports); got != tc.wantExports {
+				t.Errorf("%d exports after the update, want %d", got, tc.wantExports)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/speaker/bgp"
 )
 
 func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
@@ -85,13 +86,19 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 		return fmt.Errorf("update version %d does not follow applied version %d", u.GetVersion(), a.applied)
 	}
 	var ops []vipOp
+	// bgpTouched: the update changes what the node advertises over BGP
+	// (its set-up, or a VIP advertised before or after). Else the BGP
+	// side is left alone: building its desired state is O(VIPs), and a
+	// layer-2 change must cost a BGP node nothing of the kind.
+	bgpTouched := u.GetBgp() != nil || a.bgpErr != nil
 	for _, w := range u.GetWithdraw() {
 		addr, err := netip.ParseAddr(w)
 		if err != nil {
 			a.log.Error(err, "Ignoring withdrawal of a bad address", "address", w)
 			continue
 		}
-		if a.vips[addr] != nil {
+		if v := a.vips[addr]; v != nil {
+			bgpTouched = bgpTouched || len(v.bgp) > 0
 			ops = append(ops, a.planWithdrawLocked(addr))
 		}
 	}
@@ -101,21 +108,35 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 			a.log.Error(err, "Ignoring announcement with a bad address", "address", an.GetAddress(), "service", an.GetService())
 			continue
 		}
+		if v := a.vips[addr]; len(an.GetBgp()) > 0 || v != nil && len(v.bgp) > 0 {
+			bgpTouched = true
+		}
 		ops = append(ops, a.planAnnounceLocked(addr, an))
 	}
 	if u.GetBgp() != nil {
 		a.bgpCfg = u.GetBgp()
 	}
-	d, derr := a.desiredBGPLocked()
+	var (
+		d    bgp.Desired
+		derr error
+	)
+	if bgpTouched {
+		d, derr = a.desiredBGPLocked()
+	}
 	a.mu.Unlock()
 
 	a.perform(ops)
-	berr := a.applyBGP(d, derr)
+	var berr error
+	if bgpTouched {
+		berr = a.applyBGP(d, derr)
+	}
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recordLocked(ops)
-	a.recordBGPLocked(d, berr)
+	if bgpTouched {
+		a.recordBGPLocked(d, berr)
+	}
 	a.applied = u.GetVersion()
 	a.notifyLocked()
 	return nil
