@@ -138,12 +138,12 @@ func (s *session) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	peer := &pki.Peer{}
-	conn, err := s.dial(addr, peer)
+	wd := newWatchdog(s.m.Heartbeat(), s.m.opts.Misses, s.m.isReady)
+	conn, err := s.dial(addr, peer, &wd.lastRead)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	wd := newWatchdog(s.m.Heartbeat(), s.m.opts.Misses, s.m.isReady)
 	go wd.run(ctx, cancel, addr)
 
 	limit := s.reportLimit()
@@ -211,13 +211,13 @@ func (s *session) end() {
 	s.m.mu.Unlock()
 }
 
-func (s *session) dial(addr string, peer *pki.Peer) (*grpc.ClientConn, error) {
+// dial makes the stream's connection; its reads are noted in lastRead
+// (see readClock).
+func (s *session) dial(addr string, peer *pki.Peer, lastRead *atomic.Int64) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(s.m.opts.Identity.ClientTLSConfig(s.node, peer))),
 		grpc.WithInitialWindowSize(speakerv1.StreamWindow), grpc.WithInitialConnWindowSize(speakerv1.StreamWindow),
-	}
-	if s.m.opts.Dial != nil {
-		opts = append(opts, grpc.WithContextDialer(s.m.opts.Dial))
+		grpc.WithContextDialer(clockedDialer(s.m.opts.Dial, lastRead)),
 	}
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {

@@ -29,7 +29,9 @@ const stallSlack = 10 * time.Millisecond
 // Only the speaker's silence counts, not the CCM's own stalls (a CPU
 // starved by other work, a long garbage collection): once heartbeats
 // flow, a speaker is lost only when (a) it has been silent longer than
-// the limit, (b) at least misses heartbeats were written on its stream
+// the limit (silent: no report taken in and no bytes read from its
+// connection, see readClock, since a busy CCM may take in an answer that
+// arrived on time late), (b) at least misses heartbeats were written on its stream
 // since its last report (the send loop tells, see sentHeartbeat), and (c)
 // it is still silent after the watchdog yielded for a moment, so that a
 // receive goroutine holding its report could record it, and that moment
@@ -46,11 +48,16 @@ type watchdog struct {
 	now   func() time.Time
 	pause func()
 
-	mu       sync.Mutex
-	last     time.Time // the speaker's last report, moved on by the CCM's own stalls
-	beating  bool      // heartbeats flow (the send loop runs)
-	sent     int       // heartbeats written since the last report
-	sending  time.Time // when the Send in progress began; zero: none
+	// lastRead is when the stream's connection last read bytes (Unix
+	// nanoseconds; see readClock): the speaker's answer may wait there
+	// while the CCM is busy.
+	lastRead atomic.Int64
+
+	mu      sync.Mutex
+	last    time.Time // the speaker's last report, moved on by the CCM's own stalls
+	beating bool      // heartbeats flow (the send loop runs)
+	sent    int       // heartbeats written since the last report
+	sending time.Time // when the Send in progress began; zero: none
 }
 
 func newWatchdog(heartbeat time.Duration, misses int, ready func() bool) *watchdog {
@@ -140,7 +147,11 @@ func (w *watchdog) tick(now, due time.Time) time.Duration {
 func (w *watchdog) next(now time.Time) time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	due := w.last.Add(w.limit + time.Millisecond)
+	last := w.last
+	if r := w.lastRead.Load(); r != 0 {
+		last = latest(last, time.Unix(0, r))
+	}
+	due := last.Add(w.limit + time.Millisecond)
 	if soonest := now.Add(w.heartbeat / 4); due.Before(soonest) {
 		return soonest
 	}
@@ -166,7 +177,11 @@ func (w *watchdog) recheck(now time.Time) time.Duration {
 // silentLocked is the speaker's silence at now when it breaks the rules
 // above, zero otherwise; w.mu is held.
 func (w *watchdog) silentLocked(now time.Time) time.Duration {
-	silent := now.Sub(w.last)
+	last := w.last
+	if r := w.lastRead.Load(); r != 0 {
+		last = latest(last, time.Unix(0, r))
+	}
+	silent := now.Sub(last)
 	sent := w.sent
 	if !w.sending.IsZero() {
 		sent += int(now.Sub(w.sending) / w.heartbeat)
@@ -225,4 +240,12 @@ func (w *watchdog) check(due time.Time, addr string) error {
 		return fmt.Errorf("speaker at %s silent for %s (heartbeat %s × %d misses)", addr, silent.Round(time.Millisecond), w.heartbeat, w.misses)
 	}
 	return nil
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

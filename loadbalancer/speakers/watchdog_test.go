@@ -35,6 +35,9 @@ func TestWatchdogRules(t *testing.T) {
 		// answerInPause: the receive goroutine records a report while
 		// the watchdog yields.
 		answerInPause bool
+		// readAt, when set, is when the connection last read bytes (an
+		// answer not taken in yet).
+		readAt time.Duration
 		// pauseTakes, when set, is how long the first pause before a
 		// re-check lasts (the CCM starved) instead of recheckPause.
 		pauseTakes time.Duration
@@ -60,6 +63,13 @@ func TestWatchdogRules(t *testing.T) {
 			name: "a pause that overruns (the CCM starved) counts as the CCM's stall", heartbeats: 3, pauseTakes: 53 * time.Millisecond,
 			checks: every(interval, 700*time.Millisecond), want: 300 * time.Millisecond,
 		},
+		{
+			// Bytes read at 200 ms (an answer the CCM has not taken in):
+			// silence counts from them, lost at the first check beyond
+			// 200 + 240 ms.
+			name: "bytes read but not taken in yet: silence counts from them", heartbeats: 3, readAt: 200 * time.Millisecond,
+			checks: every(interval, time.Second), want: 460 * time.Millisecond,
+		},
 		{name: "leader not ready: silence never counts", notReady: true, heartbeats: 3, checks: every(interval, 3*time.Second)},
 		{name: "connecting: silence alone counts, after the handshake grace", noReport: true, checks: every(interval, 2100*time.Millisecond), want: 2020 * time.Millisecond},
 	} {
@@ -84,6 +94,9 @@ func TestWatchdogRules(t *testing.T) {
 				w.seen()
 				for range tc.heartbeats {
 					w.sentHeartbeat()
+				}
+				if tc.readAt > 0 {
+					w.lastRead.Store(start.Add(tc.readAt).UnixNano())
 				}
 				if tc.blockedSend {
 					w.sendBegins()
