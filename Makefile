@@ -144,7 +144,9 @@ bench: deps controlplane cluster-tools ## Allocator micro-benchmarks and end-to-
 # SCALE_POINTS, <nodes>x<Services>. Issue 24's grid is 100, 300 and 1000
 # nodes × 1000, 3000 and 10000 Services; the default runs its diagonal (a
 # 300×1000 point takes about 2 minutes, 1000×10000 much longer). The BENCH
-# lines also go to $(CACHE)/scale.txt. Nodes beyond 508 take IPv6
+# lines also go to $(CACHE)/scale.txt; then how each figure grows with nodes
+# and with Services (fitted exponents, scale_growth_* lines) to
+# $(CACHE)/scale-growth.txt. Nodes beyond 508 take IPv6
 # addresses. make test runs a short version (TestScale in test/scalerig).
 SCALE_POINTS ?= 100x1000 300x3000 1000x10000
 .PHONY: scale
@@ -157,6 +159,7 @@ scale: deps controlplane cluster-tools ## Scale figures at SCALE_POINTS (nodes x
 		$(CACHE)/scalebench -only scale -scale-nodes $${p%x*} -scale-services $${p#*x} \
 			-scale-node-prefixes 198.51.100.0/24,192.0.2.0/24,2001:db8:100::/112 | tee -a $(CACHE)/scale.txt; \
 	done
+	$(CACHE)/scalebench -scale-growth $(CACHE)/scale.txt | tee $(CACHE)/scale-growth.txt
 
 # The full chaos suite: 100 kills of the leading CCM during churn of ~500
 # Services on ~600 addresses, ten blips of the CCM's network, a 60 s

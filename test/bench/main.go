@@ -22,6 +22,7 @@ func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
 	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, chaos, scale); empty runs all but chaos (make chaos) and scale")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
+	growthOf := flag.String("scale-growth", "", "a file of the scale group's BENCH lines (make scale's .cache/scale.txt): print how each figure grows with nodes and with Services (fitted exponents), then run the groups -only names")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to the file (for groups measured in-process, such as heartbeat)")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -35,6 +36,20 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 
+	if *growthOf != "" {
+		f, err := os.Open(*growthOf)
+		if err != nil {
+			fail(err)
+		}
+		err = reportGrowth(f)
+		f.Close()
+		if err != nil {
+			fail(fmt.Errorf("%s: %w", *growthOf, err))
+		}
+		if *only == "" {
+			return
+		}
+	}
 	if *gobench != "" {
 		if err := summarizeGoBench(*gobench); err != nil {
 			fail(err)

@@ -144,6 +144,9 @@ func Start(ctx context.Context, opts Options) (r *Rig, err error) {
 	if r.CCM, r.ccmPort, err = r.startCCM("ironlb-ccm", ccmKubeconfig); err != nil {
 		return r, err
 	}
+	if err := setNice(os.Getpid(), speakersNice); err != nil {
+		return r, err
+	}
 	start := time.Now()
 	r.Fleet, err = simspeakers.Start(ctx, simspeakers.Options{
 		Client: r.CP.Client, Namespace: "ironlb-system", Nodes: opts.Nodes, Prefixes: opts.NodePrefixes, Listen: r.host.Listen,
@@ -172,6 +175,10 @@ func Start(ctx context.Context, opts Options) (r *Rig, err error) {
 	}
 	if opts.Standby {
 		if r.Standby, r.stbPort, err = r.startCCM("ironlb-ccm-standby", ccmKubeconfig); err != nil {
+			return r, err
+		}
+		// Started from this process: back to the CCMs' priority.
+		if err := setNice(r.Standby.Pid(), 0); err != nil {
 			return r, err
 		}
 	}
