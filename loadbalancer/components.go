@@ -79,8 +79,16 @@ type Components struct {
 	class        lbclass.Policy
 	classWorkers int
 	classClient  kubernetes.Interface
+	client       kubernetes.Interface
+	lease        term.Lease
 
 	ctx context.Context // ends when this CCM stops leading
+}
+
+// StepDown ends this CCM's term and releases its Lease (see
+// term.Term.StepDown), when it shuts down.
+func (c *Components) StepDown(ctx context.Context) error {
+	return c.Term.StepDown(ctx, c.client, c.lease)
 }
 
 // livenessSyncTimeout bounds how long a new leader waits for the watches
@@ -148,7 +156,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{
 		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Term: t, Bundle: bundle,
-		KubeadmConfig: kubeadmConfig, ctx: ctx,
+		KubeadmConfig: kubeadmConfig, ctx: ctx, client: cfg.Client, lease: cfg.Lease,
 		class: cfg.Class, classWorkers: cfg.ClassWorkers, classClient: cmp.Or(cfg.ClassClient, cfg.Client),
 	}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -56,6 +57,9 @@ func init() {
 type Cloud struct {
 	config   Config
 	election LeaderElection
+	// leading is components once this CCM leads, for StepDown (from the
+	// signal handler's goroutine).
+	leading atomic.Pointer[loadbalancer.Components]
 	// serviceWorkers is --concurrent-service-syncs, for the Services of
 	// IronLB's class too.
 	serviceWorkers int
@@ -166,6 +170,17 @@ func (c *Cloud) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, 
 		klog.Fatalf("Starting IronLB: %v", err)
 	}
 	c.components = components
+	c.leading.Store(components)
+}
+
+// StepDown ends this CCM's term and releases its leader-election Lease
+// when it leads (see term.Term.StepDown): called on SIGTERM, before the
+// process stops, so that a standby takes over at once.
+func (c *Cloud) StepDown(ctx context.Context) error {
+	if l := c.leading.Load(); l != nil {
+		return l.StepDown(ctx)
+	}
+	return nil
 }
 
 // secretNamespace is where the CA and the speakers' TLS Secret live.

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -143,9 +144,16 @@ func printVersion(cmd *cobra.Command) {
 	}
 }
 
+// stepDown is the IronLB provider once initCloud made it: on SIGTERM
+// it stops leading and releases the Lease first.
+var stepDown atomic.Pointer[provider.Cloud]
+
+// stepDownTimeout bounds releasing the Lease at shutdown.
+const stepDownTimeout = 2 * time.Second
+
 // stopOnSignal returns a channel closed on SIGTERM or SIGINT, so the
 // controller manager stops and the process exits 0; a second signal exits at
-// once.
+// once. A leading IronLB first ends its term and releases its Lease.
 func stopOnSignal() <-chan struct{} {
 	stop := make(chan struct{})
 	sigs := make(chan os.Signal, 2)
@@ -153,6 +161,13 @@ func stopOnSignal() <-chan struct{} {
 	go func() {
 		sig := <-sigs
 		klog.InfoS("Shutting down", "signal", sig.String())
+		if c := stepDown.Load(); c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), stepDownTimeout)
+			if err := c.StepDown(ctx); err != nil {
+				klog.ErrorS(err, "Cannot release the leader-election Lease; a standby takes over once it expires")
+			}
+			cancel()
+		}
 		close(stop)
 		<-sigs
 		os.Exit(1)
@@ -174,6 +189,7 @@ func initCloud(c *config.CompletedConfig) cloudprovider.Interface {
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	if ironlb, ok := cloud.(*provider.Cloud); ok {
+		stepDown.Store(ironlb)
 		le := c.ComponentConfig.Generic.LeaderElection
 		ironlb.SetLeaderElection(provider.LeaderElection{
 			Enabled:       le.LeaderElect,

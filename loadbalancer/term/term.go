@@ -181,3 +181,40 @@ func (t *Term) lose(log klog.Logger, err error) {
 	log.Info("Stopped leading: sending nothing more to the speakers", "term", t.Value, "reason", err.Error())
 	t.cancel(err)
 }
+
+// ErrSteppedDown is why a Term ends when its CCM shuts down (StepDown).
+var ErrSteppedDown = fmt.Errorf("%w: it is shutting down", ErrLost)
+
+// StepDown ends the term (nothing more is sent from now on, as Valid
+// fails) and then hands the Lease back, as client-go's ReleaseOnCancel
+// does: no holder, a one-second duration, so that a standby takes it at
+// its next try instead of waiting a lease duration for it to expire. The
+// cloud-provider framework does not release the Lease on a shutdown; a
+// rolling update of the CCM would otherwise leave the speakers without a
+// leader for that long. The Lease is only written while this process
+// still holds it (a resourceVersion-checked update); any failure leaves
+// it to expire as before.
+func (t *Term) StepDown(ctx context.Context, client kubernetes.Interface, lease Lease) error {
+	t.lose(klog.FromContext(ctx).WithName("term"), ErrSteppedDown)
+	if lease.Name == "" {
+		return nil
+	}
+	leases := client.CoordinationV1().Leases(lease.Namespace)
+	l, err := leases.Get(ctx, lease.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the Lease %s/%s to release it: %w", lease.Namespace, lease.Name, err)
+	}
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != t.Holder {
+		return nil // not ours any more
+	}
+	now := metav1.NewMicroTime(time.Now())
+	one := int32(1)
+	l.Spec.HolderIdentity = nil
+	l.Spec.LeaseDurationSeconds = &one
+	l.Spec.RenewTime, l.Spec.AcquireTime = &now, &now
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("releasing the Lease %s/%s: %w", lease.Namespace, lease.Name, err)
+	}
+	klog.FromContext(ctx).WithName("term").Info("Released the leader-election Lease", "lease", lease.Namespace+"/"+lease.Name, "term", t.Value)
+	return nil
+}
