@@ -21,6 +21,7 @@ var (
 	scaleNodes    = flag.Int("scale-nodes", 50, "scale group: simulated nodes (as many as -scale-node-prefixes hold)")
 	scaleServices = flag.Int("scale-services", 500, "scale group: Services created at once (half layer 2, half BGP, one BGP Service in ten with externalTrafficPolicy Local)")
 	scaleNodeNets = flag.String("scale-node-prefixes", "198.51.100.0/24,192.0.2.0/24", "scale group: comma-separated documentation prefixes the simulated nodes' addresses come from, in order (IPv6 ones, e.g. 2001:db8:100::/112, for more than 508 nodes)")
+	scaleL2Only   = flag.Bool("scale-layer2-only", false, "scale group: every Service layer 2 (figures scale_<N>n_<M>s_l2only_...), for the layer-2 design alone")
 	scaleProfile  = flag.String("scale-profile", "", "scale group: folder for the CCM's CPU profiles (pprof), taken over the idle and churn windows")
 )
 
@@ -60,7 +61,7 @@ func benchScale(ctx context.Context, _ int) error {
 		return err
 	}
 	r, err := scalerig.Start(ctx, scalerig.Options{
-		Nodes: *scaleNodes, Services: *scaleServices, NodePrefixes: prefixes, Standby: true,
+		Nodes: *scaleNodes, Services: *scaleServices, Layer2Only: *scaleL2Only, NodePrefixes: prefixes, Standby: true,
 		CCMArgs: extraCCMArgs(), Dir: os.Getenv("IRONLB_BENCH_DIR"), ProfileDir: *scaleProfile, Report: report,
 	})
 	if err != nil {
@@ -74,8 +75,10 @@ func benchScale(ctx context.Context, _ int) error {
 	if _, err := r.Changes(ctx, 20); err != nil {
 		return fail(err)
 	}
-	if _, err := r.LocalMove(ctx, *scaleServices, 10); err != nil {
-		return fail(err)
+	if !*scaleL2Only {
+		if _, err := r.LocalMove(ctx, *scaleServices, 10); err != nil {
+			return fail(err)
+		}
 	}
 	// Streams opened again (each starts with a snapshot) before the kill:
 	// the CCM took live speakers for lost, which moves their VIPs and

@@ -26,8 +26,12 @@ type Touched struct {
 func (r *Rig) Changes(ctx context.Context, k int) (Touched, error) {
 	var t Touched
 	var lat [2][]time.Duration
+	kinds := 2
+	if layer2Only {
+		kinds = 1
+	}
 	for i := range k {
-		for kind, idx := range [2]int{2 * i, bgpIndex(i)} {
+		for kind, idx := range []int{2 * i, bgpIndex(i)}[:kinds] {
 			l, n, err := r.change(ctx, idx)
 			if err != nil {
 				return t, err
@@ -41,18 +45,23 @@ func (r *Rig) Changes(ctx context.Context, k int) (Touched, error) {
 		}
 	}
 	// The layer-2 figures keep their names from before BGP joined.
-	for kind, name := range [2]string{"change", "change_bgp"} {
+	for kind, name := range []string{"change", "change_bgp"}[:kinds] {
 		r.report(name+"_p50_ms", quantileMs(lat[kind], 0.50), "ms")
 		r.report(name+"_p99_ms", quantileMs(lat[kind], 0.99), "ms")
 	}
 	r.report("change_speakers_touched", float64(t.L2), "speakers")
-	// A BGP change touches every eligible speaker: here all of them.
-	r.report("change_bgp_speakers_touched", float64(t.BGP), "speakers")
+	if !layer2Only {
+		// A BGP change touches every eligible speaker: here all of them.
+		r.report("change_bgp_speakers_touched", float64(t.BGP), "speakers")
+	}
 	return t, nil
 }
 
 // bgpIndex is the i-th Service index that KindOf makes BGP (not Local).
 func bgpIndex(i int) int {
+	if layer2Only {
+		return -1 // none: Changes makes layer-2 changes only
+	}
 	for j := 1; ; j += 2 {
 		if KindOf(j) == BGP {
 			if i == 0 {

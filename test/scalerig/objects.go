@@ -63,11 +63,16 @@ const (
 
 func (k Kind) String() string { return [...]string{"l2", "bgp", "local"}[k] }
 
+// layer2Only makes every Service a layer-2 one (Options.Layer2Only); set
+// by Start, one rig per process.
+var layer2Only bool
+
 // KindOf is the kind of the i-th Service of a batch: even ones layer 2,
-// odd ones BGP, one BGP Service in ten Local.
+// odd ones BGP, one BGP Service in ten Local (all layer 2 with
+// Options.Layer2Only).
 func KindOf(i int) Kind {
 	switch {
-	case i%2 == 0:
+	case layer2Only || i%2 == 0:
 		return L2
 	case i%localEvery == 1:
 		return Local

@@ -34,6 +34,10 @@ type Options struct {
 	// Services names the point (scale_<Nodes>n_<Services>s); Bulk takes
 	// the count itself.
 	Services int
+	// Layer2Only puts every Service in the layer-2 pool (figures named
+	// scale_<Nodes>n_<Services>s_l2only_...): the layer-2 design alone,
+	// at points where BGP's per-node reports of every BGP VIP dominate.
+	Layer2Only bool
 	// NodePrefixes are the documentation prefixes the nodes' addresses
 	// come from, in order; default DefaultNodePrefixes. Each must be
 	// disjoint from HostPrefix and the pools.
@@ -104,6 +108,10 @@ func Start(ctx context.Context, opts Options) (r *Rig, err error) {
 		}
 	}
 	r = &Rig{Name: fmt.Sprintf("scale_%dn_%ds", opts.Nodes, opts.Services), opts: opts, local: map[string][]string{}}
+	layer2Only = opts.Layer2Only
+	if opts.Layer2Only {
+		r.Name += "_l2only"
+	}
 	defer func() {
 		if err != nil {
 			if r.CCM != nil {
