@@ -149,6 +149,9 @@ bench: deps controlplane cluster-tools ## Allocator micro-benchmarks and end-to-
 # $(CACHE)/scale-growth.txt. Nodes beyond 508 take IPv6
 # addresses. make test runs a short version (TestScale in test/scalerig).
 SCALE_POINTS ?= 100x1000 300x3000 1000x10000
+# SCALE_FLAGS go to every point, e.g. -scale-layer2-only (every Service
+# layer 2) or -scale-profile DIR (the CCM's CPU profiles).
+SCALE_FLAGS ?=
 .PHONY: scale
 scale: deps controlplane cluster-tools ## Scale figures at SCALE_POINTS (nodes x Services), as BENCH lines.
 	@mkdir -p $(CACHE)
@@ -157,7 +160,7 @@ scale: deps controlplane cluster-tools ## Scale figures at SCALE_POINTS (nodes x
 	@set -eo pipefail; for p in $(SCALE_POINTS); do \
 		echo "scale: $${p%x*} nodes, $${p#*x} Services" >&2; \
 		$(CACHE)/scalebench -only scale -scale-nodes $${p%x*} -scale-services $${p#*x} \
-			-scale-node-prefixes 198.51.100.0/24,192.0.2.0/24,2001:db8:100::/112 | tee -a $(CACHE)/scale.txt; \
+			-scale-node-prefixes 198.51.100.0/24,192.0.2.0/24,2001:db8:100::/112 $(SCALE_FLAGS) | tee -a $(CACHE)/scale.txt; \
 	done
 	$(CACHE)/scalebench -scale-growth $(CACHE)/scale.txt | tee $(CACHE)/scale-growth.txt
 
