@@ -94,7 +94,7 @@ func (p *Planner) gather() *world {
 		case hasLabel(n, LabelExcludeFromLB):
 			nv.node = &verdict{NodeExcluded, "node is labelled " + LabelExcludeFromLB}
 		}
-		st, ok := p.speakers.State(n.Name)
+		st, ok := p.speakers.View(n.Name) // read only: not copied per node and sync
 		nv.state, nv.session = st, ok
 		switch {
 		case !ok:

@@ -61,6 +61,9 @@ type Speakers interface {
 	RemoveNode(node string)
 	Nodes() []string
 	State(node string) (speakers.State, bool)
+	// View is State without copies, for reading only (see
+	// speakers.Manager.View): gather reads every node's on every sync.
+	View(node string) (speakers.State, bool)
 	Assign(node string, a *speakerv1.Announcement)
 	Unassign(node, addr string)
 	Resend(node, addr string)

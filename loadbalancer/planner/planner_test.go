@@ -78,6 +78,8 @@ func (f *fakeSpeakers) Nodes() []string {
 	slices.Sort(out)
 	return out
 }
+func (f *fakeSpeakers) View(node string) (speakers.State, bool) { return f.State(node) }
+
 func (f *fakeSpeakers) State(node string) (speakers.State, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

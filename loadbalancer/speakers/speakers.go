@@ -380,6 +380,21 @@ func (m *Manager) Nodes() []string {
 	return slices.Sorted(maps.Keys(m.sessions))
 }
 
+// View is State without its copies: its lists and maps are the
+// Manager's own, to be read and never modified. That is safe because the
+// Manager never changes them in place: a report replaces each whole. For
+// readers of every node's state on every change (the planner's gather),
+// where State's copies cost O(nodes) allocations per Service.
+func (m *Manager) View(node string) (State, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[node]
+	if s == nil {
+		return State{Problem: "no speaker session"}, false
+	}
+	return s.state, true
+}
+
 // State returns what is known of node's speaker.
 func (m *Manager) State(node string) (State, bool) {
 	m.mu.Lock()
