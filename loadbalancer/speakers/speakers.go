@@ -256,20 +256,17 @@ func (m *Manager) OnBGPChange(fn func(node string)) {
 	m.onBGP = append(m.onBGP, fn)
 }
 
-func (m *Manager) bgpChanged(node string) {
-	m.mu.Lock()
-	fns := slices.Clone(m.onBGP)
-	m.mu.Unlock()
-	for _, fn := range fns {
-		fn(node)
-	}
-}
+func (m *Manager) bgpChanged(node string) { m.call(&m.onBGP, node) }
 
-func (m *Manager) changed(node string) {
+func (m *Manager) changed(node string) { m.call(&m.onChange, node) }
+
+// call calls the functions registered in *fns with node, without the
+// lock held.
+func (m *Manager) call(fns *[]func(string), node string) {
 	m.mu.Lock()
-	fns := slices.Clone(m.onChange)
+	list := slices.Clone(*fns)
 	m.mu.Unlock()
-	for _, fn := range fns {
+	for _, fn := range list {
 		fn(node)
 	}
 }
