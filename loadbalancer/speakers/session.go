@@ -347,6 +347,9 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 	hb := time.NewTicker(wd.interval())
 	defer hb.Stop()
 	var seq uint64
+	// takes: whether the speaker takes Heartbeat.interval_ms (its
+	// capabilities, fixed for the stream), asked once.
+	takes := s.takesInterval()
 	for {
 		var (
 			in  *speakerv1.Instruction
@@ -371,7 +374,7 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 			return cause(ctx, s.streamError(addr, err))
 		case <-hb.C:
 			seq++
-			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: s.repace(seq, hb, wd)}}
+			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: s.repace(seq, takes, hb, wd)}}
 		case <-s.wake:
 			upd, redial := s.update()
 			if redial {
@@ -525,12 +528,12 @@ func cause(ctx context.Context, err error) error {
 }
 
 // repace is the heartbeat seq: at the Manager's interval now, and saying
-// so, when it changed and the speaker takes it (hb and wd move to it);
-// else at the stream's interval.
-func (s *session) repace(seq uint64, hb *time.Ticker, wd *watchdog) *speakerv1.Heartbeat {
+// so, when it changed and the speaker takes it (takes; hb and wd move to
+// it); else at the stream's interval.
+func (s *session) repace(seq uint64, takes bool, hb *time.Ticker, wd *watchdog) *speakerv1.Heartbeat {
 	h := &speakerv1.Heartbeat{Seq: seq}
 	iv := s.m.Heartbeat()
-	if iv == wd.interval() || !s.takesInterval() {
+	if !takes || iv == wd.interval() {
 		return h
 	}
 	hb.Reset(iv)

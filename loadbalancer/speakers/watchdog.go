@@ -147,11 +147,7 @@ func (w *watchdog) tick(now, due time.Time) time.Duration {
 func (w *watchdog) next(now time.Time) time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	last := w.last
-	if r := w.lastRead.Load(); r != 0 {
-		last = latest(last, time.Unix(0, r))
-	}
-	due := last.Add(w.limit + time.Millisecond)
+	due := w.heardLocked().Add(w.limit + time.Millisecond)
 	if soonest := now.Add(w.heartbeat / 4); due.Before(soonest) {
 		return soonest
 	}
@@ -177,11 +173,7 @@ func (w *watchdog) recheck(now time.Time) time.Duration {
 // silentLocked is the speaker's silence at now when it breaks the rules
 // above, zero otherwise; w.mu is held.
 func (w *watchdog) silentLocked(now time.Time) time.Duration {
-	last := w.last
-	if r := w.lastRead.Load(); r != 0 {
-		last = latest(last, time.Unix(0, r))
-	}
-	silent := now.Sub(last)
+	silent := now.Sub(w.heardLocked())
 	sent := w.sent
 	if !w.sending.IsZero() {
 		sent += int(now.Sub(w.sending) / w.heartbeat)
@@ -242,10 +234,14 @@ func (w *watchdog) check(due time.Time, addr string) error {
 	return nil
 }
 
-// latest is the later of a and b.
-func latest(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
+// heardLocked is when the speaker was last heard: its last report (moved
+// on by the CCM's stalls) or the last bytes its connection read,
+// whichever is later; w.mu is held.
+func (w *watchdog) heardLocked() time.Time {
+	if r := w.lastRead.Load(); r != 0 {
+		if read := time.Unix(0, r); read.After(w.last) {
+			return read
+		}
 	}
-	return a
+	return w.last
 }
