@@ -121,7 +121,9 @@ func (s *Speaker) Run(ctx context.Context) error {
 	readErr := make(chan error, 1)
 	go s.readLoop(tr, in, readErr)
 
-	l := &loop{s: s, tr: tr, resp: resp, verifier: NewVerifier(s.cfg.VIP),
+	local := newLocalVIP(s.cfg.VIP, s.log)
+	go local.run(ctx)
+	l := &loop{s: s, tr: tr, resp: resp, local: local, verifier: NewVerifier(s.cfg.VIP),
 		el: NewElection(ElectionConfig{Node: s.cfg.Node, NodeIP: s.cfg.NodeIP}, time.Now())}
 	s.electing.Store(true)
 	s.log.Info("Taking part in the control-plane VIP election", "vip", s.cfg.VIP, "interface", s.cfg.Interface, "nodeIP", s.cfg.NodeIP, "port", s.cfg.Port)
@@ -150,11 +152,29 @@ func (s *Speaker) readLoop(tr *Transport, in chan<- received, errc chan<- error)
 	}
 }
 
+// sender sends the loop's messages (a *Transport).
+type sender interface {
+	Send(b []byte) error
+}
+
+// announcer answers ARP/NDP for the VIP (a *layer2.Responder).
+type announcer interface {
+	Announce(addr netip.Addr) error
+	Withdraw(addr netip.Addr) error
+	Addresses() []netip.Addr
+}
+
 // loop is the election loop's state; it belongs to one goroutine.
+//
+// At each event the loop decides, sends its message, and only then acts
+// on the decision (the VIP on lo and ARP/NDP), so that the others hear it
+// on time however long the kernel takes; the VIP's renewal on lo is not
+// the loop's (see localVIP).
 type loop struct {
 	s        *Speaker
-	tr       *Transport
-	resp     *layer2.Responder
+	tr       sender
+	resp     announcer
+	local    *localVIP
 	verifier *Verifier
 	el       *Election
 	// served says whether the VIP is on lo and answered for (it lags the
@@ -170,8 +190,10 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 	s := l.s
 	tick := time.NewTicker(Interval)
 	defer tick.Stop()
-	l.setReady(time.Now())
-	l.send(time.Now())
+	now := time.Now()
+	d := l.el.SetReady(s.ready.State().Ready, now)
+	l.send(now)
+	l.apply(d, now)
 	for {
 		s.lastLoop.Store(time.Now().UnixNano())
 		select {
@@ -183,9 +205,11 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 			return err
 		case <-s.readyCh:
 			now := time.Now()
-			if d := l.setReady(now); d.Action != None {
+			d := l.el.SetReady(s.ready.State().Ready, now)
+			if d.Action != None {
 				l.send(now)
 			}
+			l.apply(d, now)
 		case r := <-in:
 			l.receive(r)
 		case <-tick.C:
@@ -198,9 +222,9 @@ func (l *loop) run(ctx context.Context, in <-chan received, readErr <-chan error
 				l.el.Stalled(now)
 			}
 			l.lastTick = now
-			l.apply(l.el.Tick(now), now)
-			l.refresh()
+			d := l.el.Tick(now)
 			l.send(now)
+			l.apply(d, now)
 		}
 	}
 }
@@ -219,9 +243,11 @@ func (l *loop) receive(r received) {
 		return // our own broadcast, looped back
 	}
 	receivedTotal.Inc()
-	if d := l.apply(l.el.Receive(m, r.at), r.at); d.Action == Release || d.Action == Take {
+	d := l.el.Receive(m, r.at)
+	if d.Action == Release || d.Action == Take {
 		l.send(time.Now())
 	}
+	l.apply(d, r.at)
 }
 
 // stallAfter is how late a tick may be before the loop counts as stalled.
@@ -237,10 +263,6 @@ func (l *loop) drain(in <-chan received) {
 			return
 		}
 	}
-}
-
-func (l *loop) setReady(now time.Time) Decision {
-	return l.apply(l.el.SetReady(l.s.ready.State().Ready, now), now)
 }
 
 // send broadcasts this speaker's message. Its timestamps must increase on
@@ -271,7 +293,7 @@ func (l *loop) send(now time.Time) {
 }
 
 // apply carries a decision out and refreshes the status.
-func (l *loop) apply(d Decision, now time.Time) Decision {
+func (l *loop) apply(d Decision, now time.Time) {
 	s := l.s
 	switch d.Action {
 	case Take:
@@ -310,7 +332,6 @@ func (l *loop) apply(d Decision, now time.Time) Decision {
 	s.status.Holder, s.status.Epoch = holder, epoch
 	s.status.Peers = l.el.Peers(now)
 	s.mu.Unlock()
-	return d
 }
 
 func releaseReason(d Decision) string {
@@ -324,25 +345,15 @@ func releaseReason(d Decision) string {
 	}
 }
 
-// addressLifetime is how long the VIP stays on lo without a refresh: a
-// holder refreshes it every Interval, and a holder that died without
+// addressLifetime is how long the VIP stays on lo without a renewal: a
+// holder renews it every Interval (localVIP), and a holder that died without
 // releasing leaves it behind for at most this long (plus the kernel's
 // expiry check, about a second).
 const addressLifetime = 2 * time.Second
 
-// refresh renews the VIP's lifetime on lo while this speaker serves it.
-func (l *loop) refresh() {
-	if !l.served {
-		return
-	}
-	if err := AddLocalFor(l.s.cfg.VIP, addressLifetime); err != nil {
-		l.s.log.Error(err, "Refreshing the VIP on lo")
-	}
-}
-
 func (l *loop) serve() {
 	vip := l.s.cfg.VIP
-	if err := AddLocalFor(vip, addressLifetime); err != nil {
+	if err := l.local.take(); err != nil {
 		l.s.log.Error(err, "Taking the VIP over: adding it to lo")
 		return
 	}
@@ -357,7 +368,7 @@ func (l *loop) serve() {
 
 // isGratuitousOnly says whether vip is answered for although Announce
 // failed (only its gratuitous announcement did).
-func isGratuitousOnly(r *layer2.Responder, vip netip.Addr) bool {
+func isGratuitousOnly(r announcer, vip netip.Addr) bool {
 	for _, a := range r.Addresses() {
 		if a == vip {
 			return true
@@ -372,7 +383,7 @@ func (l *loop) unserve() {
 	if err := l.resp.Withdraw(vip); err != nil {
 		errs = append(errs, err)
 	}
-	if err := DelLocal(vip); err != nil {
+	if err := l.local.release(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
