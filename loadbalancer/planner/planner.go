@@ -2,7 +2,8 @@
 // speakers told. It follows Services (their allocations), Nodes,
 // EndpointSlices (for externalTrafficPolicy Local), pools' announcement
 // settings and the speakers' health. One Service change re-plans only that
-// Service's VIPs and updates only the speakers whose assignment changed.
+// Service's VIPs, one speaker's change only the VIPs it can affect
+// (marks.go), and only the speakers whose assignment changed are updated.
 //
 // A VIP has a set of announcers: in layer 2 at most one node answers ARP
 // and NDP for it. A VIP stays with its announcer until that node becomes
@@ -15,6 +16,7 @@ package planner
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,6 +146,8 @@ type Planner struct {
 	failures map[netip.Addr]map[string]time.Time
 	settle   settle
 	started  bool
+	// marks are what planning last saw of each node's speaker (marks.go).
+	marks map[string]nodeMark
 
 	// refusedAddrs are the nodes whose InternalIP syncNodes refused to
 	// dial, with why (an Event is recorded when it changes). Only
@@ -196,7 +200,7 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 		pending:  map[string]bool{},
 	}
 	pools.OnChange(func(string) { p.enqueue(poolsKey) })
-	sp.OnChange(func(string) { p.enqueue(allKey) })
+	sp.OnChange(func(node string) { p.enqueue(nodePrefix + node) })
 	if opts.Peers != nil {
 		opts.Peers.OnChange(func() { p.enqueue(allKey) })
 	}
@@ -338,6 +342,8 @@ func (p *Planner) processNext() bool {
 		p.planAll()
 	case key == poolsKey:
 		p.syncAllServices()
+	case strings.HasPrefix(key, nodePrefix):
+		p.planNode(strings.TrimPrefix(key, nodePrefix))
 	default:
 		err = p.syncService(key)
 	}

@@ -22,7 +22,9 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
+	"github.com/google/go-cmp/cmp"
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
@@ -149,6 +151,22 @@ func (f *fakeSpeakers) set(node string, st speakers.State) {
 	for _, fn := range fns {
 		fn(node)
 	}
+}
+
+// told returns, per node, the addresses it was told to announce.
+func (f *fakeSpeakers) told() map[string][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string][]string{}
+	for n, m := range f.assigned {
+		for a, ok := range m {
+			if ok {
+				out[n] = append(out[n], a)
+			}
+		}
+		slices.Sort(out[n])
+	}
+	return out
 }
 
 // holders returns the nodes told to announce addr.
@@ -424,6 +442,42 @@ func (e *plannerEnv) idle() {
 	if err := e.p.WaitIdle(ctx); err != nil {
 		e.t.Fatalf("planner not idle after 10s")
 	}
+	e.checkFullPass()
+}
+
+// checkFullPass checks that a pass over every VIP, now, changes no VIP's
+// announcers or advertisers nor what the speakers were told: the passes
+// for one node's change (marks.go) left nothing undone.
+func (e *plannerEnv) checkFullPass() {
+	e.t.Helper()
+	before, told, settled := e.p.plans(), e.sp.told(), e.p.settleState()
+	e.p.planAll()
+	if e.p.settleState() != settled {
+		return // the settle window ended meanwhile: the pass had its own work
+	}
+	if diff := cmp.Diff(before, e.p.plans()); diff != "" {
+		e.t.Errorf("a full pass changed the plan the passes before left (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(told, e.sp.told()); diff != "" {
+		e.t.Errorf("a full pass changed what the speakers were told (-before +after):\n%s", diff)
+	}
+}
+
+func (p *Planner) settleState() settle {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.settle
+}
+
+// plans returns each VIP's announcers and advertisers.
+func (p *Planner) plans() map[netip.Addr][2][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[netip.Addr][2][]string{}
+	for a, v := range p.vips {
+		out[a] = [2][]string{slices.Clone(v.announcers), slices.Clone(v.advertisers)}
+	}
+	return out
 }
 
 // owner checks, once the planner is idle, that exactly one node is told to

@@ -195,7 +195,14 @@ func (p *Planner) planAll() {
 		return
 	}
 	p.updateSettleLocked(w)
+	p.planAllLocked(w)
+}
+
+// planAllLocked re-plans every VIP in w, settled already, and marks what
+// it saw of every node (marks.go).
+func (p *Planner) planAllLocked(w *world) {
 	for _, v := range p.vips {
 		p.planLocked(v, w)
 	}
+	p.markAllLocked(w)
 }
