@@ -293,8 +293,9 @@ func (p *Planner) Run(ctx context.Context) {
 	// Plan everything once before the speakers get their snapshots, so
 	// that no VIP is withdrawn for lack of a plan.
 	svcs, _ := p.services.List(labels.Everything())
+	w := p.gather()
 	for _, s := range svcs {
-		if err := p.syncService(s.Namespace + "/" + s.Name); err != nil {
+		if err := p.syncServiceIn(s.Namespace+"/"+s.Name, w); err != nil {
 			p.enqueue(s.Namespace + "/" + s.Name)
 		}
 	}

@@ -79,6 +79,13 @@ func (v *vip) serviceKeys() []string { return slices.Sorted(maps.Keys(v.services
 
 // syncService updates the VIPs of one Service and re-plans them.
 func (p *Planner) syncService(key string) error {
+	return p.syncServiceIn(key, p.gather())
+}
+
+// syncServiceIn is syncService in the world w: a new leader plans every
+// Service in one world, gathered once, where one gather per Service would
+// cost Services × nodes.
+func (p *Planner) syncServiceIn(key string, w *world) error {
 	ns, name, _ := strings.Cut(key, "/")
 	svc, err := p.services.Services(ns).Get(name)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -91,7 +98,6 @@ func (p *Planner) syncService(key string) error {
 			addrs, pools = al.Addresses, al.Pools
 		}
 	}
-	w := p.gather()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.started {
@@ -178,8 +184,9 @@ func (p *Planner) syncAllServices() {
 	p.mu.Lock()
 	keys := slices.Collect(maps.Keys(p.bySvc))
 	p.mu.Unlock()
+	w := p.gather()
 	for _, key := range keys {
-		if err := p.syncService(key); err != nil {
+		if err := p.syncServiceIn(key, w); err != nil {
 			p.queue.AddRateLimited(key)
 		}
 	}
