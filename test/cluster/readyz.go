@@ -164,6 +164,16 @@ func recovered(rs []netrig.ProbeResult, after time.Time) bool {
 	return o > 0 && o != netrig.NeverRecovered
 }
 
+// okSince reports whether an attempt made at or after since succeeded.
+func okSince(rs []netrig.ProbeResult, since time.Time) bool {
+	for _, r := range rs {
+		if r.OK && !r.At.Before(since) {
+			return true
+		}
+	}
+	return false
+}
+
 // lastOK returns the last successful attempt.
 func lastOK(rs []netrig.ProbeResult) (netrig.ProbeResult, bool) {
 	for i := len(rs) - 1; i >= 0; i-- {
