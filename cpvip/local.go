@@ -4,62 +4,86 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 )
 
-// localVIP keeps the VIP a local address of this node (on lo, see
-// AddLocalFor) while the election loop serves it, and renews its lifetime
-// every Interval on a goroutine of its own.
+// localVIP serves the VIP on this node while the election loop holds it:
+// the VIP a local address of the node (on lo, see AddLocalFor) with its
+// lifetime renewed every Interval, and ARP/NDP answered for it once it is
+// there. The loop only says whether it wants the VIP served (set); the
+// changes are made on a goroutine of localVIP's own.
 //
-// It is apart from the loop because netlink waits for the kernel's rtnl
-// lock, which every other netlink user on the machine shares: a container
-// or pod sandbox being set up or torn down, kube-proxy, a network
-// namespace being destroyed. Such a wait can last hundreds of
-// milliseconds. Were the renewal in the loop, the holder's messages would
-// stop meanwhile, and after a dead interval (500 ms) the others would take
-// the VIP over from a healthy holder. Taking and releasing still wait for
-// netlink (they are rare, and the loop sends its message before it acts);
-// the renewal every Interval never holds the loop.
+// They are apart from the loop because netlink waits for the kernel's
+// rtnl lock, which every netlink user on the machine shares (and so does
+// joining the multicast group an IPv6 VIP's NDP needs): a container or pod
+// sandbox being set up or torn down, kube-proxy, a network namespace being
+// destroyed. Such a wait lasts hundreds of milliseconds on a busy node
+// (216 ms measured in make test's HA cluster as a node shut down). Were
+// the changes in the loop, a holder's messages would stop meanwhile, and
+// after a dead interval (500 ms) the others would take the VIP from a
+// healthy holder.
 type localVIP struct {
 	vip      netip.Addr
 	lifetime time.Duration
 	log      logr.Logger
+	resp     announcer
 	add      func(netip.Addr, time.Duration) error
 	del      func(netip.Addr) error
+	wake     chan struct{}
 
-	// mu is held across each netlink call, so that a renewal in flight
-	// when the loop releases cannot put the address back after the
-	// release removed it.
-	mu   sync.Mutex
-	want bool
-	// renewErr is the last renewal's error, logged once until it changes.
-	renewErr string
+	// mu guards what the loop asks for; it is never held across a change.
+	mu         sync.Mutex
+	want       bool
+	reannounce bool
+
+	// served says whether the VIP is on lo and answered for.
+	served atomic.Bool
+
+	// opMu serializes the changes: held across netlink and the responder,
+	// so that a renewal in flight when the VIP is released cannot put it
+	// back on lo after the release removed it. What follows is its.
+	opMu    sync.Mutex
+	onLo    bool   // the VIP was added to lo and not removed since
+	lastErr string // the last error logged, logged again only when it changes
 }
 
-func newLocalVIP(vip netip.Addr, log logr.Logger) *localVIP {
-	return &localVIP{vip: vip, lifetime: addressLifetime, log: log, add: AddLocalFor, del: DelLocal}
+func newLocalVIP(vip netip.Addr, resp announcer, log logr.Logger) *localVIP {
+	return &localVIP{vip: vip, lifetime: addressLifetime, log: log, resp: resp, add: AddLocalFor, del: DelLocal, wake: make(chan struct{}, 1)}
 }
 
-// take adds the VIP to lo and keeps it there until release.
-func (a *localVIP) take() error {
+// set says whether the VIP is to be served; the change is made on the
+// goroutine of run.
+func (a *localVIP) set(want bool) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.want = true
-	return a.timed("adding", func() error { return a.add(a.vip, a.lifetime) })
+	changed := a.want != want
+	a.want = want
+	a.mu.Unlock()
+	if changed {
+		a.poke()
+	}
 }
 
-// release removes the VIP from lo; no renewal adds it again.
-func (a *localVIP) release() error {
+// announceAgain withdraws the VIP from ARP/NDP and announces it again
+// (with its gratuitous announcements), if it is served.
+func (a *localVIP) announceAgain() {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.want = false
-	return a.timed("removing", func() error { return a.del(a.vip) })
+	a.reannounce = true
+	a.mu.Unlock()
+	a.poke()
 }
 
-// run renews the VIP's lifetime every Interval while it is taken, until
-// ctx ends.
+func (a *localVIP) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run makes the changes asked for, and renews the VIP's lifetime on lo
+// every Interval while it is served, until ctx ends.
 func (a *localVIP) run(ctx context.Context) {
 	t := time.NewTicker(Interval)
 	defer t.Stop()
@@ -67,28 +91,101 @@ func (a *localVIP) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.wake:
 		case <-t.C:
-			a.renew()
 		}
+		a.reconcile()
 	}
 }
 
-// renew adds the VIP again with a fresh lifetime if it is taken.
-func (a *localVIP) renew() {
+// stop withdraws the VIP now, whatever run does: the loop's last act.
+func (a *localVIP) stop() {
+	a.set(false)
+	a.reconcile()
+}
+
+// reconcile brings the node in line with what is wanted: the VIP on lo
+// (added again, which renews its lifetime) and then answered for; or
+// neither.
+func (a *localVIP) reconcile() {
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.want {
+	want, again := a.want, a.reannounce
+	a.reannounce = false
+	a.mu.Unlock()
+	if !want {
+		a.unserve()
 		return
 	}
-	err := a.timed("renewing", func() error { return a.add(a.vip, a.lifetime) })
-	msg := ""
+	if again && a.served.Load() {
+		a.logError(a.resp.Withdraw(a.vip), "Announcing the VIP again: withdrawing it")
+		a.served.Store(false)
+	}
+	what := "renewing"
+	if !a.served.Load() {
+		what = "adding"
+	}
+	err := a.timed(what, func() error { return a.add(a.vip, a.lifetime) })
 	if err != nil {
-		msg = err.Error()
-		if msg != a.renewErr {
-			a.log.Error(err, "Renewing the VIP on lo", "vip", a.vip)
+		// Served already, the VIP lives on lo for its lifetime: the next
+		// renewal tries again.
+		a.logError(err, "Serving the VIP: adding it to lo")
+		return
+	}
+	a.onLo = true
+	if a.served.Load() {
+		a.logError(nil, "")
+		return
+	}
+	if err := a.resp.Announce(a.vip); err != nil && !isGratuitousOnly(a.resp, a.vip) {
+		a.logError(err, "Serving the VIP: answering ARP/NDP")
+		return
+	} else if err != nil {
+		a.logError(err, "Serving the VIP: gratuitous announcement failed (answering anyway)")
+	} else {
+		a.logError(nil, "")
+	}
+	a.served.Store(true)
+}
+
+// unserve stops answering for the VIP and removes it from lo, if either
+// was done.
+func (a *localVIP) unserve() {
+	if !a.served.Load() && !a.onLo {
+		return
+	}
+	a.logError(a.resp.Withdraw(a.vip), "Releasing the VIP: withdrawing it")
+	a.served.Store(false)
+	if err := a.timed("removing", func() error { return a.del(a.vip) }); err != nil {
+		a.logError(err, "Releasing the VIP: removing it from lo")
+		return // tried again at the next tick
+	}
+	a.onLo = false
+}
+
+// isGratuitousOnly says whether vip is answered for although Announce
+// failed (only its gratuitous announcement did).
+func isGratuitousOnly(r announcer, vip netip.Addr) bool {
+	for _, a := range r.Addresses() {
+		if a == vip {
+			return true
 		}
 	}
-	a.renewErr = msg
+	return false
+}
+
+// logError logs err with msg unless it is the error logged last; a nil
+// err forgets it.
+func (a *localVIP) logError(err error, msg string) {
+	if err == nil {
+		a.lastErr = ""
+		return
+	}
+	if s := msg + ": " + err.Error(); s != a.lastErr {
+		a.lastErr = s
+		a.log.Error(err, msg, "vip", a.vip)
+	}
 }
 
 // slowNetlink is how long a change of the VIP on lo may take before it is

@@ -2,7 +2,6 @@ package cpvip
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -121,9 +120,9 @@ func (s *Speaker) Run(ctx context.Context) error {
 	readErr := make(chan error, 1)
 	go s.readLoop(tr, in, readErr)
 
-	local := newLocalVIP(s.cfg.VIP, s.log)
+	local := newLocalVIP(s.cfg.VIP, resp, s.log)
 	go local.run(ctx)
-	l := &loop{s: s, tr: tr, resp: resp, local: local, verifier: NewVerifier(s.cfg.VIP),
+	l := &loop{s: s, tr: tr, local: local, verifier: NewVerifier(s.cfg.VIP),
 		el: NewElection(ElectionConfig{Node: s.cfg.Node, NodeIP: s.cfg.NodeIP}, time.Now())}
 	s.electing.Store(true)
 	s.log.Info("Taking part in the control-plane VIP election", "vip", s.cfg.VIP, "interface", s.cfg.Interface, "nodeIP", s.cfg.NodeIP, "port", s.cfg.Port)
@@ -166,20 +165,15 @@ type announcer interface {
 
 // loop is the election loop's state; it belongs to one goroutine.
 //
-// At each event the loop decides, sends its message, and only then acts
-// on the decision (the VIP on lo and ARP/NDP), so that the others hear it
-// on time however long the kernel takes; the VIP's renewal on lo is not
-// the loop's (see localVIP).
+// At each event the loop decides, sends its message, and then asks
+// localVIP to serve the VIP or not, which it does on its own goroutine: the
+// others hear this speaker on time however long the kernel takes.
 type loop struct {
-	s        *Speaker
-	tr       sender
-	resp     announcer
-	local    *localVIP
-	verifier *Verifier
-	el       *Election
-	// served says whether the VIP is on lo and answered for (it lags the
-	// election's Holding when taking it failed; retried every tick).
-	served       bool
+	s            *Speaker
+	tr           sender
+	local        *localVIP
+	verifier     *Verifier
+	el           *Election
 	lastTick     time.Time
 	lastSent     time.Time
 	lastReassert time.Time
@@ -299,11 +293,9 @@ func (l *loop) apply(d Decision, now time.Time) {
 	case Take:
 		takeoversTotal.Inc()
 		s.log.Info("Taking the control-plane VIP over", "vip", s.cfg.VIP, "epoch", d.Epoch, "why", d.Why)
-		l.serve()
 	case Release:
 		releasesTotal.WithLabelValues(releaseReason(d)).Inc()
 		s.log.Info("Releasing the control-plane VIP", "vip", s.cfg.VIP, "epoch", d.Epoch, "why", d.Why)
-		l.unserve()
 	case Reassert:
 		// A rival that keeps claiming (it hears nobody: a firewall drops
 		// its inbound messages) would otherwise have the VIP re-announced
@@ -314,21 +306,14 @@ func (l *loop) apply(d Decision, now time.Time) {
 		l.lastReassert = now
 		reassertsTotal.Inc()
 		s.log.Info("Another holder heard; keeping the control-plane VIP and announcing it again", "why", d.Why)
-		if err := l.resp.Withdraw(s.cfg.VIP); err != nil {
-			s.log.Error(err, "Re-announcing the VIP")
-		}
-		l.served = false
-		l.serve()
-	default:
-		if l.el.Holding() && !l.served {
-			l.serve() // retry a failed take-over
-		}
+		l.local.announceAgain()
 	}
+	l.local.set(l.el.Holding())
 	holder, epoch := l.el.Holder(now)
 	rs := s.ready.State()
 	s.mu.Lock()
 	s.status.APIServerReady, s.status.APIServerError = rs.Ready, rs.Err
-	s.status.Serving = l.served
+	s.status.Serving = l.local.served.Load()
 	s.status.Holder, s.status.Epoch = holder, epoch
 	s.status.Peers = l.el.Peers(now)
 	s.mu.Unlock()
@@ -351,47 +336,6 @@ func releaseReason(d Decision) string {
 // expiry check, about a second).
 const addressLifetime = 2 * time.Second
 
-func (l *loop) serve() {
-	vip := l.s.cfg.VIP
-	if err := l.local.take(); err != nil {
-		l.s.log.Error(err, "Taking the VIP over: adding it to lo")
-		return
-	}
-	if err := l.resp.Announce(vip); err != nil && !isGratuitousOnly(l.resp, vip) {
-		l.s.log.Error(err, "Taking the VIP over: answering ARP/NDP")
-		return
-	} else if err != nil {
-		l.s.log.Error(err, "Taking the VIP over: gratuitous announcement failed (answering anyway)")
-	}
-	l.served = true
-}
-
-// isGratuitousOnly says whether vip is answered for although Announce
-// failed (only its gratuitous announcement did).
-func isGratuitousOnly(r announcer, vip netip.Addr) bool {
-	for _, a := range r.Addresses() {
-		if a == vip {
-			return true
-		}
-	}
-	return false
-}
-
-func (l *loop) unserve() {
-	vip := l.s.cfg.VIP
-	var errs []error
-	if err := l.resp.Withdraw(vip); err != nil {
-		errs = append(errs, err)
-	}
-	if err := l.local.release(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		l.s.log.Error(err, "Releasing the VIP")
-	}
-	l.served = false
-}
-
 // shutdown tells the others this speaker released the VIP, then withdraws
 // it, so that a successor takes over at once.
 func (l *loop) shutdown() {
@@ -401,7 +345,7 @@ func (l *loop) shutdown() {
 	if d.Action == Release {
 		releasesTotal.WithLabelValues("shutdown").Inc()
 		l.s.log.Info("Shutting down: released the control-plane VIP", "vip", l.s.cfg.VIP)
-		l.unserve()
 	}
+	l.local.stop()
 	l.s.electing.Store(false)
 }
