@@ -23,10 +23,12 @@ import (
 //   - if what layer 2 depends on changed (the speaker's verdict, its
 //     capabilities, the soft rules): the VIPs the node announces, the VIPs
 //     without an announcer, those whose announcer is held back by any
-//     rule (the node may now take them), those with an address check
-//     outstanding (conflict.go) and those of Services with
+//     rule (the node may now take them) and those of Services with
 //     externalTrafficPolicy Local (the node may now have more endpoints
-//     than their announcer);
+//     than their announcer). An address check (conflict.go) reads the
+//     announcer's state and the speakers' hardware addresses: the
+//     announcer's changes re-plan its VIPs, and a change of hardware
+//     addresses plans every VIP (below);
 //   - if what BGP depends on changed (the session, the capabilities, the
 //     data plane; not the stream: a speaker cut off from the CCM keeps
 //     advertising, bgp.go): every VIP advertised over BGP.
@@ -136,7 +138,7 @@ func layer2Affected(v *vip, w *world, node string) bool {
 	if v.scope.l2Off {
 		return false
 	}
-	if len(v.announcers) == 0 || slices.Contains(v.announcers, node) || v.probing() || hasLocal(v) {
+	if len(v.announcers) == 0 || slices.Contains(v.announcers, node) || hasLocal(v) {
 		return true
 	}
 	for _, a := range v.announcers {

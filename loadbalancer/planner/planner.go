@@ -163,6 +163,13 @@ type Planner struct {
 	// delivered, when set (tests), is called with every object the
 	// informers hand to the planner, after it was queued.
 	delivered func(obj any)
+
+	// term is Run's context: it ends when this CCM stops leading, and
+	// nothing is planned or recorded after that (what is still queued is
+	// dropped: a stepping-down leader's sessions close, and re-planning
+	// their VIPs would only write records the next leader must not
+	// believe). Set before the workers start.
+	term context.Context
 }
 
 // Queue keys other than a Service's namespace/name.
@@ -262,6 +269,7 @@ func (p *Planner) notifyDelivered(obj any) {
 // a moment to report what they announce (so VIPs stay where they are across
 // a leader change), then plans until ctx ends.
 func (p *Planner) Run(ctx context.Context) {
+	p.term = ctx
 	defer p.queue.ShutDown()
 	defer p.records.ShutDown()
 	p.factory.Start(ctx.Done())
@@ -338,6 +346,8 @@ func (p *Planner) processNext() bool {
 	}()
 	var err error
 	switch {
+	case p.term.Err() != nil:
+		// The term ended: drop it.
 	case key == allKey:
 		p.syncNodes()
 		p.planAll()

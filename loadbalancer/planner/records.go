@@ -43,6 +43,9 @@ func (p *Planner) processNextRecord() bool {
 		p.busy--
 		p.qmu.Unlock()
 	}()
+	if p.term.Err() != nil {
+		return true // the term ended: the next leader records
+	}
 	if err := p.recordAnnouncers(key); err != nil {
 		p.log.Error(err, "Recording where the Service's VIPs are announced", "service", key)
 		p.records.AddRateLimited(key)
