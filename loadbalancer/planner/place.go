@@ -30,8 +30,15 @@ func (p *Planner) planLocked(v *vip, w *world) {
 		}
 		return
 	}
-	eligible, why := p.eligibleLocked(v, w)
-	want := p.chooseLocked(v, w, eligible, why)
+	var want []string
+	var why map[string]verdict
+	if p.keepsLocked(v, w) {
+		want, v.uneven = v.announcers, time.Time{}
+	} else {
+		var eligible []string
+		eligible, why = p.eligibleLocked(v, w)
+		want = p.chooseLocked(v, w, eligible, why)
+	}
 	old := v.announcers
 	switch {
 	case len(want) == 0 || slices.Equal(old, want):
