@@ -85,9 +85,19 @@ type Components struct {
 	ctx context.Context // ends when this CCM stops leading
 }
 
-// StepDown ends this CCM's term and releases its Lease (see
-// term.Term.StepDown), when it shuts down.
+// StepDown ends this CCM's term, writes the Announced records of what it
+// told the speakers (for at most half of ctx's time: the next leader
+// believes them), and releases its Lease (see term.Term.StepDown), when
+// it shuts down.
 func (c *Components) StepDown(ctx context.Context) error {
+	c.Term.End(ctx)
+	if deadline, ok := ctx.Deadline(); ok {
+		fctx, cancel := context.WithTimeout(ctx, time.Until(deadline)/2)
+		c.Planner.FlushRecords(fctx)
+		cancel()
+	} else {
+		c.Planner.FlushRecords(ctx)
+	}
 	return c.Term.StepDown(ctx, c.client, c.lease)
 }
 

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -159,16 +160,19 @@ type Planner struct {
 	qmu     sync.Mutex
 	pending map[string]bool
 	busy    int
+	// recordsBusy counts the records being written (FlushRecords).
+	recordsBusy atomic.Int32
 
 	// delivered, when set (tests), is called with every object the
 	// informers hand to the planner, after it was queued.
 	delivered func(obj any)
 
 	// term is Run's context: it ends when this CCM stops leading, and
-	// nothing is planned or recorded after that (what is still queued is
-	// dropped: a stepping-down leader's sessions close, and re-planning
-	// their VIPs would only write records the next leader must not
-	// believe). Set before the workers start.
+	// nothing is planned after that (what is still queued is dropped: a
+	// stepping-down leader's sessions close, and re-planning their VIPs
+	// would only write records the next leader must not believe). The
+	// records of what was planned before are still written (FlushRecords).
+	// Set before the workers start.
 	term context.Context
 }
 
@@ -365,6 +369,32 @@ func (p *Planner) processNext() bool {
 	}
 	p.queue.Forget(key)
 	return true
+}
+
+// FlushRecords waits until every queued Announced record is written (or
+// failed once), or ctx ends. A leader that steps down calls it after its
+// term ended and before it hands the Lease over: the next leader believes
+// the records over the speakers' claims (seed.go), and a move made just
+// before the handover must be on record by then.
+func (p *Planner) FlushRecords(ctx context.Context) {
+	for {
+		p.qmu.Lock()
+		pending := 0
+		for key := range p.pending {
+			if strings.HasPrefix(key, recPrefix) {
+				pending++
+			}
+		}
+		p.qmu.Unlock()
+		if pending == 0 && p.recordsBusy.Load() == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // Idle reports whether the planner has started and has nothing queued or

@@ -91,7 +91,7 @@ func (p *Planner) recordAnnouncers(key string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(p.term, 10*time.Second) // cancelled when the term ends
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = p.opts.Client.CoreV1().Services(ns).Patch(ctx, name, types.StrategicMergePatchType, body, metav1.PatchOptions{}, "status")
 	if apierrors.IsNotFound(err) {

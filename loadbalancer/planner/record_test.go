@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -9,7 +10,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/ironlb/ironlb/ipam"
 )
@@ -155,5 +158,52 @@ func TestForgedSharingKeyCannotMoveAnotherTenantsVIP(t *testing.T) {
 	}
 	if got := e.owner(vipB, "node-a", "node-b", "node-c"); got == "" {
 		t.Errorf("tenant B's VIP %s has no node", vipB)
+	}
+}
+
+// TestFlushRecordsWaitsForTheRecords: a leader stepping down right after
+// a move writes the move's record before it hands the Lease over
+// (FlushRecords): the next leader believes records over the speakers'
+// claims. The record's write is held at the API; FlushRecords must wait for
+// it, and the record names the new node once it returns.
+func TestFlushRecordsWaitsForTheRecords(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{record: true}, nodes(2)...)
+	vip := e.service("web", false)
+	first := e.owner(vip, "node-a", "node-b")
+
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	e.cs.PrependReactor("patch", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "status" {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return false, nil, nil
+	})
+	e.sp.set(first, lost())
+	<-held // the move's record is being written
+
+	ctx, cancel := context.WithTimeout(e.ctx, 200*time.Millisecond)
+	e.p.FlushRecords(ctx)
+	if ctx.Err() == nil {
+		t.Fatal("FlushRecords returned while a record's write was held")
+	}
+	cancel()
+	close(release)
+	ctx, cancel = context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	e.p.FlushRecords(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("FlushRecords did not return after the write went through")
+	}
+	second := others(first)[0]
+	svc, err := e.cs.CoreV1().Services("default").Get(e.ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced); c == nil || c.Message != vip.String()+"="+second {
+		t.Errorf("Announced once FlushRecords returned = %+v, want %s=%s", c, vip, second)
 	}
 }

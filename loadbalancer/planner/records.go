@@ -34,6 +34,7 @@ func (p *Planner) processNextRecord() bool {
 		return false
 	}
 	p.qmu.Lock()
+	p.recordsBusy.Add(1) // before it leaves pending: FlushRecords sees one or the other
 	delete(p.pending, recPrefix+key)
 	p.busy++
 	p.qmu.Unlock()
@@ -41,11 +42,9 @@ func (p *Planner) processNextRecord() bool {
 		p.records.Done(key)
 		p.qmu.Lock()
 		p.busy--
+		p.recordsBusy.Add(-1)
 		p.qmu.Unlock()
 	}()
-	if p.term.Err() != nil {
-		return true // the term ended: the next leader records
-	}
 	if err := p.recordAnnouncers(key); err != nil {
 		p.log.Error(err, "Recording where the Service's VIPs are announced", "service", key)
 		p.records.AddRateLimited(key)

@@ -182,6 +182,13 @@ func (t *Term) lose(log klog.Logger, err error) {
 	t.cancel(err)
 }
 
+// End ends the term as StepDown does, without releasing the Lease:
+// nothing more is sent, and what still has to be written while the Lease
+// is held can be written before StepDown hands it over.
+func (t *Term) End(ctx context.Context) {
+	t.lose(klog.FromContext(ctx).WithName("term"), ErrSteppedDown)
+}
+
 // ErrSteppedDown is why a Term ends when its CCM shuts down (StepDown).
 var ErrSteppedDown = fmt.Errorf("%w: it is shutting down", ErrLost)
 
