@@ -87,6 +87,15 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The fake clientset drops what is created between an informer's list
+	// and its watch: a speaker's Node made then is never seen, and its
+	// certificate is revoked as soon as anything asks (NodeGone). Let the
+	// bundle's watches list before the tests create Nodes and pods.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if !bundle.WaitForLiveness(wctx) {
+		t.Fatal("the bundle's watches of speaker pods and Nodes did not list")
+	}
 	caFile := filepath.Join(t.TempDir(), "ca.crt")
 	if err := pki.WriteBundle(caFile, bundle.BundlePEM()); err != nil {
 		t.Fatal(err)
