@@ -86,20 +86,21 @@ type Components struct {
 }
 
 // StepDown ends this CCM's term, writes the Announced records of what it
-// told the speakers (for at most half of ctx's time: the next leader
+// told the speakers (for at most recordsFlushLimit: the next leader
 // believes them), and releases its Lease (see term.Term.StepDown), when
 // it shuts down.
 func (c *Components) StepDown(ctx context.Context) error {
 	c.Term.End(ctx)
-	if deadline, ok := ctx.Deadline(); ok {
-		fctx, cancel := context.WithTimeout(ctx, time.Until(deadline)/2)
-		c.Planner.FlushRecords(fctx)
-		cancel()
-	} else {
-		c.Planner.FlushRecords(ctx)
-	}
+	fctx, cancel := context.WithTimeout(ctx, recordsFlushLimit)
+	c.Planner.FlushRecords(fctx)
+	cancel()
 	return c.Term.StepDown(ctx, c.client, c.lease)
 }
+
+// recordsFlushLimit bounds the wait for the records at a step-down, so
+// that the Lease is still released within the CCM's own 2 s step-down
+// budget (cmd/ironlb-ccm: stepDownTimeout).
+const recordsFlushLimit = time.Second
 
 // livenessSyncTimeout bounds how long a new leader waits for the watches
 // of the speaker pods and Nodes (warm already when the replica started
