@@ -37,7 +37,7 @@ func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
 	if cfg == nil || len(cfg.GetPeers()) == 0 {
 		return bgp.Desired{}, nil
 	}
-	d := bgp.Desired{ASN: cfg.GetAsn(), Exports: map[bgp.Export]bgp.Attributes{}}
+	d := bgp.Desired{ASN: cfg.GetAsn(), Exports: make(map[bgp.Export]bgp.Attributes, len(a.vips))}
 	var err error
 	if d.RouterID, err = netip.ParseAddr(cfg.GetRouterId()); err != nil {
 		return d, fmt.Errorf("router ID %q: %w", cfg.GetRouterId(), err)
@@ -54,14 +54,21 @@ func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
 		}
 		d.Peers = append(d.Peers, peer)
 	}
+	// A node advertises thousands of VIPs to a few peers: each peer's
+	// address is parsed once.
+	peers := make(map[string]netip.Addr, len(cfg.GetPeers()))
 	for addr, v := range a.vips {
 		if v.refused {
 			continue
 		}
 		for _, adv := range v.bgp {
-			peer, err := netip.ParseAddr(adv.GetPeer())
-			if err != nil {
-				return d, fmt.Errorf("VIP %s: peer %q: %w", addr, adv.GetPeer(), err)
+			peer, ok := peers[adv.GetPeer()]
+			if !ok {
+				var err error
+				if peer, err = netip.ParseAddr(adv.GetPeer()); err != nil {
+					return d, fmt.Errorf("VIP %s: peer %q: %w", addr, adv.GetPeer(), err)
+				}
+				peers[adv.GetPeer()] = peer
 			}
 			bits := addr.BitLen()
 			if l := int(adv.GetPrefixLength()); l > 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -339,24 +338,7 @@ func (a *Agent) reportLocked(id uint64, full bool) *speakerv1.Report {
 	if !full {
 		return r
 	}
-	for _, addr := range slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare) {
-		v := a.vips[addr]
-		st := &speakerv1.VIPStatus{Address: addr.String(), Interfaces: v.announced, State: speakerv1.VIPStatus_ANNOUNCING}
-		switch {
-		case v.err != nil:
-			st.State = speakerv1.VIPStatus_FAILED
-			st.Error = v.err.Error()
-		case v.state == stateConflict:
-			st.State = speakerv1.VIPStatus_CONFLICT
-		case v.state == stateYielded:
-			st.State = speakerv1.VIPStatus_YIELDED
-		}
-		if c := v.claim; c != nil {
-			st.ClaimedBy = c.MAC.String()
-			st.ClaimedUnixMs = c.At.UnixMilli()
-		}
-		r.Vips = append(r.Vips, st)
-	}
+	r.Vips, r.VipsGone, r.VipsDelta = a.vipsLocked(a.streams[id])
 	r.Interfaces = a.interfacesLocked()
 	r.BgpSessions = a.bgpSessions
 	if a.dataPlane != nil {

@@ -28,6 +28,9 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 		a.log.Info("CCM took over the speaker", "leader", s.GetLeader(), "term", s.GetTerm(), "version", s.GetVersion())
 	}
 	a.stream = id
+	if st := a.streams[id]; st != nil && s.GetVipDeltas() {
+		st.deltas = true
+	}
 	a.heard = a.now()
 	a.hbInterval = time.Duration(s.GetHeartbeatIntervalMs()) * time.Millisecond
 	a.kick() // the cut-off deadline moved

@@ -5,11 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"sync"
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
@@ -26,6 +25,11 @@ type streamState struct {
 	// fullGen is the agent's state generation (Agent.gen) when the
 	// stream's latest full report was taken.
 	fullGen uint64
+	// deltas is true once the stream's snapshot asked for VIP changes
+	// (Snapshot.vip_deltas); base is then what the stream's latest report
+	// naming VIPs said of each (nil before one).
+	deltas bool
+	base   map[netip.Addr]vipReport
 }
 
 // instructionQueue bounds the instructions read from a stream but not yet
@@ -66,41 +70,16 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 		a.log.Info("CCM stream ended; keeping every announcement", "stream", id, "cause", context.Cause(ctx))
 	}()
 
-	var sendMu sync.Mutex
-	var lastFull *speakerv1.Report
-	send := func(r *speakerv1.Report) error {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		if r.GetFull() {
-			lastFull = r
-		}
-		return stream.Send(r)
-	}
-	// sendIfChanged sends a full report unless it equals the last one.
-	sendIfChanged := func() error {
-		r := a.report(id, true)
-		sendMu.Lock()
-		same := proto.Equal(r, lastFull)
-		sendMu.Unlock()
-		if same {
-			return nil
-		}
-		return send(r)
-	}
+	rp := &reporter{a: a, id: id, stream: stream}
 	// The first report offers the enrollment token; later ones compare
 	// with it as if it had none.
 	a.mu.Lock()
 	changed := a.changed // before the first report: no change is missed
 	a.mu.Unlock()
-	first := a.report(id, true)
-	offer := proto.CloneOf(first)
-	offer.Enrollment = a.enrollment()
-	if err := send(offer); err != nil {
+	if err := rp.sendFirst(); err != nil {
 		return err
 	}
-	sendMu.Lock()
-	lastFull = first
-	sendMu.Unlock()
+	sendIfChanged := func() error { return rp.sendState(true) }
 	go a.reportChanges(ctx, id, changed, sendIfChanged)
 
 	instructions := make(chan *speakerv1.Instruction, instructionQueue)
@@ -119,7 +98,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 				instructionsTotal.WithLabelValues("heartbeat", "applied").Inc()
 				r := a.report(id, false)
 				r.HeartbeatSeq = hb.Heartbeat.GetSeq()
-				if err := send(r); err != nil {
+				if err := rp.send(r); err != nil {
 					recvErr <- err
 					return
 				}
@@ -161,7 +140,7 @@ func (a *Agent) Sync(stream speakerv1.Speaker_SyncServer) error {
 			default:
 			}
 		}
-		if err := a.handle(id, in, send, answer); err != nil {
+		if err := a.handle(id, in, rp, answer); err != nil {
 			return err
 		}
 	}
@@ -194,7 +173,7 @@ func endStatus(cause error) error {
 // handle applies one instruction and answers it (heartbeats are answered
 // by Sync's receive goroutine); a snapshot or update only when answer is
 // true.
-func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv1.Report) error, answer bool) error {
+func (a *Agent) handle(id uint64, in *speakerv1.Instruction, rp *reporter, answer bool) error {
 	switch k := in.GetKind().(type) {
 	case *speakerv1.Instruction_Snapshot:
 		if err := a.applySnapshot(id, k.Snapshot); err != nil {
@@ -205,18 +184,18 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 		if !answer {
 			return nil
 		}
-		return send(a.report(id, true))
+		return rp.sendState(false)
 	case *speakerv1.Instruction_Certificate:
 		a.installCertificate(k.Certificate)
 		a.recheckTrust() // may end this very stream
-		return send(a.report(id, false))
+		return rp.send(a.report(id, false))
 	case *speakerv1.Instruction_Attest:
 		// Only an authenticated CCM opens streams: it gets the token it
 		// renews the node certificate with.
 		r := a.report(id, false)
 		r.Enrollment = a.enrollment()
 		instructionsTotal.WithLabelValues("attest", resultOfAttest(r.Enrollment)).Inc()
-		return send(r)
+		return rp.send(r)
 	case *speakerv1.Instruction_Update:
 		if err := a.applyUpdate(id, k.Update); err != nil {
 			instructionsTotal.WithLabelValues("update", resultOf(err)).Inc()
@@ -226,7 +205,7 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 		if !answer {
 			return nil
 		}
-		return send(a.report(id, true))
+		return rp.sendState(false)
 	default:
 		// A newer CCM sent something this speaker does not know: ignore
 		// it, keep the stream, and say so in the answer.
@@ -240,7 +219,7 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, send func(*speakerv
 			}
 		}
 		a.mu.Unlock()
-		return send(a.report(id, true))
+		return rp.sendState(false)
 	}
 }
 

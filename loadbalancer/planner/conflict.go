@@ -3,13 +3,13 @@ package planner
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/loadbalancer/speakers"
 )
 
 // IronLB never announces an address another host on the LAN answers for
@@ -58,7 +58,7 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) (reprobe bool) {
 	st := nv.state
 	// answers: the announcer reports that it answers for v; read only for
 	// a VIP with a probe or conflict outstanding (most have none).
-	answers := func() bool { return st.Connected && slices.Contains(st.Announcing, v.addr) }
+	answers := func() bool { return st.Connected && speakers.Holds(st.Announcing, v.addr) }
 	if mac := st.Conflicts[a]; mac != "" {
 		mac = canonicalMAC(mac)
 		switch {
@@ -110,7 +110,7 @@ func (w *world) firstPlacement(v *vip) bool {
 	}
 	for _, n := range w.nodes {
 		st := n.state
-		if slices.Contains(st.Announcing, v.addr) || slices.Contains(st.Initial, v.addr) || slices.Contains(st.Yielded, v.addr) {
+		if speakers.Holds(st.Announcing, v.addr) || speakers.Holds(st.Initial, v.addr) || speakers.Holds(st.Yielded, v.addr) {
 			return false
 		}
 	}

@@ -148,6 +148,7 @@ const (
 	rInterfaces               // interfaces: count, then each
 	rBGP                      // bgp_sessions: count, then each
 	rIgnored                  // ignored_instructions: a byte
+	rDelta                    // vips are changes (vips_delta): gone addresses follow, a count then each
 )
 
 // report builds a report: flags, applied version (see appliedVersion),
@@ -188,6 +189,12 @@ func (r *fuzzReader) report(m *reportsModel) *speakerv1.Report {
 	}
 	if flags&rIgnored != 0 {
 		rep.IgnoredInstructions = uint64(r.byte())
+	}
+	if flags&rDelta != 0 {
+		rep.VipsDelta = true
+		for range r.byte() % 8 {
+			rep.VipsGone = append(rep.VipsGone, r.pick(fuzzVIPs))
+		}
 	}
 	return rep
 }
@@ -338,14 +345,59 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool, placed map[netip.
 		}
 		var announcing, yielded []netip.Addr
 		failed, conflicts := map[string]string{}, map[string]string{}
+		// A report of changes (not a stream's first) starts from what the
+		// speaker reported before, without the addresses it names.
+		delta := placed != nil && r.GetVipsDelta()
+		named := map[netip.Addr]bool{}
 		seen := map[netip.Addr]bool{}
+		parse := func(s string) (netip.Addr, bool) {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" || seen[a] {
+				return a, false
+			}
+			seen[a] = true
+			return a, known(a)
+		}
+		for _, v := range r.GetVips() {
+			if a, ok := parse(v.GetAddress()); ok {
+				named[a] = true
+			}
+		}
+		if delta {
+			for _, g := range r.GetVipsGone() {
+				if a, ok := parse(g); ok {
+					named[a] = true
+				}
+			}
+			for _, a := range m.announcing {
+				if !named[a] {
+					announcing = append(announcing, a)
+				}
+			}
+			for _, a := range m.yielded {
+				if !named[a] {
+					yielded = append(yielded, a)
+				}
+			}
+			for k, e := range m.failed {
+				if !named[netip.MustParseAddr(k)] {
+					failed[k] = e
+				}
+			}
+			for k, e := range m.conflicts {
+				if !named[netip.MustParseAddr(k)] {
+					conflicts[k] = e
+				}
+			}
+		}
+		clear(seen)
 		for _, v := range r.GetVips() {
 			a, err := netip.ParseAddr(v.GetAddress())
 			if err != nil || a.Zone() != "" || seen[a] {
 				continue
 			}
 			seen[a] = true
-			if !known(a) {
+			if !named[a] {
 				continue
 			}
 			switch v.GetState() {
@@ -359,6 +411,7 @@ func (m *reportsModel) record(r *speakerv1.Report, dirty bool, placed map[netip.
 				yielded = append(yielded, a)
 			}
 		}
+		slices.SortFunc(announcing, netip.Addr.Compare)
 		m.announcing = announcing
 		slices.SortFunc(yielded, netip.Addr.Compare)
 		changed = !maps.Equal(failed, m.failed) || !maps.Equal(conflicts, m.conflicts) || !slices.Equal(yielded, m.yielded)
@@ -827,6 +880,7 @@ type seedReport struct {
 	ifaces  []seedIface
 	bgp     []seedBGP
 	ignored byte
+	gone    []byte // fuzzVIPs, with rDelta
 }
 
 type seedVIP struct{ addr, state, err byte }
@@ -864,6 +918,9 @@ func (r seedReport) encode() []byte {
 	if r.flags&rIgnored != 0 {
 		b = append(b, r.ignored)
 	}
+	if r.flags&rDelta != 0 {
+		b = append(append(b, byte(len(r.gone))), r.gone...)
+	}
 	return b
 }
 
@@ -882,6 +939,15 @@ func full(applied byte, vips ...byte) seedReport {
 	for _, v := range vips {
 		r.vips = append(r.vips, seedVIP{addr: v, state: vipAnnouncing})
 	}
+	return r
+}
+
+// changes is a full report of VIP changes (vips_delta): vips, and the
+// addresses gone (indexes of fuzzVIPs).
+func changes(applied byte, gone []byte, vips ...seedVIP) seedReport {
+	r := full(applied)
+	r.flags |= rDelta
+	r.vips, r.gone = vips, gone
 	return r
 }
 
@@ -929,6 +995,15 @@ func reportSeeds() [][]byte {
 	bgpDown := seedBGP{peer: 0, flags: 1, state: 1, err: 1, bfdState: 1, bfdFlaps: 1}
 	withBGP := func(r seedReport, s ...seedBGP) seedReport { r.flags |= rBGP; r.bgp = s; return r }
 	return [][]byte{
+		// A speaker reports its VIPs as changes: one is added, one fails,
+		// one is gone; an address both named and gone counts once; a
+		// stream's first report is complete though it says changes.
+		seedInput(ready, full(appliedNone, 0, 1),
+			opAssign, 2, 0, opReport, changes(appliedSent, nil, seedVIP{addr: 2, state: vipAnnouncing}),
+			opReport, changes(appliedSent, nil, seedVIP{addr: 0, state: vipFailed, err: 1}),
+			opUnassign, 1, opReport, changes(appliedSent, []byte{1}),
+			opReport, changes(appliedSent, []byte{0}, seedVIP{addr: 0, state: vipAnnouncing}),
+			opEnd, 0, changes(appliedNone, []byte{2}, seedVIP{addr: 3, state: vipAnnouncing})),
 		// A speaker with one VIP is told to announce another, confirms,
 		// answers heartbeats, and is told to withdraw the first.
 		seedInput(ready, full(appliedNone, 0),

@@ -32,7 +32,8 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 // on the speaker and, in the stream's first report, the VIPs this CCM
 // allocated (a new leader learns what the speaker announces, which a
 // previous leader may have placed; see State.Initial); in later reports
-// only the VIPs of this node (see nodeVIPs).
+// only the VIPs of this node (see nodeVIPsLocked), and its VIPs may be
+// changes (see expandLocked).
 func (s *session) acceptor(gen uint64) acceptor {
 	acc := acceptor{peers: map[string]bool{}}
 	if p := s.peers.Load(); p != nil {
@@ -44,11 +45,21 @@ func (s *session) acceptor(gen uint64) acceptor {
 		}
 		return acc
 	}
+	acc.deltas = true
 	acc.vips = func(addrs []netip.Addr) []bool {
-		vips := s.nodeVIPs() // only for a report naming VIPs: not for heartbeat answers
+		s.m.mu.Lock()
+		defer s.m.mu.Unlock()
 		ok := make([]bool, len(addrs))
+		var all map[netip.Addr]bool // only when an address is not found at once
 		for i, a := range addrs {
-			ok[i] = vips[a]
+			if s.knowsLocked(a) {
+				ok[i] = true
+				continue
+			}
+			if all == nil {
+				all = s.nodeVIPsLocked()
+			}
+			ok[i] = all[a]
 		}
 		return ok
 	}
@@ -62,16 +73,14 @@ func (s *session) firstTaken(gen uint64) bool {
 	return s.taken == gen
 }
 
-// nodeVIPs are the VIPs a speaker's report may name once its stream's
+// nodeVIPsLocked are the VIPs a speaker's report may name once its stream's
 // first report was taken in: those placed on its node (desired, or
 // changed and not yet sent), those it announced when the stream opened
 // (State.Initial), and those its last report named (a VIP withdrawn
 // stays known while the speaker still reports it). Each was placed on the
 // node or was in its first report: a speaker cannot make the CCM keep
-// VIPs of other nodes. A copy, made under m.mu, of what the node holds.
-func (s *session) nodeVIPs() map[netip.Addr]bool {
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
+// VIPs of other nodes. A copy of what the node holds; m.mu is held.
+func (s *session) nodeVIPsLocked() map[netip.Addr]bool {
 	vips := make(map[netip.Addr]bool, s.nodeVIPCount())
 	for _, set := range []func(func(string) bool){maps.Keys(s.desired), maps.Keys(s.dirty), maps.Keys(s.state.Failed), maps.Keys(s.state.Conflicts), maps.Keys(s.state.Claimed)} {
 		for a := range set {
@@ -86,7 +95,7 @@ func (s *session) nodeVIPs() map[netip.Addr]bool {
 	return vips
 }
 
-// nodeVIPCount bounds the number of nodeVIPs; m.mu is held.
+// nodeVIPCount bounds the number of nodeVIPsLocked; m.mu is held.
 func (s *session) nodeVIPCount() int {
 	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + len(s.state.Announcing) +
 		len(s.state.Conflicts) + len(s.state.Claimed) + len(s.state.Yielded)
@@ -127,6 +136,9 @@ func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) (changed, bg
 	s.state.Fenced, s.state.Stopped = false, false
 	failedChanged := false
 	if sum.full {
+		if sum.delta {
+			s.expandLocked(sum)
+		}
 		failedChanged = s.recordVIPs(sum, lines)
 		s.state.Healthy, s.state.Problem = sum.healthy, sum.problem
 		if !slices.EqualFunc(sum.bgp, s.state.BGPSessions, func(a, b *speakerv1.BGPSessionStatus) bool { return proto.Equal(a, b) }) {

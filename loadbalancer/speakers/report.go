@@ -60,8 +60,15 @@ type summary struct {
 	capabilities []string
 	ignored      uint64 // ignored_instructions
 	full         bool
+	// delta is true for a full report whose VIPs are changes (see
+	// Report.vips_delta): touched are the addresses it names (sorted),
+	// gone those among them the speaker no longer holds; the lists below
+	// then hold the named VIPs only (see session.expandLocked).
+	delta   bool
+	touched []netip.Addr
+	gone    []netip.Addr
 
-	// Of a full report only:
+	// Of a full report only (sorted where they are lists):
 	announcing []netip.Addr
 	failed     map[string]string // canonical address → clipped error
 	healthy    bool
@@ -86,6 +93,9 @@ type acceptor struct {
 	// peers are the addresses of the BGP peers configured on the
 	// speaker, as sent to it.
 	peers map[string]bool
+	// deltas is whether a report's vips_delta counts: not in a stream's
+	// first report, which is complete whatever it says.
+	deltas bool
 }
 
 // summarize checks and bounds r. It takes no lock but the acceptor's.
@@ -99,6 +109,7 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 	if !sum.full {
 		return sum
 	}
+	sum.delta = acc.deltas && r.GetVipsDelta()
 	sum.failed = map[string]string{}
 	sum.conflicts, sum.claimed = map[string]string{}, map[string]string{}
 	// The addresses first, each once, so that the acceptor is asked
@@ -106,16 +117,24 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 	seen := map[netip.Addr]bool{}
 	var (
 		addrs   []netip.Addr
-		entries []*speakerv1.VIPStatus
+		entries []*speakerv1.VIPStatus // nil for a gone address
 	)
-	for _, v := range r.GetVips() {
-		a, err := netip.ParseAddr(v.GetAddress())
+	add := func(s string, v *speakerv1.VIPStatus) {
+		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" || seen[a] {
 			sum.dropped[ignoredUnknownVIP]++
-			continue
+			return
 		}
 		seen[a] = true
 		addrs, entries = append(addrs, a), append(entries, v)
+	}
+	for _, v := range r.GetVips() {
+		add(v.GetAddress(), v)
+	}
+	if sum.delta {
+		for _, g := range r.GetVipsGone() {
+			add(g, nil)
+		}
 	}
 	var ok []bool
 	if acc.vips != nil && len(addrs) > 0 {
@@ -127,6 +146,13 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 			continue
 		}
 		v := entries[i]
+		if sum.delta {
+			sum.touched = append(sum.touched, a)
+		}
+		if v == nil {
+			sum.gone = append(sum.gone, a)
+			continue
+		}
 		by, byOK := parseMAC(v.GetClaimedBy())
 		switch v.GetState() {
 		case speakerv1.VIPStatus_ANNOUNCING:
@@ -145,7 +171,9 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 			sum.claimed[a.String()] = by
 		}
 	}
-	slices.SortFunc(sum.yielded, netip.Addr.Compare)
+	for _, l := range [][]netip.Addr{sum.announcing, sum.yielded, sum.touched, sum.gone} {
+		slices.SortFunc(l, netip.Addr.Compare)
+	}
 	sum.healthy, sum.problem = health(r)
 	sum.macs = interfaceMACs(r.GetInterfaces())
 	if d := r.GetDataPlane(); d != nil {
@@ -262,6 +290,12 @@ func merge(pending, r *speakerv1.Report) *speakerv1.Report {
 		pending.AppliedVersion = max(pending.GetAppliedVersion(), r.GetAppliedVersion())
 		pending.Version, pending.Capabilities, pending.IgnoredInstructions = r.GetVersion(), r.GetCapabilities(), r.GetIgnoredInstructions()
 		return pending
+	}
+	if r.GetFull() && r.GetVipsDelta() && pending.GetFull() {
+		// r's changes over pending's VIPs: a list of changes when
+		// pending's were, complete otherwise.
+		r.Vips, r.VipsGone = mergeVIPs(pending, r)
+		r.VipsDelta = pending.GetVipsDelta()
 	}
 	r.AppliedVersion = max(pending.GetAppliedVersion(), r.GetAppliedVersion())
 	return r

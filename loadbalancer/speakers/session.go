@@ -252,7 +252,7 @@ func (s *session) awaitReady(ctx context.Context, wd *watchdog) error {
 // It names the stream's heartbeat interval.
 func (s *session) sendSnapshot(ctx context.Context, stream speakerv1.Speaker_SyncClient, addr string, interval time.Duration) error {
 	s.m.mu.Lock()
-	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp, HeartbeatIntervalMs: uint32(interval.Milliseconds())}
+	snap := &speakerv1.Snapshot{Version: 1, Leader: s.m.opts.Leader, Term: s.m.opts.Term, Bgp: s.bgp, HeartbeatIntervalMs: uint32(interval.Milliseconds()), VipDeltas: true}
 	for _, a := range slices.Sorted(maps.Keys(s.desired)) {
 		snap.Announcements = append(snap.Announcements, s.desired[a])
 	}
@@ -285,7 +285,7 @@ func (s *session) reportLimit() int {
 }
 
 // nodeLimit is the largest report the speaker may send on stream gen
-// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPs) and peers
+// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPsLocked) and peers
 // once the stream's first report was taken in; until then, no limit but
 // the stream's. It takes m.mu for a moment: the node's VIPs are placed
 // before an update names them, so a legitimate report fits.
@@ -296,6 +296,14 @@ func (s *session) nodeLimit(gen uint64) int {
 		return math.MaxInt
 	}
 	return nodeReportLimit(s.nodeVIPCount(), len(s.bgp.GetPeers()))
+}
+
+// mergeLimit is how many VIPs reports merged into one (see merge) may
+// name: those the node holds, and the headroom.
+func (s *session) mergeLimit() int {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return s.nodeVIPCount() + nodeVIPHeadroom
 }
 
 // receive records the speaker's reports until the stream fails. lim
@@ -325,6 +333,10 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 			rn.offerToken(e.GetToken()) // the answer to an Attest
 		}
 		merged := merge(pending, r)
+		if pending != nil && len(merged.GetVips())+len(merged.GetVipsGone()) > s.mergeLimit() {
+			errs <- errMergeTooLarge
+			return
+		}
 		if !lim.take() {
 			if pending == nil {
 				s.emit([]logLine{{msg: "Speaker reports faster than the CCM takes them in; merging its reports", kv: []any{"reportsPerSecond", reportRate}}})

@@ -130,10 +130,11 @@ type State struct {
 	Healthy bool
 	// Problem explains !Connected or !Healthy.
 	Problem string
-	// Announcing lists the VIPs the speaker last reported announcing.
+	// Announcing lists the VIPs the speaker last reported announcing,
+	// sorted (see Holds).
 	Announcing []netip.Addr
 	// Initial lists the VIPs the speaker announced when the current (or
-	// last) stream opened, before any instruction on it.
+	// last) stream opened, before any instruction on it; sorted.
 	Initial []netip.Addr
 	// Failed maps VIPs the speaker could not announce to its error.
 	Failed map[string]string
@@ -170,7 +171,7 @@ type State struct {
 	// (VIPStatus.claimed_by).
 	Claimed map[string]string
 	// Yielded lists the VIPs the speaker gave up on its own while cut off
-	// from the CCM (VIPStatus YIELDED).
+	// from the CCM (VIPStatus YIELDED); sorted.
 	Yielded []netip.Addr
 	// MACs are the hardware addresses of the speaker's interfaces, as it
 	// reported them: a claim from one of them is a speaker's, not another
@@ -487,7 +488,7 @@ func (m *Manager) Unassign(node, addr string) {
 	if s == nil {
 		return
 	}
-	if _, ok := s.desired[addr]; !ok && !slices.ContainsFunc(s.state.Announcing, func(a netip.Addr) bool { return a.String() == addr }) {
+	if _, ok := s.desired[addr]; !ok && !announces(s.state, addr) {
 		return // neither wanted nor announced
 	}
 	delete(s.desired, addr)
@@ -497,3 +498,10 @@ func (m *Manager) Unassign(node, addr string) {
 
 // Wait blocks until every session stopped (after ctx ended).
 func (m *Manager) Wait() { m.wg.Wait() }
+
+// announces reports whether st's speaker announces the VIP addr, given
+// in canonical form.
+func announces(st State, addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.String() == addr && Holds(st.Announcing, a)
+}

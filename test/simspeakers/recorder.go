@@ -127,7 +127,7 @@ func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 // recordExportsLocked notes when each prefix exported to a configured peer
 // began to be, and forgets those no longer exported.
 func (b *BGP) recordExportsLocked(now time.Time) {
-	out := map[netip.Prefix]bool{}
+	out := make(map[netip.Prefix]bool, len(b.desired.Exports))
 	for e := range b.desired.Exports {
 		if _, ok := b.since[e.Peer]; ok {
 			out[e.Prefix] = true

@@ -370,8 +370,15 @@ type Snapshot struct {
 	// it (see VIPStatus.YIELDED). While it hears the CCM, a claim is only
 	// reported (VIPStatus.claimed_by): the CCM decides.
 	HeartbeatIntervalMs uint32 `protobuf:"varint,6,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// vip_deltas asks the speaker to report its VIPs as changes on this
+	// stream from now on (see Report.vips_delta): a node that advertises
+	// thousands of BGP VIPs then answers an update naming one VIP with one
+	// entry, not with all of them. False (and from older CCMs): every
+	// report that names VIPs names all of them. Older speakers ignore it
+	// and send complete lists, which the CCM takes either way.
+	VipDeltas     bool `protobuf:"varint,7,opt,name=vip_deltas,json=vipDeltas,proto3" json:"vip_deltas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -444,6 +451,13 @@ func (x *Snapshot) GetHeartbeatIntervalMs() uint32 {
 		return x.HeartbeatIntervalMs
 	}
 	return 0
+}
+
+func (x *Snapshot) GetVipDeltas() bool {
+	if x != nil {
+		return x.VipDeltas
+	}
+	return false
 }
 
 // Update changes part of the speaker's state.
@@ -1140,7 +1154,8 @@ type Report struct {
 	// interfaces is the health of the interfaces the speaker announces on;
 	// like vips, sent when changed.
 	Interfaces []*InterfaceStatus `protobuf:"bytes,5,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	// full is true when vips and interfaces are complete lists.
+	// full is true when vips (but see vips_delta), interfaces,
+	// bgp_sessions and data_plane are the speaker's whole state.
 	Full bool `protobuf:"varint,6,opt,name=full,proto3" json:"full,omitempty"`
 	// version of the speaker binary (for example v0.4.0).
 	Version string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
@@ -1165,7 +1180,17 @@ type Report struct {
 	// kube-proxy answers its health check), from speakers with the
 	// "data-plane" capability, sent like vips; absent: unknown, and the CCM
 	// treats the node as able to.
-	DataPlane     *DataPlane `protobuf:"bytes,13,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
+	DataPlane *DataPlane `protobuf:"bytes,13,opt,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
+	// vips_delta is true when vips lists only the VIPs whose status
+	// changed since the previous report on this stream that named VIPs,
+	// and vips_gone the addresses the speaker no longer holds; the other
+	// lists of a full report stay complete. Sent only on a stream whose
+	// Snapshot set vip_deltas, never in a stream's first report (the CCM
+	// takes a first report's vips as complete whatever it says). A report
+	// that comes too fast is merged into the next by the CCM, changes
+	// over changes.
+	VipsDelta     bool     `protobuf:"varint,14,opt,name=vips_delta,json=vipsDelta,proto3" json:"vips_delta,omitempty"`
+	VipsGone      []string `protobuf:"bytes,15,rep,name=vips_gone,json=vipsGone,proto3" json:"vips_gone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1287,6 +1312,20 @@ func (x *Report) GetEnrollment() *Enrollment {
 func (x *Report) GetDataPlane() *DataPlane {
 	if x != nil {
 		return x.DataPlane
+	}
+	return nil
+}
+
+func (x *Report) GetVipsDelta() bool {
+	if x != nil {
+		return x.VipsDelta
+	}
+	return false
+}
+
+func (x *Report) GetVipsGone() []string {
+	if x != nil {
+		return x.VipsGone
 	}
 	return nil
 }
@@ -1789,14 +1828,16 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x06Attest\"Z\n" +
 	"\vCertificate\x12'\n" +
 	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
-	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\xfb\x01\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\"\x9a\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12E\n" +
 	"\rannouncements\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\rannouncements\x12\x16\n" +
 	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12.\n" +
 	"\x03bgp\x18\x05 \x01(\v2\x1c.ironlb.speaker.v1.BGPConfigR\x03bgp\x122\n" +
-	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\"\xbf\x01\n" +
+	"\x15heartbeat_interval_ms\x18\x06 \x01(\rR\x13heartbeatIntervalMs\x12\x1d\n" +
+	"\n" +
+	"vip_deltas\x18\a \x01(\bR\tvipDeltas\"\xbf\x01\n" +
 	"\x06Update\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12;\n" +
 	"\bannounce\x18\x02 \x03(\v2\x1f.ironlb.speaker.v1.AnnouncementR\bannounce\x12\x1a\n" +
@@ -1851,7 +1892,7 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vinterval_ms\x18\x02 \x01(\rR\n" +
-	"intervalMs\"\xbd\x04\n" +
+	"intervalMs\"\xf9\x04\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12#\n" +
@@ -1871,7 +1912,10 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"enrollment\x18\f \x01(\v2\x1d.ironlb.speaker.v1.EnrollmentR\n" +
 	"enrollment\x12;\n" +
 	"\n" +
-	"data_plane\x18\r \x01(\v2\x1c.ironlb.speaker.v1.DataPlaneR\tdataPlane\"]\n" +
+	"data_plane\x18\r \x01(\v2\x1c.ironlb.speaker.v1.DataPlaneR\tdataPlane\x12\x1d\n" +
+	"\n" +
+	"vips_delta\x18\x0e \x01(\bR\tvipsDelta\x12\x1b\n" +
+	"\tvips_gone\x18\x0f \x03(\tR\bvipsGone\"]\n" +
 	"\tDataPlane\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\"\n" +
