@@ -3,6 +3,7 @@ package speaker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -28,16 +29,25 @@ func WithBGP(b BGPSpeaker) Option { return func(a *Agent) { a.bgp = b } }
 // bgpTimeout bounds one reconciliation of the BGP side.
 const bgpTimeout = 10 * time.Second
 
-// desiredBGPLocked is what the BGP side should hold.
-func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
+// bgpDesired is what the BGP side should hold, and the generation of
+// the agent's exports it was taken at (see exportIndex.applied).
+type bgpDesired struct {
+	bgp.Desired
+	gen uint64
+}
+
+// desiredBGPLocked is what the BGP side should hold. Its Changed names
+// the prefixes whose exports changed since the BGP side last applied
+// them, unless that apply failed (then the BGP side compares everything).
+func (a *Agent) desiredBGPLocked() (bgpDesired, error) {
 	if a.bgp == nil {
-		return bgp.Desired{}, nil
+		return bgpDesired{}, nil
 	}
 	cfg := a.bgpCfg
 	if cfg == nil || len(cfg.GetPeers()) == 0 {
-		return bgp.Desired{}, nil
+		return bgpDesired{gen: a.exports.gen}, nil
 	}
-	d := bgp.Desired{ASN: cfg.GetAsn(), Exports: make(map[bgp.Export]bgp.Attributes, len(a.vips))}
+	d := bgpDesired{Desired: bgp.Desired{ASN: cfg.GetAsn()}, gen: a.exports.gen}
 	var err error
 	if d.RouterID, err = netip.ParseAddr(cfg.GetRouterId()); err != nil {
 		return d, fmt.Errorf("router ID %q: %w", cfg.GetRouterId(), err)
@@ -54,44 +64,12 @@ func (a *Agent) desiredBGPLocked() (bgp.Desired, error) {
 		}
 		d.Peers = append(d.Peers, peer)
 	}
-	// A node advertises thousands of VIPs to a few peers: each peer's
-	// address is parsed once.
-	peers := make(map[string]netip.Addr, len(cfg.GetPeers()))
-	for addr, v := range a.vips {
-		if v.refused {
-			continue
-		}
-		for _, adv := range v.bgp {
-			peer, ok := peers[adv.GetPeer()]
-			if !ok {
-				var err error
-				if peer, err = netip.ParseAddr(adv.GetPeer()); err != nil {
-					return d, fmt.Errorf("VIP %s: peer %q: %w", addr, adv.GetPeer(), err)
-				}
-				peers[adv.GetPeer()] = peer
-			}
-			bits := addr.BitLen()
-			if l := int(adv.GetPrefixLength()); l > 0 {
-				if l > bits {
-					return d, fmt.Errorf("VIP %s: prefix length %d is longer than the address", addr, l)
-				}
-				bits = l
-			}
-			prefix, _ := addr.Prefix(bits)
-			attrs := bgp.Attributes{
-				Communities:      slices.Clone(adv.GetCommunities()),
-				LargeCommunities: slices.Clone(adv.GetLargeCommunities()),
-			}
-			if adv.LocalPref != nil {
-				lp := adv.GetLocalPref()
-				attrs.LocalPref = &lp
-			}
-			if adv.Med != nil {
-				med := adv.GetMed()
-				attrs.MED = &med
-			}
-			d.Exports[bgp.Export{Peer: peer, Prefix: prefix}] = attrs
-		}
+	if err := a.exports.err(); err != nil {
+		return d, err
+	}
+	d.Exports = maps.Clone(a.exports.exports)
+	if a.bgpErr == nil {
+		d.Changed = a.exports.changedPrefixes()
 	}
 	return d, nil
 }
@@ -139,7 +117,7 @@ func (a *Agent) pollBGP() bool {
 	a.mu.Lock()
 	failed := a.bgpErr != nil
 	var (
-		d    bgp.Desired
+		d    bgpDesired
 		derr error
 	)
 	if failed { // retried; else nothing to build (O(VIPs))

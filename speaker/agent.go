@@ -116,6 +116,7 @@ type Agent struct {
 	bgpCfg      *speakerv1.BGPConfig // the CCM's BGP set-up; nil: none
 	bgpErr      error                // why the last apply failed
 	bgpSessions []*speakerv1.BGPSessionStatus
+	exports     *exportIndex // what the VIPs export over BGP (refused ones: nothing)
 }
 
 type vip struct {
@@ -187,6 +188,7 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 		local:         NodeAddresses,
 		interfaces:    net.InterfaceByName,
 		vips:          map[netip.Addr]*vip{},
+		exports:       newExportIndex(),
 		announcers:    map[string]*openAnnouncer{},
 		openErr:       map[string]error{},
 		streams:       map[uint64]*streamState{},
@@ -246,6 +248,7 @@ func (a *Agent) Close() error {
 		ops = append(ops, vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)})
 	}
 	a.vips = map[netip.Addr]*vip{}
+	a.exports = newExportIndex()
 	a.mu.Unlock()
 
 	a.perform(ops)

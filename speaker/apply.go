@@ -8,7 +8,6 @@ import (
 	"time"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
-	"github.com/ironlb/ironlb/speaker/bgp"
 )
 
 func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
@@ -120,7 +119,7 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 		a.bgpCfg = u.GetBgp()
 	}
 	var (
-		d    bgp.Desired
+		d    bgpDesired
 		derr error
 	)
 	if bgpTouched {
@@ -177,9 +176,11 @@ func (a *Agent) planAnnounceLocked(addr netip.Addr, an *speakerv1.Announcement) 
 		v.err = err
 		v.refused = true
 		v.state, v.claim = stateAnnouncing, nil
+		a.exports.set(addr, nil)
 		a.log.Error(err, "Refusing to announce VIP", "address", addr, "service", v.service)
 		return op
 	}
+	a.exports.set(addr, v.bgp)
 	if v.bgpOnly {
 		// Advertised over BGP only (applyBGP): no ARP/NDP.
 		op.withdraw = slices.Clone(v.announced)
@@ -211,6 +212,7 @@ func (a *Agent) planWithdrawLocked(addr netip.Addr) vipOp {
 	}
 	delete(a.vips, addr)
 	delete(a.toYield, addr)
+	a.exports.remove(addr)
 	a.log.Info("Withdrew VIP", "address", addr, "service", v.service)
 	return vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)}
 }

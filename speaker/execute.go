@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/ironlb/ironlb/speaker/bgp"
 )
 
 // vipOp is what one change does to one VIP's layer-2 side. It is planned
@@ -234,13 +232,13 @@ func (a *Agent) recordLocked(ops []vipOp) {
 
 // applyBGP brings the BGP side to d (or keeps err, d's error). The caller
 // holds a.applyMu, not a.mu.
-func (a *Agent) applyBGP(d bgp.Desired, err error) error {
+func (a *Agent) applyBGP(d bgpDesired, err error) error {
 	if a.bgp == nil {
 		return nil
 	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
-		err = a.bgp.Apply(ctx, d)
+		err = a.bgp.Apply(ctx, d.Desired)
 		cancel()
 	}
 	return err
@@ -248,9 +246,12 @@ func (a *Agent) applyBGP(d bgp.Desired, err error) error {
 
 // recordBGPLocked keeps the result of applyBGP (reported with the
 // sessions until a later pass of Run succeeds); a.mu is held.
-func (a *Agent) recordBGPLocked(d bgp.Desired, err error) {
+func (a *Agent) recordBGPLocked(d bgpDesired, err error) {
 	if a.bgp == nil {
 		return
+	}
+	if err == nil {
+		a.exports.applied(d.gen)
 	}
 	if (err == nil) != (a.bgpErr == nil) || err != nil && err.Error() != a.bgpErr.Error() {
 		if err != nil {

@@ -23,6 +23,9 @@ type Reconciler struct {
 	exports   map[Export]Attributes
 	paths     map[netip.Prefix]bool
 	refresh   map[netip.Addr]bool // peers to refresh, kept until a refresh worked
+	// clean is true when the last Apply succeeded: the router holds what
+	// the Reconciler remembers, and a Desired's Changed hint can be used.
+	clean bool
 }
 
 // NewReconciler returns a Reconciler for a stopped r.
@@ -38,6 +41,7 @@ func (rc *Reconciler) reset() {
 	rc.exports = map[Export]Attributes{}
 	rc.paths = map[netip.Prefix]bool{}
 	rc.refresh = map[netip.Addr]bool{}
+	rc.clean = false
 }
 
 // Apply makes the router hold d's peers and advertise d's exports. Order
@@ -49,8 +53,16 @@ func (rc *Reconciler) reset() {
 // restarting node's routes drops those missing from it); a peer that
 // goes is sent the withdrawal of its routes before its session closes. A
 // peer, export or path that fails does not keep the others from being
-// applied; the next Apply retries what failed.
+// applied; the next Apply retries what failed. When d says which
+// prefixes changed (Desired.Changed) since an Apply that succeeded, and
+// the set-up is the same, only those prefixes are compared.
 func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
+	err := rc.apply(ctx, d)
+	rc.clean = err == nil
+	return err
+}
+
+func (rc *Reconciler) apply(ctx context.Context, d Desired) error {
 	if err := validate(d); err != nil {
 		return err
 	}
@@ -76,6 +88,9 @@ func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
 	targets := map[netip.Addr]bool{}
 	for _, p := range d.Peers {
 		targets[p.Address] = true
+	}
+	if d.Changed != nil && rc.clean && rc.samePeers(d.Peers) && d.NextHopV6 == rc.nextHopV6 {
+		return rc.applyChanged(ctx, d)
 	}
 	return errors.Join(
 		rc.updatePeers(ctx, d.Peers),
@@ -297,4 +312,86 @@ func sortedExports[V any](m map[Export]V) []Export {
 		}
 		return comparePrefix(a.Prefix, b.Prefix)
 	})
+}
+
+// samePeers reports whether want are exactly the peers the router holds.
+func (rc *Reconciler) samePeers(want []Peer) bool {
+	if len(want) != len(rc.peers) {
+		return false
+	}
+	for _, p := range want {
+		if old, ok := rc.peers[p.Address]; !ok || old != p {
+			return false
+		}
+	}
+	return true
+}
+
+// applyChanged is applyExports for the prefixes of d.Changed alone, in
+// the same order for each: a path withdrawn before its exports go, added
+// once one is exported, peers whose existing paths changed exposure
+// refreshed. The caller checked that the router holds the rest of d
+// (rc.clean, same peers and next hop).
+func (rc *Reconciler) applyChanged(ctx context.Context, d Desired) error {
+	var errs []error
+	peers := sortedAddrs(rc.peers)
+	changed := slices.Clone(d.Changed)
+	slices.SortFunc(changed, comparePrefix)
+	for _, p := range slices.Compact(changed) {
+		wantPath := false
+		for _, peer := range peers {
+			if _, ok := d.Exports[Export{Peer: peer, Prefix: p}]; ok {
+				wantPath = true
+			}
+		}
+		if rc.paths[p] && !wantPath {
+			if err := rc.r.DeletePath(ctx, p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(rc.paths, p)
+		}
+		exported := false
+		for _, peer := range peers {
+			e := Export{Peer: peer, Prefix: p}
+			attrs, want := d.Exports[e]
+			old, have := rc.exports[e]
+			switch {
+			case have && !want:
+				if err := rc.r.Unexport(ctx, e); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				delete(rc.exports, e)
+			case want && (!have || !old.Equal(attrs)):
+				if err := rc.r.Export(ctx, e, attrs); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				rc.exports[e] = attrs
+			default:
+				exported = exported || have
+				continue
+			}
+			exported = exported || want
+			if rc.paths[p] {
+				rc.refresh[peer] = true
+			}
+		}
+		if wantPath && !rc.paths[p] && exported {
+			if err := rc.r.AddPath(ctx, p, d.NextHopV6); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			rc.paths[p] = true
+		}
+	}
+	for _, peer := range sortedAddrs(rc.refresh) {
+		if err := rc.r.Refresh(ctx, peer); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(rc.refresh, peer)
+	}
+	return errors.Join(errs...)
 }

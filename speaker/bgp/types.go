@@ -115,6 +115,11 @@ type Desired struct {
 	Peers []Peer
 	// Exports say which prefix goes to which peer, with which attributes.
 	Exports map[Export]Attributes `json:"-"`
+	// Changed, when not nil, says that d differs from the Desired of the
+	// last Apply that succeeded only in the exports of these prefixes: a
+	// hint that lets the Reconciler compare those alone (O(change), where
+	// a node exports thousands of prefixes). Nil: anything may differ.
+	Changed []netip.Prefix `json:"-"`
 }
 
 // Session is the observed state of one peer's session.

@@ -94,6 +94,7 @@ type BGP struct {
 	desired  bgp.Desired
 	since    map[netip.Addr]time.Time
 	exported map[netip.Prefix]time.Time
+	count    map[netip.Addr]int // prefixes exported to each configured peer
 	applies  int
 }
 
@@ -101,17 +102,46 @@ var _ speaker.BGPSpeaker = (*BGP)(nil)
 
 // NewBGP returns a BGP side with no peers.
 func NewBGP() *BGP {
-	return &BGP{now: time.Now, since: map[netip.Addr]time.Time{}, exported: map[netip.Prefix]time.Time{}}
+	return &BGP{now: time.Now, since: map[netip.Addr]time.Time{}, exported: map[netip.Prefix]time.Time{}, count: map[netip.Addr]int{}}
 }
 
 // Apply takes d as the state to hold; sessions to new peers are
-// Established at once.
+// Established at once. Like the Reconciler, it looks only at the
+// prefixes d says changed (Desired.Changed) when its peers are the same,
+// so that a simulated node costs its host O(change) per apply, as a real
+// one does.
 func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.applies++
-	b.desired = d
 	now := b.now()
+	if d.Changed != nil && b.samePeersLocked(d.Peers) {
+		for _, p := range d.Changed {
+			for peer := range b.since {
+				e := bgp.Export{Peer: peer, Prefix: p}
+				_, was := b.desired.Exports[e]
+				_, is := d.Exports[e]
+				switch {
+				case is && !was:
+					b.count[peer]++
+				case was && !is:
+					b.count[peer]--
+				}
+			}
+		}
+		b.desired = d
+		for _, p := range d.Changed {
+			if b.exportedLocked(d.Exports, p) {
+				if _, ok := b.exported[p]; !ok {
+					b.exported[p] = now
+				}
+			} else {
+				delete(b.exported, p)
+			}
+		}
+		return nil
+	}
+	b.desired = d
 	seen := map[netip.Addr]bool{}
 	for _, p := range d.Peers {
 		seen[p.Address] = true
@@ -124,12 +154,38 @@ func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 	return nil
 }
 
+// samePeersLocked reports whether peers are the configured ones.
+func (b *BGP) samePeersLocked(peers []bgp.Peer) bool {
+	if len(peers) != len(b.since) {
+		return false
+	}
+	for _, p := range peers {
+		if _, ok := b.since[p.Address]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// exportedLocked reports whether exports send p to a configured peer.
+func (b *BGP) exportedLocked(exports map[bgp.Export]bgp.Attributes, p netip.Prefix) bool {
+	for peer := range b.since {
+		if _, ok := exports[bgp.Export{Peer: peer, Prefix: p}]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // recordExportsLocked notes when each prefix exported to a configured peer
-// began to be, and forgets those no longer exported.
+// began to be, and forgets those no longer exported; it counts the
+// prefixes exported to each peer.
 func (b *BGP) recordExportsLocked(now time.Time) {
 	out := make(map[netip.Prefix]bool, len(b.desired.Exports))
+	clear(b.count)
 	for e := range b.desired.Exports {
 		if _, ok := b.since[e.Peer]; ok {
+			b.count[e.Peer]++
 			out[e.Prefix] = true
 			if _, ok := b.exported[e.Prefix]; !ok {
 				b.exported[e.Prefix] = now
@@ -143,13 +199,9 @@ func (b *BGP) recordExportsLocked(now time.Time) {
 func (b *BGP) Sessions(context.Context) ([]bgp.Session, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	count := map[netip.Addr]int{}
-	for e := range b.desired.Exports {
-		count[e.Peer]++
-	}
 	out := make([]bgp.Session, 0, len(b.desired.Peers))
 	for _, p := range b.desired.Peers {
-		out = append(out, bgp.Session{Peer: p.Address, State: "Established", Since: b.since[p.Address], Advertised: count[p.Address]})
+		out = append(out, bgp.Session{Peer: p.Address, State: "Established", Since: b.since[p.Address], Advertised: b.count[p.Address]})
 	}
 	return out, nil
 }
@@ -161,6 +213,7 @@ func (b *BGP) Stop(context.Context, bool) error {
 	b.desired = bgp.Desired{}
 	clear(b.since)
 	clear(b.exported)
+	clear(b.count)
 	return nil
 }
 

@@ -1,0 +1,119 @@
+package speaker
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/speaker/bgp"
+)
+
+// TestExportsFollowTheVIPs: over random snapshots and updates (VIPs
+// advertised and withdrawn, aggregated into a covering prefix with
+// different attributes, refused, moved between BGP and layer 2), what the
+// agent gives its BGP side is what every VIP it holds exports, rebuilt from
+// nothing (aggregated exports take their lowest VIP's attributes), and the
+// prefixes it says changed include every one whose exports differ from the
+// previous apply.
+func TestExportsFollowTheVIPs(t *testing.T) {
+	own := func() (map[netip.Addr]string, error) {
+		return map[netip.Addr]string{netip.MustParseAddr("198.51.100.9"): "eth0"}, nil
+	}
+	med := []uint32{0, 1, 2}
+	addrs := []string{"198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.9", "2001:db8:5::1", "2001:db8:5::2"}
+	announcement := func(rnd *rand.Rand, addr string) *speakerv1.Announcement {
+		an := &speakerv1.Announcement{Address: addr}
+		switch rnd.IntN(4) {
+		case 0: // layer 2 only
+		case 1:
+			an.BgpOnly = true
+			an.Bgp = []*speakerv1.BGPAdvertisement{{Peer: "192.0.2.1", PrefixLength: 24, Med: &med[rnd.IntN(3)]}}
+		default:
+			an.BgpOnly = rnd.IntN(2) == 0
+			an.Bgp = []*speakerv1.BGPAdvertisement{{Peer: "192.0.2.1", Med: &med[rnd.IntN(3)]}}
+			if rnd.IntN(2) == 0 {
+				an.Bgp = append(an.Bgp, &speakerv1.BGPAdvertisement{Peer: "192.0.2.2", Communities: []string{"no-export"}})
+			}
+		}
+		return an
+	}
+	cfg := &speakerv1.BGPConfig{RouterId: "192.0.2.11", Asn: 64513, Peers: []*speakerv1.BGPPeer{
+		{Name: "a", Address: "192.0.2.1", PeerAsn: 64512}, {Name: "b", Address: "192.0.2.2", PeerAsn: 64512},
+	}}
+	for seed := range uint64(10) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rnd := rand.New(rand.NewPCG(seed, 3))
+			fb := &fakeBGP{}
+			agent, _, c := newTestAgent(t, WithBGP(fb), WithLocalAddresses(own))
+			s, _ := open(t, c)
+			snap := &speakerv1.Snapshot{Version: 1, Leader: "test", Bgp: cfg}
+			for _, a := range addrs[:3] {
+				snap.Announcements = append(snap.Announcements, announcement(rnd, a))
+			}
+			send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}})
+			var prev map[bgp.Export]bgp.Attributes
+			for v := uint64(2); v < 60; v++ {
+				u := update(v, nil)
+				for range 1 + rnd.IntN(3) {
+					a := addrs[rnd.IntN(len(addrs))]
+					if rnd.IntN(3) == 0 {
+						u.GetUpdate().Withdraw = append(u.GetUpdate().Withdraw, a)
+					} else {
+						u.GetUpdate().Announce = append(u.GetUpdate().Announce, announcement(rnd, a))
+					}
+				}
+				send(t, s, u)
+				d := fb.desired()
+				want := rebuiltExports(t, agent)
+				if diff := cmp.Diff(want, d.Exports, cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })); diff != "" {
+					t.Fatalf("version %d: exports (-rebuilt +kept):\n%s", v, diff)
+				}
+				if prev != nil {
+					changed := map[netip.Prefix]bool{}
+					for _, p := range d.Changed {
+						changed[p] = true
+					}
+					for e, a := range d.Exports {
+						if b, ok := prev[e]; (!ok || !a.Equal(b)) && !changed[e.Prefix] {
+							t.Fatalf("version %d: %s to %s changed, but Changed %v does not say so", v, e.Prefix, e.Peer, d.Changed)
+						}
+					}
+					for e := range prev {
+						if _, ok := d.Exports[e]; !ok && !changed[e.Prefix] {
+							t.Fatalf("version %d: %s to %s went, but Changed %v does not say so", v, e.Prefix, e.Peer, d.Changed)
+						}
+					}
+				}
+				prev = d.Exports
+			}
+		})
+	}
+}
+
+// rebuiltExports is what the agent's VIPs export, built from nothing.
+func rebuiltExports(t *testing.T, a *Agent) map[bgp.Export]bgp.Attributes {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[bgp.Export]bgp.Attributes{}
+	from := map[bgp.Export]netip.Addr{}
+	for addr, v := range a.vips {
+		if v.refused {
+			continue
+		}
+		list, err := vipExports(addr, v.bgp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ve := range list {
+			if old, ok := from[ve.e]; !ok || addr.Less(old) {
+				out[ve.e], from[ve.e] = ve.attrs, addr
+			}
+		}
+	}
+	return out
+}
