@@ -96,3 +96,53 @@ func TestFastReportsMerged(t *testing.T) {
 		t.Errorf("the CCM keeps invented VIPs as announced: %v", st.Announcing)
 	}
 }
+
+// TestMergedChangesBounded: a speaker that sends reports of VIP changes
+// faster than the CCM takes them in, each naming addresses gone that its
+// node never held, cannot make the merged report grow without bound: once
+// the merged changes name more VIPs than its node holds (plus the
+// headroom), the stream ends and is opened again, and the CCM keeps none
+// of the invented VIPs.
+func TestMergedChangesBounded(t *testing.T) {
+	const node = "node-merge"
+	e := newEnv(t)
+	vip := "192.0.2.201"
+	held := heldVIPs{netip.MustParseAddr(vip): true}
+	var n atomic.Int64
+	fast := &scriptedSpeaker{node: node}
+	fast = e.startScripted(node, func() *speakerv1.Report {
+		r := fast.report(true)
+		r.Vips = []*speakerv1.VIPStatus{{Address: vip, State: speakerv1.VIPStatus_ANNOUNCING}}
+		return r
+	}, func() *speakerv1.Report {
+		i := n.Add(1)
+		if i > fastReports {
+			return nil
+		}
+		r := fast.report(true)
+		r.VipsDelta = true
+		for j := range int64(8) {
+			r.VipsGone = append(r.VipsGone, addrOf(8*i+j))
+		}
+		return r
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := e.managerWith(ctx, Options{Heartbeat: 100 * time.Millisecond, Misses: 10, Leader: "test", Allocated: held})
+	m.SetReady()
+	m.SetNode(node, nodeAddr(node))
+	m.Assign(node, ann(vip))
+	waitFor(t, "the CCM ended the stream of merged changes and the speaker opened another", 20*time.Second, func() bool {
+		return fast.streams.Load() >= 2
+	})
+	st, _ := m.State(node)
+	for _, a := range st.Announcing {
+		if a.String() != vip {
+			t.Errorf("the CCM keeps an invented VIP as announced: %s", a)
+		}
+	}
+	if len(st.Failed)+len(st.Conflicts)+len(st.Yielded) != 0 {
+		t.Errorf("the CCM keeps invented VIPs: failed %v, conflicts %v, yielded %v", st.Failed, st.Conflicts, st.Yielded)
+	}
+}

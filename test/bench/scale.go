@@ -93,7 +93,7 @@ func benchScale(ctx context.Context, _ int) error {
 	if _, err := r.NodeLoss(ctx); err != nil {
 		return fail(err)
 	}
-	if err := r.PeakRSS(); err != nil {
+	if err := r.PeakRSS(ctx); err != nil {
 		return err
 	}
 	if _, err := r.Handover(ctx); err != nil {

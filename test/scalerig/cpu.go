@@ -124,11 +124,16 @@ func (r *Rig) Idle(ctx context.Context, d time.Duration) error {
 	})
 }
 
-// profileCCM fetches a CPU profile of d from the leading CCM's secure port
-// (its /debug/pprof, on by default: --profiling) inside the rig's
-// namespace, with the admin's client certificate, and writes it to
-// Options.ProfileDir/name.
+// profileCCM fetches a CPU profile of d from the leading CCM (see
+// fetchProfile).
 func (r *Rig) profileCCM(ctx context.Context, d time.Duration, name string) error {
+	return r.fetchProfile(ctx, fmt.Sprintf("profile?seconds=%d", int(d.Seconds())), d+time.Minute, name, "CPU")
+}
+
+// fetchProfile fetches /debug/pprof/<what> from the leading CCM's secure
+// port (on by default: --profiling) inside the rig's namespace, with the
+// admin's client certificate, and writes it to Options.ProfileDir/name.
+func (r *Rig) fetchProfile(ctx context.Context, what string, timeout time.Duration, name, kind string) error {
 	tlsCfg, err := rest.TLSConfigFor(r.CP.Config)
 	if err != nil {
 		return fmt.Errorf("profiling the CCM: %w", err)
@@ -138,12 +143,12 @@ func (r *Rig) profileCCM(ctx context.Context, d time.Duration, name string) erro
 	tlsCfg.RootCAs = nil
 	tr := &http.Transport{TLSClientConfig: tlsCfg, DialContext: dialIn(r.host)}
 	defer tr.CloseIdleConnections()
-	url := fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/profile?seconds=%d", r.ccmPort, int(d.Seconds()))
+	url := fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/%s", r.ccmPort, what)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("profiling the CCM: %w", err)
 	}
-	resp, err := (&http.Client{Transport: tr, Timeout: d + time.Minute}).Do(req)
+	resp, err := (&http.Client{Transport: tr, Timeout: timeout}).Do(req)
 	if err != nil {
 		return fmt.Errorf("profiling the CCM: %w", err)
 	}
@@ -164,7 +169,7 @@ func (r *Rig) profileCCM(ctx context.Context, d time.Duration, name string) erro
 		f.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	r.logf("CCM CPU profile in %s (go tool pprof -top %s)", path, path)
+	r.logf("CCM %s profile in %s (go tool pprof -top %s)", kind, path, path)
 	return f.Close()
 }
 

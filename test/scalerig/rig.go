@@ -220,14 +220,18 @@ func (r *Rig) Reconnects() int {
 	return n
 }
 
-// PeakRSS reports the leading CCM's peak RSS (MiB).
-func (r *Rig) PeakRSS() error {
+// PeakRSS reports the leading CCM's peak RSS (MiB); with
+// Options.ProfileDir, it also takes the CCM's heap profile.
+func (r *Rig) PeakRSS(ctx context.Context) error {
 	peak, err := procs.PeakRSS(r.CCM.Pid())
 	if err != nil {
 		return err
 	}
 	r.report("ccm_rss_mib", float64(peak)/(1<<20), "MiB")
-	return nil
+	if r.opts.ProfileDir == "" {
+		return nil
+	}
+	return r.fetchProfile(ctx, "heap", time.Minute, r.Name+"_heap.pprof", "heap")
 }
 
 // Tail is the leading CCM's log tail, for errors.
