@@ -7,21 +7,27 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // TestStepDown: a leader that steps down sends nothing more (Valid fails
 // with ErrSteppedDown) and hands its Lease back (no holder, a one-second
-// duration); a Lease another process holds by then is left alone.
+// duration), reading it again when a renewal changed it meanwhile; a
+// Lease another process holds by then is left alone.
 func TestStepDown(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		takenBy    string // holder written after Acquire; "" for none
+		conflicts  int    // releases refused as conflicts (a renewal came first)
 		wantHolder string // "" for none
 	}{
 		{name: "still holding: released", wantHolder: ""},
 		{name: "taken meanwhile: left alone", takenBy: "b_2", wantHolder: "b_2"},
+		{name: "renewed meanwhile: read again and released", conflicts: 2, wantHolder: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -44,6 +50,14 @@ func TestStepDown(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			refused := 0
+			client.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if refused < tc.conflicts {
+					refused++
+					return true, nil, apierrors.NewConflict(coordinationv1.Resource("leases"), "ironlb-ccm", errors.New("the object has been modified"))
+				}
+				return false, nil, nil
+			})
 			if err := term.StepDown(ctx, client, lease); err != nil {
 				t.Fatalf("StepDown: %v", err)
 			}
