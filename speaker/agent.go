@@ -116,7 +116,8 @@ type Agent struct {
 	bgpCfg      *speakerv1.BGPConfig // the CCM's BGP set-up; nil: none
 	bgpErr      error                // why the last apply failed
 	bgpSessions []*speakerv1.BGPSessionStatus
-	exports     *exportIndex // what the VIPs export over BGP (refused ones: nothing)
+	exports     *exportIndex         // what the VIPs export over BGP (refused ones: nothing)
+	kernelIfcs  map[string]kernelIfc // the interfaces' state as the last maintenance pass read it
 }
 
 type vip struct {
@@ -189,6 +190,7 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 		interfaces:    net.InterfaceByName,
 		vips:          map[netip.Addr]*vip{},
 		exports:       newExportIndex(),
+		kernelIfcs:    map[string]kernelIfc{},
 		announcers:    map[string]*openAnnouncer{},
 		openErr:       map[string]error{},
 		streams:       map[uint64]*streamState{},

@@ -194,17 +194,22 @@ func update(v uint64, announce []string, withdraw ...string) *speakerv1.Instruct
 	return &speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: u}}
 }
 
+// send sends in and returns its answer: the next full report or
+// heartbeat answer, and for a snapshot or update the first full report
+// that applied its version (a report of the speaker's own change may come
+// first, built while the instruction was being applied).
 func send(t *testing.T, s speakerv1.Speaker_SyncClient, in *speakerv1.Instruction) *speakerv1.Report {
 	t.Helper()
 	if err := s.Send(in); err != nil {
 		t.Fatal(err)
 	}
+	version := in.GetSnapshot().GetVersion() + in.GetUpdate().GetVersion()
 	for {
 		r, err := s.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.GetFull() || r.GetHeartbeatSeq() != 0 {
+		if r.GetHeartbeatSeq() != 0 || r.GetFull() && r.GetAppliedVersion() >= version {
 			return r
 		}
 	}

@@ -1,9 +1,11 @@
 package speaker
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -47,7 +49,7 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 	for seed := range uint64(10) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(seed, 3))
-			fb := &fakeBGP{}
+			fb := &appliesBGP{}
 			agent, _, c := newTestAgent(t, WithBGP(fb), WithLocalAddresses(own))
 			s, _ := open(t, c)
 			snap := &speakerv1.Snapshot{Version: 1, Leader: "test", Bgp: cfg}
@@ -56,6 +58,7 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 			}
 			send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}})
 			var prev map[bgp.Export]bgp.Attributes
+			seen := 0 // applies checked
 			for v := uint64(2); v < 60; v++ {
 				u := update(v, nil)
 				for range 1 + rnd.IntN(3) {
@@ -67,12 +70,17 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 					}
 				}
 				send(t, s, u)
-				d := fb.desired()
+				applies := fb.all()
+				d := applies[len(applies)-1]
 				want := rebuiltExports(t, agent)
 				if diff := cmp.Diff(want, d.Exports, cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })); diff != "" {
 					t.Fatalf("version %d: exports (-rebuilt +kept):\n%s", v, diff)
 				}
-				if prev != nil {
+				for _, d := range applies[seen:] {
+					if prev == nil {
+						prev = d.Exports
+						continue
+					}
 					changed := map[netip.Prefix]bool{}
 					for _, p := range d.Changed {
 						changed[p] = true
@@ -87,11 +95,31 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 							t.Fatalf("version %d: %s to %s went, but Changed %v does not say so", v, e.Prefix, e.Peer, d.Changed)
 						}
 					}
+					prev = d.Exports
 				}
-				prev = d.Exports
+				seen = len(applies)
 			}
 		})
 	}
+}
+
+// appliesBGP records every Desired the agent applies.
+type appliesBGP struct {
+	fakeBGP
+	applies []bgp.Desired
+}
+
+func (f *appliesBGP) Apply(ctx context.Context, d bgp.Desired) error {
+	f.mu.Lock()
+	f.applies = append(f.applies, d)
+	f.mu.Unlock()
+	return f.fakeBGP.Apply(ctx, d)
+}
+
+func (f *appliesBGP) all() []bgp.Desired {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.applies)
 }
 
 // rebuiltExports is what the agent's VIPs export, built from nothing.

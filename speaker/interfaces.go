@@ -109,6 +109,7 @@ func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.Inter
 		a.retryFailed()
 		*last = fp
 	}
+	a.refreshInterfaces()
 	a.mu.Lock()
 	health := a.interfacesLocked()
 	if !equalStatuses(health, *lastHealth) {
@@ -235,12 +236,7 @@ func equalStatuses(x, y []*speakerv1.InterfaceStatus) bool {
 // interfacesLocked reports the health of the default interface and of
 // every interface a VIP should be announced on.
 func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
-	names := map[string]bool{a.defaultIfc: true}
-	for _, v := range a.vips {
-		for _, name := range v.interfaces {
-			names[name] = true
-		}
-	}
+	names := a.interfaceNamesLocked()
 	for name := range a.openErr {
 		if !names[name] {
 			delete(a.openErr, name) // no longer wanted
@@ -254,19 +250,17 @@ func (a *Agent) interfacesLocked() []*speakerv1.InterfaceStatus {
 			out = append(out, st)
 			continue
 		}
-		ifi, err := a.interfaces(name)
-		if err != nil {
-			st.Error = err.Error()
+		k, ok := a.kernelIfcs[name]
+		if !ok { // an interface first named since the last pass
+			k = a.lookUpInterface(name)
+			a.kernelIfcs[name] = k
+		}
+		if k.err != nil {
+			st.Error = k.err.Error()
 			out = append(out, st)
 			continue
 		}
-		st.Up = ifi.Flags&net.FlagUp != 0
-		st.HardwareAddress = ifi.HardwareAddr.String()
-		if addrs, err := ifi.Addrs(); err == nil {
-			for _, ad := range addrs {
-				st.Addresses = append(st.Addresses, ad.String())
-			}
-		}
+		st.Up, st.HardwareAddress, st.Addresses = k.up, k.hw, k.addrs
 		if ann := a.announcers[name]; ann != nil {
 			if err := ann.Err(); err != nil {
 				st.Error = err.Error()
@@ -303,4 +297,61 @@ func InterfaceFor(ip netip.Addr) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no interface holds the node IP %s", ip)
+}
+
+// kernelIfc is what the kernel says of one interface the speaker
+// announces on, as the last maintenance pass read it.
+type kernelIfc struct {
+	up    bool
+	hw    string
+	addrs []string
+	err   error // it could not be read
+}
+
+// lookUpInterface reads name's state from the kernel (netlink: it waits
+// for the kernel's rtnl lock, which the whole machine shares).
+func (a *Agent) lookUpInterface(name string) kernelIfc {
+	ifi, err := a.interfaces(name)
+	if err != nil {
+		return kernelIfc{err: err}
+	}
+	k := kernelIfc{up: ifi.Flags&net.FlagUp != 0, hw: ifi.HardwareAddr.String()}
+	if addrs, err := ifi.Addrs(); err == nil {
+		for _, ad := range addrs {
+			k.addrs = append(k.addrs, ad.String())
+		}
+	}
+	return k
+}
+
+// interfaceNamesLocked are the interfaces the speaker announces on: the
+// default one and those its VIPs name; a.mu is held.
+func (a *Agent) interfaceNamesLocked() map[string]bool {
+	names := map[string]bool{a.defaultIfc: true}
+	for _, v := range a.vips {
+		for _, name := range v.interfaces {
+			names[name] = true
+		}
+	}
+	return names
+}
+
+// refreshInterfaces reads the state of the interfaces the speaker
+// announces on, outside a.mu: a report (an apply's answer, a change of
+// the speaker's own) then reads none, and neither a report nor a
+// heartbeat's answer waits behind the kernel. Called by each maintenance
+// pass, which is how a change of an interface is noticed anyway.
+func (a *Agent) refreshInterfaces() {
+	a.mu.Lock()
+	names := a.interfaceNamesLocked()
+	a.mu.Unlock()
+	read := make(map[string]kernelIfc, len(names))
+	for name := range names {
+		if name != "" {
+			read[name] = a.lookUpInterface(name)
+		}
+	}
+	a.mu.Lock()
+	a.kernelIfcs = read
+	a.mu.Unlock()
 }

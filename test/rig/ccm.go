@@ -70,9 +70,11 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 		if ns == "" {
 			ns = "ironlb-system"
 		}
-		if args, err = ShippedCCMArgs(ns); err != nil {
+		var env []string
+		if args, env, err = ShippedCCM(ns); err != nil {
 			return nil, err
 		}
+		opts.Process.Env = append(env, opts.Process.Env...)
 	}
 	args = append(args,
 		"--kubeconfig="+opts.Kubeconfig,
@@ -100,37 +102,42 @@ func StartCCM(opts CCMOptions) (*procs.Process, error) {
 	return procs.Start(opts.Name, filepath.Join(opts.LogDir, opts.Name+".log"), filepath.Join(dir, "ironlb-ccm"), args, opts.Process)
 }
 
-// ShippedCCMArgs returns the ironlb-ccm flags of deploy/ccm's Deployment,
+// ShippedCCM returns the ironlb-ccm flags of deploy/ccm's Deployment,
 // with $(POD_NAMESPACE) replaced by namespace and without --secure-port
-// (the rig picks its own).
-func ShippedCCMArgs(namespace string) ([]string, error) {
+// (the rig picks its own), and the environment it sets by value (NAME=value;
+// not those taken from the Pod, such as POD_NAMESPACE).
+func ShippedCCM(namespace string) (args, env []string, err error) {
 	root, err := binaries.RepoRoot()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := filepath.Join(root, "deploy", "ccm", "deployment.yaml")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var d appsv1.Deployment
 	if err := yaml.UnmarshalStrict(data, &d); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	for _, c := range d.Spec.Template.Spec.Containers {
 		if c.Name != "ccm" {
 			continue
 		}
-		var out []string
 		for _, a := range c.Args {
 			if strings.HasPrefix(a, "--secure-port=") {
 				continue
 			}
-			out = append(out, strings.ReplaceAll(a, "$(POD_NAMESPACE)", namespace))
+			args = append(args, strings.ReplaceAll(a, "$(POD_NAMESPACE)", namespace))
 		}
-		return out, nil
+		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				env = append(env, e.Name+"="+e.Value)
+			}
+		}
+		return args, env, nil
 	}
-	return nil, fmt.Errorf("%s has no container named ccm", path)
+	return nil, nil, fmt.Errorf("%s has no container named ccm", path)
 }
 
 // StartCCMForTest starts ironlb-ccm and stops it when the test ends,
