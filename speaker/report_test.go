@@ -38,6 +38,18 @@ func TestVIPDeltas(t *testing.T) {
 			}
 		}
 		patch(r)
+		// nextFull is the next full report.
+		nextFull := func() *speakerv1.Report {
+			for {
+				r, err := s.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.GetFull() {
+					return r
+				}
+			}
+		}
 		// answer sends in and takes in every full report up to the one that
 		// applied its version (a report of the speaker's own change may come
 		// first); it returns what they named, in order.
@@ -47,13 +59,7 @@ func TestVIPDeltas(t *testing.T) {
 			}
 			delta = true
 			for {
-				r, err := s.Recv()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !r.GetFull() {
-					continue
-				}
+				r := nextFull()
 				patch(r)
 				delta = delta && r.GetVipsDelta()
 				for _, v := range vips(r) {
@@ -92,23 +98,14 @@ func TestVIPDeltas(t *testing.T) {
 
 		// A change of the speaker's own: only that VIP.
 		fa.claim("192.0.2.2", otherMAC)
-		for {
-			r, err := s.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !r.GetFull() {
-				continue
-			}
-			if diff := cmp.Diff([]string{"192.0.2.2=ANNOUNCING"}, vips(r)); diff != "" || !r.GetVipsDelta() || len(r.GetVipsGone()) != 0 {
-				t.Fatalf("report of a claim: delta %v, gone %v, VIPs (-want +got):\n%s", r.GetVipsDelta(), r.GetVipsGone(), diff)
-			}
-			if r.GetVips()[0].GetClaimedBy() != otherMAC.String() {
-				t.Fatalf("report of a claim: %v, want claimed by %s", r.GetVips()[0], otherMAC)
-			}
-			patch(r)
-			break
+		r = nextFull()
+		if diff := cmp.Diff([]string{"192.0.2.2=ANNOUNCING"}, vips(r)); diff != "" || !r.GetVipsDelta() || len(r.GetVipsGone()) != 0 {
+			t.Fatalf("report of a claim: delta %v, gone %v, VIPs (-want +got):\n%s", r.GetVipsDelta(), r.GetVipsGone(), diff)
 		}
+		if r.GetVips()[0].GetClaimedBy() != otherMAC.String() {
+			t.Fatalf("report of a claim: %v, want claimed by %s", r.GetVips()[0], otherMAC)
+		}
+		patch(r)
 
 		_, first := open(t, c)
 		whole := map[string]string{}
