@@ -137,6 +137,7 @@ BENCH_COUNT ?= 5
 bench: deps controlplane cluster-tools ## Allocator micro-benchmarks and end-to-end figures.
 	@mkdir -p $(CACHE)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
+	$(GO) test -run='^$$' -bench=BenchmarkBGPUpdate -benchmem -count=$(BENCH_COUNT) ./speaker/ >> $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
 
 # The scale figures (test/scalerig: the shipped CCM and a standby, simulated

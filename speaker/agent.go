@@ -118,6 +118,7 @@ type Agent struct {
 	bgpSessions []*speakerv1.BGPSessionStatus
 	exports     *exportIndex         // what the VIPs export over BGP (refused ones: nothing)
 	kernelIfcs  map[string]kernelIfc // the interfaces' state as the last maintenance pass read it
+	ifcRefs     map[string]int       // how many VIPs name each interface
 }
 
 type vip struct {
@@ -191,6 +192,7 @@ func NewAgent(node, defaultInterface string, open AnnouncerFactory, log logr.Log
 		vips:          map[netip.Addr]*vip{},
 		exports:       newExportIndex(),
 		kernelIfcs:    map[string]kernelIfc{},
+		ifcRefs:       map[string]int{},
 		announcers:    map[string]*openAnnouncer{},
 		openErr:       map[string]error{},
 		streams:       map[uint64]*streamState{},
@@ -251,6 +253,7 @@ func (a *Agent) Close() error {
 	}
 	a.vips = map[netip.Addr]*vip{}
 	a.exports = newExportIndex()
+	clear(a.ifcRefs)
 	a.mu.Unlock()
 
 	a.perform(ops)

@@ -132,7 +132,7 @@ func noLocalAddresses() (map[netip.Addr]string, error) { return map[netip.Addr]s
 
 // The agent announces on "lo", which every test machine has; its Run loop
 // runs until the test ends.
-func newTestAgent(t *testing.T, opts ...Option) (*Agent, *fakeAnnouncer, speakerv1.SpeakerClient) {
+func newTestAgent(t testing.TB, opts ...Option) (*Agent, *fakeAnnouncer, speakerv1.SpeakerClient) {
 	t.Helper()
 	fa := newFakeAnnouncer()
 	opts = append([]Option{WithLocalAddresses(noLocalAddresses)}, opts...)
@@ -142,7 +142,7 @@ func newTestAgent(t *testing.T, opts ...Option) (*Agent, *fakeAnnouncer, speaker
 
 // serve runs agent (its Run loop and a gRPC server on loopback) until the
 // test ends and returns a client of it.
-func serve(t *testing.T, agent *Agent) speakerv1.SpeakerClient {
+func serve(t testing.TB, agent *Agent) speakerv1.SpeakerClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -163,7 +163,7 @@ func serve(t *testing.T, agent *Agent) speakerv1.SpeakerClient {
 	return speakerv1.NewSpeakerClient(conn)
 }
 
-func open(t *testing.T, c speakerv1.SpeakerClient) (speakerv1.Speaker_SyncClient, *speakerv1.Report) {
+func open(t testing.TB, c speakerv1.SpeakerClient) (speakerv1.Speaker_SyncClient, *speakerv1.Report) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -198,7 +198,7 @@ func update(v uint64, announce []string, withdraw ...string) *speakerv1.Instruct
 // heartbeat answer, and for a snapshot or update the first full report
 // that applied its version (a report of the speaker's own change may come
 // first, built while the instruction was being applied).
-func send(t *testing.T, s speakerv1.Speaker_SyncClient, in *speakerv1.Instruction) *speakerv1.Report {
+func send(t testing.TB, s speakerv1.Speaker_SyncClient, in *speakerv1.Instruction) *speakerv1.Report {
 	t.Helper()
 	if err := s.Send(in); err != nil {
 		t.Fatal(err)

@@ -165,6 +165,8 @@ func (a *Agent) planAnnounceLocked(addr netip.Addr, an *speakerv1.Announcement) 
 		a.log.Info("Announcing VIP", "address", addr, "service", an.GetService(), "interfaces", ifcs)
 	}
 	v.service = an.GetService()
+	a.countInterfacesLocked(v.interfaces, -1)
+	a.countInterfacesLocked(ifcs, 1)
 	v.interfaces = ifcs
 	v.bgpOnly = an.GetBgpOnly()
 	v.bgp = an.GetBgp()
@@ -213,6 +215,7 @@ func (a *Agent) planWithdrawLocked(addr netip.Addr) vipOp {
 	delete(a.vips, addr)
 	delete(a.toYield, addr)
 	a.exports.remove(addr)
+	a.countInterfacesLocked(v.interfaces, -1)
 	a.log.Info("Withdrew VIP", "address", addr, "service", v.service)
 	return vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)}
 }

@@ -16,7 +16,8 @@ import (
 
 // TestExportsFollowTheVIPs: over random snapshots and updates (VIPs
 // advertised and withdrawn, aggregated into a covering prefix with
-// different attributes, refused, moved between BGP and layer 2), what the
+// different attributes, refused, moved between BGP and layer 2 and between
+// interfaces), the interfaces the agent counts are those its VIPs name, what the
 // agent gives its BGP side is what every VIP it holds exports, rebuilt from
 // nothing (aggregated exports take their lowest VIP's attributes), and the
 // prefixes it says changed include every one whose exports differ from the
@@ -29,6 +30,9 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 	addrs := []string{"198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.9", "2001:db8:5::1", "2001:db8:5::2"}
 	announcement := func(rnd *rand.Rand, addr string) *speakerv1.Announcement {
 		an := &speakerv1.Announcement{Address: addr}
+		if rnd.IntN(3) == 0 {
+			an.Interfaces = []string{[]string{"eth1", "eth2"}[rnd.IntN(2)]}
+		}
 		switch rnd.IntN(4) {
 		case 0: // layer 2 only
 		case 1:
@@ -73,6 +77,7 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 				applies := fb.all()
 				d := applies[len(applies)-1]
 				want := rebuiltExports(t, agent)
+				checkInterfaceNames(t, agent)
 				if diff := cmp.Diff(want, d.Exports, cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })); diff != "" {
 					t.Fatalf("version %d: exports (-rebuilt +kept):\n%s", v, diff)
 				}
@@ -120,6 +125,23 @@ func (f *appliesBGP) all() []bgp.Desired {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.applies)
+}
+
+// checkInterfaceNames fails t unless the interfaces the agent counts are
+// those its VIPs name, and its default one.
+func checkInterfaceNames(t *testing.T, a *Agent) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want := map[string]bool{a.defaultIfc: true}
+	for _, v := range a.vips {
+		for _, name := range v.interfaces {
+			want[name] = true
+		}
+	}
+	if diff := cmp.Diff(want, a.interfaceNamesLocked()); diff != "" {
+		t.Fatalf("interfaces (-named by the VIPs +counted):\n%s", diff)
+	}
 }
 
 // rebuiltExports is what the agent's VIPs export, built from nothing.

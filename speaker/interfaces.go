@@ -325,15 +325,24 @@ func (a *Agent) lookUpInterface(name string) kernelIfc {
 }
 
 // interfaceNamesLocked are the interfaces the speaker announces on: the
-// default one and those its VIPs name; a.mu is held.
+// default one and those its VIPs name (counted as VIPs come and go, not
+// looked up in every VIP per report); a.mu is held.
 func (a *Agent) interfaceNamesLocked() map[string]bool {
 	names := map[string]bool{a.defaultIfc: true}
-	for _, v := range a.vips {
-		for _, name := range v.interfaces {
-			names[name] = true
-		}
+	for name := range a.ifcRefs {
+		names[name] = true
 	}
 	return names
+}
+
+// countInterfacesLocked adds d to the count of VIPs naming each of names;
+// a.mu is held.
+func (a *Agent) countInterfacesLocked(names []string, d int) {
+	for _, name := range names {
+		if a.ifcRefs[name] += d; a.ifcRefs[name] <= 0 {
+			delete(a.ifcRefs, name)
+		}
+	}
 }
 
 // refreshInterfaces reads the state of the interfaces the speaker
