@@ -36,7 +36,10 @@ import (
 
 // Speakers is what the controller needs of the control channel.
 type Speakers interface {
-	State(node string) (speakers.State, bool)
+	// View is the node's speaker state, read only (not copied: a status
+	// write reads every selected node's sessions, and a copy of each
+	// node's VIP lists cost O(nodes × VIPs) per BGP change).
+	View(node string) (speakers.State, bool)
 	SetBGP(node string, cfg *speakerv1.BGPConfig)
 	OnChange(fn func(node string))
 	OnBGPChange(fn func(node string))
@@ -336,7 +339,7 @@ func (c *Controller) writeStatus(ctx context.Context, name string) error {
 			continue
 		}
 		selected = append(selected, n.Name)
-		if st, ok := c.sp.State(n.Name); ok {
+		if st, ok := c.sp.View(n.Name); ok {
 			for _, s := range st.BGPSessions {
 				if s.GetPeer() == p.Spec.PeerAddress {
 					sessions[n.Name] = s

@@ -37,7 +37,7 @@ type recordingSpeakers struct {
 	bgp map[string]*speakerv1.BGPConfig
 }
 
-func (s *recordingSpeakers) State(string) (speakers.State, bool) { return speakers.State{}, false }
+func (s *recordingSpeakers) View(string) (speakers.State, bool) { return speakers.State{}, false }
 func (s *recordingSpeakers) OnChange(func(string))               {}
 func (s *recordingSpeakers) OnBGPChange(func(string))            {}
 func (s *recordingSpeakers) SetBGP(node string, cfg *speakerv1.BGPConfig) {

@@ -28,10 +28,14 @@ func Holds(sorted []netip.Addr, a netip.Addr) bool {
 	return ok
 }
 
-// knowsLocked reports, without copying anything, whether a is a VIP of
-// the node a report may name (see nodeVIPsLocked), when the CCM keeps it
-// under its canonical form; m.mu is held. False does not mean unknown:
-// a VIP placed under another spelling is found only by nodeVIPsLocked.
+// knowsLocked reports whether a is a VIP a speaker's report may name once
+// its stream's first report was taken in: those placed on its node
+// (desired, or changed and not yet sent), those it announced when the
+// stream opened (State.Initial), and those its last report named (a VIP
+// withdrawn stays known while the speaker still reports it). Each was
+// placed on the node or was in its first report: a speaker cannot make
+// the CCM keep VIPs of other nodes. It looks a up, O(log VIPs), without
+// copying anything; m.mu is held.
 func (s *session) knowsLocked(a netip.Addr) bool {
 	if Holds(s.state.Announcing, a) || Holds(s.state.Initial, a) || Holds(s.state.Yielded, a) {
 		return true
@@ -42,6 +46,17 @@ func (s *session) knowsLocked(a netip.Addr) bool {
 	}
 	for _, m := range []map[string]string{s.state.Failed, s.state.Conflicts, s.state.Claimed} {
 		if _, ok := m[key]; ok {
+			return true
+		}
+	}
+	// A VIP placed under another spelling (those keys are the CCM's own,
+	// and few: the planner spells addresses canonically).
+	for k := range s.oddKeys {
+		if s.desired[k] == nil && !s.dirty[k] {
+			delete(s.oddKeys, k)
+			continue
+		}
+		if b, err := netip.ParseAddr(k); err == nil && b == a {
 			return true
 		}
 	}

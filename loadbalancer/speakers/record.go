@@ -32,7 +32,7 @@ func (s *session) record(gen uint64, r *speakerv1.Report) bool {
 // on the speaker and, in the stream's first report, the VIPs this CCM
 // allocated (a new leader learns what the speaker announces, which a
 // previous leader may have placed; see State.Initial); in later reports
-// only the VIPs of this node (see nodeVIPsLocked), and its VIPs may be
+// only the VIPs of this node (see knowsLocked), and its VIPs may be
 // changes (see expandLocked).
 func (s *session) acceptor(gen uint64) acceptor {
 	acc := acceptor{peers: map[string]bool{}}
@@ -50,16 +50,8 @@ func (s *session) acceptor(gen uint64) acceptor {
 		s.m.mu.Lock()
 		defer s.m.mu.Unlock()
 		ok := make([]bool, len(addrs))
-		var all map[netip.Addr]bool // only when an address is not found at once
 		for i, a := range addrs {
-			if s.knowsLocked(a) {
-				ok[i] = true
-				continue
-			}
-			if all == nil {
-				all = s.nodeVIPsLocked()
-			}
-			ok[i] = all[a]
+			ok[i] = s.knowsLocked(a)
 		}
 		return ok
 	}
@@ -73,29 +65,8 @@ func (s *session) firstTaken(gen uint64) bool {
 	return s.taken == gen
 }
 
-// nodeVIPsLocked are the VIPs a speaker's report may name once its stream's
-// first report was taken in: those placed on its node (desired, or
-// changed and not yet sent), those it announced when the stream opened
-// (State.Initial), and those its last report named (a VIP withdrawn
-// stays known while the speaker still reports it). Each was placed on the
-// node or was in its first report: a speaker cannot make the CCM keep
-// VIPs of other nodes. A copy of what the node holds; m.mu is held.
-func (s *session) nodeVIPsLocked() map[netip.Addr]bool {
-	vips := make(map[netip.Addr]bool, s.nodeVIPCount())
-	for _, set := range []func(func(string) bool){maps.Keys(s.desired), maps.Keys(s.dirty), maps.Keys(s.state.Failed), maps.Keys(s.state.Conflicts), maps.Keys(s.state.Claimed)} {
-		for a := range set {
-			if addr, err := netip.ParseAddr(a); err == nil {
-				vips[addr] = true
-			}
-		}
-	}
-	for _, a := range slices.Concat(s.state.Initial, s.state.Announcing, s.state.Yielded) {
-		vips[a] = true
-	}
-	return vips
-}
-
-// nodeVIPCount bounds the number of nodeVIPsLocked; m.mu is held.
+// nodeVIPCount bounds the number of VIPs a report may name (see
+// knowsLocked); m.mu is held.
 func (s *session) nodeVIPCount() int {
 	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + len(s.state.Announcing) +
 		len(s.state.Conflicts) + len(s.state.Claimed) + len(s.state.Yielded)

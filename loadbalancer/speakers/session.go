@@ -36,6 +36,9 @@ type session struct {
 	addr       netip.Addr
 	desired    map[string]*speakerv1.Announcement
 	dirty      map[string]bool
+	// oddKeys are the keys of desired (and so of dirty) that spell their
+	// address in other than its canonical form (see knowsLocked).
+	oddKeys map[string]bool
 	bgp        *speakerv1.BGPConfig // the speaker's BGP set-up; nil: none
 	bgpDirty   bool                 // bgp changed since the last instruction
 	state      State
@@ -293,7 +296,7 @@ func (s *session) reportLimit() int {
 }
 
 // nodeLimit is the largest report the speaker may send on stream gen
-// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPsLocked) and peers
+// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPCount) and peers
 // once the stream's first report was taken in; until then, no limit but
 // the stream's. It takes m.mu for a moment: the node's VIPs are placed
 // before an update names them, so a legitimate report fits.

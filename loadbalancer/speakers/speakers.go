@@ -306,6 +306,7 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 		log:     m.log.WithValues("node", node),
 		desired: map[string]*speakerv1.Announcement{},
 		dirty:   map[string]bool{},
+		oddKeys: map[string]bool{},
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}),
 		state:   State{Problem: "not connected yet", Since: time.Now()},
@@ -450,8 +451,12 @@ func (m *Manager) Assign(node string, a *speakerv1.Announcement) {
 	if old := s.desired[a.GetAddress()]; old != nil && proto.Equal(old, a) {
 		return
 	}
-	s.desired[a.GetAddress()] = a
-	s.dirty[a.GetAddress()] = true
+	key := a.GetAddress()
+	s.desired[key] = a
+	s.dirty[key] = true
+	if addr, err := netip.ParseAddr(key); err == nil && addr.String() != key {
+		s.oddKeys[key] = true
+	}
 	s.poke()
 }
 
