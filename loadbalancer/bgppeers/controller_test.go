@@ -38,8 +38,8 @@ type recordingSpeakers struct {
 }
 
 func (s *recordingSpeakers) View(string) (speakers.State, bool) { return speakers.State{}, false }
-func (s *recordingSpeakers) OnChange(func(string))               {}
-func (s *recordingSpeakers) OnBGPChange(func(string))            {}
+func (s *recordingSpeakers) OnChange(func(string))              {}
+func (s *recordingSpeakers) OnBGPChange(func(string))           {}
 func (s *recordingSpeakers) SetBGP(node string, cfg *speakerv1.BGPConfig) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

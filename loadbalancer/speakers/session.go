@@ -33,12 +33,12 @@ type session struct {
 	log  klog.Logger
 
 	// guarded by m.mu
-	addr       netip.Addr
-	desired    map[string]*speakerv1.Announcement
-	dirty      map[string]bool
+	addr    netip.Addr
+	desired map[string]*speakerv1.Announcement
+	dirty   map[string]bool
 	// oddKeys are the keys of desired (and so of dirty) that spell their
 	// address in other than its canonical form (see knowsLocked).
-	oddKeys map[string]bool
+	oddKeys    map[string]bool
 	bgp        *speakerv1.BGPConfig // the speaker's BGP set-up; nil: none
 	bgpDirty   bool                 // bgp changed since the last instruction
 	state      State
