@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	v1 "k8s.io/api/core/v1"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -75,8 +76,7 @@ func (p *Planner) preferOneLocked(v *vip, w *world, adv advertised, why map[stri
 		return cmp.Or(cmp.Compare(placement.Score(v.addr, b), placement.Score(v.addr, a)), cmp.Compare(a, b))
 	})
 	out := advertised{nodes: []string{preferred}, byNode: map[string][]*speakerv1.BGPAdvertisement{}}
-	setMED(adv.byNode[preferred], 0, w.byName[preferred])
-	out.byNode[preferred] = adv.byNode[preferred]
+	out.byNode[preferred] = withMED(adv.byNode[preferred], 0, w.byName[preferred])
 	rank := uint32(0)
 	for _, n := range rest {
 		if nv := w.byName[n]; !nv.state.Has(speakerv1.CapabilityBGPMED) {
@@ -84,23 +84,28 @@ func (p *Planner) preferOneLocked(v *vip, w *world, adv advertised, why map[stri
 			continue
 		}
 		rank++
-		setMED(adv.byNode[n], rank, w.byName[n])
 		out.nodes = append(out.nodes, n)
-		out.byNode[n] = adv.byNode[n]
+		out.byNode[n] = withMED(adv.byNode[n], rank, w.byName[n])
 	}
 	return out
 }
 
-// setMED sets med on a node's advertisements of v's host route, if its
-// speaker can send it. An aggregate (aggregationLength) covers other VIPs
-// too, with other preferred nodes: it keeps no MED.
-func setMED(advs []*speakerv1.BGPAdvertisement, med uint32, n *nodeView) {
+// withMED is a node's advertisements of v with med on v's host route, if
+// its speaker can send it: copies, since nodes with the same peers share
+// their advertisements (planBGPLocked). An aggregate (aggregationLength)
+// covers other VIPs too, with other preferred nodes: it keeps no MED.
+func withMED(advs []*speakerv1.BGPAdvertisement, med uint32, n *nodeView) []*speakerv1.BGPAdvertisement {
 	if n == nil || !n.state.Has(speakerv1.CapabilityBGPMED) {
-		return
+		return advs
 	}
-	for _, a := range advs {
+	out := make([]*speakerv1.BGPAdvertisement, len(advs))
+	for i, a := range advs {
+		out[i] = a
 		if a.GetPrefixLength() == 0 {
-			a.Med = &med
+			c := proto.CloneOf(a)
+			c.Med = &med
+			out[i] = c
 		}
 	}
+	return out
 }

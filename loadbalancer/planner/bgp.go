@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
+	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
 )
 
@@ -39,6 +40,10 @@ type advertised struct {
 // when that set changes.
 func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 	adv := advertised{byNode: map[string][]*speakerv1.BGPAdvertisement{}}
+	// Nodes with the same peers share one list of advertisements (and,
+	// in tellLocked, one announcement): every node advertises every BGP
+	// VIP, and a list per node cost O(nodes × BGP VIPs) of memory.
+	shared := map[string][]*speakerv1.BGPAdvertisement{}
 	if v.scope.bgp == nil || p.opts.Peers == nil {
 		if len(v.advertisers) > 0 {
 			p.log.Info("VIP no longer advertised over BGP", "address", v.addr, "nodes", v.advertisers)
@@ -70,7 +75,16 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 		case !n.state.Has(speakerv1.CapabilityBGP):
 			why[n.name] = verdict{MissingCapability, fmt.Sprintf("speaker %s cannot advertise over BGP (capabilities %v); upgrade it", n.state.Version, n.state.Capabilities)}
 		default:
-			advs, err := bgppeers.Advertisements(v.addr, v.scope.bgp.Spec, p.opts.Peers.ForNode(n.name))
+			peers := p.opts.Peers.ForNode(n.name)
+			key := peersKey(peers)
+			advs, ok := shared[key]
+			var err error
+			if !ok {
+				advs, err = bgppeers.Advertisements(v.addr, v.scope.bgp.Spec, peers)
+				if err == nil {
+					shared[key] = advs
+				}
+			}
 			if err != nil {
 				why[n.name] = verdict{NotSelected, err.Error()}
 				continue
@@ -116,4 +130,14 @@ func nodeList(nodes []string) string {
 		return fmt.Sprintf("%s and %d more nodes", strings.Join(nodes[:10], ", "), len(nodes)-10)
 	}
 	return strings.Join(nodes, ", ")
+}
+
+// peersKey names a set of BGPPeers (by object name, in order).
+func peersKey(peers []*v1alpha1.BGPPeer) string {
+	var b strings.Builder
+	for _, p := range peers {
+		b.WriteString(p.Name)
+		b.WriteByte(0)
+	}
+	return b.String()
 }

@@ -196,8 +196,25 @@ func mostEndpoints(eligible []string, counts map[string]int) []string {
 func (p *Planner) tellLocked(v *vip, w *world, oldL2, l2 []string, adv advertised) {
 	oldAdv := v.advertisers
 	v.advertisers = adv.nodes
+	// Nodes that only advertise v over BGP, with the same advertisements,
+	// share one announcement (the speakers' Manager keeps it, and never
+	// changes it): one per node cost O(nodes × BGP VIPs) of memory.
+	var bgpOnly map[**speakerv1.BGPAdvertisement]*speakerv1.Announcement // by the advertisements' backing array
 	for _, n := range union(l2, adv.nodes) {
-		a := p.announcement(v, slices.Contains(l2, n), adv.byNode[n])
+		advs := adv.byNode[n]
+		if !slices.Contains(l2, n) && len(advs) > 0 {
+			if bgpOnly == nil {
+				bgpOnly = map[**speakerv1.BGPAdvertisement]*speakerv1.Announcement{}
+			}
+			a := bgpOnly[&advs[0]]
+			if a == nil {
+				a = p.announcement(v, false, advs)
+				bgpOnly[&advs[0]] = a
+			}
+			p.speakers.Assign(n, a)
+			continue
+		}
+		a := p.announcement(v, slices.Contains(l2, n), advs)
 		a.Probe = !a.BgpOnly && w.probeOn(v, n)
 		p.speakers.Assign(n, a)
 	}
