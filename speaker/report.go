@@ -115,9 +115,8 @@ func reportOf(v *vip) vipReport {
 	return r
 }
 
-// statusOf is the VIPStatus of the VIP at addr.
-func statusOf(addr netip.Addr, v *vip) *speakerv1.VIPStatus {
-	r := reportOf(v)
+// statusOf is the VIPStatus of the VIP v at addr, whose report is r.
+func statusOf(addr netip.Addr, v *vip, r vipReport) *speakerv1.VIPStatus {
 	return &speakerv1.VIPStatus{
 		Address: addr.String(), State: r.state, Interfaces: v.announced, Error: r.err,
 		ClaimedBy: r.claimedBy, ClaimedUnixMs: r.claimedMs,
@@ -131,13 +130,15 @@ func statusOf(addr netip.Addr, v *vip) *speakerv1.VIPStatus {
 // allocates only for the changed ones. a.mu is held.
 func (a *Agent) vipsLocked(s *streamState) (vips []*speakerv1.VIPStatus, gone []string, delta bool) {
 	if s == nil || !s.deltas || s.base == nil {
-		for _, addr := range slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare) {
-			vips = append(vips, statusOf(addr, a.vips[addr]))
-		}
 		if s != nil && s.deltas {
 			s.base = make(map[netip.Addr]vipReport, len(a.vips))
-			for addr, v := range a.vips {
-				s.base[addr] = reportOf(v)
+		}
+		for _, addr := range slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare) {
+			v := a.vips[addr]
+			r := reportOf(v)
+			vips = append(vips, statusOf(addr, v, r))
+			if s != nil && s.deltas {
+				s.base[addr] = r
 			}
 		}
 		return vips, nil, false
@@ -161,7 +162,7 @@ func (a *Agent) vipsLocked(s *streamState) (vips []*speakerv1.VIPStatus, gone []
 	slices.SortFunc(changed, netip.Addr.Compare)
 	slices.SortFunc(removed, netip.Addr.Compare)
 	for _, addr := range changed {
-		vips = append(vips, statusOf(addr, a.vips[addr]))
+		vips = append(vips, statusOf(addr, a.vips[addr], s.base[addr]))
 	}
 	for _, addr := range removed {
 		gone = append(gone, addr.String())

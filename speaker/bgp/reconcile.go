@@ -276,16 +276,23 @@ func (rc *Reconciler) applyExports(ctx context.Context, d Desired, targets map[n
 		}
 		rc.paths[p] = true
 	}
-	for _, peer := range sortedAddrs(refresh) {
+	return errors.Join(append(errs, rc.refreshPeers(ctx))...)
+}
+
+// refreshPeers sends a route refresh to the peers in rc.refresh; one that
+// fails stays there and is tried again by the next Apply.
+func (rc *Reconciler) refreshPeers(ctx context.Context) error {
+	var errs []error
+	for _, peer := range sortedAddrs(rc.refresh) {
 		if _, ok := rc.peers[peer]; !ok {
-			delete(refresh, peer) // a new peer gets the whole table when it is added
+			delete(rc.refresh, peer) // a new peer gets the whole table when it is added
 			continue
 		}
 		if err := rc.r.Refresh(ctx, peer); err != nil {
-			errs = append(errs, err) // kept in rc.refresh: tried again
+			errs = append(errs, err)
 			continue
 		}
-		delete(refresh, peer)
+		delete(rc.refresh, peer)
 	}
 	return errors.Join(errs...)
 }
@@ -386,12 +393,5 @@ func (rc *Reconciler) applyChanged(ctx context.Context, d Desired) error {
 			rc.paths[p] = true
 		}
 	}
-	for _, peer := range sortedAddrs(rc.refresh) {
-		if err := rc.r.Refresh(ctx, peer); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		delete(rc.refresh, peer)
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, rc.refreshPeers(ctx))...)
 }
