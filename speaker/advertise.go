@@ -36,16 +36,21 @@ type bgpDesired struct {
 	gen uint64
 }
 
-// desiredBGPLocked is what the BGP side should hold. Its Changed names
-// the prefixes whose exports changed since the BGP side last applied
-// them, unless that apply failed (then the BGP side compares everything).
+// desiredBGPLocked is what the BGP side should hold. Its exports are a
+// patch (bgp.Desired.Changed): those of the prefixes changed since the BGP
+// side last applied them, unless that apply failed or was not made (then
+// the full table, Changed nil). They go also without peers, so that the
+// BGP side's table always equals a.exports once an apply succeeded (which
+// marks every change up to d.gen applied).
 func (a *Agent) desiredBGPLocked() (bgpDesired, error) {
 	if a.bgp == nil {
 		return bgpDesired{}, nil
 	}
 	cfg := a.bgpCfg
 	if cfg == nil || len(cfg.GetPeers()) == 0 {
-		return bgpDesired{gen: a.exports.gen}, nil
+		d := bgpDesired{gen: a.exports.gen}
+		a.bgpExportsLocked(&d.Desired)
+		return d, nil
 	}
 	d := bgpDesired{Desired: bgp.Desired{ASN: cfg.GetAsn()}, gen: a.exports.gen}
 	var err error
@@ -67,11 +72,20 @@ func (a *Agent) desiredBGPLocked() (bgpDesired, error) {
 	if err := a.exports.err(); err != nil {
 		return d, err
 	}
-	d.Exports = maps.Clone(a.exports.exports)
-	if a.bgpErr == nil {
-		d.Changed = a.exports.changedPrefixes()
-	}
+	a.bgpExportsLocked(&d.Desired)
 	return d, nil
+}
+
+// bgpExportsLocked sets d's exports: a patch of the changes since the BGP
+// side last applied the exports, O(change); the full table (O(exports))
+// when its last apply failed or was not made (a.bgpErr), as the BGP side
+// then may not hold the previous Desired the patch would apply to.
+func (a *Agent) bgpExportsLocked(d *bgp.Desired) {
+	if a.bgpErr == nil {
+		d.Exports, d.Changed = a.exports.patch()
+		return
+	}
+	d.Exports, d.Changed = maps.Clone(a.exports.exports), nil
 }
 
 func bgpPeer(p *speakerv1.BGPPeer) (bgp.Peer, error) {
@@ -233,10 +247,10 @@ func (a *Agent) BGPState() BGPState {
 		st.Sessions = append(st.Sessions, v)
 	}
 	d, err := a.desiredBGPLocked()
-	if err != nil {
+	if err != nil || len(d.Peers) == 0 {
 		return st
 	}
-	for e, attrs := range d.Exports {
+	for e, attrs := range a.exports.exports { // d.Exports may be a patch
 		st.Routes = append(st.Routes, BGPRouteView{Prefix: e.Prefix.String(), Peer: e.Peer.String(),
 			Communities: attrs.Communities, LargeCommunities: attrs.LargeCommunities, LocalPref: attrs.LocalPref, MED: attrs.MED})
 	}

@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -18,7 +19,8 @@ import (
 // fakeBGP records what the agent asks of its BGP side.
 type fakeBGP struct {
 	mu       sync.Mutex
-	last     bgp.Desired
+	last     bgp.Desired // as given: its Exports may be a patch
+	table    bgp.Table   // the full export table
 	applied  int
 	sessions []bgp.Session
 	stopped  bool
@@ -28,6 +30,7 @@ type fakeBGP struct {
 func (f *fakeBGP) Apply(_ context.Context, d bgp.Desired) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.table.Apply(d)
 	f.last = d
 	f.applied++
 	return nil
@@ -46,10 +49,14 @@ func (f *fakeBGP) Stop(_ context.Context, graceful bool) error {
 	return nil
 }
 
+// desired is the last Desired applied, with the full export table (a
+// copy) as Exports and Changed as given.
 func (f *fakeBGP) desired() bgp.Desired {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.last
+	d := f.last
+	d.Exports = maps.Clone(f.table.Exports())
+	return d
 }
 
 var bgpConfig = &speakerv1.BGPConfig{
@@ -191,6 +198,57 @@ func TestUpdatesReachBGPSideOnlyWhenTheyTouchIt(t *testing.T) {
 			}
 			if got := len(fb.desired().Exports); got != tc.wantExports {
 				t.Errorf("%d exports after the update, want %d", got, tc.wantExports)
+			}
+		})
+	}
+}
+
+// TestBGPSideKeepsExportsWithoutPeers: while the BGP set-up names no peer,
+// the BGP side is still given the exports (its table follows the VIPs),
+// so that once peers come it advertises every VIP advertised meanwhile and
+// none withdrawn meanwhile; /bgp lists no route while there is no peer.
+func TestBGPSideKeepsExportsWithoutPeers(t *testing.T) {
+	fb := &fakeBGP{}
+	agent, _, c := newTestAgent(t, WithBGP(fb))
+	s, _ := open(t, c)
+	bgpVIP := func(addr string) *speakerv1.Announcement {
+		return &speakerv1.Announcement{Address: addr, BgpOnly: true, Bgp: []*speakerv1.BGPAdvertisement{{Peer: "192.0.2.1"}}}
+	}
+	noPeers := &speakerv1.BGPConfig{RouterId: "192.0.2.11", Asn: 64513}
+	version := uint64(1)
+	send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: &speakerv1.Snapshot{
+		Version: version, Leader: "test", Announcements: []*speakerv1.Announcement{bgpVIP("198.51.100.1")},
+	}}})
+	steps := []struct {
+		name       string
+		update     *speakerv1.Update
+		want       []string // the BGP side's exports
+		wantRoutes int      // routes in /bgp
+	}{
+		{"no set-up", &speakerv1.Update{Announce: []*speakerv1.Announcement{bgpVIP("198.51.100.2")}},
+			[]string{"198.51.100.1/32 to 192.0.2.1", "198.51.100.2/32 to 192.0.2.1"}, 0},
+		{"peers come", &speakerv1.Update{Bgp: bgpConfig},
+			[]string{"198.51.100.1/32 to 192.0.2.1", "198.51.100.2/32 to 192.0.2.1"}, 2},
+		{"peers go", &speakerv1.Update{Bgp: noPeers},
+			[]string{"198.51.100.1/32 to 192.0.2.1", "198.51.100.2/32 to 192.0.2.1"}, 0},
+		{"a VIP withdrawn and one added without peers", &speakerv1.Update{Withdraw: []string{"198.51.100.1"}, Announce: []*speakerv1.Announcement{bgpVIP("198.51.100.3")}},
+			[]string{"198.51.100.2/32 to 192.0.2.1", "198.51.100.3/32 to 192.0.2.1"}, 0},
+		{"peers again", &speakerv1.Update{Bgp: bgpConfig},
+			[]string{"198.51.100.2/32 to 192.0.2.1", "198.51.100.3/32 to 192.0.2.1"}, 2},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			version++
+			st.update.Version = version
+			if r := send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Update{Update: st.update}}); r.GetAppliedVersion() != version {
+				t.Fatalf("applied version %d, want %d", r.GetAppliedVersion(), version)
+			}
+			got := slices.Sorted(maps.Keys(exportsOf(fb.desired())))
+			if diff := cmp.Diff(st.want, got); diff != "" {
+				t.Errorf("the BGP side's exports (-want +got):\n%s", diff)
+			}
+			if routes := agent.BGPState().Routes; len(routes) != st.wantRoutes {
+				t.Errorf("/bgp routes %v, want %d", routes, st.wantRoutes)
 			}
 		})
 	}

@@ -111,6 +111,8 @@ type Agent struct {
 	hbInterval time.Duration // the followed stream's heartbeat interval; 0: never cut off
 	wasCut     bool          // cut off at the timers goroutine's last look
 	toYield    map[netip.Addr]bool
+	changes    vipChanges // VIPs whose report may have changed (vipchanges.go)
+	lastAudit  time.Time  // the last check of changes (auditReportsLocked)
 
 	bgp         BGPSpeaker           // nil: no BGP
 	bgpCfg      *speakerv1.BGPConfig // the CCM's BGP set-up; nil: none
@@ -252,6 +254,7 @@ func (a *Agent) Close() error {
 		ops = append(ops, vipOp{addr: addr, service: v.service, withdraw: slices.Clone(v.announced)})
 	}
 	a.vips = map[netip.Addr]*vip{}
+	a.changes.drop() // every stream compares all VIPs: all are gone
 	a.exports = newExportIndex()
 	clear(a.ifcRefs)
 	a.mu.Unlock()

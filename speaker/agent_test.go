@@ -160,7 +160,61 @@ func serve(t testing.TB, agent *Agent) speakerv1.SpeakerClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	checkChangesLogged(t, agent)
 	return speakerv1.NewSpeakerClient(conn)
+}
+
+// checkChangesLogged fails t if a change of what a report says of a VIP
+// did not reach the agent's change log (vipChangedLocked), so that a
+// stream taking VIP changes would never be told of it. A stream of the
+// test's own that takes VIP changes follows the log about every
+// millisecond, and checks before each step that nothing changed beyond
+// what was logged; the agent's open streams are checked when t ends.
+func checkChangesLogged(t testing.TB, agent *Agent) {
+	t.Helper()
+	shadow := &streamState{deltas: true}
+	var missed []netip.Addr
+	step := func() { // agent.mu is held
+		if m := agent.unloggedLocked(shadow); len(m) > 0 {
+			missed = append(missed, m...)
+			agent.compareAllLocked(shadow) // each miss once
+		}
+		agent.vipsLocked(shadow)
+	}
+	agent.mu.Lock()
+	step()
+	agent.mu.Unlock()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				agent.mu.Lock()
+				step()
+				agent.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { // before the streams close: cleanups run last first
+		close(stop)
+		<-done
+		agent.mu.Lock()
+		defer agent.mu.Unlock()
+		step()
+		if len(missed) > 0 {
+			t.Errorf("changes of VIPs %v were not logged", missed)
+		}
+		for id, s := range agent.streams {
+			if m := agent.unloggedLocked(s); len(m) > 0 {
+				t.Errorf("stream %d: changes of VIPs %v were not logged", id, m)
+			}
+		}
+	})
 }
 
 func open(t testing.TB, c speakerv1.SpeakerClient) (speakerv1.Speaker_SyncClient, *speakerv1.Report) {

@@ -158,6 +158,7 @@ func (a *Agent) planAnnounceLocked(addr netip.Addr, an *speakerv1.Announcement) 
 	}
 	slices.Sort(ifcs)
 	ifcs = slices.Compact(ifcs)
+	a.vipChangedLocked(addr)
 	v := a.vips[addr]
 	if v == nil {
 		v = &vip{}
@@ -213,6 +214,7 @@ func (a *Agent) planWithdrawLocked(addr netip.Addr) vipOp {
 		return vipOp{addr: addr}
 	}
 	delete(a.vips, addr)
+	a.vipChangedLocked(addr)
 	delete(a.toYield, addr)
 	a.exports.remove(addr)
 	a.countInterfacesLocked(v.interfaces, -1)

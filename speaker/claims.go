@@ -76,6 +76,7 @@ func (a *Agent) claimed(ifc string, c Claim) {
 	// from hosts that take turns: claims must not drive reports.
 	if v.claim == nil || at.Sub(v.claim.At) >= claimRefresh {
 		v.claim = &Claim{Addr: addr, MAC: slices.Clone(c.MAC), Kind: kind, At: at}
+		a.vipChangedLocked(addr)
 		a.notifyLocked()
 	}
 	if a.cutOffLocked(now) && !a.toYield[addr] {

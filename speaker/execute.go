@@ -187,6 +187,7 @@ func (a *Agent) recordLocked(ops []vipOp) {
 		if v == nil || a.vips[op.addr] != v {
 			continue // withdrawn
 		}
+		a.vipChangedLocked(op.addr)
 		v.announced = op.announced
 		switch {
 		case op.yield:

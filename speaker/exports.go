@@ -15,9 +15,9 @@ import (
 // exports on every such instruction cost O(BGP VIPs): at 1,500 BGP VIPs a
 // node, most of what a speaker spent per update. The agent keeps its
 // exports instead (exportIndex), changed VIP by VIP as instructions name
-// them, and tells the BGP side which prefixes changed since its last
-// successful apply (bgp.Desired.Changed), so that the BGP side compares
-// only those.
+// them, and gives the BGP side only the exports of the prefixes changed
+// since its last successful apply (a patch: bgp.Desired.Changed), so that
+// neither copies nor compares the rest.
 
 // exportIndex is what the node exports over BGP, kept VIP by VIP.
 type exportIndex struct {
@@ -30,6 +30,8 @@ type exportIndex struct {
 	// exports is what is exported: each export with the attributes of
 	// its lowest VIP (aggregated VIPs may ask for different ones).
 	exports map[bgp.Export]bgp.Attributes
+	// peers counts the entries of exports to each peer (see patch).
+	peers map[netip.Addr]int
 	// errs are the VIPs whose advertisements cannot be exported.
 	errs map[netip.Addr]error
 	// gen counts changes; changed are the prefixes whose exports changed
@@ -50,7 +52,8 @@ func (x vipExport) equal(y vipExport) bool { return x.e == y.e && x.attrs.Equal(
 func newExportIndex() *exportIndex {
 	return &exportIndex{
 		byVIP: map[netip.Addr][]vipExport{}, sources: map[bgp.Export]map[netip.Addr]bgp.Attributes{},
-		exports: map[bgp.Export]bgp.Attributes{}, errs: map[netip.Addr]error{}, changed: map[netip.Prefix]uint64{},
+		exports: map[bgp.Export]bgp.Attributes{}, peers: map[netip.Addr]int{},
+		errs: map[netip.Addr]error{}, changed: map[netip.Prefix]uint64{},
 	}
 }
 
@@ -134,6 +137,9 @@ func (x *exportIndex) refresh(e bgp.Export) {
 		delete(x.sources, e)
 		if had {
 			delete(x.exports, e)
+			if x.peers[e.Peer]--; x.peers[e.Peer] == 0 {
+				delete(x.peers, e.Peer)
+			}
 			x.mark(e.Prefix)
 		}
 		return
@@ -146,6 +152,9 @@ func (x *exportIndex) refresh(e bgp.Export) {
 	}
 	if attrs := srcs[lowest]; !had || !old.Equal(attrs) {
 		x.exports[e] = attrs
+		if !had {
+			x.peers[e.Peer]++
+		}
 		x.mark(e.Prefix)
 	}
 }
@@ -164,14 +173,24 @@ func (x *exportIndex) err() error {
 	return x.errs[slices.MinFunc(slices.Collect(maps.Keys(x.errs)), netip.Addr.Compare)]
 }
 
-// changedPrefixes are the prefixes changed since the BGP side last applied
-// the exports.
-func (x *exportIndex) changedPrefixes() []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(x.changed)) // empty, not nil: nothing changed
+// patch is the change of the exports since the BGP side last applied them
+// (a bgp.Desired patch): the prefixes changed (empty, not nil, when none
+// did) and every current export of them, to any peer the index holds (not
+// only the configured ones, so that the BGP side's table stays equal to
+// exports). It costs O(changed prefixes × peers); the map is new.
+func (x *exportIndex) patch() (exports map[bgp.Export]bgp.Attributes, changed []netip.Prefix) {
+	exports = map[bgp.Export]bgp.Attributes{}
+	changed = make([]netip.Prefix, 0, len(x.changed))
 	for p := range x.changed {
-		out = append(out, p)
+		changed = append(changed, p)
+		for peer := range x.peers {
+			e := bgp.Export{Peer: peer, Prefix: p}
+			if a, ok := x.exports[e]; ok {
+				exports[e] = a
+			}
+		}
 	}
-	return out
+	return exports, changed
 }
 
 // applied records that the BGP side applied the exports as they were at

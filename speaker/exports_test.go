@@ -2,7 +2,9 @@ package speaker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -17,11 +19,13 @@ import (
 // TestExportsFollowTheVIPs: over random snapshots and updates (VIPs
 // advertised and withdrawn, aggregated into a covering prefix with
 // different attributes, refused, moved between BGP and layer 2 and between
-// interfaces), the interfaces the agent counts are those its VIPs name, what the
-// agent gives its BGP side is what every VIP it holds exports, rebuilt from
-// nothing (aggregated exports take their lowest VIP's attributes), and the
-// prefixes it says changed include every one whose exports differ from the
-// previous apply.
+// interfaces), the interfaces the agent counts are those its VIPs name, the
+// export table its BGP side keeps from what the agent gives it is what
+// every VIP it holds exports, rebuilt from nothing (aggregated exports
+// take their lowest VIP's attributes), each patch holds exactly the new
+// exports of the prefixes it says changed, and those include every one
+// whose exports differ from the previous apply; after an apply that
+// failed, the agent gives the full table.
 func TestExportsFollowTheVIPs(t *testing.T) {
 	own := func() (map[netip.Addr]string, error) {
 		return map[netip.Addr]string{netip.MustParseAddr("198.51.100.9"): "eth0"}, nil
@@ -61,8 +65,9 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 				snap.Announcements = append(snap.Announcements, announcement(rnd, a))
 			}
 			send(t, s, &speakerv1.Instruction{Kind: &speakerv1.Instruction_Snapshot{Snapshot: snap}})
-			var prev map[bgp.Export]bgp.Attributes
-			seen := 0 // applies checked
+			attrsEqual := cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })
+			prev := map[bgp.Export]bgp.Attributes{} // the table before the apply checked
+			seen := 0                               // applies checked
 			for v := uint64(2); v < 60; v++ {
 				u := update(v, nil)
 				for range 1 + rnd.IntN(3) {
@@ -73,34 +78,49 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 						u.GetUpdate().Announce = append(u.GetUpdate().Announce, announcement(rnd, a))
 					}
 				}
+				fb.mu.Lock()
+				fb.failNext = rnd.IntN(6) == 0
+				fb.mu.Unlock()
 				send(t, s, u)
-				applies := fb.all()
-				d := applies[len(applies)-1]
+				applies, tables, failed := fb.all()
 				want := rebuiltExports(t, agent)
 				checkInterfaceNames(t, agent)
-				if diff := cmp.Diff(want, d.Exports, cmp.Comparer(func(a, b bgp.Attributes) bool { return a.Equal(b) })); diff != "" {
-					t.Fatalf("version %d: exports (-rebuilt +kept):\n%s", v, diff)
+				if diff := cmp.Diff(want, tables[len(tables)-1], attrsEqual); diff != "" {
+					t.Fatalf("version %d: exports (-rebuilt +BGP side's table):\n%s", v, diff)
 				}
-				for _, d := range applies[seen:] {
-					if prev == nil {
-						prev = d.Exports
+				for i, d := range applies[seen:] {
+					table := tables[seen+i]
+					if seen+i > 0 && failed[seen+i-1] && d.Changed != nil {
+						t.Fatalf("version %d: a patch of %v after a failed apply, want the full table", v, d.Changed)
+					}
+					if d.Changed == nil { // the full table
+						prev = table
 						continue
 					}
 					changed := map[netip.Prefix]bool{}
 					for _, p := range d.Changed {
 						changed[p] = true
 					}
-					for e, a := range d.Exports {
+					ofChanged := map[bgp.Export]bgp.Attributes{}
+					for e, a := range table {
+						if changed[e.Prefix] {
+							ofChanged[e] = a
+						}
+					}
+					if diff := cmp.Diff(ofChanged, d.Exports, attrsEqual); diff != "" {
+						t.Fatalf("version %d: patch of %v (-table's exports of those prefixes +patch):\n%s", v, d.Changed, diff)
+					}
+					for e, a := range table {
 						if b, ok := prev[e]; (!ok || !a.Equal(b)) && !changed[e.Prefix] {
 							t.Fatalf("version %d: %s to %s changed, but Changed %v does not say so", v, e.Prefix, e.Peer, d.Changed)
 						}
 					}
 					for e := range prev {
-						if _, ok := d.Exports[e]; !ok && !changed[e.Prefix] {
+						if _, ok := table[e]; !ok && !changed[e.Prefix] {
 							t.Fatalf("version %d: %s to %s went, but Changed %v does not say so", v, e.Prefix, e.Peer, d.Changed)
 						}
 					}
-					prev = d.Exports
+					prev = table
 				}
 				seen = len(applies)
 			}
@@ -108,23 +128,35 @@ func TestExportsFollowTheVIPs(t *testing.T) {
 	}
 }
 
-// appliesBGP records every Desired the agent applies.
+// appliesBGP records every Desired the agent applies as given, a copy of
+// the full export table after each (taken from it whether or not the
+// apply fails, as bgp.Desired says), and which failed.
 type appliesBGP struct {
 	fakeBGP
-	applies []bgp.Desired
+	failNext bool // fail the next apply
+	applies  []bgp.Desired
+	tables   []map[bgp.Export]bgp.Attributes
+	failed   []bool
 }
 
 func (f *appliesBGP) Apply(ctx context.Context, d bgp.Desired) error {
-	f.mu.Lock()
-	f.applies = append(f.applies, d)
-	f.mu.Unlock()
-	return f.fakeBGP.Apply(ctx, d)
-}
-
-func (f *appliesBGP) all() []bgp.Desired {
+	err := f.fakeBGP.Apply(ctx, d)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return slices.Clone(f.applies)
+	f.applies = append(f.applies, d)
+	f.tables = append(f.tables, maps.Clone(f.table.Exports()))
+	f.failed = append(f.failed, f.failNext)
+	if f.failNext {
+		f.failNext = false
+		err = errors.New("router unreachable")
+	}
+	return err
+}
+
+func (f *appliesBGP) all() ([]bgp.Desired, []map[bgp.Export]bgp.Attributes, []bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.applies), slices.Clone(f.tables), slices.Clone(f.failed)
 }
 
 // checkInterfaceNames fails t unless the interfaces the agent counts are

@@ -111,6 +111,7 @@ func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.Inter
 	}
 	a.refreshInterfaces()
 	a.mu.Lock()
+	a.auditReportsLocked(a.now())
 	health := a.interfacesLocked()
 	if !equalStatuses(health, *lastHealth) {
 		*lastHealth = health
@@ -179,7 +180,7 @@ func (a *Agent) reopen() bool {
 	for addr, v := range a.vips {
 		kept := slices.DeleteFunc(slices.Clone(v.announced), func(n string) bool { return slices.Contains(gone, n) })
 		if len(kept) != len(v.announced) {
-			v.announced = kept
+			v.announced = kept // logged by planAnnounceLocked
 			ops = append(ops, a.planAnnounceLocked(addr, v.announcement(addr)))
 		}
 	}

@@ -70,15 +70,15 @@ func (f *slowAnnouncer) Probe(context.Context, []netip.Addr) (map[netip.Addr]spe
 
 // slowBGP is a BGP side whose every reconciliation is slow.
 type slowBGP struct {
-	mu      sync.Mutex
-	exports int
+	mu    sync.Mutex
+	table bgp.Table
 }
 
 func (b *slowBGP) Apply(_ context.Context, d bgp.Desired) error {
 	time.Sleep(300 * time.Millisecond)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.exports = len(d.Exports)
+	b.table.Apply(d)
 	return nil
 }
 
@@ -92,7 +92,7 @@ func (b *slowBGP) Stop(context.Context, bool) error { return nil }
 func (b *slowBGP) routes() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.exports
+	return b.table.Len()
 }
 
 // TestManagerKeepsSlowSpeakerWhileBusy: a real Manager (heartbeat 75 ms,

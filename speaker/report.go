@@ -126,12 +126,14 @@ func statusOf(addr netip.Addr, v *vip, r vipReport) *speakerv1.VIPStatus {
 // vipsLocked are the VIPs of a full report to stream s (nil: a stream
 // that ended): every VIP, sorted, or, once s took a report naming VIPs
 // after asking for changes, the VIPs whose report changed since and the
-// addresses gone (delta). Building the changes walks every VIP but
-// allocates only for the changed ones. a.mu is held.
+// addresses gone (delta). The changes are found among the VIPs logged
+// since s's previous report (vipChanges), or, when the log was dropped
+// since, by comparing every VIP. a.mu is held.
 func (a *Agent) vipsLocked(s *streamState) (vips []*speakerv1.VIPStatus, gone []string, delta bool) {
 	if s == nil || !s.deltas || s.base == nil {
 		if s != nil && s.deltas {
 			s.base = make(map[netip.Addr]vipReport, len(a.vips))
+			s.seen = a.changes.next()
 		}
 		for _, addr := range slices.SortedFunc(maps.Keys(a.vips), netip.Addr.Compare) {
 			v := a.vips[addr]
@@ -144,6 +146,41 @@ func (a *Agent) vipsLocked(s *streamState) (vips []*speakerv1.VIPStatus, gone []
 		return vips, nil, false
 	}
 	var changed, removed []netip.Addr
+	if logged, ok := a.changes.since(s.seen); ok {
+		for _, addr := range logged { // an address logged twice is found changed once
+			v := a.vips[addr]
+			if v == nil {
+				if _, ok := s.base[addr]; ok {
+					delete(s.base, addr)
+					removed = append(removed, addr)
+				}
+				continue
+			}
+			r := reportOf(v)
+			if old, ok := s.base[addr]; !ok || old != r {
+				s.base[addr] = r
+				changed = append(changed, addr)
+			}
+		}
+	} else {
+		changed, removed = a.compareAllLocked(s)
+	}
+	s.seen = a.changes.next()
+	a.trimChangesLocked()
+	slices.SortFunc(changed, netip.Addr.Compare)
+	slices.SortFunc(removed, netip.Addr.Compare)
+	for _, addr := range changed {
+		vips = append(vips, statusOf(addr, a.vips[addr], s.base[addr]))
+	}
+	for _, addr := range removed {
+		gone = append(gone, addr.String())
+	}
+	return vips, gone, true
+}
+
+// compareAllLocked brings s.base up to date by comparing every VIP with
+// it; it returns the VIPs whose report changed and the addresses gone.
+func (a *Agent) compareAllLocked(s *streamState) (changed, removed []netip.Addr) {
 	for addr, v := range a.vips {
 		r := reportOf(v)
 		if old, ok := s.base[addr]; !ok || old != r {
@@ -159,13 +196,5 @@ func (a *Agent) vipsLocked(s *streamState) (vips []*speakerv1.VIPStatus, gone []
 			}
 		}
 	}
-	slices.SortFunc(changed, netip.Addr.Compare)
-	slices.SortFunc(removed, netip.Addr.Compare)
-	for _, addr := range changed {
-		vips = append(vips, statusOf(addr, a.vips[addr], s.base[addr]))
-	}
-	for _, addr := range removed {
-		gone = append(gone, addr.String())
-	}
-	return vips, gone, true
+	return changed, removed
 }

@@ -30,6 +30,9 @@ type streamState struct {
 	// naming VIPs said of each (nil before one).
 	deltas bool
 	base   map[netip.Addr]vipReport
+	// seen is the number of the first entry of the agent's VIP change
+	// log (vipChanges) that base does not take into account.
+	seen uint64
 }
 
 // instructionQueue bounds the instructions read from a stream but not yet

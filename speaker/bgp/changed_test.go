@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -107,6 +108,10 @@ func (r *stateRouter) DeletePath(_ context.Context, p netip.Prefix) error {
 // that compares everything, after every apply that succeeds, in the same
 // safe order, also when an apply fails part-way (the next one then compares
 // everything); and with nothing changed it calls the router not at all.
+// That holds whether the Desired with Changed carries the full exports
+// (those of other prefixes are ignored) or only those of the changed
+// prefixes (a patch of the table the Reconciler keeps, also across
+// applies that fail).
 func TestReconcilerChangedHint(t *testing.T) {
 	prefixes := []netip.Prefix{vip1, vip2, vip6, netip.MustParsePrefix("198.51.100.0/24")}
 	attrs := []Attributes{{}, {Communities: []string{"no-export"}}, {LocalPref: &lp200}}
@@ -114,8 +119,8 @@ func TestReconcilerChangedHint(t *testing.T) {
 	for seed := range uint64(40) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(seed, 7))
-			hinted, full := newStateRouter(t), newStateRouter(t)
-			rcH, rcF := NewReconciler(hinted), NewReconciler(full)
+			hinted, full, patched := newStateRouter(t), newStateRouter(t), newStateRouter(t)
+			rcH, rcF, rcP := NewReconciler(hinted), NewReconciler(full), NewReconciler(patched)
 			prev := map[Export]Attributes{}
 			peers := []netip.Addr{peerA, peerB}
 			for step := range 60 {
@@ -140,23 +145,46 @@ func TestReconcilerChangedHint(t *testing.T) {
 						}
 					}
 				}
-				hinted.failed = false
+				hinted.failed, patched.failed = false, false
 				if rnd.IntN(10) == 0 {
 					hinted.failAt = hinted.calls + 1 + rnd.IntN(3)
+				}
+				if rnd.IntN(10) == 0 {
+					patched.failAt = patched.calls + 1 + rnd.IntN(3)
 				}
 				wanted := map[netip.Prefix]bool{}
 				for e := range next {
 					wanted[e.Prefix] = true
 				}
-				hinted.wanted, full.wanted = wanted, wanted
+				hinted.wanted, full.wanted, patched.wanted = wanted, wanted, wanted
 				dH := desired(maps.Clone(next), peers...)
 				dH.Changed = changed
 				errH := rcH.Apply(ctx, dH)
+				// The patch: only the entries of the changed prefixes.
+				isChanged := map[netip.Prefix]bool{}
+				for _, p := range changed {
+					isChanged[p] = true
+				}
+				dP := desired(maps.Clone(next), peers...)
+				maps.DeleteFunc(dP.Exports, func(e Export, _ Attributes) bool { return !isChanged[e.Prefix] })
+				dP.Changed = slices.Clone(changed)
+				errP := rcP.Apply(ctx, dP)
 				if err := rcF.Apply(ctx, desired(maps.Clone(next), peers...)); err != nil {
 					t.Fatal(err)
 				}
-				hinted.failAt = 0
+				hinted.failAt, patched.failAt = 0, 0
 				prev = next
+				if diff := cmp.Diff(next, rcP.Desired().Exports, cmp.Comparer(Attributes.Equal)); diff != "" {
+					t.Fatalf("step %d: the patched Reconciler's table (-want +got):\n%s", step, diff)
+				}
+				if errP == nil {
+					if diff := cmp.Diff(full.exports, patched.exports); diff != "" {
+						t.Fatalf("step %d: exports with patches (-compared everything +patched):\n%s", step, diff)
+					}
+					if diff := cmp.Diff(full.paths, patched.paths); diff != "" {
+						t.Fatalf("step %d: paths with patches (-compared everything +patched):\n%s", step, diff)
+					}
+				}
 				if errH != nil {
 					continue
 				}
@@ -185,5 +213,68 @@ func TestReconcilerChangedHint(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReconcilerPatchFullApply: a patch (Desired.Changed, with the entries
+// of the changed prefixes only) that the Reconciler cannot apply by
+// comparing those prefixes alone, because the last Apply failed or the
+// peers changed, is applied by comparing the full table it keeps: what
+// failed is retried, the new peer gets the whole table, and the prefixes
+// the patch does not name are neither withdrawn nor unexported.
+func TestReconcilerPatchFullApply(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeRouter{}
+	rc := NewReconciler(f)
+	noExport := Attributes{Communities: []string{"no-export"}}
+	patch := func(exports map[Export]Attributes, changed []netip.Prefix, peers ...netip.Addr) Desired {
+		d := desired(exports, peers...)
+		d.Changed = changed
+		return d
+	}
+	steps := []struct {
+		name    string
+		d       Desired
+		fail    string
+		wantErr bool
+		want    []string
+	}{
+		{"full", desired(map[Export]Attributes{{peerA, vip1}: {}, {peerA, vip2}: {}}, peerA), "", false, []string{
+			"start 64513 192.0.2.11",
+			"export 198.51.100.1/32 to 192.0.2.1 c;l", "export 198.51.100.2/32 to 192.0.2.1 c;l",
+			"add path 198.51.100.1/32 nh 2001:db8::11", "add path 198.51.100.2/32 nh 2001:db8::11",
+			"add peer 192.0.2.1",
+		}},
+		{"patch of vip2 that fails", patch(map[Export]Attributes{{peerA, vip2}: noExport}, []netip.Prefix{vip2}, peerA),
+			"export 198.51.100.2/32 to 192.0.2.1 c,no-export;l", true, nil},
+		{"patch of vip1 after the failure: vip2 retried from the table", patch(map[Export]Attributes{{peerA, vip1}: {LocalPref: &lp200}}, []netip.Prefix{vip1}, peerA), "", false, []string{
+			"export 198.51.100.1/32 to 192.0.2.1 c;l;p200", "export 198.51.100.2/32 to 192.0.2.1 c,no-export;l",
+			"refresh 192.0.2.1",
+		}},
+		{"patch of vip6 with a new peer: vip1 and vip2 kept", patch(map[Export]Attributes{{peerB, vip6}: {}, {peerB, vip1}: {}}, []netip.Prefix{vip6}, peerA, peerB), "", false, []string{
+			"export 2001:db8:5::1/128 to 192.0.2.2 c;l",
+			"add path 2001:db8:5::1/128 nh 2001:db8::11",
+			"add peer 192.0.2.2",
+		}},
+		{"patch of vip1 when clean and the same peers: vip1 alone", patch(nil, []netip.Prefix{vip1}, peerA, peerB), "", false, []string{
+			"delete path 198.51.100.1/32", "unexport 198.51.100.1/32 from 192.0.2.1",
+		}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			f.fail = st.fail
+			err := rc.Apply(ctx, st.d)
+			if (err != nil) != st.wantErr {
+				t.Fatalf("Apply: %v, want error: %v", err, st.wantErr)
+			}
+			if diff := cmp.Diff(st.want, f.take()); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+	want := map[Export]Attributes{{peerA, vip2}: noExport, {peerB, vip6}: {}}
+	d := rc.Desired()
+	if diff := cmp.Diff(want, d.Exports); diff != "" || d.Changed != nil {
+		t.Errorf("Desired(): Changed %v, exports (-want +got):\n%s", d.Changed, diff)
 	}
 }

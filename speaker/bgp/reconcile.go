@@ -24,8 +24,16 @@ type Reconciler struct {
 	paths     map[netip.Prefix]bool
 	refresh   map[netip.Addr]bool // peers to refresh, kept until a refresh worked
 	// clean is true when the last Apply succeeded: the router holds what
-	// the Reconciler remembers, and a Desired's Changed hint can be used.
+	// the Reconciler remembers, and a patch (Desired.Changed) can be
+	// applied by comparing its prefixes alone.
 	clean bool
+	// wanted is the full export table of the Desireds given to Apply, and
+	// desired the last of them with it as Exports (Changed nil). Neither
+	// is reset by Stop: Apply stops the router on a new AS number or
+	// router ID and goes on, and a patch after a Stop still applies to
+	// them.
+	wanted  Table
+	desired Desired
 }
 
 // NewReconciler returns a Reconciler for a stopped r.
@@ -53,10 +61,17 @@ func (rc *Reconciler) reset() {
 // restarting node's routes drops those missing from it); a peer that
 // goes is sent the withdrawal of its routes before its session closes. A
 // peer, export or path that fails does not keep the others from being
-// applied; the next Apply retries what failed. When d says which
-// prefixes changed (Desired.Changed) since an Apply that succeeded, and
-// the set-up is the same, only those prefixes are compared.
+// applied; the next Apply retries what failed. Before anything else
+// (also when d is then refused), d is applied to the full export table
+// the Reconciler keeps from the Desireds it is given (a patch, d.Changed
+// not nil, changes the exports of its prefixes only: see Desired.Changed);
+// the router is brought to that table. When the last Apply succeeded and
+// the set-up is the same, only the prefixes of a patch are compared.
 func (rc *Reconciler) Apply(ctx context.Context, d Desired) error {
+	rc.wanted.Apply(d)
+	d.Exports = rc.wanted.Exports()
+	rc.desired = d
+	rc.desired.Changed = nil
 	err := rc.apply(ctx, d)
 	rc.clean = err == nil
 	return err
@@ -100,7 +115,13 @@ func (rc *Reconciler) apply(ctx context.Context, d Desired) error {
 	)
 }
 
-// Stop stops the router and forgets what it held.
+// Desired returns the last Desired given to Apply, with the full export
+// table as Exports (read-only, valid until the next Apply) and Changed
+// nil.
+func (rc *Reconciler) Desired() Desired { return rc.desired }
+
+// Stop stops the router and forgets what it held (not what it was last
+// asked for: see Desired).
 func (rc *Reconciler) Stop(ctx context.Context, graceful bool) error {
 	if !rc.running {
 		return nil
@@ -337,8 +358,8 @@ func (rc *Reconciler) samePeers(want []Peer) bool {
 // applyChanged is applyExports for the prefixes of d.Changed alone, in
 // the same order for each: a path withdrawn before its exports go, added
 // once one is exported, peers whose existing paths changed exposure
-// refreshed. The caller checked that the router holds the rest of d
-// (rc.clean, same peers and next hop).
+// refreshed. d.Exports is the full table. The caller checked that the
+// router holds the rest of d (rc.clean, same peers and next hop).
 func (rc *Reconciler) applyChanged(ctx context.Context, d Desired) error {
 	var errs []error
 	peers := sortedAddrs(rc.peers)

@@ -31,7 +31,6 @@ type Speaker struct {
 	bfd BFD
 
 	mu      sync.Mutex
-	desired Desired                  // last applied
 	bfdWas  map[netip.Addr]bfd.State // last State each BFD session reported
 	stopped bool                     // after a graceful Stop: nothing to reset
 }
@@ -58,13 +57,13 @@ func (s *Speaker) init(b BFD) {
 	s.bfdWas = map[netip.Addr]bfd.State{}
 }
 
-// Apply makes the node advertise d and hold a BFD session with each of
-// its peers that has BFD timers.
+// Apply makes the node advertise d (a patch when d.Changed is not nil:
+// see Desired) and hold a BFD session with each of its peers that has BFD
+// timers.
 func (s *Speaker) Apply(ctx context.Context, d Desired) error {
 	err := s.rc.Apply(ctx, d)
 	cfgs := bfdConfigs(d.Peers)
 	s.mu.Lock()
-	s.desired = d
 	for peer := range s.bfdWas {
 		if !slices.ContainsFunc(cfgs, func(c bfd.Config) bool { return c.Peer == peer }) {
 			delete(s.bfdWas, peer)
@@ -162,8 +161,10 @@ func (s *Speaker) Stop(ctx context.Context, graceful bool) error {
 	if !graceful || !s.rc.running {
 		return errors.Join(s.bfd.Close(), s.rc.Stop(ctx, false))
 	}
+	// The last Desired with the full export table, Changed nil: what is
+	// applied below replaces it.
+	d := s.rc.Desired()
 	s.mu.Lock()
-	d := s.desired
 	s.stopped = true
 	s.mu.Unlock()
 	keep := map[netip.Addr]bool{}

@@ -102,15 +102,20 @@ func TestSpeakerResetsOnBFDDown(t *testing.T) {
 // withdrawals (the Speaker waits until the session has written them), then
 // their BFD sessions end and their BGP sessions close; peers with graceful
 // restart keep the routes (nothing is withdrawn from them) and their BFD
-// sessions.
+// sessions. The exports are those of the full table, also when the last
+// Apply was a patch (Desired.Changed).
 func TestSpeakerPlannedStop(t *testing.T) {
 	ctx := context.Background()
 	r := &fakeRouter{}
 	b := &fakeBFD{log: r}
 	s := NewSpeakerWith(logr.Discard(), r, b)
-	d := desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {}, {peerB, vip2}: {}}, peerA, peerB)
+	d := desired(map[Export]Attributes{{peerA, vip1}: {}, {peerB, vip1}: {}}, peerA, peerB)
 	d.Peers[0].BFD, d.Peers[1].BFD = fastBFD, fastBFD
 	d.Peers[1].RestartTime = 2 * time.Minute
+	if err := s.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	d.Exports, d.Changed = map[Export]Attributes{{peerB, vip2}: {}}, []netip.Prefix{vip2}
 	if err := s.Apply(ctx, d); err != nil {
 		t.Fatal(err)
 	}

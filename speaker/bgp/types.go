@@ -113,12 +113,21 @@ type Desired struct {
 	NextHopV6 netip.Addr
 	// Peers are the sessions to hold.
 	Peers []Peer
-	// Exports say which prefix goes to which peer, with which attributes.
+	// Exports say which prefix goes to which peer, with which attributes:
+	// the full export table when Changed is nil, else the new exports of
+	// the prefixes of Changed (entries of other prefixes are ignored).
+	// The BGP side owns the map (and the slices in it) once it is given:
+	// the caller must not change it afterwards.
 	Exports map[Export]Attributes `json:"-"`
-	// Changed, when not nil, says that d differs from the Desired of the
-	// last Apply that succeeded only in the exports of these prefixes: a
-	// hint that lets the Reconciler compare those alone (O(change), where
-	// a node exports thousands of prefixes). Nil: anything may differ.
+	// Changed, when not nil, makes d a patch of the previous Desired given
+	// to Apply (whether or not that Apply succeeded): the entries of
+	// Exports whose prefix is in Changed are the complete new exports of
+	// those prefixes (a prefix of Changed with no entry is exported to
+	// nobody), and every other prefix keeps the exports it had. A patch
+	// costs O(change) to build and to apply, where a node exports
+	// thousands of prefixes; a BGP side keeps the full table (Table).
+	// Empty but not nil: no export changed. Nil: Exports is the full
+	// table.
 	Changed []netip.Prefix `json:"-"`
 }
 

@@ -91,7 +91,8 @@ func (r *Recorder) Counts() (announces, withdraws int) {
 type BGP struct {
 	mu       sync.Mutex
 	now      func() time.Time
-	desired  bgp.Desired
+	desired  bgp.Desired // the last applied, as given: its Exports may be a patch
+	table    bgp.Table   // the full export table
 	since    map[netip.Addr]time.Time
 	exported map[netip.Prefix]time.Time
 	count    map[netip.Addr]int // prefixes exported to each configured peer
@@ -105,21 +106,22 @@ func NewBGP() *BGP {
 	return &BGP{now: time.Now, since: map[netip.Addr]time.Time{}, exported: map[netip.Prefix]time.Time{}, count: map[netip.Addr]int{}}
 }
 
-// Apply takes d as the state to hold; sessions to new peers are
-// Established at once. Like the Reconciler, it looks only at the
-// prefixes d says changed (Desired.Changed) when its peers are the same,
-// so that a simulated node costs its host O(change) per apply, as a real
-// one does.
+// Apply takes d as the state to hold (a patch of the last one when
+// d.Changed is not nil: see bgp.Desired); sessions to new peers are
+// Established at once. Like the Reconciler, it looks only at the prefixes
+// of a patch when its peers are the same, so that a simulated node costs
+// its host O(change) per apply, as a real one does.
 func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.applies++
 	now := b.now()
 	if d.Changed != nil && b.samePeersLocked(d.Peers) {
+		old := b.table.Exports() // before d: read before applying it
 		for _, p := range d.Changed {
 			for peer := range b.since {
 				e := bgp.Export{Peer: peer, Prefix: p}
-				_, was := b.desired.Exports[e]
+				_, was := old[e]
 				_, is := d.Exports[e]
 				switch {
 				case is && !was:
@@ -129,9 +131,10 @@ func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 				}
 			}
 		}
+		b.table.Apply(d)
 		b.desired = d
 		for _, p := range d.Changed {
-			if b.exportedLocked(d.Exports, p) {
+			if b.exportedLocked(p) {
 				if _, ok := b.exported[p]; !ok {
 					b.exported[p] = now
 				}
@@ -141,6 +144,7 @@ func (b *BGP) Apply(_ context.Context, d bgp.Desired) error {
 		}
 		return nil
 	}
+	b.table.Apply(d)
 	b.desired = d
 	seen := map[netip.Addr]bool{}
 	for _, p := range d.Peers {
@@ -167,8 +171,9 @@ func (b *BGP) samePeersLocked(peers []bgp.Peer) bool {
 	return true
 }
 
-// exportedLocked reports whether exports send p to a configured peer.
-func (b *BGP) exportedLocked(exports map[bgp.Export]bgp.Attributes, p netip.Prefix) bool {
+// exportedLocked reports whether the table sends p to a configured peer.
+func (b *BGP) exportedLocked(p netip.Prefix) bool {
+	exports := b.table.Exports()
 	for peer := range b.since {
 		if _, ok := exports[bgp.Export{Peer: peer, Prefix: p}]; ok {
 			return true
@@ -181,9 +186,9 @@ func (b *BGP) exportedLocked(exports map[bgp.Export]bgp.Attributes, p netip.Pref
 // began to be, and forgets those no longer exported; it counts the
 // prefixes exported to each peer.
 func (b *BGP) recordExportsLocked(now time.Time) {
-	out := make(map[netip.Prefix]bool, len(b.desired.Exports))
+	out := make(map[netip.Prefix]bool, b.table.Len())
 	clear(b.count)
-	for e := range b.desired.Exports {
+	for e := range b.table.Exports() {
 		if _, ok := b.since[e.Peer]; ok {
 			b.count[e.Peer]++
 			out[e.Prefix] = true
@@ -206,11 +211,12 @@ func (b *BGP) Sessions(context.Context) ([]bgp.Session, error) {
 	return out, nil
 }
 
-// Stop forgets every peer.
+// Stop forgets every peer and export.
 func (b *BGP) Stop(context.Context, bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.desired = bgp.Desired{}
+	b.table = bgp.Table{}
 	clear(b.since)
 	clear(b.exported)
 	clear(b.count)
@@ -222,7 +228,7 @@ func (b *BGP) Advertised() map[netip.Prefix]bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := map[netip.Prefix]bool{}
-	for e := range b.desired.Exports {
+	for e := range b.table.Exports() {
 		out[e.Prefix] = true
 	}
 	return out
