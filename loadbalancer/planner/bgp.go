@@ -46,7 +46,7 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 	shared := map[string][]*speakerv1.BGPAdvertisement{}
 	if v.scope.bgp == nil || p.opts.Peers == nil {
 		if len(v.advertisers) > 0 {
-			p.log.Info("VIP no longer advertised over BGP", "address", v.addr, "nodes", v.advertisers)
+			p.log.Info("VIP no longer advertised over BGP", "address", v.addr, "nodes", len(v.advertisers), "removed", nodeList(v.advertisers))
 			for key := range v.services {
 				p.enqueueRecord(key)
 			}
@@ -117,14 +117,37 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 			p.log.Info("No node can advertise VIP over BGP", "address", v.addr, "reasons", summarize(why))
 			p.event(v, v1.EventTypeWarning, ReasonNoAnnouncer, fmt.Sprintf("No node can advertise %s over BGP: %s", v.addr, summarize(why)))
 		} else {
-			p.log.Info("Advertising VIP over BGP", "address", v.addr, "nodes", adv.nodes)
+			added, removed := nodesDiff(v.advertisers, adv.nodes)
+			p.log.Info("Advertising VIP over BGP", "address", v.addr, "nodes", len(adv.nodes), "added", nodeList(added), "removed", nodeList(removed))
 			p.event(v, v1.EventTypeNormal, ReasonAdvertised, fmt.Sprintf("%s advertised over BGP from %s", v.addr, nodeList(adv.nodes)))
 		}
 	}
 	return adv
 }
 
-// nodeList is "node-a, node-b and node-c" shortened past ten.
+// nodesDiff are the nodes of the sorted list now not in the sorted list
+// was, and those of was not in now.
+func nodesDiff(was, now []string) (added, removed []string) {
+	i, j := 0, 0
+	for i < len(was) || j < len(now) {
+		switch {
+		case j == len(now) || i < len(was) && was[i] < now[j]:
+			removed = append(removed, was[i])
+			i++
+		case i == len(was) || now[j] < was[i]:
+			added = append(added, now[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return added, removed
+}
+
+// nodeList names nodes for a log line or an Event, shortened past ten:
+// every node may advertise a BGP VIP, and a thousand names per VIP would
+// make a new leader's log megabytes.
 func nodeList(nodes []string) string {
 	if len(nodes) > 10 {
 		return fmt.Sprintf("%s and %d more nodes", strings.Join(nodes[:10], ", "), len(nodes)-10)

@@ -296,3 +296,28 @@ func TestBGPAffinityPrefersOneNode(t *testing.T) {
 		}
 	}
 }
+
+// TestNodesDiff: the nodes added to and removed from a VIP's advertisers,
+// which a log line names instead of every advertiser.
+func TestNodesDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		was, now               []string
+		wantAdded, wantRemoved []string
+	}{
+		{name: "none before", now: []string{"a", "b"}, wantAdded: []string{"a", "b"}},
+		{name: "none after", was: []string{"a", "b"}, wantRemoved: []string{"a", "b"}},
+		{name: "same", was: []string{"a", "b"}, now: []string{"a", "b"}},
+		{name: "one in, one out", was: []string{"a", "b", "d"}, now: []string{"a", "c", "d", "e"}, wantAdded: []string{"c", "e"}, wantRemoved: []string{"b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			added, removed := nodesDiff(tc.was, tc.now)
+			if diff := cmp.Diff(tc.wantAdded, added); diff != "" {
+				t.Errorf("added (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantRemoved, removed); diff != "" {
+				t.Errorf("removed (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
