@@ -30,7 +30,7 @@ func (r *Rig) Bulk(ctx context.Context, m int) error {
 	if err := scale.CreateServices(ctx, r.CP.Client, Namespace, "bulk", m, shape); err != nil {
 		return err
 	}
-	wants, at, err := r.waitAnnounced(ctx, time.Minute+time.Duration(m)*50*time.Millisecond)
+	wants, at, err := r.waitAnnounced(ctx, bulkTimeout(m, len(r.Fleet.Speakers())))
 	if err != nil {
 		return err
 	}
@@ -49,6 +49,19 @@ func (r *Rig) Bulk(ctx context.Context, m int) error {
 	r.logf("%d VIPs announced after %s (layer 2 %s, BGP %s)", len(wants), last.Sub(start).Round(time.Millisecond),
 		l2.Sub(start).Round(time.Millisecond), bgp.Sub(start).Round(time.Millisecond))
 	return r.writesPerService(ctx, before, m)
+}
+
+// bulkTimeout bounds bulk creation of m Services on n nodes: a minute,
+// 50 ms a Service, and, unless every Service is a layer-2 one, 200 µs for
+// each node × BGP VIP (every node advertises every BGP VIP, so each is an
+// update to every node and its report back: on the rig's two shared
+// cores, 1,000 × 3,000 half BGP took longer than the first two terms).
+func bulkTimeout(m, n int) time.Duration {
+	d := time.Minute + time.Duration(m)*50*time.Millisecond
+	if !layer2Only {
+		d += time.Duration(n*m/2) * 200 * time.Microsecond
+	}
+	return d
 }
 
 // writesPerService waits until the API writes since before stand still
