@@ -174,12 +174,12 @@ func TestManagerKeepsSlowSpeakerWhileBusy(t *testing.T) {
 	// The Manager has heard the answer to the snapshot, too.
 	for {
 		st, _ := m.State(node)
-		if st.Connected && len(st.Announcing) == 1000 {
+		if st.Connected && st.Announcing.Len() == 1000 {
 			break
 		}
 		if time.Now().After(deadline) {
 			stop.Store(true)
-			t.Fatalf("after 60s the Manager sees %d VIPs announced, connected %v", len(st.Announcing), st.Connected)
+			t.Fatalf("after 60s the Manager sees %d VIPs announced, connected %v", st.Announcing.Len(), st.Connected)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -58,7 +58,7 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) (reprobe bool) {
 	st := nv.state
 	// answers: the announcer reports that it answers for v; read only for
 	// a VIP with a probe or conflict outstanding (most have none).
-	answers := func() bool { return st.Connected && speakers.Holds(st.Announcing, v.addr) }
+	answers := func() bool { return st.Connected && st.Announcing.Holds(v.addr) }
 	if mac := st.Conflicts[a]; mac != "" {
 		mac = canonicalMAC(mac)
 		switch {
@@ -110,7 +110,7 @@ func (w *world) firstPlacement(v *vip) bool {
 	}
 	for _, n := range w.nodes {
 		st := n.state
-		if speakers.Holds(st.Announcing, v.addr) || speakers.Holds(st.Initial, v.addr) || speakers.Holds(st.Yielded, v.addr) {
+		if st.Announcing.Holds(v.addr) || speakers.Holds(st.Initial, v.addr) || speakers.Holds(st.Yielded, v.addr) {
 			return false
 		}
 	}

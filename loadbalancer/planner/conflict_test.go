@@ -41,7 +41,7 @@ func probeEnv(t *testing.T, n int) *plannerEnv {
 // what change does to the state.
 func (e *plannerEnv) report(node string, change func(st *speakers.State), vips ...netip.Addr) {
 	st := probeUp(node)
-	st.Announcing = vips
+	st.Announcing = speakers.NewAddrSet(slices.SortedFunc(slices.Values(vips), netip.Addr.Compare))
 	if change != nil {
 		change(&st)
 	}

@@ -10,7 +10,6 @@ import (
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/loadbalancer/placement"
-	"github.com/ironlb/ironlb/loadbalancer/speakers"
 )
 
 // planLocked chooses the announcers of one VIP and tells the speakers about
@@ -136,7 +135,7 @@ func (p *Planner) chooseLocked(v *vip, w *world, eligible []string, why map[stri
 	}
 	var already []string
 	for _, n := range eligible {
-		if speakers.Holds(w.byName[n].state.Announcing, v.addr) {
+		if w.byName[n].state.Announcing.Holds(v.addr) {
 			already = append(already, n)
 		}
 	}

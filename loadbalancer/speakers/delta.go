@@ -17,12 +17,15 @@ import (
 // now asks every speaker for its VIPs as changes (Snapshot.vip_deltas):
 // a report names the VIPs whose status changed and those gone (see
 // Report.vips_delta), is checked entry by entry (knowsLocked), and
-// patches what the CCM knows (expandLocked). The lists it patches are
-// sorted and never changed in place, since readers of View share them:
-// a patch copies one list, and only when its members change.
+// patches what the CCM knows (expandLocked). What it patches is never
+// changed in place, since readers of View share it, and is copied only
+// when its members change: the VIPs announced, which every BGP change
+// changes on every node, are an AddrSet, of which a patch copies only the
+// chunks it changes; the yielded VIPs, a sorted list (few), are copied
+// whole.
 
-// Holds reports whether the sorted list holds a (State's Announcing,
-// Initial and Yielded are sorted).
+// Holds reports whether the sorted list holds a (State's Initial and
+// Yielded are sorted; see AddrSet.Holds for Announcing).
 func Holds(sorted []netip.Addr, a netip.Addr) bool {
 	_, ok := slices.BinarySearchFunc(sorted, a, netip.Addr.Compare)
 	return ok
@@ -37,7 +40,7 @@ func Holds(sorted []netip.Addr, a netip.Addr) bool {
 // the CCM keep VIPs of other nodes. It looks a up, O(log VIPs), without
 // copying anything; m.mu is held.
 func (s *session) knowsLocked(a netip.Addr) bool {
-	if Holds(s.state.Announcing, a) || Holds(s.state.Initial, a) || Holds(s.state.Yielded, a) {
+	if s.state.Announcing.Holds(a) || Holds(s.state.Initial, a) || Holds(s.state.Yielded, a) {
 		return true
 	}
 	key := a.String()
@@ -68,7 +71,7 @@ func (s *session) knowsLocked(a netip.Addr) bool {
 // reported, with the VIPs it names replaced by their new status and the
 // gone ones removed. m.mu is held.
 func (s *session) expandLocked(sum *summary) {
-	sum.announcing = patchSorted(s.state.Announcing, sum.touched, sum.announcing)
+	sum.announced = s.state.Announcing.Patch(sum.touched, sum.announcing)
 	sum.yielded = patchSorted(s.state.Yielded, sum.touched, sum.yielded)
 	sum.failed = patchMap(s.state.Failed, sum.touched, sum.failed)
 	sum.conflicts = patchMap(s.state.Conflicts, sum.touched, sum.conflicts)

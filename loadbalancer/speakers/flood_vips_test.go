@@ -141,7 +141,7 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 	ignored := ignoredItems(node, ignoredUnknownVIP) - ignoredBefore
 	merged := ignoredItems(node, ignoredRateLimited) - mergedBefore
 	t.Logf("in %s the malicious speaker sent %d reports (limit %d KiB) on %d streams, %d invented VIPs (%d in each): the CCM keeps %d failed and %d announcing VIPs of it; %d new series, %d log lines, heap grew %d KiB; ignored: %d VIPs, %d reports merged",
-		took.Round(time.Millisecond), evil.sent.Load(), limit>>10, evil.streams.Load(), invented.Load(), perRound.Load(), len(st.Failed), len(st.Announcing), series, logged, grown>>10, ignored, merged)
+		took.Round(time.Millisecond), evil.sent.Load(), limit>>10, evil.streams.Load(), invented.Load(), perRound.Load(), len(st.Failed), st.Announcing.Len(), series, logged, grown>>10, ignored, merged)
 	if n := tooBig.Load(); n > 0 {
 		t.Fatalf("%d of the malicious speaker's reports were over the CCM's size limit: the test must stay under it", n)
 	}
@@ -151,8 +151,8 @@ func TestMaliciousSpeakerInventsVIPs(t *testing.T) {
 	if diff := cmp.Diff(map[string]string{own.String(): "last"}, st.Failed); diff != "" {
 		t.Errorf("failed VIPs on %s: only the one placed there counts (-want +got):\n%s", node, diff)
 	}
-	if n := slices.IndexFunc(st.Announcing, func(a netip.Addr) bool { return !held[a] }); n >= 0 {
-		t.Errorf("the CCM keeps the invented VIP %s as announced by %s (of %d announced)", st.Announcing[n], node, len(st.Announcing))
+	if n := slices.IndexFunc(st.Announcing.Slice(), func(a netip.Addr) bool { return !held[a] }); n >= 0 {
+		t.Errorf("the CCM keeps the invented VIP %s as announced by %s (of %d announced)", st.Announcing.Slice()[n], node, st.Announcing.Len())
 	}
 	// Each report taken in counts its invented VIPs and the other nodes';
 	// a report merged into the next counts none.

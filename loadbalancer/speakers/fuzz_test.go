@@ -454,7 +454,7 @@ func (m *reportsModel) disconnect() bool {
 // state is the State the model says, but for Since and LastReport.
 func (m *reportsModel) state() State {
 	return State{
-		Connected: m.connected, Healthy: m.healthy, Announcing: m.announcing, Initial: m.initial,
+		Connected: m.connected, Healthy: m.healthy, Announcing: NewAddrSet(m.announcing), Initial: m.initial,
 		Failed: m.failed, Applied: m.applied, Sent: m.sent, Reported: m.reported,
 		Version: m.version, Capabilities: m.capabilities, Fenced: m.fenced, Stopped: m.stopped, BGPSessions: m.bgp,
 	}
@@ -464,7 +464,7 @@ func (m *reportsModel) state() State {
 // Since and LastReport); it is cheap, unlike cmp.Diff.
 func sameState(want, got State) bool {
 	return want.Connected == got.Connected && want.Healthy == got.Healthy &&
-		slices.Equal(want.Announcing, got.Announcing) && slices.Equal(want.Initial, got.Initial) &&
+		slices.Equal(want.Announcing.Slice(), got.Announcing.Slice()) && slices.Equal(want.Initial, got.Initial) &&
 		maps.Equal(want.Failed, got.Failed) && want.Applied == got.Applied && want.Sent == got.Sent &&
 		want.Reported == got.Reported && want.Version == got.Version &&
 		slices.Equal(want.Capabilities, got.Capabilities) && want.Fenced == got.Fenced && want.Stopped == got.Stopped &&
@@ -474,6 +474,7 @@ func sameState(want, got State) bool {
 var stateDiffOpts = []cmp.Option{
 	protocmp.Transform(),
 	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Transformer("Slice", AddrSet.Slice),
 	cmpopts.EquateEmpty(),
 	cmpopts.IgnoreFields(State{}, "Problem", "Since", "LastReport"),
 }
@@ -778,7 +779,7 @@ func (h *reportsHarness) stale(b byte) {
 	after := h.s.state
 	h.m.mu.Unlock()
 	if !sameState(before, after) || before.Problem != after.Problem || !before.LastReport.Equal(after.LastReport) || !before.Since.Equal(after.Since) {
-		h.t.Fatalf("a report of another stream (gen %d) changed State (-before +after):\n%s", gen, cmp.Diff(before, after, stateDiffOpts[:3]...))
+		h.t.Fatalf("a report of another stream (gen %d) changed State (-before +after):\n%s", gen, cmp.Diff(before, after, stateDiffOpts[:4]...))
 	}
 }
 
@@ -796,9 +797,11 @@ func (h *reportsHarness) check() {
 			h.t.Fatal("State: no session")
 		}
 		h.checkState("State", got)
-		// Whatever a caller does to what State returned stays its own.
-		for i := range got.Announcing {
-			got.Announcing[i] = netip.MustParseAddr("198.51.100.1")
+		// Whatever a caller does to what State returned stays its own
+		// (Announcing cannot be changed: its list is a copy).
+		announcing := got.Announcing.Slice()
+		for i := range announcing {
+			announcing[i] = netip.MustParseAddr("198.51.100.1")
 		}
 		for i := range got.Initial {
 			got.Initial[i] = netip.MustParseAddr("198.51.100.2")
@@ -847,10 +850,13 @@ func (h *reportsHarness) checkState(what string, got State) {
 	if !sameState(want, got) {
 		h.t.Fatalf("after report %d (%v): %s (-want +got):\n%s", h.reports, h.last, what, cmp.Diff(want, got, stateDiffOpts...))
 	}
-	for _, a := range got.Announcing {
+	for a := range got.Announcing.All() {
 		if !a.IsValid() {
-			h.t.Fatalf("after report %d: %s: Announcing holds an invalid address: %v", h.reports, what, got.Announcing)
+			h.t.Fatalf("after report %d: %s: Announcing holds an invalid address: %v", h.reports, what, got.Announcing.Slice())
 		}
+	}
+	if err := got.Announcing.check(); err != nil {
+		h.t.Fatalf("after report %d (%v): %s: Announcing: %v", h.reports, h.last, what, err)
 	}
 	if (got.Problem == "") != got.Healthy || (got.Healthy && !got.Connected) {
 		h.t.Fatalf("after report %d (%v): %s: Connected %v, Healthy %v, Problem %q: Problem must explain exactly !Connected or !Healthy",

@@ -68,7 +68,7 @@ func (s *session) firstTaken(gen uint64) bool {
 // nodeVIPCount bounds the number of VIPs a report may name (see
 // knowsLocked); m.mu is held.
 func (s *session) nodeVIPCount() int {
-	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + len(s.state.Announcing) +
+	return len(s.desired) + len(s.dirty) + len(s.state.Failed) + len(s.state.Initial) + s.state.Announcing.Len() +
 		len(s.state.Conflicts) + len(s.state.Claimed) + len(s.state.Yielded)
 }
 
@@ -124,12 +124,12 @@ func (s *session) apply(gen uint64, sum *summary, lines *[]logLine) (changed, bg
 		s.state.Restarting = false
 		*lines = append(*lines, logLine{always: true, msg: "Restarted speaker is back"})
 	}
-	if s.draining && s.state.Applied >= s.state.Sent && len(s.dirty) == 0 && len(s.state.Announcing) == 0 {
+	if s.draining && s.state.Applied >= s.state.Sent && len(s.dirty) == 0 && s.state.Announcing.Len() == 0 {
 		s.closeDrained()
 	}
 	if !before.Connected {
 		s.state.Since = now
-		*lines = append(*lines, logLine{always: true, msg: "Speaker connected", kv: []any{"healthy", s.state.Healthy, "announcing", len(s.state.Announcing), "version", s.state.Version, "capabilities", s.state.Capabilities}})
+		*lines = append(*lines, logLine{always: true, msg: "Speaker connected", kv: []any{"healthy", s.state.Healthy, "announcing", s.state.Announcing.Len(), "version", s.state.Version, "capabilities", s.state.Capabilities}})
 		return true, bgp
 	}
 	if before.Healthy != s.state.Healthy {
@@ -165,7 +165,7 @@ func (s *session) recordFlaps(now []*speakerv1.BGPSessionStatus) []logLine {
 // full report; it reports whether the failed VIPs, conflicts, claims,
 // yielded VIPs, data plane or hardware addresses changed.
 func (s *session) recordVIPs(sum *summary, lines *[]logLine) bool {
-	s.state.Announcing = sum.announcing
+	s.state.Announcing = sum.announced
 	changed := s.recordClaims(sum, lines)
 	if !proto.Equal(sum.dataPlane, s.state.DataPlane) {
 		if sum.dataPlane != nil {

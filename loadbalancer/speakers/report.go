@@ -69,16 +69,20 @@ type summary struct {
 	gone    []netip.Addr
 
 	// Of a full report only (sorted where they are lists):
-	announcing []netip.Addr
-	failed     map[string]string // canonical address → clipped error
-	healthy    bool
-	problem    string
-	bgp        []*speakerv1.BGPSessionStatus // clipped copies, configured peers only
-	dataPlane  *speakerv1.DataPlane          // clipped copy; nil: not reported
-	conflicts  map[string]string             // canonical address → claiming MAC (unknownMAC when it named none usable)
-	claimed    map[string]string             // canonical address → claiming MAC
-	yielded    []netip.Addr
-	macs       []string // canonical, sorted, at most maxMACs
+	announcing []netip.Addr // the ANNOUNCING VIPs it names (of a report of changes: among touched)
+	// announced is the set of VIPs announced, of a complete report:
+	// announcing's, or what the speaker reported before patched with
+	// announcing (see session.expandLocked).
+	announced AddrSet
+	failed    map[string]string // canonical address → clipped error
+	healthy   bool
+	problem   string
+	bgp       []*speakerv1.BGPSessionStatus // clipped copies, configured peers only
+	dataPlane *speakerv1.DataPlane          // clipped copy; nil: not reported
+	conflicts map[string]string             // canonical address → claiming MAC (unknownMAC when it named none usable)
+	claimed   map[string]string             // canonical address → claiming MAC
+	yielded   []netip.Addr
+	macs      []string // canonical, sorted, at most maxMACs
 
 	dropped map[ignoreReason]int
 }
@@ -173,6 +177,9 @@ func summarize(r *speakerv1.Report, acc acceptor) *summary {
 	}
 	for _, l := range [][]netip.Addr{sum.announcing, sum.yielded, sum.touched, sum.gone} {
 		slices.SortFunc(l, netip.Addr.Compare)
+	}
+	if !sum.delta {
+		sum.announced = NewAddrSet(sum.announcing) // each address once (seen): sorted and free of duplicates
 	}
 	sum.healthy, sum.problem = health(r)
 	sum.macs = interfaceMACs(r.GetInterfaces())

@@ -92,7 +92,7 @@ func TestReportCheckedInOneLock(t *testing.T) {
 	if got, most := alloc.locks.Load(), sp.streams.Load(); got > most {
 		t.Errorf("the allocator's lock was taken %d times for %d streams' reports of %d VIPs, want at most once per stream", got, sp.streams.Load(), entries)
 	}
-	if diff := cmp.Diff(vips, st.Announcing, equateAddrs); diff != "" {
+	if diff := cmp.Diff(vips, st.Announcing.Slice(), equateAddrs); diff != "" {
 		t.Errorf("announced VIPs (-want +got):\n%s", diff)
 	}
 }
@@ -165,7 +165,7 @@ func TestReportVIPsOfItsNode(t *testing.T) {
 	if diff := cmp.Diff(map[string]string{placed.String(): "last"}, st.Failed); diff != "" {
 		t.Errorf("failed VIPs (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]netip.Addr{previous}, st.Announcing, equateAddrs); diff != "" {
+	if diff := cmp.Diff([]netip.Addr{previous}, st.Announcing.Slice(), equateAddrs); diff != "" {
 		t.Errorf("announced VIPs (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]netip.Addr{previous}, st.Initial, equateAddrs); diff != "" {

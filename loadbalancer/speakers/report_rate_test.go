@@ -92,8 +92,8 @@ func TestFastReportsMerged(t *testing.T) {
 	if st.Applied != st.Sent {
 		t.Errorf("the speaker confirmed version %d of %d: a confirmation in a merged report was lost", st.Applied, st.Sent)
 	}
-	if len(st.Announcing) != 0 {
-		t.Errorf("the CCM keeps invented VIPs as announced: %v", st.Announcing)
+	if st.Announcing.Len() != 0 {
+		t.Errorf("the CCM keeps invented VIPs as announced: %v", st.Announcing.Slice())
 	}
 }
 
@@ -137,7 +137,7 @@ func TestMergedChangesBounded(t *testing.T) {
 		return fast.streams.Load() >= 2
 	})
 	st, _ := m.State(node)
-	for _, a := range st.Announcing {
+	for a := range st.Announcing.All() {
 		if a.String() != vip {
 			t.Errorf("the CCM keeps an invented VIP as announced: %s", a)
 		}

@@ -243,7 +243,7 @@ func (s *session) dial(addr string, peer *pki.Peer, lastRead *atomic.Int64) (*gr
 func (s *session) takeFirstReport(gen uint64, first *speakerv1.Report) bool {
 	changed := s.record(gen, first)
 	s.m.mu.Lock()
-	s.state.Initial = slices.Clone(s.state.Announcing)
+	s.state.Initial = s.state.Announcing.Slice()
 	s.m.mu.Unlock()
 	return changed
 }

@@ -130,9 +130,9 @@ type State struct {
 	Healthy bool
 	// Problem explains !Connected or !Healthy.
 	Problem string
-	// Announcing lists the VIPs the speaker last reported announcing,
-	// sorted (see Holds).
-	Announcing []netip.Addr
+	// Announcing is the set of VIPs the speaker last reported announcing;
+	// immutable, so it is shared without copying (see AddrSet).
+	Announcing AddrSet
 	// Initial lists the VIPs the speaker announced when the current (or
 	// last) stream opened, before any instruction on it; sorted.
 	Initial []netip.Addr
@@ -345,7 +345,7 @@ func (m *Manager) RemoveNode(node string) {
 		for a := range s.desired {
 			s.dirty[a] = true
 		}
-		for _, a := range s.state.Announcing {
+		for a := range s.state.Announcing.All() {
 			s.dirty[a.String()] = true
 		}
 		clear(s.desired)
@@ -381,7 +381,9 @@ func (m *Manager) Nodes() []string {
 
 // View is State without its copies: its lists and maps are the
 // Manager's own, to be read and never modified. That is safe because the
-// Manager never changes them in place: a report replaces each whole. For
+// Manager never changes them in place: a report replaces each whole, and
+// Announcing is an AddrSet, which nothing modifies (a report's patch makes
+// a new set that shares the unchanged chunks of the old). For
 // readers of every node's state on every change (the planner's gather),
 // where State's copies cost O(nodes) allocations per Service.
 func (m *Manager) View(node string) (State, bool) {
@@ -403,7 +405,7 @@ func (m *Manager) State(node string) (State, bool) {
 		return State{Problem: "no speaker session"}, false
 	}
 	st := s.state
-	st.Announcing = slices.Clone(st.Announcing)
+	// Announcing is immutable: shared, not copied.
 	st.Initial = slices.Clone(st.Initial)
 	st.Failed = maps.Clone(st.Failed)
 	st.Capabilities = slices.Clone(st.Capabilities)
@@ -508,5 +510,5 @@ func (m *Manager) Wait() { m.wg.Wait() }
 // in canonical form.
 func announces(st State, addr string) bool {
 	a, err := netip.ParseAddr(addr)
-	return err == nil && a.String() == addr && Holds(st.Announcing, a)
+	return err == nil && a.String() == addr && st.Announcing.Holds(a)
 }
