@@ -134,10 +134,11 @@ test: deps controlplane tools vet cluster-tools ## Unit, integration, end-to-end
 # cluster-tools.
 BENCH_COUNT ?= 5
 .PHONY: bench
-bench: deps controlplane cluster-tools ## Allocator and speaker micro-benchmarks and end-to-end figures.
+bench: deps controlplane cluster-tools ## Allocator, speaker and CCM micro-benchmarks and end-to-end figures.
 	@mkdir -p $(CACHE)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCH_COUNT) ./ipam/ > $(CACHE)/bench-ipam.txt
 	$(GO) test -run='^$$' -bench=BenchmarkBGPUpdate -benchmem -count=$(BENCH_COUNT) ./speaker/ >> $(CACHE)/bench-ipam.txt
+	$(GO) test -run='^$$' -bench=BenchmarkAddrSetPatch -benchmem -count=$(BENCH_COUNT) ./loadbalancer/speakers/ >> $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
 
 # The scale figures (test/scalerig: the shipped CCM and a standby, simulated

@@ -37,9 +37,10 @@ type AddrSet struct {
 }
 
 // NewAddrSet returns the set of sorted, which must be sorted and free of
-// duplicates. It does not copy sorted: the set's chunks are parts of it,
-// so the caller must not modify sorted afterwards. It allocates only the
-// index of chunks (a slice header per buildChunk addresses).
+// duplicates. It copies sorted, a chunk at a time: each chunk is its own
+// allocation, freed once no set holds it (chunks cut from one list would
+// keep all of it alive while any one of them is, up to twice the set's
+// memory once patches replace the others).
 func NewAddrSet(sorted []netip.Addr) AddrSet {
 	n := len(sorted)
 	if n == 0 {
@@ -49,7 +50,7 @@ func NewAddrSet(sorted []netip.Addr) AddrSet {
 	chunks := make([][]netip.Addr, k)
 	for i := range k {
 		lo, hi := i*n/k, (i+1)*n/k
-		chunks[i] = sorted[lo:hi:hi] // capped: an append to a chunk cannot reach the next
+		chunks[i] = slices.Clone(sorted[lo:hi])
 	}
 	return AddrSet{chunks: chunks, n: n}
 }
@@ -176,7 +177,7 @@ func (p *patcher) push(c []netip.Addr) {
 	k := len(c) / buildChunk // ≥ 2: each part holds len/k addresses, in [buildChunk, buildChunk×1.5)
 	for i := range k {
 		lo, hi := i*len(c)/k, (i+1)*len(c)/k
-		p.out = append(p.out, c[lo:hi:hi])
+		p.out = append(p.out, slices.Clone(c[lo:hi])) // each its own allocation (see NewAddrSet)
 	}
 }
 
