@@ -46,13 +46,28 @@ func (a *Agent) desiredBGPLocked() (bgpDesired, error) {
 	if a.bgp == nil {
 		return bgpDesired{}, nil
 	}
+	d := bgpDesired{gen: a.exports.gen}
+	var err error
+	if d.Desired, err = a.bgpSetupLocked(); err != nil {
+		return d, err
+	}
+	if len(d.Peers) > 0 {
+		if err := a.exports.err(); err != nil {
+			return d, err
+		}
+	}
+	a.bgpExportsLocked(&d.Desired)
+	return d, nil
+}
+
+// bgpSetupLocked is the CCM's BGP set-up as a Desired without exports
+// (nothing when there are no peers), or why it cannot be applied.
+func (a *Agent) bgpSetupLocked() (bgp.Desired, error) {
 	cfg := a.bgpCfg
 	if cfg == nil || len(cfg.GetPeers()) == 0 {
-		d := bgpDesired{gen: a.exports.gen}
-		a.bgpExportsLocked(&d.Desired)
-		return d, nil
+		return bgp.Desired{}, nil
 	}
-	d := bgpDesired{Desired: bgp.Desired{ASN: cfg.GetAsn()}, gen: a.exports.gen}
+	d := bgp.Desired{ASN: cfg.GetAsn()}
 	var err error
 	if d.RouterID, err = netip.ParseAddr(cfg.GetRouterId()); err != nil {
 		return d, fmt.Errorf("router ID %q: %w", cfg.GetRouterId(), err)
@@ -69,10 +84,6 @@ func (a *Agent) desiredBGPLocked() (bgpDesired, error) {
 		}
 		d.Peers = append(d.Peers, peer)
 	}
-	if err := a.exports.err(); err != nil {
-		return d, err
-	}
-	a.bgpExportsLocked(&d.Desired)
 	return d, nil
 }
 
@@ -246,11 +257,11 @@ func (a *Agent) BGPState() BGPState {
 		}
 		st.Sessions = append(st.Sessions, v)
 	}
-	d, err := a.desiredBGPLocked()
-	if err != nil || len(d.Peers) == 0 {
+	// The set-up alone: building a Desired would copy or patch the exports.
+	if d, err := a.bgpSetupLocked(); a.bgp == nil || err != nil || len(d.Peers) == 0 || a.exports.err() != nil {
 		return st
 	}
-	for e, attrs := range a.exports.exports { // d.Exports may be a patch
+	for e, attrs := range a.exports.exports {
 		st.Routes = append(st.Routes, BGPRouteView{Prefix: e.Prefix.String(), Peer: e.Peer.String(),
 			Communities: attrs.Communities, LargeCommunities: attrs.LargeCommunities, LocalPref: attrs.LocalPref, MED: attrs.MED})
 	}
