@@ -28,6 +28,9 @@ var (
 	// tell whether it allows a subject whose namespace is unknown
 	// (Subject.NamespaceErr); it refuses it.
 	ErrUnknownNamespace = errors.New("namespace unknown")
+	// ErrLeasedPool means a pool's addresses are leased from a DHCP
+	// server: the allocator does not pick them (see Pool.Leased).
+	ErrLeasedPool = errors.New("its addresses are leased from the LAN's DHCP server, not picked by IronLB")
 )
 
 // Allocator hands out addresses from pools. It is safe for concurrent use.

@@ -22,7 +22,7 @@ func (a *Allocator) refuser(k key, f Family, s Subject) *poolState {
 func (ps *poolState) barred(s Subject) []*poolState {
 	var out []*poolState
 	for _, o := range ps.overlaps {
-		if o.refusal(s) != nil {
+		if o.Leased || o.refusal(s) != nil {
 			out = append(out, o)
 		}
 	}

@@ -19,6 +19,7 @@ func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, boo
 	var reasons, refusals []string
 	var unknown error // a refusal for want of the namespace, kept typed
 	usable := false
+	leasedOnly := false // a Leased pool contains it and does not allow req
 	for _, ps := range a.sorted {
 		if !ps.contains(k, f) {
 			continue
@@ -31,8 +32,14 @@ func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, boo
 			continue
 		}
 		switch {
-		case req.Pool != "" && req.Pool != ps.Name:
+		case req.Pool != "" && req.Pool != ps.Name && !ps.Leased:
 			reasons = append(reasons, fmt.Sprintf("it is in pool %q, not the requested pool %q", ps.Name, req.Pool))
+		case ps.Leased && !slices.Contains(req.Leased, addr):
+			reasons = append(reasons, fmt.Sprintf("pool %q holds addresses the LAN's DHCP server leases; a Service gets one only as IronLB leases it from the server", ps.Name))
+			leasedOnly = true
+		case ps.Leased && req.Pool != ps.Name:
+			reasons = append(reasons, fmt.Sprintf("it is in pool %q, not the requested pool %q", ps.Name, req.Pool))
+			leasedOnly = true
 		case ps.avoids(f) && k.buggy():
 			reasons = append(reasons, fmt.Sprintf("pool %q avoids addresses ending in .0 and .255", ps.Name))
 		default:
@@ -40,6 +47,10 @@ func (a *Allocator) checkExplicit(addr netip.Addr, req Request) (netip.Addr, boo
 		}
 	}
 	switch {
+	case leasedOnly:
+		// A leased address goes only where its lease does, whatever
+		// else contains it.
+		reasons = append(reasons, refusals...)
 	case len(refusals) > 0:
 		if usable {
 			refusals = append(refusals, "an address must be allowed by every IPPool that contains it")
@@ -125,6 +136,8 @@ func (a *Allocator) candidates(f Family, req Request) ([]*poolState, error) {
 			return nil, fmt.Errorf("%w: pool %q requested by %s does not exist", ErrNoPool, req.Pool, req.Name)
 		case ps.refusal(req.Subject) != nil:
 			return nil, fmt.Errorf("%w: pool %q does not allow %s: %w", ErrNoPool, req.Pool, req.Name, ps.refusal(req.Subject))
+		case ps.Leased:
+			return nil, fmt.Errorf("%w: pool %q requested by %s: %w", ErrNoPool, req.Pool, req.Name, ErrLeasedPool)
 		case !ps.has(f):
 			return nil, fmt.Errorf("%w: pool %q requested by %s has no %s addresses", ErrNoPool, req.Pool, req.Name, f)
 		}
@@ -133,7 +146,7 @@ func (a *Allocator) candidates(f Family, req Request) ([]*poolState, error) {
 	var out []*poolState
 	var refused []string
 	for _, ps := range a.sorted {
-		if !ps.AutoAssign || !ps.has(f) {
+		if !ps.AutoAssign || !ps.has(f) || ps.Leased {
 			continue
 		}
 		err := ps.refusal(req.Subject)

@@ -30,6 +30,11 @@ type Pool struct {
 	// the pool cannot tell: no new address is then picked from any pool
 	// for the request, so that it does not silently land in another pool.
 	Refuses func(Subject) error
+	// Leased marks a pool whose addresses the LAN's DHCP server hands out
+	// (IronLB leases them): the allocator never picks one on its own, not
+	// for this pool nor for another pool that overlaps it; it gives one
+	// only to a request that lists it in Request.Leased.
+	Leased bool
 }
 
 // Port is a protocol and port a Service listens on, for sharing checks.
@@ -80,6 +85,9 @@ type Request struct {
 	// enough.
 	RequireAll bool
 	Sharing    Sharing
+	// Leased are the addresses a DHCP server leased for this owner (or
+	// its sharing group): the only addresses of Leased pools it may get.
+	Leased []netip.Addr
 }
 
 // Allocation is what an owner holds.

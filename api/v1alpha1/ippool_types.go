@@ -30,6 +30,8 @@ type IPPool struct {
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLength) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 4 || cidr(a).prefixLength() <= adv.aggregationLength))",message="bgp.advertisements: aggregationLength is shorter than one of the pool's IPv4 CIDRs: the aggregate would cover addresses outside the pool"
 // +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLengthV6) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 6 || cidr(a).prefixLength() <= adv.aggregationLengthV6))",message="bgp.advertisements: aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs: the aggregate would cover addresses outside the pool"
+// +kubebuilder:validation:XValidation:rule="!has(self.dhcp) || (has(self.autoAssign) && !self.autoAssign)",message="dhcp: a pool of addresses leased from DHCP must set autoAssign: false; Services name it (the ironlb.dev/pool annotation)"
+// +kubebuilder:validation:XValidation:rule="!has(self.dhcp) || self.addresses.all(a, !a.contains(':'))",message="dhcp: DHCP leases IPv4 addresses only; addresses must be IPv4"
 type IPPoolSpec struct {
 	// Addresses are CIDRs and ranges, IPv4 and IPv6 mixed. Pools may
 	// overlap (they are then marked Conflicting); an address in several
@@ -86,6 +88,29 @@ type IPPoolSpec struct {
 	//
 	// +optional
 	BGP *BGP `json:"bgp,omitempty"`
+
+	// DHCP, when present, makes the pool's addresses come from the LAN's
+	// DHCP server rather than from IronLB: for each Service that names the
+	// pool, IronLB leases an address from the server (on the speakers'
+	// side of the LAN, with a client identifier stable for the Service),
+	// renews the lease while the Service exists and releases it when the
+	// Service is deleted. Addresses then lists what the server may hand
+	// out (its range for VIPs): a lease outside it is refused, and no
+	// other pool hands out addresses inside it. Such a pool must not
+	// auto-assign, and is IPv4 only.
+	//
+	// +optional
+	DHCP *DHCP `json:"dhcp,omitempty"`
+}
+
+// DHCP says where IronLB asks the LAN's DHCP server for a pool's
+// addresses.
+type DHCP struct {
+	// Interface is the node interface the speakers send DHCP requests on.
+	// Empty means the interface that holds the node's InternalIP.
+	//
+	// +optional
+	Interface InterfaceName `json:"interface,omitempty"`
 }
 
 // Layer2 configures layer-2 announcement. For each address exactly one

@@ -107,6 +107,7 @@ func ToPool(p *v1alpha1.IPPool) (ipam.Pool, error) {
 		AvoidBuggyIPs: p.Spec.AvoidBuggyIPs,
 		Priority:      p.Spec.Priority,
 		Refuses:       refuses,
+		Leased:        p.Spec.DHCP != nil,
 	}, nil
 }
 

@@ -50,6 +50,7 @@ type Controller struct {
 	mu       sync.Mutex
 	layer2   map[string]Layer2
 	bgp      map[string]BGP
+	dhcp     map[string]v1alpha1.DHCP
 	applied  map[string]applied // what each pool's spec last was, to skip status-only updates
 	nodeIPs  map[netip.Addr]string
 	cpVIPs   map[netip.Addr]string
@@ -98,6 +99,15 @@ func (c *Controller) BGP(pool string) (BGP, bool) {
 	defer c.mu.Unlock()
 	b, ok := c.bgp[pool]
 	return b, ok
+}
+
+// DHCP returns where the addresses of pool are leased from; false when
+// the pool does not lease them from DHCP (or does not exist).
+func (c *Controller) DHCP(pool string) (v1alpha1.DHCP, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.dhcp[pool]
+	return d, ok
 }
 
 // AnyNode is the layer-2 setting of a pool that says nothing.
@@ -180,6 +190,7 @@ func New(client dynamic.Interface, alloc *ipam.Allocator, resync time.Duration, 
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ippool"}),
 		log:     klog.Background().WithName("ippool"),
 		layer2:  map[string]Layer2{},
+		dhcp:    map[string]v1alpha1.DHCP{},
 		bgp:     map[string]BGP{},
 		applied: map[string]applied{},
 	}
@@ -259,6 +270,11 @@ func (c *Controller) apply(obj any) {
 	if l2err == nil && bgpErr == nil {
 		c.mu.Lock()
 		c.layer2[pool.Name] = l2
+		if pool.Spec.DHCP != nil {
+			c.dhcp[pool.Name] = *pool.Spec.DHCP
+		} else {
+			delete(c.dhcp, pool.Name)
+		}
 		if hasBGP {
 			c.bgp[pool.Name] = b
 		} else {
@@ -283,6 +299,7 @@ func (c *Controller) remove(obj any) {
 	c.mu.Lock()
 	delete(c.layer2, u.GetName())
 	delete(c.bgp, u.GetName())
+	delete(c.dhcp, u.GetName())
 	delete(c.applied, u.GetName())
 	c.mu.Unlock()
 	c.changed(u.GetName())

@@ -63,6 +63,10 @@ type session struct {
 	// limit); suppressed counts the lines it held back.
 	logs       *rate.Limiter
 	suppressed atomic.Uint64
+
+	// dhcpOut holds the DHCP exchanges to send (dhcp.go); nil in tests
+	// that build sessions by hand.
+	dhcpOut chan *speakerv1.DHCPExchange
 }
 
 // setPeers records the peers of cfg as those the speaker may report: as
@@ -343,6 +347,7 @@ func (s *session) receive(ctx context.Context, stream speakerv1.Speaker_SyncClie
 		if e := r.GetEnrollment(); e != nil {
 			rn.offerToken(e.GetToken()) // the answer to an Attest
 		}
+		s.takeDHCPResults(r) // not held back by merging
 		merged := merge(pending, r)
 		if pending != nil && len(merged.GetVips())+len(merged.GetVipsGone()) > s.mergeLimit() {
 			errs <- errMergeTooLarge
@@ -398,6 +403,8 @@ func (s *session) sendLoop(ctx context.Context, stream speakerv1.Speaker_SyncCli
 		case <-hb.C:
 			seq++
 			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Heartbeat{Heartbeat: s.repace(seq, takes, hb, wd)}}
+		case ex := <-s.dhcpOut:
+			in = &speakerv1.Instruction{Kind: &speakerv1.Instruction_Dhcp{Dhcp: ex}}
 		case <-s.wake:
 			upd, redial := s.update()
 			if redial {

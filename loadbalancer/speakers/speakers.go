@@ -202,6 +202,11 @@ type Manager struct {
 	// repaceLocked), a time.Duration.
 	interval atomic.Int64
 
+	// dhcpSeq numbers DHCP exchanges and dhcpWait holds those awaiting a
+	// result (dhcp.go); guarded by mu.
+	dhcpSeq  uint64
+	dhcpWait map[uint64]dhcpWaiter
+
 	// heartbeatsSent and reportsReceived count the messages of every
 	// stream (see Traffic).
 	heartbeatsSent, reportsReceived atomic.Uint64
@@ -312,6 +317,7 @@ func (m *Manager) SetNode(node string, addr netip.Addr) {
 		state:   State{Problem: "not connected yet", Since: time.Now()},
 		bgp:     m.bgp[node],
 		logs:    rate.NewLimiter(logRate, logBurst),
+		dhcpOut: make(chan *speakerv1.DHCPExchange, dhcpQueue),
 	}
 	s.setPeers(s.bgp)
 	m.sessions[node] = s

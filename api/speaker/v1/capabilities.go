@@ -40,6 +40,8 @@ const (
 	// CapabilityHeartbeatInterval takes Heartbeat.interval_ms as the
 	// stream's heartbeat interval from then on.
 	CapabilityHeartbeatInterval = "heartbeat-interval"
+	// CapabilityDHCP runs DHCPExchanges and answers them in Report.dhcp.
+	CapabilityDHCP = "dhcp"
 )
 
 // LegacyCapabilities are those of a speaker that lists none: it predates

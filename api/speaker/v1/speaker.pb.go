@@ -107,6 +107,146 @@ func (VIPStatus_State) EnumDescriptor() ([]byte, []int) {
 	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{17, 0}
 }
 
+type DHCPExchange_Op int32
+
+const (
+	DHCPExchange_OP_UNSPECIFIED DHCPExchange_Op = 0
+	// ACQUIRE: DISCOVER, OFFER, REQUEST, ACK. With address set, the
+	// DISCOVER asks for it and an OFFER of another address is not taken
+	// (NOT_REQUESTED).
+	DHCPExchange_ACQUIRE DHCPExchange_Op = 1
+	// RENEW: a REQUEST for address (INIT-REBOOT form, answered by
+	// broadcast); an ACK extends the lease, a NAK ends it.
+	DHCPExchange_RENEW DHCPExchange_Op = 2
+	// RELEASE: a DHCPRELEASE of address to server; no answer is awaited.
+	DHCPExchange_RELEASE DHCPExchange_Op = 3
+	// DECLINE: a DHCPDECLINE of address (another host uses it).
+	DHCPExchange_DECLINE DHCPExchange_Op = 4
+)
+
+// Enum value maps for DHCPExchange_Op.
+var (
+	DHCPExchange_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "ACQUIRE",
+		2: "RENEW",
+		3: "RELEASE",
+		4: "DECLINE",
+	}
+	DHCPExchange_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"ACQUIRE":        1,
+		"RENEW":          2,
+		"RELEASE":        3,
+		"DECLINE":        4,
+	}
+)
+
+func (x DHCPExchange_Op) Enum() *DHCPExchange_Op {
+	p := new(DHCPExchange_Op)
+	*p = x
+	return p
+}
+
+func (x DHCPExchange_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DHCPExchange_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_speaker_v1_speaker_proto_enumTypes[1].Descriptor()
+}
+
+func (DHCPExchange_Op) Type() protoreflect.EnumType {
+	return &file_api_speaker_v1_speaker_proto_enumTypes[1]
+}
+
+func (x DHCPExchange_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DHCPExchange_Op.Descriptor instead.
+func (DHCPExchange_Op) EnumDescriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{19, 0}
+}
+
+type DHCPResult_Outcome int32
+
+const (
+	DHCPResult_OUTCOME_UNSPECIFIED DHCPResult_Outcome = 0
+	// GRANTED: the server ACKed (ACQUIRE, RENEW); the lease fields are set.
+	DHCPResult_GRANTED DHCPResult_Outcome = 1
+	// REFUSED: the server answered with a NAK (message says why).
+	DHCPResult_REFUSED DHCPResult_Outcome = 2
+	// NO_ANSWER: no server answered before the timeout (down, or out of
+	// addresses: servers stay silent then).
+	DHCPResult_NO_ANSWER DHCPResult_Outcome = 3
+	// NOT_REQUESTED: the server offered another address than the one asked
+	// for (offered says which); nothing was requested.
+	DHCPResult_NOT_REQUESTED DHCPResult_Outcome = 4
+	// DONE: a RELEASE or DECLINE was sent.
+	DHCPResult_DONE DHCPResult_Outcome = 5
+	// BUSY: the speaker runs too many exchanges; try another or later.
+	DHCPResult_BUSY DHCPResult_Outcome = 6
+	// INVALID: the exchange was malformed, or the speaker could not run it
+	// (no such interface, no raw socket); message says why.
+	DHCPResult_INVALID DHCPResult_Outcome = 7
+	// FENCED: the exchange came with a lower term than the speaker follows.
+	DHCPResult_FENCED DHCPResult_Outcome = 8
+)
+
+// Enum value maps for DHCPResult_Outcome.
+var (
+	DHCPResult_Outcome_name = map[int32]string{
+		0: "OUTCOME_UNSPECIFIED",
+		1: "GRANTED",
+		2: "REFUSED",
+		3: "NO_ANSWER",
+		4: "NOT_REQUESTED",
+		5: "DONE",
+		6: "BUSY",
+		7: "INVALID",
+		8: "FENCED",
+	}
+	DHCPResult_Outcome_value = map[string]int32{
+		"OUTCOME_UNSPECIFIED": 0,
+		"GRANTED":             1,
+		"REFUSED":             2,
+		"NO_ANSWER":           3,
+		"NOT_REQUESTED":       4,
+		"DONE":                5,
+		"BUSY":                6,
+		"INVALID":             7,
+		"FENCED":              8,
+	}
+)
+
+func (x DHCPResult_Outcome) Enum() *DHCPResult_Outcome {
+	p := new(DHCPResult_Outcome)
+	*p = x
+	return p
+}
+
+func (x DHCPResult_Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DHCPResult_Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_speaker_v1_speaker_proto_enumTypes[2].Descriptor()
+}
+
+func (DHCPResult_Outcome) Type() protoreflect.EnumType {
+	return &file_api_speaker_v1_speaker_proto_enumTypes[2]
+}
+
+func (x DHCPResult_Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DHCPResult_Outcome.Descriptor instead.
+func (DHCPResult_Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{20, 0}
+}
+
 // Instruction is one message from the CCM.
 type Instruction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -117,6 +257,7 @@ type Instruction struct {
 	//	*Instruction_Heartbeat
 	//	*Instruction_Certificate
 	//	*Instruction_Attest
+	//	*Instruction_Dhcp
 	Kind          isInstruction_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -204,6 +345,15 @@ func (x *Instruction) GetAttest() *Attest {
 	return nil
 }
 
+func (x *Instruction) GetDhcp() *DHCPExchange {
+	if x != nil {
+		if x, ok := x.Kind.(*Instruction_Dhcp); ok {
+			return x.Dhcp
+		}
+	}
+	return nil
+}
+
 type isInstruction_Kind interface {
 	isInstruction_Kind()
 }
@@ -228,6 +378,10 @@ type Instruction_Attest struct {
 	Attest *Attest `protobuf:"bytes,5,opt,name=attest,proto3,oneof"`
 }
 
+type Instruction_Dhcp struct {
+	Dhcp *DHCPExchange `protobuf:"bytes,6,opt,name=dhcp,proto3,oneof"`
+}
+
 func (*Instruction_Snapshot) isInstruction_Kind() {}
 
 func (*Instruction_Update) isInstruction_Kind() {}
@@ -237,6 +391,8 @@ func (*Instruction_Heartbeat) isInstruction_Kind() {}
 func (*Instruction_Certificate) isInstruction_Kind() {}
 
 func (*Instruction_Attest) isInstruction_Kind() {}
+
+func (*Instruction_Dhcp) isInstruction_Kind() {}
 
 // Attest asks the speaker to prove again that it runs in a speaker pod on
 // its node: it answers with a Report whose enrollment carries its current
@@ -1189,8 +1345,11 @@ type Report struct {
 	// takes a first report's vips as complete whatever it says). A report
 	// that comes too fast is merged into the next by the CCM, changes
 	// over changes.
-	VipsDelta     bool     `protobuf:"varint,14,opt,name=vips_delta,json=vipsDelta,proto3" json:"vips_delta,omitempty"`
-	VipsGone      []string `protobuf:"bytes,15,rep,name=vips_gone,json=vipsGone,proto3" json:"vips_gone,omitempty"`
+	VipsDelta bool     `protobuf:"varint,14,opt,name=vips_delta,json=vipsDelta,proto3" json:"vips_delta,omitempty"`
+	VipsGone  []string `protobuf:"bytes,15,rep,name=vips_gone,json=vipsGone,proto3" json:"vips_gone,omitempty"`
+	// dhcp answers DHCPExchanges: each result once, in the first report the
+	// speaker sends after the exchange ended, on the stream that asked.
+	Dhcp          []*DHCPResult `protobuf:"bytes,16,rep,name=dhcp,proto3" json:"dhcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1326,6 +1485,13 @@ func (x *Report) GetVipsDelta() bool {
 func (x *Report) GetVipsGone() []string {
 	if x != nil {
 		return x.VipsGone
+	}
+	return nil
+}
+
+func (x *Report) GetDhcp() []*DHCPResult {
+	if x != nil {
+		return x.Dhcp
 	}
 	return nil
 }
@@ -1813,17 +1979,272 @@ func (x *InterfaceStatus) GetDefault() bool {
 	return false
 }
 
+// DHCPExchange asks a speaker with the "dhcp" capability to run one DHCPv4
+// exchange with the LAN's DHCP server on behalf of a Service (a virtual
+// client: not the node's own address). The CCM has no interface on the
+// LAN; a speaker does, so the speaker talks to the server and the CCM keeps
+// the lease (when to renew, whom to release). The client identifier is the
+// lease's identity: it is stable for the Service (or its sharing group),
+// so whichever node asks, and after any restart, the server sees the same
+// client and gives the same address. Every message is sent with the
+// broadcast flag, so the server's answer reaches whichever node asked.
+// The speaker answers in Report.dhcp with the same id, within timeout_ms;
+// it runs at most a bounded number at once and answers BUSY beyond.
+type DHCPExchange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is echoed in DHCPResult.id; unique per stream.
+	Id uint64          `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Op DHCPExchange_Op `protobuf:"varint,2,opt,name=op,proto3,enum=ironlb.speaker.v1.DHCPExchange_Op" json:"op,omitempty"`
+	// client_id is the value of option 61 (1 to 64 bytes).
+	ClientId []byte `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// interface to talk on; empty means the interface holding the node IP.
+	Interface string `protobuf:"bytes,4,opt,name=interface,proto3" json:"interface,omitempty"`
+	// address: the one asked for (ACQUIRE, optional), renewed (RENEW),
+	// released or declined (RELEASE, DECLINE). IPv4.
+	Address string `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`
+	// server is the server identifier of the lease (RELEASE, DECLINE).
+	Server string `protobuf:"bytes,6,opt,name=server,proto3" json:"server,omitempty"`
+	// server_mac is the hardware address the lease's ACK came from; empty:
+	// broadcast (RELEASE).
+	ServerMac string `protobuf:"bytes,7,opt,name=server_mac,json=serverMac,proto3" json:"server_mac,omitempty"`
+	// timeout_ms bounds the exchange (retransmissions included).
+	TimeoutMs uint32 `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// term of the leader sending it; a speaker refuses a lower one than it
+	// follows (FENCED).
+	Term uint64 `protobuf:"varint,9,opt,name=term,proto3" json:"term,omitempty"`
+	// hostname, optional, is sent as option 12 (a DNS label).
+	Hostname      string `protobuf:"bytes,10,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DHCPExchange) Reset() {
+	*x = DHCPExchange{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DHCPExchange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DHCPExchange) ProtoMessage() {}
+
+func (x *DHCPExchange) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DHCPExchange.ProtoReflect.Descriptor instead.
+func (*DHCPExchange) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DHCPExchange) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DHCPExchange) GetOp() DHCPExchange_Op {
+	if x != nil {
+		return x.Op
+	}
+	return DHCPExchange_OP_UNSPECIFIED
+}
+
+func (x *DHCPExchange) GetClientId() []byte {
+	if x != nil {
+		return x.ClientId
+	}
+	return nil
+}
+
+func (x *DHCPExchange) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *DHCPExchange) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DHCPExchange) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DHCPExchange) GetServerMac() string {
+	if x != nil {
+		return x.ServerMac
+	}
+	return ""
+}
+
+func (x *DHCPExchange) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *DHCPExchange) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *DHCPExchange) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+// DHCPResult is how a DHCPExchange ended.
+type DHCPResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Outcome DHCPResult_Outcome     `protobuf:"varint,2,opt,name=outcome,proto3,enum=ironlb.speaker.v1.DHCPResult_Outcome" json:"outcome,omitempty"`
+	// address granted (GRANTED) or offered (NOT_REQUESTED).
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// prefix_length of the subnet mask the server gave; 0 when none.
+	PrefixLength uint32 `protobuf:"varint,4,opt,name=prefix_length,json=prefixLength,proto3" json:"prefix_length,omitempty"`
+	// lease_seconds, renew_seconds: the lease time and T1 (GRANTED).
+	LeaseSeconds uint32 `protobuf:"varint,5,opt,name=lease_seconds,json=leaseSeconds,proto3" json:"lease_seconds,omitempty"`
+	RenewSeconds uint32 `protobuf:"varint,6,opt,name=renew_seconds,json=renewSeconds,proto3" json:"renew_seconds,omitempty"`
+	// server identifier and the hardware address its ACK came from.
+	Server    string `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
+	ServerMac string `protobuf:"bytes,8,opt,name=server_mac,json=serverMac,proto3" json:"server_mac,omitempty"`
+	// message explains REFUSED (the server's own text), INVALID and
+	// NO_ANSWER; at most 256 bytes.
+	Message       string `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DHCPResult) Reset() {
+	*x = DHCPResult{}
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DHCPResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DHCPResult) ProtoMessage() {}
+
+func (x *DHCPResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_speaker_v1_speaker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DHCPResult.ProtoReflect.Descriptor instead.
+func (*DHCPResult) Descriptor() ([]byte, []int) {
+	return file_api_speaker_v1_speaker_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DHCPResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DHCPResult) GetOutcome() DHCPResult_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return DHCPResult_OUTCOME_UNSPECIFIED
+}
+
+func (x *DHCPResult) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DHCPResult) GetPrefixLength() uint32 {
+	if x != nil {
+		return x.PrefixLength
+	}
+	return 0
+}
+
+func (x *DHCPResult) GetLeaseSeconds() uint32 {
+	if x != nil {
+		return x.LeaseSeconds
+	}
+	return 0
+}
+
+func (x *DHCPResult) GetRenewSeconds() uint32 {
+	if x != nil {
+		return x.RenewSeconds
+	}
+	return 0
+}
+
+func (x *DHCPResult) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DHCPResult) GetServerMac() string {
+	if x != nil {
+		return x.ServerMac
+	}
+	return ""
+}
+
+func (x *DHCPResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_api_speaker_v1_speaker_proto protoreflect.FileDescriptor
 
 const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/speaker/v1/speaker.proto\x12\x11ironlb.speaker.v1\"\xbc\x02\n" +
+	"\x1capi/speaker/v1/speaker.proto\x12\x11ironlb.speaker.v1\"\xf3\x02\n" +
 	"\vInstruction\x129\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x1b.ironlb.speaker.v1.SnapshotH\x00R\bsnapshot\x123\n" +
 	"\x06update\x18\x02 \x01(\v2\x19.ironlb.speaker.v1.UpdateH\x00R\x06update\x12<\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1c.ironlb.speaker.v1.HeartbeatH\x00R\theartbeat\x12B\n" +
 	"\vcertificate\x18\x04 \x01(\v2\x1e.ironlb.speaker.v1.CertificateH\x00R\vcertificate\x123\n" +
-	"\x06attest\x18\x05 \x01(\v2\x19.ironlb.speaker.v1.AttestH\x00R\x06attestB\x06\n" +
+	"\x06attest\x18\x05 \x01(\v2\x19.ironlb.speaker.v1.AttestH\x00R\x06attest\x125\n" +
+	"\x04dhcp\x18\x06 \x01(\v2\x1f.ironlb.speaker.v1.DHCPExchangeH\x00R\x04dhcpB\x06\n" +
 	"\x04kind\"\b\n" +
 	"\x06Attest\"Z\n" +
 	"\vCertificate\x12'\n" +
@@ -1892,7 +2313,7 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vinterval_ms\x18\x02 \x01(\rR\n" +
-	"intervalMs\"\xf9\x04\n" +
+	"intervalMs\"\xac\x05\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x04R\x0eappliedVersion\x12#\n" +
@@ -1915,7 +2336,8 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"data_plane\x18\r \x01(\v2\x1c.ironlb.speaker.v1.DataPlaneR\tdataPlane\x12\x1d\n" +
 	"\n" +
 	"vips_delta\x18\x0e \x01(\bR\tvipsDelta\x12\x1b\n" +
-	"\tvips_gone\x18\x0f \x03(\tR\bvipsGone\"]\n" +
+	"\tvips_gone\x18\x0f \x03(\tR\bvipsGone\x121\n" +
+	"\x04dhcp\x18\x10 \x03(\v2\x1d.ironlb.speaker.v1.DHCPResultR\x04dhcp\"]\n" +
 	"\tDataPlane\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\"\n" +
@@ -1965,7 +2387,50 @@ const file_api_speaker_v1_speaker_proto_rawDesc = "" +
 	"\x10hardware_address\x18\x03 \x01(\tR\x0fhardwareAddress\x12\x1c\n" +
 	"\taddresses\x18\x04 \x03(\tR\taddresses\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x18\n" +
-	"\adefault\x18\x06 \x01(\bR\adefault2P\n" +
+	"\adefault\x18\x06 \x01(\bR\adefault\"\xf9\x02\n" +
+	"\fDHCPExchange\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x122\n" +
+	"\x02op\x18\x02 \x01(\x0e2\".ironlb.speaker.v1.DHCPExchange.OpR\x02op\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\fR\bclientId\x12\x1c\n" +
+	"\tinterface\x18\x04 \x01(\tR\tinterface\x12\x18\n" +
+	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06server\x18\x06 \x01(\tR\x06server\x12\x1d\n" +
+	"\n" +
+	"server_mac\x18\a \x01(\tR\tserverMac\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\b \x01(\rR\ttimeoutMs\x12\x12\n" +
+	"\x04term\x18\t \x01(\x04R\x04term\x12\x1a\n" +
+	"\bhostname\x18\n" +
+	" \x01(\tR\bhostname\"J\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aACQUIRE\x10\x01\x12\t\n" +
+	"\x05RENEW\x10\x02\x12\v\n" +
+	"\aRELEASE\x10\x03\x12\v\n" +
+	"\aDECLINE\x10\x04\"\xc5\x03\n" +
+	"\n" +
+	"DHCPResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12?\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2%.ironlb.speaker.v1.DHCPResult.OutcomeR\aoutcome\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12#\n" +
+	"\rprefix_length\x18\x04 \x01(\rR\fprefixLength\x12#\n" +
+	"\rlease_seconds\x18\x05 \x01(\rR\fleaseSeconds\x12#\n" +
+	"\rrenew_seconds\x18\x06 \x01(\rR\frenewSeconds\x12\x16\n" +
+	"\x06server\x18\a \x01(\tR\x06server\x12\x1d\n" +
+	"\n" +
+	"server_mac\x18\b \x01(\tR\tserverMac\x12\x18\n" +
+	"\amessage\x18\t \x01(\tR\amessage\"\x8b\x01\n" +
+	"\aOutcome\x12\x17\n" +
+	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aGRANTED\x10\x01\x12\v\n" +
+	"\aREFUSED\x10\x02\x12\r\n" +
+	"\tNO_ANSWER\x10\x03\x12\x11\n" +
+	"\rNOT_REQUESTED\x10\x04\x12\b\n" +
+	"\x04DONE\x10\x05\x12\b\n" +
+	"\x04BUSY\x10\x06\x12\v\n" +
+	"\aINVALID\x10\a\x12\n" +
+	"\n" +
+	"\x06FENCED\x10\b2P\n" +
 	"\aSpeaker\x12E\n" +
 	"\x04Sync\x12\x1e.ironlb.speaker.v1.Instruction\x1a\x19.ironlb.speaker.v1.Report(\x010\x01B3Z1github.com/ironlb/ironlb/api/speaker/v1;speakerv1b\x06proto3"
 
@@ -1981,58 +2446,66 @@ func file_api_speaker_v1_speaker_proto_rawDescGZIP() []byte {
 	return file_api_speaker_v1_speaker_proto_rawDescData
 }
 
-var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_speaker_v1_speaker_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_speaker_v1_speaker_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_api_speaker_v1_speaker_proto_goTypes = []any{
 	(VIPStatus_State)(0),     // 0: ironlb.speaker.v1.VIPStatus.State
-	(*Instruction)(nil),      // 1: ironlb.speaker.v1.Instruction
-	(*Attest)(nil),           // 2: ironlb.speaker.v1.Attest
-	(*Certificate)(nil),      // 3: ironlb.speaker.v1.Certificate
-	(*Snapshot)(nil),         // 4: ironlb.speaker.v1.Snapshot
-	(*Update)(nil),           // 5: ironlb.speaker.v1.Update
-	(*Announcement)(nil),     // 6: ironlb.speaker.v1.Announcement
-	(*BGPConfig)(nil),        // 7: ironlb.speaker.v1.BGPConfig
-	(*BGPPeer)(nil),          // 8: ironlb.speaker.v1.BGPPeer
-	(*BFD)(nil),              // 9: ironlb.speaker.v1.BFD
-	(*GracefulRestart)(nil),  // 10: ironlb.speaker.v1.GracefulRestart
-	(*BGPAdvertisement)(nil), // 11: ironlb.speaker.v1.BGPAdvertisement
-	(*Heartbeat)(nil),        // 12: ironlb.speaker.v1.Heartbeat
-	(*Report)(nil),           // 13: ironlb.speaker.v1.Report
-	(*DataPlane)(nil),        // 14: ironlb.speaker.v1.DataPlane
-	(*Enrollment)(nil),       // 15: ironlb.speaker.v1.Enrollment
-	(*BGPSessionStatus)(nil), // 16: ironlb.speaker.v1.BGPSessionStatus
-	(*BFDStatus)(nil),        // 17: ironlb.speaker.v1.BFDStatus
-	(*VIPStatus)(nil),        // 18: ironlb.speaker.v1.VIPStatus
-	(*InterfaceStatus)(nil),  // 19: ironlb.speaker.v1.InterfaceStatus
+	(DHCPExchange_Op)(0),     // 1: ironlb.speaker.v1.DHCPExchange.Op
+	(DHCPResult_Outcome)(0),  // 2: ironlb.speaker.v1.DHCPResult.Outcome
+	(*Instruction)(nil),      // 3: ironlb.speaker.v1.Instruction
+	(*Attest)(nil),           // 4: ironlb.speaker.v1.Attest
+	(*Certificate)(nil),      // 5: ironlb.speaker.v1.Certificate
+	(*Snapshot)(nil),         // 6: ironlb.speaker.v1.Snapshot
+	(*Update)(nil),           // 7: ironlb.speaker.v1.Update
+	(*Announcement)(nil),     // 8: ironlb.speaker.v1.Announcement
+	(*BGPConfig)(nil),        // 9: ironlb.speaker.v1.BGPConfig
+	(*BGPPeer)(nil),          // 10: ironlb.speaker.v1.BGPPeer
+	(*BFD)(nil),              // 11: ironlb.speaker.v1.BFD
+	(*GracefulRestart)(nil),  // 12: ironlb.speaker.v1.GracefulRestart
+	(*BGPAdvertisement)(nil), // 13: ironlb.speaker.v1.BGPAdvertisement
+	(*Heartbeat)(nil),        // 14: ironlb.speaker.v1.Heartbeat
+	(*Report)(nil),           // 15: ironlb.speaker.v1.Report
+	(*DataPlane)(nil),        // 16: ironlb.speaker.v1.DataPlane
+	(*Enrollment)(nil),       // 17: ironlb.speaker.v1.Enrollment
+	(*BGPSessionStatus)(nil), // 18: ironlb.speaker.v1.BGPSessionStatus
+	(*BFDStatus)(nil),        // 19: ironlb.speaker.v1.BFDStatus
+	(*VIPStatus)(nil),        // 20: ironlb.speaker.v1.VIPStatus
+	(*InterfaceStatus)(nil),  // 21: ironlb.speaker.v1.InterfaceStatus
+	(*DHCPExchange)(nil),     // 22: ironlb.speaker.v1.DHCPExchange
+	(*DHCPResult)(nil),       // 23: ironlb.speaker.v1.DHCPResult
 }
 var file_api_speaker_v1_speaker_proto_depIdxs = []int32{
-	4,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
-	5,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
-	12, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
-	3,  // 3: ironlb.speaker.v1.Instruction.certificate:type_name -> ironlb.speaker.v1.Certificate
-	2,  // 4: ironlb.speaker.v1.Instruction.attest:type_name -> ironlb.speaker.v1.Attest
-	6,  // 5: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
-	7,  // 6: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	6,  // 7: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
-	7,  // 8: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
-	11, // 9: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
-	8,  // 10: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
-	9,  // 11: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
-	10, // 12: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
-	18, // 13: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
-	19, // 14: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
-	16, // 15: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
-	15, // 16: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
-	14, // 17: ironlb.speaker.v1.Report.data_plane:type_name -> ironlb.speaker.v1.DataPlane
-	17, // 18: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
-	0,  // 19: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
-	1,  // 20: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
-	13, // 21: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	6,  // 0: ironlb.speaker.v1.Instruction.snapshot:type_name -> ironlb.speaker.v1.Snapshot
+	7,  // 1: ironlb.speaker.v1.Instruction.update:type_name -> ironlb.speaker.v1.Update
+	14, // 2: ironlb.speaker.v1.Instruction.heartbeat:type_name -> ironlb.speaker.v1.Heartbeat
+	5,  // 3: ironlb.speaker.v1.Instruction.certificate:type_name -> ironlb.speaker.v1.Certificate
+	4,  // 4: ironlb.speaker.v1.Instruction.attest:type_name -> ironlb.speaker.v1.Attest
+	22, // 5: ironlb.speaker.v1.Instruction.dhcp:type_name -> ironlb.speaker.v1.DHCPExchange
+	8,  // 6: ironlb.speaker.v1.Snapshot.announcements:type_name -> ironlb.speaker.v1.Announcement
+	9,  // 7: ironlb.speaker.v1.Snapshot.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	8,  // 8: ironlb.speaker.v1.Update.announce:type_name -> ironlb.speaker.v1.Announcement
+	9,  // 9: ironlb.speaker.v1.Update.bgp:type_name -> ironlb.speaker.v1.BGPConfig
+	13, // 10: ironlb.speaker.v1.Announcement.bgp:type_name -> ironlb.speaker.v1.BGPAdvertisement
+	10, // 11: ironlb.speaker.v1.BGPConfig.peers:type_name -> ironlb.speaker.v1.BGPPeer
+	11, // 12: ironlb.speaker.v1.BGPPeer.bfd:type_name -> ironlb.speaker.v1.BFD
+	12, // 13: ironlb.speaker.v1.BGPPeer.graceful_restart:type_name -> ironlb.speaker.v1.GracefulRestart
+	20, // 14: ironlb.speaker.v1.Report.vips:type_name -> ironlb.speaker.v1.VIPStatus
+	21, // 15: ironlb.speaker.v1.Report.interfaces:type_name -> ironlb.speaker.v1.InterfaceStatus
+	18, // 16: ironlb.speaker.v1.Report.bgp_sessions:type_name -> ironlb.speaker.v1.BGPSessionStatus
+	17, // 17: ironlb.speaker.v1.Report.enrollment:type_name -> ironlb.speaker.v1.Enrollment
+	16, // 18: ironlb.speaker.v1.Report.data_plane:type_name -> ironlb.speaker.v1.DataPlane
+	23, // 19: ironlb.speaker.v1.Report.dhcp:type_name -> ironlb.speaker.v1.DHCPResult
+	19, // 20: ironlb.speaker.v1.BGPSessionStatus.bfd:type_name -> ironlb.speaker.v1.BFDStatus
+	0,  // 21: ironlb.speaker.v1.VIPStatus.state:type_name -> ironlb.speaker.v1.VIPStatus.State
+	1,  // 22: ironlb.speaker.v1.DHCPExchange.op:type_name -> ironlb.speaker.v1.DHCPExchange.Op
+	2,  // 23: ironlb.speaker.v1.DHCPResult.outcome:type_name -> ironlb.speaker.v1.DHCPResult.Outcome
+	3,  // 24: ironlb.speaker.v1.Speaker.Sync:input_type -> ironlb.speaker.v1.Instruction
+	15, // 25: ironlb.speaker.v1.Speaker.Sync:output_type -> ironlb.speaker.v1.Report
+	25, // [25:26] is the sub-list for method output_type
+	24, // [24:25] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_api_speaker_v1_speaker_proto_init() }
@@ -2046,6 +2519,7 @@ func file_api_speaker_v1_speaker_proto_init() {
 		(*Instruction_Heartbeat)(nil),
 		(*Instruction_Certificate)(nil),
 		(*Instruction_Attest)(nil),
+		(*Instruction_Dhcp)(nil),
 	}
 	file_api_speaker_v1_speaker_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
@@ -2053,8 +2527,8 @@ func file_api_speaker_v1_speaker_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_speaker_v1_speaker_proto_rawDesc), len(file_api_speaker_v1_speaker_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   19,
+			NumEnums:      3,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
