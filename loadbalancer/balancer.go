@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/loadbalancer/dhcplease"
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/loadbalancer/planner"
 )
@@ -84,6 +85,10 @@ type Balancer struct {
 	// class says which Services are IronLB's; the others' addresses are
 	// kept from IronLB's (foreign.go).
 	class lbclass.Policy
+	// leases keeps the leases of DHCP-backed pools' addresses, and
+	// leaseQueue the Services that lost theirs (dhcp.go).
+	leases     *dhcplease.Manager
+	leaseQueue workqueue.TypedDelayingInterface[string]
 
 	mu sync.Mutex
 	// cpVIPs are the control-plane VIPs by source (controlplane.go).
@@ -133,11 +138,15 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 		policy:      newPolicyState(),
 		policyQueue: newPolicyQueue(),
 		cpQueue:     newControlPlaneQueue(),
+		leaseQueue:  newLeaseQueue(),
 		cpVIPs:      map[string][]netip.Addr{},
 		foreign:     map[string][]netip.Addr{},
 	}
 	for _, o := range opts {
 		o(b)
+	}
+	if b.leases != nil {
+		b.leases.OnLost(b.leaseLost)
 	}
 	pools.OnChange(func(pool string) {
 		b.dualStack.Add(dualStackKey)
@@ -245,6 +254,7 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.dualStack.ShutDown()
 	defer b.policyQueue.ShutDown()
+	defer b.leaseQueue.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
@@ -257,6 +267,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.waitControlPlaneSources(ctx)
 	b.reserveControlPlane()
 	foreign := b.reserveAllForeign()
+	b.adoptLeases()
 	b.log.Info("Restored allocations from Service status", "services", n, "otherLoadBalancers", foreign, "duration", time.Since(start))
 	close(b.ready)
 	// A control-plane VIP source that synced between reserveControlPlane
@@ -266,9 +277,11 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.reserveAllForeign()
 	go b.runPolicy(ctx)
 	go b.runControlPlane(ctx)
+	go b.runLeaseQueue(ctx)
 	go func() {
 		<-ctx.Done()
 		b.dualStack.ShutDown()
+		b.leaseQueue.ShutDown()
 	}()
 	b.completeDualStack(ctx)
 	return nil
@@ -395,9 +408,14 @@ func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, s
 	// A Service that became IronLB's (e.g. moved from another load
 	// balancer keeping its address) no longer reserves it for the other.
 	b.reserveForeign(service)
+	if err := b.lease(ctx, service, &req); err != nil {
+		allocationFailuresTotal.WithLabelValues("dhcp").Inc()
+		return nil, api.NewRetryError(err.Error(), b.retry)
+	}
 	before, _ := b.alloc.Lookup(req.Owner)
 	al, err := b.alloc.Ensure(req)
 	if err != nil {
+		b.unusableLease(service, req, err)
 		allocationFailuresTotal.WithLabelValues(failureReason(err)).Inc()
 		b.logTaken(service, err)
 		b.warnControlPlaneRequest(service, err)
@@ -451,6 +469,7 @@ func (b *Balancer) report(svc *v1.Service, before, after ipam.Allocation) {
 	for _, w := range after.Warnings {
 		b.recorder.Event(svc, v1.EventTypeWarning, ReasonFamilyNotServed, w+"; IronLB adds it as soon as a pool can serve it")
 	}
+	b.releaseLeases(before, after)
 }
 
 // UpdateLoadBalancer is called when the cluster's nodes change. Addresses do

@@ -16,6 +16,7 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
+	"github.com/ironlb/ironlb/loadbalancer/dhcplease"
 	"github.com/ironlb/ironlb/loadbalancer/kubeadm"
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 	"github.com/ironlb/ironlb/loadbalancer/planner"
@@ -68,8 +69,10 @@ type Components struct {
 	Planner   *planner.Planner
 	Speakers  *speakers.Manager
 	Peers     *bgppeers.Controller
-	Term      *term.Term
-	Bundle    *pki.Bundle
+	// Leases keeps the leases of DHCP-backed pools' addresses.
+	Leases *dhcplease.Manager
+	Term   *term.Term
+	Bundle *pki.Bundle
 	// KubeadmConfig follows kube-system/kubeadm-config.
 	KubeadmConfig *kubeadm.Watcher
 	// Classes serves the Services of IronLB's loadBalancerClass (made by
@@ -146,7 +149,8 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the BGPPeer controller: %w", err)
 	}
-	balOpts := []Option{WithClient(cfg.Client), WithControlPlaneVIPs(cfg.ControlPlaneVIPs), WithClass(cfg.Class)}
+	leases := dhcplease.New(sp)
+	balOpts := []Option{WithClient(cfg.Client), WithControlPlaneVIPs(cfg.ControlPlaneVIPs), WithClass(cfg.Class), WithLeases(leases)}
 	var bal *Balancer // set before the watcher runs (Run)
 	kubeadmConfig, err := kubeadm.NewWatcher(cfg.Client, func(vip netip.Addr) {
 		var vips []netip.Addr
@@ -166,7 +170,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	pl := planner.New(alloc, pools, sp, plOpts)
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{
-		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Term: t, Bundle: bundle,
+		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Leases: leases, Term: t, Bundle: bundle,
 		KubeadmConfig: kubeadmConfig, ctx: ctx, client: cfg.Client, lease: cfg.Lease,
 		class: cfg.Class, classWorkers: cfg.ClassWorkers, classClient: cmp.Or(cfg.ClassClient, cfg.Client),
 	}, nil
@@ -187,6 +191,7 @@ func (c *Components) Run() {
 	go c.KubeadmConfig.Run(c.ctx)
 	go c.Pools.Run(c.ctx)
 	go c.Peers.Run(c.ctx)
+	go c.Leases.Run(c.ctx)
 	go c.Planner.Run(c.ctx)
 	go c.Classes.Run(c.ctx)
 	go func() {

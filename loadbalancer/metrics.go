@@ -17,7 +17,7 @@ var (
 	}, []string{"pool"})
 	allocationFailuresTotal = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "ironlb", Name: "allocation_failures_total",
-		Help:           "EnsureLoadBalancer calls that could not give a Service its addresses, by reason (no_pools, exhausted, conflict, no_pool, unknown_namespace, invalid, other).",
+		Help:           "EnsureLoadBalancer calls that could not give a Service its addresses, by reason (no_pools, exhausted, conflict, no_pool, unknown_namespace, invalid, dhcp: no lease from a DHCP-backed pool's server yet, other).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"reason"})
 	restoreConflictsTotal = metrics.NewCounter(&metrics.CounterOpts{

@@ -57,6 +57,9 @@ func (a *Agent) capabilities() []string {
 	if a.dataPlane != nil {
 		c = append(c, speakerv1.CapabilityDataPlane)
 	}
+	if a.dhcp != nil {
+		c = append(c, speakerv1.CapabilityDHCP)
+	}
 	return c
 }
 
@@ -80,6 +83,7 @@ type Agent struct {
 	creds      Credentials // nil: no enrollment (tests)
 	now        func() time.Time
 	dataPlane  *DataPlaneHealth // nil: not checked
+	dhcp       *dhcpRunner      // nil: runs no DHCP exchanges (dhcpexchange.go)
 	yieldKick  chan struct{}    // wakes the timers goroutine (see timers)
 	probeMin   time.Duration    // first re-probe of a VIP in CONFLICT
 	probeMax   time.Duration    // longest wait between its probes

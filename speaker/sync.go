@@ -199,6 +199,9 @@ func (a *Agent) handle(id uint64, in *speakerv1.Instruction, rp *reporter, answe
 		r.Enrollment = a.enrollment()
 		instructionsTotal.WithLabelValues("attest", resultOfAttest(r.Enrollment)).Inc()
 		return rp.send(r)
+	case *speakerv1.Instruction_Dhcp:
+		// Runs on its own; bounded in time (its timeout) and number.
+		return a.handleDHCP(context.Background(), id, k.Dhcp, rp)
 	case *speakerv1.Instruction_Update:
 		if err := a.applyUpdate(id, k.Update); err != nil {
 			instructionsTotal.WithLabelValues("update", resultOf(err)).Inc()

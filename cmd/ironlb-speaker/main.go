@@ -32,6 +32,7 @@ import (
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/speaker"
 	"github.com/ironlb/ironlb/speaker/bgp"
+	"github.com/ironlb/ironlb/speaker/dhcp"
 	"github.com/ironlb/ironlb/speaker/guard"
 )
 
@@ -155,7 +156,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("preparing TLS: %w", err)
 	}
-	agentOpts := []speaker.Option{speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed), speaker.WithCredentials(creds)}
+	agentOpts := []speaker.Option{speaker.WithBGP(bgp.NewSpeaker(log.WithName("bgp"))), speaker.WithAllowedPrefixes(allowed), speaker.WithCredentials(creds),
+		speaker.WithDHCP(openDHCP)}
 	var dataPlane *speaker.DataPlaneHealth
 	if o.kubeProxyHealthz != "" {
 		dataPlane = speaker.NewDataPlaneHealth(o.kubeProxyHealthz, log.WithName("data-plane"))
@@ -230,4 +232,10 @@ func run(ctx context.Context, o options) error {
 		_ = hs.Close()
 	}
 	return err
+}
+
+// openDHCP opens the DHCP client of an interface: a packet socket, so that
+// the node's own DHCP client keeps port 68 (CAP_NET_RAW, as for ARP).
+func openDHCP(ifi *net.Interface) (speaker.DHCPClient, error) {
+	return dhcp.Listen(ifi)
 }
