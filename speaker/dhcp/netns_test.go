@@ -190,7 +190,7 @@ func (r *rig) startDnsmasq(t *testing.T) *server {
 		"--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface="+r.server.Interface,
 		"--bind-interfaces", "--dhcp-range=192.0.2.100,192.0.2.102,2m",
 		"--dhcp-leasefile="+leases, "--dhcp-authoritative", "--pid-file="+filepath.Join(r.dir, "dnsmasq.pid"),
-		"--log-dhcp", "--log-facility=-")
+		"--log-dhcp", "--log-facility=-", "--no-ping")
 	s.leases = leases
 	return s
 }
@@ -333,6 +333,21 @@ func TestKeaAcquireRenewRelease(t *testing.T) {
 	waitFor(t, 5*time.Second, "the release in Kea's file", func() (bool, string) {
 		m, err := keaLeases(kea.leases)
 		return err == nil && m[l.Addr].valid == 0, fmt.Sprint(m[l.Addr], err)
+	})
+
+	// Decline: Kea marks the address declined (state 1) for its probation
+	// period (decline-probation-period, 24 h by default).
+	dreq := Request{ClientID: clientID("svc-decline")}
+	dl, err := c.Acquire(ctxT(t, 10*time.Second), dreq)
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if err := c.Decline(ctxT(t, time.Second), dreq, dl); err != nil {
+		t.Fatalf("Decline: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the declined lease in Kea's file", func() (bool, string) {
+		m, err := keaLeases(kea.leases)
+		return err == nil && m[dl.Addr].state == "1", fmt.Sprint(m[dl.Addr], err)
 	})
 
 	// After a release, an INIT-REBOOT of a non-authoritative Kea for an
@@ -568,6 +583,27 @@ func TestDnsmasq(t *testing.T) {
 		t.Errorf("Renew of another client's address: %v, want ErrNAK", err)
 	}
 	t.Log(err)
+
+	// An INIT-REBOOT for a free address by a client without a lease.
+	var third netip.Addr
+	for _, a := range []string{"192.0.2.100", "192.0.2.101", "192.0.2.102"} {
+		if x := netip.MustParseAddr(a); x != l.Addr && x != free {
+			third = x
+		}
+	}
+	le, err := c1.Renew(ctxT(t, 3*time.Second), Request{ClientID: clientID("svc-e"), Requested: third})
+	// dnsmasq, authoritative, ACKs it (Kea NAKs).
+	if err != nil || le.Addr != third {
+		t.Errorf("INIT-REBOOT of free %v by an unknown client: %+v, %v; want an ACK", third, le, err)
+	}
+	// Decline: dnsmasq drops the lease.
+	if err := c1.Decline(ctxT(t, time.Second), Request{ClientID: clientID("svc-e")}, le); err != nil {
+		t.Fatalf("Decline: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the declined lease gone from dnsmasq's file", func() (bool, string) {
+		b, _ := os.ReadFile(dm.leases)
+		return !strings.Contains(string(b), " "+third.String()+" "), string(b)
+	})
 
 	// Release: the line goes.
 	if err := c2.Release(ctxT(t, time.Second), req, rl); err != nil {
