@@ -185,7 +185,11 @@ func parseMessage(b []byte, wantOp uint8) (*message, error) {
 			default:
 				// Concatenated as RFC 3396 says; the total is bounded by
 				// maxMsgLen.
-				m.Options[code] = append(m.Options[code], v...)
+				prev, ok := m.Options[code]
+				if !ok {
+					prev = []byte{} // present, even if empty
+				}
+				m.Options[code] = append(prev, v...)
 			}
 			i += 2 + n
 		}
