@@ -146,7 +146,8 @@ func WithMaxExchanges(n int) Option {
 // WithRetransmit sets the retransmission schedule: the first wait is
 // initial, each next one doubles up to maxWait, and a message is sent at
 // most attempts times (0: until the context ends) before ErrNoAnswer.
-// The default is 1 s doubling to 16 s, 6 attempts (63 s).
+// The default is 1 s doubling up to 64 s (RFC 2131's maximum), for as long
+// as the context lives: give every call a deadline.
 func WithRetransmit(initial, maxWait time.Duration, attempts int) Option {
 	return func(c *Client) {
 		if initial > 0 {
@@ -204,8 +205,8 @@ func New(ifi *net.Interface, conn net.PacketConn, opts ...Option) *Client {
 		conn:         conn,
 		maxExchanges: 256,
 		initialWait:  time.Second,
-		maxWait:      16 * time.Second,
-		attempts:     6,
+		maxWait:      64 * time.Second,
+		attempts:     0,
 		exchanges:    make(map[uint32]*exchange),
 		done:         make(chan struct{}),
 	}

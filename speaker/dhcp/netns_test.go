@@ -97,13 +97,16 @@ type server struct {
 	cmd    *exec.Cmd
 	log    string // path of its output
 	leases string // path of its lease file
+	once   sync.Once
 }
 
-// stop kills the server and waits for it.
-func (s *server) stop(t *testing.T) {
-	t.Helper()
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	_ = s.cmd.Wait()
+// stop kills the server (its process group) and reaps it; tests stop
+// their servers at cleanup.
+func (s *server) stop() {
+	s.once.Do(func() {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		_ = s.cmd.Wait()
+	})
 }
 
 // start runs cmd in the server host, output to log, and waits until log
@@ -128,6 +131,7 @@ func (r *rig) start(t *testing.T, name, ready string, env []string, args ...stri
 	if err := r.server.Start(s.cmd); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.stop)
 	waitFor(t, 10*time.Second, name+" ready", func() (bool, string) {
 		b, _ := os.ReadFile(s.log)
 		return strings.Contains(string(b), ready), string(b)
@@ -436,7 +440,7 @@ func TestKeaServerDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Acquire: %v", err)
 	}
-	kea.stop(t)
+	kea.stop()
 	req.Requested = l.Addr
 	start := time.Now()
 	_, err = c.Renew(ctxT(t, 30*time.Second), req)
