@@ -107,11 +107,15 @@ proto: $(TOOLS_BIN)/protoc-gen-go $(TOOLS_BIN)/protoc-gen-go-grpc ## Regenerate 
 
 # System packages the rig needs: iproute2 (network namespaces, veth,
 # bridges) and FRR, the router of the BGP tests (Debian's frr package;
-# its service is not started: tests run their own FRR in namespaces).
+# its service is not started: tests run their own FRR in namespaces), and
+# the DHCP servers of speaker/dhcp's tests, Kea and dnsmasq (their
+# services are not started either: the tests run their own in namespaces).
 .PHONY: deps
 deps:
 	@command -v ip >/dev/null || { apt-get update && apt-get install -y iproute2; }
 	@test -x /usr/lib/frr/bgpd || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends frr; }
+	@command -v kea-dhcp4 >/dev/null && command -v dnsmasq >/dev/null || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kea-dhcp4-server dnsmasq-base; }
 
 .PHONY: demo
 demo: deps controlplane ## Run IronLB on a local control plane (ONCE=1: exit after the steps).
