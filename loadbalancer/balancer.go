@@ -87,8 +87,9 @@ type Balancer struct {
 	class lbclass.Policy
 	// leases keeps the leases of DHCP-backed pools' addresses, and
 	// leaseQueue the Services that lost theirs (dhcp.go).
-	leases     *dhcplease.Manager
-	leaseQueue workqueue.TypedDelayingInterface[string]
+	leases       *dhcplease.Manager
+	leaseQueue   workqueue.TypedDelayingInterface[string]
+	declineQueue workqueue.TypedInterface[netip.Addr]
 
 	mu sync.Mutex
 	// cpVIPs are the control-plane VIPs by source (controlplane.go).
@@ -128,19 +129,20 @@ func WithClass(p lbclass.Policy) Option { return func(b *Balancer) { b.class = p
 // call before Run has restored existing allocations.
 func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder, opts ...Option) *Balancer {
 	b := &Balancer{
-		alloc:       alloc,
-		pools:       pools,
-		recorder:    recorder,
-		ready:       make(chan struct{}),
-		retry:       3 * time.Second,
-		log:         klog.Background().WithName("loadbalancer"),
-		dualStack:   workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
-		policy:      newPolicyState(),
-		policyQueue: newPolicyQueue(),
-		cpQueue:     newControlPlaneQueue(),
-		leaseQueue:  newLeaseQueue(),
-		cpVIPs:      map[string][]netip.Addr{},
-		foreign:     map[string][]netip.Addr{},
+		alloc:        alloc,
+		pools:        pools,
+		recorder:     recorder,
+		ready:        make(chan struct{}),
+		retry:        3 * time.Second,
+		log:          klog.Background().WithName("loadbalancer"),
+		dualStack:    workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "ironlb-dualstack"}),
+		policy:       newPolicyState(),
+		policyQueue:  newPolicyQueue(),
+		cpQueue:      newControlPlaneQueue(),
+		leaseQueue:   newLeaseQueue(),
+		declineQueue: newDeclineQueue(),
+		cpVIPs:       map[string][]netip.Addr{},
+		foreign:      map[string][]netip.Addr{},
 	}
 	for _, o := range opts {
 		o(b)
@@ -255,6 +257,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 	defer b.dualStack.ShutDown()
 	defer b.policyQueue.ShutDown()
 	defer b.leaseQueue.ShutDown()
+	defer b.declineQueue.ShutDown()
 	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
 		return fmt.Errorf("waiting for caches: %w", ctx.Err())
 	}
@@ -278,10 +281,12 @@ func (b *Balancer) Run(ctx context.Context) error {
 	go b.runPolicy(ctx)
 	go b.runControlPlane(ctx)
 	go b.runLeaseQueue(ctx)
+	go b.runDeclines()
 	go func() {
 		<-ctx.Done()
 		b.dualStack.ShutDown()
 		b.leaseQueue.ShutDown()
+		b.declineQueue.ShutDown()
 	}()
 	b.completeDualStack(ctx)
 	return nil

@@ -167,6 +167,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	plOpts := cfg.Planner
 	plOpts.Client, plOpts.Recorder, plOpts.Ready, plOpts.Peers = cfg.Client, cfg.Recorder, bal.Ready, peers
 	plOpts.Class = cfg.Class
+	plOpts.AddressInUse = bal.AddressInUse
 	pl := planner.New(alloc, pools, sp, plOpts)
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{

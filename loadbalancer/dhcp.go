@@ -38,6 +38,10 @@ const (
 	// ReasonDHCPLeaseLost: the server refused to renew the lease, or it
 	// expired unanswered: the address was withdrawn.
 	ReasonDHCPLeaseLost = "DHCPLeaseLost"
+	// ReasonDHCPAddressDeclined: a speaker found the leased address in use
+	// by another host; IronLB declined it (RFC 2131's DHCPDECLINE) and
+	// leases another.
+	ReasonDHCPAddressDeclined = "DHCPAddressDeclined"
 )
 
 // WithLeases has the Balancer lease the addresses of DHCP-backed pools
@@ -204,10 +208,15 @@ func (b *Balancer) adoptLeases() {
 	}
 }
 
-// leaseLost withdraws the address of a lease the server took back: every
-// Service holding it loses it (Warning Event, status cleared) and is
-// queued to lease again.
+// leaseLost withdraws the address of a lease the server took back.
 func (b *Balancer) leaseLost(l dhcplease.Lease, err error) {
+	b.withdrawLeased(l, ReasonDHCPLeaseLost, fmt.Sprintf("Withdrew %s: %v; IronLB asks the DHCP server of IPPool %s for an address again", l.Addr, err, l.Pool))
+}
+
+// withdrawLeased takes the address of lease l from every Service holding
+// it (a Warning Event with reason and msg; the planner withdraws it) and
+// queues them to lease again; leaseAgain writes their status.
+func (b *Balancer) withdrawLeased(l dhcplease.Lease, reason, msg string) {
 	h, ok := b.alloc.Holder(l.Addr)
 	if !ok {
 		return
@@ -223,12 +232,47 @@ func (b *Balancer) leaseLost(l dhcplease.Lease, err error) {
 		}
 		before, _ := b.alloc.Lookup(string(svc.UID))
 		b.alloc.Release(string(svc.UID))
-		b.log.Info("Withdrew a Service's address: its DHCP lease ended", "service", klog.KObj(svc), "address", l.Addr, "err", err)
-		b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonDHCPLeaseLost,
-			"Withdrew %s: %v; IronLB asks the DHCP server of IPPool %s for an address again", l.Addr, err, l.Pool)
+		b.log.Info("Withdrew a Service's leased address", "service", klog.KObj(svc), "address", l.Addr, "reason", reason)
+		b.recorder.Event(svc, v1.EventTypeWarning, reason, msg)
 		b.pools.Touch(before.Pools...)
 		b.changed(svc)
 		b.leaseQueue.Add(name)
+	}
+}
+
+// AddressInUse is told (by the planner, under its lock: it only queues)
+// of a VIP a speaker found in use by another host. A leased one is
+// declined and replaced (runDeclines).
+func (b *Balancer) AddressInUse(addr netip.Addr) {
+	if b.leases == nil {
+		return
+	}
+	if _, ok := b.leases.ByAddr(addr); ok {
+		b.declineQueue.Add(addr)
+	}
+}
+
+// declineTimeout bounds one decline.
+const declineTimeout = 30 * time.Second
+
+// runDeclines declines the leased addresses found in use by another host
+// and gives their Services another, until the queue shuts down.
+func (b *Balancer) runDeclines() {
+	for {
+		addr, quit := b.declineQueue.Get()
+		if quit {
+			return
+		}
+		if l, ok := b.leases.ByAddr(addr); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), declineTimeout)
+			if err := b.leases.Decline(ctx, l.ClientID); err != nil {
+				b.log.Info("Could not decline a leased address in use by another host; leasing another anyway", "address", addr, "err", err)
+			}
+			cancel()
+			b.withdrawLeased(l, ReasonDHCPAddressDeclined, fmt.Sprintf(
+				"%s, leased from the DHCP server of IPPool %s, is in use by another host on the LAN: IronLB declined it and asks the server for another address", addr, l.Pool))
+		}
+		b.declineQueue.Done(addr)
 	}
 }
 
@@ -270,6 +314,10 @@ func (b *Balancer) leaseAgain(ctx context.Context, key string) error {
 		return fmt.Errorf("writing the status of %s: %w", key, err)
 	}
 	return ensureErr
+}
+
+func newDeclineQueue() workqueue.TypedInterface[netip.Addr] {
+	return workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[netip.Addr]{Name: "ironlb-dhcp-declines"})
 }
 
 func newLeaseQueue() workqueue.TypedDelayingInterface[string] {

@@ -176,6 +176,42 @@ func (m *Manager) Release(ctx context.Context, clientID string) {
 	m.log.Info("Released DHCP lease", "holder", l.Name, "address", l.Addr, "server", l.Server)
 }
 
+// ByAddr returns the lease of addr.
+func (m *Manager) ByAddr(addr netip.Addr) (Lease, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.leases {
+		if l.Addr == addr {
+			return *l, true
+		}
+	}
+	return Lease{}, false
+}
+
+// Decline tells the server that the address of the lease held under
+// clientID is in use by another host (RFC 2131's DHCPDECLINE: it sets the
+// address aside) and forgets the lease; the client's next Acquire gets
+// another address.
+func (m *Manager) Decline(ctx context.Context, clientID string) error {
+	m.mu.Lock()
+	l, ok := m.leases[clientID]
+	delete(m.leases, clientID)
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	ex := &speakerv1.DHCPExchange{Op: speakerv1.DHCPExchange_DECLINE, ClientId: clientOption(clientID), Interface: l.Interface,
+		Address: l.Addr.String(), ServerMac: l.ServerMAC}
+	if l.Server.IsValid() {
+		ex.Server = l.Server.String()
+	}
+	if _, _, err := m.run(ctx, clientID, ex); err != nil {
+		return fmt.Errorf("declining %s for %s: %w", l.Addr, l.Name, err)
+	}
+	m.log.Info("Declined a leased address another host uses", "holder", l.Name, "address", l.Addr, "server", l.Server)
+	return nil
+}
+
 // clientOption is the value of option 61 for id: type 0 (not a hardware
 // address), then id.
 func clientOption(id string) []byte { return append([]byte{0}, id...) }

@@ -69,6 +69,9 @@ func (p *Planner) watchLANLocked(v *vip, w *world, node string) (reprobe bool) {
 			p.event(v, v1.EventTypeWarning, ReasonAddressInUse, fmt.Sprintf(
 				"%s is in use by another host on the LAN (MAC %s, seen by node %s); IronLB does not announce it while that host answers for it. The Service keeps the address; free it or change the IPPool",
 				v.addr, mac, node))
+			if p.opts.AddressInUse != nil {
+				p.opts.AddressInUse(v.addr)
+			}
 		case v.inUse != mac || v.inUseNode != node:
 			p.log.V(2).Info("VIP still in use on the LAN", "address", v.addr, "node", node, "mac", mac)
 		}

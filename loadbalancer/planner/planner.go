@@ -108,6 +108,10 @@ type Options struct {
 	// Class says which Services are IronLB's (by loadBalancerClass); the
 	// zero value serves class-less Services and ironlb.dev/ironlb.
 	Class lbclass.Policy
+	// AddressInUse, when set, is told of a VIP a speaker found in use by
+	// another host on the LAN (once per episode). It is called with the
+	// planner's lock held: it must only queue work.
+	AddressInUse func(netip.Addr)
 }
 
 // Peers tells which BGP peers each node holds a session with.
