@@ -149,6 +149,7 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 	}
 	if b.leases != nil {
 		b.leases.OnLost(b.leaseLost)
+		b.leases.InUse(func(l dhcplease.Lease) bool { return b.alloc.Holds(l.Addr) })
 	}
 	pools.OnChange(func(pool string) {
 		b.dualStack.Add(dualStackKey)

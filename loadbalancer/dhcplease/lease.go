@@ -51,6 +51,9 @@ type Lease struct {
 	Granted, Expires, RenewAt time.Time
 	// Node is the speaker that last ran an exchange for it.
 	Node string
+	// adopted is when the lease was adopted, while no server has
+	// confirmed it (Expires unknown).
+	adopted time.Time
 }
 
 // Errors, told apart with errors.Is.

@@ -50,15 +50,24 @@ type Manager struct {
 
 	mu     sync.Mutex
 	leases map[string]*Lease // by client id
+	// flights are the acquisitions under way or not yet taken in, by
+	// client id, and poolAnswered whether each pool's last acquisition
+	// got an answer (flight.go).
+	flights      map[string]*flight
+	poolAnswered map[string]bool
 	// onLost is called (without locks) when a lease ends against
 	// IronLB's will: refused at a renewal, or expired.
 	onLost func(Lease, error)
-	wake   chan struct{}
+	// inUse says whether a lease's address is still wanted (held by a
+	// Service); nil: every lease is.
+	inUse func(Lease) bool
+	wake  chan struct{}
 }
 
 // New returns a Manager that runs exchanges through ex.
 func New(ex Exchanger) *Manager {
-	m := &Manager{ex: ex, log: klog.Background().WithName("dhcp"), now: time.Now, leases: map[string]*Lease{}, wake: make(chan struct{}, 1)}
+	m := &Manager{ex: ex, log: klog.Background().WithName("dhcp"), now: time.Now, leases: map[string]*Lease{}, wake: make(chan struct{}, 1),
+		flights: map[string]*flight{}, poolAnswered: map[string]bool{}}
 	managerMetrics.Set(m.collect)
 	return m
 }
@@ -70,6 +79,20 @@ func (m *Manager) OnLost(fn func(Lease, error)) {
 	defer m.mu.Unlock()
 	m.onLost = fn
 }
+
+// InUse sets the function that tells whether a lease is still wanted: a
+// lease granted over unusedGrace ago that no Service holds (its Service
+// was deleted while its lease was being asked for) is released at its
+// next renewal instead of renewed.
+func (m *Manager) InUse(fn func(Lease) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.inUse = fn
+}
+
+// unusedGrace is how long a new lease may wait for its Service to take
+// it before it counts as unused.
+const unusedGrace = time.Minute
 
 // Get returns the lease held under clientID.
 func (m *Manager) Get(clientID string) (Lease, bool) {
@@ -101,18 +124,7 @@ type Want struct {
 	Requested netip.Addr
 }
 
-// Acquire returns the lease held under w.ClientID, or leases an address
-// from the server for it. With w.Requested set, an offer of another
-// address fails with a *NotRequestedError and nothing is leased.
-func (m *Manager) Acquire(ctx context.Context, w Want) (Lease, error) {
-	if l, ok := m.Get(w.ClientID); ok {
-		return l, nil
-	}
-	l, err := m.acquire(ctx, w)
-	acquisitionsTotal.WithLabelValues(resultOf(err)).Inc()
-	return l, err
-}
-
+// acquire runs one acquisition for w and keeps the lease it gets.
 func (m *Manager) acquire(ctx context.Context, w Want) (Lease, error) {
 	ex := &speakerv1.DHCPExchange{Op: speakerv1.DHCPExchange_ACQUIRE, ClientId: clientOption(w.ClientID), Interface: w.Interface}
 	if w.Requested.IsValid() {
@@ -148,7 +160,8 @@ func (m *Manager) Adopt(l Lease) {
 	if _, ok := m.leases[l.ClientID]; ok {
 		return
 	}
-	l.RenewAt = m.now().Add(adoptedRenew)
+	l.adopted = m.now()
+	l.RenewAt = l.adopted.Add(adoptedRenew)
 	m.leases[l.ClientID] = &l
 	m.poke()
 }

@@ -50,6 +50,7 @@ func (m *Manager) nextDue() (string, bool, time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
+	m.sweepFlightsLocked(now)
 	next := now.Add(time.Hour)
 	for id, l := range m.leases {
 		if !l.RenewAt.After(now) {
@@ -71,7 +72,13 @@ func (m *Manager) renew(ctx context.Context, id string) {
 		return
 	}
 	cur := *l
+	inUse := m.inUse
 	m.mu.Unlock()
+	if inUse != nil && m.now().Sub(cur.Granted) > unusedGrace && !inUse(cur) {
+		m.log.Info("Releasing a DHCP lease no Service holds", "holder", cur.Name, "address", cur.Addr)
+		m.Release(ctx, id)
+		return
+	}
 	renewalsTotal.WithLabelValues("sent").Inc()
 	ex := &speakerv1.DHCPExchange{Op: speakerv1.DHCPExchange_RENEW, ClientId: clientOption(id), Interface: cur.Interface, Address: cur.Addr.String()}
 	res, node, err := m.run(ctx, id, ex)
@@ -96,7 +103,11 @@ func (m *Manager) renew(ctx context.Context, id string) {
 		// Try again: after half the time left (RFC 2131's rebinding
 		// spirit), within [minRenew, maxRetry].
 		renewalsTotal.WithLabelValues("unanswered").Inc()
-		wait := maxRetry
+		// A lease adopted at a start has no known expiry: it may end
+		// any moment (the speakers often connect after the first
+		// try), so retry after as long as it has gone unconfirmed,
+		// doubling from minRenew.
+		wait := min(max(now.Sub(cur.adopted), minRenew), maxRetry)
 		if !cur.Expires.IsZero() {
 			wait = min(max(cur.Expires.Sub(now)/2, minRenew), maxRetry)
 		}
