@@ -86,6 +86,17 @@ type IPPoolSpec struct {
 	//
 	// +optional
 	BGP *BGP `json:"bgp,omitempty"`
+
+	// ClusterAPI, when present, lets Cluster API IPAddressClaims (group
+	// ipam.cluster.x-k8s.io) whose spec.poolRef names this pool (apiGroup
+	// ironlb.dev, kind IPPool) take machine addresses from it, with the
+	// same accounting as Service addresses: no address is ever held by a
+	// machine and a Service at once. serviceAllocation applies to a
+	// claim's namespace as to a Service's. Absent: claims naming the pool
+	// are refused (Ready=False, reason PoolNotEnabled).
+	//
+	// +optional
+	ClusterAPI *ClusterAPI `json:"clusterAPI,omitempty"`
 }
 
 // Layer2 configures layer-2 announcement. For each address exactly one
@@ -201,6 +212,29 @@ type AddressCounts struct {
 	Used int64 `json:"used"`
 	// Free is Total minus Used.
 	Free string `json:"free"`
+}
+
+// ClusterAPI says how a pool answers Cluster API IPAddressClaims. A claim
+// has no family: it gets an IPv4 address when the pool has IPv4 addresses,
+// else an IPv6 one.
+type ClusterAPI struct {
+	// Prefix is the prefix length of the machines' network, written to
+	// each IPAddress's spec.prefix (e.g. 24). Required: a pool's ranges do
+	// not say how large the machines' subnet is. At most 32 when the pool
+	// has IPv4 addresses.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	Prefix int32 `json:"prefix"`
+
+	// Gateway is the machines' default gateway, written to each
+	// IPAddress's spec.gateway; of the family claims get (IPv4 when the
+	// pool has IPv4 addresses). Never handed out to a claim or a Service.
+	//
+	// +kubebuilder:validation:MaxLength=39
+	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip.isCanonical(self)",message="gateway must be an IP address in canonical form"
+	// +optional
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // Condition types and reasons of IPPool.
