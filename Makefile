@@ -144,6 +144,8 @@ bench: deps controlplane cluster-tools ## Allocator, speaker and CCM micro-bench
 	$(GO) test -run='^$$' -bench=BenchmarkBGPUpdate -benchmem -count=$(BENCH_COUNT) ./speaker/ >> $(CACHE)/bench-ipam.txt
 	$(GO) test -run='^$$' -bench=BenchmarkAddrSetPatch -benchmem -count=$(BENCH_COUNT) ./loadbalancer/speakers/ >> $(CACHE)/bench-ipam.txt
 	$(GO) run ./test/bench -gobench $(CACHE)/bench-ipam.txt
+	@# Cluster API claims on a real API server: 100 IPAddressClaims to 100 IPAddresses.
+	$(GO) test -run='^$$' -bench=BenchmarkClaims -benchtime=1x -count=1 ./loadbalancer/capiipam/ | grep '^BENCH '
 
 # The scale figures (test/scalerig: the shipped CCM and a standby, simulated
 # speakers, half the Services layer 2 and half BGP) at each point of

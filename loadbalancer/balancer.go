@@ -90,6 +90,9 @@ type Balancer struct {
 	leases       *dhcplease.Manager
 	leaseQueue   workqueue.TypedDelayingInterface[string]
 	declineQueue workqueue.TypedInterface[netip.Addr]
+	// restorers rebuild other owners' allocations (Cluster API claims)
+	// after the Services' and before any call is answered.
+	restorers []Restorer
 
 	mu sync.Mutex
 	// cpVIPs are the control-plane VIPs by source (controlplane.go).
@@ -124,6 +127,21 @@ func WithClient(c kubernetes.Interface) Option { return func(b *Balancer) { b.cl
 // WithClass sets which Services are IronLB's by their loadBalancerClass
 // (default: class-less ones and ironlb.dev/ironlb).
 func WithClass(p lbclass.Policy) Option { return func(b *Balancer) { b.class = p } }
+
+// Restorer rebuilds, from the API server, the allocations of owners that
+// are not Services (Cluster API IPAddressClaims). It runs once in Run,
+// after the Services' allocations are restored (a Service keeps its
+// address over any other owner) and before the Balancer answers any call.
+// It returns only when the allocations are rebuilt, or with an error
+// that stops Run: the Balancer then answers nothing rather than hand out
+// an address another owner holds.
+type Restorer func(ctx context.Context) error
+
+// WithRestorer adds r to the restorers Run calls before it lets calls
+// through.
+func WithRestorer(r Restorer) Option {
+	return func(b *Balancer) { b.restorers = append(b.restorers, r) }
+}
 
 // New returns a Balancer handing out addresses from alloc. It answers no
 // call before Run has restored existing allocations.
@@ -267,6 +285,11 @@ func (b *Balancer) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, r := range b.restorers {
+		if err := r(ctx); err != nil {
+			return fmt.Errorf("restoring allocations besides the Services': %w", err)
+		}
+	}
 	b.reserveNodeAddresses()
 	b.waitControlPlaneSources(ctx)
 	b.reserveControlPlane()
@@ -292,6 +315,11 @@ func (b *Balancer) Run(ctx context.Context) error {
 	b.completeDualStack(ctx)
 	return nil
 }
+
+// Restored is closed once allocations have been restored and the
+// Balancer answers calls: other allocators of addresses (Cluster API
+// claims) wait for it too.
+func (b *Balancer) Restored() <-chan struct{} { return b.ready }
 
 // Ready reports whether allocations have been restored.
 func (b *Balancer) Ready() bool {

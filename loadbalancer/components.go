@@ -16,6 +16,7 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
 	"github.com/ironlb/ironlb/loadbalancer/bgppeers"
+	"github.com/ironlb/ironlb/loadbalancer/capiipam"
 	"github.com/ironlb/ironlb/loadbalancer/dhcplease"
 	"github.com/ironlb/ironlb/loadbalancer/kubeadm"
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
@@ -78,6 +79,9 @@ type Components struct {
 	// Classes serves the Services of IronLB's loadBalancerClass (made by
 	// SetInformers).
 	Classes *lbclass.Controller
+	// Claims answers Cluster API IPAddressClaims naming IronLB IPPools
+	// (once Cluster API's IPAM CRDs are installed).
+	Claims *capiipam.Controller
 
 	class        lbclass.Policy
 	classWorkers int
@@ -163,6 +167,10 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 		return nil, fmt.Errorf("watching kube-system/kubeadm-config: %w", err)
 	}
 	balOpts = append(balOpts, WithControlPlaneSource(kubeadmConfig.HasSynced))
+	// Machines' addresses come from the same allocator: restored right
+	// after the Services', before any call is answered.
+	claims := capiipam.New(cfg.Dynamic, cfg.Client.Discovery(), alloc, pools, cfg.Recorder, capiipam.Options{})
+	balOpts = append(balOpts, WithRestorer(claims.Restore))
 	bal = New(alloc, pools, cfg.Recorder, balOpts...)
 	plOpts := cfg.Planner
 	plOpts.Client, plOpts.Recorder, plOpts.Ready, plOpts.Peers = cfg.Client, cfg.Recorder, bal.Ready, peers
@@ -172,7 +180,7 @@ func NewComponents(ctx context.Context, cfg Config) (*Components, error) {
 	bal.OnChange(pl.ServiceChanged)
 	return &Components{
 		Allocator: alloc, Pools: pools, Balancer: bal, Planner: pl, Speakers: sp, Peers: peers, Leases: leases, Term: t, Bundle: bundle,
-		KubeadmConfig: kubeadmConfig, ctx: ctx, client: cfg.Client, lease: cfg.Lease,
+		KubeadmConfig: kubeadmConfig, Claims: claims, ctx: ctx, client: cfg.Client, lease: cfg.Lease,
 		class: cfg.Class, classWorkers: cfg.ClassWorkers, classClient: cmp.Or(cfg.ClassClient, cfg.Client),
 	}, nil
 }
@@ -184,6 +192,7 @@ func (c *Components) SetInformers(factory informers.SharedInformerFactory) {
 	c.Classes = lbclass.New(c.class, c.Balancer, c.classClient, factory, c.classWorkers)
 	c.Planner.SetInformers(factory)
 	c.Peers.SetNodeInformer(factory)
+	c.Claims.SetInformers(factory)
 }
 
 // Run starts every component; they stop when this CCM stops leading.
@@ -195,6 +204,7 @@ func (c *Components) Run() {
 	go c.Leases.Run(c.ctx)
 	go c.Planner.Run(c.ctx)
 	go c.Classes.Run(c.ctx)
+	go c.Claims.Run(c.ctx, c.Balancer.Restored())
 	go func() {
 		if err := c.Balancer.Run(c.ctx); err != nil {
 			klog.ErrorS(err, "Load balancer did not start")

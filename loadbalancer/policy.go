@@ -116,7 +116,9 @@ func (b *Balancer) processPolicy(key string) error {
 	case strings.HasPrefix(key, policyPool):
 		pool := strings.TrimPrefix(key, policyPool)
 		for _, o := range b.alloc.OwnersIn(pool) {
-			if strings.Contains(o.Name, "/") { // a Service, not a Node's reservation
+			// A Service ("namespace/name"), not a Node's reservation
+			// ("Node a") nor a Cluster API claim ("IPAddressClaim ns/name").
+			if strings.Contains(o.Name, "/") && !strings.Contains(o.Name, " ") {
 				b.policyQueue.Add(policyService + o.Name)
 			}
 		}

@@ -32,6 +32,7 @@ type IPPool struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.bgp) || !has(self.bgp.advertisements) || self.bgp.advertisements.all(adv, !has(adv.aggregationLengthV6) || self.addresses.all(a, !isCIDR(a) || cidr(a).ip().family() != 6 || cidr(a).prefixLength() <= adv.aggregationLengthV6))",message="bgp.advertisements: aggregationLengthV6 is shorter than one of the pool's IPv6 CIDRs: the aggregate would cover addresses outside the pool"
 // +kubebuilder:validation:XValidation:rule="!has(self.dhcp) || (has(self.autoAssign) && !self.autoAssign)",message="dhcp: a pool of addresses leased from DHCP must set autoAssign: false; Services name it (the ironlb.dev/pool annotation)"
 // +kubebuilder:validation:XValidation:rule="!has(self.dhcp) || self.addresses.all(a, !a.contains(':'))",message="dhcp: DHCP leases IPv4 addresses only; addresses must be IPv4"
+// +kubebuilder:validation:XValidation:rule="!has(self.dhcp) || !has(self.clusterAPI)",message="dhcp and clusterAPI exclude each other: machine addresses come from IronLB's own pools"
 type IPPoolSpec struct {
 	// Addresses are CIDRs and ranges, IPv4 and IPv6 mixed. Pools may
 	// overlap (they are then marked Conflicting); an address in several
@@ -88,6 +89,17 @@ type IPPoolSpec struct {
 	//
 	// +optional
 	BGP *BGP `json:"bgp,omitempty"`
+
+	// ClusterAPI, when present, lets Cluster API IPAddressClaims (group
+	// ipam.cluster.x-k8s.io) whose spec.poolRef names this pool (apiGroup
+	// ironlb.dev, kind IPPool) take machine addresses from it, with the
+	// same accounting as Service addresses: no address is ever held by a
+	// machine and a Service at once. serviceAllocation applies to a
+	// claim's namespace as to a Service's. Absent: claims naming the pool
+	// are refused (Ready=False, reason PoolNotEnabled).
+	//
+	// +optional
+	ClusterAPI *ClusterAPI `json:"clusterAPI,omitempty"`
 
 	// DHCP, when present, makes the pool's addresses come from the LAN's
 	// DHCP server rather than from IronLB: for each Service that names the
@@ -226,6 +238,29 @@ type AddressCounts struct {
 	Used int64 `json:"used"`
 	// Free is Total minus Used.
 	Free string `json:"free"`
+}
+
+// ClusterAPI says how a pool answers Cluster API IPAddressClaims. A claim
+// has no family: it gets an IPv4 address when the pool has IPv4 addresses,
+// else an IPv6 one.
+type ClusterAPI struct {
+	// Prefix is the prefix length of the machines' network, written to
+	// each IPAddress's spec.prefix (e.g. 24). Required: a pool's ranges do
+	// not say how large the machines' subnet is. At most 32 when the pool
+	// has IPv4 addresses.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	Prefix int32 `json:"prefix"`
+
+	// Gateway is the machines' default gateway, written to each
+	// IPAddress's spec.gateway; of the family claims get (IPv4 when the
+	// pool has IPv4 addresses). Never handed out to a claim or a Service.
+	//
+	// +kubebuilder:validation:MaxLength=39
+	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip.isCanonical(self)",message="gateway must be an IP address in canonical form"
+	// +optional
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // Condition types and reasons of IPPool.

@@ -236,6 +236,20 @@ func (c *Controller) Touch(pools ...string) {
 	}
 }
 
+// Pool returns the IPPool named name as last seen; false when it does not
+// exist or cannot be decoded.
+func (c *Controller) Pool(name string) (*v1alpha1.IPPool, bool) {
+	obj, exists, err := c.informer.GetStore().GetByKey(name)
+	if err != nil || !exists {
+		return nil, false
+	}
+	p, err := fromUnstructured(obj)
+	if err != nil {
+		return nil, false
+	}
+	return p, true
+}
+
 // Pools returns the names of all IPPools.
 func (c *Controller) Pools() []string {
 	return c.informer.GetStore().ListKeys()
