@@ -217,3 +217,31 @@ func TestClientID(t *testing.T) {
 		t.Errorf("option 61 of %d bytes", len(clientOption(a)))
 	}
 }
+
+// TestAdoptedRetry checks that an adopted lease (its expiry unknown) whose
+// renewals go unanswered is tried again soon and more slowly over time,
+// not after the one-minute cap: the server may end it any moment.
+func TestAdoptedRetry(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	clock := now
+	f := &fakeSpeakers{answer: func(string, *speakerv1.DHCPExchange) (*speakerv1.DHCPResult, error) {
+		return nil, errors.New("unreachable")
+	}} // no speaker connected yet
+	m := New(f)
+	m.now = func() time.Time { return clock }
+	m.Adopt(Lease{ClientID: "x", Pool: "lan", Name: "ns/svc", Addr: netip.MustParseAddr("192.0.2.120")})
+	var waits []time.Duration
+	for range 5 {
+		m.renew(context.Background(), "x")
+		l, ok := m.Get("x")
+		if !ok {
+			t.Fatal("an adopted lease was dropped while no speaker answered")
+		}
+		waits = append(waits, l.RenewAt.Sub(clock))
+		clock = l.RenewAt
+	}
+	want := []time.Duration{time.Second, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+	if diff := cmp.Diff(want, waits); diff != "" {
+		t.Errorf("retry waits (-want +got):\n%s", diff)
+	}
+}
