@@ -20,7 +20,7 @@ import (
 
 func main() {
 	gobench := flag.String("gobench", "", "a file of `go test -bench` output to summarize")
-	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, chaos, scale); empty runs all but chaos (make chaos) and scale")
+	only := flag.String("only", "", "comma-separated benchmark groups to run (l2, bgp, bfd, heartbeat, services, cp, cp-bgp, dhcp, chaos, scale); empty runs all but chaos (make chaos) and scale")
 	trials := flag.Int("trials", 3, "trials per end-to-end figure; the median is printed")
 	growthOf := flag.String("scale-growth", "", "a file of the scale group's BENCH lines (make scale's .cache/scale.txt): print how each figure grows with nodes and with Services (fitted exponents), then run the groups -only names")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile to the file (for groups measured in-process, such as heartbeat)")
@@ -64,6 +64,7 @@ func main() {
 		"heartbeat": benchHeartbeat,
 		"cp":        benchCP,
 		"cp-bgp":    benchCPBGP,
+		"dhcp":      benchDHCP,
 		"scale":     benchScale,
 	}
 	names := make([]string, 0, len(groups))
