@@ -36,8 +36,10 @@ func (a *Allocator) Holder(addr netip.Addr) (Holding, bool) {
 	out := Holding{SharingKey: h.key}
 	for _, m := range h.members {
 		out.Owners = append(out.Owners, m.name)
+		out.OwnerIDs = append(out.OwnerIDs, m.owner)
 	}
 	slices.Sort(out.Owners)
+	slices.Sort(out.OwnerIDs)
 	return out, true
 }
 

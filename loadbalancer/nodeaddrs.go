@@ -9,6 +9,8 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/ironlb/ironlb/loadbalancer/capiipam"
 )
 
 // Nodes' addresses are never handed out: a Service given a node's own
@@ -88,6 +90,12 @@ func (b *Balancer) reserveNodeAddresses() {
 		seen[n.Name] = true
 		for _, a := range b.alloc.Reserve(nodeOwner(n.Name), "Node "+n.Name, addrs) {
 			h, _ := b.alloc.Holder(a)
+			if len(h.OwnerIDs) > 0 && !slices.ContainsFunc(h.OwnerIDs, func(o string) bool { return !capiipam.IsClaimOwner(o) }) {
+				// A Cluster API machine's own address, claimed from an
+				// IronLB pool: the claim keeps it from Services already.
+				b.log.V(2).Info("A Node's address is its machine's Cluster API claim", "node", n.Name, "address", a, "claims", h.Owners)
+				continue
+			}
 			b.log.Error(nil, "A Service holds an address of a Node; it keeps it, but announcing it breaks the node", "node", n.Name, "address", a, "holders", h.Owners)
 			b.recorder.Eventf(n, v1.EventTypeWarning, ReasonNodeAddressInUse,
 				"Service %v holds this node's address %s as its load-balancer IP; give the Service another address", h.Owners, a)

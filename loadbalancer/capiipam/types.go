@@ -3,6 +3,7 @@ package capiipam
 import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ipamv1 "sigs.k8s.io/cluster-api/api/ipam/v1beta2"
+	"strings"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
 )
@@ -73,7 +74,14 @@ func ours(ref ipamv1.IPPoolReference) bool {
 // ownerOf is the allocator's owner of the claim namespace/name. A claim
 // keeps its finalizer until its address is released, so a new claim of
 // the same name never meets the old one's allocation.
-func ownerOf(namespace, name string) string { return "ipaddressclaim/" + namespace + "/" + name }
+func ownerOf(namespace, name string) string { return claimOwnerPrefix + namespace + "/" + name }
+
+// claimOwnerPrefix starts the allocator owner of every claim.
+const claimOwnerPrefix = "ipaddressclaim/"
+
+// IsClaimOwner reports whether an allocator owner (ipam.Holding.OwnerIDs)
+// is an IPAddressClaim's.
+func IsClaimOwner(owner string) bool { return strings.HasPrefix(owner, claimOwnerPrefix) }
 
 // nameOf is the claim's name in the allocator's messages; its space keeps
 // it apart from Services ("namespace/name").
