@@ -36,11 +36,25 @@ func (a *Allocator) Holder(addr netip.Addr) (Holding, bool) {
 	out := Holding{SharingKey: h.key}
 	for _, m := range h.members {
 		out.Owners = append(out.Owners, m.name)
-		out.OwnerIDs = append(out.OwnerIDs, m.owner)
 	}
 	slices.Sort(out.Owners)
-	slices.Sort(out.OwnerIDs)
 	return out, true
+}
+
+// HolderIDs returns the owners (Request.Owner) that hold addr, sorted.
+func (a *Allocator) HolderIDs(addr netip.Addr) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.holdings[keyOf(addr)]
+	if h == nil {
+		return nil
+	}
+	out := make([]string, 0, len(h.members))
+	for _, m := range h.members {
+		out = append(out, m.owner)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // PoolStats are a pool's address counts for one family.

@@ -108,9 +108,6 @@ type Allocation struct {
 type Holding struct {
 	// Owners are the owners' names ("namespace/name"), sorted.
 	Owners []string
-	// OwnerIDs are the owners themselves (Request.Owner: a Service UID,
-	// an IPAddressClaim's owner key), sorted.
-	OwnerIDs []string
 	// SharingKey is the key they share under, "" for an exclusive address.
 	SharingKey string
 }

@@ -90,7 +90,7 @@ func (b *Balancer) reserveNodeAddresses() {
 		seen[n.Name] = true
 		for _, a := range b.alloc.Reserve(nodeOwner(n.Name), "Node "+n.Name, addrs) {
 			h, _ := b.alloc.Holder(a)
-			if len(h.OwnerIDs) > 0 && !slices.ContainsFunc(h.OwnerIDs, func(o string) bool { return !capiipam.IsClaimOwner(o) }) {
+			if ids := b.alloc.HolderIDs(a); len(ids) > 0 && !slices.ContainsFunc(ids, func(o string) bool { return !capiipam.IsClaimOwner(o) }) {
 				// A Cluster API machine's own address, claimed from an
 				// IronLB pool: the claim keeps it from Services already.
 				b.log.V(2).Info("A Node's address is its machine's Cluster API claim", "node", n.Name, "address", a, "claims", h.Owners)
