@@ -84,7 +84,12 @@ func TestClusterAPIClaims(t *testing.T) {
 	if !netip.MustParsePrefix("198.51.100.8/30").Contains(machine) {
 		t.Fatalf("the machine got %s, outside the pool", machine)
 	}
-	t.Logf("claim answered with %s", machine)
+	if out, err := c.cp.Kubectl(ctx, "get", "-n", "machines", "ipaddresses.ipam.cluster.x-k8s.io", "node-1", "-o", "yaml"); err == nil {
+		t.Logf("claim answered with %s:\n%s", machine, out)
+	}
+	if out, err := c.cp.Kubectl(ctx, "get", "-n", "machines", "ipaddressclaim", "node-1", "-o", "jsonpath={.status}"); err == nil {
+		t.Logf("claim status: %s", out)
+	}
 
 	// Three Services get the other three addresses; the fourth waits.
 	for i := 1; i <= 4; i++ {
