@@ -2,7 +2,6 @@ package dhcp
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ironlb/ironlb/test/netrig"
+	testrig "github.com/ironlb/ironlb/test/rig"
 )
 
 // The rig: a LAN (netrig: a bridge namespace) with a "server" host at
@@ -216,54 +216,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 	}
 }
 
-// keaLease is the last row of Kea's lease file for an address.
-type keaLease struct {
-	hwaddr, clientID string
-	valid            int64
-	expire           int64
-	state            string
-}
-
-// keaLeases reads Kea's memfile CSV (a header line, then one row per
-// change, the last row of an address winning).
-func keaLeases(path string) (map[netip.Addr]keaLease, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cr := csv.NewReader(f)
-	cr.FieldsPerRecord = -1
-	rows, err := cr.ReadAll()
-	if err != nil {
-		return nil, err
-	}
-	if len(rows) == 0 {
-		return nil, nil
-	}
-	col := map[string]int{}
-	for i, h := range rows[0] {
-		col[h] = i
-	}
-	m := map[netip.Addr]keaLease{}
-	for _, row := range rows[1:] {
-		get := func(name string) string {
-			if i, ok := col[name]; ok && i < len(row) {
-				return row[i]
-			}
-			return ""
-		}
-		a, err := netip.ParseAddr(get("address"))
-		if err != nil {
-			return nil, fmt.Errorf("lease row %q: %w", row, err)
-		}
-		valid, _ := strconv.ParseInt(get("valid_lifetime"), 10, 64)
-		expire, _ := strconv.ParseInt(get("expire"), 10, 64)
-		m[a] = keaLease{hwaddr: get("hwaddr"), clientID: get("client_id"), valid: valid, expire: expire, state: get("state")}
-	}
-	return m, nil
-}
-
 // colonHex formats b as Kea does in its lease file: "01:02:0a".
 func colonHex(b []byte) string {
 	s := make([]string, len(b))
@@ -303,13 +255,13 @@ func TestKeaAcquireRenewRelease(t *testing.T) {
 	if len(l.ServerMAC) != 6 {
 		t.Errorf("no server MAC: %v", l.ServerMAC)
 	}
-	var first keaLease
+	var first testrig.KeaRow
 	waitFor(t, 5*time.Second, "the lease in Kea's file", func() (bool, string) {
-		m, err := keaLeases(kea.leases)
+		m, err := testrig.ReadKeaLeases(kea.leases)
 		first = m[l.Addr]
-		return err == nil && first.valid == 8, fmt.Sprint(m, err)
+		return err == nil && first.Valid == 8, fmt.Sprint(m, err)
 	})
-	if first.clientID != colonHex(req.ClientID) || first.hwaddr != HardwareAddr(req.ClientID).String() {
+	if first.ClientID != colonHex(req.ClientID) || first.HWAddr != HardwareAddr(req.ClientID).String() {
 		t.Errorf("Kea's lease %+v, want client id %s and hwaddr %s", first, colonHex(req.ClientID), HardwareAddr(req.ClientID))
 	}
 
@@ -325,8 +277,8 @@ func TestKeaAcquireRenewRelease(t *testing.T) {
 		t.Errorf("renewed lease %+v", rl)
 	}
 	waitFor(t, 5*time.Second, "a later expiry in Kea's file", func() (bool, string) {
-		m, err := keaLeases(kea.leases)
-		return err == nil && m[l.Addr].expire > first.expire, fmt.Sprint(m[l.Addr], " first ", first, err)
+		m, err := testrig.ReadKeaLeases(kea.leases)
+		return err == nil && m[l.Addr].Expire > first.Expire, fmt.Sprint(m[l.Addr], " first ", first, err)
 	})
 
 	// Release: Kea 2.2 deletes the lease, which its file records as a row
@@ -335,8 +287,8 @@ func TestKeaAcquireRenewRelease(t *testing.T) {
 		t.Fatalf("Release: %v", err)
 	}
 	waitFor(t, 5*time.Second, "the release in Kea's file", func() (bool, string) {
-		m, err := keaLeases(kea.leases)
-		return err == nil && m[l.Addr].valid == 0, fmt.Sprint(m[l.Addr], err)
+		m, err := testrig.ReadKeaLeases(kea.leases)
+		return err == nil && m[l.Addr].Valid == 0, fmt.Sprint(m[l.Addr], err)
 	})
 
 	// Decline: Kea marks the address declined (state 1) for its probation
@@ -350,8 +302,8 @@ func TestKeaAcquireRenewRelease(t *testing.T) {
 		t.Fatalf("Decline: %v", err)
 	}
 	waitFor(t, 5*time.Second, "the declined lease in Kea's file", func() (bool, string) {
-		m, err := keaLeases(kea.leases)
-		return err == nil && m[dl.Addr].state == "1", fmt.Sprint(m[dl.Addr], err)
+		m, err := testrig.ReadKeaLeases(kea.leases)
+		return err == nil && m[dl.Addr].State == "1", fmt.Sprint(m[dl.Addr], err)
 	})
 
 	// After a release, an INIT-REBOOT of a non-authoritative Kea for an

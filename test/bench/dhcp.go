@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/ironlb/ironlb/test/controlplane"
-	"github.com/ironlb/ironlb/test/netrig"
 	"github.com/ironlb/ironlb/test/rig"
 )
 
@@ -53,28 +52,11 @@ func benchDHCP(ctx context.Context, trials int) error {
 	if _, err := os.Stat(rig.KeaBin); err != nil {
 		return fmt.Errorf("%s not installed (make deps installs it): %w", rig.KeaBin, err)
 	}
-	if err := netrig.Usable(); err != nil {
-		return fmt.Errorf("network namespaces: %w", err)
-	}
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: os.Getenv("IRONLB_BENCH_DIR")})
+	cp, lan, r, stop, err := startL2Rig(ctx, rig.L2Options{})
 	if err != nil {
 		return err
 	}
-	defer cp.Stop()
-	lan, err := netrig.NewLANNoTest()
-	if err != nil {
-		return err
-	}
-	defer lan.Close()
-	kubeconfig, err := rig.InstallDeploy(ctx, cp)
-	if err != nil {
-		return err
-	}
-	r, err := rig.StartL2(ctx, cp, lan, rig.L2Options{Kubeconfig: kubeconfig})
-	if err != nil {
-		return err
-	}
-	defer r.Stop()
+	defer stop()
 	k, err := rig.StartKea(lan, rig.KeaOptions{
 		Address:       dhcpKeaAddr,
 		SharedNetwork: "lan",

@@ -36,28 +36,11 @@ const restartTrials = 3
 // grace) and deploy/'s flags but for leader election, off with one CCM.
 func benchL2(ctx context.Context, trials int) error {
 	trials = max(trials, minL2Trials)
-	if err := netrig.Usable(); err != nil {
-		return fmt.Errorf("network namespaces: %w", err)
-	}
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: os.Getenv("IRONLB_BENCH_DIR")})
+	cp, _, r, stop, err := startL2Rig(ctx, rig.L2Options{ExtraPrefixes: []netip.Prefix{rig.LoadPrefix}})
 	if err != nil {
 		return err
 	}
-	defer cp.Stop()
-	lan, err := netrig.NewLANNoTest()
-	if err != nil {
-		return err
-	}
-	defer lan.Close()
-	kubeconfig, err := rig.InstallDeploy(ctx, cp)
-	if err != nil {
-		return err
-	}
-	r, err := rig.StartL2(ctx, cp, lan, rig.L2Options{Kubeconfig: kubeconfig, ExtraPrefixes: []netip.Prefix{rig.LoadPrefix}})
-	if err != nil {
-		return err
-	}
-	defer r.Stop()
+	defer stop()
 	fail := func(err error) error {
 		fmt.Fprintf(os.Stderr, "process logs:\n%s\n", r.Logs(30))
 		return err
@@ -142,6 +125,42 @@ spec:
 		return fmt.Errorf("l2_conflict_probe_ms: %w", probeErr)
 	}
 	return nil
+}
+
+// startL2Rig starts a control plane with deploy/ installed, a LAN and the
+// layer-2 rig (the shipped CCM and speakers) with opts (its Kubeconfig
+// filled in); stop ends them all.
+func startL2Rig(ctx context.Context, opts rig.L2Options) (cp *controlplane.ControlPlane, lan *netrig.LAN, r *rig.L2, stop func(), err error) {
+	if err := netrig.Usable(); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("network namespaces: %w", err)
+	}
+	var stops []func()
+	stop = func() {
+		for _, s := range slices.Backward(stops) {
+			s()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	if cp, err = controlplane.Start(ctx, controlplane.Options{Dir: os.Getenv("IRONLB_BENCH_DIR")}); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	stops = append(stops, func() { cp.Stop() })
+	if lan, err = netrig.NewLANNoTest(); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	stops = append(stops, func() { lan.Close() })
+	if opts.Kubeconfig, err = rig.InstallDeploy(ctx, cp); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if r, err = rig.StartL2(ctx, cp, lan, opts); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	stops = append(stops, r.Stop)
+	return cp, lan, r, stop, nil
 }
 
 // waitVIP polls (every 10 ms, so as not to blur the figures) until the

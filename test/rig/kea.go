@@ -50,6 +50,7 @@ type KeaOptions struct {
 
 // KeaRow is the last row of Kea's lease file for an address.
 type KeaRow struct {
+	HWAddr        string
 	ClientID      string
 	Valid, Expire int64
 	State         string
@@ -243,10 +244,13 @@ func (k *Kea) Close() {
 	}
 }
 
-// Rows reads the lease file: a header, then one row per change, the last
-// row of an address winning.
-func (k *Kea) Rows() (map[netip.Addr]KeaRow, error) {
-	f, err := os.Open(k.leases)
+// Rows reads the lease file (ReadKeaLeases).
+func (k *Kea) Rows() (map[netip.Addr]KeaRow, error) { return ReadKeaLeases(k.leases) }
+
+// ReadKeaLeases reads a Kea memfile CSV: a header, then one row per
+// change, the last row of an address winning.
+func ReadKeaLeases(path string) (map[netip.Addr]KeaRow, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +279,7 @@ func (k *Kea) Rows() (map[netip.Addr]KeaRow, error) {
 		}
 		valid, _ := strconv.ParseInt(get("valid_lifetime"), 10, 64)
 		expire, _ := strconv.ParseInt(get("expire"), 10, 64)
-		m[a] = KeaRow{ClientID: get("client_id"), Valid: valid, Expire: expire, State: get("state")}
+		m[a] = KeaRow{HWAddr: get("hwaddr"), ClientID: get("client_id"), Valid: valid, Expire: expire, State: get("state")}
 	}
 	return m, nil
 }
