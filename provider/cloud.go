@@ -251,9 +251,9 @@ func (c *Cloud) HasClusterID() bool { return true }
 // runs nothing of its own but puts IronLB's readiness into /healthz.
 const ControllerName = "ironlb"
 
-// Health is the "ironlb" controller: its health check passes once the
-// Service, Node, EndpointSlice and IPPool caches synced and allocations
-// were restored from the Services' status.
+// Health is the "ironlb" controller: it puts IronLB's readiness into the
+// CCM's /healthz. Its Check does not wait for anything: each call answers
+// at once from the state at that moment (see Check).
 type Health struct{ c *Cloud }
 
 // Health returns the controller for the health check.
@@ -265,7 +265,10 @@ func (h *Health) Name() string { return ControllerName }
 // HealthChecker implements controller.HealthCheckable.
 func (h *Health) HealthChecker() controllerhealthz.UnnamedHealthChecker { return h }
 
-// Check fails until IronLB can answer the service controller.
+// Check answers at once, without waiting: it fails while this replica has
+// built no components (it does not lead yet) and while the Balancer is not
+// Ready, that is until Balancer.Run has seen the Service, Namespace, Node
+// and IPPool caches synced and restored every allocation; then it passes.
 func (h *Health) Check(*http.Request) error {
 	if h.c.components == nil {
 		return errors.New("IronLB not initialized (not the leader yet?)")

@@ -12,8 +12,9 @@ import (
 )
 
 // A new leader keeps every VIP where the previous one put it. It learns
-// that from the record the previous leader wrote on each Service (the
-// announced-by annotation): the CCMs' own record, which no speaker can
+// that from the record the previous leader wrote on each Service (its
+// ironlb.dev/Announced status condition, see Records and package
+// loadbalancer/announced): the CCMs' own record, which no speaker can
 // forge. What speakers report they announce fills in only for VIPs without
 // a record (placed a moment before the previous leader died): a speaker,
 // even one authenticated as its node, cannot pull a VIP that is recorded

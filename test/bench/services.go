@@ -117,7 +117,7 @@ func servicesTrial(ctx context.Context, class string) (scale.Result, int64, floa
 	if err != nil {
 		return scale.Result{}, 0, 0, fmt.Errorf("%w\nCCM log tail:\n%s", err, ccm.Tail(20))
 	}
-	// Let the trailing writes (the announced-by annotation, Events) land.
+	// Let the trailing writes (the ironlb.dev/Announced status condition, Events) land.
 	time.Sleep(5 * time.Second)
 	after, err := cp.RequestCounts(ctx)
 	if err != nil {
