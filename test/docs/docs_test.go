@@ -935,6 +935,10 @@ var staleStatements = []struct {
 	// ironlb.dev/Announced status condition.
 	{"loadbalancer/planner/seed.go", "announced-by", "the annotation is retired: the record is the ironlb.dev/Announced condition"},
 	{"test/bench/services.go", "announced-by", "the annotation is retired: the record is the ironlb.dev/Announced condition"},
+	// Health's comment once said its check waits for the EndpointSlice
+	// cache too; Check waits for nothing and Balancer.Ready never covered
+	// EndpointSlices.
+	{"provider/cloud.go", "EndpointSlice and IPPool caches synced", "provider.Health.Check answers at once from Balancer.Ready (Service, Namespace, Node and IPPool caches, allocations restored)"},
 }
 
 var goFileRE = regexp.MustCompile("`([A-Za-z0-9_./-]+\\.go)`")
