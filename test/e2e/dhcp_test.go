@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,6 +194,34 @@ func TestDHCPBackedPool(t *testing.T) {
 			t.Errorf("dhcp-a's address %s after renewals, was %s", got, vipA)
 		}
 		rowA = r2
+	})
+
+	t.Run("the VIP moves to another node, its lease stays", func(t *testing.T) {
+		owner, err := r.Announcer(vipA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := owner.Speaker.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitAnnouncer(t, ctx, r, vipA, others(r, owner.Name)...)
+		// The next renewal goes through a speaker still up, under the
+		// same client identifier.
+		row := k.renewed(vipA, rowA.Expire, 15*time.Second)
+		if row.ClientID != rowA.ClientID {
+			t.Errorf("renewed under client %q after the move, leased under %q", row.ClientID, rowA.ClientID)
+		}
+		if got := c.vip("default", "dhcp-a"); got != vipA {
+			t.Errorf("dhcp-a's address %s after the move, was %s", got, vipA)
+		}
+		if held := k.held(); !slices.Equal(held, []netip.Addr{vipA}) {
+			t.Errorf("Kea's leases %v after the move, want only %s", held, vipA)
+		}
+		_ = owner.Speaker.Wait(5 * time.Second)
+		if err := r.StartNewSpeaker(ctx, owner); err != nil {
+			t.Fatal(err)
+		}
+		rowA = row
 	})
 
 	t.Run("speakers and CCM restart", func(t *testing.T) {
