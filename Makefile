@@ -33,7 +33,7 @@ $(CONTROLPLANE) &: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 	@touch $(CONTROLPLANE)
 
 # The real cluster (make cluster, make conformance, the cluster test in
-# make test; see README "A real cluster"): Debian's containerd, runc, CNI
+# make test; see docs/development.md, "A real cluster"): Debian's containerd, runc, CNI
 # plugins, nftables and the tools agnhost's pods exec (busybox, OpenBSD
 # nc, GNU wget, curl); kubeadm, kubelet, kube-proxy, kube-controller-manager,
 # kube-scheduler and agnhost v2.66.1 from test/tools (about 2 min more
@@ -293,7 +293,7 @@ manifests: $(KUBECTL) $(HELM) ## bin/manifests: ironlb.yaml and the Helm chart, 
 # installed from its images (make image, linux/amd64, tagged as deploy/
 # names them) with kubectl apply --server-side -k deploy/ and configured
 # for BGP (CLUSTER_CONFIG=l2: a layer-2 pool). It stays up, held by a
-# daemon, until make cluster-down; bin/ironlb-cluster uses it (README, "A
+# daemon, until make cluster-down; bin/ironlb-cluster uses it (docs/development.md, "A
 # real cluster"). About 1 min once the tools are built.
 # CONTROL_PLANES=3: a highly available control plane, the kube-apiserver
 # behind IronLB's own control-plane VIP 192.0.2.250:6443 (the speaker's

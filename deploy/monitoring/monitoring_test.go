@@ -129,19 +129,18 @@ func TestMonitoringPromtool(t *testing.T) {
 }
 
 // TestMonitoringRules: every alert has a severity, a for duration, a
-// summary, a description and a runbook pointing at the README's
-// Troubleshooting section.
+// summary, a description and a runbook pointing at docs/troubleshooting.md.
 func TestMonitoringRules(t *testing.T) {
 	rules, err := Rules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	page, err := os.ReadFile(filepath.Join("..", "..", "docs", "troubleshooting.md"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the runbooks' page: %v", err)
 	}
-	if !bytes.Contains(readme, []byte("\n## Troubleshooting\n")) {
-		t.Fatal("README.md has no Troubleshooting section for the runbooks")
+	if !bytes.HasPrefix(page, []byte("# Troubleshooting\n")) {
+		t.Fatal("docs/troubleshooting.md does not start with its Troubleshooting heading")
 	}
 	seen := map[string]bool{}
 	for _, r := range rules {
@@ -163,8 +162,8 @@ func TestMonitoringRules(t *testing.T) {
 				t.Errorf("%s: no %s annotation", r.Alert, a)
 			}
 		}
-		if u := r.Annotations["runbook_url"]; u != "https://github.com/ironlb/ironlb/blob/main/README.md#troubleshooting" {
-			t.Errorf("%s: runbook_url %q, want the README's Troubleshooting section", r.Alert, u)
+		if u := r.Annotations["runbook_url"]; u != "https://github.com/ironlb/ironlb/blob/main/docs/troubleshooting.md" {
+			t.Errorf("%s: runbook_url %q, want docs/troubleshooting.md", r.Alert, u)
 		}
 		// An alert about one object names it.
 		for _, l := range []string{"node", "peer", "pool"} {

@@ -64,7 +64,7 @@ func (c *converter) sideBySide() {
 		}
 		if ip.Spec.BGP != nil {
 			c.report(p.src, "", "side-by-side: advertised over BGP, and MetalLB's speakers hold the nodes' sessions with the routers: "+
-				"IronLB advertises the Services that move only over sessions of its own (see the BGPPeer lines); otherwise move this pool's Services all at once (README, Migrating from MetalLB)")
+				"IronLB advertises the Services that move only over sessions of its own (see the BGPPeer lines); otherwise move this pool's Services all at once (docs/migrating-from-metallb.md)")
 		}
 	}
 	for _, cm := range c.in.legacyMaps {
@@ -85,7 +85,7 @@ func (c *converter) sideBySide() {
 		converted[p.Name] = false // a second peer of the name was not converted
 		c.report(p.src, "spec.peerAddress", fmt.Sprintf("side-by-side: MetalLB's speakers hold a session with %s from each node's address, and a router takes one session per neighbor address: "+
 			"do not apply the BGPPeer %s of the output unchanged while they run (IronLB's sessions would contend with theirs); give it a peerAddress of its own on the router, or a sourceAddress that is a second address of the nodes, "+
-			"configured as a neighbor on the router; or move the BGP pools all at once (README, Migrating from MetalLB)", p.Spec.Address, p.Name))
+			"configured as a neighbor on the router; or move the BGP pools all at once (docs/migrating-from-metallb.md)", p.Spec.Address, p.Name))
 		if p.Spec.BFDProfile != "" {
 			c.report(p.src, "spec.bfdProfile", fmt.Sprintf("side-by-side: MetalLB's FRR runs BFD on the nodes' UDP port 3784, where IronLB's speakers listen too: keep bfd off the BGPPeer %s until MetalLB is removed", p.Name))
 		}

@@ -24,12 +24,12 @@ func frozenNote(object, field, ipPool string) string {
 
 // bgpPoolReport is the report on a pool advertised over BGP.
 func bgpPoolReport(object string) string {
-	return "unsupported: " + object + ": side-by-side: advertised over BGP, and MetalLB's speakers hold the nodes' sessions with the routers: IronLB advertises the Services that move only over sessions of its own (see the BGPPeer lines); otherwise move this pool's Services all at once (README, Migrating from MetalLB)"
+	return "unsupported: " + object + ": side-by-side: advertised over BGP, and MetalLB's speakers hold the nodes' sessions with the routers: IronLB advertises the Services that move only over sessions of its own (see the BGPPeer lines); otherwise move this pool's Services all at once (docs/migrating-from-metallb.md)"
 }
 
 // peerReport is the report on a BGPPeer MetalLB's speakers hold sessions with.
 func peerReport(object, field, addr, peer string) string {
-	return "unsupported: " + object + ": " + field + ": side-by-side: MetalLB's speakers hold a session with " + addr + " from each node's address, and a router takes one session per neighbor address: do not apply the BGPPeer " + peer + " of the output unchanged while they run (IronLB's sessions would contend with theirs); give it a peerAddress of its own on the router, or a sourceAddress that is a second address of the nodes, configured as a neighbor on the router; or move the BGP pools all at once (README, Migrating from MetalLB)"
+	return "unsupported: " + object + ": " + field + ": side-by-side: MetalLB's speakers hold a session with " + addr + " from each node's address, and a router takes one session per neighbor address: do not apply the BGPPeer " + peer + " of the output unchanged while they run (IronLB's sessions would contend with theirs); give it a peerAddress of its own on the router, or a sourceAddress that is a second address of the nodes, configured as a neighbor on the router; or move the BGP pools all at once (docs/migrating-from-metallb.md)"
 }
 
 func runSideBySide(t *testing.T, input string) (string, []string, bool) {

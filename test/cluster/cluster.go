@@ -13,7 +13,7 @@
 // Node.spec.podCIDR, with routes between the nodes. A router running FRR
 // links the LAN to an outside segment with a client, off the nodes'
 // subnet, from where the cluster is administered and its VIPs are reached.
-// IronLB is installed as its README tells a user: its images imported
+// IronLB is installed as its docs (docs/install.md) tell a user: its images imported
 // into every node's containerd, then kubectl apply --server-side -k deploy/.
 //
 // Up runs the steps (phases) in order and returns the running Cluster;

@@ -32,7 +32,7 @@ func (c *Cluster) ControlPlaneNodes() []*machine.Machine {
 }
 
 // phaseControlPlaneVIP prepares every control-plane node for the
-// control-plane VIP before kubeadm runs there, as IronLB's README tells a
+// control-plane VIP before kubeadm runs there, as IronLB's docs (docs/control-plane-vip.md) tell a
 // user: the speaker image into the node's containerd, and the static pod
 // that kubectl ironlb control-plane manifest prints into
 // /etc/kubernetes/manifests. The kubelet kubeadm starts runs it beside

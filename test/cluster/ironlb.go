@@ -29,7 +29,7 @@ const (
 // ironlbNamespace is where deploy/ installs IronLB.
 const ironlbNamespace = "ironlb-system"
 
-// phaseIronLB installs IronLB as the README's install guide says: its
+// phaseIronLB installs IronLB as the install guide (docs/install.md) says: its
 // images into every node's containerd, then kubectl apply --server-side
 // -k deploy/. It waits until the CCM initialized every node and a speaker
 // is ready on each.

@@ -27,7 +27,7 @@ import (
 // File is the example's file name in this folder.
 const File = "kubeadm-control-plane.yaml"
 
-// The example's names and addresses: the rig's (README, "A real cluster").
+// The example's names and addresses: the rig's (docs/development.md, "A real cluster").
 const (
 	Namespace      = "ironlb-demo"
 	clusterName    = "ironlb-demo"
@@ -53,7 +53,7 @@ func ManifestOptions() cpvip.ManifestOptions {
 }
 
 const header = `# A Cluster API cluster whose kube-apiserver is reached through IronLB's
-# control-plane VIP (README, "The control-plane VIP (kubeadm HA)"): the
+# control-plane VIP (docs/control-plane-vip.md): the
 # Cluster's controlPlaneEndpoint is the VIP, and the KubeadmControlPlane
 # writes the control-plane speaker's static pod on every control-plane
 # machine before kubeadm init or join runs.

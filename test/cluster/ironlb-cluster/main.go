@@ -53,7 +53,7 @@ type settings struct {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: ironlb-cluster up|down|status|exec|load-image|configure (see the README, Real cluster)")
+		return errors.New("usage: ironlb-cluster up|down|status|exec|load-image|configure (see docs/development.md, A real cluster)")
 	}
 	root, _ := binaries.RepoRoot()
 	var s settings
