@@ -66,7 +66,7 @@ const sideBySideTail = "note: side-by-side: run IronLB with the cloud config loa
 
 const sideBySideLines = "note: IPAddressPool metallb-system/lan: spec.autoAssign: side-by-side: written with autoAssign false for MetalLB: MetalLB keeps the addresses its Services have and hands out none from this pool unless a Service names an address or the pool; IronLB's IPPool lan hands out the same addresses to Services of class ironlb.dev/ironlb, never one a MetalLB Service holds\n" + sideBySideTail
 
-const sideBySidePeerLine = "unsupported: BGPPeer metallb-system/r: spec.peerAddress: side-by-side: MetalLB's speakers hold a session with 192.0.2.1 from each node's address, and a router takes one session per neighbor address: do not apply the BGPPeer r of the output unchanged while they run (IronLB's sessions would contend with theirs); give it a peerAddress of its own on the router, or a sourceAddress that is a second address of the nodes, configured as a neighbor on the router; or move the BGP pools all at once (README, Migrating from MetalLB)\n"
+const sideBySidePeerLine = "unsupported: BGPPeer metallb-system/r: spec.peerAddress: side-by-side: MetalLB's speakers hold a session with 192.0.2.1 from each node's address, and a router takes one session per neighbor address: do not apply the BGPPeer r of the output unchanged while they run (IronLB's sessions would contend with theirs); give it a peerAddress of its own on the router, or a sourceAddress that is a second address of the nodes, configured as a neighbor on the router; or move the BGP pools all at once (docs/migrating-from-metallb.md)\n"
 
 const vrfLine = "unsupported: BGPPeer metallb-system/r: spec.vrf: peering from a VRF is not supported: IronLB opens sessions in the node's default routing table\n"
 

@@ -19,7 +19,7 @@ import (
 )
 
 // TestRealClusterHA brings up the highly available control plane as
-// IronLB's README has a user do it: three kubeadm control-plane nodes
+// IronLB's docs (docs/control-plane-vip.md) have a user do it: three kubeadm control-plane nodes
 // behind IronLB's control-plane VIP (the speaker's control-plane static
 // pod on each, layer 2), kubeadm init --upload-certs on node-1 and kubeadm
 // join --control-plane through the VIP on the others; then, from the

@@ -35,7 +35,7 @@ const metallbOnlyConfig = `loadBalancerClass:
   only: true
 `
 
-// testMetalLBMigration is the README's one-Service-at-a-time migration
+// testMetalLBMigration is the one-Service-at-a-time migration of docs/migrating-from-metallb.md
 // from MetalLB, end to end on the real cluster: MetalLB v0.16.2 installed
 // beside IronLB, each serving its own Services; MetalLB's pool frozen and
 // covered by IronLB's; a Service moved from MetalLB to IronLB keeping its

@@ -22,7 +22,7 @@ import (
 	"github.com/ironlb/ironlb/test/rig"
 )
 
-// TestCARotation follows the README's rotation: copy ironlb-ca to
+// TestCARotation follows the rotation of docs/control-channel.md: copy ironlb-ca to
 // ironlb-ca-previous, delete ironlb-ca. The CCM makes a new CA at once,
 // trusts both, and renews every speaker's node certificate from the new CA
 // on its open stream, sending the new bundle with it: no stream breaks,
@@ -120,7 +120,7 @@ func TestCARotation(t *testing.T) {
 	if got := lost() - lostBefore; got != 0 {
 		t.Errorf("%d speaker streams broke when the overlap ended, want none", got)
 	}
-	// New connections now need the new CA on both sides. The README says
+	// New connections now need the new CA on both sides. The docs say
 	// to end the overlap once the kubelet has updated the mounted bundle;
 	// do what the kubelet does, then restart another speaker.
 	for _, n := range r.Nodes {
