@@ -27,9 +27,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 	"github.com/ironlb/ironlb/loadbalancer/dhcplease"
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
-	"github.com/ironlb/ironlb/loadbalancer/planner"
 )
 
 // Event reasons on Services.
@@ -377,7 +377,7 @@ func (b *Balancer) restore() (int, error) {
 	for i, svc := range svcs {
 		addrs := statusAddrs(svc)
 		shared := map[netip.Addr]string{}
-		for a, r := range planner.Records(svc) {
+		for a, r := range announced.Records(svc) {
 			shared[a] = r.SharedAs
 		}
 		req := RestoreRequestFor(svc, nil)

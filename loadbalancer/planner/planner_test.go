@@ -27,6 +27,7 @@ import (
 
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 )
 
@@ -1137,7 +1138,7 @@ func TestRecordsTheSharingKey(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if got, want := Records(svc)[vip], (Record{Node: owner, SharedAs: "dns"}); got != want {
+			if got, want := announced.Records(svc)[vip], (announced.Record{Node: owner, SharedAs: "dns"}); got != want {
 				return fmt.Errorf("%s records %+v, want %+v", name, got, want)
 			}
 		}
