@@ -7,30 +7,34 @@ package loadbalancer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	cloudprovider "k8s.io/cloud-provider"
-	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/loadbalancer/dhcplease"
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
-	"github.com/ironlb/ironlb/loadbalancer/planner"
 )
+
+// The Balancer's files, one idea each: this one holds the type, its
+// options and the cloud-provider calls, which only wait for the restore
+// and delegate; allocate.go what those calls do to the allocator; run.go
+// the start-up (Run) and readiness; restore.go the rebuilding of
+// allocations from the Services' status; informers.go the Service,
+// Namespace and Node handlers; and the queues with their loops in the file
+// of their idea: dualstack.go (completing PreferDualStack Services),
+// policy.go (addresses kept outside their pool's serviceAllocation),
+// controlplane.go (Services that lost the control-plane VIP), dhcp.go
+// (DHCP leases and declines).
 
 // Event reasons on Services.
 const (
@@ -182,239 +186,13 @@ func New(alloc *ipam.Allocator, pools PoolWatcher, recorder record.EventRecorder
 // status write to come back through the informer.
 func (b *Balancer) OnChange(fn func(*v1.Service)) { b.onChange = append(b.onChange, fn) }
 
-func (b *Balancer) changed(svc *v1.Service) {
-	for _, fn := range b.onChange {
-		fn(svc)
-	}
-}
-
-// SetInformers takes the Service, Namespace and Node informers from the
-// controller manager's shared factory, so that they are cached once.
-func (b *Balancer) SetInformers(factory informers.SharedInformerFactory) {
-	svc := factory.Core().V1().Services()
-	ns := factory.Core().V1().Namespaces()
-	nodes := factory.Core().V1().Nodes()
-	b.services, b.namespaces, b.nodes = svc.Lister(), ns.Lister(), nodes.Lister()
-	b.synced = []cache.InformerSynced{svc.Informer().HasSynced, ns.Informer().HasSynced, nodes.Informer().HasSynced, b.pools.HasSynced}
-	// A Service that lost an address at the restore still lists it in its
-	// status until it is synced; the address is kept from others until then.
-	_, _ = svc.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if s, ok := obj.(*v1.Service); ok && b.Ready() {
-				b.reserveForeign(s)
-			}
-		},
-		UpdateFunc: func(old, cur any) {
-			b.statusChanged(cur)
-			b.serviceLabelsChanged(old, cur)
-			if s, ok := cur.(*v1.Service); ok && b.Ready() {
-				b.reserveForeign(s)
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			if s, ok := obj.(*v1.Service); ok {
-				b.deleted(s)
-			}
-		},
-	})
-	_, _ = ns.Informer().AddEventHandler(b.namespaceHandler())
-	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { b.nodesChanged() },
-		UpdateFunc: func(old, cur any) { b.nodeUpdated(old, cur) },
-		DeleteFunc: func(any) { b.nodesChanged() },
-	})
-}
-
-// deleted releases what a deleted Service held. The service controller
-// does so through its cleanup finalizer first; this covers a Service whose
-// finalizer is gone before its addresses were released (removed by hand,
-// or a dual-stack completion written just before the deletion).
-func (b *Balancer) deleted(svc *v1.Service) {
-	if !b.Ready() {
-		return
-	}
-	b.unreserveForeign(svc)
-	if before, ok := b.alloc.Lookup(string(svc.UID)); ok {
-		b.alloc.Release(string(svc.UID))
-		b.report(svc, before, ipam.Allocation{})
-		b.changed(svc)
-	}
-	b.alloc.Unclaim(string(svc.UID), nil)
-	b.recheckService(svc)
-}
-
-// statusChanged ends the stale claims of a Service on the addresses its
-// status no longer lists (ipam: claims).
-func (b *Balancer) statusChanged(obj any) {
-	svc, ok := obj.(*v1.Service)
-	if !ok || !b.alloc.HasClaims(string(svc.UID)) {
-		return
-	}
-	b.alloc.Unclaim(string(svc.UID), statusAddrs(svc))
-}
-
-// statusAddrs returns the addresses in a Service's status.
-func statusAddrs(svc *v1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, ing := range svc.Status.LoadBalancer.Ingress {
-		if a, err := netip.ParseAddr(ing.IP); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// Run waits for the caches, rebuilds every allocation from the Services'
-// status, reserves the Nodes' addresses and the control-plane VIPs (taking
-// those from Services that held them) and then lets calls through; it
-// then completes PreferDualStack Services when pools change, until ctx
-// ends.
-func (b *Balancer) Run(ctx context.Context) error {
-	defer b.dualStack.ShutDown()
-	defer b.policyQueue.ShutDown()
-	defer b.leaseQueue.ShutDown()
-	defer b.declineQueue.ShutDown()
-	if !cache.WaitForNamedCacheSyncWithContext(ctx, b.synced...) {
-		return fmt.Errorf("waiting for caches: %w", ctx.Err())
-	}
-	start := time.Now()
-	n, err := b.restore()
-	if err != nil {
-		return err
-	}
-	for _, r := range b.restorers {
-		if err := r(ctx); err != nil {
-			return fmt.Errorf("restoring allocations besides the Services': %w", err)
-		}
-	}
-	b.reserveNodeAddresses()
-	b.waitControlPlaneSources(ctx)
-	b.reserveControlPlane()
-	foreign := b.reserveAllForeign()
-	b.adoptLeases()
-	b.log.Info("Restored allocations from Service status", "services", n, "otherLoadBalancers", foreign, "duration", time.Since(start))
-	close(b.ready)
-	// A control-plane VIP source that synced between reserveControlPlane
-	// and close(b.ready) saw the balancer not ready and reserved nothing;
-	// so did a Service of another load balancer that changed meanwhile.
-	b.reserveControlPlane()
-	b.reserveAllForeign()
-	go b.runPolicy(ctx)
-	go b.runControlPlane(ctx)
-	go b.runLeaseQueue(ctx)
-	go b.runDeclines()
-	go func() {
-		<-ctx.Done()
-		b.dualStack.ShutDown()
-		b.leaseQueue.ShutDown()
-		b.declineQueue.ShutDown()
-	}()
-	b.completeDualStack(ctx)
-	return nil
-}
-
-// Restored is closed once allocations have been restored and the
-// Balancer answers calls: other allocators of addresses (Cluster API
-// claims) wait for it too.
-func (b *Balancer) Restored() <-chan struct{} { return b.ready }
-
-// Ready reports whether allocations have been restored.
-func (b *Balancer) Ready() bool {
-	select {
-	case <-b.ready:
-		return true
-	default:
-		return false
-	}
-}
-
-// notReadyWait bounds how long a call waits for Run, so that a missing CRD
-// or an unreachable API server shows up as an error on the Service instead
-// of a hung worker.
-const notReadyWait = 30 * time.Second
-
-func (b *Balancer) waitReady(ctx context.Context) error {
-	select {
-	case <-b.ready:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("IronLB is still restoring allocations: %w", ctx.Err())
-	case <-time.After(notReadyWait):
-		return api.NewRetryError("IronLB is not ready: its Service, Namespace and IPPool caches have not synced "+
-			"(is the IPPool CRD installed? kubectl apply -k deploy/)", b.retry)
-	}
-}
-
-// restore rebuilds the allocator from the addresses Services hold in their
-// status. One rule: a Service keeps every address its status holds unless
-// other Services hold it without a sharing key in common (ipam.RestoreAll:
-// the ones whose key is the one the address was recorded as shared under
-// keep it, else those still sharing a key, else the oldest). Sharers whose
-// ports or traffic policies clash keep it too, and get a Warning Event; a
-// Service whose annotations no longer parse keeps its addresses, and the
-// next sync reports the error.
-func (b *Balancer) restore() (int, error) {
-	all, err := b.services.List(labels.Everything())
-	if err != nil {
-		return 0, err
-	}
-	var svcs []*v1.Service
-	for _, s := range all {
-		if b.class.Owns(s) && len(s.Status.LoadBalancer.Ingress) > 0 {
-			svcs = append(svcs, s)
-		}
-	}
-	slices.SortFunc(svcs, func(x, y *v1.Service) int {
-		if c := x.CreationTimestamp.Compare(y.CreationTimestamp.Time); c != 0 {
-			return c
-		}
-		return strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name)
-	})
-	rs := make([]ipam.Restoration, len(svcs))
-	for i, svc := range svcs {
-		addrs := statusAddrs(svc)
-		shared := map[netip.Addr]string{}
-		for a, r := range planner.Records(svc) {
-			shared[a] = r.SharedAs
-		}
-		req := RestoreRequestFor(svc, nil)
-		req.Subject = b.subjectOf(svc)
-		rs[i] = ipam.Restoration{Req: req, Addrs: addrs, SharedAs: shared}
-	}
-	for i, err := range b.alloc.RestoreAll(rs) {
-		svc := svcs[i]
-		if err != nil {
-			restoreConflictsTotal.Inc()
-			b.log.Error(err, "Cannot restore address of Service", "service", klog.KObj(svc))
-			b.logTaken(svc, err)
-			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonAddressConflict, "IronLB could not keep every address in this Service's status: %v", err)
-		}
-		for _, c := range b.alloc.SharingConflicts(string(svc.UID)) {
-			b.log.Info("Service keeps a shared address although its sharers clash", "service", klog.KObj(svc), "address", c.Addr, "reason", c.Reason, "conflict", c.Detail)
-			b.recorder.Eventf(svc, v1.EventTypeWarning, ReasonSharingConflict,
-				"Keeping %s, but its sharers clash: %s; change the ports or externalTrafficPolicy so that they can share it", c.Addr, c.Message)
-		}
-		if al, ok := b.alloc.Lookup(string(svc.UID)); ok {
-			b.pools.Touch(al.Pools...)
-			b.policyQueue.Add(policyService + svc.Namespace + "/" + svc.Name)
-		}
-	}
-	return len(svcs), nil
-}
-
 // GetLoadBalancer reports whether the Service holds addresses.
 func (b *Balancer) GetLoadBalancer(ctx context.Context, clusterName string, service *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
 	if err := b.waitReady(ctx); err != nil {
 		return nil, false, err
 	}
-	al, ok := b.alloc.Lookup(string(service.UID))
-	if !ok {
-		return nil, len(service.Status.LoadBalancer.Ingress) > 0, nil
-	}
-	return statusFor(al), true, nil
+	st, ok := b.lookup(service)
+	return st, ok, nil
 }
 
 // GetLoadBalancerName returns the name the service controller logs.
@@ -425,85 +203,7 @@ func (b *Balancer) GetLoadBalancerName(ctx context.Context, clusterName string, 
 // EnsureLoadBalancer gives the Service its addresses, or keeps those it
 // has, and returns them as its status.
 func (b *Balancer) EnsureLoadBalancer(ctx context.Context, clusterName string, service *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
-	if !b.class.Serves(service) {
-		// Another implementation's (a class IronLB does not serve, or
-		// class-less while IronLB serves only its class).
-		return nil, cloudprovider.ImplementedElsewhere
-	}
-	if err := b.waitReady(ctx); err != nil {
-		return nil, err
-	}
-	req, err := RequestFor(service, nil)
-	if err != nil {
-		allocationFailuresTotal.WithLabelValues("invalid").Inc()
-		return nil, err
-	}
-	req.Subject = b.subjectOf(service)
-	// A Service that became IronLB's (e.g. moved from another load
-	// balancer keeping its address) no longer reserves it for the other.
-	b.reserveForeign(service)
-	if err := b.lease(ctx, service, &req); err != nil {
-		allocationFailuresTotal.WithLabelValues("dhcp").Inc()
-		return nil, api.NewRetryError(err.Error(), b.retry)
-	}
-	before, _ := b.alloc.Lookup(req.Owner)
-	al, err := b.alloc.Ensure(req)
-	if err != nil {
-		b.unusableLease(service, req, err)
-		allocationFailuresTotal.WithLabelValues(failureReason(err)).Inc()
-		b.logTaken(service, err)
-		b.warnControlPlaneRequest(service, err)
-		switch {
-		case errors.Is(err, ipam.ErrNoPools):
-			return nil, api.NewRetryError(ErrNoPools.Error(), b.retry)
-		case errors.Is(err, ipam.ErrExhausted), errors.Is(err, ipam.ErrConflict), errors.Is(err, ipam.ErrNoPool):
-			// Retry at a fixed, short interval: the Service gets its
-			// address soon after one is freed or a pool appears.
-			return nil, api.NewRetryError(err.Error(), b.retry)
-		}
-		return nil, err
-	}
-	for _, te := range al.Taken {
-		b.logTaken(service, te)
-	}
-	b.report(service, before, al)
-	b.changed(service)
-	b.recheckService(service)
-	return statusFor(al), nil
-}
-
-// logTaken logs, for the administrator, who holds the addresses err says
-// svc cannot have. The error itself, which becomes an Event in svc's
-// namespace, names none of them (ipam.TakenError).
-func (b *Balancer) logTaken(svc *v1.Service, err error) {
-	for _, te := range ipam.TakenErrors(err) {
-		b.log.Info("Service refused an address others hold", "service", klog.KObj(svc), "address", te.Addr,
-			"reason", te.Reason, "holders", te.Holders, "sharingKey", te.SharingKey, "detail", te.Detail)
-	}
-}
-
-// report records Events and refreshes pool status after an Ensure.
-func (b *Balancer) report(svc *v1.Service, before, after ipam.Allocation) {
-	for i, a := range after.Addresses {
-		if !slices.Contains(before.Addresses, a) {
-			pool := after.Pools[i]
-			b.log.Info("Assigned address", "service", klog.KObj(svc), "address", a, "pool", pool)
-			b.recorder.Eventf(svc, v1.EventTypeNormal, ReasonIPAllocated, "Assigned %s from IPPool %s", a, pool)
-			allocationsTotal.WithLabelValues(pool).Inc()
-			b.pools.Touch(pool)
-		}
-	}
-	for i, a := range before.Addresses {
-		if !slices.Contains(after.Addresses, a) {
-			b.log.Info("Released address", "service", klog.KObj(svc), "address", a)
-			b.recorder.Eventf(svc, v1.EventTypeNormal, ReasonIPReleased, "Released %s", a)
-			b.pools.Touch(before.Pools[i])
-		}
-	}
-	for _, w := range after.Warnings {
-		b.recorder.Event(svc, v1.EventTypeWarning, ReasonFamilyNotServed, w+"; IronLB adds it as soon as a pool can serve it")
-	}
-	b.releaseLeases(before, after)
+	return b.ensure(ctx, service)
 }
 
 // UpdateLoadBalancer is called when the cluster's nodes change. Addresses do
@@ -518,22 +218,6 @@ func (b *Balancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName st
 	if err := b.waitReady(ctx); err != nil {
 		return err
 	}
-	before, ok := b.alloc.Lookup(string(service.UID))
-	if !ok {
-		return nil
-	}
-	b.alloc.Release(string(service.UID))
-	b.report(service, before, ipam.Allocation{})
-	b.changed(service)
-	b.recheckService(service)
+	b.release(service)
 	return nil
-}
-
-func statusFor(al ipam.Allocation) *v1.LoadBalancerStatus {
-	vip := v1.LoadBalancerIPModeVIP
-	st := &v1.LoadBalancerStatus{}
-	for _, a := range al.Addresses {
-		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: a.String(), IPMode: &vip})
-	}
-	return st
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 	"github.com/ironlb/ironlb/speaker"
 )
@@ -36,7 +37,7 @@ func TestManagerPacesHeartbeats(t *testing.T) {
 	m := speakers.New(ctx, speakers.Options{
 		Heartbeat: 20 * time.Millisecond, Misses: 3, HeartbeatRate: 100, Identity: bundle, Leader: "test",
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			if addr != netip.AddrPortFrom(nodeAddr, speakers.DefaultPort).String() {
+			if addr != netip.AddrPortFrom(nodeAddr, speakerv1.DefaultPort).String() {
 				return nil, errors.New("unreachable")
 			}
 			return dial(ctx, addr)

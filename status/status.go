@@ -22,11 +22,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 )
 
 // ConditionAnnounced is the Service condition the CCM writes
-// (loadbalancer/planner.ConditionAnnounced).
-const ConditionAnnounced = "ironlb.dev/Announced"
+// (announced.Condition).
+const ConditionAnnounced = announced.Condition
 
 // SpeakerSelector selects the speaker pods of the shipped manifests.
 const SpeakerSelector = "app.kubernetes.io/name=ironlb-speaker"

@@ -36,13 +36,10 @@ import (
 	"github.com/ironlb/ironlb/speaker/guard"
 )
 
-// DefaultPort is where speakers listen for the CCM; DefaultHealthPort
-// serves /healthz, /readyz and /metrics (and, with --debug-endpoints,
-// /announcements and /bgp).
-const (
-	DefaultPort       = 7473
-	DefaultHealthPort = 7474
-)
+// DefaultHealthPort serves /healthz, /readyz and /metrics (and, with
+// --debug-endpoints, /announcements and /bgp); the speaker listens for the
+// CCM on speakerv1.DefaultPort.
+const DefaultHealthPort = 7474
 
 type options struct {
 	node, nodeIP, ifc, listen, health string
@@ -63,7 +60,7 @@ func main() {
 	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP; VIPs are announced on the interface holding it (default $NODE_IP)")
 	fs.StringVar(&o.ifc, "interface", "", "announce on this interface instead of the one holding --node-ip")
 	fs.StringVar(&o.listen, "listen", "", "address for the CCM's gRPC connections (default: --node-ip and --port; not every address of the node)")
-	fs.IntVar(&o.port, "port", DefaultPort, "port for the CCM's gRPC connections, on --node-ip")
+	fs.IntVar(&o.port, "port", speakerv1.DefaultPort, "port for the CCM's gRPC connections, on --node-ip")
 	fs.StringVar(&o.caFile, "ca-file", "/etc/ironlb/ca/ca.crt", "CAs that sign the CCM's certificate (ca.crt of the ironlb-ca-bundle ConfigMap)")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/ironlb.dev/token", "projected ServiceAccount token with the audience "+pki.SpeakerAudience+": the CCM exchanges it for this node's certificate")
 	fs.StringVar(&o.health, "health-address", "", `address for /healthz, /readyz and /metrics over plain HTTP (default: --node-ip and --health-port); "off" turns it off`)

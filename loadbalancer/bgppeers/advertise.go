@@ -13,7 +13,7 @@ import (
 )
 
 // Advertisements returns how a node advertises addr, a VIP of a pool with
-// spec.bgp, to its peers (those of ForNode's set-up, by object). An empty
+// spec.bgp, to its peers (those of BGPConfigFor's set-up, by object). An empty
 // advertisements list means one to every peer. Two advertisements that
 // send the same prefix to one peer are merged: the union of their
 // communities and the highest local preference.

@@ -82,12 +82,12 @@ func selector(s *metav1.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(s)
 }
 
-// ForNode returns the BGP set-up of node's speaker: a session with every
+// BGPConfigFor returns the BGP set-up of node's speaker: a session with every
 // peer selecting the node that can be used, and the problems of those
 // that cannot (a password Secret that cannot be used, an unsupported
 // setting, no router ID). A peer's problem never takes another peer down. The set-up is nil
 // when no peer selects the node.
-func ForNode(node *v1.Node, peers []*v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.BGPConfig, []Problem) {
+func BGPConfigFor(node *v1.Node, peers []*v1alpha1.BGPPeer, secrets Secrets) (*speakerv1.BGPConfig, []Problem) {
 	selected, problems := Selected(node, peers)
 	if len(selected) == 0 {
 		return nil, problems

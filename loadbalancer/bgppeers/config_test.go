@@ -46,7 +46,7 @@ func secrets(m map[string]map[string]string) Secrets {
 	}
 }
 
-func TestForNode(t *testing.T) {
+func TestBGPConfigFor(t *testing.T) {
 	rack1 := &metav1.LabelSelector{MatchLabels: map[string]string{"rack": "r1"}}
 	withPassword := func(name, key string) func(*v1alpha1.BGPPeerSpec) {
 		return func(s *v1alpha1.BGPPeerSpec) { s.PasswordSecretRef = &v1alpha1.SecretKeyRef{Name: name, Key: key} }
@@ -170,7 +170,7 @@ func TestForNode(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, problems := ForNode(tc.node, tc.peers, sec)
+			got, problems := BGPConfigFor(tc.node, tc.peers, sec)
 			if diff := cmp.Diff(tc.want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("set-up (-want +got):\n%s", diff)
 			}

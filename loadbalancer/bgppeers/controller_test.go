@@ -30,8 +30,9 @@ import (
 	"github.com/ironlb/ironlb/test/controlplane"
 )
 
-// recordingSpeakers keeps the last BGP set-up the controller gave each
-// node's speaker; no speaker is connected.
+// recordingSpeakers keeps the last BGP set-up each node's speaker was
+// given (the test gives them as the planner does); no speaker is
+// connected.
 type recordingSpeakers struct {
 	mu  sync.Mutex
 	bgp map[string]*speakerv1.BGPConfig
@@ -168,6 +169,13 @@ func TestControllerPasswordSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What the planner does with the set-ups (planner.configureSessions):
+	// every node's goes to its speaker.
+	c.OnChange(func() {
+		for node, cfg := range c.BGPConfigs() {
+			sp.SetBGP(node, cfg)
+		}
+	})
 	factory := informers.NewSharedInformerFactory(client, time.Hour)
 	c.SetNodeInformer(factory)
 	factory.Start(ctx.Done())

@@ -92,7 +92,7 @@ func TestPasswordFromIronLBsOwnSecrets(t *testing.T) {
 			p := peer("tor", "192.0.2.1", func(s *v1alpha1.BGPPeerSpec) {
 				s.PasswordSecretRef = &v1alpha1.SecretKeyRef{Name: tc.secret, Key: tc.key}
 			})
-			cfg, problems := ForNode(n, []*v1alpha1.BGPPeer{p}, all)
+			cfg, problems := BGPConfigFor(n, []*v1alpha1.BGPPeer{p}, all)
 			sent := prototext.Format(cfg)
 			for _, l := range leaks {
 				if strings.Contains(sent, l) {

@@ -26,6 +26,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 )
 
 // DefaultName is the loadBalancerClass IronLB serves unless configured
@@ -39,12 +41,6 @@ const Finalizer = "ironlb.dev/load-balancer-cleanup"
 // StandardFinalizer is the service controller's finalizer, on the
 // class-less Services it serves.
 const StandardFinalizer = "service.kubernetes.io/load-balancer-cleanup"
-
-// announcedCondition is the planner's Announced condition
-// (planner.ConditionAnnounced; this package cannot import the planner):
-// only IronLB writes it, so a class-less Service that carries it was
-// served by IronLB.
-const announcedCondition = "ironlb.dev/Announced"
 
 // Policy says which Services IronLB serves.
 type Policy struct {
@@ -116,14 +112,16 @@ func (p Policy) Owns(svc *v1.Service) bool {
 
 // Legacy reports whether svc is a class-less Service that IronLB served
 // before it was told to serve only its class: it carries the service
-// controller's finalizer and IronLB's Announced condition. IronLB keeps
+// controller's finalizer and IronLB's Announced condition (only IronLB
+// writes it, so a class-less Service that carries it was served by
+// IronLB). IronLB keeps
 // its addresses (an existing Service keeps its address unless the user
 // asks: DESIGN invariant 3) and releases them when it is deleted or
 // changes type.
 func (p Policy) Legacy(svc *v1.Service) bool {
 	return p.Only && svc.Spec.LoadBalancerClass == nil &&
 		slices.Contains(svc.Finalizers, StandardFinalizer) &&
-		meta.FindStatusCondition(svc.Status.Conditions, announcedCondition) != nil
+		meta.FindStatusCondition(svc.Status.Conditions, announced.Condition) != nil
 }
 
 // Describe names svc's class for messages: its loadBalancerClass, or

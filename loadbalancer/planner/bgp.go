@@ -75,7 +75,7 @@ func (p *Planner) planBGPLocked(v *vip, w *world) advertised {
 		case !n.state.Has(speakerv1.CapabilityBGP):
 			why[n.name] = verdict{MissingCapability, fmt.Sprintf("speaker %s cannot advertise over BGP (capabilities %v); upgrade it", n.state.Version, n.state.Capabilities)}
 		default:
-			peers := p.opts.Peers.ForNode(n.name)
+			peers := p.opts.Peers.PeersOf(n.name)
 			key := peersKey(peers)
 			advs, ok := shared[key]
 			var err error

@@ -21,17 +21,24 @@ import (
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 )
 
-// fakePeers gives nodes their BGP peers.
+// fakePeers gives nodes their BGP peers and set-ups.
 type fakePeers struct {
 	mu       sync.Mutex
 	byNode   map[string][]*v1alpha1.BGPPeer
+	configs  map[string]*speakerv1.BGPConfig
 	onChange []func()
 }
 
-func (f *fakePeers) ForNode(node string) []*v1alpha1.BGPPeer {
+func (f *fakePeers) PeersOf(node string) []*v1alpha1.BGPPeer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.byNode[node]
+}
+
+func (f *fakePeers) BGPConfigs() map[string]*speakerv1.BGPConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.configs
 }
 
 func (f *fakePeers) OnChange(fn func()) {
@@ -41,6 +48,17 @@ func (f *fakePeers) OnChange(fn func()) {
 }
 
 func (f *fakePeers) Synced() bool { return true }
+
+// setConfigs replaces every node's set-up and tells the planner.
+func (f *fakePeers) setConfigs(configs map[string]*speakerv1.BGPConfig) {
+	f.mu.Lock()
+	f.configs = configs
+	fns := slices.Clone(f.onChange)
+	f.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
 
 func (f *fakePeers) set(node string, peers ...*v1alpha1.BGPPeer) {
 	f.mu.Lock()
@@ -320,4 +338,43 @@ func TestNodesDiff(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBGPSetUpsReachEveryNode: the planner is the one path of BGP peer
+// configuration to the speakers. Every node's set-up, as Peers gives it,
+// reaches the node's speaker, nodes that hold no VIP included, and so does
+// a change (nil: the node's sessions close).
+func TestBGPSetUpsReachEveryNode(t *testing.T) {
+	cfg := func(peers ...string) *speakerv1.BGPConfig {
+		c := &speakerv1.BGPConfig{RouterId: "192.0.2.11", Asn: 64513}
+		for _, p := range peers {
+			c.Peers = append(c.Peers, &speakerv1.BGPPeer{Name: p, Address: "192.0.2.1", PeerAsn: 64512})
+		}
+		return c
+	}
+	peers := &fakePeers{byNode: map[string][]*v1alpha1.BGPPeer{"node-a": {tor}, "node-c": {tor}}}
+	e := newPlannerEnv(t, envOptions{pools: bgpPools(true), peers: peers, before: func(e *plannerEnv) {
+		for _, n := range []string{"node-a", "node-b", "node-c"} {
+			e.sp.states[n] = bgpUp()
+		}
+	}}, nodes(3)...)
+	check := func(want map[string]*speakerv1.BGPConfig) {
+		t.Helper()
+		for n, w := range want {
+			got, ok := e.sp.bgpConfig(n)
+			if !ok {
+				t.Fatalf("node %s's speaker was given no BGP set-up", n)
+			}
+			if diff := cmp.Diff(w, got, protocmp.Transform()); diff != "" {
+				t.Errorf("node %s's BGP set-up (-want +got):\n%s", n, diff)
+			}
+		}
+	}
+	first := map[string]*speakerv1.BGPConfig{"node-a": cfg("tor"), "node-b": nil, "node-c": cfg("tor")}
+	peers.setConfigs(first)
+	check(first) // no Service, no VIP: the sessions are set up all the same
+	second := map[string]*speakerv1.BGPConfig{"node-a": nil, "node-b": cfg("tor"), "node-c": cfg("tor", "spine")}
+	peers.setConfigs(second)
+	check(second)
+	e.idle()
 }

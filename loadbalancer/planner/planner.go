@@ -68,6 +68,9 @@ type Speakers interface {
 	// speakers.Manager.View): gather reads every node's on every sync.
 	View(node string) (speakers.State, bool)
 	Assign(node string, a *speakerv1.Announcement)
+	// SetBGP gives node's speaker its BGP set-up (nil: no sessions);
+	// configureSessions (sessions.go) is its only caller.
+	SetBGP(node string, cfg *speakerv1.BGPConfig)
 	Unassign(node, addr string)
 	Resend(node, addr string)
 	SetReady()
@@ -114,11 +117,16 @@ type Options struct {
 	AddressInUse func(netip.Addr)
 }
 
-// Peers tells which BGP peers each node holds a session with.
+// Peers tells which BGP peers each node holds a session with, and each
+// node's BGP set-up, which the planner gives the speakers (sessions.go).
 type Peers interface {
-	// ForNode returns the usable BGPPeers that select node.
-	ForNode(node string) []*v1alpha1.BGPPeer
-	// OnChange registers fn, called after peers or their nodes changed.
+	// PeersOf returns the usable BGPPeers that select node.
+	PeersOf(node string) []*v1alpha1.BGPPeer
+	// BGPConfigs returns every node's BGP set-up (nil: no sessions), to
+	// be read only.
+	BGPConfigs() map[string]*speakerv1.BGPConfig
+	// OnChange registers fn, called after peers, their nodes or the
+	// set-ups changed.
 	OnChange(fn func())
 	// Synced reports whether every node's peers are known: before that,
 	// no speaker may get a snapshot (it would close its sessions).
@@ -217,7 +225,7 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 	pools.OnChange(func(string) { p.enqueue(poolsKey) })
 	sp.OnChange(func(node string) { p.enqueue(nodePrefix + node) })
 	if opts.Peers != nil {
-		opts.Peers.OnChange(func() { p.enqueue(allKey) })
+		opts.Peers.OnChange(p.peersChanged)
 	}
 	plannerMetrics.Set(p.collectMetrics)
 	return p

@@ -27,6 +27,7 @@ import (
 
 	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/ipam/ippool"
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 	"github.com/ironlb/ironlb/loadbalancer/speakers"
 )
 
@@ -38,6 +39,7 @@ type fakeSpeakers struct {
 	assigned map[string]map[string]bool
 	anns     map[string]map[string]*speakerv1.Announcement // node → address → last announcement
 	resent   map[string]map[string]int                     // node → address → Resend calls
+	bgp      map[string]*speakerv1.BGPConfig               // node → last BGP set-up (SetBGP)
 	onChange []func(string)
 }
 
@@ -112,6 +114,22 @@ func (f *fakeSpeakers) announcement(node, addr string) *speakerv1.Announcement {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.anns[node][addr]
+}
+func (f *fakeSpeakers) SetBGP(node string, cfg *speakerv1.BGPConfig) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bgp == nil {
+		f.bgp = map[string]*speakerv1.BGPConfig{}
+	}
+	f.bgp[node] = cfg
+}
+
+// bgpConfig returns node's last BGP set-up and whether it was given one.
+func (f *fakeSpeakers) bgpConfig(node string) (*speakerv1.BGPConfig, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cfg, ok := f.bgp[node]
+	return cfg, ok
 }
 func (f *fakeSpeakers) Unassign(node, addr string) {
 	f.mu.Lock()
@@ -1137,7 +1155,7 @@ func TestRecordsTheSharingKey(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if got, want := Records(svc)[vip], (Record{Node: owner, SharedAs: "dns"}); got != want {
+			if got, want := announced.Records(svc)[vip], (announced.Record{Node: owner, SharedAs: "dns"}); got != want {
 				return fmt.Errorf("%s records %+v, want %+v", name, got, want)
 			}
 		}

@@ -3,16 +3,13 @@ package planner
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"strings"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/loadbalancer/announced"
 )
@@ -24,17 +21,12 @@ import (
 // (EnsureLoadBalancer and two Events) whenever its annotations change, not
 // when its status does.
 
-// ConditionAnnounced is the condition type on a Service's status. Its
-// message lists each VIP with the node announcing it,
-// "192.0.2.200=node-a, 2001:db8::5=node-b" ("-" when no node may), the
-// nodes advertising it over BGP ("198.51.100.7=bgp:node-a+node-b", or
-// "node-a;bgp:..." for a pool announced both ways), and
-// "@key" after a VIP shared under a sharing key ("192.0.2.9=node-a@shop/web"):
-// after a restart, Services that shared an address keep it under the key
-// they shared it by, even if one of them changed its key meanwhile. The
-// package announced writes and reads it: every field is checked, and a key
-// is escaped so that no text in it can read as another entry.
-const ConditionAnnounced = "ironlb.dev/Announced"
+// ConditionAnnounced is the condition the planner writes on a Service's
+// status: announced.Condition, whose message announced.Encode writes and
+// announced.Records and announced.Decode read (every field is checked, and
+// a sharing key is escaped so that no text in it can read as another
+// entry).
+const ConditionAnnounced = announced.Condition
 
 // Reasons of ConditionAnnounced.
 const (
@@ -133,50 +125,4 @@ func (p *Planner) announcedBy(key string) (msg string, all, some bool, err error
 	}
 	msg, err = announced.Encode(entries)
 	return msg, all, len(entries) > 0, err
-}
-
-// Record is what ConditionAnnounced says of one VIP.
-type Record struct {
-	// Node announced it ("" for none).
-	Node string
-	// SharedAs is the sharing key it was shared under, "" if not shared.
-	SharedAs string
-}
-
-// Records reads ConditionAnnounced of a Service: where the leader that
-// wrote it announced each VIP over layer 2, and under which sharing key it
-// was held. It reads entries only for the addresses the Service's status
-// holds: a Service's record speaks for its own VIPs, never for another's,
-// whatever its text says (announced.Decode). Entries it rejects are
-// logged.
-func Records(svc *v1.Service) map[netip.Addr]Record {
-	out := map[netip.Addr]Record{}
-	c := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
-	if c == nil {
-		return out
-	}
-	entries, err := announced.Decode(c.Message, statusAddrs(svc))
-	if err != nil {
-		klog.Background().WithName("planner").Info("Ignoring entries of a Service's record of where its VIPs are announced",
-			"service", klog.KObj(svc), "condition", ConditionAnnounced, "err", err)
-	}
-	for _, e := range entries {
-		var node string
-		if len(e.Layer2) > 0 {
-			node = e.Layer2[0]
-		}
-		out[e.Address] = Record{Node: node, SharedAs: e.SharedAs}
-	}
-	return out
-}
-
-// statusAddrs returns the addresses in a Service's status.
-func statusAddrs(svc *v1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, ing := range svc.Status.LoadBalancer.Ingress {
-		if a, err := netip.ParseAddr(ing.IP); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
 }

@@ -15,6 +15,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 )
 
 // tenantService creates a LoadBalancer Service in namespace ns holding the
@@ -61,7 +62,7 @@ func (e *plannerEnv) announced(ns, name string, vip netip.Addr) string {
 		if c == nil {
 			return fmt.Errorf("%s/%s has no %s condition", ns, name, ConditionAnnounced)
 		}
-		if _, ok := Records(svc)[vip]; !ok {
+		if _, ok := announced.Records(svc)[vip]; !ok {
 			return fmt.Errorf("%s/%s records %q, nothing for %s", ns, name, c.Message, vip)
 		}
 		msg = c.Message

@@ -8,13 +8,14 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 	"github.com/ironlb/ironlb/loadbalancer/placement"
 )
 
 // A new leader keeps every VIP where the previous one put it. It learns
 // that from the record the previous leader wrote on each Service (its
-// ironlb.dev/Announced status condition, see Records and package
-// loadbalancer/announced): the CCMs' own record, which no speaker can
+// ironlb.dev/Announced status condition, see package
+// loadbalancer/announced, Records): the CCMs' own record, which no speaker can
 // forge. What speakers report they announce fills in only for VIPs without
 // a record (placed a moment before the previous leader died): a speaker,
 // even one authenticated as its node, cannot pull a VIP that is recorded
@@ -24,7 +25,7 @@ import (
 
 // seedFromRecords reads where the previous leader said each VIP was
 // announced. A Service's record places only that Service's own VIPs: the
-// addresses its status holds (Records reads no others) and the restore
+// addresses its status holds (announced.Records reads no others) and the restore
 // gave it. Whatever a tenant manages to write into its own record, it
 // cannot place another tenant's VIP.
 func (p *Planner) seedFromRecords() {
@@ -37,7 +38,7 @@ func (p *Planner) seedFromRecords() {
 	defer p.mu.Unlock()
 	for _, s := range svcs {
 		al, _ := p.alloc.Lookup(string(s.UID))
-		for a, r := range Records(s) {
+		for a, r := range announced.Records(s) {
 			switch {
 			case r.Node == "":
 			case !slices.Contains(al.Addresses, a):

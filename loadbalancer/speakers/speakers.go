@@ -27,7 +27,6 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultPort = 7473
 	// DefaultHeartbeat and DefaultMisses declare a silent speaker lost
 	// after 225 ms: its layer-2 VIPs move within 0.3 s.
 	DefaultHeartbeat = 75 * time.Millisecond
@@ -222,7 +221,7 @@ func (m *Manager) Traffic() (heartbeats, reports uint64) {
 // all end when ctx does (when this CCM stops leading).
 func New(ctx context.Context, opts Options) *Manager {
 	if opts.Port == 0 {
-		opts.Port = DefaultPort
+		opts.Port = speakerv1.DefaultPort
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = DefaultHeartbeat

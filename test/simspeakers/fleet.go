@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 	"github.com/ironlb/ironlb/pki"
 	"github.com/ironlb/ironlb/test/rig"
 )
@@ -47,7 +48,7 @@ type Options struct {
 	// addresses), so a fleet can outgrow one /24. The caller makes every
 	// prefix bindable where Listen listens.
 	Prefixes []netip.Prefix
-	// Port is where speakers listen: the CCM's speakers.port (default 7473).
+	// Port is where speakers listen: the CCM's speakers.port (default speakerv1.DefaultPort).
 	Port int
 	// CABundle is the CAs the speakers trust for the CCM (the
 	// ironlb-ca-bundle ConfigMap's ca.crt); empty: read from that
@@ -63,10 +64,6 @@ type Options struct {
 	// Log is the agents' logger (default: discard).
 	Log logr.Logger
 }
-
-// DefaultPort is the speakers' port when Options.Port is 0 (the CCM's and
-// ironlb-speaker's default).
-const DefaultPort = 7473
 
 // Fleet is a set of simulated speakers.
 type Fleet struct {
@@ -88,7 +85,7 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 		return nil, errors.New("simspeakers: Client, Namespace, Nodes and FirstAddr or Prefixes are required")
 	}
 	if opts.Port == 0 {
-		opts.Port = DefaultPort
+		opts.Port = speakerv1.DefaultPort
 	}
 	if opts.Listen == nil {
 		opts.Listen = net.Listen
