@@ -119,10 +119,14 @@ func (a *Agent) reopen() bool {
 	return true
 }
 
-// returnedLocked reports whether an interface that could not be opened
-// exists now.
-func (a *Agent) returnedLocked() bool {
-	for name := range a.openErr {
+// returned reports whether an interface that could not be opened exists
+// now. It looks them up (netlink) outside a.mu; the caller holds
+// a.applyMu, under which alone a.openErr changes (opening announcers).
+func (a *Agent) returned() bool {
+	a.mu.Lock()
+	failed := slices.Collect(maps.Keys(a.openErr))
+	a.mu.Unlock()
+	for _, name := range failed {
 		if _, err := a.interfaces(name); err == nil {
 			return true
 		}
@@ -223,6 +227,37 @@ func (a *Agent) lookUpInterface(name string) kernelIfc {
 		}
 	}
 	return k
+}
+
+// readNewInterfaces reads, outside a.mu, the state of the interfaces
+// named since the last maintenance pass, so that the reports that follow
+// an apply find it in a.kernelIfcs rather than read it under a.mu
+// (interfacesLocked, which still does for a report made in between). The
+// caller holds a.applyMu, not a.mu; a.kernelIfcs is replaced only under
+// a.applyMu (refreshInterfaces), and an entry already there is kept.
+func (a *Agent) readNewInterfaces() {
+	a.mu.Lock()
+	var names []string
+	for name := range a.interfaceNamesLocked() {
+		if _, ok := a.kernelIfcs[name]; !ok && name != "" {
+			names = append(names, name)
+		}
+	}
+	a.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	read := make(map[string]kernelIfc, len(names))
+	for _, name := range names {
+		read[name] = a.lookUpInterface(name)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, k := range read {
+		if _, ok := a.kernelIfcs[name]; !ok {
+			a.kernelIfcs[name] = k
+		}
+	}
 }
 
 // interfaceNamesLocked are the interfaces the speaker announces on: the

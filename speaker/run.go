@@ -64,9 +64,7 @@ func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.Inter
 		return
 	}
 	reopened := a.reopen()
-	a.mu.Lock()
-	returned := a.returnedLocked()
-	a.mu.Unlock()
+	returned := a.returned()
 	if fp != *last || reopened || returned {
 		a.mu.Lock()
 		a.held = nil
@@ -94,6 +92,7 @@ func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.Inter
 // side again (a VIP no longer refused is advertised now). The caller
 // holds a.applyMu, not a.mu.
 func (a *Agent) retryFailed() {
+	a.loadHeld()
 	a.mu.Lock()
 	var ops []vipOp
 	for addr, v := range a.vips {
