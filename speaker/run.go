@@ -4,10 +4,11 @@ package speaker
 // twice a second (maintain): interfaces re-read and announcers reopened
 // (interfaces.go), failed VIPs and a failed BGP apply retried
 // (retryFailed), the BGP sessions polled (bgppoll.go), and the streams
-// told when any of it changed.
+// told when any of it changed. Live tells whether the loop still runs.
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
@@ -115,3 +116,29 @@ func (a *Agent) retryFailed() {
 	a.recordBGPLocked(d, berr)
 	a.notifyLocked()
 }
+
+// Live reports whether the agent still works: its lock can be taken and
+// Run has made a pass recently. A wedged agent (an announcer stuck in a
+// socket call, a dead Run loop) fails it, so that the kubelet restarts the
+// speaker.
+func (a *Agent) Live(ctx context.Context) error {
+	got := make(chan time.Time, 1)
+	go func() {
+		a.mu.Lock()
+		t := a.lastTick
+		a.mu.Unlock()
+		got <- t
+	}()
+	select {
+	case t := <-got:
+		if since := time.Since(t); since > liveLimit {
+			return fmt.Errorf("the agent's maintenance loop last ran %s ago", since.Round(time.Millisecond))
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the agent's state is locked: %w", ctx.Err())
+	}
+}
+
+// liveLimit is how long Run may go without a pass before Live fails.
+const liveLimit = 10 * time.Second
