@@ -375,32 +375,6 @@ func (a *Agent) Healthy() error {
 	return nil
 }
 
-// Live reports whether the agent still works: its lock can be taken and
-// Run has made a pass recently. A wedged agent (an announcer stuck in a
-// socket call, a dead Run loop) fails it, so that the kubelet restarts the
-// speaker.
-func (a *Agent) Live(ctx context.Context) error {
-	got := make(chan time.Time, 1)
-	go func() {
-		a.mu.Lock()
-		t := a.lastTick
-		a.mu.Unlock()
-		got <- t
-	}()
-	select {
-	case t := <-got:
-		if since := time.Since(t); since > liveLimit {
-			return fmt.Errorf("the agent's maintenance loop last ran %s ago", since.Round(time.Millisecond))
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("the agent's state is locked: %w", ctx.Err())
-	}
-}
-
-// liveLimit is how long Run may go without a pass before Live fails.
-const liveLimit = 10 * time.Second
-
 // Streams returns the number of open Sync streams.
 func (a *Agent) Streams() int {
 	a.mu.Lock()

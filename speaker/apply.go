@@ -13,6 +13,7 @@ import (
 func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	a.loadHeld() // for refuse, before a.mu
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
@@ -56,6 +57,7 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 	a.mu.Unlock()
 
 	a.perform(ops)
+	a.readNewInterfaces() // for the answer's report
 	berr := a.applyBGP(d, derr)
 
 	a.mu.Lock()
@@ -70,6 +72,7 @@ func (a *Agent) applySnapshot(id uint64, s *speakerv1.Snapshot) error {
 func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	a.loadHeld() // for refuse, before a.mu
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
@@ -128,6 +131,7 @@ func (a *Agent) applyUpdate(id uint64, u *speakerv1.Update) error {
 	a.mu.Unlock()
 
 	a.perform(ops)
+	a.readNewInterfaces() // for the answer's report
 	var berr error
 	if bgpTouched {
 		berr = a.applyBGP(d, derr)
@@ -238,8 +242,33 @@ func (a *Agent) refuse(addr netip.Addr) error {
 	return nil
 }
 
+// loadHeld lists the node's own addresses (netlink) outside a.mu when
+// they are to be listed again (a.held nil: at start, and after Run saw the
+// interfaces change), so that planAnnounceLocked does not list them under
+// a.mu. The caller holds a.applyMu, under which alone a.held is reset
+// (maintain).
+func (a *Agent) loadHeld() {
+	a.mu.Lock()
+	need := a.held == nil
+	a.mu.Unlock()
+	if !need {
+		return
+	}
+	held, err := a.local()
+	if err != nil {
+		a.log.Error(err, "Cannot list this node's addresses; VIPs are announced without checking them")
+		held = map[netip.Addr]string{}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.held == nil {
+		a.held = held
+	}
+}
+
 // heldLocked returns the node's own addresses, listed again after Run saw
-// the interfaces change.
+// the interfaces change (listed by loadHeld before a.mu was taken, except
+// when a.local gave none).
 func (a *Agent) heldLocked() map[netip.Addr]string {
 	if a.held == nil {
 		held, err := a.local()

@@ -231,40 +231,6 @@ func (a *Agent) recordLocked(ops []vipOp) {
 	}
 }
 
-// applyBGP brings the BGP side to d (or keeps err, d's error). The caller
-// holds a.applyMu, not a.mu.
-func (a *Agent) applyBGP(d bgpDesired, err error) error {
-	if a.bgp == nil {
-		return nil
-	}
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), bgpTimeout)
-		err = a.bgp.Apply(ctx, d.Desired)
-		cancel()
-	}
-	return err
-}
-
-// recordBGPLocked keeps the result of applyBGP (reported with the
-// sessions until a later pass of Run succeeds); a.mu is held.
-func (a *Agent) recordBGPLocked(d bgpDesired, err error) {
-	if a.bgp == nil {
-		return
-	}
-	if err == nil {
-		a.exports.applied(d.gen)
-	}
-	if (err == nil) != (a.bgpErr == nil) || err != nil && err.Error() != a.bgpErr.Error() {
-		if err != nil {
-			a.log.Error(err, "Cannot apply the BGP set-up; retrying")
-		} else {
-			a.log.Info("BGP set-up applied", "peers", len(d.Peers), "routes", len(d.Exports))
-		}
-		a.notifyLocked()
-	}
-	a.bgpErr = err
-}
-
 // kick wakes the timers goroutine to look at the VIPs again.
 func (a *Agent) kick() {
 	select {

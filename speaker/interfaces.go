@@ -1,14 +1,16 @@
 package speaker
 
+// Interface handling: which interfaces the node's addresses and the VIPs
+// are on, their health as reported to the CCM, and reopening the
+// announcer of an interface that was re-created. Run (run.go) drives it.
+
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -48,81 +50,6 @@ func NodeAddresses() (map[netip.Addr]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// maintainInterval is how often Run checks the interfaces (see
-// WithMaintainInterval).
-const maintainInterval = 500 * time.Millisecond
-
-// WithMaintainInterval makes Run pass every d instead of maintainInterval
-// (at most liveLimit/2, so that Live holds): for many agents sharing one
-// host's interfaces, such as the scale rig's simulated speakers, where a
-// pass each per 500 ms would cost more than the system under test.
-func WithMaintainInterval(d time.Duration) Option {
-	return func(a *Agent) { a.maintainEvery = min(d, liveLimit/2) }
-}
-
-// Run keeps the announcers working until ctx ends: about twice a second it
-// reopens the announcer of an interface that was deleted and re-created
-// (a rebuilt bond or VLAN has a new index, and the old sockets are bound to
-// the dead one), retries VIPs that failed while the interfaces or the
-// node's addresses changed, and reports interface health changes to the
-// CCM. Live fails when Run stops making passes.
-func (a *Agent) Run(ctx context.Context) {
-	go a.timers(ctx)
-	t := time.NewTicker(a.maintainEvery)
-	defer t.Stop()
-	var last string
-	var lastHealth []*speakerv1.InterfaceStatus
-	for {
-		fp := fingerprint()
-		a.maintain(fp, &last, &lastHealth)
-		a.recheckTrust() // a re-read mounted bundle
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// maintain is one pass of Run. Like an apply it holds a.applyMu
-// throughout and a.mu only between its I/O.
-func (a *Agent) maintain(fp string, last *string, lastHealth *[]*speakerv1.InterfaceStatus) {
-	a.applyMu.Lock()
-	defer a.applyMu.Unlock()
-	a.mu.Lock()
-	a.lastTick = time.Now()
-	closed := a.closed
-	a.mu.Unlock()
-	if closed {
-		return
-	}
-	reopened := a.reopen()
-	a.mu.Lock()
-	returned := a.returnedLocked()
-	a.mu.Unlock()
-	if fp != *last || reopened || returned {
-		a.mu.Lock()
-		a.held = nil
-		a.mu.Unlock()
-		a.retryFailed()
-		*last = fp
-	}
-	a.refreshInterfaces()
-	a.mu.Lock()
-	a.auditReportsLocked(a.now())
-	health := a.interfacesLocked()
-	if !equalStatuses(health, *lastHealth) {
-		*lastHealth = health
-		a.notifyLocked()
-	}
-	a.mu.Unlock()
-	if a.pollBGP() {
-		a.mu.Lock()
-		a.notifyLocked()
-		a.mu.Unlock()
-	}
 }
 
 // fingerprint summarizes the node's interfaces (names, indexes, flags and
@@ -192,42 +119,19 @@ func (a *Agent) reopen() bool {
 	return true
 }
 
-// returnedLocked reports whether an interface that could not be opened
-// exists now.
-func (a *Agent) returnedLocked() bool {
-	for name := range a.openErr {
+// returned reports whether an interface that could not be opened exists
+// now. It looks them up (netlink) outside a.mu; the caller holds
+// a.applyMu, under which alone a.openErr changes (opening announcers).
+func (a *Agent) returned() bool {
+	a.mu.Lock()
+	failed := slices.Collect(maps.Keys(a.openErr))
+	a.mu.Unlock()
+	for _, name := range failed {
 		if _, err := a.interfaces(name); err == nil {
 			return true
 		}
 	}
 	return false
-}
-
-// retryFailed announces again the VIPs that failed, and applies the BGP
-// side again (a VIP no longer refused is advertised now). The caller
-// holds a.applyMu, not a.mu.
-func (a *Agent) retryFailed() {
-	a.mu.Lock()
-	var ops []vipOp
-	for addr, v := range a.vips {
-		if v.err != nil && v.state == stateAnnouncing {
-			ops = append(ops, a.planAnnounceLocked(addr, v.announcement(addr)))
-		}
-	}
-	d, derr := a.desiredBGPLocked()
-	a.mu.Unlock()
-	a.perform(ops)
-	berr := a.applyBGP(d, derr)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.recordLocked(ops)
-	for _, op := range ops {
-		if op.v != nil && op.v.err == nil {
-			a.log.Info("VIP recovered", "address", op.addr, "service", op.service)
-		}
-	}
-	a.recordBGPLocked(d, berr)
-	a.notifyLocked()
 }
 
 func equalStatuses(x, y []*speakerv1.InterfaceStatus) bool {
@@ -323,6 +227,37 @@ func (a *Agent) lookUpInterface(name string) kernelIfc {
 		}
 	}
 	return k
+}
+
+// readNewInterfaces reads, outside a.mu, the state of the interfaces
+// named since the last maintenance pass, so that the reports that follow
+// an apply find it in a.kernelIfcs rather than read it under a.mu
+// (interfacesLocked, which still does for a report made in between). The
+// caller holds a.applyMu, not a.mu; a.kernelIfcs is replaced only under
+// a.applyMu (refreshInterfaces), and an entry already there is kept.
+func (a *Agent) readNewInterfaces() {
+	a.mu.Lock()
+	var names []string
+	for name := range a.interfaceNamesLocked() {
+		if _, ok := a.kernelIfcs[name]; !ok && name != "" {
+			names = append(names, name)
+		}
+	}
+	a.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	read := make(map[string]kernelIfc, len(names))
+	for _, name := range names {
+		read[name] = a.lookUpInterface(name)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, k := range read {
+		if _, ok := a.kernelIfcs[name]; !ok {
+			a.kernelIfcs[name] = k
+		}
+	}
 }
 
 // interfaceNamesLocked are the interfaces the speaker announces on: the
