@@ -167,9 +167,8 @@ type Planner struct {
 	// recordsBusy counts the records being written (FlushRecords).
 	recordsBusy atomic.Int32
 
-	// delivered, when set (tests), is called with every object the
-	// informers hand to the planner, after it was queued.
-	delivered func(obj any)
+	// hooks are nil but in tests (hooks.go).
+	hooks *hooks
 
 	// term is Run's context: it ends when this CCM stops leading, and
 	// nothing is planned after that (what is still queued is dropped: a
@@ -265,12 +264,6 @@ func (p *Planner) enqueueService(obj any) {
 		p.enqueue(key)
 	}
 	p.notifyDelivered(obj)
-}
-
-func (p *Planner) notifyDelivered(obj any) {
-	if p.delivered != nil {
-		p.delivered(obj)
-	}
 }
 
 // Run waits for caches and for the allocator's restore, gives the speakers

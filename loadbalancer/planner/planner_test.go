@@ -312,7 +312,7 @@ func (e *plannerEnv) start() {
 		opts.Client = e.cs
 	}
 	e.p = New(e.alloc, e.pools, e.sp, opts)
-	e.p.delivered = e.record
+	e.p.hooks = &hooks{delivered: e.record}
 	factory := informers.NewSharedInformerFactory(e.cs, 0)
 	e.p.SetInformers(factory)
 	ctx, cancel := context.WithCancel(e.ctx)
