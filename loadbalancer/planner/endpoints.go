@@ -17,7 +17,7 @@ func (p *Planner) enqueueSlice(obj any) {
 	}
 	if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
 		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
-			p.enqueue(s.Namespace + "/" + name)
+			p.enqueue(serviceKey(s.Namespace + "/" + name))
 		}
 	}
 	p.notifyDelivered(obj)

@@ -39,10 +39,6 @@ import (
 // hardware addresses (other hosts' claims are told apart by them) or a
 // node without a mark plans every VIP.
 
-// nodePrefix starts the queue key of a node whose speaker's state
-// changed (a node name holds no ':', a Service key no "node:" prefix).
-const nodePrefix = "node:"
-
 // nodeMark is what planning depends on of one node's speaker.
 type nodeMark struct {
 	speaker   verdict // the zero verdict: none

@@ -157,8 +157,8 @@ func (p *Planner) rebalanceLocked(v *vip, w *world, cur string, eligible []strin
 	}
 	if uneven.IsZero() {
 		*uneven = w.now
-		for key := range v.services {
-			p.queue.AddAfter(key, p.opts.LocalRebalanceDelay+10*time.Millisecond)
+		for name := range v.services {
+			p.queue.AddAfter(serviceKey(name), p.opts.LocalRebalanceDelay+10*time.Millisecond)
 		}
 	}
 	if w.now.Sub(*uneven) < p.opts.LocalRebalanceDelay {

@@ -16,13 +16,9 @@ package planner
 import (
 	"context"
 	"net/netip"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -146,10 +142,12 @@ type Planner struct {
 	slices   discoverylisters.EndpointSliceLister
 	synced   []cache.InformerSynced
 	factory  informers.SharedInformerFactory
-	queue    workqueue.TypedRateLimitingInterface[string]
-	// records holds the Services whose Announced condition is to be
-	// written: API writes, served by their own workers (records.go) so
-	// that planning (a lost speaker's VIPs moving) never waits behind them.
+	// queue holds what is to be planned (queue.go).
+	queue workqueue.TypedRateLimitingInterface[key]
+	// records holds the Services (namespace/name) whose Announced
+	// condition is to be written: API writes, served by their own workers
+	// (records.go) so that planning (a lost speaker's VIPs moving) never
+	// waits behind them.
 	records workqueue.TypedRateLimitingInterface[string]
 
 	mu       sync.Mutex
@@ -167,17 +165,16 @@ type Planner struct {
 	// syncNodes uses it, from the worker (or Run before the worker starts).
 	refusedAddrs map[string]string
 
-	// qmu guards what Idle reads: keys queued and not yet taken by the
-	// worker, and keys being processed.
-	qmu     sync.Mutex
-	pending map[string]bool
-	busy    int
-	// recordsBusy counts the records being written (FlushRecords).
-	recordsBusy atomic.Int32
+	// qmu guards what Idle and FlushRecords read: keys queued and not yet
+	// taken by a worker, and keys being processed.
+	qmu            sync.Mutex
+	pending        map[key]bool
+	pendingRecords map[string]bool
+	busy           int // keys of either queue being processed
+	recordsBusy    int // records being written
 
-	// delivered, when set (tests), is called with every object the
-	// informers hand to the planner, after it was queued.
-	delivered func(obj any)
+	// hooks are nil but in tests (hooks.go).
+	hooks *hooks
 
 	// term is Run's context: it ends when this CCM stops leading, and
 	// nothing is planned after that (what is still queued is dropped: a
@@ -187,13 +184,6 @@ type Planner struct {
 	// Set before the workers start.
 	term context.Context
 }
-
-// Queue keys other than a Service's namespace/name.
-const (
-	allKey    = "*all*"   // re-plan every VIP
-	poolsKey  = "*pools*" // a pool changed: refresh every Service's VIPs
-	recPrefix = "record:" // pending: a Service's Announced condition to write
-)
 
 // New returns a Planner; SetInformers and Run start it.
 func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
@@ -212,226 +202,25 @@ func New(alloc Allocations, pools Pools, sp Speakers, opts Options) *Planner {
 	p := &Planner{
 		alloc: alloc, pools: pools, speakers: sp, opts: opts,
 		log: klog.Background().WithName("planner"),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-planner"}),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[key](),
+			workqueue.TypedRateLimitingQueueConfig[key]{Name: "ironlb-planner"}),
 		records: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ironlb-planner-records"}),
 		vips:     map[netip.Addr]*vip{},
 		failures: map[netip.Addr]map[string]time.Time{},
 		bySvc:    map[string][]netip.Addr{},
 		seeds:    map[netip.Addr]string{},
-		pending:  map[string]bool{},
+		pending:  map[key]bool{},
+
+		pendingRecords: map[string]bool{},
 	}
 	pools.OnChange(func(string) { p.enqueue(poolsKey) })
-	sp.OnChange(func(node string) { p.enqueue(nodePrefix + node) })
+	sp.OnChange(func(node string) { p.enqueue(nodeKey(node)) })
 	if opts.Peers != nil {
 		opts.Peers.OnChange(p.peersChanged)
 	}
 	plannerMetrics.Set(p.collectMetrics)
 	return p
-}
-
-// ServiceChanged re-plans one Service, e.g. right after its allocation
-// changed.
-func (p *Planner) ServiceChanged(svc *v1.Service) { p.enqueue(svc.Namespace + "/" + svc.Name) }
-
-// SetInformers registers the Service, Node and EndpointSlice informers.
-func (p *Planner) SetInformers(factory informers.SharedInformerFactory) {
-	svc := factory.Core().V1().Services()
-	nodes := factory.Core().V1().Nodes()
-	eps := factory.Discovery().V1().EndpointSlices()
-	p.services, p.nodes, p.slices = svc.Lister(), nodes.Lister(), eps.Lister()
-	p.factory = factory
-	p.synced = []cache.InformerSynced{svc.Informer().HasSynced, nodes.Informer().HasSynced, eps.Informer().HasSynced}
-	_, _ = svc.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    p.enqueueService,
-		UpdateFunc: func(_, obj any) { p.enqueueService(obj) },
-		DeleteFunc: p.enqueueService,
-	})
-	enqueueAll := func(obj any) {
-		p.enqueue(allKey)
-		p.notifyDelivered(obj)
-	}
-	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueueAll, DeleteFunc: enqueueAll,
-		UpdateFunc: func(old, cur any) {
-			if nodeRelevantChange(old.(*v1.Node), cur.(*v1.Node)) {
-				p.enqueue(allKey)
-			}
-			p.notifyDelivered(cur)
-		},
-	})
-	_, _ = eps.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    p.enqueueSlice,
-		UpdateFunc: func(_, obj any) { p.enqueueSlice(obj) },
-		DeleteFunc: p.enqueueSlice,
-	})
-}
-
-func (p *Planner) enqueueService(obj any) {
-	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-		p.enqueue(key)
-	}
-	p.notifyDelivered(obj)
-}
-
-func (p *Planner) notifyDelivered(obj any) {
-	if p.delivered != nil {
-		p.delivered(obj)
-	}
-}
-
-// Run waits for caches and for the allocator's restore, gives the speakers
-// a moment to report what they announce (so VIPs stay where they are across
-// a leader change), then plans until ctx ends.
-func (p *Planner) Run(ctx context.Context) {
-	p.term = ctx
-	defer p.queue.ShutDown()
-	defer p.records.ShutDown()
-	p.factory.Start(ctx.Done())
-	if !cache.WaitForNamedCacheSyncWithContext(ctx, p.synced...) {
-		return
-	}
-	waitingSince := time.Now()
-	for !p.opts.Ready() || p.opts.Peers != nil && !p.opts.Peers.Synced() {
-		if time.Since(waitingSince) > 30*time.Second {
-			p.log.Info("Still waiting for the restore and the BGP peers before planning; the speakers keep what they announce",
-				"restored", p.opts.Ready(), "hint", "the CCM must be allowed to list and watch BGPPeers, and Secrets in its namespace")
-			waitingSince = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	p.syncNodes()
-	p.seedFromRecords()
-	p.waitForReports(ctx)
-	p.seedFromReports()
-	p.startSettle()
-	p.mu.Lock()
-	p.started = true
-	p.mu.Unlock()
-	p.startRecordWorkers()
-	// Plan everything once before the speakers get their snapshots, so
-	// that no VIP is withdrawn for lack of a plan.
-	svcs, _ := p.services.List(labels.Everything())
-	w := p.gather()
-	for _, s := range svcs {
-		if err := p.syncServiceIn(s.Namespace+"/"+s.Name, w); err != nil {
-			p.enqueue(s.Namespace + "/" + s.Name)
-		}
-	}
-	p.planAll()
-	p.speakers.SetReady()
-	p.enqueue(allKey)
-	go func() {
-		<-ctx.Done()
-		p.queue.ShutDown()
-		p.records.ShutDown()
-	}()
-	for p.processNext() {
-	}
-}
-
-// enqueue queues key for the worker.
-func (p *Planner) enqueue(key string) {
-	p.qmu.Lock()
-	p.pending[key] = true
-	p.qmu.Unlock()
-	p.queue.Add(key)
-}
-
-func (p *Planner) processNext() bool {
-	key, quit := p.queue.Get()
-	if quit {
-		return false
-	}
-	p.qmu.Lock()
-	delete(p.pending, key)
-	p.busy++
-	p.qmu.Unlock()
-	defer func() {
-		// Done first: a key added while it was processed is queued again
-		// by Done (and is pending already).
-		p.queue.Done(key)
-		p.qmu.Lock()
-		p.busy--
-		p.qmu.Unlock()
-	}()
-	var err error
-	switch {
-	case p.term.Err() != nil:
-		// The term ended: drop it.
-	case key == allKey:
-		p.syncNodes()
-		p.planAll()
-	case key == poolsKey:
-		p.syncAllServices()
-	case strings.HasPrefix(key, nodePrefix):
-		p.planNode(strings.TrimPrefix(key, nodePrefix))
-	default:
-		err = p.syncService(key)
-	}
-	if err != nil {
-		p.log.Error(err, "Planning", "key", key)
-		p.queue.AddRateLimited(key)
-		return true
-	}
-	p.queue.Forget(key)
-	return true
-}
-
-// FlushRecords waits until every queued Announced record is written (or
-// failed once), or ctx ends. A leader that steps down calls it after its
-// term ended and before it hands the Lease over: the next leader believes
-// the records over the speakers' claims (seed.go), and a move made just
-// before the handover must be on record by then.
-func (p *Planner) FlushRecords(ctx context.Context) {
-	for {
-		p.qmu.Lock()
-		pending := 0
-		for key := range p.pending {
-			if strings.HasPrefix(key, recPrefix) {
-				pending++
-			}
-		}
-		p.qmu.Unlock()
-		if pending == 0 && p.recordsBusy.Load() == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
-// Idle reports whether the planner has started and has nothing queued or
-// in progress (work delayed for later, such as a failure backoff or the end
-// of a settle window, does not count). Tests wait for it before asserting
-// that something did not happen.
-func (p *Planner) Idle() bool {
-	p.mu.Lock()
-	started := p.started
-	p.mu.Unlock()
-	p.qmu.Lock()
-	defer p.qmu.Unlock()
-	return started && p.busy == 0 && len(p.pending) == 0
-}
-
-// WaitIdle waits until Idle, or ctx ends.
-func (p *Planner) WaitIdle(ctx context.Context) error {
-	for !p.Idle() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
 }
 
 // Advertisers returns the nodes told to advertise a over BGP.

@@ -208,3 +208,89 @@ func TestFlushRecordsWaitsForTheRecords(t *testing.T) {
 		t.Errorf("Announced once FlushRecords returned = %+v, want %s=%s", c, vip, second)
 	}
 }
+
+// TestRecordsAnnouncers: the Announced condition on a Service's status says
+// where each VIP is, follows moves, and goes away with the VIPs.
+func TestRecordsAnnouncers(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{record: true}, nodes(2)...)
+	vip := e.service("web", false)
+	first := e.owner(vip, "node-a", "node-b")
+	condition := func() *metav1.Condition {
+		t.Helper()
+		e.idle()
+		svc, err := e.cs.CoreV1().Services("default").Get(e.ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range svc.Status.Conditions {
+			if c.Type == ConditionAnnounced {
+				return &c
+			}
+		}
+		return nil
+	}
+	if c := condition(); c == nil || c.Status != metav1.ConditionTrue || c.Message != vip.String()+"="+first {
+		t.Fatalf("Announced = %+v, want True with %s=%s", c, vip, first)
+	}
+	e.sp.set(first, lost())
+	second := e.owner(vip, others(first)...)
+	if c := condition(); c == nil || c.Message != vip.String()+"="+second {
+		t.Fatalf("Announced after the move = %+v, want %s=%s", c, vip, second)
+	}
+	e.sp.set(second, lost())
+	e.owner(vip, second) // kept: nowhere else to go
+	e.updateNode(second, func(n *v1.Node) { n.Status.Conditions[0].Status = v1.ConditionFalse })
+	e.owner(vip, "")
+	if c := condition(); c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonNoAnnouncer || c.Message != vip.String()+"=-" {
+		t.Fatalf("Announced without a node = %+v, want False/NoAnnouncingNode with %s=-", c, vip)
+	}
+	e.alloc.Release("uid-web")
+	svc, _ := e.cs.CoreV1().Services("default").Get(e.ctx, "web", metav1.GetOptions{})
+	svc.Spec.Type = v1.ServiceTypeClusterIP
+	m := e.mark(svc)
+	if _, err := e.cs.CoreV1().Services("default").Update(e.ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.seen("*v1.Service", "web", m)
+	if c := condition(); c != nil {
+		t.Fatalf("Announced = %+v on a Service without VIPs, want none", c)
+	}
+}
+
+// TestRecordsTheSharingKey: an address shared under a key is recorded with
+// it, which a restarted CCM uses to keep it with that key's sharers.
+func TestRecordsTheSharingKey(t *testing.T) {
+	e := newPlannerEnv(t, envOptions{record: true}, nodes(2)...)
+	var vip netip.Addr
+	for i, name := range []string{"dns-tcp", "dns-udp"} {
+		svc := lbService(name, false)
+		al, err := e.alloc.Ensure(ipam.Request{Owner: string(svc.UID), Name: "default/" + name, Families: []ipam.Family{ipam.IPv4},
+			Sharing: ipam.Sharing{Key: "dns", TrafficPolicy: "Cluster", Ports: []ipam.Port{{Protocol: []string{"TCP", "UDP"}[i], Port: 53}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vip = al.Addresses[0]
+		svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: vip.String()}}
+		m := e.mark(svc)
+		if _, err := e.cs.CoreV1().Services("default").Create(e.ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.seen("*v1.Service", name, m)
+	}
+	owner := e.owner(vip, "node-a", "node-b")
+	err := pollFor(5*time.Second, func() error {
+		for _, name := range []string{"dns-tcp", "dns-udp"} {
+			svc, err := e.cs.CoreV1().Services("default").Get(e.ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if got, want := announced.Records(svc)[vip], (announced.Record{Node: owner, SharedAs: "dns"}); got != want {
+				return fmt.Errorf("%s records %+v, want %+v", name, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

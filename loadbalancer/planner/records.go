@@ -1,5 +1,10 @@
 package planner
 
+import (
+	"context"
+	"time"
+)
+
 // recordWorkers write Services' Announced conditions in parallel with
 // planning and with each other (never two writes of one Service at once:
 // the queue hands a key to one worker at a time).
@@ -11,7 +16,7 @@ const recordWorkers = 4
 // where its speaker reports it).
 func (p *Planner) enqueueRecord(key string) {
 	p.qmu.Lock()
-	p.pending[recPrefix+key] = true
+	p.pendingRecords[key] = true
 	p.qmu.Unlock()
 	p.records.Add(key)
 }
@@ -34,15 +39,15 @@ func (p *Planner) processNextRecord() bool {
 		return false
 	}
 	p.qmu.Lock()
-	p.recordsBusy.Add(1) // before it leaves pending: FlushRecords sees one or the other
-	delete(p.pending, recPrefix+key)
+	p.recordsBusy++ // with its leaving pending: FlushRecords sees one or the other
+	delete(p.pendingRecords, key)
 	p.busy++
 	p.qmu.Unlock()
 	defer func() {
 		p.records.Done(key)
 		p.qmu.Lock()
 		p.busy--
-		p.recordsBusy.Add(-1)
+		p.recordsBusy--
 		p.qmu.Unlock()
 	}()
 	if err := p.recordAnnouncers(key); err != nil {
@@ -52,4 +57,25 @@ func (p *Planner) processNextRecord() bool {
 	}
 	p.records.Forget(key)
 	return true
+}
+
+// FlushRecords waits until every queued Announced record is written (or
+// failed once), or ctx ends. A leader that steps down calls it after its
+// term ended and before it hands the Lease over: the next leader believes
+// the records over the speakers' claims (seed.go), and a move made just
+// before the handover must be on record by then.
+func (p *Planner) FlushRecords(ctx context.Context) {
+	for {
+		p.qmu.Lock()
+		flushed := len(p.pendingRecords) == 0 && p.recordsBusy == 0
+		p.qmu.Unlock()
+		if flushed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

@@ -54,8 +54,9 @@ func (p *Planner) seedFromRecords() {
 }
 
 // waitForReports waits up to the grace period for every speaker's first
-// report.
-func (p *Planner) waitForReports(ctx context.Context) {
+// report. It never stops start-up (a Run phase): when ctx ends it returns
+// early, and the worker drops what is queued after that.
+func (p *Planner) waitForReports(ctx context.Context) bool {
 	deadline := time.Now().Add(p.opts.Grace)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		all := true
@@ -65,10 +66,11 @@ func (p *Planner) waitForReports(ctx context.Context) {
 			}
 		}
 		if all {
-			return
+			return true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 // seedFromReports takes in what the speakers announce now.

@@ -187,7 +187,7 @@ func (p *Planner) syncAllServices() {
 	w := p.gather()
 	for _, key := range keys {
 		if err := p.syncServiceIn(key, w); err != nil {
-			p.queue.AddRateLimited(key)
+			p.queue.AddRateLimited(serviceKey(key))
 		}
 	}
 	p.enqueue(allKey)
