@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 	"github.com/ironlb/ironlb/loadbalancer/lbclass"
 )
 
@@ -46,7 +47,7 @@ func (b *Balancer) foreignAddrs(svc *v1.Service) []netip.Addr {
 	if b.class.Owns(svc) {
 		return nil
 	}
-	addrs := statusAddrs(svc)
+	addrs := announced.StatusAddrs(svc)
 	if len(addrs) > maxForeignAddrs {
 		addrs = addrs[:maxForeignAddrs]
 	}
@@ -120,7 +121,7 @@ func (b *Balancer) holderServices(addr netip.Addr) []*v1.Service {
 	}
 	var out []*v1.Service
 	for _, s := range all {
-		if b.class.Owns(s) && slices.Contains(statusAddrs(s), addr) {
+		if b.class.Owns(s) && slices.Contains(announced.StatusAddrs(s), addr) {
 			out = append(out, s)
 		}
 	}

@@ -1,13 +1,12 @@
 package loadbalancer
 
 import (
-	"net/netip"
-
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/ironlb/ironlb/ipam"
+	"github.com/ironlb/ironlb/loadbalancer/announced"
 )
 
 // SetInformers takes the Service, Namespace and Node informers from the
@@ -75,16 +74,5 @@ func (b *Balancer) statusChanged(obj any) {
 	if !ok || !b.alloc.HasClaims(string(svc.UID)) {
 		return
 	}
-	b.alloc.Unclaim(string(svc.UID), statusAddrs(svc))
-}
-
-// statusAddrs returns the addresses in a Service's status.
-func statusAddrs(svc *v1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, ing := range svc.Status.LoadBalancer.Ingress {
-		if a, err := netip.ParseAddr(ing.IP); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
+	b.alloc.Unclaim(string(svc.UID), announced.StatusAddrs(svc))
 }

@@ -69,7 +69,7 @@ func (b *Balancer) restore() (int, error) {
 	})
 	rs := make([]ipam.Restoration, len(svcs))
 	for i, svc := range svcs {
-		addrs := statusAddrs(svc)
+		addrs := announced.StatusAddrs(svc)
 		shared := map[netip.Addr]string{}
 		for a, r := range announced.Records(svc) {
 			shared[a] = r.SharedAs

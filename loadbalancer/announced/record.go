@@ -39,7 +39,7 @@ func Records(svc *v1.Service) map[netip.Addr]Record {
 	if c == nil {
 		return out
 	}
-	entries, err := Decode(c.Message, statusAddrs(svc))
+	entries, err := Decode(c.Message, StatusAddrs(svc))
 	if err != nil {
 		klog.Background().WithName("announced").Info("Ignoring entries of a Service's record of where its VIPs are announced",
 			"service", klog.KObj(svc), "condition", Condition, "err", err)
@@ -54,8 +54,8 @@ func Records(svc *v1.Service) map[netip.Addr]Record {
 	return out
 }
 
-// statusAddrs returns the addresses in a Service's status.
-func statusAddrs(svc *v1.Service) []netip.Addr {
+// StatusAddrs returns the addresses in a Service's status.
+func StatusAddrs(svc *v1.Service) []netip.Addr {
 	var out []netip.Addr
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
 		if a, err := netip.ParseAddr(ing.IP); err == nil {
