@@ -1478,3 +1478,31 @@ func TestStaleClaims(t *testing.T) {
 	ensureGets(t, a, v4("late"), "192.0.2.0")
 	checkInternalConsistency(t, a)
 }
+
+// TestHolders: an address's owners with their IDs, sorted by name; none
+// for an address only a stale status claims.
+func TestHolders(t *testing.T) {
+	a := newAllocator(autoPool(t, "p", "192.0.2.0/31"))
+	ensureGets(t, a, shared(v4("b"), "k", "Cluster", tcp443), "192.0.2.0")
+	ensureGets(t, a, shared(v4("a"), "k", "Cluster", tcp80), "192.0.2.0")
+	want := []OwnerRef{{Owner: "a", Name: "ns/a"}, {Owner: "b", Name: "ns/b"}}
+	if diff := cmp.Diff(want, a.Holders(netip.MustParseAddr("192.0.2.0"))); diff != "" {
+		t.Errorf("Holders(192.0.2.0) mismatch (-want +got):\n%s", diff)
+	}
+	if got := a.Holders(netip.MustParseAddr("192.0.2.1")); len(got) != 0 {
+		t.Errorf("Holders(192.0.2.1) = %+v, want none: it is free", got)
+	}
+	// A restore loser's status keeps listing the address after its holders
+	// let go: a stand-in holds it, which is no owner.
+	if err := a.Restore(v4("loser"), addrs("192.0.2.0")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Restore(loser) = %v, want ErrConflict", err)
+	}
+	a.Release("a")
+	a.Release("b")
+	if _, ok := a.Holder(netip.MustParseAddr("192.0.2.0")); !ok {
+		t.Fatal("Holder(192.0.2.0): free, want the stale claim's stand-in")
+	}
+	if got := a.Holders(netip.MustParseAddr("192.0.2.0")); len(got) != 0 {
+		t.Errorf("Holders(192.0.2.0) = %+v, want none: only a stale status claims it", got)
+	}
+}

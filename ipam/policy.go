@@ -45,6 +45,11 @@ type OwnerRef struct {
 	Owner, Name string
 }
 
+// compareOwnerRefs orders by name and then by ID.
+func compareOwnerRefs(x, y OwnerRef) int {
+	return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.Owner, y.Owner))
+}
+
 // OwnersIn returns the owners of the addresses that lie in pool, sorted by
 // name (reservations such as Nodes' addresses included); none when the
 // pool does not exist. It looks at every held address, as SetPool does.
@@ -66,8 +71,6 @@ func (a *Allocator) OwnersIn(pool string) []OwnerRef {
 			}
 		}
 	}
-	slices.SortFunc(out, func(x, y OwnerRef) int {
-		return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.Owner, y.Owner))
-	})
+	slices.SortFunc(out, compareOwnerRefs)
 	return slices.Compact(out)
 }

@@ -41,19 +41,23 @@ func (a *Allocator) Holder(addr netip.Addr) (Holding, bool) {
 	return out, true
 }
 
-// HolderIDs returns the owners (Request.Owner) that hold addr, sorted.
-func (a *Allocator) HolderIDs(addr netip.Addr) []string {
+// Holders returns the owners that hold addr, each with its ID
+// (Request.Owner) and name (Request.Name), sorted by name and then ID;
+// none for an address only a stale status claims.
+func (a *Allocator) Holders(addr netip.Addr) []OwnerRef {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h := a.holdings[keyOf(addr)]
 	if h == nil {
 		return nil
 	}
-	out := make([]string, 0, len(h.members))
+	out := make([]OwnerRef, 0, len(h.members))
 	for _, m := range h.members {
-		out = append(out, m.owner)
+		if m.owner != staleOwner {
+			out = append(out, OwnerRef{Owner: m.owner, Name: m.name})
+		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, compareOwnerRefs)
 	return out
 }
 

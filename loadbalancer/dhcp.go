@@ -165,16 +165,15 @@ const releaseTimeout = 30 * time.Second
 // releaseLease gives the lease of addr back to the server, if IronLB
 // holds one, in the background.
 func (b *Balancer) releaseLease(addr netip.Addr) {
-	for _, l := range b.leases.Leases() {
-		if l.Addr != addr {
-			continue
-		}
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			defer cancel()
-			b.leases.Release(ctx, l.ClientID)
-		}()
+	l, ok := b.leases.ByAddr(addr)
+	if !ok {
+		return
 	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+		b.leases.Release(ctx, l.ClientID)
+	}()
 }
 
 // adoptLeases takes on, at a start, the leases of the addresses Services'
@@ -217,26 +216,18 @@ func (b *Balancer) leaseLost(l dhcplease.Lease, err error) {
 // it (a Warning Event with reason and msg; the planner withdraws it) and
 // queues them to lease again; leaseAgain writes their status.
 func (b *Balancer) withdrawLeased(l dhcplease.Lease, reason, msg string) {
-	h, ok := b.alloc.Holder(l.Addr)
-	if !ok {
-		return
-	}
-	for _, name := range h.Owners {
-		ns, n, splitErr := cache.SplitMetaNamespaceKey(name)
-		if splitErr != nil {
+	for _, o := range b.alloc.Holders(l.Addr) {
+		svc, ok := b.serviceOf(o)
+		if !ok {
 			continue
 		}
-		svc, getErr := b.services.Services(ns).Get(n)
-		if getErr != nil {
-			continue
-		}
-		before, _ := b.alloc.Lookup(string(svc.UID))
-		b.alloc.Release(string(svc.UID))
+		before, _ := b.alloc.Lookup(o.Owner)
+		b.alloc.Release(o.Owner)
 		b.log.Info("Withdrew a Service's leased address", "service", klog.KObj(svc), "address", l.Addr, "reason", reason)
 		b.recorder.Event(svc, v1.EventTypeWarning, reason, msg)
 		b.pools.Touch(before.Pools...)
 		b.changed(svc)
-		b.leaseQueue.Add(name)
+		b.leaseQueue.Add(o.Name)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/ironlb/ironlb/ipam"
 	"github.com/ironlb/ironlb/loadbalancer/capiipam"
 )
 
@@ -90,7 +91,7 @@ func (b *Balancer) reserveNodeAddresses() {
 		seen[n.Name] = true
 		for _, a := range b.alloc.Reserve(nodeOwner(n.Name), "Node "+n.Name, addrs) {
 			h, _ := b.alloc.Holder(a)
-			if ids := b.alloc.HolderIDs(a); len(ids) > 0 && !slices.ContainsFunc(ids, func(o string) bool { return !capiipam.IsClaimOwner(o) }) {
+			if hs := b.alloc.Holders(a); len(hs) > 0 && !slices.ContainsFunc(hs, notAClaim) {
 				// A Cluster API machine's own address, claimed from an
 				// IronLB pool: the claim keeps it from Services already.
 				b.log.V(2).Info("A Node's address is its machine's Cluster API claim", "node", n.Name, "address", a, "claims", h.Owners)
@@ -205,6 +206,10 @@ func (b *Balancer) notReserved(n *v1.Node, reserved []netip.Addr) string {
 	return strings.Join(listed, ", ")
 }
 
+// notAClaim reports whether an owner is anything but a Cluster API claim.
+func notAClaim(o ipam.OwnerRef) bool { return !capiipam.IsClaimOwner(o.Owner) }
+
+// nodeOwner is the allocator owner of a Node's reservation.
 func nodeOwner(name string) string { return "node/" + name }
 
 // reservedAddresses returns the addresses IronLB reserves for a Node: its

@@ -116,12 +116,11 @@ func (b *Balancer) processPolicy(key string) error {
 	case strings.HasPrefix(key, policyPool):
 		pool := strings.TrimPrefix(key, policyPool)
 		for _, o := range b.alloc.OwnersIn(pool) {
-			// A Service ("namespace/name"), not a Node's reservation
-			// ("Node a") nor a Cluster API claim ("IPAddressClaim ns/name").
-			if strings.Contains(o.Name, "/") && !strings.Contains(o.Name, " ") {
+			if _, ok := b.serviceOf(o); ok {
 				b.policyQueue.Add(policyService + o.Name)
 			}
 		}
+		// The Services checked before, deleted ones included.
 		for _, s := range b.policy.servicesIn(pool) {
 			b.policyQueue.Add(policyService + s)
 		}

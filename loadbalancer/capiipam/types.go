@@ -79,7 +79,7 @@ func ownerOf(namespace, name string) string { return claimOwnerPrefix + namespac
 // claimOwnerPrefix starts the allocator owner of every claim.
 const claimOwnerPrefix = "ipaddressclaim/"
 
-// IsClaimOwner reports whether an allocator owner (ipam.Allocator.HolderIDs)
+// IsClaimOwner reports whether an allocator owner (ipam.OwnerRef.Owner)
 // is an IPAddressClaim's.
 func IsClaimOwner(owner string) bool { return strings.HasPrefix(owner, claimOwnerPrefix) }
 
