@@ -1,7 +1,6 @@
 package loadbalancer
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"strings"
@@ -9,9 +8,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/ironlb/ironlb/api/v1alpha1"
 	"github.com/ironlb/ironlb/ipam"
@@ -32,21 +28,13 @@ func TestLeaseLostWithdraws(t *testing.T) {
 		{name: "a Cluster API claim", holder: ipam.OwnerRef{Owner: "ipaddressclaim/web/front", Name: "IPAddressClaim web/front"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
 			svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front", UID: "uid-1"}}
-			client := fake.NewClientset(svc)
-			factory := informers.NewSharedInformerFactory(client, 0)
-			alloc, pools, rec := ipam.New(), &fakePools{}, record.NewFakeRecorder(10)
-			b := New(alloc, pools, rec)
-			b.SetInformers(factory)
+			b, alloc, pools, rec := informedBalancer(t, svc)
 			pools.set(t, alloc, "lan", v1alpha1.IPPoolSpec{Addresses: []v1alpha1.AddressRange{"192.0.2.0/29"}})
 			if _, err := alloc.Ensure(ipam.Request{Owner: tc.holder.Owner, Name: tc.holder.Name, Pool: "lan", Families: []ipam.Family{ipam.IPv4},
 				Addresses: []netip.Addr{addr}, Subject: ipam.Subject{Namespace: "web"}}); err != nil {
 				t.Fatal(err)
 			}
-			factory.Start(ctx.Done())
-			factory.WaitForCacheSync(ctx.Done())
 
 			b.leaseLost(dhcplease.Lease{Addr: addr, Pool: "lan"}, errors.New("the server refused the renewal"))
 

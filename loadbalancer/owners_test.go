@@ -6,6 +6,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
@@ -15,14 +16,7 @@ import (
 
 func TestServiceOf(t *testing.T) {
 	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "front", UID: "uid-1"}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	client := fake.NewClientset(svc)
-	factory := informers.NewSharedInformerFactory(client, 0)
-	b := New(ipam.New(), &fakePools{}, record.NewFakeRecorder(10))
-	b.SetInformers(factory)
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
+	b, _, _, _ := informedBalancer(t, svc)
 	for _, tc := range []struct {
 		name string
 		ref  ipam.OwnerRef
@@ -45,4 +39,19 @@ func TestServiceOf(t *testing.T) {
 			}
 		})
 	}
+}
+
+// informedBalancer returns a Balancer (not running) whose informers hold
+// objs and have synced, with its allocator, pools and recorder.
+func informedBalancer(t *testing.T, objs ...runtime.Object) (*Balancer, *ipam.Allocator, *fakePools, *record.FakeRecorder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	factory := informers.NewSharedInformerFactory(fake.NewClientset(objs...), 0)
+	alloc, pools, rec := ipam.New(), &fakePools{}, record.NewFakeRecorder(10)
+	b := New(alloc, pools, rec)
+	b.SetInformers(factory)
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	return b, alloc, pools, rec
 }
