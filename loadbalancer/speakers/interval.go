@@ -3,6 +3,8 @@ package speakers
 import (
 	"math"
 	"time"
+
+	speakerv1 "github.com/ironlb/ironlb/api/speaker/v1"
 )
 
 // DefaultHeartbeatRate is how many heartbeats per second the CCM sends at
@@ -57,4 +59,26 @@ func (m *Manager) Heartbeat() time.Duration { return time.Duration(m.interval.Lo
 // declared lost.
 func (m *Manager) LossLimit() time.Duration {
 	return m.Heartbeat() * time.Duration(m.opts.Misses)
+}
+
+// repace is the heartbeat seq: at the Manager's interval now, and saying
+// so, when it changed and the speaker takes it (takes; hb and wd move to
+// it); else at the stream's interval.
+func (s *session) repace(seq uint64, takes bool, hb *time.Ticker, wd *watchdog) *speakerv1.Heartbeat {
+	h := &speakerv1.Heartbeat{Seq: seq}
+	iv := s.m.Heartbeat()
+	if !takes || iv == wd.interval() {
+		return h
+	}
+	hb.Reset(iv)
+	wd.setInterval(iv)
+	h.IntervalMs = uint32(iv.Milliseconds())
+	return h
+}
+
+// takesInterval says whether the speaker takes Heartbeat.interval_ms.
+func (s *session) takesInterval() bool {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return s.state.Has(speakerv1.CapabilityHeartbeatInterval)
 }

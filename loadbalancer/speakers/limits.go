@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -80,6 +81,42 @@ func nodeReportLimit(vips, peers int) int {
 // errReportTooLarge is why a stream failed on a report larger than the
 // speaker's node explains (see nodeLimit).
 var errReportTooLarge = errors.New("report larger than its node's VIPs and peers explain")
+
+// reportLimit is the largest report the speaker may send on a new
+// stream (see reportLimit): sized from its VIPs, or all allocated VIPs,
+// and its peers. Once the stream's first report is taken in, the
+// speaker's reports are held to its node's limit (see nodeLimit).
+func (s *session) reportLimit() int {
+	vips := defaultReportVIPs
+	if a := s.m.opts.Allocated; a != nil {
+		vips = a.Held()
+	}
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return reportLimit(max(vips, len(s.desired)+len(s.dirty)), len(s.bgp.GetPeers()))
+}
+
+// nodeLimit is the largest report the speaker may send on stream gen
+// now (see nodeReportLimit): sized from its node's VIPs (nodeVIPCount) and peers
+// once the stream's first report was taken in; until then, no limit but
+// the stream's. It takes m.mu for a moment: the node's VIPs are placed
+// before an update names them, so a legitimate report fits.
+func (s *session) nodeLimit(gen uint64) int {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if s.taken != gen {
+		return math.MaxInt
+	}
+	return nodeReportLimit(s.nodeVIPCount(), len(s.bgp.GetPeers()))
+}
+
+// mergeLimit is how many VIPs reports merged into one (see merge) may
+// name: those the node holds, and the headroom.
+func (s *session) mergeLimit() int {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	return s.nodeVIPCount() + nodeVIPHeadroom
+}
 
 // reportCodec decodes the reports of stream gen as gRPC's proto codec
 // does, but refuses, before decoding it, a report larger than the
