@@ -68,7 +68,7 @@ tools: $(CONTROLLER_GEN) $(TOOLS_BIN)/helm $(PROMTOOL)
 $(CONTROLLER_GEN):
 	GOBIN=$(TOOLS_BIN) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 
-# promtool, for the tests of the alerts and the dashboard (deploy/monitoring):
+# promtool, for the tests of the alerts and the dashboard (test/monitoring):
 # Debian's prometheus package (bookworm: 2.42; a 19 MB download), unpacked
 # into .cache/bin rather than installed (apt-get download needs no root once
 # the package lists are there). Installing it would pull a dozen JavaScript

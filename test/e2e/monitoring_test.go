@@ -25,9 +25,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ironlb/ironlb/deploy/monitoring"
 	"github.com/ironlb/ironlb/test/binaries"
 	"github.com/ironlb/ironlb/test/controlplane"
+	"github.com/ironlb/ironlb/test/monitoring"
 	"github.com/ironlb/ironlb/test/rig"
 )
 
@@ -272,7 +272,11 @@ func monitoringSpec(t *testing.T) map[string]any {
 	var pr struct {
 		Spec map[string]any `json:"spec"`
 	}
-	if err := yaml.Unmarshal(monitoring.RuleFile, &pr); err != nil {
+	rule, err := monitoring.RuleFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(rule, &pr); err != nil {
 		t.Fatal(err)
 	}
 	return pr.Spec
@@ -289,7 +293,11 @@ func checkDashboardConfigMap(t *testing.T, cm *corev1.ConfigMap) {
 	if err := json.Unmarshal([]byte(cm.Data["ironlb-dashboard.json"]), &got); err != nil {
 		t.Fatalf("ConfigMap %s: ironlb-dashboard.json: %v", cm.Name, err)
 	}
-	if err := json.Unmarshal(monitoring.DashboardFile, &want); err != nil {
+	dashboard, err := monitoring.DashboardFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(dashboard, &want); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -23,17 +23,21 @@ func TestExampleUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	path, err := Path()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if *update {
-		if err := os.WriteFile(File, want, 0o644); err != nil {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := os.ReadFile(File)
+	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s is stale; run go generate ./deploy/examples/cluster-api (-want +got):\n%s", File, diff)
+		t.Errorf("%s is stale; run go generate ./test/examples/clusterapi (-want +got):\n%s", File, diff)
 	}
 
 	pod, err := cpvip.StaticPod(ManifestOptions())

@@ -68,7 +68,11 @@ func TestExampleServerSideDryRun(t *testing.T) {
 	if out, err := cp.Kubectl(ctx, "create", "namespace", Namespace); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	example, err := os.ReadFile(File)
+	path, err := Path()
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

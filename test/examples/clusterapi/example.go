@@ -1,20 +1,27 @@
-// Package clusterapi makes kubeadm-control-plane.yaml, a Cluster API
-// example: a Cluster whose control-plane endpoint is IronLB's control-plane
-// VIP and a KubeadmControlPlane that writes the control-plane speaker's
-// static pod (cpvip.StaticPod, byte for byte) on every control-plane
-// machine before kubeadm runs.
+// Package clusterapi makes deploy/examples/cluster-api/kubeadm-control-plane.yaml,
+// a Cluster API example: a Cluster whose control-plane endpoint is IronLB's
+// control-plane VIP and a KubeadmControlPlane that writes the control-plane
+// speaker's static pod (cpvip.StaticPod, byte for byte) on every
+// control-plane machine before kubeadm runs. It lives outside deploy/,
+// which holds only manifests, and finds the file from its own source file
+// (see Path).
 //
 // Regenerate it with
 //
-//	go test ./deploy/examples/cluster-api -run TestExampleUpToDate -update
+//	go test ./test/examples/clusterapi -run TestExampleUpToDate -update
 //
-// TestExampleUpToDate fails while the file differs from Example's output;
-// TestExampleServerSideDryRun checks it against Cluster API's CRDs.
+// (or go generate ./test/examples/clusterapi). TestExampleUpToDate fails
+// while the file differs from Example's output; TestExampleServerSideDryRun
+// checks it against Cluster API's CRDs.
 package clusterapi
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 
 	"sigs.k8s.io/yaml"
 
@@ -24,8 +31,32 @@ import (
 
 //go:generate go test . -run TestExampleUpToDate -update
 
-// File is the example's file name in this folder.
-const File = "kubeadm-control-plane.yaml"
+// File is the example's path in the repository.
+const File = "deploy/examples/cluster-api/kubeadm-control-plane.yaml"
+
+// Path returns File's absolute path in the source tree this package was
+// built from: the folder three levels above this file
+// (test/examples/clusterapi), which must hold the go.mod of
+// github.com/ironlb/ironlb. A binary built with -trimpath knows no such
+// folder.
+func Path() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("locating the source tree: runtime.Caller has no file for package clusterapi")
+	}
+	if !filepath.IsAbs(file) {
+		return "", fmt.Errorf("locating the source tree: package clusterapi's source file is %s, not an absolute path (built with -trimpath?)", file)
+	}
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "", fmt.Errorf("locating the source tree: %w", err)
+	}
+	if !bytes.HasPrefix(mod, []byte("module github.com/ironlb/ironlb\n")) {
+		return "", fmt.Errorf("locating the source tree: %s is not the go.mod of github.com/ironlb/ironlb", filepath.Join(root, "go.mod"))
+	}
+	return filepath.Join(root, filepath.FromSlash(File)), nil
+}
 
 // The example's names and addresses: the rig's (docs/development.md, "A real cluster").
 const (
@@ -58,7 +89,7 @@ const header = `# A Cluster API cluster whose kube-apiserver is reached through 
 # writes the control-plane speaker's static pod on every control-plane
 # machine before kubeadm init or join runs.
 #
-# Generated (deploy/examples/cluster-api, go generate): the static pod is
+# Generated (test/examples/clusterapi, go generate): the static pod is
 # kubectl ironlb control-plane manifest --vip %s --image %s
 # byte for byte. The infrastructure kinds (Metal3 here) are your provider's;
 # create the namespace first. Checked by server-side dry-run against Cluster

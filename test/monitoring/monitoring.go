@@ -1,27 +1,70 @@
-// Package monitoring holds IronLB's alerts (prometheusrule.yaml, a
-// PrometheusRule of the Prometheus Operator) and Grafana dashboard
-// (ironlb-dashboard.json), and what the tests need to check them: the rule
-// groups in plain Prometheus format for promtool, every PromQL expression of
-// both, and the metric names an expression reads.
+// Package monitoring reads IronLB's alerts (deploy/monitoring/prometheusrule.yaml,
+// a PrometheusRule of the Prometheus Operator) and Grafana dashboard
+// (deploy/monitoring/ironlb-dashboard.json) from the source tree, and
+// gives the tests what they need to check them: the rule groups in plain
+// Prometheus format for promtool, every PromQL expression of both, and the
+// metric names an expression reads. It lives outside deploy/, which holds
+// only manifests, so it cannot embed them: it finds the repository from
+// its own source file (see Dir).
 package monitoring
 
 import (
-	_ "embed"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 
 	"sigs.k8s.io/yaml"
 )
 
-// RuleFile is the PrometheusRule manifest, DashboardFile the dashboard.
-var (
-	//go:embed prometheusrule.yaml
-	RuleFile []byte
-	//go:embed ironlb-dashboard.json
-	DashboardFile []byte
-)
+// Dir returns deploy/monitoring of the source tree this package was built
+// from: the folder two levels above this file (test/monitoring), which
+// must hold the go.mod of github.com/ironlb/ironlb. A binary built with
+// -trimpath knows no such folder.
+func Dir() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("locating the source tree: runtime.Caller has no file for package monitoring")
+	}
+	if !filepath.IsAbs(file) {
+		return "", fmt.Errorf("locating the source tree: package monitoring's source file is %s, not an absolute path (built with -trimpath?)", file)
+	}
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return "", fmt.Errorf("locating the source tree: %w", err)
+	}
+	if !bytes.HasPrefix(mod, []byte("module github.com/ironlb/ironlb\n")) {
+		return "", fmt.Errorf("locating the source tree: %s is not the go.mod of github.com/ironlb/ironlb", filepath.Join(root, "go.mod"))
+	}
+	return filepath.Join(root, "deploy", "monitoring"), nil
+}
+
+// readFile returns the file name of deploy/monitoring.
+func readFile(name string) ([]byte, error) {
+	dir, err := Dir()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("reading the monitoring manifest: %w", err)
+	}
+	return b, nil
+}
+
+// RuleFile returns the PrometheusRule manifest,
+// deploy/monitoring/prometheusrule.yaml.
+func RuleFile() ([]byte, error) { return readFile("prometheusrule.yaml") }
+
+// DashboardFile returns the Grafana dashboard,
+// deploy/monitoring/ironlb-dashboard.json.
+func DashboardFile() ([]byte, error) { return readFile("ironlb-dashboard.json") }
 
 // RuleGroups returns the PrometheusRule's spec: rule groups in the format
 // of a Prometheus rule file (what promtool reads).
@@ -32,7 +75,11 @@ func RuleGroups() ([]byte, error) {
 		Metadata   map[string]any `json:"metadata"`
 		Spec       map[string]any `json:"spec"`
 	}
-	if err := yaml.UnmarshalStrict(RuleFile, &pr); err != nil {
+	rule, err := RuleFile()
+	if err != nil {
+		return nil, err
+	}
+	if err := yaml.UnmarshalStrict(rule, &pr); err != nil {
 		return nil, fmt.Errorf("prometheusrule.yaml: %w", err)
 	}
 	if pr.APIVersion != "monitoring.coreos.com/v1" || pr.Kind != "PrometheusRule" {
@@ -61,8 +108,12 @@ func Rules() ([]Rule, error) {
 			} `json:"groups"`
 		} `json:"spec"`
 	}
-	if err := yaml.Unmarshal(RuleFile, &pr); err != nil {
+	rule, err := RuleFile()
+	if err != nil {
 		return nil, err
+	}
+	if err := yaml.Unmarshal(rule, &pr); err != nil {
+		return nil, fmt.Errorf("prometheusrule.yaml: %w", err)
 	}
 	var out []Rule
 	for _, g := range pr.Spec.Groups {
@@ -111,8 +162,12 @@ type Target struct {
 
 // LoadDashboard parses the dashboard.
 func LoadDashboard() (*Dashboard, error) {
+	data, err := DashboardFile()
+	if err != nil {
+		return nil, err
+	}
 	var d Dashboard
-	if err := json.Unmarshal(DashboardFile, &d); err != nil {
+	if err := json.Unmarshal(data, &d); err != nil {
 		return nil, fmt.Errorf("ironlb-dashboard.json: %w", err)
 	}
 	return &d, nil
