@@ -9,38 +9,25 @@
 package monitoring
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/ironlb/ironlb/test/binaries"
 )
 
-// Dir returns deploy/monitoring of the source tree this package was built
-// from: the folder two levels above this file (test/monitoring), which
-// must hold the go.mod of github.com/ironlb/ironlb. A binary built with
-// -trimpath knows no such folder.
+// Dir returns deploy/monitoring of the source tree: below the go.mod of
+// github.com/ironlb/ironlb above the working directory (a test's is its
+// package's folder).
 func Dir() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("locating the source tree: runtime.Caller has no file for package monitoring")
-	}
-	if !filepath.IsAbs(file) {
-		return "", fmt.Errorf("locating the source tree: package monitoring's source file is %s, not an absolute path (built with -trimpath?)", file)
-	}
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	root, err := binaries.RepoRoot()
 	if err != nil {
-		return "", fmt.Errorf("locating the source tree: %w", err)
-	}
-	if !bytes.HasPrefix(mod, []byte("module github.com/ironlb/ironlb\n")) {
-		return "", fmt.Errorf("locating the source tree: %s is not the go.mod of github.com/ironlb/ironlb", filepath.Join(root, "go.mod"))
+		return "", fmt.Errorf("locating deploy/monitoring: %w", err)
 	}
 	return filepath.Join(root, "deploy", "monitoring"), nil
 }

@@ -17,16 +17,14 @@ package clusterapi
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"runtime"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/ironlb/ironlb/cpvip"
 	"github.com/ironlb/ironlb/internal/version"
+	"github.com/ironlb/ironlb/test/binaries"
 )
 
 //go:generate go test . -run TestExampleUpToDate -update
@@ -34,26 +32,13 @@ import (
 // File is the example's path in the repository.
 const File = "deploy/examples/cluster-api/kubeadm-control-plane.yaml"
 
-// Path returns File's absolute path in the source tree this package was
-// built from: the folder three levels above this file
-// (test/examples/clusterapi), which must hold the go.mod of
-// github.com/ironlb/ironlb. A binary built with -trimpath knows no such
-// folder.
+// Path returns File's absolute path in the source tree: below the
+// go.mod of github.com/ironlb/ironlb above the working directory (a
+// test's is its package's folder).
 func Path() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("locating the source tree: runtime.Caller has no file for package clusterapi")
-	}
-	if !filepath.IsAbs(file) {
-		return "", fmt.Errorf("locating the source tree: package clusterapi's source file is %s, not an absolute path (built with -trimpath?)", file)
-	}
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	root, err := binaries.RepoRoot()
 	if err != nil {
-		return "", fmt.Errorf("locating the source tree: %w", err)
-	}
-	if !bytes.HasPrefix(mod, []byte("module github.com/ironlb/ironlb\n")) {
-		return "", fmt.Errorf("locating the source tree: %s is not the go.mod of github.com/ironlb/ironlb", filepath.Join(root, "go.mod"))
+		return "", fmt.Errorf("locating %s: %w", File, err)
 	}
 	return filepath.Join(root, filepath.FromSlash(File)), nil
 }
