@@ -32,7 +32,7 @@ func codeConditions(m *module) (where, []string) {
 	for _, cc := range conditionConsts {
 		pkg := m.pkgs[cc.dir]
 		if pkg == nil {
-			errs = append(errs, fmt.Sprintf("no package %s: update conditionConsts in test/docs/docs_test.go", cc.dir))
+			errs = append(errs, fmt.Sprintf("no package %s: update conditionConsts in test/docs/conditions_test.go", cc.dir))
 			continue
 		}
 		for name, c := range pkg.consts {

@@ -145,7 +145,7 @@ func TestEvents(t *testing.T) {
 		}
 		sort.Strings(missing)
 		if len(missing) > 0 {
-			t.Errorf("%s lacks these condition reasons (not Events, see notEventReasons in test/docs/docs_test.go): add a row for each:\n%s", conditionsPage, strings.Join(missing, "\n"))
+			t.Errorf("%s lacks these condition reasons (not Events, see notEventReasons in test/docs/events_test.go): add a row for each:\n%s", conditionsPage, strings.Join(missing, "\n"))
 		}
 	})
 }

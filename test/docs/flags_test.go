@@ -84,7 +84,7 @@ func codeFlags(t *testing.T, m *module) (flags where, ccmOpts [][]string, ccmOpt
 	for dir, commands := range flagCommands {
 		pkg := m.pkgs[dir]
 		if pkg == nil {
-			errs = append(errs, fmt.Sprintf("no package %s: update flagCommands in test/docs/docs_test.go", dir))
+			errs = append(errs, fmt.Sprintf("no package %s: update flagCommands in test/docs/flags_test.go", dir))
 			continue
 		}
 		for _, f := range pkg.files {
@@ -117,7 +117,7 @@ func codeFlags(t *testing.T, m *module) (flags where, ccmOpts [][]string, ccmOpt
 				command, known := commands[fd.Name.Name]
 				add := func(name string, at ast.Node) {
 					if !known {
-						errs = append(errs, fmt.Sprintf("%s: %s defines the flag --%s, but flagCommands in test/docs/docs_test.go does not say which command %s.%s belongs to: add it", m.pos(at), fd.Name.Name, name, dir, fd.Name.Name))
+						errs = append(errs, fmt.Sprintf("%s: %s defines the flag --%s, but flagCommands in test/docs/flags_test.go does not say which command %s.%s belongs to: add it", m.pos(at), fd.Name.Name, name, dir, fd.Name.Name))
 						return
 					}
 					flags[command+" --"+name] = m.pos(at)
@@ -126,7 +126,7 @@ func codeFlags(t *testing.T, m *module) (flags where, ccmOpts [][]string, ccmOpt
 					switch n := n.(type) {
 					case *ast.CompositeLit: // extra CCM flags handed to the framework
 						if sel, ok := n.Type.(*ast.SelectorExpr); ok && sel.Sel.Name == "NamedFlagSets" && len(n.Elts) > 0 {
-							errs = append(errs, fmt.Sprintf("%s: flags in a NamedFlagSets literal: teach TestFlags (test/docs/docs_test.go) to read them", m.pos(n)))
+							errs = append(errs, fmt.Sprintf("%s: flags in a NamedFlagSets literal: teach TestFlags (test/docs/flags_test.go) to read them", m.pos(n)))
 						}
 					case *ast.AssignStmt: // opts.X.Y = ...: an upstream CCM flag's default
 						if dir != "cmd/ironlb-ccm" {
@@ -176,7 +176,7 @@ func codeFlags(t *testing.T, m *module) (flags where, ccmOpts [][]string, ccmOpt
 									add(name, n)
 								}
 							} else {
-								errs = append(errs, fmt.Sprintf("%s: the flag set is handed to %s, which TestFlags does not know: add it to flagHelpers (or defaultSetters) in test/docs/docs_test.go", m.pos(n), callee))
+								errs = append(errs, fmt.Sprintf("%s: the flag set is handed to %s, which TestFlags does not know: add it to flagHelpers (or defaultSetters) in test/docs/flags_test.go", m.pos(n), callee))
 							}
 							break
 						}
