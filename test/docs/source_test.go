@@ -299,3 +299,16 @@ func calleeName(f *goFile, call *ast.CallExpr) string {
 	}
 	return ""
 }
+
+// selectorPath returns ["a", "b", "c"] for a.b.c.
+func selectorPath(e ast.Expr) []string {
+	switch e := e.(type) {
+	case *ast.Ident:
+		return []string{e.Name}
+	case *ast.SelectorExpr:
+		if p := selectorPath(e.X); p != nil {
+			return append(p, e.Sel.Name)
+		}
+	}
+	return nil
+}
