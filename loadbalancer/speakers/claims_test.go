@@ -193,13 +193,19 @@ func TestClaimsReachState(t *testing.T) {
 		r := claimsReport()
 		step.change(r)
 		next <- r
-		select {
-		case <-changes:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: no OnChange", step.name)
-		}
-		if st, _ := m.State(node); !step.check(st) {
-			t.Errorf("%s: state %+v", step.name, st)
+		// An OnChange of the step before may still be on its way (the
+		// manager calls OnChange after it updates State): the state is
+		// checked at each OnChange until one shows the change.
+		deadline := time.After(10 * time.Second)
+		for done := false; !done; {
+			select {
+			case <-changes:
+				st, _ := m.State(node)
+				done = step.check(st)
+			case <-deadline:
+				st, _ := m.State(node)
+				t.Fatalf("%s: no OnChange shows the change; state %+v", step.name, st)
+			}
 		}
 	}
 }

@@ -111,6 +111,7 @@ spec:
 				return fail(err)
 			}
 			outages = append(outages, f.Outage.Seconds())
+			fmt.Fprintf(os.Stderr, "bench: l2_failover_%s trial %d: %.3f s, %s to %s, %d failed attempts\n", mode, len(outages), f.Outage.Seconds(), f.From, f.To, f.Failed)
 		}
 		report(fmt.Sprintf("l2_failover_%s_p50", mode), median(outages), "s")
 		report(fmt.Sprintf("l2_failover_%s_max", mode), slices.Max(outages), "s")
