@@ -4,8 +4,8 @@
 // gives the tests what they need to check them: the rule groups in plain
 // Prometheus format for promtool, every PromQL expression of both, and the
 // metric names an expression reads. It lives outside deploy/, which holds
-// only manifests, so it cannot embed them: it finds the repository from
-// its own source file (see Dir).
+// only manifests, so it cannot embed them: it finds them through the
+// module's root above the working directory (see Dir).
 package monitoring
 
 import (
@@ -32,7 +32,7 @@ func Dir() (string, error) {
 	return filepath.Join(root, "deploy", "monitoring"), nil
 }
 
-// readFile returns the file name of deploy/monitoring.
+// readFile returns the file called name in deploy/monitoring.
 func readFile(name string) ([]byte, error) {
 	dir, err := Dir()
 	if err != nil {

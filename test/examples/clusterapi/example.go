@@ -3,8 +3,8 @@
 // control-plane VIP and a KubeadmControlPlane that writes the control-plane
 // speaker's static pod (cpvip.StaticPod, byte for byte) on every
 // control-plane machine before kubeadm runs. It lives outside deploy/,
-// which holds only manifests, and finds the file from its own source file
-// (see Path).
+// which holds only manifests, and finds the file through the module's
+// root above the working directory (see Path).
 //
 // Regenerate it with
 //
