@@ -148,7 +148,7 @@ func (s *session) stream(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	go wd.run(ctx, cancel, addr)
+	wd.start(ctx, cancel, addr)
 
 	limit := s.reportLimit()
 	stream, err := speakerv1.NewSpeakerClient(conn).Sync(ctx, grpc.MaxCallRecvMsgSize(limit), grpc.ForceCodecV2(s.reportCodec(gen)))

@@ -53,7 +53,13 @@ type watchdog struct {
 	// while the CCM is busy.
 	lastRead atomic.Int64
 
+	// rearm tells run to work out its next pass again, when the pass it
+	// waits for may be too late: the first report ended the handshake
+	// grace, or the interval changed.
+	rearm chan struct{}
+
 	mu      sync.Mutex
+	graced  bool      // last is still the handshake grace, not a report
 	last    time.Time // the speaker's last report, moved on by the CCM's own stalls
 	beating bool      // heartbeats flow (the send loop runs)
 	sent    int       // heartbeats written since the last report
@@ -67,7 +73,8 @@ func newWatchdog(heartbeat time.Duration, misses int, ready func() bool) *watchd
 // newWatchdogAt is newWatchdog with its clock and its pause before a
 // re-check.
 func newWatchdogAt(heartbeat time.Duration, misses int, ready func() bool, now func() time.Time, pause func()) *watchdog {
-	w := &watchdog{heartbeat: heartbeat, misses: misses, limit: heartbeat * time.Duration(misses), ready: ready, now: now, pause: pause}
+	w := &watchdog{heartbeat: heartbeat, misses: misses, limit: heartbeat * time.Duration(misses), ready: ready, now: now, pause: pause,
+		rearm: make(chan struct{}, 1), graced: true}
 	w.last = now().Add(max(2*time.Second, w.limit) - w.limit) // grace for the handshake
 	return w
 }
@@ -83,9 +90,18 @@ func (w *watchdog) interval() time.Duration {
 // interval changed, see session.repace); the limit becomes d × misses.
 func (w *watchdog) setInterval(d time.Duration) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.heartbeat = d
 	w.limit = d * time.Duration(w.misses)
+	w.mu.Unlock()
+	w.wake()
+}
+
+// wake asks run to work out its next pass again.
+func (w *watchdog) wake() {
+	select {
+	case w.rearm <- struct{}{}:
+	default: // already asked
+	}
 }
 
 // yield lets the other goroutines run, then waits recheckPause.
@@ -95,11 +111,21 @@ func yield() {
 }
 
 // seen records a report (or a pause that is the CCM's, not the speaker's).
+//
+// The first one ends the handshake grace: run's pass, due when the grace
+// would have run out (up to 2 s after the stream began), is worked out
+// again, so that a speaker lost soon after it connected is found within
+// the limit too.
 func (w *watchdog) seen() {
 	w.mu.Lock()
 	w.last = w.now()
 	w.sent = 0
+	first := w.graced
+	w.graced = false
 	w.mu.Unlock()
+	if first {
+		w.wake()
+	}
 }
 
 // sentHeartbeat records a heartbeat written on the stream: from then on
@@ -184,18 +210,29 @@ func (w *watchdog) silentLocked(now time.Time) time.Duration {
 	return silent
 }
 
+// start arms the watchdog's first pass, then runs it in the background
+// (run); the first report (seen) and a new interval (setInterval) re-arm
+// it from then on.
+func (w *watchdog) start(ctx context.Context, cancel context.CancelCauseFunc, addr string) {
+	due := w.next(w.now())
+	go w.run(ctx, cancel, addr, time.NewTimer(time.Until(due)), due)
+}
+
 // run makes a pass whenever the speaker's silence could pass the limit
 // (see next), not on a fixed tick: a speaker that answers every heartbeat
 // costs the CCM one timer wake-up per limit, not one per quarter
 // interval. It ends when ctx does or it cancels the stream.
-func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr string) {
-	due := w.next(w.now())
-	t := time.NewTimer(time.Until(due))
+func (w *watchdog) run(ctx context.Context, cancel context.CancelCauseFunc, addr string, t *time.Timer, due time.Time) {
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-w.rearm:
+			now := w.now()
+			due = w.next(now)
+			t.Reset(due.Sub(now))
+			continue
 		case <-t.C:
 		}
 		if err := w.check(due, addr); err != nil {

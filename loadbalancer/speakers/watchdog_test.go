@@ -1,6 +1,8 @@
 package speakers
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -147,6 +149,49 @@ func TestWatchdogNext(t *testing.T) {
 			now = start.Add(tc.now)
 			if got := w.next(now).Sub(start); got != tc.want {
 				t.Errorf("next(%s) = %s, want %s", tc.now, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWatchdogRearms: run's pass is worked out again when the one it
+// waits for would find a lost speaker late: after the first report (the
+// pass was due when the handshake grace, 2 s from the stream's start,
+// would have run out) and after the interval shrank (due at the old,
+// longer limit). A speaker silent since must be found lost well before
+// that pass: without the re-arm it cannot be.
+func TestWatchdogRearms(t *testing.T) {
+	const misses = 3
+	for _, tc := range []struct {
+		name      string
+		heartbeat time.Duration
+		act       func(w *watchdog)
+		late      time.Duration // from the start: the pass run waited for
+	}{
+		{name: "the first report ends the grace", heartbeat: 20 * time.Millisecond,
+			act: func(w *watchdog) { w.seen() }, late: 2 * time.Second},
+		{name: "the interval shrinks", heartbeat: 600 * time.Millisecond,
+			// Before any report: the pass is due at the grace's end, 2 s,
+			// and a 60 ms limit now finds the silence about 0.26 s in.
+			act: func(w *watchdog) { w.setInterval(20 * time.Millisecond) }, late: 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWatchdog(tc.heartbeat, misses, func() bool { return true })
+			start := time.Now()
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			w.start(ctx, cancel, "192.0.2.1:7473")
+			tc.act(w)
+			for range misses {
+				w.sentHeartbeat() // unanswered
+			}
+			select {
+			case <-ctx.Done():
+				if err := context.Cause(ctx); errors.Is(err, context.Canceled) {
+					t.Fatalf("stream ended with %v, want the watchdog's loss", err)
+				}
+			case <-time.After(time.Until(start.Add(tc.late - 100*time.Millisecond))):
+				t.Fatalf("a speaker silent since was not found lost before the pass at %s", tc.late)
 			}
 		})
 	}
